@@ -1,0 +1,194 @@
+"""The twelve task types: what each accepts, what it requires, what it costs.
+
+This module is the single source of truth for the API's models. Request
+validation, cost estimates, the sandbox and every front end read it; nothing
+else spells out a price or a field rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+MIN_DURATION = 3
+MAX_DURATION = 15
+DEFAULT_DURATION = 5
+MAX_PROMPT_CHARS = 2000
+MAX_REFERENCE_IMAGES = 7
+DEFAULT_CFG_SCALE = 0.5
+
+# The page documents an end-frame image for image-to-video but names no wire
+# field for it. This is the one place that decides the name sent on the wire.
+END_FRAME_WIRE_FIELD = "image_tail"
+
+
+class TaskType(StrEnum):
+    """A value of the API's `type` field."""
+
+    PRO_TEXT_TO_VIDEO = "pro-text-to-video"
+    PRO_IMAGE_TO_VIDEO = "pro-image-to-video"
+    STD_TEXT_TO_VIDEO = "std-text-to-video"
+    STD_IMAGE_TO_VIDEO = "std-image-to-video"
+    O3_PRO_TEXT_TO_VIDEO = "o3-pro-text-to-video"
+    O3_PRO_IMAGE_TO_VIDEO = "o3-pro-image-to-video"
+    O3_PRO_REFERENCE_TO_VIDEO = "o3-pro-reference-to-video"
+    O3_PRO_VIDEO_EDIT = "o3-pro-video-edit"
+    O3_STD_TEXT_TO_VIDEO = "o3-std-text-to-video"
+    O3_STD_IMAGE_TO_VIDEO = "o3-std-image-to-video"
+    O3_STD_REFERENCE_TO_VIDEO = "o3-std-reference-to-video"
+    O3_STD_VIDEO_EDIT = "o3-std-video-edit"
+
+
+class AspectRatio(StrEnum):
+    """Output aspect ratios the API accepts."""
+
+    LANDSCAPE = "16:9"
+    PORTRAIT = "9:16"
+    SQUARE = "1:1"
+
+
+DEFAULT_ASPECT_RATIO = AspectRatio.LANDSCAPE
+
+
+class Family(StrEnum):
+    KLING_3 = "kling-3.0"
+    O3 = "kling-o3"
+
+
+class Tier(StrEnum):
+    PRO = "pro"
+    STD = "std"
+
+
+class Mode(StrEnum):
+    TEXT = "text-to-video"
+    IMAGE = "image-to-video"
+    REFERENCE = "reference-to-video"
+    EDIT = "video-edit"
+
+
+# Request fields by the mode (or family) that takes them. `prompt` and
+# `negative_prompt` are taken by every type.
+_COMMON_FIELDS = frozenset({"prompt", "negative_prompt"})
+_MODE_FIELDS: dict[Mode, frozenset[str]] = {
+    Mode.TEXT: frozenset({"duration", "aspect_ratio", "sound"}),
+    Mode.IMAGE: frozenset({"duration", "aspect_ratio", "sound", "image", "end_image"}),
+    Mode.REFERENCE: frozenset({"duration", "aspect_ratio", "sound", "images", "video"}),
+    Mode.EDIT: frozenset({"video", "keep_original_sound"}),
+}
+_MODE_REQUIRED: dict[Mode, frozenset[str]] = {
+    Mode.TEXT: frozenset({"prompt"}),
+    Mode.IMAGE: frozenset({"prompt", "image"}),
+    Mode.REFERENCE: frozenset({"prompt"}),
+    Mode.EDIT: frozenset({"prompt", "video"}),
+}
+_FAMILY_FIELDS: dict[Family, frozenset[str]] = {
+    Family.KLING_3: frozenset({"cfg_scale"}),
+    Family.O3: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Credits for one task: per second of video, or fixed for edits."""
+
+    per_second: int | None = None
+    per_second_with_sound: int | None = None
+    fixed: int | None = None
+
+    def credits(self, duration: int, sound: bool) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        assert self.per_second is not None
+        rate = self.per_second_with_sound if sound and self.per_second_with_sound else self.per_second
+        return rate * duration
+
+    def describe(self) -> str:
+        if self.fixed is not None:
+            return f"{self.fixed} credits fixed"
+        if self.per_second_with_sound is not None:
+            return f"{self.per_second}/s silent, {self.per_second_with_sound}/s with sound"
+        return f"{self.per_second}/s"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything the project knows about one task type."""
+
+    type: TaskType
+    family: Family
+    tier: Tier
+    mode: Mode
+    description: str
+    price: Price
+
+    @property
+    def accepted_fields(self) -> frozenset[str]:
+        return _COMMON_FIELDS | _MODE_FIELDS[self.mode] | _FAMILY_FIELDS[self.family]
+
+    @property
+    def required_fields(self) -> frozenset[str]:
+        return _MODE_REQUIRED[self.mode]
+
+    @property
+    def has_duration(self) -> bool:
+        """Edits take the source video's length; every other type takes a duration."""
+        return "duration" in self.accepted_fields
+
+    @property
+    def task_id_prefix(self) -> str:
+        return "n75" if self.family is Family.KLING_3 else "n71"
+
+    def credits(self, duration: int = DEFAULT_DURATION, sound: bool = True) -> int:
+        return self.price.credits(duration, sound)
+
+
+def _spec(type_: TaskType, description: str, price: Price) -> ModelSpec:
+    family = Family.O3 if type_.startswith("o3-") else Family.KLING_3
+    tier = Tier.PRO if "pro-" in type_ else Tier.STD
+    mode = next(m for m in Mode if type_.endswith(m.value))
+    return ModelSpec(type_, family, tier, mode, description, price)
+
+
+_PRO_3 = Price(per_second=54, per_second_with_sound=80)
+_STD_3 = Price(per_second=40, per_second_with_sound=60)
+
+CATALOG: dict[TaskType, ModelSpec] = {
+    spec.type: spec
+    for spec in (
+        _spec(TaskType.PRO_TEXT_TO_VIDEO, "Kling 3.0 Pro text-to-video", _PRO_3),
+        _spec(TaskType.PRO_IMAGE_TO_VIDEO, "Kling 3.0 Pro image-to-video", _PRO_3),
+        _spec(TaskType.STD_TEXT_TO_VIDEO, "Kling 3.0 Standard text-to-video", _STD_3),
+        _spec(TaskType.STD_IMAGE_TO_VIDEO, "Kling 3.0 Standard image-to-video", _STD_3),
+        _spec(TaskType.O3_PRO_TEXT_TO_VIDEO, "O3 Pro text-to-video", Price(per_second=48)),
+        _spec(TaskType.O3_PRO_IMAGE_TO_VIDEO, "O3 Pro image-to-video", Price(per_second=48)),
+        _spec(
+            TaskType.O3_PRO_REFERENCE_TO_VIDEO,
+            "O3 Pro with reference images/video",
+            Price(per_second=72),
+        ),
+        _spec(TaskType.O3_PRO_VIDEO_EDIT, "O3 Pro video editing", Price(fixed=435)),
+        _spec(TaskType.O3_STD_TEXT_TO_VIDEO, "O3 Standard text-to-video", Price(per_second=36)),
+        _spec(TaskType.O3_STD_IMAGE_TO_VIDEO, "O3 Standard image-to-video", Price(per_second=36)),
+        _spec(
+            TaskType.O3_STD_REFERENCE_TO_VIDEO,
+            "O3 Standard reference-to-video",
+            Price(per_second=20),
+        ),
+        _spec(TaskType.O3_STD_VIDEO_EDIT, "O3 Standard video editing", Price(fixed=360)),
+    )
+}
+
+
+def get_model(type_: TaskType | str) -> ModelSpec:
+    """The spec of a task type; raises `KeyError` naming the known types."""
+    try:
+        return CATALOG[TaskType(type_)]
+    except ValueError:
+        known = ", ".join(CATALOG)
+        raise KeyError(f"unknown task type {type_!r}; known types: {known}") from None
+
+
+def list_models() -> list[ModelSpec]:
+    """All twelve specs, Kling 3.0 first, in the page's order."""
+    return list(CATALOG.values())

@@ -1,0 +1,382 @@
+"""`kling3`: the command line. Translation only: every rule lives in the core.
+
+stdout carries results (a task id, a video URL, or one JSON object with
+--json); progress, costs and errors go to stderr. Exit codes: 0 ok, 2 bad
+input, 1 API or network error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__, catalog
+from .client import AsyncKlingClient, RetryPolicy
+from .config import Settings
+from .errors import KlingError, RequestValidationError
+from .models import GenerateRequest, Task, quote
+
+EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UsageError(Exception):
+    """Bad flags or configuration: exit 2."""
+
+
+# --- argument parsing ------------------------------------------------------
+
+
+def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
+    types = ", ".join(catalog.CATALOG)
+    if prompt_required:
+        parser.add_argument("prompt", help="what the video shows (up to 2000 characters)")
+    else:
+        parser.add_argument("prompt", nargs="?", help="optional; with it, the whole request is checked")
+    parser.add_argument(
+        "-t", "--type", default=catalog.TaskType.PRO_TEXT_TO_VIDEO.value, metavar="TYPE", help=f"task type: {types}"
+    )
+    parser.add_argument("-d", "--duration", type=int, help="seconds, 3-15 (default 5; edits keep the source length)")
+    parser.add_argument("-a", "--aspect-ratio", choices=[r.value for r in catalog.AspectRatio], help="default 16:9")
+    parser.add_argument("--image", metavar="URL", help="start image (image-to-video)")
+    parser.add_argument("--end-image", metavar="URL", help="end frame image (image-to-video)")
+    parser.add_argument("--video", metavar="URL", help="source video (video-edit, reference-to-video)")
+    parser.add_argument(
+        "--ref-image", dest="images", action="append", metavar="URL", help="reference image, repeatable (max 7)"
+    )
+    parser.add_argument(
+        "--sound", action=argparse.BooleanOptionalAction, default=None, help="native audio (default on)"
+    )
+    parser.add_argument("--negative-prompt", metavar="TEXT", help="what to avoid")
+    parser.add_argument("--cfg-scale", type=float, metavar="0-1", help="prompt adherence, Kling 3.0 only (default 0.5)")
+    parser.add_argument(
+        "--keep-original-sound", action=argparse.BooleanOptionalAction, default=None, help="keep source audio (edits)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+
+def _add_wait_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=900, metavar="SECONDS", help="give up waiting after this")
+    parser.add_argument("--download", metavar="PATH", help="save the video here (a file or a folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kling3",
+        description="Make videos with Kling 3.0 and Kling Video O3.",
+        epilog=(
+            "Configuration: KLING_API_KEY, KLING_BASE_URL, KLING_CONFIG (a TOML file like config.example.toml). "
+            "Try it with no key: kling3 --sandbox generate 'a red fox in the snow' --wait"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"kling3-tools {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $KLING_CONFIG)")
+    parser.add_argument("--base-url", metavar="URL", help="API base URL (default: https://kling3api.com)")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="run against an embedded local sandbox: no key, no network, no cost"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="submit a video task (spends credits)")
+    _add_request_flags(generate, prompt_required=True)
+    generate.add_argument("-w", "--wait", action="store_true", help="wait for the video and print its URL")
+    _add_wait_flags(generate)
+
+    status = commands.add_parser("status", help="show a task's status")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    wait = commands.add_parser("wait", help="wait for a task to finish and print its video URL")
+    wait.add_argument("task_id")
+    wait.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_wait_flags(wait)
+
+    cost = commands.add_parser("cost", help="show what a request would cost (spends nothing)")
+    _add_request_flags(cost, prompt_required=False)
+
+    models = commands.add_parser("models", help="list the task types, their limits and prices")
+    models.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sandbox = commands.add_parser("sandbox", help="run the local Kling-compatible sandbox server")
+    sandbox.add_argument("--host", help="default 127.0.0.1")
+    sandbox.add_argument("--port", type=int, help="default 8765")
+    sandbox.add_argument("--finish-seconds", type=float, help="how long each task runs (default 6)")
+    sandbox.add_argument("--failure-rate", type=float, help="share of tasks that fail, 0-1")
+    sandbox.add_argument("--error-rate", type=float, help="share of requests answered 500, 0-1")
+    sandbox.add_argument("--rate-limit", type=float, help="API requests per second before 429s (0 = off)")
+    return parser
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _request_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "type": args.type,
+        "prompt": args.prompt,
+        "duration": args.duration,
+        "aspect_ratio": args.aspect_ratio,
+        "image": args.image,
+        "end_image": args.end_image,
+        "video": args.video,
+        "images": args.images,
+        "sound": args.sound,
+        "negative_prompt": args.negative_prompt,
+        "cfg_scale": args.cfg_scale,
+        "keep_original_sound": args.keep_original_sound,
+    }
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    data = task.model_dump(mode="json")
+    data["status"] = task.status.value
+    return data
+
+
+def _describe_cost(request: GenerateRequest) -> str:
+    if request.effective_duration is None:
+        return f"{request.estimated_credits()} credits ({request.type}, fixed price)"
+    sound = "with sound" if request.effective_sound else "silent"
+    return f"{request.estimated_credits()} credits ({request.type}, {request.effective_duration}s, {sound})"
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def _load_settings(args: argparse.Namespace) -> Settings:
+    try:
+        return Settings.load(args.config, base_url=args.base_url)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except ValidationError as exc:
+        raise UsageError(f"invalid configuration: {exc}") from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _fail(message: str) -> None:
+    err.print(Text("error: ", style="bold red") + Text(message))
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace, settings: Settings) -> AsyncIterator[AsyncKlingClient]:
+    """A client for the configured API, or for an embedded sandbox with --sandbox."""
+    retry = RetryPolicy(max_retries=settings.max_retries)
+    if not args.sandbox:
+        async with AsyncKlingClient(
+            settings.api_key, base_url=settings.base_url, timeout=settings.timeout_seconds, retry=retry
+        ) as client:
+            yield client
+        return
+    from .sandbox.server import SandboxServer
+
+    with SandboxServer(settings.sandbox) as sandbox:
+        err.print(f"[dim]Using the embedded sandbox at {sandbox.url} (no credits are spent).[/dim]")
+        async with AsyncKlingClient(sandbox.api_key, base_url=sandbox.url, retry=retry) as client:
+            yield client
+
+
+async def _wait(client: AsyncKlingClient, task_id: str, timeout: float) -> Task:
+    """Wait with a live line on a terminal, or one line per status change otherwise."""
+    started = time.monotonic()
+    last_status = ""
+    live = err.is_terminal
+
+    def on_update(task: Task) -> None:
+        nonlocal last_status
+        if task.raw_status != last_status:
+            last_status = task.raw_status
+            if not live:
+                err.print(f"{task.task_id}: {task.raw_status} after {_elapsed(time.monotonic() - started)}")
+
+    if not live:
+        return await client.wait(task_id, timeout=timeout, on_update=on_update)
+    with err.status(f"{task_id}: waiting") as spinner:
+
+        async def tick() -> None:
+            while True:
+                spinner.update(f"{task_id}: {last_status or 'waiting'} · {_elapsed(time.monotonic() - started)}")
+                await asyncio.sleep(0.5)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await client.wait(task_id, timeout=timeout, on_update=on_update)
+        finally:
+            ticker.cancel()
+
+
+async def _finish(client: AsyncKlingClient, task: Task, args: argparse.Namespace) -> int:
+    """Wait for `task`, download it if asked, and print the result."""
+    task = await _wait(client, task.task_id, args.timeout)
+    path = await client.download(task, args.download) if args.download else None
+    if args.json:
+        _print_json({**task_json(task), "path": str(path) if path else None})
+    else:
+        err.print(f"[green]Done[/green]: {task.task_id}")
+        out.print(task.video_url or "")
+        if path:
+            out.print(str(path))
+    return EXIT_OK
+
+
+# --- commands ----------------------------------------------------------------
+
+
+async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    request = GenerateRequest.build(**_request_fields(args))
+    err.print(f"Cost: {_describe_cost(request)}")
+    async with _client(args, settings) as client:
+        task = await client.generate(request)
+        err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
+        if args.wait:
+            try:
+                return await _finish(client, task, args)
+            except asyncio.CancelledError:
+                err.print(f"Stopped waiting. The task goes on: kling3 wait {task.task_id}")
+                raise
+    if args.json:
+        _print_json(task_json(task))
+    else:
+        out.print(task.task_id)
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async with _client(args, settings) as client:
+        task = await client.status(args.task_id)
+    if args.json:
+        _print_json(task_json(task))
+    else:
+        out.print(f"{task.task_id}  {task.status.value} ({task.raw_status})  {task.consumed_credits} credits")
+        for url in task.video_urls:
+            out.print(url)
+        if task.error_message:
+            out.print(f"error: {task.error_message}")
+    return EXIT_OK
+
+
+async def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
+    async with _client(args, settings) as client:
+        task = await client.status(args.task_id)
+        return await _finish(client, task, args)
+
+
+async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    if args.prompt is not None:
+        request = GenerateRequest.build(**_request_fields(args))
+        credits, text = request.estimated_credits(), _describe_cost(request)
+    else:
+        credits = quote(args.type, args.duration, args.sound)
+        text = f"{credits} credits"
+    if args.json:
+        _print_json({"type": args.type, "credits": credits})
+    else:
+        out.print(text)
+    return EXIT_OK
+
+
+def models_json() -> list[dict[str, Any]]:
+    return [
+        {
+            "type": spec.type.value,
+            "family": spec.family.value,
+            "tier": spec.tier.value,
+            "mode": spec.mode.value,
+            "description": spec.description,
+            "duration": [catalog.MIN_DURATION, catalog.MAX_DURATION] if spec.has_duration else "source video",
+            "price": spec.price.describe(),
+            "credits_default": spec.credits(),
+            "fields": sorted(spec.accepted_fields),
+            "required": sorted(spec.required_fields),
+        }
+        for spec in catalog.list_models()
+    ]
+
+
+async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    if args.json:
+        _print_json({"models": models_json()})
+        return EXIT_OK
+    table = Table("type", "mode", "duration", "price", "5s with sound", title="Kling 3.0 and O3 task types")
+    for row in models_json():
+        duration = "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s"
+        table.add_row(row["type"], row["mode"], duration, row["price"], str(row["credits_default"]))
+    out.print(table)
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from .sandbox.server import serve_forever
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "finish_seconds": args.finish_seconds,
+        "failure_rate": args.failure_rate,
+        "error_rate": args.error_rate,
+        "rate_limit_per_second": args.rate_limit,
+    }
+    try:
+        options = settings.sandbox.model_validate(
+            {**settings.sandbox.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise UsageError(str(exc)) from None
+    host, port = options.host, options.port
+    err.print(
+        f"Sandbox on http://{host}:{port}; use it with:\n"
+        f"  export KLING_BASE_URL=http://{host}:{port} KLING_API_KEY={options.api_key}"
+    )
+    serve_forever(options, host, port)
+    return EXIT_OK
+
+
+ASYNC_COMMANDS = {
+    "generate": cmd_generate,
+    "status": cmd_status,
+    "wait": cmd_wait,
+    "cost": cmd_cost,
+    "models": cmd_models,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _load_settings(args)
+        if args.command == "sandbox":
+            return cmd_sandbox(args, settings)
+        return asyncio.run(ASYNC_COMMANDS[args.command](args, settings))
+    except (RequestValidationError, UsageError) as exc:
+        _fail(str(exc))
+        return EXIT_BAD_INPUT
+    except KlingError as exc:
+        _fail(exc.message)
+        return EXIT_API_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,374 @@
+"""The HTTP client: one pooled `httpx.AsyncClient`, typed results, a retry policy that respects money.
+
+Retries:
+- `GET /api/status` and downloads are safe to repeat: they retry on 429
+  (honouring `Retry-After`), 5xx and connection errors, with capped
+  exponential backoff and jitter.
+- `POST /api/generate` spends credits, so it retries only when the API
+  certainly created nothing: a 429, or a connection that failed before the
+  request was sent. If the request went out and no answer came back (read
+  timeout, dropped connection), it raises `OutcomeUnknownError` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import inspect
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from . import __version__
+from .errors import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    InternalServerError,
+    KlingError,
+    OutcomeUnknownError,
+    RateLimitError,
+    TaskFailedError,
+    WaitTimeoutError,
+    error_class_for,
+)
+from .models import Envelope, GenerateRequest, Task, TaskStatus
+
+DEFAULT_BASE_URL = "https://kling3api.com"
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+
+log = logging.getLogger("kling3_tools")
+
+T = TypeVar("T")
+UpdateCallback = Callable[[Task], Awaitable[None] | None]
+
+# Raised before a single byte of the request left this machine.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many times, and how patiently, safe requests are repeated."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        backoff = min(self.base_delay * 2.0 ** (attempt - 1), self.max_delay)
+        return backoff * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """How `wait` spaces its status checks: growing intervals with jitter."""
+
+    first_interval: float = 2.0
+    factor: float = 1.5
+    max_interval: float = 15.0
+
+    def intervals(self) -> Iterator[float]:
+        interval = self.first_interval
+        while True:
+            yield interval * random.uniform(0.8, 1.2)
+            interval = min(interval * self.factor, self.max_interval)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _error_code(body: Any) -> str | None:
+    """Find the error code in an error body, whatever shape the server chose.
+
+    The page lists codes but not the body. We send none, and accept the code
+    under `error_code`, `error.code`, `error` (a string), `code` (a string) or
+    `data.error_code`.
+    """
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    data = body.get("data")
+    for candidate in (
+        body.get("error_code"),
+        error.get("code") if isinstance(error, dict) else error,
+        body.get("code"),
+        data.get("error_code") if isinstance(data, dict) else None,
+    ):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip().upper()
+    return None
+
+
+def _error_message(body: Any, fallback: str) -> str:
+    if isinstance(body, dict):
+        error = body.get("error")
+        for candidate in (error.get("message") if isinstance(error, dict) else None, body.get("message")):
+            if isinstance(candidate, str) and candidate.strip():
+                return candidate.strip()
+    return fallback
+
+
+def raise_for_answer(response: httpx.Response) -> Any:
+    """Return the `data` of a successful answer; raise the matching `APIError` otherwise."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    envelope_code = body.get("code") if isinstance(body, dict) else None
+    status = response.status_code
+    if status < 400 and isinstance(envelope_code, int) and envelope_code >= 400:
+        status = envelope_code  # an error wrapped in an HTTP 200
+    if status < 400:
+        if body is None:
+            raise APIError(f"The API answered {status} with a body that is not JSON.", status_code=status)
+        return Envelope.model_validate(body).data
+    code = _error_code(body)
+    cls = error_class_for(status, code)
+    message = _error_message(body, f"HTTP {status} {response.reason_phrase}".strip())
+    if cls is RateLimitError:
+        retry_after = _parse_retry_after(response.headers.get("retry-after"))
+        raise RateLimitError(message, status_code=status, code=code, retry_after=retry_after)
+    raise cls(message, status_code=status, code=code)
+
+
+def _task_from(data: Any) -> Task:
+    if not isinstance(data, dict) or "task_id" not in data:
+        raise APIError("The API answered without a task id.", status_code=200)
+    return Task.model_validate(data)
+
+
+class AsyncKlingClient:
+    """Async client for the Kling 3.0 / O3 API. Use one per process and close it."""
+
+    def __init__(
+        self,
+        api_key: str | SecretStr | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
+        secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
+        if not secret.get_secret_value():
+            raise AuthenticationError(
+                "No API key: pass api_key=..., set KLING_API_KEY, or set api_key in the config file "
+                "(or use the sandbox: kling3 --sandbox ...)."
+            )
+        self._api_key = secret
+        self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            timeout=timeout,
+            limits=DEFAULT_LIMITS,
+            headers={"User-Agent": f"kling3-tools/{__version__}"},
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> AsyncKlingClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    # --- API calls -------------------------------------------------------
+
+    async def generate(self, request: GenerateRequest) -> Task:
+        """Submit a task (spends credits). Never repeated once the request may have arrived."""
+        data = await self._api("POST", "/api/generate", json=request.to_payload(), safe_after_send=False)
+        return _task_from(data)
+
+    async def status(self, task_id: str) -> Task:
+        """The task's current state, as the API reports it."""
+        data = await self._api("GET", "/api/status", params={"task_id": task_id}, safe_after_send=True)
+        return _task_from(data)
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float = 900.0,
+        on_update: UpdateCallback | None = None,
+        policy: WaitPolicy | None = None,
+    ) -> Task:
+        """Poll until the task ends; return it when it succeeded.
+
+        `on_update` is called (sync or async) with the task after every check.
+        Raises `TaskFailedError` when it failed and `WaitTimeoutError` (holding
+        the last known task) when `timeout` seconds pass first.
+        """
+        started = time.monotonic()
+        for interval in (policy or WaitPolicy()).intervals():
+            task = await self.status(task_id)
+            if on_update is not None:
+                result = on_update(task)
+                if inspect.isawaitable(result):
+                    await result
+            if task.status is TaskStatus.SUCCEEDED:
+                return task
+            if task.status is TaskStatus.FAILED:
+                raise TaskFailedError(task)
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0:
+                raise WaitTimeoutError(task, time.monotonic() - started)
+            await asyncio.sleep(min(interval, remaining))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def generate_and_wait(
+        self,
+        request: GenerateRequest,
+        *,
+        timeout: float = 900.0,
+        on_update: UpdateCallback | None = None,
+        policy: WaitPolicy | None = None,
+    ) -> Task:
+        """Submit, then wait for the result."""
+        task = await self.generate(request)
+        return await self.wait(task.task_id, timeout=timeout, on_update=on_update, policy=policy)
+
+    async def download(self, task: Task, path: str | Path) -> Path:
+        """Stream the task's video to `path` (a file, or a folder for `<task_id>.mp4`), atomically."""
+        if not task.video_url:
+            raise KlingError(f"Task {task.task_id} has no video to download (status {task.raw_status}).")
+        target = Path(path)
+        if target.is_dir():
+            target = target / f"{task.task_id}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        url = task.video_url
+
+        async def fetch() -> None:
+            # The video URL usually points at a CDN: no Authorization header goes there.
+            async with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise_for_answer(response)
+                with partial.open("wb") as file:
+                    async for chunk in response.aiter_bytes(64 * 1024):
+                        file.write(chunk)
+
+        try:
+            await self._with_retries(fetch, what=f"GET {url}", safe_after_send=True)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    @staticmethod
+    def estimate_cost(request: GenerateRequest) -> int:
+        """Credits the request will spend, from the catalog; no HTTP."""
+        return request.estimated_credits()
+
+    # --- plumbing --------------------------------------------------------
+
+    async def _api(
+        self,
+        method: str,
+        path: str,
+        *,
+        safe_after_send: bool,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+
+        async def send() -> Any:
+            response = await self._http.request(method, self.base_url + path, json=json, params=params, headers=headers)
+            log.debug("%s %s -> %s", method, path, response.status_code)
+            return raise_for_answer(response)
+
+        return await self._with_retries(send, what=f"{method} {path}", safe_after_send=safe_after_send)
+
+    async def _with_retries(self, send: Callable[[], Coroutine[Any, Any, T]], *, what: str, safe_after_send: bool) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                return await send()
+            except _NOT_SENT as exc:
+                failure: KlingError = APIConnectionError(f"Could not reach the API ({what}): {type(exc).__name__}.")
+            except httpx.TransportError as exc:
+                if not safe_after_send:
+                    raise OutcomeUnknownError(
+                        f"{what} was sent but no answer came back ({type(exc).__name__}). A task may have "
+                        "been created and billed: check your dashboard or `kling3 tasks` before trying again."
+                    ) from None
+                failure = APIConnectionError(f"The connection failed during {what}: {type(exc).__name__}.")
+            except RateLimitError as exc:
+                failure, retry_after = exc, exc.retry_after
+            except InternalServerError as exc:
+                if not safe_after_send:
+                    raise
+                failure = exc
+            if attempt > self.retry.max_retries:
+                raise failure
+            delay = self.retry.delay(attempt, retry_after)
+            log.info("%s failed (%s); retry %d/%d in %.1fs", what, failure.code, attempt, self.retry.max_retries, delay)
+            await asyncio.sleep(delay)
+
+
+class KlingClient:
+    """Blocking facade over `AsyncKlingClient`, for scripts and notebooks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client = AsyncKlingClient(*args, **kwargs)
+
+    def __enter__(self) -> KlingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KlingClient(base_url={self._client.base_url!r})"
+
+    def close(self) -> None:
+        self._runner.run(self._client.aclose())
+        self._runner.close()
+
+    def generate(self, request: GenerateRequest) -> Task:
+        return self._runner.run(self._client.generate(request))
+
+    def status(self, task_id: str) -> Task:
+        return self._runner.run(self._client.status(task_id))
+
+    def wait(self, task_id: str, **kwargs: Any) -> Task:
+        return self._runner.run(self._client.wait(task_id, **kwargs))
+
+    def generate_and_wait(self, request: GenerateRequest, **kwargs: Any) -> Task:
+        return self._runner.run(self._client.generate_and_wait(request, **kwargs))
+
+    def download(self, task: Task, path: str | Path) -> Path:
+        return self._runner.run(self._client.download(task, path))
+
+    estimate_cost = staticmethod(AsyncKlingClient.estimate_cost)

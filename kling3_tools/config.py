@@ -1,0 +1,139 @@
+"""Settings from flags, the environment, a TOML file and defaults, in that order of precedence.
+
+The file is `--config PATH`, else `$KLING_CONFIG`, else `config.toml` in the
+user's config folder when it exists. Environment variables are `KLING_<KEY>`
+for top-level keys (`KLING_API_KEY`, `KLING_BASE_URL`) and
+`KLING_<SECTION>__<KEY>` for sections (`KLING_POLLER__RATE_LIMIT_PER_SECOND`).
+`config.example.toml` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .client import DEFAULT_BASE_URL
+from .sandbox.options import SandboxOptions
+
+APP_NAME = "kling3"
+_config_file: ContextVar[Path | None] = ContextVar("kling3_config_file", default=None)
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The config file in use: the explicit one, `$KLING_CONFIG`, or the default when it exists."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if env := os.environ.get("KLING_CONFIG"):
+        return Path(env).expanduser()
+    default = default_config_path()
+    return default if default.is_file() else None
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class SandboxSettings(SandboxOptions):
+    """`[sandbox]`: where `kling3 sandbox` listens, and the knobs of every sandbox."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+
+
+class StoreSettings(_Section):
+    url: str = ""
+
+
+class PollerSettings(_Section):
+    rate_limit_per_second: float = Field(default=5.0, gt=0)
+    max_task_minutes: float = Field(default=30.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    download: bool = False
+    media_dir: str = ""
+    webhook_secret: SecretStr | None = None
+
+
+class McpSettings(_Section):
+    wait_seconds: float = Field(default=45.0, ge=0, le=55)
+    max_credits_per_video: int = Field(default=0, ge=0)
+    daily_credit_budget: int = Field(default=0, ge=0)
+    confirm_above_credits: int = Field(default=0, ge=0)
+    when_cannot_confirm: Literal["refuse", "allow"] = "refuse"
+    http_token: SecretStr | None = None
+
+
+class DiscordSettings(_Section):
+    guild_ids: list[int] = Field(default_factory=list)
+    channel_ids: list[int] = Field(default_factory=list)
+    allow_dms: bool = False
+    sync_guild_ids: list[int] = Field(default_factory=list)
+    confirm_above_credits: int = Field(default=0, ge=0)
+    daily_credit_budget_per_user: int = Field(default=0, ge=0)
+    max_concurrent_tasks_per_user: int = Field(default=2, ge=0)
+    cooldown_seconds: float = Field(default=30.0, ge=0)
+    admin_role: str = ""
+    max_attachment_mb: float = Field(default=20.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, for every front end."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KLING_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    api_key: SecretStr | None = None
+    base_url: str = DEFAULT_BASE_URL
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    poller: PollerSettings = Field(default_factory=PollerSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Read the settings; `overrides` (from flags) win over everything else."""
+        path = config_path(config_file)
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        token = _config_file.set(path)
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        finally:
+            _config_file.reset(token)

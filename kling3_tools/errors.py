@@ -1,0 +1,223 @@
+"""Every way a call can fail, as one exception tree.
+
+    KlingError
+    ├── RequestValidationError      bad input, caught before any HTTP call
+    ├── APIError                    the API answered with an error
+    │   ├── BadRequestError         400
+    │   │   ├── InvalidPromptError          INVALID_PROMPT
+    │   │   ├── InvalidDurationError        INVALID_DURATION
+    │   │   ├── InvalidTypeError            INVALID_TYPE
+    │   │   ├── MissingImageError           MISSING_IMAGE
+    │   │   └── MissingVideoError           MISSING_VIDEO
+    │   ├── AuthenticationError     401 INVALID_API_KEY
+    │   ├── InsufficientCreditsError 402 INSUFFICIENT_CREDITS
+    │   ├── TaskNotFoundError       404
+    │   ├── RateLimitError          429 RATE_LIMITED
+    │   └── InternalServerError     5xx INTERNAL_ERROR
+    ├── APIConnectionError          no answer; the request certainly did not arrive
+    │   └── OutcomeUnknownError     a generate was sent but its answer was lost
+    ├── TaskFailedError             the task ended without a video
+    └── WaitTimeoutError            the task was still running when the wait ended
+
+Every error carries `status_code` (or None), `code`, `message` and
+`retryable`. None of them ever holds the API key: messages are built from the
+server's words and our own, never from request headers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from .models import Task
+
+
+class KlingError(Exception):
+    """Base of every error raised by kling3_tools."""
+
+    default_code: ClassVar[str] = "KLING_ERROR"
+    default_retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code or self.default_code
+        self.retryable = self.default_retryable if retryable is None else retryable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, status_code={self.status_code!r}, message={self.message!r})"
+
+
+class RequestValidationError(KlingError):
+    """The request breaks a documented rule; nothing was sent."""
+
+    default_code = "VALIDATION_ERROR"
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"- {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"The request has {len(problems)} {noun}:\n{lines}")
+
+
+class APIError(KlingError):
+    """The API answered with an error status or an error envelope."""
+
+    default_code = "API_ERROR"
+
+
+class BadRequestError(APIError):
+    """400: the API rejected the request."""
+
+    default_code = "BAD_REQUEST"
+
+
+class InvalidPromptError(BadRequestError):
+    """INVALID_PROMPT: the prompt is invalid or empty."""
+
+    default_code = "INVALID_PROMPT"
+
+
+class InvalidDurationError(BadRequestError):
+    """INVALID_DURATION: duration out of the supported range."""
+
+    default_code = "INVALID_DURATION"
+
+
+class InvalidTypeError(BadRequestError):
+    """INVALID_TYPE: unsupported task type."""
+
+    default_code = "INVALID_TYPE"
+
+
+class MissingImageError(BadRequestError):
+    """MISSING_IMAGE: image-to-video needs an image."""
+
+    default_code = "MISSING_IMAGE"
+
+
+class MissingVideoError(BadRequestError):
+    """MISSING_VIDEO: video-edit needs a video."""
+
+    default_code = "MISSING_VIDEO"
+
+
+class AuthenticationError(APIError):
+    """401 INVALID_API_KEY: the API key is missing or invalid."""
+
+    default_code = "INVALID_API_KEY"
+
+
+class InsufficientCreditsError(APIError):
+    """402 INSUFFICIENT_CREDITS: not enough credits for this operation."""
+
+    default_code = "INSUFFICIENT_CREDITS"
+
+
+class TaskNotFoundError(APIError):
+    """404: the API knows no task with this id."""
+
+    default_code = "TASK_NOT_FOUND"
+
+
+class RateLimitError(APIError):
+    """429 RATE_LIMITED: too many requests; `retry_after` says how long to wait."""
+
+    default_code = "RATE_LIMITED"
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class InternalServerError(APIError):
+    """5xx INTERNAL_ERROR: the API failed; try again later."""
+
+    default_code = "INTERNAL_ERROR"
+    default_retryable = True
+
+
+class APIConnectionError(KlingError):
+    """The API could not be reached; the request did not arrive."""
+
+    default_code = "CONNECTION_ERROR"
+    default_retryable = True
+
+
+class OutcomeUnknownError(APIConnectionError):
+    """A generate request was sent but no answer came back.
+
+    The task may exist and may be billed. It is never retried automatically:
+    check the dashboard (or `kling3 tasks`) before submitting again.
+    """
+
+    default_code = "OUTCOME_UNKNOWN"
+    default_retryable = False
+
+
+class TaskFailedError(KlingError):
+    """The task ended in a failed state; `task` holds what the API said."""
+
+    default_code = "TASK_FAILED"
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        reason = task.error_message or f"status {task.raw_status}"
+        super().__init__(f"Task {task.task_id} failed: {reason}")
+
+
+class WaitTimeoutError(KlingError):
+    """The wait ended before the task did; the task goes on and may still be billed."""
+
+    default_code = "WAIT_TIMEOUT"
+    default_retryable = True
+
+    def __init__(self, task: Task, waited: float) -> None:
+        self.task = task
+        super().__init__(
+            f"Task {task.task_id} is still {task.status.value} after {waited:.0f}s; "
+            f"it keeps running on the API side. Check again later with its task id."
+        )
+
+
+_ERRORS_BY_CODE: dict[str, type[APIError]] = {
+    cls.default_code: cls
+    for cls in (
+        InvalidPromptError,
+        InvalidDurationError,
+        InvalidTypeError,
+        MissingImageError,
+        MissingVideoError,
+        AuthenticationError,
+        InsufficientCreditsError,
+        TaskNotFoundError,
+        RateLimitError,
+        InternalServerError,
+    )
+}
+
+_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    404: TaskNotFoundError,
+    429: RateLimitError,
+}
+
+
+def error_class_for(status_code: int, code: str | None) -> type[APIError]:
+    """The class for an error answer: by its code when known, else by its status."""
+    if code and code in _ERRORS_BY_CODE:
+        return _ERRORS_BY_CODE[code]
+    if status_code >= 500:
+        return InternalServerError
+    return _ERRORS_BY_STATUS.get(status_code, APIError)

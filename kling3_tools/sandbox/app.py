@@ -1,0 +1,284 @@
+"""A local server that keeps the API page's contract, for demos and tests.
+
+Same paths, envelope, Bearer auth, validation and error codes; credits are
+charged from a balance at the catalog's prices; ids start `n75` (Kling 3.0) or
+`n71` (O3); tasks move IN_PROGRESS -> SUCCESS (or FAILED, refunded) and their
+`response` holds a URL this server serves: a small, real, playable MP4.
+
+Error bodies are `{"code": <http status>, "message": ..., "error_code": <CODE>,
+"data": null}`: the page names codes but not the body, and the client reads
+this shape among others. Codes beyond the page: TASK_NOT_FOUND (404) and
+INVALID_PARAMETER (400, a field other than those the page gives a code for).
+
+`/sandbox/*` endpoints (no auth) let tests and demos read counters and turn
+the fault knobs while the server runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import secrets
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import catalog
+from .options import SandboxOptions
+
+SAMPLE_VIDEO = resources.files(__package__).joinpath("sample.mp4").read_bytes()
+
+
+class Fault(BaseModel):
+    """The next `count` requests to `endpoint` get this answer instead of the real one."""
+
+    endpoint: Literal["generate", "status"]
+    status: int = Field(ge=400, le=599)
+    count: int = Field(default=1, ge=1)
+    retry_after: float | None = None
+
+
+@dataclass
+class SandboxTask:
+    task_id: str
+    type: catalog.TaskType
+    request: dict[str, Any]
+    credits: int
+    created_at: datetime
+    finishes_at: float
+    fails: bool
+
+    def status_word(self, now: float) -> str:
+        if now < self.finishes_at:
+            return "IN_PROGRESS"
+        return "FAILED" if self.fails else "SUCCESS"
+
+
+@dataclass
+class SandboxState:
+    options: SandboxOptions
+    balance: int = 0
+    tasks: dict[str, SandboxTask] = field(default_factory=dict)
+    requests: Counter[str] = field(default_factory=Counter)
+    faults: deque[Fault] = field(default_factory=deque)
+    in_flight_status: Counter[str] = field(default_factory=Counter)
+    max_concurrent_polls: int = 0
+    _tokens: float = 0.0
+    _tokens_at: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        self.balance = self.options.starting_balance
+        self._tokens = float(self.options.rate_limit_burst)
+        self._tokens_at = time.monotonic()
+
+    def take_token(self) -> float | None:
+        """None when the request may pass; else seconds until a token is free."""
+        rate = self.options.rate_limit_per_second
+        if rate <= 0:
+            return None
+        now = time.monotonic()
+        self._tokens = min(self.options.rate_limit_burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return None
+        return (1 - self._tokens) / rate
+
+    def next_fault(self, endpoint: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.endpoint == endpoint:
+                fault.count -= 1
+                if fault.count == 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "balance": self.balance,
+            "requests": dict(self.requests),
+            "tasks": len(self.tasks),
+            "tasks_by_status": dict(Counter(t.status_word(now) for t in self.tasks.values())),
+            "max_concurrent_polls_of_one_task": self.max_concurrent_polls,
+        }
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"code": status, "message": message, "error_code": code, "data": None}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _ok(data: dict[str, Any]) -> JSONResponse:
+    return JSONResponse({"code": 200, "message": "success", "data": data})
+
+
+def _validate(body: Any) -> tuple[catalog.ModelSpec, int]:
+    """The spec and the price of a generate body, or `_Reject` with the page's code."""
+    if not isinstance(body, dict):
+        raise _Reject(400, "INVALID_PARAMETER", "The body must be a JSON object")
+    try:
+        spec = catalog.get_model(body.get("type", ""))
+    except KeyError:
+        raise _Reject(400, "INVALID_TYPE", f"Unsupported task type: {body.get('type')!r}") from None
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > catalog.MAX_PROMPT_CHARS:
+        raise _Reject(400, "INVALID_PROMPT", "The prompt is invalid or empty")
+    duration = body.get("duration", catalog.DEFAULT_DURATION)
+    if spec.has_duration and (
+        not isinstance(duration, int)
+        or isinstance(duration, bool)
+        or not catalog.MIN_DURATION <= duration <= catalog.MAX_DURATION
+    ):
+        raise _Reject(400, "INVALID_DURATION", "Duration out of supported range")
+    if spec.mode is catalog.Mode.IMAGE and not body.get("image"):
+        raise _Reject(400, "MISSING_IMAGE", "Image is required for image-to-video tasks")
+    if spec.mode is catalog.Mode.EDIT and not body.get("video"):
+        raise _Reject(400, "MISSING_VIDEO", "Video is required for video-edit tasks")
+    if body.get("aspect_ratio", catalog.DEFAULT_ASPECT_RATIO) not in set(catalog.AspectRatio):
+        raise _Reject(400, "INVALID_PARAMETER", "aspect_ratio must be 16:9, 9:16 or 1:1")
+    images = body.get("images") or []
+    if not isinstance(images, list) or len(images) > catalog.MAX_REFERENCE_IMAGES:
+        raise _Reject(400, "INVALID_PARAMETER", f"images must be a list of at most {catalog.MAX_REFERENCE_IMAGES} URLs")
+    cfg_scale = body.get("cfg_scale", catalog.DEFAULT_CFG_SCALE)
+    if not isinstance(cfg_scale, int | float) or not 0 <= cfg_scale <= 1:
+        raise _Reject(400, "INVALID_PARAMETER", "cfg_scale must be between 0 and 1")
+    sound = body.get("sound", True) is not False
+    return spec, spec.credits(duration if spec.has_duration else 0, sound)
+
+
+def create_app(options: SandboxOptions | None = None) -> Starlette:
+    """The sandbox as an ASGI app; `app.state.sandbox` is its `SandboxState`."""
+    state = SandboxState(options or SandboxOptions())
+
+    async def guard(request: Request, endpoint: str) -> None:
+        """Auth, rate limit, injected faults: what every API request passes first."""
+        state.requests[endpoint] += 1
+        if request.headers.get("authorization", "") != f"Bearer {state.options.api_key}":
+            raise _Reject(401, "INVALID_API_KEY", "API key is missing or invalid")
+        wait = state.take_token()
+        if wait is not None:
+            retry_after = str(max(1, math.ceil(wait)))
+            raise _Reject(429, "RATE_LIMITED", "Too many requests, please slow down", {"Retry-After": retry_after})
+        fault = state.next_fault(endpoint)
+        if fault is not None:
+            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+            code = {429: "RATE_LIMITED", 402: "INSUFFICIENT_CREDITS", 401: "INVALID_API_KEY"}.get(
+                fault.status, "INTERNAL_ERROR" if fault.status >= 500 else "INVALID_PARAMETER"
+            )
+            raise _Reject(fault.status, code, f"Injected fault {fault.status}", headers)
+        if state.rng.random() < state.options.error_rate:
+            raise _Reject(500, "INTERNAL_ERROR", "Server error, please try again later")
+
+    async def generate(request: Request) -> Response:
+        try:
+            await guard(request, "generate")
+            try:
+                body = await request.json()
+            except ValueError:
+                raise _Reject(400, "INVALID_PARAMETER", "The body is not valid JSON") from None
+            spec, credits = _validate(body)
+            if credits > state.balance:
+                raise _Reject(402, "INSUFFICIENT_CREDITS", "Not enough credits for this operation")
+        except _Reject as reject:
+            return _error(reject.status, reject.code, reject.message, reject.headers)
+        state.balance -= credits
+        spread = state.options.finish_spread
+        finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
+        task = SandboxTask(
+            task_id=spec.task_id_prefix + secrets.token_hex(6),
+            type=spec.type,
+            request=body,
+            credits=credits,
+            created_at=datetime.now(UTC),
+            finishes_at=time.monotonic() + finish,
+            fails=state.rng.random() < state.options.failure_rate,
+        )
+        state.tasks[task.task_id] = task
+        if state.options.generate_delay:
+            await asyncio.sleep(state.options.generate_delay)
+        return _ok({"task_id": task.task_id, "status": "IN_PROGRESS", "consumed_credits": credits})
+
+    async def status(request: Request) -> Response:
+        task_id = request.query_params.get("task_id", "")
+        state.in_flight_status[task_id] += 1
+        state.max_concurrent_polls = max(state.max_concurrent_polls, state.in_flight_status[task_id])
+        try:
+            await guard(request, "status")
+            task = state.tasks.get(task_id)
+            if task is None:
+                raise _Reject(404, "TASK_NOT_FOUND", f"No task with id {task_id!r}")
+            if state.options.status_delay:
+                await asyncio.sleep(state.options.status_delay)
+        except _Reject as reject:
+            return _error(reject.status, reject.code, reject.message, reject.headers)
+        finally:
+            state.in_flight_status[task_id] -= 1
+        word = task.status_word(time.monotonic())
+        if word == "FAILED" and task.credits:
+            state.balance += task.credits  # failed tasks are refunded
+            task.credits = 0
+        return _ok(
+            {
+                "task_id": task.task_id,
+                "status": word,
+                "consumed_credits": task.credits,
+                "created_at": task.created_at.isoformat().replace("+00:00", "Z"),
+                "request": task.request,
+                "response": [f"{str(request.base_url).rstrip('/')}/media/{task.task_id}.mp4"]
+                if word == "SUCCESS"
+                else [],
+                "error_message": "Sandbox: simulated generation failure" if word == "FAILED" else None,
+                "type": task.type.value,
+            }
+        )
+
+    async def media(request: Request) -> Response:
+        task = state.tasks.get(request.path_params["task_id"])
+        if task is None or task.status_word(time.monotonic()) != "SUCCESS":
+            return Response(status_code=404)
+        state.requests["media"] += 1
+        return Response(SAMPLE_VIDEO, media_type="video/mp4")
+
+    async def read_stats(request: Request) -> Response:
+        return JSONResponse(state.stats())
+
+    async def set_options(request: Request) -> Response:
+        update = await request.json()
+        state.options = type(state.options).model_validate({**state.options.model_dump(), **update})
+        if "starting_balance" in update:
+            state.balance = state.options.starting_balance
+        return JSONResponse(state.options.model_dump())
+
+    async def add_fault(request: Request) -> Response:
+        state.faults.append(Fault.model_validate(await request.json()))
+        return JSONResponse({"queued": len(state.faults)})
+
+    app = Starlette(
+        routes=[
+            Route("/api/generate", generate, methods=["POST"]),
+            Route("/api/status", status, methods=["GET"]),
+            Route("/media/{task_id}.mp4", media, methods=["GET"]),
+            Route("/sandbox/stats", read_stats, methods=["GET"]),
+            Route("/sandbox/options", set_options, methods=["POST"]),
+            Route("/sandbox/faults", add_fault, methods=["POST"]),
+        ]
+    )
+    app.state.sandbox = state
+    return app

@@ -1,0 +1,24 @@
+"""The sandbox's knobs, kept apart from the server so that reading config stays light."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SandboxOptions(BaseModel):
+    """The knobs; every one can be changed at run time through `POST /sandbox/options`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_key: str = "sandbox-key"
+    finish_seconds: float = Field(default=6.0, ge=0, description="How long a task runs.")
+    finish_spread: float = Field(default=0.0, ge=0, le=1, description="Random +/- share of finish_seconds.")
+    failure_rate: float = Field(default=0.0, ge=0, le=1, description="Share of tasks that end FAILED.")
+    error_rate: float = Field(default=0.0, ge=0, le=1, description="Share of API requests answered 500.")
+    rate_limit_per_second: float = Field(default=0.0, ge=0, description="API requests/s allowed; 0 = no limit.")
+    rate_limit_burst: int = Field(default=10, ge=1)
+    starting_balance: int = Field(default=100_000, ge=0)
+    generate_delay: float = Field(
+        default=0.0, ge=0, description="Hold each generate answer this long, after creating the task."
+    )
+    status_delay: float = Field(default=0.0, ge=0, description="Hold each status answer this long.")
