@@ -1,0 +1,96 @@
+"""Status round trips per second: kling3_tools vs bare httpx, against one local sandbox, in one run.
+
+    python benchmarks/client_overhead.py [--requests 2000] [--rounds 5]
+
+The sandbox runs in its own process so that the server's work does not share
+this interpreter. Rounds alternate between the two clients and the best round
+of each is compared, which keeps a noisy machine's hiccups out of the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import httpx
+
+from kling3_tools.client import AsyncKlingClient
+from kling3_tools.models import GenerateRequest
+
+KEY = "sandbox-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def sandbox_process() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling3_tools", "sandbox", "--port", str(port), "--finish-seconds", "0"],
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(f"{url}/sandbox/stats")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+async def rate(call: Callable[[], Awaitable[object]], requests: int) -> float:
+    started = time.perf_counter()
+    for _ in range(requests):
+        await call()
+    return requests / (time.perf_counter() - started)
+
+
+async def main(requests: int, rounds: int) -> None:
+    with sandbox_process() as url:
+        async with AsyncKlingClient(KEY, base_url=url) as kling, httpx.AsyncClient() as bare:
+            task = await kling.generate(GenerateRequest.build(type="pro-text-to-video", prompt="benchmark"))
+
+            async def with_bare_httpx() -> object:
+                response = await bare.get(
+                    f"{url}/api/status", params={"task_id": task.task_id}, headers={"Authorization": f"Bearer {KEY}"}
+                )
+                response.raise_for_status()
+                return response.json()["data"]
+
+            async def with_kling3_tools() -> object:
+                return await kling.status(task.task_id)
+
+            await rate(with_bare_httpx, 100)  # warm both pools
+            await rate(with_kling3_tools, 100)
+            bare_rates, core_rates = [], []
+            for _ in range(rounds):
+                bare_rates.append(await rate(with_bare_httpx, requests))
+                core_rates.append(await rate(with_kling3_tools, requests))
+    best_bare, best_core = max(bare_rates), max(core_rates)
+    overhead = best_bare / best_core - 1
+    print(f"bare httpx:    {best_bare:8.0f} status round trips/s (best of {rounds} x {requests})")
+    print(f"kling3_tools:  {best_core:8.0f} status round trips/s")
+    print(f"overhead:      {overhead:+.1%} (target: under +15%)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.rounds))

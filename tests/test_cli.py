@@ -1,0 +1,120 @@
+"""`kling3` run as a real subprocess, the way a person runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kling3_tools.sandbox.app import SAMPLE_VIDEO
+
+from .conftest import stats
+
+
+def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kling3_tools", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KLING_SANDBOX__FINISH_SECONDS": "0.5", **env},
+    )
+
+
+def test_sandbox_generate_wait_download(tmp_path):
+    target = tmp_path / "fox.mp4"
+    result = kling3("--sandbox", "generate", "A red fox in the snow", "--wait", "--download", str(target))
+    assert result.returncode == 0, result.stderr
+    url, path = result.stdout.split()
+    assert url.startswith("http://127.0.0.1:") and url.endswith(".mp4")
+    assert path == str(target) and target.read_bytes() == SAMPLE_VIDEO
+    assert "Cost: 400 credits" in result.stderr
+    assert result.stderr.index("Cost:") < result.stderr.index("Submitted")
+    assert "Traceback" not in result.stderr
+
+
+def test_json_is_one_object_and_nothing_else():
+    result = kling3("--sandbox", "generate", "A fox", "-t", "o3-std-text-to-video", "-d", "4", "--json", "--wait")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "succeeded"
+    assert data["consumed_credits"] == 144
+    assert data["video_urls"][0].endswith(f"{data['task_id']}.mp4")
+
+
+def test_generate_without_wait_prints_the_task_id():
+    result = kling3("--sandbox", "generate", "A fox", "--no-sound")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("n75")
+    assert "270 credits" in result.stderr and "silent" in result.stderr
+
+
+def test_bad_input_exits_2_with_every_problem_and_no_traceback():
+    result = kling3("--sandbox", "generate", " ", "-t", "o3-pro-text-to-video", "-d", "40", "--cfg-scale", "0.4")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "`prompt`" in result.stderr and "`duration`" in result.stderr and "cfg_scale" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Submitted" not in result.stderr
+
+
+def test_unknown_flag_exits_2():
+    assert kling3("generate", "x", "--colour", "red").returncode == 2
+
+
+def test_wrong_key_exits_1_and_never_prints_it(sandbox):
+    result = kling3("generate", "A fox", KLING_BASE_URL=sandbox.url, KLING_API_KEY="sk-wrong-secret-key")
+    assert result.returncode == 1
+    assert "API key is missing or invalid" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "sk-wrong-secret-key" not in result.stderr + result.stdout
+    assert stats(sandbox)["tasks"] == 0
+
+
+def test_no_key_at_all_exits_1_and_says_how_to_set_one():
+    result = kling3("status", "n75x")
+    assert result.returncode == 1
+    assert "KLING_API_KEY" in result.stderr
+
+
+def test_status_and_wait_against_a_running_sandbox(sandbox):
+    env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
+    task_id = kling3("generate", "A fox", "-t", "std-text-to-video", **env).stdout.strip()
+    status = json.loads(kling3("status", task_id, "--json", **env).stdout)
+    assert status["task_id"] == task_id and status["consumed_credits"] == 300
+    waited = kling3("wait", task_id, **env)
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.strip().endswith(f"/media/{task_id}.mp4")
+    missing = kling3("status", "n75nope", **env)
+    assert missing.returncode == 1 and "n75nope" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "credits"),
+    [
+        (("cost", "-t", "o3-pro-video-edit"), 435),
+        (("cost", "-t", "pro-text-to-video", "-d", "10", "--no-sound"), 540),
+        (("cost", "a prompt", "-t", "o3-pro-reference-to-video", "--ref-image", "https://e.com/a.png"), 360),
+    ],
+)
+def test_cost_spends_nothing(args, credits):
+    result = kling3(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["credits"] == credits
+
+
+def test_models_json_lists_all_twelve():
+    data = json.loads(kling3("models", "--json").stdout)
+    assert len(data["models"]) == 12
+    edit = next(m for m in data["models"] if m["type"] == "o3-std-video-edit")
+    assert edit["credits_default"] == 360 and edit["duration"] == "source video"
+
+
+def test_help_explains():
+    result = kling3("generate", "--help")
+    assert result.returncode == 0
+    for text in ("--wait", "--end-image", "--ref-image", "o3-pro-video-edit", "spends credits"):
+        assert text in result.stdout or text in kling3("--help").stdout

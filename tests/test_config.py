@@ -1,0 +1,96 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from kling3_tools.config import Settings, default_config_path
+
+EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
+
+
+def test_defaults():
+    settings = Settings.load()
+    assert settings.base_url == "https://kling3api.com"
+    assert settings.api_key is None
+    assert settings.poller.rate_limit_per_second == 5
+
+
+def test_flags_beat_environment_beat_file_beat_defaults(tmp_path, monkeypatch):
+    config = tmp_path / "k.toml"
+    config.write_text('base_url = "http://file"\ntimeout_seconds = 5\nmax_retries = 1\n[poller]\nlease_seconds = 9\n')
+    monkeypatch.setenv("KLING_CONFIG", str(config))
+    monkeypatch.setenv("KLING_BASE_URL", "http://env")
+    monkeypatch.setenv("KLING_TIMEOUT_SECONDS", "7")
+    monkeypatch.setenv("KLING_POLLER__LEASE_SECONDS", "11")
+    settings = Settings.load(base_url="http://flag")
+    assert settings.base_url == "http://flag"
+    assert settings.timeout_seconds == 7
+    assert settings.max_retries == 1
+    assert settings.poller.lease_seconds == 11
+    assert settings.poller.rate_limit_per_second == 5
+
+
+def test_explicit_file_wins_over_kling_config(tmp_path, monkeypatch):
+    chosen, other = tmp_path / "a.toml", tmp_path / "b.toml"
+    chosen.write_text("max_retries = 2\n")
+    other.write_text("max_retries = 9\n")
+    monkeypatch.setenv("KLING_CONFIG", str(other))
+    assert Settings.load(chosen).max_retries == 2
+
+
+def test_default_file_is_read_when_present():
+    path = default_config_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("[mcp]\nwait_seconds = 20\n")
+    assert Settings.load().mcp.wait_seconds == 20
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Settings.load(tmp_path / "nope.toml")
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    config = tmp_path / "k.toml"
+    config.write_text("[poller]\nrate_limit = 3\n")
+    with pytest.raises(ValueError, match="rate_limit"):
+        Settings.load(config)
+
+
+def test_key_is_secret(monkeypatch):
+    monkeypatch.setenv("KLING_API_KEY", "sk-abc-secret")
+    settings = Settings.load()
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-abc-secret"
+    assert "sk-abc-secret" not in repr(settings) and "sk-abc-secret" not in str(settings)
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= _keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def _commented_keys(text: str) -> set[str]:
+    keys, section = set(), ""
+    for line in text.splitlines():
+        stripped = line.lstrip("# ").strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1] + "."
+        elif "=" in stripped and not stripped.startswith(("Examples", "Precedence")):
+            name = stripped.split("=")[0].strip()
+            if name.isidentifier():
+                keys.add(section + name)
+    return keys
+
+
+def test_example_documents_every_key_and_loads():
+    text = EXAMPLE.read_text()
+    assert _commented_keys(text) == _keys(Settings)
+    Settings.load(EXAMPLE)  # every key in it is known and valid
+    assert tomllib.loads(text)["sandbox"]["api_key"] == "sandbox-key"
