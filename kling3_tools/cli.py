@@ -23,10 +23,11 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, catalog
-from .client import AsyncKlingClient, RetryPolicy
 from .config import Settings
 from .errors import KlingError, RequestValidationError
 from .models import GenerateRequest, Task, quote
+from .records import CliOrigin, Outcome, TaskRecord, WebhookOrigin
+from .service import KlingService
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="submit a video task (spends credits)")
     _add_request_flags(generate, prompt_required=True)
     generate.add_argument("-w", "--wait", action="store_true", help="wait for the video and print its URL")
+    generate.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        help="record the task and return at once; a running `kling3 poller` POSTs the signed result here",
+    )
     _add_wait_flags(generate)
 
     status = commands.add_parser("status", help="show a task's status")
@@ -108,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cost = commands.add_parser("cost", help="show what a request would cost (spends nothing)")
     _add_request_flags(cost, prompt_required=False)
+
+    tasks = commands.add_parser("tasks", help="list the tasks recorded in the store")
+    tasks.add_argument("--status", choices=["running", *[o.value for o in Outcome]], help="only these")
+    tasks.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
+    tasks.add_argument("--json", action="store_true", help="print one JSON object")
+
+    commands.add_parser("poller", help="follow every recorded task and deliver results (webhooks); runs until Ctrl-C")
 
     models = commands.add_parser("models", help="list the task types, their limits and prices")
     models.add_argument("--json", action="store_true", help="print one JSON object")
@@ -178,24 +191,15 @@ def _fail(message: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _client(args: argparse.Namespace, settings: Settings) -> AsyncIterator[AsyncKlingClient]:
-    """A client for the configured API, or for an embedded sandbox with --sandbox."""
-    retry = RetryPolicy(max_retries=settings.max_retries)
-    if not args.sandbox:
-        async with AsyncKlingClient(
-            settings.api_key, base_url=settings.base_url, timeout=settings.timeout_seconds, retry=retry
-        ) as client:
-            yield client
-        return
-    from .sandbox.server import SandboxServer
-
-    with SandboxServer(settings.sandbox) as sandbox:
-        err.print(f"[dim]Using the embedded sandbox at {sandbox.url} (no credits are spent).[/dim]")
-        async with AsyncKlingClient(sandbox.api_key, base_url=sandbox.url, retry=retry) as client:
-            yield client
+async def _service(args: argparse.Namespace, settings: Settings) -> AsyncIterator[KlingService]:
+    """The service for the configured API, or for an embedded sandbox with --sandbox."""
+    async with KlingService.open(settings, sandbox=args.sandbox) as service:
+        if args.sandbox:
+            err.print(f"[dim]Using the embedded sandbox at {service.client.base_url} (no credits are spent).[/dim]")
+        yield service
 
 
-async def _wait(client: AsyncKlingClient, task_id: str, timeout: float) -> Task:
+async def _wait(service: KlingService, task_id: str, timeout: float) -> Task:
     """Wait with a live line on a terminal, or one line per status change otherwise."""
     started = time.monotonic()
     last_status = ""
@@ -209,7 +213,7 @@ async def _wait(client: AsyncKlingClient, task_id: str, timeout: float) -> Task:
                 err.print(f"{task.task_id}: {task.raw_status} after {_elapsed(time.monotonic() - started)}")
 
     if not live:
-        return await client.wait(task_id, timeout=timeout, on_update=on_update)
+        return await service.wait(task_id, timeout=timeout, on_update=on_update)
     with err.status(f"{task_id}: waiting") as spinner:
 
         async def tick() -> None:
@@ -219,15 +223,19 @@ async def _wait(client: AsyncKlingClient, task_id: str, timeout: float) -> Task:
 
         ticker = asyncio.create_task(tick())
         try:
-            return await client.wait(task_id, timeout=timeout, on_update=on_update)
+            return await service.wait(task_id, timeout=timeout, on_update=on_update)
         finally:
             ticker.cancel()
 
 
-async def _finish(client: AsyncKlingClient, task: Task, args: argparse.Namespace) -> int:
-    """Wait for `task`, download it if asked, and print the result."""
-    task = await _wait(client, task.task_id, args.timeout)
-    path = await client.download(task, args.download) if args.download else None
+async def _finish(service: KlingService, task_id: str, args: argparse.Namespace) -> int:
+    """Wait for the task, download it if asked, and print the result."""
+    try:
+        task = await _wait(service, task_id, args.timeout)
+    except asyncio.CancelledError:
+        err.print(f"Stopped waiting. The task goes on: kling3 wait {task_id}")
+        raise
+    path = await service.client.download(task, args.download) if args.download else None
     if args.json:
         _print_json({**task_json(task), "path": str(path) if path else None})
     else:
@@ -243,26 +251,29 @@ async def _finish(client: AsyncKlingClient, task: Task, args: argparse.Namespace
 
 async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     request = GenerateRequest.build(**_request_fields(args))
+    origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
+    if args.notify_webhook and settings.poller.webhook_secret is None:
+        raise UsageError(
+            "--notify-webhook needs a signing secret: set [poller] webhook_secret or KLING_POLLER__WEBHOOK_SECRET"
+        )
     err.print(f"Cost: {_describe_cost(request)}")
-    async with _client(args, settings) as client:
-        task = await client.generate(request)
-        err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
+    async with _service(args, settings) as service:
+        record = await service.submit(request, origin)
+        err.print(f"Submitted {record.task_id} ({record.raw_status}, {record.consumed_credits} credits)")
+        if args.notify_webhook:
+            err.print("The result will be POSTed to the webhook by a running `kling3 poller`.")
         if args.wait:
-            try:
-                return await _finish(client, task, args)
-            except asyncio.CancelledError:
-                err.print(f"Stopped waiting. The task goes on: kling3 wait {task.task_id}")
-                raise
+            return await _finish(service, record.task_id, args)
     if args.json:
-        _print_json(task_json(task))
+        _print_json(record_json(record))
     else:
-        out.print(task.task_id)
+        out.print(record.task_id)
     return EXIT_OK
 
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    async with _client(args, settings) as client:
-        task = await client.status(args.task_id)
+    async with _service(args, settings) as service:
+        task = await service.status(args.task_id)
     if args.json:
         _print_json(task_json(task))
     else:
@@ -275,9 +286,50 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
-    async with _client(args, settings) as client:
-        task = await client.status(args.task_id)
-        return await _finish(client, task, args)
+    async with _service(args, settings) as service:
+        return await _finish(service, args.task_id, args)
+
+
+def record_json(record: TaskRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return _elapsed(seconds)
+    return f"{seconds / 3600:.1f}h"
+
+
+async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    async with _service(args, settings) as service:
+        if args.status == "running":
+            records = await service.store.recent(running=True, limit=args.limit)
+        else:
+            outcome = Outcome(args.status) if args.status else None
+            records = await service.store.recent(outcome=outcome, limit=args.limit)
+    if args.json:
+        _print_json({"tasks": [record_json(r) for r in records]})
+        return EXIT_OK
+    now = time.time()
+    table = Table("task id", "type", "status", "age", "credits", "result", "delivery", title="Recorded tasks")
+    for r in records:
+        result = r.local_path or r.video_url or r.error_message or ""
+        credits = r.consumed_credits if r.consumed_credits is not None else r.estimated_credits
+        status = r.outcome.value if r.outcome else r.status.value
+        table.add_row(r.task_id, r.type, status, _age(now - r.submitted_at), str(credits), result, r.delivery.value)
+    out.print(table)
+    return EXIT_OK
+
+
+async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
+    logging.getLogger("kling3_tools.poller").setLevel(logging.INFO)
+    async with _service(args, settings) as service:
+        poller = service.poller()
+        err.print(
+            f"Polling for {', '.join(service.notifiers.kinds())} tasks of {service.client.base_url}; Ctrl-C stops."
+        )
+        await poller.run()
+    return EXIT_OK
 
 
 async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
@@ -354,6 +406,8 @@ ASYNC_COMMANDS = {
     "generate": cmd_generate,
     "status": cmd_status,
     "wait": cmd_wait,
+    "tasks": cmd_tasks,
+    "poller": cmd_poller,
     "cost": cmd_cost,
     "models": cmd_models,
 }

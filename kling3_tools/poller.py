@@ -1,0 +1,226 @@
+"""The background poller: follows every tracked task to its end and delivers the result to its origin.
+
+It claims due tasks from the store under a lease, checks their status through
+one shared token bucket (a 429 pauses the whole poller for `Retry-After`),
+and hands finished tasks to the notifier registered for their origin kind.
+Delivery is at-least-once: the delivered mark is written right after the
+destination accepted; a destination that fails is retried with backoff, and
+never holds up other tasks. Events carry a stable `event_id` for receivers
+that must not act twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from pathlib import Path
+
+import platformdirs
+
+from .client import AsyncKlingClient
+from .config import PollerSettings
+from .errors import KlingError, RateLimitError, TaskNotFoundError
+from .notifiers import Notifiers
+from .records import Delivery, Outcome, TaskRecord
+from .schedule import Scheduler
+from .store import TaskStore
+
+log = logging.getLogger("kling3_tools.poller")
+
+NOT_FOUND_GRACE_POLLS = 3
+DELIVERY_GIVE_UP_SECONDS = 24 * 3600
+MAX_DELIVERY_BACKOFF = 300.0
+
+
+class TokenBucket:
+    """`rate` acquisitions per second with bursts up to `burst`; `pause()` stops everyone for a while."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._updated = time.monotonic()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
+                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+        self._tokens = 0.0
+
+
+class Poller:
+    """Run with `await poller.run()` (until cancelled); `wake()` after submitting a task."""
+
+    def __init__(
+        self,
+        client: AsyncKlingClient,
+        store: TaskStore,
+        notifiers: Notifiers,
+        scheduler: Scheduler,
+        settings: PollerSettings | None = None,
+        *,
+        concurrency: int = 16,
+        idle_seconds: float = 5.0,
+        owner: str | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.notifiers = notifiers
+        self.scheduler = scheduler
+        self.settings = settings or PollerSettings()
+        self.concurrency = concurrency
+        self.idle_seconds = idle_seconds
+        self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
+        self.limiter = TokenBucket(self.settings.rate_limit_per_second)
+        self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due work now rather than at the next sweep."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        kinds = self.notifiers.kinds()
+        log.info("poller %s started for %s (%s)", self.owner, self.client.base_url, ", ".join(kinds))
+        try:
+            while True:
+                self._wake.clear()
+                free = self.concurrency - len(in_flight)
+                claimed = await self._claim(free, kinds) if free > 0 else []
+                for record in claimed:
+                    job = asyncio.create_task(self._process(record))
+                    in_flight.add(job)
+                    job.add_done_callback(in_flight.discard)
+                if claimed and len(claimed) == free:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                await self._idle(in_flight, kinds)
+        finally:
+            for job in in_flight:
+                job.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _claim(self, limit: int, kinds: list[str]) -> list[TaskRecord]:
+        return await self.store.claim(
+            owner=self.owner,
+            now=time.time(),
+            lease_seconds=self.settings.lease_seconds,
+            limit=limit,
+            api_url=self.client.base_url,
+            kinds=kinds,
+        )
+
+    async def _idle(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
+        """Sleep until the next task falls due, a job finishes, or someone calls `wake()`."""
+        next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
+        timeout = self.idle_seconds if next_due is None else min(max(next_due - time.time(), 0.0), self.idle_seconds)
+        if timeout <= 0:
+            await asyncio.sleep(0)  # due work is leased elsewhere or at the concurrency limit
+            timeout = 0.01
+        waiters = [asyncio.ensure_future(self._wake.wait()), *in_flight]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiters[0].cancel()
+
+    async def _process(self, record: TaskRecord) -> None:
+        try:
+            if record.is_tracking:
+                await self._check(record)
+            due = record.due_at is not None and record.due_at <= time.time()
+            if not record.is_tracking and record.delivery is Delivery.PENDING and due:
+                await self._deliver(record)
+            if not await self.store.save(record, owner=self.owner):
+                log.warning("lease on %s was lost before its result was saved", record.task_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one task's bug must not stop the poller
+            log.exception("unexpected error on task %s", record.task_id)
+            record.due_at = time.time() + self.scheduler.policy.max_interval
+            await self.store.save(record, owner=self.owner)
+
+    async def _check(self, record: TaskRecord) -> None:
+        now = time.time()
+        if now - record.submitted_at > self.settings.max_task_minutes * 60:
+            record.error_message = (
+                f"Still {record.raw_status or 'running'} after {self.settings.max_task_minutes:g} minutes; "
+                f"the API may still finish and bill task {record.task_id}."
+            )
+            record.finish(Outcome.TIMED_OUT, now)
+            return
+        await self.limiter.acquire()
+        try:
+            task = await self.client.status(record.task_id)
+        except RateLimitError as exc:
+            pause = exc.retry_after if exc.retry_after is not None else self.scheduler.policy.dense_interval
+            self.limiter.pause(pause)
+            record.due_at = time.time() + pause
+            log.info("rate limited; every check paused for %.1fs", pause)
+            return
+        except TaskNotFoundError:
+            record.poll_count += 1
+            if record.poll_count >= NOT_FOUND_GRACE_POLLS:
+                record.error_message = "The API does not know this task id."
+                record.finish(Outcome.FAILED, time.time())
+            else:
+                record.due_at = time.time() + self.scheduler.policy.dense_interval
+            return
+        except KlingError as exc:
+            log.info("status of %s failed (%s); will retry", record.task_id, exc.code)
+            record.due_at = time.time() + self.scheduler.policy.dense_interval
+            return
+        record.poll_count += 1
+        now = time.time()
+        changed = record.apply(task, now)
+        if record.is_tracking:
+            record.due_at = await self.scheduler.next_check(record, now)
+        if changed:
+            try:
+                await self.notifiers[record.origin.kind].progress(record)
+            except Exception as exc:
+                log.info("progress update for %s failed: %s", record.task_id, exc)
+
+    async def _deliver(self, record: TaskRecord) -> None:
+        now = time.time()
+        try:
+            if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
+                record.local_path = str(await self._download(record))
+            await self.notifiers[record.origin.kind].deliver(record)
+        except Exception as exc:
+            record.delivery_attempts += 1
+            record.delivery_error = str(exc) or type(exc).__name__
+            if now - (record.finished_at or now) > DELIVERY_GIVE_UP_SECONDS:
+                record.delivery = Delivery.GIVEN_UP
+                record.due_at = None
+                log.warning("gave up delivering %s: %s", record.task_id, record.delivery_error)
+            else:
+                backoff = min(2.0**record.delivery_attempts, MAX_DELIVERY_BACKOFF)
+                record.due_at = now + backoff * random.uniform(0.5, 1.0)
+                log.info("delivery of %s failed (%s); retry in %.0fs", record.task_id, record.delivery_error, backoff)
+            return
+        record.delivery = Delivery.DELIVERED
+        record.delivery_error = None
+        record.due_at = None
+        log.info("delivered %s (%s) to %s", record.task_id, record.outcome, record.origin.kind)
+
+    async def _download(self, record: TaskRecord) -> Path:
+        folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"
+        return await self.client.download(record.to_task(), folder)

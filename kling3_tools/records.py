@@ -1,0 +1,150 @@
+"""What the store keeps about a task, and where its result must go (its origin)."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .models import GenerateRequest, Task, TaskStatus
+
+
+class CliOrigin(BaseModel):
+    """Submitted from the terminal: nothing to push, `kling3 tasks` shows it."""
+
+    kind: Literal["cli"] = "cli"
+
+
+class WebhookOrigin(BaseModel):
+    """POST a signed JSON event to `url` when the task ends."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: str
+
+
+class McpOrigin(BaseModel):
+    """Submitted by an MCP client; `session` names the server session that asked."""
+
+    kind: Literal["mcp"] = "mcp"
+    session: str
+    client_name: str | None = None
+
+
+class DiscordOrigin(BaseModel):
+    """Submitted with a slash command: post back to this channel, mentioning this user."""
+
+    kind: Literal["discord"] = "discord"
+    guild_id: int | None
+    channel_id: int
+    message_id: int | None = None
+    user_id: int
+
+
+AnyOrigin = CliOrigin | WebhookOrigin | McpOrigin | DiscordOrigin
+Origin = Annotated[AnyOrigin, Field(discriminator="kind")]
+
+
+class Outcome(StrEnum):
+    """Why tracking ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+class Delivery(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    GIVEN_UP = "given_up"
+
+
+class TaskRecord(BaseModel):
+    """One tracked task: what was asked, what the API last said, and where the result goes."""
+
+    model_config = ConfigDict(validate_assignment=True)
+
+    task_id: str
+    api_url: str
+    type: str
+    duration: int | None
+    request: dict[str, Any]
+    estimated_credits: int
+    consumed_credits: int | None = None
+    submitted_at: float = Field(default_factory=time.time)
+    status: TaskStatus = TaskStatus.RUNNING
+    raw_status: str = ""
+    outcome: Outcome | None = None
+    finished_at: float | None = None
+    video_urls: list[str] = Field(default_factory=list)
+    error_message: str | None = None
+    local_path: str | None = None
+    due_at: float | None = None
+    poll_count: int = 0
+    origin: Origin = Field(default_factory=CliOrigin)
+    delivery: Delivery = Delivery.PENDING
+    delivery_attempts: int = 0
+    delivery_error: str | None = None
+
+    @classmethod
+    def submitted(
+        cls,
+        task: Task,
+        request: GenerateRequest,
+        *,
+        api_url: str,
+        origin: CliOrigin | WebhookOrigin | McpOrigin | DiscordOrigin,
+    ) -> TaskRecord:
+        return cls(
+            task_id=task.task_id,
+            api_url=api_url,
+            type=request.type.value,
+            duration=request.effective_duration,
+            request=request.to_payload(),
+            estimated_credits=request.estimated_credits(),
+            consumed_credits=task.consumed_credits,
+            status=task.status,
+            raw_status=task.raw_status,
+            origin=origin,
+        )
+
+    @property
+    def video_url(self) -> str | None:
+        return self.video_urls[0] if self.video_urls else None
+
+    def to_task(self) -> Task:
+        """The last known API view of this task."""
+        return Task(
+            task_id=self.task_id,
+            status=self.raw_status,
+            consumed_credits=self.consumed_credits,
+            type=self.type,
+            request=self.request,
+            response=self.video_urls,
+            error_message=self.error_message,
+        )
+
+    @property
+    def is_tracking(self) -> bool:
+        return self.outcome is None
+
+    def apply(self, task: Task, now: float) -> bool:
+        """Take in what the API said; True when the status word changed."""
+        changed = task.raw_status != self.raw_status
+        self.status = task.status
+        self.raw_status = task.raw_status
+        if task.consumed_credits is not None:
+            self.consumed_credits = task.consumed_credits
+        if task.video_urls:
+            self.video_urls = task.video_urls
+        if task.error_message:
+            self.error_message = task.error_message
+        if task.status.is_terminal:
+            self.finish(Outcome.SUCCEEDED if task.status is TaskStatus.SUCCEEDED else Outcome.FAILED, now)
+        return changed
+
+    def finish(self, outcome: Outcome, now: float) -> None:
+        self.outcome = outcome
+        self.finished_at = now
+        self.due_at = now  # due for delivery at once

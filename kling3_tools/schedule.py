@@ -1,0 +1,82 @@
+"""When to check a running task again: sparse early, dense around the expected finish, then back off.
+
+The expected finish is a window learned from the store: the 5th to 95th
+percentile of how long past tasks of the same type and duration took. Before
+there is enough history, a prior from what integrators report (2-10 minutes).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+from .records import TaskRecord
+from .store import TaskStore
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePolicy:
+    """The shape of the schedule, in seconds; `scaled()` shrinks it for demos and benchmarks."""
+
+    prior_window: tuple[float, float] = (120.0, 600.0)
+    dense_interval: float = 8.0
+    max_interval: float = 60.0
+    min_history: int = 5
+    jitter: float = 0.1
+
+    def scaled(self, factor: float) -> SchedulePolicy:
+        low, high = self.prior_window
+        return replace(
+            self,
+            prior_window=(low * factor, high * factor),
+            dense_interval=self.dense_interval * factor,
+            max_interval=self.max_interval * factor,
+        )
+
+    def window(self, history: list[float]) -> tuple[float, float]:
+        """Seconds after submission between which the task most likely finishes."""
+        if len(history) < self.min_history:
+            return self.prior_window
+        cuts = statistics.quantiles(history, n=20, method="inclusive")
+        low, high = cuts[0], cuts[-1]
+        return low, max(high, low + self.dense_interval)
+
+    def delay(self, elapsed: float, window: tuple[float, float]) -> float:
+        """Seconds from now until the next check of a task submitted `elapsed` seconds ago."""
+        low, high = window
+        if elapsed < low / 2:
+            wait = low / 2 - elapsed  # one early look, to catch fast failures
+        elif elapsed < low - self.dense_interval:
+            wait = low - elapsed
+        elif elapsed < high:
+            wait = self.dense_interval
+        else:
+            wait = min(max(self.dense_interval, (elapsed - high) / 2), self.max_interval)
+        return max(wait, 0.0) * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+
+class Scheduler:
+    """Applies a `SchedulePolicy` to records, with the history windows cached briefly."""
+
+    def __init__(self, store: TaskStore, policy: SchedulePolicy | None = None, *, cache_seconds: float = 30.0) -> None:
+        self.store = store
+        self.policy = policy or SchedulePolicy()
+        self._cache_seconds = cache_seconds
+        self._windows: dict[tuple[str, int | None], tuple[float, tuple[float, float]]] = {}
+
+    async def window(self, type_: str, duration: int | None) -> tuple[float, float]:
+        key = (type_, duration)
+        cached = self._windows.get(key)
+        now = time.monotonic()
+        if cached is None or now - cached[0] > self._cache_seconds:
+            history = await self.store.completion_times(type_, duration)
+            cached = (now, self.policy.window(history))
+            self._windows[key] = cached
+        return cached[1]
+
+    async def next_check(self, record: TaskRecord, now: float) -> float:
+        """The time (epoch seconds) at which `record` should be checked next."""
+        window = await self.window(record.type, record.duration)
+        return now + self.policy.delay(now - record.submitted_at, window)

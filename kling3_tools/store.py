@@ -1,0 +1,329 @@
+"""The persistent task store: a typed interface and its SQLite backend.
+
+Every task any front end submits is written here the moment the API returns
+its id, before anything else happens. One column, `due_at`, says when the task
+next needs work (a status check while it runs, a delivery once it ended);
+pollers claim due tasks under a lease so two of them never work on one task at
+once. SQLite runs in WAL mode with a busy timeout, so the bot, the MCP server,
+the CLI and standalone pollers on one machine can share one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import platformdirs
+from pydantic import TypeAdapter
+
+from .records import Origin, Outcome, TaskRecord
+
+_ORIGIN = TypeAdapter[Origin](Origin)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    duration INTEGER,
+    request TEXT NOT NULL,
+    estimated_credits INTEGER NOT NULL,
+    consumed_credits INTEGER,
+    submitted_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    raw_status TEXT NOT NULL,
+    outcome TEXT,
+    finished_at REAL,
+    video_urls TEXT NOT NULL,
+    error_message TEXT,
+    local_path TEXT,
+    due_at REAL,
+    poll_count INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    delivery_attempts INTEGER NOT NULL,
+    delivery_error TEXT,
+    lease_owner TEXT,
+    lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded';
+CREATE INDEX IF NOT EXISTS tasks_submitted ON tasks (submitted_at);
+"""
+
+_COLUMNS = [
+    "task_id",
+    "api_url",
+    "type",
+    "duration",
+    "request",
+    "estimated_credits",
+    "consumed_credits",
+    "submitted_at",
+    "status",
+    "raw_status",
+    "outcome",
+    "finished_at",
+    "video_urls",
+    "error_message",
+    "local_path",
+    "due_at",
+    "poll_count",
+    "origin",
+    "origin_kind",
+    "delivery",
+    "delivery_attempts",
+    "delivery_error",
+]
+_PROGRESS = [
+    "status",
+    "raw_status",
+    "consumed_credits",
+    "video_urls",
+    "error_message",
+    "outcome",
+    "finished_at",
+    "due_at",
+]
+_MUTABLE = [c for c in _COLUMNS if c not in {"task_id", "api_url", "type", "duration", "request", "submitted_at"}]
+
+
+class TaskStore(Protocol):
+    """What pollers and front ends need from a store; a second backend implements the same."""
+
+    async def add(self, record: TaskRecord) -> None:
+        """Insert a newly submitted task (durably, before the caller does anything else)."""
+
+    async def get(self, task_id: str) -> TaskRecord | None: ...
+
+    async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
+        """Write the record's mutable fields; with `owner`, only while that owner holds the lease,
+        which is then released. False when the lease was lost."""
+
+    async def save_progress(self, record: TaskRecord) -> bool:
+        """Write what the API said of a task still being tracked, from outside any lease (a front end
+        that checked it itself). Delivery fields are left to the poller; False once tracking ended."""
+
+    async def claim(
+        self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
+    ) -> list[TaskRecord]:
+        """Lease up to `limit` tasks due by `now`, soonest first."""
+
+    async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
+        """When the earliest unleased task falls due, or None when there is nothing to do."""
+
+    async def recent(
+        self,
+        *,
+        outcome: Outcome | None = None,
+        running: bool | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        """Most recent first."""
+
+    async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
+        """Seconds from submission to success of the latest successful tasks of this kind."""
+
+    async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
+        """Credits of tasks submitted since `since` (consumed, else estimated), failed ones excluded."""
+
+    async def close(self) -> None: ...
+
+
+def default_store_path(name: str = "tasks.db") -> Path:
+    return Path(platformdirs.user_data_dir("kling3")) / name
+
+
+def path_from_url(url: str) -> Path:
+    """`sqlite:///abs/path.db` (or a plain path) to a Path."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).expanduser()
+    if "://" in url:
+        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db")
+    return Path(url).expanduser()
+
+
+class SQLiteTaskStore:
+    """`TaskStore` on one SQLite file; calls run in a worker thread, one connection per store."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SQLiteTaskStore({str(self.path)!r})"
+
+    async def _run(self, sql_work: Any, *args: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return sql_work(*args)
+
+        return await asyncio.to_thread(locked)
+
+    def _transaction(self, work: Any) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return result
+
+    # --- rows <-> records ---------------------------------------------------
+
+    @staticmethod
+    def _values(record: TaskRecord) -> dict[str, Any]:
+        data = record.model_dump(mode="json")
+        data["request"] = json.dumps(data["request"])
+        data["video_urls"] = json.dumps(data["video_urls"])
+        data["origin_kind"] = record.origin.kind
+        data["origin"] = record.origin.model_dump_json()
+        data["status"] = record.status.value
+        return data
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> TaskRecord:
+        data = {key: row[key] for key in _COLUMNS if key != "origin_kind"}
+        data["request"] = json.loads(data["request"])
+        data["video_urls"] = json.loads(data["video_urls"])
+        data["origin"] = _ORIGIN.validate_json(data["origin"])
+        return TaskRecord.model_validate(data)
+
+    # --- the interface --------------------------------------------------------
+
+    async def add(self, record: TaskRecord) -> None:
+        values = self._values(record)
+        sql = f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
+        await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        row = await self._run(lambda: self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone())
+        return None if row is None else self._record(row)
+
+    async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
+        values = self._values(record)
+        assignments = ", ".join(f"{c} = :{c}" for c in _MUTABLE)
+        if owner is None:
+            sql = f"UPDATE tasks SET {assignments} WHERE task_id = :task_id"
+        else:
+            values["owner"] = owner
+            sql = (
+                f"UPDATE tasks SET {assignments}, lease_owner = NULL, lease_until = NULL "
+                "WHERE task_id = :task_id AND lease_owner = :owner"
+            )
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        return bool(cursor.rowcount)
+
+    async def save_progress(self, record: TaskRecord) -> bool:
+        values = self._values(record)
+        columns = [*_PROGRESS, "delivery"] if record.outcome and record.origin.kind == "cli" else _PROGRESS
+        assignments = ", ".join(f"{c} = :{c}" for c in columns)
+        sql = f"UPDATE tasks SET {assignments} WHERE task_id = :task_id AND outcome IS NULL"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        return bool(cursor.rowcount)
+
+    async def claim(
+        self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
+    ) -> list[TaskRecord]:
+        marks = ", ".join("?" for _ in kinds)
+        select = (
+            f"SELECT task_id FROM tasks WHERE due_at <= ? AND api_url = ? AND origin_kind IN ({marks}) "
+            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at LIMIT ?"
+        )
+
+        def work() -> list[sqlite3.Row]:
+            ids = [r[0] for r in self._db.execute(select, (now, api_url, *kinds, now, limit))]
+            if not ids:
+                return []
+            id_marks = ", ".join("?" for _ in ids)
+            self._db.execute(
+                f"UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE task_id IN ({id_marks})",
+                (owner, now + lease_seconds, *ids),
+            )
+            return list(self._db.execute(f"SELECT * FROM tasks WHERE task_id IN ({id_marks}) ORDER BY due_at", ids))
+
+        rows = await self._run(lambda: self._transaction(work))
+        return [self._record(row) for row in rows]
+
+    async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
+        marks = ", ".join("?" for _ in kinds)
+        sql = (
+            "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < due_at THEN due_at ELSE lease_until END) "
+            f"FROM tasks WHERE due_at IS NOT NULL AND api_url = ? AND origin_kind IN ({marks})"
+        )
+        row = await self._run(lambda: self._db.execute(sql, (api_url, *kinds)).fetchone())
+        return None if row[0] is None else float(row[0])
+
+    async def recent(
+        self,
+        *,
+        outcome: Outcome | None = None,
+        running: bool | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        where, args = self._filters(origin_kind=origin_kind, user_id=user_id)
+        if outcome is not None:
+            where.append("outcome = ?")
+            args.append(outcome.value)
+        if running is not None:
+            where.append("outcome IS NULL" if running else "outcome IS NOT NULL")
+        sql = f"SELECT * FROM tasks {self._where(where)} ORDER BY submitted_at DESC LIMIT ?"
+        rows = await self._run(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        return [self._record(row) for row in rows]
+
+    async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
+        sql = (
+            "SELECT finished_at - submitted_at FROM tasks WHERE outcome = 'succeeded' AND type = ? "
+            "AND duration IS ? ORDER BY finished_at DESC LIMIT ?"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, (type_, duration, limit)).fetchall())
+        return [float(row[0]) for row in rows]
+
+    async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
+        where, args = self._filters(origin_kind=origin_kind, user_id=user_id)
+        where += ["submitted_at >= ?", "(outcome IS NULL OR outcome != 'failed')"]
+        sql = f"SELECT COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) FROM tasks {self._where(where)}"
+        row = await self._run(lambda: self._db.execute(sql, (*args, since)).fetchone())
+        return int(row[0])
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+
+    @staticmethod
+    def _filters(*, origin_kind: str | None, user_id: int | None) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if origin_kind is not None:
+            where.append("origin_kind = ?")
+            args.append(origin_kind)
+        if user_id is not None:
+            where.append("json_extract(origin, '$.user_id') = ?")
+            args.append(user_id)
+        return where, args
+
+    @staticmethod
+    def _where(clauses: list[str]) -> str:
+        return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+def open_store(url: str = "", *, default_name: str = "tasks.db") -> SQLiteTaskStore:
+    """The store a `[store] url` names; empty means the default file in the user data folder."""
+    return SQLiteTaskStore(path_from_url(url) if url else default_store_path(default_name))
