@@ -311,12 +311,25 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         _print_json({"tasks": [record_json(r) for r in records]})
         return EXIT_OK
     now = time.time()
-    table = Table("task id", "type", "status", "age", "credits", "result", "delivery", title="Recorded tasks")
-    for r in records:
-        result = r.local_path or r.video_url or r.error_message or ""
-        credits = r.consumed_credits if r.consumed_credits is not None else r.estimated_credits
-        status = r.outcome.value if r.outcome else r.status.value
-        table.add_row(r.task_id, r.type, status, _age(now - r.submitted_at), str(credits), result, r.delivery.value)
+    rows = [
+        (
+            r.task_id,
+            r.type,
+            r.outcome.value if r.outcome else r.status.value,
+            _age(now - r.submitted_at),
+            str(r.consumed_credits if r.consumed_credits is not None else r.estimated_credits),
+            r.delivery.value,
+            r.local_path or r.video_url or r.error_message or "",
+        )
+        for r in records
+    ]
+    if not out.is_terminal:  # piped: one tab-separated line per task, nothing cut short
+        for row in rows:
+            sys.stdout.write("\t".join(row) + "\n")
+        return EXIT_OK
+    table = Table("task id", "type", "status", "age", "credits", "delivery", "result", title="Recorded tasks")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
     return EXIT_OK
 

@@ -189,6 +189,13 @@ class AsyncKlingClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
+    def with_options(self, *, retry: RetryPolicy) -> AsyncKlingClient:
+        """A client sharing this one's key and connection pool, with another retry policy.
+
+        Closing it leaves the pool open; the original client owns it.
+        """
+        return AsyncKlingClient(self._api_key, base_url=self.base_url, retry=retry, http_client=self._http)
+
     async def __aenter__(self) -> AsyncKlingClient:
         return self
 

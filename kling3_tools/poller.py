@@ -20,7 +20,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .client import AsyncKlingClient
+from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, TaskNotFoundError
 from .notifiers import Notifiers
@@ -46,7 +46,8 @@ class TokenBucket:
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
+    async def take(self, most: int = 1) -> int:
+        """Wait for at least one token, then take up to `most` of those available."""
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -56,9 +57,13 @@ class TokenBucket:
                 self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
                 self._updated = now
                 if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
+                    taken = min(most, int(self._tokens))
+                    self._tokens -= taken
+                    return taken
                 await asyncio.sleep((1 - self._tokens) / self.rate)
+
+    def give_back(self, count: int) -> None:
+        self._tokens = min(self.burst, self._tokens + count)
 
     def pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
@@ -80,7 +85,9 @@ class Poller:
         idle_seconds: float = 5.0,
         owner: str | None = None,
     ) -> None:
-        self.client = client
+        # No retries inside the client: a retry's wait would outlast the lease. The poller paces
+        # itself, reschedules failed checks and pauses everyone on a 429.
+        self.client = client.with_options(retry=RetryPolicy(max_retries=0))
         self.store = store
         self.notifiers = notifiers
         self.scheduler = scheduler
@@ -104,15 +111,20 @@ class Poller:
             while True:
                 self._wake.clear()
                 free = self.concurrency - len(in_flight)
-                claimed = await self._claim(free, kinds) if free > 0 else []
-                for record in claimed:
-                    job = asyncio.create_task(self._process(record))
-                    in_flight.add(job)
-                    job.add_done_callback(in_flight.discard)
-                if claimed and len(claimed) == free:
-                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                await self._idle(in_flight, kinds)
+                next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
+                if free > 0 and next_due is not None and next_due <= time.time():
+                    # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
+                    # in the rate limiter (a 429 pause would otherwise outlast it).
+                    allowance = await self.limiter.take(free)
+                    claimed = await self._claim(allowance, kinds)
+                    self.limiter.give_back(allowance - len(claimed))
+                    for record in claimed:
+                        job = asyncio.create_task(self._process(record))
+                        in_flight.add(job)
+                        job.add_done_callback(in_flight.discard)
+                    if claimed:
+                        continue
+                await self._idle(in_flight, None if free <= 0 else next_due)
         finally:
             for job in in_flight:
                 job.cancel()
@@ -128,13 +140,9 @@ class Poller:
             kinds=kinds,
         )
 
-    async def _idle(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
+    async def _idle(self, in_flight: set[asyncio.Task[None]], next_due: float | None) -> None:
         """Sleep until the next task falls due, a job finishes, or someone calls `wake()`."""
-        next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
-        timeout = self.idle_seconds if next_due is None else min(max(next_due - time.time(), 0.0), self.idle_seconds)
-        if timeout <= 0:
-            await asyncio.sleep(0)  # due work is leased elsewhere or at the concurrency limit
-            timeout = 0.01
+        timeout = self.idle_seconds if next_due is None else min(max(next_due - time.time(), 0.01), self.idle_seconds)
         waiters = [asyncio.ensure_future(self._wake.wait()), *in_flight]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -166,7 +174,6 @@ class Poller:
             )
             record.finish(Outcome.TIMED_OUT, now)
             return
-        await self.limiter.acquire()
         try:
             task = await self.client.status(record.task_id)
         except RateLimitError as exc:
@@ -200,6 +207,9 @@ class Poller:
 
     async def _deliver(self, record: TaskRecord) -> None:
         now = time.time()
+        if not await self.store.renew(record.task_id, owner=self.owner, until=now + self.settings.lease_seconds):
+            log.warning("lease on %s was lost before delivery; another poller has it", record.task_id)
+            return
         try:
             if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
                 record.local_path = str(await self._download(record))
@@ -223,4 +233,4 @@ class Poller:
 
     async def _download(self, record: TaskRecord) -> Path:
         folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"
-        return await self.client.download(record.to_task(), folder)
+        return await self.client.download(record.to_task(), folder / f"{record.task_id}.mp4")

@@ -12,6 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass, replace
 
+from .config import PollerSettings
 from .records import TaskRecord
 from .store import TaskStore
 
@@ -25,6 +26,14 @@ class SchedulePolicy:
     max_interval: float = 60.0
     min_history: int = 5
     jitter: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: PollerSettings) -> SchedulePolicy:
+        return cls(
+            prior_window=settings.expected_seconds,
+            dense_interval=settings.dense_interval_seconds,
+            max_interval=settings.max_interval_seconds,
+        )
 
     def scaled(self, factor: float) -> SchedulePolicy:
         low, high = self.prior_window

@@ -48,7 +48,7 @@ class KlingService:
         self.store = store
         self.settings = settings
         self.http = http
-        self.scheduler = Scheduler(store, schedule)
+        self.scheduler = Scheduler(store, schedule or SchedulePolicy.from_settings(settings.poller))
         self.notifiers = Notifiers(CliNotifier())
         if settings.poller.webhook_secret is not None:
             self.notifiers.register(WebhookNotifier(http, settings.poller.webhook_secret.get_secret_value()))

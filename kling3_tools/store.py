@@ -114,6 +114,9 @@ class TaskStore(Protocol):
     ) -> list[TaskRecord]:
         """Lease up to `limit` tasks due by `now`, soonest first."""
 
+    async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
+        """Extend `owner`'s lease; False when it no longer holds it."""
+
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         """When the earliest unleased task falls due, or None when there is nothing to do."""
 
@@ -260,6 +263,11 @@ class SQLiteTaskStore:
 
         rows = await self._run(lambda: self._transaction(work))
         return [self._record(row) for row in rows]
+
+    async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
+        sql = "UPDATE tasks SET lease_until = ? WHERE task_id = ? AND lease_owner = ?"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (until, task_id, owner))))
+        return bool(cursor.rowcount)
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         marks = ", ".join("?" for _ in kinds)

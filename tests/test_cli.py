@@ -118,3 +118,40 @@ def test_help_explains():
     assert result.returncode == 0
     for text in ("--wait", "--end-image", "--ref-image", "o3-pro-video-edit", "spends credits"):
         assert text in result.stdout or text in kling3("--help").stdout
+
+
+def test_notify_webhook_needs_a_secret_before_anything_is_spent(sandbox):
+    env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
+    result = kling3("generate", "A fox", "--notify-webhook", "http://127.0.0.1:9/hook", **env)
+    assert result.returncode == 2
+    assert "webhook_secret" in result.stderr
+    assert stats(sandbox)["tasks"] == 0
+
+
+def test_notify_webhook_records_and_returns_at_once(sandbox):
+    env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key, "KLING_POLLER__WEBHOOK_SECRET": "s"}
+    result = kling3("generate", "A fox", "--notify-webhook", "http://127.0.0.1:9/hook", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    submitted = json.loads(result.stdout)
+    assert submitted["origin"] == {"kind": "webhook", "url": "http://127.0.0.1:9/hook"}
+    assert submitted["outcome"] is None
+    listed = json.loads(kling3("tasks", "--json", **env).stdout)["tasks"]
+    assert [t["task_id"] for t in listed] == [submitted["task_id"]]
+    assert listed[0]["delivery"] == "pending"
+
+
+def test_wait_records_the_result_and_a_stopped_wait_can_be_resumed(sandbox):
+    env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
+    waited = json.loads(kling3("generate", "First", "--wait", "--json", **env).stdout)
+    task_id = kling3("generate", "Second", **env).stdout.strip()
+    running = json.loads(kling3("tasks", "--status", "running", "--json", **env).stdout)["tasks"]
+    assert [t["task_id"] for t in running] == [task_id]
+    resumed = kling3("wait", task_id, **env)
+    assert resumed.returncode == 0, resumed.stderr
+    tasks = {t["task_id"]: t for t in json.loads(kling3("tasks", "--json", **env).stdout)["tasks"]}
+    for done in (waited["task_id"], task_id):
+        assert tasks[done]["outcome"] == "succeeded"
+        assert tasks[done]["delivery"] == "delivered"
+        assert tasks[done]["video_urls"][0].endswith(f"{done}.mp4")
+    table = kling3("tasks", **env).stdout
+    assert task_id in table and "succeeded" in table

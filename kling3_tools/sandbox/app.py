@@ -70,6 +70,7 @@ class SandboxState:
     balance: int = 0
     tasks: dict[str, SandboxTask] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
+    rejections: Counter[str] = field(default_factory=Counter)
     faults: deque[Fault] = field(default_factory=deque)
     in_flight_status: Counter[str] = field(default_factory=Counter)
     max_concurrent_polls: int = 0
@@ -109,6 +110,7 @@ class SandboxState:
         return {
             "balance": self.balance,
             "requests": dict(self.requests),
+            "rejections": dict(self.rejections),
             "tasks": len(self.tasks),
             "tasks_by_status": dict(Counter(t.status_word(now) for t in self.tasks.values())),
             "max_concurrent_polls_of_one_task": self.max_concurrent_polls,
@@ -186,6 +188,10 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
         if state.rng.random() < state.options.error_rate:
             raise _Reject(500, "INTERNAL_ERROR", "Server error, please try again later")
 
+    def _reject(reject: _Reject) -> Response:
+        state.rejections[reject.code] += 1
+        return _error(reject.status, reject.code, reject.message, reject.headers)
+
     async def generate(request: Request) -> Response:
         try:
             await guard(request, "generate")
@@ -197,7 +203,7 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
             if credits > state.balance:
                 raise _Reject(402, "INSUFFICIENT_CREDITS", "Not enough credits for this operation")
         except _Reject as reject:
-            return _error(reject.status, reject.code, reject.message, reject.headers)
+            return _reject(reject)
         state.balance -= credits
         spread = state.options.finish_spread
         finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
@@ -227,7 +233,7 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
             if state.options.status_delay:
                 await asyncio.sleep(state.options.status_delay)
         except _Reject as reject:
-            return _error(reject.status, reject.code, reject.message, reject.headers)
+            return _reject(reject)
         finally:
             state.in_flight_status[task_id] -= 1
         word = task.status_word(time.monotonic())

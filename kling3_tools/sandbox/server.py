@@ -6,8 +6,10 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Self
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from .app import SandboxState, create_app
 from .options import SandboxOptions
@@ -23,20 +25,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(options: SandboxOptions | None, log_level: str) -> tuple[uvicorn.Server, SandboxState]:
-    app = create_app(options)
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off")
-    return uvicorn.Server(config), app.state.sandbox
+def _uvicorn(app: ASGIApp, log_level: str) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off"))
 
 
-class SandboxServer:
-    """The sandbox on a loopback port in a daemon thread; `url` is its base URL.
+class ThreadedServer:
+    """An ASGI app on a loopback port in a daemon thread; `url` is its base URL.
 
     `port=0` picks a free port. Use as a context manager, or `start()`/`stop()`.
     """
 
-    def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server, self.state = _server(options, "warning")
+    def __init__(self, app: ASGIApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _uvicorn(app, "warning")
         self._socket = _bind(host, port)
         bound_host, bound_port = self._socket.getsockname()[:2]
         self.url = f"http://{bound_host if ':' not in bound_host else f'[{bound_host}]'}:{bound_port}"
@@ -44,11 +44,7 @@ class SandboxServer:
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="kling3-sandbox", daemon=True
         )
 
-    @property
-    def api_key(self) -> str:
-        return self.state.options.api_key
-
-    def start(self) -> SandboxServer:
+    def start(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -62,7 +58,7 @@ class SandboxServer:
         self._thread.join(timeout=5)
         self._socket.close()
 
-    def __enter__(self) -> SandboxServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -71,7 +67,19 @@ class SandboxServer:
         self.stop()
 
 
+class SandboxServer(ThreadedServer):
+    """The sandbox in a background thread; `state` is its live `SandboxState`."""
+
+    def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        app = create_app(options)
+        self.state: SandboxState = app.state.sandbox
+        super().__init__(app, host=host, port=port)
+
+    @property
+    def api_key(self) -> str:
+        return self.state.options.api_key
+
+
 def serve_forever(options: SandboxOptions, host: str, port: int) -> None:
-    """Serve in the foreground until interrupted (Ctrl-C)."""
-    server, _ = _server(options, "info")
-    server.run(sockets=[_bind(host, port)])
+    """Serve the sandbox in the foreground until interrupted (Ctrl-C)."""
+    _uvicorn(create_app(options), "info").run(sockets=[_bind(host, port)])

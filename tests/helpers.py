@@ -1,0 +1,70 @@
+"""Test helpers: a real webhook receiver, and waiting for a condition without fixed sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kling3_tools.notifiers import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
+from kling3_tools.sandbox.server import ThreadedServer
+
+SECRET = "whsec-test-secret"
+
+
+@dataclass
+class Receiver:
+    """Records every webhook POST; `failing=True` answers 503 like a destination that is down."""
+
+    secret: str = SECRET
+    failing: bool = False
+    events: list[dict[str, Any]] = field(default_factory=list)
+    bad_signatures: int = 0
+    refused: int = 0
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            if self.failing:
+                self.refused += 1
+                return Response(status_code=503)
+            if not verify_signature(self.secret, body, request.headers.get(SIGNATURE_HEADER)):
+                self.bad_signatures += 1
+                return Response(status_code=401)
+            event = json.loads(body)
+            assert request.headers[EVENT_ID_HEADER] == event["event_id"]
+            self.events.append(event)
+            return Response(status_code=204)
+
+        return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+
+    def counts(self) -> Counter[str]:
+        return Counter(event["task"]["task_id"] for event in self.events)
+
+
+def start_receiver(receiver: Receiver) -> tuple[ThreadedServer, str]:
+    server = ThreadedServer(receiver.app()).start()
+    return server, f"{server.url}/hook"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait until `check()` is true; fail with a clear message after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)

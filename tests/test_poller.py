@@ -1,0 +1,266 @@
+"""The poller against the real sandbox over loopback, a real SQLite file and a real webhook receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kling3_tools.config import Settings
+from kling3_tools.models import GenerateRequest
+from kling3_tools.poller import TokenBucket
+from kling3_tools.records import Delivery, Outcome, WebhookOrigin
+from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.schedule import SchedulePolicy
+from kling3_tools.service import KlingService
+from kling3_tools.store import SQLiteTaskStore
+
+from .conftest import set_options, stats
+from .helpers import SECRET, Receiver, eventually, start_receiver
+
+FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
+TYPES = ["pro-text-to-video", "std-text-to-video", "o3-pro-text-to-video", "o3-std-text-to-video"]
+
+
+def settings_for(sandbox, db: Path, **poller) -> Settings:
+    return Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{db}"},
+        poller={"webhook_secret": SECRET, "lease_seconds": 2, "rate_limit_per_second": 100, **poller},
+    )
+
+
+@pytest.fixture
+def receiver():
+    receiver = Receiver()
+    server, url = start_receiver(receiver)
+    receiver.url = url  # type: ignore[attr-defined]
+    yield receiver
+    server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(service: KlingService) -> AsyncIterator[None]:
+    job = asyncio.create_task(service.poller().run())
+    try:
+        yield
+    finally:
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await job
+
+
+async def submit_batch(service: KlingService, url: str, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        request = GenerateRequest.build(type=TYPES[i % len(TYPES)], prompt=f"clip {i}", duration=3 + i % 13)
+        ids.append((await service.submit(request, WebhookOrigin(url=url))).task_id)
+    return ids
+
+
+async def all_delivered(store: SQLiteTaskStore, ids: list[str]) -> bool:
+    records = [await store.get(task_id) for task_id in ids]
+    return all(r is not None and r.delivery is Delivery.DELIVERED for r in records)
+
+
+async def test_mixed_batch_is_delivered_exactly_once_with_valid_signatures(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=0.6, finish_spread=0.5, failure_rate=0.3)
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        ids = await submit_batch(service, receiver.url, 20)
+        async with running(service):
+            await eventually(lambda: all_delivered(service.store, ids))
+        records = [await service.store.get(task_id) for task_id in ids]
+    assert receiver.counts() == dict.fromkeys(ids, 1)
+    assert receiver.bad_signatures == 0
+    events = {e["task"]["task_id"]: e for e in receiver.events}
+    failed = [r for r in records if r.outcome is Outcome.FAILED]
+    succeeded = [r for r in records if r.outcome is Outcome.SUCCEEDED]
+    assert failed, "the sandbox's failure share produced no failure; the test proves nothing"
+    assert succeeded
+    for record in failed:
+        assert events[record.task_id]["event"] == "task.failed"
+        assert "simulated generation failure" in events[record.task_id]["task"]["error_message"]
+    for record in succeeded:
+        assert events[record.task_id]["task"]["video_urls"] == record.video_urls != []
+    assert stats(sandbox)["max_concurrent_polls_of_one_task"] == 1
+
+
+async def test_destination_down_for_a_while_gets_everything_once_back(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    receiver.failing = True
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        ids = await submit_batch(service, receiver.url, 5)
+        async with running(service):
+
+            async def all_refused_once() -> bool:
+                records = [await service.store.get(i) for i in ids]
+                return all(r.delivery_attempts >= 1 for r in records)
+
+            await eventually(all_refused_once)
+            receiver.failing = False
+            await eventually(lambda: all_delivered(service.store, ids))
+        records = [await service.store.get(task_id) for task_id in ids]
+    assert receiver.refused >= 5
+    assert receiver.counts() == dict.fromkeys(ids, 1)
+    assert all(r.delivery_error is None for r in records)
+
+
+async def test_a_429_storm_loses_and_duplicates_nothing(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=0.5)
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        ids = await submit_batch(service, receiver.url, 12)
+        set_options(sandbox, rate_limit_per_second=4, rate_limit_burst=2)
+        async with running(service):
+            await eventually(lambda: all_delivered(service.store, ids), timeout=60)
+    assert stats(sandbox)["rejections"].get("RATE_LIMITED", 0) > 0
+    assert receiver.counts() == dict.fromkeys(ids, 1)
+
+
+async def test_two_pollers_on_one_file_never_poll_one_task_at_once(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=0.8, finish_spread=0.5, status_delay=0.05)
+    settings = settings_for(sandbox, tmp_path / "t.db")
+    async with (
+        KlingService.open(settings, schedule=FAST) as first,
+        KlingService.open(settings, schedule=FAST) as second,
+    ):
+        ids = await submit_batch(first, receiver.url, 20)
+        async with running(first), running(second):
+            await eventually(lambda: all_delivered(first.store, ids))
+    counters = stats(sandbox)
+    assert counters["max_concurrent_polls_of_one_task"] == 1
+    assert counters["requests"]["status"] >= 40
+    assert receiver.counts() == dict.fromkeys(ids, 1)
+
+
+async def test_a_task_running_too_long_is_reported_as_timed_out(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=60)
+    settings = settings_for(sandbox, tmp_path / "t.db", max_task_minutes=0.01)
+    async with KlingService.open(settings, schedule=FAST) as service:
+        [task_id] = await submit_batch(service, receiver.url, 1)
+        async with running(service):
+            await eventually(lambda: all_delivered(service.store, [task_id]))
+    [event] = receiver.events
+    assert event["event"] == "task.timed_out"
+    assert task_id in event["task"]["error_message"]
+    assert "may still finish and bill" in event["task"]["error_message"]
+
+
+async def test_finished_videos_are_downloaded_when_asked(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=0.2)
+    settings = settings_for(sandbox, tmp_path / "t.db", download=True, media_dir=str(tmp_path / "media"))
+    async with KlingService.open(settings, schedule=FAST) as service:
+        [task_id] = await submit_batch(service, receiver.url, 1)
+        async with running(service):
+            await eventually(lambda: all_delivered(service.store, [task_id]))
+        record = await service.store.get(task_id)
+    assert record.local_path == str(tmp_path / "media" / f"{task_id}.mp4")
+    assert Path(record.local_path).read_bytes() == SAMPLE_VIDEO
+    assert receiver.events[0]["task"]["local_path"] == record.local_path
+
+
+async def test_an_unknown_task_id_ends_as_failed(sandbox, tmp_path):
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        record = await service.submit(GenerateRequest.build(type="pro-text-to-video", prompt="x"))
+        ghost = record.model_copy(update={"task_id": "n75ghost", "due_at": time.time()})
+        await service.store.add(ghost)
+        async with running(service):
+            await eventually(lambda: all_delivered(service.store, ["n75ghost", record.task_id]))
+        ghost = await service.store.get("n75ghost")
+    assert ghost.outcome is Outcome.FAILED
+    assert "does not know" in ghost.error_message
+
+
+async def test_submit_records_the_task_before_returning(sandbox, tmp_path):
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        record = await service.submit(
+            GenerateRequest.build(type="o3-pro-video-edit", prompt="x", video="https://e.com/v.mp4")
+        )
+        stored = await SQLiteTaskStore(tmp_path / "t.db").get(record.task_id)
+    assert stored is not None
+    assert stored.estimated_credits == stored.consumed_credits == 435
+    assert stored.due_at is not None and stored.due_at > stored.submitted_at
+
+
+async def test_token_bucket_spaces_acquisitions():
+    bucket = TokenBucket(rate=20, burst=3)
+    assert await bucket.take(5) == 3  # the burst
+    started = time.monotonic()
+    for _ in range(5):
+        assert await bucket.take() == 1
+    assert time.monotonic() - started >= 5 / 20 * 0.9
+    bucket.pause(0.2)
+    paused = time.monotonic()
+    await bucket.take()
+    assert time.monotonic() - paused >= 0.19
+    slow = TokenBucket(rate=0.001, burst=3)
+    assert await slow.take(3) == 3
+    slow.give_back(2)
+    assert await slow.take(5) == 2
+
+
+# --- a real subprocess, killed with SIGKILL mid-batch -------------------------------------
+
+
+def start_poller(sandbox, db: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{db}",
+        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
+        "KLING_POLLER__LEASE_SECONDS": "1",
+        "KLING_POLLER__RATE_LIMIT_PER_SECOND": "100",
+        "KLING_POLLER__EXPECTED_SECONDS": "[0.2, 3.0]",
+        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+        "KLING_POLLER__MAX_INTERVAL_SECONDS": "0.5",
+    }
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kling3_tools", "poller"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
+async def test_sigkill_and_restart_loses_nothing_and_redelivers_nothing_delivered(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=2.0, finish_spread=0.9)
+    db = tmp_path / "t.db"
+    async with KlingService.open(settings_for(sandbox, db), schedule=FAST) as service:
+        ids = await submit_batch(service, receiver.url, 40)
+        first = start_poller(sandbox, db, tmp_path / "first.log")
+        try:
+            await eventually(lambda: len(receiver.events) >= 10, timeout=60)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        delivered_before_kill = {
+            r.task_id for r in [await service.store.get(i) for i in ids] if r.delivery is Delivery.DELIVERED
+        }
+        seen_before_restart = receiver.counts()
+        assert 0 < len(delivered_before_kill) < len(ids), "the kill did not land mid-batch"
+        second = start_poller(sandbox, db, tmp_path / "second.log")
+        try:
+            await eventually(lambda: all_delivered(service.store, ids), timeout=90)
+        finally:
+            second.send_signal(signal.SIGINT)
+            second.wait(timeout=10)
+    counts = receiver.counts()
+    assert set(counts) == set(ids)
+    for task_id in delivered_before_kill:
+        assert counts[task_id] == 1  # marked delivered before the kill: never sent again
+    duplicates = {task_id for task_id, n in counts.items() if n > 1}
+    assert len(duplicates) <= 1  # at most the one in flight at the kill
+    assert not duplicates & delivered_before_kill
+    for task_id in duplicates:  # a receiver can drop the repeat by its stable event id
+        assert len({e["event_id"] for e in receiver.events if e["task"]["task_id"] == task_id}) == 1
+    assert sum(seen_before_restart.values()) >= 10
+    logged = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
+    assert logged.count("delivered ") == sum(counts.values())  # one line per delivery
+    assert "Traceback" not in logged

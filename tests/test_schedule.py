@@ -1,0 +1,57 @@
+import statistics
+
+import pytest
+
+from kling3_tools.schedule import SchedulePolicy
+
+POLICY = SchedulePolicy(prior_window=(120, 600), dense_interval=8, max_interval=60, jitter=0)
+
+
+def test_prior_until_there_is_history():
+    assert POLICY.window([]) == (120, 600)
+    assert POLICY.window([30, 40, 50, 60]) == (120, 600)
+
+
+def test_window_is_the_5th_to_95th_percentile_of_history():
+    history = [float(s) for s in range(100, 201)]
+    low, high = POLICY.window(history)
+    assert low == pytest.approx(105)
+    assert high == pytest.approx(195)
+
+
+def test_sparse_early_dense_in_the_window_then_backing_off():
+    window = (120.0, 600.0)
+    assert POLICY.delay(0, window) == 60  # one early look halfway to the window
+    assert POLICY.delay(60, window) == 60  # then straight to the window's start
+    assert POLICY.delay(125, window) == 8  # dense inside the window
+    assert POLICY.delay(599, window) == 8
+    assert POLICY.delay(640, window) == 20  # backing off after it
+    assert POLICY.delay(5000, window) == 60  # up to the cap
+
+
+def test_half_the_checks_of_a_fixed_five_second_beat_on_average():
+    window = (120.0, 600.0)
+    ours = naive = 0.0
+    for finish in range(125, 600, 5):
+        elapsed, checks = 0.0, 0
+        while elapsed < finish:
+            elapsed += POLICY.delay(elapsed, window)
+            checks += 1
+        assert elapsed - finish <= 8  # found within one dense interval
+        ours += checks
+        naive += finish // 5 + 1
+    assert ours <= 0.5 * naive
+
+
+def test_jitter_spreads_checks():
+    policy = SchedulePolicy(jitter=0.1)
+    delays = [policy.delay(200, (120, 600)) for _ in range(200)]
+    assert min(delays) >= 7.2
+    assert max(delays) <= 8.8
+    assert statistics.pstdev(delays) > 0.1
+
+
+def test_scaled():
+    scaled = SchedulePolicy().scaled(0.01)
+    assert scaled.prior_window == (1.2, 6.0)
+    assert scaled.dense_interval == pytest.approx(0.08)

@@ -1,0 +1,157 @@
+"""The SQLite store on a real file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import pytest
+
+from kling3_tools.models import GenerateRequest, Task, TaskStatus
+from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
+from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
+
+API = "http://127.0.0.1:1"
+KINDS = ["cli", "discord", "mcp", "webhook"]
+
+
+def make_record(task_id: str, *, origin=None, due_at: float | None = 0.0, type_="pro-text-to-video", **fields):
+    request = GenerateRequest.build(type=type_, prompt="x", **fields)
+    task = Task(task_id=task_id, status="IN_PROGRESS", consumed_credits=request.estimated_credits())
+    record = TaskRecord.submitted(task, request, api_url=API, origin=origin or CliOrigin())
+    record.due_at = due_at
+    return record
+
+
+@pytest.fixture
+async def store(tmp_path):
+    store = SQLiteTaskStore(tmp_path / "tasks.db")
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        CliOrigin(),
+        WebhookOrigin(url="https://example.com/hook"),
+        McpOrigin(session="s1", client_name="claude"),
+        DiscordOrigin(guild_id=1, channel_id=2, message_id=3, user_id=4),
+    ],
+)
+async def test_round_trip_with_every_origin(store, origin):
+    record = make_record("n75a", origin=origin, duration=7, sound=False)
+    await store.add(record)
+    loaded = await store.get("n75a")
+    assert loaded == record
+    assert loaded.origin == origin
+    assert loaded.request["duration"] == 7
+    assert loaded.estimated_credits == 7 * 54
+
+
+async def test_file_is_in_wal_mode_and_shared(tmp_path, store):
+    await store.add(make_record("n75a"))
+    other = SQLiteTaskStore(store.path)
+    assert (await other.get("n75a")) is not None
+    await other.close()
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_duplicate_task_id_is_refused(store):
+    await store.add(make_record("n75a"))
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.add(make_record("n75a"))
+
+
+async def test_claim_leases_due_tasks_once(tmp_path, store):
+    now = time.time()
+    for i in range(10):
+        await store.add(make_record(f"n75{i}", due_at=now - 10 + i))
+    await store.add(make_record("n75later", due_at=now + 100))
+    other = SQLiteTaskStore(store.path)
+    first, second = await asyncio.gather(
+        store.claim(owner="a", now=now, lease_seconds=30, limit=6, api_url=API, kinds=KINDS),
+        other.claim(owner="b", now=now, lease_seconds=30, limit=6, api_url=API, kinds=KINDS),
+    )
+    ids_a, ids_b = {r.task_id for r in first}, {r.task_id for r in second}
+    assert not ids_a & ids_b
+    assert ids_a | ids_b == {f"n75{i}" for i in range(10)}
+    # after the lease expires, the tasks can be claimed again
+    again = await other.claim(owner="c", now=now + 31, lease_seconds=30, limit=20, api_url=API, kinds=KINDS)
+    assert {r.task_id for r in again} == ids_a | ids_b
+    await other.close()
+
+
+async def test_claim_only_takes_kinds_it_can_deliver_and_its_own_api(store):
+    await store.add(make_record("n75d", origin=DiscordOrigin(guild_id=1, channel_id=2, user_id=3)))
+    elsewhere = make_record("n75e")
+    elsewhere.api_url = "http://other"
+    await store.add(elsewhere)
+    await store.add(make_record("n75c"))
+    claimed = await store.claim(owner="a", now=time.time(), lease_seconds=5, limit=10, api_url=API, kinds=["cli"])
+    assert [r.task_id for r in claimed] == ["n75c"]
+
+
+async def test_save_requires_the_lease_and_releases_it(store):
+    await store.add(make_record("n75a"))
+    [record] = await store.claim(owner="a", now=time.time(), lease_seconds=30, limit=1, api_url=API, kinds=KINDS)
+    record.poll_count = 3
+    assert not await store.save(record, owner="b")
+    assert await store.save(record, owner="a")
+    assert (await store.get("n75a")).poll_count == 3
+    assert not await store.save(record, owner="a")  # the lease was released by the first save
+    again = await store.claim(owner="b", now=time.time(), lease_seconds=30, limit=1, api_url=API, kinds=KINDS)
+    assert [r.task_id for r in again] == ["n75a"]
+
+
+async def test_next_due_skips_leased_tasks(store):
+    now = time.time()
+    await store.add(make_record("n75a", due_at=now - 1))
+    await store.add(make_record("n75b", due_at=now + 50))
+    assert await store.next_due(api_url=API, kinds=KINDS) == pytest.approx(now - 1)
+    await store.claim(owner="a", now=now, lease_seconds=100, limit=1, api_url=API, kinds=KINDS)
+    assert await store.next_due(api_url=API, kinds=KINDS) == pytest.approx(now + 50)
+
+
+async def test_save_progress_never_overwrites_a_finished_task(store):
+    await store.add(make_record("n75a", origin=WebhookOrigin(url="https://e.com/h")))
+    record = await store.get("n75a")
+    record.apply(Task(task_id="n75a", status="SUCCESS", response=["https://v/1.mp4"]), time.time())
+    assert await store.save_progress(record)
+    stale = record.model_copy(update={"outcome": None, "status": TaskStatus.RUNNING, "raw_status": "IN_PROGRESS"})
+    assert not await store.save_progress(stale)
+    saved = await store.get("n75a")
+    assert saved.outcome is Outcome.SUCCEEDED
+    assert saved.delivery is Delivery.PENDING  # the webhook is still the poller's to deliver
+
+
+async def test_history_credits_and_listing(store):
+    now = time.time()
+    for i, (duration, took, outcome) in enumerate([(5, 100, "succeeded"), (5, 140, "succeeded"), (10, 300, "failed")]):
+        record = make_record(f"n75{i}", duration=duration, sound=False)
+        record.submitted_at = now - 1000
+        record.finish(Outcome(outcome), now - 1000 + took)
+        await store.add(record)
+    await store.add(make_record("n75run", origin=DiscordOrigin(guild_id=1, channel_id=2, user_id=9)))
+    assert sorted(await store.completion_times("pro-text-to-video", 5)) == pytest.approx([100, 140])
+    assert await store.completion_times("pro-text-to-video", 10) == []
+    assert await store.credits_since(now - 2000) == 270 + 270 + 400  # the failed one is not counted
+    assert await store.credits_since(now - 2000, user_id=9) == 400
+    assert [r.task_id for r in await store.recent(running=True)] == ["n75run"]
+    assert {r.task_id for r in await store.recent(outcome=Outcome.SUCCEEDED)} == {"n750", "n751"}
+
+
+def test_store_urls(tmp_path):
+    assert path_from_url(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
+    assert path_from_url(str(tmp_path / "b.db")) == tmp_path / "b.db"
+    with pytest.raises(ValueError, match="unsupported"):
+        path_from_url("postgresql://localhost/db")
+
+
+async def test_default_store_lives_in_the_user_data_folder():
+    store = open_store()
+    assert "kling3" in str(store.path)
+    assert store.path.name == "tasks.db"
+    await store.close()
