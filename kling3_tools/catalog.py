@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 MIN_DURATION = 3
 MAX_DURATION = 15
@@ -192,3 +193,22 @@ def get_model(type_: TaskType | str) -> ModelSpec:
 def list_models() -> list[ModelSpec]:
     """All twelve specs, Kling 3.0 first, in the page's order."""
     return list(CATALOG.values())
+
+
+def describe_models() -> list[dict[str, Any]]:
+    """The catalog as plain JSON data, for `kling3 models --json` and the MCP `kling://models` resource."""
+    return [
+        {
+            "type": spec.type.value,
+            "family": spec.family.value,
+            "tier": spec.tier.value,
+            "mode": spec.mode.value,
+            "description": spec.description,
+            "duration": [MIN_DURATION, MAX_DURATION] if spec.has_duration else "source video",
+            "price": spec.price.describe(),
+            "credits_default": spec.credits(),
+            "fields": sorted(spec.accepted_fields),
+            "required": sorted(spec.required_fields),
+        }
+        for spec in list_models()
+    ]

@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("poller", help="follow every recorded task and deliver results (webhooks); runs until Ctrl-C")
 
+    from .mcp_main import add_arguments as add_mcp_arguments
+
+    mcp = commands.add_parser("mcp", help="run the MCP server for AI assistants (needs the mcp extra)")
+    add_mcp_arguments(mcp, suppress_defaults=True)
+
     models = commands.add_parser("models", help="list the task types, their limits and prices")
     models.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -359,30 +364,12 @@ async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def models_json() -> list[dict[str, Any]]:
-    return [
-        {
-            "type": spec.type.value,
-            "family": spec.family.value,
-            "tier": spec.tier.value,
-            "mode": spec.mode.value,
-            "description": spec.description,
-            "duration": [catalog.MIN_DURATION, catalog.MAX_DURATION] if spec.has_duration else "source video",
-            "price": spec.price.describe(),
-            "credits_default": spec.credits(),
-            "fields": sorted(spec.accepted_fields),
-            "required": sorted(spec.required_fields),
-        }
-        for spec in catalog.list_models()
-    ]
-
-
 async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
-        _print_json({"models": models_json()})
+        _print_json({"models": catalog.describe_models()})
         return EXIT_OK
     table = Table("type", "mode", "duration", "price", "5s with sound", title="Kling 3.0 and O3 task types")
-    for row in models_json():
+    for row in catalog.describe_models():
         duration = "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s"
         table.add_row(row["type"], row["mode"], duration, row["price"], str(row["credits_default"]))
     out.print(table)
@@ -431,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "mcp":
+            from .mcp_main import run as run_mcp
+
+            return run_mcp(args)
         settings = _load_settings(args)
         if args.command == "sandbox":
             return cmd_sandbox(args, settings)

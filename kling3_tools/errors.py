@@ -17,7 +17,8 @@
     ├── APIConnectionError          no answer; the request certainly did not arrive
     │   └── OutcomeUnknownError     a generate was sent but its answer was lost
     ├── TaskFailedError             the task ended without a video
-    └── WaitTimeoutError            the task was still running when the wait ended
+    ├── WaitTimeoutError            the task was still running when the wait ended
+    └── SpendingRefusedError        a local budget or confirmation rule stopped a generate
 
 Every error carries `status_code` (or None), `code`, `message` and
 `retryable`. None of them ever holds the API key: messages are built from the
@@ -187,6 +188,12 @@ class WaitTimeoutError(KlingError):
             f"Task {task.task_id} is still {task.status.value} after {waited:.0f}s; "
             f"it keeps running on the API side. Check again later with its task id."
         )
+
+
+class SpendingRefusedError(KlingError):
+    """A configured spending limit, or the lack of a confirmation, refused a generate; nothing was spent."""
+
+    default_code = "SPENDING_REFUSED"
 
 
 _ERRORS_BY_CODE: dict[str, type[APIError]] = {

@@ -265,6 +265,16 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
     async def read_stats(request: Request) -> Response:
         return JSONResponse(state.stats())
 
+    async def list_tasks(request: Request) -> Response:
+        """Every task with the wall-clock time it finishes (or finished) at."""
+        offset = time.time() - time.monotonic()
+        return JSONResponse(
+            {
+                task.task_id: {"finishes_at": task.finishes_at + offset, "fails": task.fails, "type": task.type}
+                for task in state.tasks.values()
+            }
+        )
+
     async def set_options(request: Request) -> Response:
         update = await request.json()
         state.options = type(state.options).model_validate({**state.options.model_dump(), **update})
@@ -282,6 +292,7 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
             Route("/api/status", status, methods=["GET"]),
             Route("/media/{task_id}.mp4", media, methods=["GET"]),
             Route("/sandbox/stats", read_stats, methods=["GET"]),
+            Route("/sandbox/tasks", list_tasks, methods=["GET"]),
             Route("/sandbox/options", set_options, methods=["POST"]),
             Route("/sandbox/faults", add_fault, methods=["POST"]),
         ]

@@ -1,0 +1,60 @@
+"""`kling3-mcp` and `kling3 mcp`: arguments and start-up. The server module (and the mcp SDK, slow to
+import) loads only once the arguments are known to be good."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from .config import Settings
+from .errors import KlingError
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, suppress_defaults: bool = False) -> None:
+    """The server's flags; with `suppress_defaults`, unset flags leave the parent parser's values alone."""
+    default = argparse.SUPPRESS if suppress_defaults else None
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        default=default if suppress_defaults else False,
+        help="use an embedded local sandbox: no key, no cost",
+    )
+    parser.add_argument("--config", metavar="PATH", default=default, help="TOML config file (default: $KLING_CONFIG)")
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server from parsed arguments; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.load(args.config)
+        from .mcp_server import serve
+
+        asyncio.run(serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port))
+    except KlingError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kling3-mcp",
+        description="MCP server: Kling 3.0 and O3 video generation as tools for AI assistants.",
+        epilog="Try it with no key: kling3-mcp --sandbox",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The real MCP server as a subprocess, driven by the SDK's real client, against the sandbox over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from kling3_tools import catalog
+
+from .conftest import set_options, stats
+from .helpers import eventually
+
+FAST_POLLER = {
+    "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
+    "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+    "KLING_POLLER__MAX_INTERVAL_SECONDS": "0.5",
+    "KLING_POLLER__RATE_LIMIT_PER_SECOND": "50",
+}
+
+
+def server_env(sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'mcp.db'}",
+        **FAST_POLLER,
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def connect(sandbox, tmp_path: Path, env: dict[str, str] | None = None, **client: Any) -> AsyncIterator[Client]:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "kling3_tools.mcp_main"], env=env or server_env(sandbox, tmp_path)
+    )
+    async with Client(params, read_timeout_seconds=60, **client) as session:
+        yield session
+
+
+def text(result: types.CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
+    async with connect(sandbox, tmp_path) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == {
+        "generate_video",
+        "wait_for_video",
+        "get_video_status",
+        "estimate_video_cost",
+        "list_video_models",
+        "list_videos",
+    }
+    schema = tools["generate_video"].input_schema
+    props, defs = schema["properties"], schema["$defs"]
+    assert defs["TaskType"]["enum"] == [t.value for t in catalog.TaskType]
+    assert defs["AspectRatio"]["enum"] == ["16:9", "9:16", "1:1"]
+    assert schema["required"] == ["type", "prompt"]
+    duration = props["duration"]["anyOf"][0]
+    assert (duration["minimum"], duration["maximum"], duration["type"]) == (3, 15, "integer")
+    cfg = props["cfg_scale"]["anyOf"][0]
+    assert (cfg["minimum"], cfg["maximum"]) == (0, 1)
+    assert props["images"]["anyOf"][0]["maxItems"] == 7
+    assert props["prompt"]["maxLength"] == 2000
+    assert props["wait_seconds"]["anyOf"][0]["maximum"] == 55
+    assert "request" not in props and "approval" not in props  # resolved by the server, not the model
+    assert tools["generate_video"].annotations.open_world_hint is True
+    assert tools["generate_video"].annotations.read_only_hint is False
+    for name in ("get_video_status", "estimate_video_cost", "list_video_models", "list_videos"):
+        assert tools[name].annotations.read_only_hint is True
+    assert tools["generate_video"].output_schema["properties"]["resource_uri"]
+
+
+async def test_every_tool_and_resource(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.5)
+    async with connect(sandbox, tmp_path) as client:
+        cost = await client.call_tool("estimate_video_cost", {"type": "o3-pro-text-to-video", "duration": 10})
+        assert cost.structured_content["credits"] == 480
+        assert stats(sandbox)["tasks"] == 0  # estimating spends nothing
+
+        models = await client.call_tool("list_video_models", {})
+        assert len(models.structured_content["models"]) == 12
+
+        made = await client.call_tool(
+            "generate_video", {"type": "o3-pro-text-to-video", "prompt": "A fox", "duration": 10, "wait_seconds": 20}
+        )
+        assert not made.is_error, text(made)
+        video = made.structured_content
+        assert video["status"] == "succeeded"
+        assert video["consumed_credits"] == 480
+        assert video["video_urls"][0].endswith(f"{video['task_id']}.mp4")
+        assert video["resource_uri"] == f"kling://tasks/{video['task_id']}"
+
+        status = await client.call_tool("get_video_status", {"task_id": video["task_id"]})
+        assert status.structured_content["status"] == "succeeded"
+        waited = await client.call_tool("wait_for_video", {"task_id": video["task_id"], "timeout_seconds": 5})
+        assert waited.structured_content["video_urls"] == video["video_urls"]
+
+        listed = await client.call_tool("list_videos", {"status": "succeeded"})
+        assert [v["task_id"] for v in listed.structured_content["videos"]] == [video["task_id"]]
+
+        resource = await client.read_resource(video["resource_uri"])
+        assert json.loads(resource.contents[0].text)["status"] == "succeeded"
+        models_resource = await client.read_resource("kling://models")
+        assert len(json.loads(models_resource.contents[0].text)["models"]) == 12
+
+
+async def test_progress_notifications_arrive_during_a_wait(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=7)
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async with connect(sandbox, tmp_path) as client:
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
+        assert made.structured_content["status"] == "running"
+        assert "wait_for_video" in made.structured_content["next_step"]
+        waited = await client.call_tool(
+            "wait_for_video",
+            {"task_id": made.structured_content["task_id"], "timeout_seconds": 30},
+            progress_callback=on_progress,
+        )
+    assert waited.structured_content["status"] == "succeeded"
+    assert len(progress) >= 2
+    assert [p[0] for p in progress] == sorted(p[0] for p in progress)
+    assert "IN_PROGRESS" in (progress[0][2] or "")
+
+
+async def test_a_short_wait_says_still_running(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=30)
+    async with connect(sandbox, tmp_path) as client:
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 1})
+    assert made.structured_content["status"] == "running"
+    assert made.structured_content["next_step"].startswith("Still running after the wait")
+
+
+async def test_resource_updated_arrives_when_the_poller_finishes(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=1.5)
+    async with connect(sandbox, tmp_path) as client:
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
+        uri = made.structured_content["resource_uri"]
+        async with client.listen(resource_subscriptions=[uri]) as subscription:
+            event = await asyncio.wait_for(anext(aiter(subscription)), timeout=30)
+        assert getattr(event, "uri", None) == uri
+        resource = json.loads((await client.read_resource(uri)).contents[0].text)
+    assert resource["status"] in {"running", "succeeded"}
+
+
+async def test_legacy_clients_get_the_notification_and_a_log_line_with_the_url(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=1.0)
+    updates: list[str] = []
+    logs: list[Any] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updates.append(message.params.uri)
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logs.append(params.data)
+
+    async with connect(sandbox, tmp_path, mode="legacy", message_handler=on_message, logging_callback=on_log) as client:
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
+        task_id = made.structured_content["task_id"]
+        await eventually(lambda: any("ready" in str(entry) for entry in logs), timeout=30)
+    assert f"kling://tasks/{task_id}" in updates
+    [final] = [entry for entry in logs if "ready" in str(entry)]
+    assert final["task_id"] == task_id
+    assert f"/media/{task_id}.mp4" in final["message"]
+
+
+# --- spending guard -----------------------------------------------------------------
+
+
+def elicitation(action: str):
+    asked: list[str] = []
+
+    async def answer(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action=action, content={"approve": True} if action == "accept" else None)
+
+    return answer, asked
+
+
+@pytest.mark.parametrize(("action", "spends"), [("accept", True), ("decline", False), ("cancel", False)])
+async def test_confirmation_above_the_threshold(sandbox, tmp_path, action, spends):
+    env = server_env(sandbox, tmp_path, KLING_MCP__CONFIRM_ABOVE_CREDITS="300", KLING_MCP__WAIT_SECONDS="0")
+    callback, asked = elicitation(action)
+    async with connect(sandbox, tmp_path, env, elicitation_callback=callback) as client:
+        cheap = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "sound": False})
+        assert not cheap.is_error  # 200 credits: under the threshold, nobody is asked
+        assert asked == []
+        dear = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
+    assert asked == ["This will spend 400 credits (pro-text-to-video). Continue?"]
+    assert dear.is_error is not spends
+    assert stats(sandbox)["tasks"] == (2 if spends else 1)
+    assert stats(sandbox)["balance"] == 100_000 - 200 - (400 if spends else 0)
+    if not spends:
+        assert "did not approve spending 400 credits" in text(dear)
+
+
+@pytest.mark.parametrize(("policy", "spends"), [(None, False), ("allow", True)])
+async def test_clients_that_cannot_confirm_follow_the_policy(sandbox, tmp_path, policy, spends):
+    extra = {"KLING_MCP__CONFIRM_ABOVE_CREDITS": "300", "KLING_MCP__WAIT_SECONDS": "0"}
+    if policy:
+        extra["KLING_MCP__WHEN_CANNOT_CONFIRM"] = policy
+    async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, **extra)) as client:
+        result = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
+    assert result.is_error is not spends
+    assert stats(sandbox)["tasks"] == (1 if spends else 0)
+    if not spends:
+        assert "cannot ask the user to confirm" in text(result)
+        assert 'when_cannot_confirm = "allow"' in text(result)
+
+
+async def test_budget_refusals_state_the_numbers_and_spend_nothing(sandbox, tmp_path):
+    env = server_env(
+        sandbox,
+        tmp_path,
+        KLING_MCP__MAX_CREDITS_PER_VIDEO="500",
+        KLING_MCP__DAILY_CREDIT_BUDGET="700",
+        KLING_MCP__WAIT_SECONDS="0",
+    )
+    async with connect(sandbox, tmp_path, env) as client:
+        too_dear = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x", "duration": 7})
+        assert too_dear.is_error
+        assert "560 credits" in text(too_dear) and "limit of 500" in text(too_dear)
+        first = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
+        assert not first.is_error
+        second = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
+        assert second.is_error
+        assert "only 300 of the 700-credit budget" in text(second)
+        cost = await client.call_tool("estimate_video_cost", {"type": "pro-text-to-video"})
+        assert cost.structured_content["left_today"] == 300
+    assert stats(sandbox)["tasks"] == 1
+    assert stats(sandbox)["balance"] == 100_000 - 400
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ({"type": "pro-image-to-video", "prompt": "x"}, "requires `image`"),
+        ({"type": "o3-pro-text-to-video", "prompt": "x", "cfg_scale": 0.3}, "`cfg_scale`"),
+        ({"type": "pro-text-to-video", "prompt": ""}, "prompt"),
+        ({"type": "pro-text-to-video", "prompt": "x", "duration": 40}, "duration"),
+        ({"type": "ultra", "prompt": "x"}, "type"),
+    ],
+)
+async def test_bad_input_is_an_error_result_naming_the_field(sandbox, tmp_path, arguments, expected):
+    async with connect(sandbox, tmp_path) as client:
+        result = await client.call_tool("generate_video", arguments)
+        unknown = await client.call_tool("get_video_status", {"task_id": "n75nope"})
+    assert result.is_error
+    assert expected in text(result)
+    assert unknown.is_error and "n75nope" in text(unknown)
+    assert stats(sandbox)["tasks"] == 0
+
+
+# --- streamable HTTP ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def http_server(env: dict[str, str]):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling3_tools.mcp_main", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    raise RuntimeError("the MCP server exited") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_streamable_http(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.5)
+    with http_server(server_env(sandbox, tmp_path)) as url:
+        async with Client(url) as client:
+            tools = await client.list_tools()
+            assert len(tools.tools) == 6
+            made = await client.call_tool(
+                "generate_video", {"type": "o3-std-text-to-video", "prompt": "x", "duration": 3, "wait_seconds": 20}
+            )
+    assert made.structured_content["status"] == "succeeded"
+    assert made.structured_content["consumed_credits"] == 108
+
+
+async def test_http_token_is_required_when_set(sandbox, tmp_path):
+    with http_server(server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="tok-123")) as url:
+        async with httpx.AsyncClient() as plain:
+            refused = await plain.post(url, json={}, headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401
+        authorised = httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"})
+        async with Client(streamable_http_client(url, http_client=authorised)) as client:
+            assert len((await client.list_tools()).tools) == 6
+
+
+def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "kling3_tools.mcp_main", "--transport", "http", "--host", "0.0.0.0"],
+        env=server_env(sandbox, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "http_token" in result.stderr
+
+
+def test_kling3_mcp_subcommand_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "kling3_tools", "mcp", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0
+    assert "--transport" in result.stdout and "--sandbox" in result.stdout
