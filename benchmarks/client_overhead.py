@@ -1,6 +1,6 @@
 """Status round trips per second: kling3_tools vs bare httpx, against one local sandbox, in one run.
 
-    python benchmarks/client_overhead.py [--requests 2000] [--rounds 5]
+    python -m benchmarks.client_overhead [--requests 2000] [--rounds 5]
 
 The sandbox runs in its own process so that the server's work does not share
 this interpreter. Rounds alternate between the two clients and the best round
@@ -11,46 +11,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from kling3_tools.client import AsyncKlingClient
 from kling3_tools.models import GenerateRequest
 
-KEY = "sandbox-key"
+from .common import SANDBOX_KEY, sandbox_process
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def sandbox_process() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling3_tools", "sandbox", "--port", str(port), "--finish-seconds", "0"],
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{url}/sandbox/stats")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait()
+KEY = SANDBOX_KEY
 
 
 async def rate(call: Callable[[], Awaitable[object]], requests: int) -> float:

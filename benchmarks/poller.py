@@ -1,6 +1,6 @@
 """The poller's schedule against a naive fixed 5-second poll, and its memory with 10,000 pending tasks.
 
-    python benchmarks/poller.py [--tasks 2000] [--naive-tasks 400] [--scale 0.5] [--pending 10000]
+    python -m benchmarks.poller [--tasks 2000] [--naive-tasks 400] [--scale 0.5] [--pending 10000]
 
 Tasks finish uniformly between 2 and 10 minutes (what integrators report),
 compressed by --scale (0.5: one real minute lasts 30 s). Everything is real
@@ -22,7 +22,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,14 +43,9 @@ from kling3_tools.records import WebhookOrigin
 from kling3_tools.sandbox.server import ThreadedServer
 from kling3_tools.service import KlingService
 
+from .common import SANDBOX_KEY, sandbox_process
+
 SECRET = "benchmark-secret"
-KEY = "sandbox-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Receiver:
@@ -72,29 +66,11 @@ class Receiver:
         return Response(status_code=204)
 
 
-def start_sandbox(finish_seconds: float, spread: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "KLING_SANDBOX__FINISH_SPREAD": str(spread), "KLING_SANDBOX__STARTING_BALANCE": "1000000000"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling3_tools", "sandbox", "--port", str(port), "--finish-seconds", str(finish_seconds)],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/sandbox/stats")
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError("sandbox did not start")
-
-
 def start_poller(url: str, db: Path, poller: dict[str, Any]) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KLING_BASE_URL": url,
-        "KLING_API_KEY": KEY,
+        "KLING_API_KEY": SANDBOX_KEY,
         "KLING_STORE__URL": f"sqlite:///{db}",
         "KLING_POLLER__WEBHOOK_SECRET": SECRET,
         **{f"KLING_POLLER__{k.upper()}": json.dumps(v) for k, v in poller.items()},
@@ -105,7 +81,7 @@ def start_poller(url: str, db: Path, poller: dict[str, Any]) -> subprocess.Popen
 async def submit(url: str, db: Path, count: int, hook: str, poller: dict[str, Any]) -> None:
     """Submit like a front end that shares the poller's configuration."""
     settings = Settings.load(
-        api_key=KEY, base_url=url, store={"url": f"sqlite:///{db}"}, poller={"webhook_secret": SECRET, **poller}
+        api_key=SANDBOX_KEY, base_url=url, store={"url": f"sqlite:///{db}"}, poller={"webhook_secret": SECRET, **poller}
     )
     async with KlingService.open(settings) as service:
         semaphore = asyncio.Semaphore(16)
@@ -133,10 +109,10 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def run_schedule(name: str, tasks: int, scale: float, poller: dict[str, Any]) -> dict[str, Any]:
-    sandbox, url = start_sandbox(finish_seconds=360 * scale, spread=4 / 6)
     receiver = Receiver()
+    sandbox = sandbox_process(360 * scale, finish_spread=str(4 / 6), starting_balance=str(10**9))
     try:
-        with tempfile.TemporaryDirectory() as folder:
+        with sandbox as url, tempfile.TemporaryDirectory() as folder:
             db = Path(folder) / "tasks.db"
             poller = {"rate_limit_per_second": 2000, **poller}
             asyncio.run(submit(url, db, tasks, receiver.url, poller))
@@ -150,8 +126,6 @@ def run_schedule(name: str, tasks: int, scale: float, poller: dict[str, Any]) ->
             finishes = httpx.get(f"{url}/sandbox/tasks").json()
     finally:
         receiver.server.stop()
-        sandbox.terminate()
-        sandbox.wait()
     delays = [(receiver.arrivals[t] - f["finishes_at"]) / scale for t, f in finishes.items() if t in receiver.arrivals]
     return {
         "name": name,
@@ -166,21 +140,16 @@ def run_schedule(name: str, tasks: int, scale: float, poller: dict[str, Any]) ->
 
 def run_pending(pending: int, seconds: float) -> dict[str, Any]:
     """10,000 tasks that will not finish; the poller at its default 5 requests/s, for `seconds`."""
-    sandbox, url = start_sandbox(finish_seconds=10**6, spread=0)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            db = Path(folder) / "tasks.db"
-            poller = {"expected_seconds": [0.01, 10**6], "dense_interval_seconds": 60}  # all due at once
-            asyncio.run(submit(url, db, pending, "http://127.0.0.1:9/unused", poller))
-            httpx.post(f"{url}/sandbox/options", json={"rate_limit_per_second": 10, "rate_limit_burst": 10})
-            before = httpx.get(f"{url}/sandbox/stats").json()
-            process = start_poller(url, db, poller)
-            time.sleep(seconds)
-            stop(process)
-            after = httpx.get(f"{url}/sandbox/stats").json()
-    finally:
-        sandbox.terminate()
-        sandbox.wait()
+    with sandbox_process(10**6, starting_balance=str(10**9)) as url, tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "tasks.db"
+        poller = {"expected_seconds": [0.01, 10**6], "dense_interval_seconds": 60}  # all due at once
+        asyncio.run(submit(url, db, pending, "http://127.0.0.1:9/unused", poller))
+        httpx.post(f"{url}/sandbox/options", json={"rate_limit_per_second": 10, "rate_limit_burst": 10})
+        before = httpx.get(f"{url}/sandbox/stats").json()
+        process = start_poller(url, db, poller)
+        time.sleep(seconds)
+        stop(process)
+        after = httpx.get(f"{url}/sandbox/stats").json()
     status = after["requests"].get("status", 0) - before["requests"].get("status", 0)
     limited = after["rejections"].get("RATE_LIMITED", 0) - before["rejections"].get("RATE_LIMITED", 0)
     return {
@@ -209,7 +178,7 @@ def main() -> None:
         "naive 5 s poll",
         args.naive_tasks,
         s,
-        {"expected_seconds": [0, 10**9], "dense_interval_seconds": 5 * s},
+        {"expected_seconds": [0, 10**9], "dense_interval_seconds": 5 * s, "learn_schedule": False},
     )
     for run in (ours, naive):
         print(

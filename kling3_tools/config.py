@@ -62,6 +62,7 @@ class StoreSettings(_Section):
 class PollerSettings(_Section):
     rate_limit_per_second: float = Field(default=5.0, gt=0)
     expected_seconds: tuple[float, float] = (120.0, 600.0)
+    learn_schedule: bool = True
     dense_interval_seconds: float = Field(default=8.0, gt=0)
     max_interval_seconds: float = Field(default=60.0, gt=0)
     max_task_minutes: float = Field(default=30.0, gt=0)

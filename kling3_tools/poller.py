@@ -81,7 +81,7 @@ class Poller:
         scheduler: Scheduler,
         settings: PollerSettings | None = None,
         *,
-        concurrency: int = 16,
+        concurrency: int = 8,
         idle_seconds: float = 5.0,
         owner: str | None = None,
     ) -> None:
@@ -110,12 +110,14 @@ class Poller:
         try:
             while True:
                 self._wake.clear()
-                free = self.concurrency - len(in_flight)
+                if len(in_flight) >= self.concurrency:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
-                if free > 0 and next_due is not None and next_due <= time.time():
+                if next_due is not None and next_due <= time.time():
                     # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
                     # in the rate limiter (a 429 pause would otherwise outlast it).
-                    allowance = await self.limiter.take(free)
+                    allowance = await self.limiter.take(self.concurrency - len(in_flight))
                     claimed = await self._claim(allowance, kinds)
                     self.limiter.give_back(allowance - len(claimed))
                     for record in claimed:
@@ -124,7 +126,7 @@ class Poller:
                         job.add_done_callback(in_flight.discard)
                     if claimed:
                         continue
-                await self._idle(in_flight, None if free <= 0 else next_due)
+                await self._idle(in_flight, next_due)
         finally:
             for job in in_flight:
                 job.cancel()

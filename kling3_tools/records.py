@@ -6,7 +6,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from .models import GenerateRequest, Task, TaskStatus
 
@@ -62,8 +62,6 @@ class Delivery(StrEnum):
 
 class TaskRecord(BaseModel):
     """One tracked task: what was asked, what the API last said, and where the result goes."""
-
-    model_config = ConfigDict(validate_assignment=True)
 
     task_id: str
     api_url: str

@@ -25,12 +25,14 @@ class SchedulePolicy:
     dense_interval: float = 8.0
     max_interval: float = 60.0
     min_history: int = 5
+    learn: bool = True
     jitter: float = 0.1
 
     @classmethod
     def from_settings(cls, settings: PollerSettings) -> SchedulePolicy:
         return cls(
             prior_window=settings.expected_seconds,
+            learn=settings.learn_schedule,
             dense_interval=settings.dense_interval_seconds,
             max_interval=settings.max_interval_seconds,
         )
@@ -46,7 +48,7 @@ class SchedulePolicy:
 
     def window(self, history: list[float]) -> tuple[float, float]:
         """Seconds after submission between which the task most likely finishes."""
-        if len(history) < self.min_history:
+        if not self.learn or len(history) < self.min_history:
             return self.prior_window
         cuts = statistics.quantiles(history, n=20, method="inclusive")
         low, high = cuts[0], cuts[-1]
@@ -80,7 +82,7 @@ class Scheduler:
         cached = self._windows.get(key)
         now = time.monotonic()
         if cached is None or now - cached[0] > self._cache_seconds:
-            history = await self.store.completion_times(type_, duration)
+            history = await self.store.completion_times(type_, duration) if self.policy.learn else []
             cached = (now, self.policy.window(history))
             self._windows[key] = cached
         return cached[1]

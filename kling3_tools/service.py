@@ -129,7 +129,7 @@ class KlingService:
             record.due_at = None
         await self.store.save_progress(record)
 
-    def poller(self, *, concurrency: int = 16, owner: str | None = None) -> Poller:
+    def poller(self, *, concurrency: int = 8, owner: str | None = None) -> Poller:
         """A poller over this service's client, store and notifiers (run it with `await poller.run()`)."""
         poller = Poller(
             self.client,

@@ -16,7 +16,7 @@ import pytest
 
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
-from kling3_tools.poller import TokenBucket
+from kling3_tools.poller import Poller, TokenBucket
 from kling3_tools.records import Delivery, Outcome, WebhookOrigin
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.schedule import SchedulePolicy
@@ -264,3 +264,30 @@ async def test_sigkill_and_restart_loses_nothing_and_redelivers_nothing_delivere
     logged = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
     assert logged.count("delivered ") == sum(counts.values())  # one line per delivery
     assert "Traceback" not in logged
+
+
+async def test_a_full_pipeline_never_sleeps_while_work_is_due(sandbox, receiver, tmp_path):
+    """Regression: jobs finishing while the loop queried the store left it asleep for `idle_seconds`."""
+
+    class SlowToAnswerNextDue(SQLiteTaskStore):
+        async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
+            await asyncio.sleep(0.2)  # every job in flight finishes meanwhile
+            return await super().next_due(api_url=api_url, kinds=kinds)
+
+    set_options(sandbox, finish_seconds=0.3)
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        ids = await submit_batch(service, receiver.url, 6)
+        store = SlowToAnswerNextDue(tmp_path / "t.db")
+        poller = Poller(
+            service.client, store, service.notifiers, service.scheduler, service.settings.poller,
+            concurrency=2, idle_seconds=120,
+        )  # fmt: skip
+        job = asyncio.create_task(poller.run())
+        try:
+            await eventually(lambda: all_delivered(service.store, ids), timeout=60)
+        finally:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            await store.close()
+    assert receiver.counts() == dict.fromkeys(ids, 1)

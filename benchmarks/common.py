@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmarks: a free loopback port and a sandbox in its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+
+SANDBOX_KEY = "sandbox-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def sandbox_process(finish_seconds: float = 0, **options: str) -> Iterator[str]:
+    """`kling3 sandbox` on a free port, in its own process; yields its base URL.
+
+    `options` become `KLING_SANDBOX__<NAME>` variables (e.g. finish_spread="0.5").
+    """
+    port = free_port()
+    env = {**os.environ, **{f"KLING_SANDBOX__{k.upper()}": v for k, v in options.items()}}
+    command = [sys.executable, "-m", "kling3_tools", "sandbox", "--port", str(port)]
+    process = subprocess.Popen([*command, "--finish-seconds", str(finish_seconds)], env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(400):
+            try:
+                httpx.get(f"{url}/sandbox/stats")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
