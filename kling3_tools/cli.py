@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -26,8 +26,9 @@ from . import __version__, catalog
 from .config import Settings
 from .errors import KlingError, RequestValidationError
 from .models import GenerateRequest, Task, quote
-from .records import CliOrigin, Outcome, TaskRecord, WebhookOrigin
+from .records import CliOrigin, TaskRecord, WebhookOrigin
 from .service import KlingService
+from .store import StatusFilter
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_flags(cost, prompt_required=False)
 
     tasks = commands.add_parser("tasks", help="list the tasks recorded in the store")
-    tasks.add_argument("--status", choices=["running", *[o.value for o in Outcome]], help="only these")
+    tasks.add_argument("--status", choices=get_args(StatusFilter), help="only these")
     tasks.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
     tasks.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -126,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mcp = commands.add_parser("mcp", help="run the MCP server for AI assistants (needs the mcp extra)")
     add_mcp_arguments(mcp, suppress_defaults=True)
+
+    bot = commands.add_parser("discord", help="run the Discord bot (needs the discord extra and DISCORD_TOKEN)")
+    bot.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help="use an embedded sandbox")
+    bot.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML config file")
 
     models = commands.add_parser("models", help="list the task types, their limits and prices")
     models.add_argument("--json", action="store_true", help="print one JSON object")
@@ -307,11 +312,7 @@ def _age(seconds: float) -> str:
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(args, settings) as service:
-        if args.status == "running":
-            records = await service.store.recent(running=True, limit=args.limit)
-        else:
-            outcome = Outcome(args.status) if args.status else None
-            records = await service.store.recent(outcome=outcome, limit=args.limit)
+        records = await service.store.recent(status=args.status, limit=args.limit)
     if args.json:
         _print_json({"tasks": [record_json(r) for r in records]})
         return EXIT_OK
@@ -422,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
             from .mcp_main import run as run_mcp
 
             return run_mcp(args)
+        if args.command == "discord":
+            from bots.discord_bot import run as run_discord
+
+            return run_discord(args)
         settings = _load_settings(args)
         if args.command == "sandbox":
             return cmd_sandbox(args, settings)

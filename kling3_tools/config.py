@@ -92,6 +92,7 @@ class DiscordSettings(_Section):
     cooldown_seconds: float = Field(default=30.0, ge=0)
     admin_role: str = ""
     max_attachment_mb: float = Field(default=20.0, gt=0)
+    attach_videos_up_to_mb: float = Field(default=25.0, ge=0)
 
 
 class Settings(BaseSettings):

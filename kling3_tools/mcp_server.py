@@ -38,6 +38,7 @@ from .guard import SpendingGuard, Verdict
 from .models import GenerateRequest, Task, quote
 from .records import McpOrigin, Outcome, TaskRecord
 from .service import KlingService
+from .store import StatusFilter
 
 log = logging.getLogger("kling3_tools.mcp")
 
@@ -390,17 +391,11 @@ def build_server(deps: Deps) -> MCPServer:
 
     @mcp.tool(title="List my videos", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
     async def list_videos(
-        status: Annotated[
-            Literal["running", "succeeded", "failed", "timed_out"] | None, Field(description="Only these.")
-        ] = None,
+        status: Annotated[StatusFilter | None, Field(description="Only these.")] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="How many, newest first.")] = 20,
     ) -> VideoList:
         """Videos submitted through this server, newest first, from the local task store."""
-        if status == "running":
-            records = await service.store.recent(running=True, origin_kind="mcp", limit=limit)
-        else:
-            outcome = Outcome(status) if status else None
-            records = await service.store.recent(outcome=outcome, origin_kind="mcp", limit=limit)
+        records = await service.store.recent(status=status, origin_kind="mcp", limit=limit)
         return VideoList(videos=[await to_video(r) for r in records])
 
     # --- resources ---------------------------------------------------------------------

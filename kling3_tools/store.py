@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import platformdirs
 from pydantic import TypeAdapter
@@ -23,6 +23,8 @@ from pydantic import TypeAdapter
 from .records import Origin, Outcome, TaskRecord
 
 _ORIGIN = TypeAdapter[Origin](Origin)
+
+StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -123,19 +125,21 @@ class TaskStore(Protocol):
     async def recent(
         self,
         *,
-        outcome: Outcome | None = None,
-        running: bool | None = None,
+        status: StatusFilter | None = None,
         origin_kind: str | None = None,
         user_id: int | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        """Most recent first."""
+        """Most recent first; `status` is "running" (still tracked) or how tracking ended."""
 
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
         """Seconds from submission to success of the latest successful tasks of this kind."""
 
     async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
         """Credits of tasks submitted since `since` (consumed, else estimated), failed ones excluded."""
+
+    async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
+        """Credits per `origin.user_id` of tasks submitted since `since`, failed ones excluded."""
 
     async def close(self) -> None: ...
 
@@ -281,18 +285,17 @@ class SQLiteTaskStore:
     async def recent(
         self,
         *,
-        outcome: Outcome | None = None,
-        running: bool | None = None,
+        status: StatusFilter | None = None,
         origin_kind: str | None = None,
         user_id: int | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
         where, args = self._filters(origin_kind=origin_kind, user_id=user_id)
-        if outcome is not None:
+        if status == "running":
+            where.append("outcome IS NULL")
+        elif status is not None:
             where.append("outcome = ?")
-            args.append(outcome.value)
-        if running is not None:
-            where.append("outcome IS NULL" if running else "outcome IS NOT NULL")
+            args.append(Outcome(status).value)
         sql = f"SELECT * FROM tasks {self._where(where)} ORDER BY submitted_at DESC LIMIT ?"
         rows = await self._run(lambda: self._db.execute(sql, (*args, limit)).fetchall())
         return [self._record(row) for row in rows]
@@ -311,6 +314,15 @@ class SQLiteTaskStore:
         sql = f"SELECT COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) FROM tasks {self._where(where)}"
         row = await self._run(lambda: self._db.execute(sql, (*args, since)).fetchone())
         return int(row[0])
+
+    async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
+        sql = (
+            "SELECT json_extract(origin, '$.user_id'), SUM(COALESCE(consumed_credits, estimated_credits)) "
+            "FROM tasks WHERE origin_kind = ? AND submitted_at >= ? AND (outcome IS NULL OR outcome != 'failed') "
+            "GROUP BY 1"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, (origin_kind, since)).fetchall())
+        return {int(user): int(credits) for user, credits in rows if user is not None}
 
     async def close(self) -> None:
         await self._run(self._db.close)

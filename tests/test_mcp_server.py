@@ -327,8 +327,10 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
         async with httpx.AsyncClient() as plain:
             refused = await plain.post(url, json={}, headers={"Authorization": "Bearer wrong"})
         assert refused.status_code == 401
-        authorised = httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"})
-        async with Client(streamable_http_client(url, http_client=authorised)) as client:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"}) as authorised,
+            Client(streamable_http_client(url, http_client=authorised)) as client,
+        ):
             assert len((await client.list_tools()).tools) == 6
 
 
@@ -350,3 +352,15 @@ def test_kling3_mcp_subcommand_help():
     )
     assert result.returncode == 0
     assert "--transport" in result.stdout and "--sandbox" in result.stdout
+
+
+async def test_a_wrong_key_is_a_readable_error_that_never_shows_the_key(sandbox, tmp_path):
+    env = server_env(sandbox, tmp_path, KLING_API_KEY="sk-live-wrong-and-secret")
+    async with connect(sandbox, tmp_path, env) as client:
+        result = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
+        status = await client.call_tool("get_video_status", {"task_id": "n75abc"})
+    for answer in (result, status):
+        assert answer.is_error
+        assert "API key is missing or invalid" in text(answer)
+        assert "sk-live-wrong-and-secret" not in text(answer)
+    assert stats(sandbox)["tasks"] == 0

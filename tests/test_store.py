@@ -139,8 +139,8 @@ async def test_history_credits_and_listing(store):
     assert await store.completion_times("pro-text-to-video", 10) == []
     assert await store.credits_since(now - 2000) == 270 + 270 + 400  # the failed one is not counted
     assert await store.credits_since(now - 2000, user_id=9) == 400
-    assert [r.task_id for r in await store.recent(running=True)] == ["n75run"]
-    assert {r.task_id for r in await store.recent(outcome=Outcome.SUCCEEDED)} == {"n750", "n751"}
+    assert [r.task_id for r in await store.recent(status="running")] == ["n75run"]
+    assert {r.task_id for r in await store.recent(status="succeeded")} == {"n750", "n751"}
 
 
 def test_store_urls(tmp_path):

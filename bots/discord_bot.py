@@ -1,0 +1,175 @@
+"""The Discord bot: `kling3-discord` / `kling3 discord`. Token from DISCORD_TOKEN; the rest from `[discord]`.
+
+It runs the poller in-process with a Discord notifier, so results are posted
+to the channel even when they arrive after a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+
+from kling3_tools.config import Settings
+from kling3_tools.errors import KlingError, RequestValidationError
+from kling3_tools.guard import Verdict
+from kling3_tools.models import GenerateRequest
+from kling3_tools.records import DiscordOrigin
+from kling3_tools.service import KlingService
+
+from .commands import KlingCommands
+from .notifier import DiscordNotifier, task_embed
+from .policy import Policy, Refused
+from .views import ConfirmView, EditButton, RerollButton
+
+log = logging.getLogger("kling3_tools.discord")
+
+AttachmentKind = Literal["image", "video"]
+
+
+class KlingBot(discord.Client):
+    def __init__(self, service: KlingService, settings: Settings, *, sync_commands: bool = True) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # guild objects (upload limits, roles) arrive with the gateway's GUILD_CREATE
+        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions(users=True, everyone=False))
+        self.service = service
+        self.settings = settings
+        self.policy = Policy(settings.discord, service.store)
+        self.tree = app_commands.CommandTree(self)
+        self.tree.add_command(KlingCommands(self))
+        self.sync_commands = sync_commands
+        self._poller: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(RerollButton, EditButton)
+        self.service.notifiers.register(DiscordNotifier(self, self.service.http))
+        self._poller = asyncio.create_task(self.service.poller().run())
+        if self.sync_commands:
+            await self._sync()
+
+    async def _sync(self) -> None:
+        """Guild sync is instant (use it while testing); global sync can take up to an hour to show."""
+        guild_ids = self.settings.discord.sync_guild_ids
+        for guild_id in guild_ids:
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        if not guild_ids:
+            await self.tree.sync()
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await super().close()
+
+    async def start_video(
+        self,
+        interaction: discord.Interaction,
+        fields: dict[str, Any],
+        *,
+        attachments: Sequence[tuple[discord.Attachment, AttachmentKind]] = (),
+    ) -> None:
+        """Acknowledge, check, confirm when dear, post the public embed, submit, record. Spends credits."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        user_id = interaction.user.id
+        try:
+            self.policy.check_place(interaction.guild_id, interaction.channel_id)
+            self._check_attachments(attachments)
+            request = GenerateRequest.build(**fields)
+            credits = request.estimated_credits()
+            verdict = await self.policy.check_spend(user_id, credits)
+        except (Refused, RequestValidationError) as exc:
+            await interaction.followup.send(str(exc), ephemeral=True)
+            return
+        if verdict is Verdict.CONFIRM:
+            confirm = ConfirmView()
+            question = f"This will spend **{credits} credits** ({request.type}). Continue?"
+            await interaction.followup.send(question, view=confirm, ephemeral=True)
+            if await confirm.wait() or not confirm.confirmed:
+                return
+        self.policy.started(user_id)
+        assert interaction.channel_id is not None
+        channel = self.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
+        starting = discord.Embed(
+            title="Kling video · starting", description=request.prompt[:300], colour=discord.Colour.light_grey()
+        )
+        starting.add_field(name="Requested by", value=f"<@{user_id}>")
+        message = await channel.send(embed=starting)
+        origin = DiscordOrigin(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, message_id=message.id, user_id=user_id
+        )
+        try:
+            record = await self.service.submit(request, origin)
+        except KlingError as exc:
+            failed = discord.Embed(
+                title="Kling video · not started", description=exc.message, colour=discord.Colour.red()
+            )
+            await message.edit(embed=failed)
+            await interaction.followup.send(f"Not started: {exc.message}", ephemeral=True)
+            return
+        window = await self.service.scheduler.window(record.type, record.duration)
+        await message.edit(embed=task_embed(record, expected_at=record.submitted_at + sum(window) / 2))
+        await interaction.followup.send(
+            f"Started `{record.task_id}` ({credits} credits). The video will be posted here when it is ready.",
+            ephemeral=True,
+        )
+
+    def _check_attachments(self, attachments: Sequence[tuple[discord.Attachment, AttachmentKind]]) -> None:
+        limit_mb = self.settings.discord.max_attachment_mb
+        for attachment, kind in attachments:
+            content_type = attachment.content_type or ""
+            if not content_type.startswith(f"{kind}/"):
+                raise Refused(f"`{attachment.filename}` is not an {kind} ({content_type or 'unknown type'}).")
+            if attachment.size > limit_mb * 1024 * 1024:
+                raise Refused(
+                    f"`{attachment.filename}` is {attachment.size / 1e6:.1f} MB; the limit is {limit_mb:g} MB."
+                )
+
+
+async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
+    async with KlingService.open(settings, sandbox=sandbox) as service:
+        bot = KlingBot(service, settings)
+        async with bot:
+            await bot.start(token)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    token = os.environ.get("DISCORD_TOKEN", "").strip()
+    if not token:
+        print("error: set DISCORD_TOKEN to your bot's token (Discord developer portal → Bot).", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_bot(Settings.load(args.config), token, sandbox=args.sandbox))
+    except discord.LoginFailure:
+        print("error: Discord refused DISCORD_TOKEN.", file=sys.stderr)
+        return 1
+    except KlingError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="kling3-discord", description="Discord bot: /kling slash commands for Kling 3.0 and O3 videos."
+    )
+    parser.add_argument("--sandbox", action="store_true", help="use an embedded sandbox: no Kling key, no cost")
+    parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $KLING_CONFIG)")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Posting results back to Discord: the task's embed edited in place, then a message that mentions the requester.
+
+Everything goes through the bot token over REST (channel messages), never an
+interaction follow-up: interaction tokens expire after 15 minutes and videos
+can take longer, or finish after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from typing import TYPE_CHECKING
+
+import discord
+import httpx
+
+from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
+
+from .views import result_view
+
+if TYPE_CHECKING:
+    from .discord_bot import KlingBot
+
+STATUS_COLOURS = {
+    "queued": discord.Colour.light_grey(),
+    "running": discord.Colour.blurple(),
+    "succeeded": discord.Colour.green(),
+    "failed": discord.Colour.red(),
+    "timed_out": discord.Colour.orange(),
+}
+
+
+def task_embed(record: TaskRecord, *, expected_at: float | None = None) -> discord.Embed:
+    """The one public embed of a task, rebuilt from the record at every change."""
+    status = record.outcome.value if record.outcome else record.status.value
+    prompt = str(record.request.get("prompt", ""))
+    embed = discord.Embed(
+        title=f"Kling video · {status.replace('_', ' ')}",
+        description=prompt if len(prompt) <= 300 else prompt[:297] + "…",
+        colour=STATUS_COLOURS[status],
+    )
+    if isinstance(record.origin, DiscordOrigin):
+        embed.add_field(name="Requested by", value=f"<@{record.origin.user_id}>")
+    embed.add_field(name="Model", value=record.type)
+    embed.add_field(name="Duration", value=f"{record.duration} s" if record.duration else "source video")
+    embed.add_field(name="Aspect ratio", value=str(record.request.get("aspect_ratio", "source")))
+    credits = record.consumed_credits if record.consumed_credits is not None else record.estimated_credits
+    embed.add_field(name="Credits", value=str(credits))
+    embed.add_field(name="Task id", value=f"`{record.task_id}`")
+    if record.is_tracking and expected_at:
+        embed.add_field(name="Expected", value=f"<t:{int(expected_at)}:R>")
+    if record.video_url:
+        embed.add_field(name="Video", value=record.video_url, inline=False)
+    if record.error_message:
+        embed.add_field(name="Reason", value=record.error_message[:1000], inline=False)
+    return embed
+
+
+class DiscordNotifier:
+    """The poller's notifier for tasks started with /kling."""
+
+    kind = "discord"
+
+    def __init__(self, bot: KlingBot, http: httpx.AsyncClient, *, min_edit_seconds: float = 5.0) -> None:
+        self.bot = bot
+        self.http = http
+        self.min_edit_seconds = min_edit_seconds
+        self._last_edit: dict[str, float] = {}
+        self._upload_limits: dict[int, int] = {}
+
+    async def progress(self, record: TaskRecord) -> None:
+        now = time.monotonic()
+        if now - self._last_edit.get(record.task_id, 0.0) < self.min_edit_seconds:
+            return  # well inside Discord's rate limits: at most one edit per message every few seconds
+        self._last_edit[record.task_id] = now
+        await self._edit_embed(record)
+
+    async def deliver(self, record: TaskRecord) -> None:
+        origin = record.origin
+        assert isinstance(origin, DiscordOrigin)
+        self._last_edit.pop(record.task_id, None)
+        with contextlib.suppress(discord.HTTPException):  # the embed may be gone; the message below matters
+            await self._edit_embed(record)
+        channel = self.bot.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
+        mention = f"<@{origin.user_id}>"
+        allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
+        if record.outcome is Outcome.SUCCEEDED:
+            video = await self._attachment(record, origin.guild_id)
+            text = f"{mention} your video is ready."
+            if video is None:
+                text += f" {record.video_url}"
+            files = [video] if video is not None else []
+            await channel.send(text, files=files, view=result_view(record.task_id), allowed_mentions=allowed)
+        else:
+            what = "timed out" if record.outcome is Outcome.TIMED_OUT else "failed"
+            await channel.send(
+                f"{mention} your video {what} (task `{record.task_id}`): {record.error_message or 'no reason given'}",
+                allowed_mentions=allowed,
+            )
+
+    async def _edit_embed(self, record: TaskRecord) -> None:
+        origin = record.origin
+        if not isinstance(origin, DiscordOrigin) or origin.message_id is None:
+            return
+        channel = self.bot.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
+        window = await self.bot.service.scheduler.window(record.type, record.duration)
+        embed = task_embed(record, expected_at=record.submitted_at + sum(window) / 2)
+        await channel.get_partial_message(origin.message_id).edit(embed=embed)
+
+    async def _upload_limit(self, guild_id: int | None) -> int:
+        """Bytes that may be attached here: the guild's limit, capped by the configured one."""
+        configured = int(self.bot.settings.discord.attach_videos_up_to_mb * 1024 * 1024)
+        if guild_id is None:
+            return min(configured, discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
+        if guild_id not in self._upload_limits:
+            guild = self.bot.get_guild(guild_id) or await self.bot.fetch_guild(guild_id)
+            self._upload_limits[guild_id] = guild.filesize_limit
+        return min(configured, self._upload_limits[guild_id])
+
+    async def _attachment(self, record: TaskRecord, guild_id: int | None) -> discord.File | None:
+        """The MP4 as an attachment when it fits the upload limit; None means post the URL."""
+        limit = await self._upload_limit(guild_id)
+        if limit <= 0 or not record.video_url:
+            return None
+        if record.local_path:
+            data = await asyncio.to_thread(_read_limited_file, record.local_path, limit)
+        else:
+            data = await _read_limited_url(self.http, record.video_url, limit)
+        return None if data is None else discord.File(io.BytesIO(data), filename=f"{record.task_id}.mp4")
+
+
+async def _read_limited_url(http: httpx.AsyncClient, url: str, limit: int) -> bytes | None:
+    try:
+        async with http.stream("GET", url) as response:
+            if response.status_code >= 400 or int(response.headers.get("content-length", 0)) > limit:
+                return None
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    return None
+            return bytes(data)
+    except httpx.HTTPError:
+        return None
+
+
+def _read_limited_file(path: str, limit: int) -> bytes | None:
+    with open(path, "rb") as file:
+        data = file.read(limit + 1)
+    return None if len(data) > limit else data

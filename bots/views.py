@@ -1,0 +1,125 @@
+"""Buttons and dialogs. Result buttons carry the task id in their custom id, so they keep working after a
+restart (they are registered as dynamic items when the bot starts)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+
+from kling3_tools.catalog import TaskType
+from kling3_tools.records import DiscordOrigin, TaskRecord
+
+if TYPE_CHECKING:
+    from .discord_bot import KlingBot
+
+REQUEST_FIELDS = (
+    "type", "prompt", "duration", "aspect_ratio", "image", "end_image", "video", "images", "sound",
+    "negative_prompt", "cfg_scale", "keep_original_sound",
+)  # fmt: skip
+
+
+class ConfirmView(discord.ui.View):
+    """Confirm / Cancel before spending, for the requester only (the message is ephemeral)."""
+
+    def __init__(self, *, timeout: float = 120) -> None:
+        super().__init__(timeout=timeout)
+        self.confirmed = False
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.green)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:
+        self.confirmed = True
+        await interaction.response.edit_message(content="Starting…", view=None)
+        self.stop()
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.grey)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:
+        await interaction.response.edit_message(content="Cancelled. Nothing was spent.", view=None)
+        self.stop()
+
+
+async def _owned_record(interaction: discord.Interaction, task_id: str) -> TaskRecord | None:
+    """The task behind a result button, when the one who clicked is the one who asked; else refuse."""
+    bot = cast("KlingBot", interaction.client)
+    record = await bot.service.store.get(task_id)
+    if record is None or not isinstance(record.origin, DiscordOrigin):
+        await interaction.response.send_message("I no longer know this video.", ephemeral=True)
+        return None
+    if record.origin.user_id != interaction.user.id:
+        await interaction.response.send_message(
+            "Only the person who made this video can use its buttons.", ephemeral=True
+        )
+        return None
+    return record
+
+
+def same_request(record: TaskRecord) -> dict[str, Any]:
+    """The fields of a recorded request, ready to go through the checks again."""
+    fields = {name: record.request.get(name) for name in REQUEST_FIELDS}
+    fields["end_image"] = record.request.get("image_tail")
+    return fields
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kling3:reroll:(?P<task_id>[0-9A-Za-z]+)"):
+    """Same settings again: spends again, through the same checks."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(label="Re-roll", style=discord.ButtonStyle.blurple, custom_id=f"kling3:reroll:{task_id}")
+        )
+        self.task_id = task_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> RerollButton:
+        return cls(match["task_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        record = await _owned_record(interaction, self.task_id)
+        if record is not None:
+            await cast("KlingBot", interaction.client).start_video(interaction, same_request(record))
+
+
+class EditButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kling3:edit:(?P<task_id>[0-9A-Za-z]+)"):
+    """Asks for an edit prompt, then runs an O3 video edit of this video."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(label="Edit", style=discord.ButtonStyle.grey, custom_id=f"kling3:edit:{task_id}")
+        )
+        self.task_id = task_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
+    ) -> EditButton:
+        return cls(match["task_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        record = await _owned_record(interaction, self.task_id)
+        if record is not None and record.video_url:
+            await interaction.response.send_modal(EditModal(record.video_url))
+
+
+class EditModal(discord.ui.Modal, title="Edit this video"):
+    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        label="What should change?", style=discord.TextStyle.paragraph, max_length=2000
+    )
+
+    def __init__(self, video_url: str) -> None:
+        super().__init__()
+        self.video_url = video_url
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        bot = cast("KlingBot", interaction.client)
+        fields = {"type": TaskType.O3_STD_VIDEO_EDIT.value, "prompt": self.prompt.value, "video": self.video_url}
+        await bot.start_video(interaction, fields)
+
+
+def result_view(task_id: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RerollButton(task_id))
+    view.add_item(EditButton(task_id))
+    return view

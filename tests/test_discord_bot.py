@@ -1,0 +1,292 @@
+"""The Discord bot through discord.py's own dispatch path, against a fake Discord REST API and the sandbox."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+from aiohttp import web
+
+from bots.discord_bot import KlingBot
+from kling3_tools.config import Settings
+from kling3_tools.records import DiscordOrigin
+from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.schedule import SchedulePolicy
+from kling3_tools.service import KlingService
+
+from . import fake_discord as fd
+from .conftest import set_options, stats
+from .helpers import eventually
+
+FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
+ALICE, BOB = 800000000000000001, 800000000000000002
+EPHEMERAL = 64
+
+
+@contextlib.asynccontextmanager
+async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[fd.FakeDiscord]:
+    fake = fd.FakeDiscord()
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+def bot_settings(sandbox, tmp_path: Path, **discord_settings: Any) -> Settings:
+    return Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
+        poller={"rate_limit_per_second": 100, "lease_seconds": 2},
+        discord={"cooldown_seconds": 0, **discord_settings},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings: Settings) -> AsyncIterator[KlingBot]:
+    """Log in (REST only), then receive the guild as the gateway would deliver it."""
+    async with KlingService.open(settings, schedule=FAST) as service:
+        bot = KlingBot(service, settings)
+        await bot.login("fake-bot-token")
+        bot._connection.parse_guild_create(fd.guild_payload())
+        try:
+            yield bot
+        finally:
+            await bot.close()
+
+
+def deliver(bot: KlingBot, payload: dict[str, Any]) -> None:
+    """Hand an INTERACTION_CREATE to discord.py, exactly as its gateway handler does."""
+    bot._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+
+
+def callbacks(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
+    return fake.find("POST", f"/interactions/{payload['id']}/")
+
+
+def followups(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
+    return [c for c in fake.calls if c.path.startswith(f"/webhooks/{fd.APP_ID}/{payload['token']}")]
+
+
+def texts(calls: list[fd.Call]) -> str:
+    return " | ".join(str((c.body or {}).get("content")) for c in calls)
+
+
+@pytest.fixture
+async def fake(monkeypatch):
+    async with fake_discord(monkeypatch) as server:
+        yield server
+
+
+async def test_generate_defers_first_posts_one_embed_and_delivers_the_video(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.5)
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        assert fake.find("PUT", f"/applications/{fd.APP_ID}/commands")  # commands synced at start-up
+        command = fd.slash("generate", ALICE, prompt="A red fox in the snow", duration=5)
+        first_call = len(fake.calls)
+        deliver(bot, command)
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
+        records = await bot.service.store.recent(origin_kind="discord")
+
+    assert fake.calls[first_call].path.startswith(f"/interactions/{command['id']}/")  # the defer comes first
+    [defer] = callbacks(fake, command)
+    assert defer.body["type"] == 5
+    assert defer.body["data"]["flags"] == EPHEMERAL
+
+    [record] = records
+    assert record.origin == DiscordOrigin(
+        guild_id=fd.GUILD_ID, channel_id=fd.CHANNEL_ID, message_id=record.origin.message_id, user_id=ALICE
+    )
+    embed_posts = [c for c in fake.channel_posts() if c.body and c.body.get("embeds")]
+    assert len(embed_posts) == 1  # one public embed, then edited in place
+    edits = fake.find("PATCH", f"/channels/{fd.CHANNEL_ID}/messages/{record.origin.message_id}")
+    assert edits, "the embed was never edited"
+    fields = {f["name"]: f["value"] for f in edits[0].body["embeds"][0]["fields"]}
+    assert fields["Task id"] == f"`{record.task_id}`"
+    assert fields["Credits"] == "400"
+    assert fields["Requested by"] == f"<@{ALICE}>"
+    assert "succeeded" in edits[-1].body["embeds"][0]["title"]
+    assert f"Started `{record.task_id}`" in texts(followups(fake, command))
+
+    [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
+    assert ready.body["content"].startswith(f"<@{ALICE}>")
+    assert ready.files == [(f"{record.task_id}.mp4", len(SAMPLE_VIDEO))]  # fits the upload limit: attached
+    custom_ids = [b["custom_id"] for row in ready.body["components"] for b in row["components"]]
+    assert custom_ids == [f"kling3:reroll:{record.task_id}", f"kling3:edit:{record.task_id}"]
+    assert stats(sandbox)["tasks"] == 1
+
+
+async def test_too_large_for_the_upload_limit_posts_the_url(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    async with running_bot(bot_settings(sandbox, tmp_path, attach_videos_up_to_mb=0.001)) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="x"))
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
+    assert ready.files == []
+    assert record.video_url in ready.body["content"]
+
+
+async def test_a_failed_task_mentions_the_requester_with_the_reason(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3, failure_rate=1.0)
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="x"))
+        await eventually(lambda: any("failed" in str(c.body) for c in fake.channel_posts()))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    [failed] = [c for c in fake.channel_posts() if "failed" in str(c.body)]
+    assert failed.body["content"].startswith(f"<@{ALICE}> your video failed (task `{record.task_id}`)")
+    assert "simulated generation failure" in failed.body["content"]
+
+
+@pytest.mark.parametrize(("choice", "spends"), [("Confirm", True), ("Cancel", False)])
+async def test_confirmation_above_the_threshold(fake, sandbox, tmp_path, choice, spends):
+    async with running_bot(bot_settings(sandbox, tmp_path, confirm_above_credits=300)) as bot:
+        command = fd.slash("generate", ALICE, prompt="x")
+        deliver(bot, command)
+        await eventually(lambda: any("Continue?" in str(c.body) for c in followups(fake, command)))
+        [question] = [c for c in followups(fake, command) if "Continue?" in str(c.body)]
+        assert "400 credits" in question.body["content"]
+        buttons = {b["label"]: b["custom_id"] for row in question.body["components"] for b in row["components"]}
+        click = fd.button(buttons[choice], ALICE, question.answer)
+        deliver(bot, click)
+        await eventually(lambda: bool(callbacks(fake, click)))
+        if spends:
+            await eventually(lambda: "Started" in texts(followups(fake, command)))
+    assert stats(sandbox)["tasks"] == (1 if spends else 0)
+    assert stats(sandbox)["balance"] == 100_000 - (400 if spends else 0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "payload", "expected"),
+    [
+        ({"channel_ids": [1]}, fd.slash("generate", ALICE, prompt="x"), "not enabled in this channel"),
+        ({"guild_ids": [1]}, fd.slash("generate", ALICE, prompt="x"), "not enabled in this server"),
+        ({}, fd.slash("generate", ALICE, prompt="x", guild=False), "not available in direct messages"),
+        ({}, fd.slash("generate", ALICE, prompt="x", duration=5, model="o3-pro-text-to-video", cfg_scale=0.5),
+         "only Kling 3.0 types take it"),
+        ({"daily_credit_budget_per_user": 300}, fd.slash("generate", ALICE, prompt="x"),
+         "only 300 of the 300-credit budget"),
+    ],
+)  # fmt: skip
+async def test_refusals_are_ephemeral_and_spend_nothing(fake, sandbox, tmp_path, settings, payload, expected):
+    async with running_bot(bot_settings(sandbox, tmp_path, **settings)) as bot:
+        deliver(bot, payload)
+        await eventually(lambda: bool(followups(fake, payload)))
+    [refusal] = followups(fake, payload)
+    assert expected in refusal.body["content"]
+    assert refusal.body.get("flags", 0) & EPHEMERAL or callbacks(fake, payload)[0].body["data"]["flags"] == EPHEMERAL
+    assert fake.channel_posts() == []
+    assert stats(sandbox)["tasks"] == 0
+
+
+async def test_attachments_are_checked_and_their_urls_sent(fake, sandbox, tmp_path):
+    image = fd.attachment("fox.png", "image/png", 2048, "https://cdn.discordapp.com/attachments/1/2/fox.png")
+    text = fd.attachment("notes.txt", "text/plain", 10, "https://cdn.discordapp.com/attachments/1/3/notes.txt")
+    huge = fd.attachment("big.png", "image/png", 50 * 1024 * 1024, "https://cdn.discordapp.com/attachments/1/4/big.png")
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        wrong = fd.slash("animate", ALICE, prompt="x", attachments={"image": text})
+        large = fd.slash("animate", ALICE, prompt="x", attachments={"image": huge})
+        good = fd.slash("animate", ALICE, prompt="She smiles", attachments={"image": image})
+        for payload in (wrong, large, good):
+            deliver(bot, payload)
+        await eventually(lambda: all(followups(fake, p) for p in (wrong, large)) and bool(followups(fake, good)))
+        await eventually(lambda: "Started" in texts(followups(fake, good)))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    assert "is not an image" in texts(followups(fake, wrong))
+    assert "the limit is 20 MB" in texts(followups(fake, large))
+    assert record.request["image"] == image["url"]
+    assert record.type == "pro-image-to-video"
+
+
+async def test_result_buttons_are_owner_only_and_survive_a_restart(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    settings = bot_settings(sandbox, tmp_path)
+    async with running_bot(settings) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="A fox", sound=False))
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
+    async with running_bot(settings) as restarted:  # a new process: only the custom id is left
+        intruder = fd.button(f"kling3:reroll:{record.task_id}", BOB, ready.answer)
+        deliver(restarted, intruder)
+        await eventually(lambda: bool(callbacks(fake, intruder)))
+        owner = fd.button(f"kling3:reroll:{record.task_id}", ALICE, ready.answer)
+        deliver(restarted, owner)
+        await eventually(lambda: "Started" in texts(followups(fake, owner)))
+        records = await restarted.service.store.recent(origin_kind="discord")
+    [refusal] = callbacks(fake, intruder)
+    assert refusal.body["type"] == 4
+    assert refusal.body["data"]["flags"] == EPHEMERAL
+    assert "Only the person who made this video" in refusal.body["data"]["content"]
+    assert len(records) == 2
+    assert records[0].request == records[1].request  # same settings again
+    assert stats(sandbox)["tasks"] == 2
+
+
+async def test_edit_button_asks_for_a_prompt_then_edits_this_video(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="A fox"))
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+        [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
+        click = fd.button(f"kling3:edit:{record.task_id}", ALICE, ready.answer)
+        deliver(bot, click)
+        await eventually(lambda: bool(callbacks(fake, click)))
+        [modal] = callbacks(fake, click)
+        assert modal.body["type"] == 9
+        text_input = modal.body["data"]["components"][0]["components"][0]["custom_id"]
+        submit = fd.modal_submit(modal.body["data"]["custom_id"], ALICE, {text_input: "Make it snow"})
+        deliver(bot, submit)
+        await eventually(lambda: "Started" in texts(followups(fake, submit)))
+        records = await bot.service.store.recent(origin_kind="discord")
+    edit = records[0]
+    assert edit.type == "o3-std-video-edit"
+    assert edit.request["video"] == record.video_url
+    assert edit.request["prompt"] == "Make it snow"
+
+
+async def test_a_restart_between_submit_and_finish_still_posts_exactly_once(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=2.0)
+    settings = bot_settings(sandbox, tmp_path)
+    async with running_bot(settings) as bot:
+        command = fd.slash("generate", ALICE, prompt="x")
+        deliver(bot, command)
+        await eventually(lambda: "Started" in texts(followups(fake, command)))
+    assert not any("ready" in str(c.body) for c in fake.channel_posts())
+    async with running_bot(settings):
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()), timeout=30)
+        await eventually(lambda: True)
+    assert len([c for c in fake.channel_posts() if "ready" in str(c.body)]) == 1
+
+
+async def test_cost_budget_and_models_are_ephemeral_and_free(fake, sandbox, tmp_path):
+    settings = bot_settings(sandbox, tmp_path, daily_credit_budget_per_user=1000, admin_role="video-admin")
+    async with running_bot(settings) as bot:
+        cost = fd.slash("cost", ALICE, model="pro-text-to-video", duration=10, sound=False)
+        budget = fd.slash("budget", ALICE)
+        models = fd.slash("models", ALICE)
+        usage = fd.slash("usage", BOB, roles=[fd.ADMIN_ROLE_ID])
+        for payload in (cost, budget, models, usage):
+            deliver(bot, payload)
+        await eventually(lambda: all(callbacks(fake, p) for p in (cost, budget, models, usage)))
+    answers = {name: callbacks(fake, p)[0].body for name, p in
+               {"cost": cost, "budget": budget, "models": models, "usage": usage}.items()}  # fmt: skip
+    for answer in answers.values():
+        assert answer["type"] == 4
+        assert answer["data"]["flags"] == EPHEMERAL
+    assert "540 credits" in answers["cost"]["data"]["content"]
+    assert "1000 credits" in answers["budget"]["data"]["content"]
+    assert answers["models"]["data"]["content"].count("\n") == 11
+    assert "Nothing spent" in answers["usage"]["data"]["content"]
+    assert stats(sandbox)["tasks"] == 0
