@@ -47,12 +47,18 @@ class SchedulePolicy:
         )
 
     def window(self, history: list[float]) -> tuple[float, float]:
-        """Seconds after submission between which the task most likely finishes."""
+        """Seconds after submission between which the task most likely finishes.
+
+        History (the 5th to 95th percentile of past tasks) may move the window's start, and push its
+        end later, but never ends it earlier than the configured expectation: history only holds tasks
+        that finished, so while a batch runs it is biased towards the fast ones, and the tasks that
+        outlive it are exactly those it knows least about.
+        """
         if not self.learn or len(history) < self.min_history:
             return self.prior_window
         cuts = statistics.quantiles(history, n=20, method="inclusive")
         low, high = cuts[0], cuts[-1]
-        return low, max(high, low + self.dense_interval)
+        return low, max(high, self.prior_window[1], low + self.dense_interval)
 
     def delay(self, elapsed: float, window: tuple[float, float]) -> float:
         """Seconds from now until the next check of a task submitted `elapsed` seconds ago."""

@@ -12,11 +12,15 @@ def test_prior_until_there_is_history():
     assert POLICY.window([30, 40, 50, 60]) == (120, 600)
 
 
-def test_window_is_the_5th_to_95th_percentile_of_history():
-    history = [float(s) for s in range(100, 201)]
-    low, high = POLICY.window(history)
-    assert low == pytest.approx(105)
-    assert high == pytest.approx(195)
+def test_history_moves_the_window_but_never_ends_it_before_the_expectation():
+    fast = [float(s) for s in range(100, 201)]
+    assert POLICY.window(fast) == (pytest.approx(105), 600)  # starts where history says, ends no earlier
+    slow = [float(s) for s in range(500, 901)]
+    assert POLICY.window(slow) == (pytest.approx(520), pytest.approx(880))  # a slower model: both move
+
+
+def test_learning_can_be_switched_off():
+    assert SchedulePolicy(prior_window=(120, 600), learn=False).window([50.0] * 100) == (120, 600)
 
 
 def test_sparse_early_dense_in_the_window_then_backing_off():
