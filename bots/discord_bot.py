@@ -117,8 +117,7 @@ class KlingBot(discord.Client):
             await message.edit(embed=failed)
             await interaction.followup.send(f"Not started: {exc.message}", ephemeral=True)
             return
-        window = await self.service.scheduler.window(record.type, record.duration)
-        await message.edit(embed=task_embed(record, expected_at=record.submitted_at + sum(window) / 2))
+        await message.edit(embed=task_embed(record, expected_at=await self.service.scheduler.expected_finish(record)))
         await interaction.followup.send(
             f"Started `{record.task_id}` ({credits} credits). The video will be posted here when it is ready.",
             ephemeral=True,

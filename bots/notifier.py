@@ -105,8 +105,7 @@ class DiscordNotifier:
         if not isinstance(origin, DiscordOrigin) or origin.message_id is None:
             return
         channel = self.bot.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
-        window = await self.bot.service.scheduler.window(record.type, record.duration)
-        embed = task_embed(record, expected_at=record.submitted_at + sum(window) / 2)
+        embed = task_embed(record, expected_at=await self.bot.service.scheduler.expected_finish(record))
         await channel.get_partial_message(origin.message_id).edit(embed=embed)
 
     async def _upload_limit(self, guild_id: int | None) -> int:

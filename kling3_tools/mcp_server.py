@@ -196,7 +196,7 @@ def build_server(deps: Deps) -> MCPServer:
     )
 
     async def to_video(record: TaskRecord, *, waited_out: bool = False) -> VideoTask:
-        window = await service.scheduler.window(record.type, record.duration)
+        expected_at = await service.scheduler.expected_finish(record)
         status = record.outcome.value if record.outcome else record.status.value
         return VideoTask(
             task_id=record.task_id,
@@ -209,7 +209,7 @@ def build_server(deps: Deps) -> MCPServer:
             local_path=record.local_path,
             error_message=record.error_message,
             submitted_at=datetime.fromtimestamp(record.submitted_at, UTC),
-            expected_finish=datetime.fromtimestamp(record.submitted_at + sum(window) / 2, UTC),
+            expected_finish=datetime.fromtimestamp(expected_at, UTC),
             resource_uri=task_uri(record.task_id),
             next_step=_next_step(record, waited_out),
         )
@@ -237,7 +237,7 @@ def build_server(deps: Deps) -> MCPServer:
                 return from_task(await service.status(task_id))
             except KlingError as exc:
                 raise ToolError(exc.message) from None
-        expected = sum(await service.scheduler.window(record.type, record.duration)) / 2
+        expected = await service.scheduler.expected_finish(record) - record.submitted_at
         while record.is_tracking:
             waited = time.monotonic() - started
             if waited >= timeout:

@@ -60,6 +60,12 @@ class SchedulePolicy:
         low, high = cuts[0], cuts[-1]
         return low, max(high, self.prior_window[1], low + self.dense_interval)
 
+    def expected(self, history: list[float]) -> float:
+        """Typical seconds to finish: the median of history, or the middle of the configured window."""
+        if not self.learn or len(history) < self.min_history:
+            return sum(self.prior_window) / 2
+        return statistics.median(history)
+
     def delay(self, elapsed: float, window: tuple[float, float]) -> float:
         """Seconds from now until the next check of a task submitted `elapsed` seconds ago."""
         low, high = window
@@ -81,17 +87,24 @@ class Scheduler:
         self.store = store
         self.policy = policy or SchedulePolicy()
         self._cache_seconds = cache_seconds
-        self._windows: dict[tuple[str, int | None], tuple[float, tuple[float, float]]] = {}
+        self._history: dict[tuple[str, int | None], tuple[float, list[float]]] = {}
 
-    async def window(self, type_: str, duration: int | None) -> tuple[float, float]:
+    async def _recent_history(self, type_: str, duration: int | None) -> list[float]:
         key = (type_, duration)
-        cached = self._windows.get(key)
+        cached = self._history.get(key)
         now = time.monotonic()
         if cached is None or now - cached[0] > self._cache_seconds:
             history = await self.store.completion_times(type_, duration) if self.policy.learn else []
-            cached = (now, self.policy.window(history))
-            self._windows[key] = cached
+            cached = (now, history)
+            self._history[key] = cached
         return cached[1]
+
+    async def window(self, type_: str, duration: int | None) -> tuple[float, float]:
+        return self.policy.window(await self._recent_history(type_, duration))
+
+    async def expected_finish(self, record: TaskRecord) -> float:
+        """When (epoch seconds) the task will most likely be done."""
+        return record.submitted_at + self.policy.expected(await self._recent_history(record.type, record.duration))
 
     async def next_check(self, record: TaskRecord, now: float) -> float:
         """The time (epoch seconds) at which `record` should be checked next."""

@@ -290,3 +290,63 @@ async def test_cost_budget_and_models_are_ephemeral_and_free(fake, sandbox, tmp_
     assert answers["models"]["data"]["content"].count("\n") == 11
     assert "Nothing spent" in answers["usage"]["data"]["content"]
     assert stats(sandbox)["tasks"] == 0
+
+
+async def test_reference_and_edit_commands_send_the_attachment_urls(fake, sandbox, tmp_path):
+    refs = [fd.attachment(f"ref{i}.png", "image/png", 1000, f"https://cdn.discordapp.com/a/{i}.png") for i in (1, 2)]
+    clip = fd.attachment("clip.mp4", "video/mp4", 5000, "https://cdn.discordapp.com/a/clip.mp4")
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        reference = fd.slash("reference", ALICE, prompt="A ship", attachments={"image1": refs[0], "image2": refs[1]})
+        edit = fd.slash("edit", ALICE, prompt="Snow", keep_original_sound=True, attachments={"video": clip})
+        for payload in (reference, edit):
+            deliver(bot, payload)
+        await eventually(lambda: all("Started" in texts(followups(fake, p)) for p in (reference, edit)))
+        records = {r.type: r for r in await bot.service.store.recent(origin_kind="discord")}
+    assert records["o3-pro-reference-to-video"].request["images"] == [r["url"] for r in refs]
+    assert records["o3-std-video-edit"].request["video"] == clip["url"]
+    assert records["o3-std-video-edit"].request["keep_original_sound"] is True
+    assert stats(sandbox)["balance"] == 100_000 - 5 * 72 - 360
+
+
+async def test_cooldown_and_concurrent_task_limits(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=30)
+    settings = bot_settings(sandbox, tmp_path, cooldown_seconds=60, max_concurrent_tasks_per_user=1)
+    async with running_bot(settings) as bot:
+        first = fd.slash("generate", ALICE, prompt="x")
+        deliver(bot, first)
+        await eventually(lambda: "Started" in texts(followups(fake, first)))
+        too_soon = fd.slash("generate", ALICE, prompt="y")
+        deliver(bot, too_soon)
+        await eventually(lambda: bool(followups(fake, too_soon)))
+        bot.policy._last_use.clear()  # the cooldown has passed; one video is still running
+        too_many = fd.slash("generate", ALICE, prompt="z")
+        deliver(bot, too_many)
+        await eventually(lambda: bool(followups(fake, too_many)))
+    assert "Slow down" in texts(followups(fake, too_soon))
+    assert "1 videos in progress (the limit is 1)" in texts(followups(fake, too_many))
+    assert stats(sandbox)["tasks"] == 1
+
+
+async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbox, tmp_path):
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        command = fd.slash("generate", ALICE, prompt="A fox")
+        deliver(bot, command)
+        await eventually(lambda: "Started" in texts(followups(fake, command)))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+        typing = fd.slash("status", ALICE, task_id=record.task_id[:5])
+        typing["type"] = 4  # APPLICATION_COMMAND_AUTOCOMPLETE
+        typing["data"]["options"][0]["options"][0]["focused"] = True
+        someone_else = fd.slash("tasks", BOB)
+        mine = fd.slash("tasks", ALICE)
+        status = fd.slash("status", ALICE, task_id=record.task_id)
+        for payload in (typing, someone_else, mine, status):
+            deliver(bot, payload)
+        await eventually(lambda: all(callbacks(fake, p) for p in (typing, someone_else, mine, status)))
+        await eventually(lambda: bool(followups(fake, status)))
+    [suggestions] = callbacks(fake, typing)
+    assert suggestions.body["type"] == 8
+    assert [c["value"] for c in suggestions.body["data"]["choices"]] == [record.task_id]
+    assert "no videos yet" in callbacks(fake, someone_else)[0].body["data"]["content"]
+    assert record.task_id in callbacks(fake, mine)[0].body["data"]["content"]
+    [answer] = followups(fake, status)
+    assert f"`{record.task_id}`" in str(answer.body["embeds"])

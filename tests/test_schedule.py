@@ -59,3 +59,8 @@ def test_scaled():
     scaled = SchedulePolicy().scaled(0.01)
     assert scaled.prior_window == (1.2, 6.0)
     assert scaled.dense_interval == pytest.approx(0.08)
+
+
+def test_expected_is_the_median_of_history_or_the_middle_of_the_window():
+    assert POLICY.expected([]) == 360
+    assert POLICY.expected([float(s) for s in (100, 110, 130, 170, 400)]) == 130
