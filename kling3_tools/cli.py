@@ -28,7 +28,7 @@ from .errors import KlingError, RequestValidationError
 from .models import GenerateRequest, Task, quote
 from .records import CliOrigin, TaskRecord, WebhookOrigin
 from .service import KlingService
-from .store import StatusFilter
+from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, open_store
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -311,8 +311,12 @@ def _age(seconds: float) -> str:
 
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
-    async with _service(args, settings) as service:
-        records = await service.store.recent(status=args.status, limit=args.limit)
+    """Reads the local store only: no key, no network."""
+    store = open_store(settings.store.url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+    try:
+        records = await store.recent(status=args.status, limit=args.limit)
+    finally:
+        await store.close()
     if args.json:
         _print_json({"tasks": [record_json(r) for r in records]})
         return EXIT_OK
@@ -424,8 +428,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_mcp(args)
         if args.command == "discord":
-            from bots.discord_bot import run as run_discord
-
+            try:
+                from bots.discord_bot import run as run_discord
+            except ImportError as exc:
+                extra = "pip install 'kling3-tools[discord]'"
+                raise UsageError(f"the Discord bot needs the discord extra: {extra} ({exc})") from None
             return run_discord(args)
         settings = _load_settings(args)
         if args.command == "sandbox":

@@ -32,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.load(args.config)
-        from .mcp_server import serve
+        try:
+            from .mcp_server import serve
+        except ImportError as exc:
+            print(
+                f"error: the MCP server needs the mcp extra: pip install 'kling3-tools[mcp]' ({exc})", file=sys.stderr
+            )
+            return 2
 
         asyncio.run(serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port))
     except KlingError as exc:

@@ -22,7 +22,7 @@ from .notifiers import CliNotifier, Notifiers, WebhookNotifier
 from .poller import Poller
 from .records import AnyOrigin, CliOrigin, Delivery, TaskRecord
 from .schedule import SchedulePolicy, Scheduler
-from .store import TaskStore, open_store
+from .store import SANDBOX_STORE, TaskStore, open_store
 
 
 def sandbox_schedule(finish_seconds: float) -> SchedulePolicy:
@@ -69,7 +69,7 @@ class KlingService:
 
                 server = stack.enter_context(SandboxServer(settings.sandbox))
                 client = AsyncKlingClient(server.api_key, base_url=server.url, retry=retry, http_client=http)
-                store = open_store(settings.store.url, default_name="sandbox-tasks.db")
+                store = open_store(settings.store.url, default_name=SANDBOX_STORE)
                 schedule = schedule or sandbox_schedule(settings.sandbox.finish_seconds)
             else:
                 client = AsyncKlingClient(settings.api_key, base_url=settings.base_url, retry=retry, http_client=http)

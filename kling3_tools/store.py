@@ -144,7 +144,11 @@ class TaskStore(Protocol):
     async def close(self) -> None: ...
 
 
-def default_store_path(name: str = "tasks.db") -> Path:
+DEFAULT_STORE = "tasks.db"
+SANDBOX_STORE = "sandbox-tasks.db"  # tasks of an embedded sandbox, which ends with its process
+
+
+def default_store_path(name: str = DEFAULT_STORE) -> Path:
     return Path(platformdirs.user_data_dir("kling3")) / name
 
 
@@ -344,6 +348,6 @@ class SQLiteTaskStore:
         return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
-def open_store(url: str = "", *, default_name: str = "tasks.db") -> SQLiteTaskStore:
+def open_store(url: str = "", *, default_name: str = DEFAULT_STORE) -> SQLiteTaskStore:
     """The store a `[store] url` names; empty means the default file in the user data folder."""
     return SQLiteTaskStore(path_from_url(url) if url else default_store_path(default_name))

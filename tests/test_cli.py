@@ -155,3 +155,9 @@ def test_wait_records_the_result_and_a_stopped_wait_can_be_resumed(sandbox):
         assert tasks[done]["video_urls"][0].endswith(f"{done}.mp4")
     table = kling3("tasks", **env).stdout
     assert task_id in table and "succeeded" in table
+
+
+def test_tasks_reads_the_local_store_without_a_key():
+    result = kling3("tasks", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"tasks": []}
