@@ -77,9 +77,6 @@ class KlingService:
             stack.push_async_callback(store.close)
             yield cls(client, store, settings, http=http, schedule=schedule)
 
-    def can_deliver(self, origin: AnyOrigin) -> bool:
-        return origin.kind in self.notifiers.kinds()
-
     async def submit(self, request: GenerateRequest, origin: AnyOrigin | None = None) -> TaskRecord:
         """Spend credits: generate, then record the task before anything else happens."""
         task = await self.client.generate(request)
