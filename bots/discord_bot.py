@@ -28,7 +28,7 @@ from kling3_tools.service import KlingService
 from .commands import KlingCommands
 from .notifier import DiscordNotifier, task_embed
 from .policy import Policy, Refused
-from .views import ConfirmView, EditButton, RerollButton
+from .views import ConfirmView, TaskButton
 
 log = logging.getLogger("kling3_tools.discord")
 
@@ -49,7 +49,7 @@ class KlingBot(discord.Client):
         self._poller: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(RerollButton, EditButton)
+        self.add_dynamic_items(TaskButton)
         self.service.notifiers.register(DiscordNotifier(self, self.service.http))
         self._poller = asyncio.create_task(self.service.poller().run())
         if self.sync_commands:

@@ -4,7 +4,7 @@ restart (they are registered as dynamic items when the bot starts)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import discord
 
@@ -61,45 +61,36 @@ def same_request(record: TaskRecord) -> dict[str, Any]:
     return fields
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kling3:reroll:(?P<task_id>[0-9A-Za-z]+)"):
-    """Same settings again: spends again, through the same checks."""
+class TaskButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kling3:(?P<action>reroll|edit):(?P<task_id>[0-9A-Za-z]+)"
+):
+    """Re-roll (same settings again: spends again, through the same checks) or Edit (asks for an edit
+    prompt, then runs an O3 video edit of this video). Only for the one who asked for the video."""
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(label="Re-roll", style=discord.ButtonStyle.blurple, custom_id=f"kling3:reroll:{task_id}")
-        )
+    LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle]]] = {
+        "reroll": ("Re-roll", discord.ButtonStyle.blurple),
+        "edit": ("Edit", discord.ButtonStyle.grey),
+    }
+
+    def __init__(self, action: str, task_id: str) -> None:
+        label, style = self.LOOKS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"kling3:{action}:{task_id}"))
+        self.action = action
         self.task_id = task_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> RerollButton:
-        return cls(match["task_id"])
+    ) -> TaskButton:
+        return cls(match["action"], match["task_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
         record = await _owned_record(interaction, self.task_id)
-        if record is not None:
+        if record is None:
+            return
+        if self.action == "reroll":
             await cast("KlingBot", interaction.client).start_video(interaction, same_request(record))
-
-
-class EditButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kling3:edit:(?P<task_id>[0-9A-Za-z]+)"):
-    """Asks for an edit prompt, then runs an O3 video edit of this video."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(label="Edit", style=discord.ButtonStyle.grey, custom_id=f"kling3:edit:{task_id}")
-        )
-        self.task_id = task_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> EditButton:
-        return cls(match["task_id"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        record = await _owned_record(interaction, self.task_id)
-        if record is not None and record.video_url:
+        elif record.video_url:
             await interaction.response.send_modal(EditModal(record.video_url))
 
 
@@ -120,6 +111,6 @@ class EditModal(discord.ui.Modal, title="Edit this video"):
 
 def result_view(task_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    view.add_item(RerollButton(task_id))
-    view.add_item(EditButton(task_id))
+    for action in TaskButton.LOOKS:
+        view.add_item(TaskButton(action, task_id))
     return view
