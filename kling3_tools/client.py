@@ -180,11 +180,7 @@ class AsyncKlingClient:
         self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.retry = retry or RetryPolicy()
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            timeout=timeout,
-            limits=DEFAULT_LIMITS,
-            headers={"User-Agent": f"kling3-tools/{__version__}"},
-        )
+        self._http = http_client or httpx.AsyncClient(timeout=timeout, limits=DEFAULT_LIMITS)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -305,7 +301,11 @@ class AsyncKlingClient:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> Any:
-        headers = {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+        # Per request, not on the httpx client: a shared client (the service's pool) must carry them too.
+        headers = {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "User-Agent": f"kling3-tools/{__version__}",
+        }
 
         async def send() -> Any:
             response = await self._http.request(method, self.base_url + path, json=json, params=params, headers=headers)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import kling3_tools
 from kling3_tools import catalog, errors
 from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy, raise_for_answer
 from kling3_tools.models import GenerateRequest, TaskStatus
@@ -335,3 +336,15 @@ def test_sandbox_server_serves_on_a_chosen_port():
     with SandboxServer(port=port) as server:
         assert server.url == f"http://127.0.0.1:{port}"
         assert httpx.get(f"{server.url}/sandbox/stats").json()["balance"] == 100_000
+
+
+async def test_api_requests_name_the_tool_even_on_a_shared_http_client(sandbox):
+    seen: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        seen.append(request.headers["user-agent"])
+
+    async with httpx.AsyncClient(event_hooks={"request": [record]}) as shared:
+        client = AsyncKlingClient(sandbox.api_key, base_url=sandbox.url, http_client=shared)
+        await client.generate(GenerateRequest.build(type="pro-text-to-video", prompt="x"))
+    assert seen == [f"kling3-tools/{kling3_tools.__version__}"]
