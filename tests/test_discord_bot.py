@@ -13,7 +13,7 @@ from aiohttp import web
 
 from bots.discord_bot import KlingBot
 from kling3_tools.config import Settings
-from kling3_tools.records import DiscordOrigin
+from kling3_tools.records import Delivery, DiscordOrigin, TaskRecord
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
@@ -68,6 +68,18 @@ async def running_bot(settings: Settings) -> AsyncIterator[KlingBot]:
 def deliver(bot: KlingBot, payload: dict[str, Any]) -> None:
     """Hand an INTERACTION_CREATE to discord.py, exactly as its gateway handler does."""
     bot._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+
+
+async def delivered_record(bot: KlingBot) -> TaskRecord:
+    """The one Discord task, once the poller has saved it as delivered (it saves after posting)."""
+
+    async def delivered() -> bool:
+        records = await bot.service.store.recent(origin_kind="discord")
+        return len(records) == 1 and records[0].delivery is Delivery.DELIVERED
+
+    await eventually(delivered)
+    [record] = await bot.service.store.recent(origin_kind="discord")
+    return record
 
 
 def callbacks(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
@@ -130,8 +142,7 @@ async def test_too_large_for_the_upload_limit_posts_the_url(fake, sandbox, tmp_p
     set_options(sandbox, finish_seconds=0.3)
     async with running_bot(bot_settings(sandbox, tmp_path, attach_videos_up_to_mb=0.001)) as bot:
         deliver(bot, fd.slash("generate", ALICE, prompt="x"))
-        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
-        [record] = await bot.service.store.recent(origin_kind="discord")
+        record = await delivered_record(bot)
     [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
     assert ready.files == []
     assert record.video_url in ready.body["content"]
@@ -213,8 +224,7 @@ async def test_result_buttons_are_owner_only_and_survive_a_restart(fake, sandbox
     settings = bot_settings(sandbox, tmp_path)
     async with running_bot(settings) as bot:
         deliver(bot, fd.slash("generate", ALICE, prompt="A fox", sound=False))
-        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
-        [record] = await bot.service.store.recent(origin_kind="discord")
+        record = await delivered_record(bot)
     [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
     async with running_bot(settings) as restarted:  # a new process: only the custom id is left
         intruder = fd.button(f"kling3:reroll:{record.task_id}", BOB, ready.answer)
@@ -237,8 +247,7 @@ async def test_edit_button_asks_for_a_prompt_then_edits_this_video(fake, sandbox
     set_options(sandbox, finish_seconds=0.3)
     async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
         deliver(bot, fd.slash("generate", ALICE, prompt="A fox"))
-        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
-        [record] = await bot.service.store.recent(origin_kind="discord")
+        record = await delivered_record(bot)
         [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
         click = fd.button(f"kling3:edit:{record.task_id}", ALICE, ready.answer)
         deliver(bot, click)
