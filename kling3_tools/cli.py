@@ -312,7 +312,7 @@ def _age(seconds: float) -> str:
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     """Reads the local store only: no key, no network."""
-    store = open_store(settings.store.url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+    store = await open_store(settings.store.url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
     try:
         records = await store.recent(status=args.status, limit=args.limit)
     finally:

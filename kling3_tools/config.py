@@ -57,6 +57,7 @@ class SandboxSettings(SandboxOptions):
 
 class StoreSettings(_Section):
     url: str = ""
+    pool_size: int = Field(default=10, ge=1)
 
 
 class PollerSettings(_Section):

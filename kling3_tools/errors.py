@@ -18,7 +18,9 @@
     │   └── OutcomeUnknownError     a generate was sent but its answer was lost
     ├── TaskFailedError             the task ended without a video
     ├── WaitTimeoutError            the task was still running when the wait ended
-    └── SpendingRefusedError        a local budget or confirmation rule stopped a generate
+    ├── SpendingRefusedError        a local budget or confirmation rule stopped a generate
+    └── StoreError                  the task store cannot be used (missing extra, not migrated, down)
+        └── TaskExistsError         a task id is already recorded
 
 Every error carries `status_code` (or None), `code`, `message` and
 `retryable`. None of them ever holds the API key: messages are built from the
@@ -194,6 +196,18 @@ class SpendingRefusedError(KlingError):
     """A configured spending limit, or the lack of a confirmation, refused a generate; nothing was spent."""
 
     default_code = "SPENDING_REFUSED"
+
+
+class StoreError(KlingError):
+    """The task store cannot be opened or used as configured."""
+
+    default_code = "STORE_ERROR"
+
+
+class TaskExistsError(StoreError):
+    """A task with this id is already recorded."""
+
+    default_code = "TASK_EXISTS"
 
 
 _ERRORS_BY_CODE: dict[str, type[APIError]] = {

@@ -1,8 +1,9 @@
 """The background poller: follows every tracked task to its end and delivers the result to its origin.
 
 It claims due tasks from the store under a lease, checks their status through
-one shared token bucket (a 429 pauses the whole poller for `Retry-After`),
+the store's shared rate limiter (a 429 pauses every poller for `Retry-After`),
 and hands finished tasks to the notifier registered for their origin kind.
+Any number of pollers, in any number of processes, can share one store.
 Delivery is at-least-once: the delivered mark is written right after the
 destination accepted; a destination that fails is retried with backoff, and
 never holds up other tasks. Events carry a stable `event_id` for receivers
@@ -35,41 +36,6 @@ DELIVERY_GIVE_UP_SECONDS = 24 * 3600
 MAX_DELIVERY_BACKOFF = 300.0
 
 
-class TokenBucket:
-    """`rate` acquisitions per second with bursts up to `burst`; `pause()` stops everyone for a while."""
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._updated = time.monotonic()
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
-
-    async def take(self, most: int = 1) -> int:
-        """Wait for at least one token, then take up to `most` of those available."""
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                if now < self._paused_until:
-                    await asyncio.sleep(self._paused_until - now)
-                    continue
-                self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-                self._updated = now
-                if self._tokens >= 1:
-                    taken = min(most, int(self._tokens))
-                    self._tokens -= taken
-                    return taken
-                await asyncio.sleep((1 - self._tokens) / self.rate)
-
-    def give_back(self, count: int) -> None:
-        self._tokens = min(self.burst, self._tokens + count)
-
-    def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-        self._tokens = 0.0
-
-
 class Poller:
     """Run with `await poller.run()` (until cancelled); `wake()` after submitting a task."""
 
@@ -95,7 +61,7 @@ class Poller:
         self.concurrency = concurrency
         self.idle_seconds = idle_seconds
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
-        self.limiter = TokenBucket(self.settings.rate_limit_per_second)
+        self.limiter = store.rate_limiter(self.client.base_url, self.settings.rate_limit_per_second)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self._wake = asyncio.Event()
 
@@ -108,29 +74,33 @@ class Poller:
         kinds = self.notifiers.kinds()
         log.info("poller %s started for %s (%s)", self.owner, self.client.base_url, ", ".join(kinds))
         try:
-            while True:
-                self._wake.clear()
-                if len(in_flight) >= self.concurrency:
-                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
-                if next_due is not None and next_due <= time.time():
-                    # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
-                    # in the rate limiter (a 429 pause would otherwise outlast it).
-                    allowance = await self.limiter.take(self.concurrency - len(in_flight))
-                    claimed = await self._claim(allowance, kinds)
-                    self.limiter.give_back(allowance - len(claimed))
-                    for record in claimed:
-                        job = asyncio.create_task(self._process(record))
-                        in_flight.add(job)
-                        job.add_done_callback(in_flight.discard)
-                    if claimed:
-                        continue
-                await self._idle(in_flight, next_due)
+            async with self.store.watch_new_tasks(self.wake):
+                await self._loop(in_flight, kinds)
         finally:
             for job in in_flight:
                 job.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _loop(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
+        while True:
+            self._wake.clear()
+            if len(in_flight) >= self.concurrency:
+                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
+            if next_due is not None and next_due <= time.time():
+                # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
+                # in the rate limiter (a 429 pause would otherwise outlast it).
+                allowance = await self.limiter.take(self.concurrency - len(in_flight))
+                claimed = await self._claim(allowance, kinds)
+                await self.limiter.give_back(allowance - len(claimed))
+                for record in claimed:
+                    job = asyncio.create_task(self._process(record))
+                    in_flight.add(job)
+                    job.add_done_callback(in_flight.discard)
+                if claimed:
+                    continue
+            await self._idle(in_flight, next_due)
 
     async def _claim(self, limit: int, kinds: list[str]) -> list[TaskRecord]:
         return await self.store.claim(
@@ -180,7 +150,7 @@ class Poller:
             task = await self.client.status(record.task_id)
         except RateLimitError as exc:
             pause = exc.retry_after if exc.retry_after is not None else self.scheduler.policy.dense_interval
-            self.limiter.pause(pause)
+            await self.limiter.pause(pause)
             record.due_at = time.time() + pause
             log.info("rate limited; every check paused for %.1fs", pause)
             return

@@ -69,11 +69,13 @@ class KlingService:
 
                 server = stack.enter_context(SandboxServer(settings.sandbox))
                 client = AsyncKlingClient(server.api_key, base_url=server.url, retry=retry, http_client=http)
-                store = open_store(settings.store.url, default_name=SANDBOX_STORE)
+                store = await open_store(
+                    settings.store.url, default_name=SANDBOX_STORE, pool_size=settings.store.pool_size
+                )
                 schedule = schedule or sandbox_schedule(settings.sandbox.finish_seconds)
             else:
                 client = AsyncKlingClient(settings.api_key, base_url=settings.base_url, retry=retry, http_client=http)
-                store = open_store(settings.store.url)
+                store = await open_store(settings.store.url, pool_size=settings.store.pool_size)
             stack.push_async_callback(store.close)
             yield cls(client, store, settings, http=http, schedule=schedule)
 

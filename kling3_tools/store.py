@@ -1,4 +1,4 @@
-"""The persistent task store: a typed interface and its SQLite backend.
+"""The persistent task store: a typed interface and its SQLite backend (PostgreSQL: `pg_store`).
 
 Every task any front end submits is written here the moment the API returns
 its id, before anything else happens. One column, `due_at`, says when the task
@@ -11,15 +11,19 @@ the CLI and standalone pollers on one machine can share one file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import platformdirs
 from pydantic import TypeAdapter
 
+from .errors import StoreError, TaskExistsError
+from .ratelimit import RateLimiter, TokenBucket
 from .records import Origin, Outcome, TaskRecord
 
 _ORIGIN = TypeAdapter[Origin](Origin)
@@ -58,7 +62,7 @@ CREATE INDEX IF NOT EXISTS tasks_history ON tasks (type, duration, finished_at) 
 CREATE INDEX IF NOT EXISTS tasks_submitted ON tasks (submitted_at);
 """
 
-_COLUMNS = [
+COLUMNS = [
     "task_id",
     "api_url",
     "type",
@@ -82,7 +86,7 @@ _COLUMNS = [
     "delivery_attempts",
     "delivery_error",
 ]
-_PROGRESS = [
+PROGRESS_COLUMNS = [
     "status",
     "raw_status",
     "consumed_credits",
@@ -92,7 +96,31 @@ _PROGRESS = [
     "finished_at",
     "due_at",
 ]
-_MUTABLE = [c for c in _COLUMNS if c not in {"task_id", "api_url", "type", "duration", "request", "submitted_at"}]
+MUTABLE_COLUMNS = [c for c in COLUMNS if c not in {"task_id", "api_url", "type", "duration", "request", "submitted_at"}]
+
+
+def progress_columns(record: TaskRecord) -> list[str]:
+    """What `save_progress` writes: a CLI task that ended was delivered by whoever saw it end."""
+    return [*PROGRESS_COLUMNS, "delivery"] if record.outcome and record.origin.kind == "cli" else PROGRESS_COLUMNS
+
+
+def record_to_row(record: TaskRecord) -> dict[str, Any]:
+    """Column values; JSON columns as JSON text (both backends read and write them as text)."""
+    data = record.model_dump(mode="json")
+    data["request"] = json.dumps(data["request"])
+    data["video_urls"] = json.dumps(data["video_urls"])
+    data["origin_kind"] = record.origin.kind
+    data["origin"] = record.origin.model_dump_json()
+    data["status"] = record.status.value
+    return data
+
+
+def record_from_row(row: dict[str, Any]) -> TaskRecord:
+    data = {key: row[key] for key in COLUMNS if key != "origin_kind"}
+    data["request"] = json.loads(data["request"])
+    data["video_urls"] = json.loads(data["video_urls"])
+    data["origin"] = _ORIGIN.validate_json(data["origin"])
+    return TaskRecord.model_validate(data)
 
 
 class TaskStore(Protocol):
@@ -141,6 +169,12 @@ class TaskStore(Protocol):
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
         """Credits per `origin.user_id` of tasks submitted since `since`, failed ones excluded."""
 
+    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+        """The request budget that every poller of this store shares for `api_url`."""
+
+    def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, call `wake()` when another process adds a task (where the backend can tell)."""
+
     async def close(self) -> None: ...
 
 
@@ -157,7 +191,7 @@ def path_from_url(url: str) -> Path:
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///")).expanduser()
     if "://" in url:
-        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db")
+        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db or postgresql://…")
     return Path(url).expanduser()
 
 
@@ -168,8 +202,9 @@ class SQLiteTaskStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
+        self._db.row_factory = _dict_row
         self._lock = threading.Lock()
+        self._limiters: dict[str, TokenBucket] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -196,40 +231,23 @@ class SQLiteTaskStore:
         self._db.execute("COMMIT")
         return result
 
-    # --- rows <-> records ---------------------------------------------------
-
-    @staticmethod
-    def _values(record: TaskRecord) -> dict[str, Any]:
-        data = record.model_dump(mode="json")
-        data["request"] = json.dumps(data["request"])
-        data["video_urls"] = json.dumps(data["video_urls"])
-        data["origin_kind"] = record.origin.kind
-        data["origin"] = record.origin.model_dump_json()
-        data["status"] = record.status.value
-        return data
-
-    @staticmethod
-    def _record(row: sqlite3.Row) -> TaskRecord:
-        data = {key: row[key] for key in _COLUMNS if key != "origin_kind"}
-        data["request"] = json.loads(data["request"])
-        data["video_urls"] = json.loads(data["video_urls"])
-        data["origin"] = _ORIGIN.validate_json(data["origin"])
-        return TaskRecord.model_validate(data)
-
     # --- the interface --------------------------------------------------------
 
     async def add(self, record: TaskRecord) -> None:
-        values = self._values(record)
-        sql = f"INSERT INTO tasks ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
-        await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        values = record_to_row(record)
+        sql = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
+        try:
+            await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        except sqlite3.IntegrityError as exc:
+            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
 
     async def get(self, task_id: str) -> TaskRecord | None:
         row = await self._run(lambda: self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone())
-        return None if row is None else self._record(row)
+        return None if row is None else record_from_row(row)
 
     async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
-        values = self._values(record)
-        assignments = ", ".join(f"{c} = :{c}" for c in _MUTABLE)
+        values = record_to_row(record)
+        assignments = ", ".join(f"{c} = :{c}" for c in MUTABLE_COLUMNS)
         if owner is None:
             sql = f"UPDATE tasks SET {assignments} WHERE task_id = :task_id"
         else:
@@ -242,9 +260,8 @@ class SQLiteTaskStore:
         return bool(cursor.rowcount)
 
     async def save_progress(self, record: TaskRecord) -> bool:
-        values = self._values(record)
-        columns = [*_PROGRESS, "delivery"] if record.outcome and record.origin.kind == "cli" else _PROGRESS
-        assignments = ", ".join(f"{c} = :{c}" for c in columns)
+        values = record_to_row(record)
+        assignments = ", ".join(f"{c} = :{c}" for c in progress_columns(record))
         sql = f"UPDATE tasks SET {assignments} WHERE task_id = :task_id AND outcome IS NULL"
         cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
         return bool(cursor.rowcount)
@@ -258,8 +275,8 @@ class SQLiteTaskStore:
             "AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at LIMIT ?"
         )
 
-        def work() -> list[sqlite3.Row]:
-            ids = [r[0] for r in self._db.execute(select, (now, api_url, *kinds, now, limit))]
+        def work() -> list[dict[str, Any]]:
+            ids = [r["task_id"] for r in self._db.execute(select, (now, api_url, *kinds, now, limit))]
             if not ids:
                 return []
             id_marks = ", ".join("?" for _ in ids)
@@ -270,7 +287,7 @@ class SQLiteTaskStore:
             return list(self._db.execute(f"SELECT * FROM tasks WHERE task_id IN ({id_marks}) ORDER BY due_at", ids))
 
         rows = await self._run(lambda: self._transaction(work))
-        return [self._record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
         sql = "UPDATE tasks SET lease_until = ? WHERE task_id = ? AND lease_owner = ?"
@@ -280,11 +297,11 @@ class SQLiteTaskStore:
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         marks = ", ".join("?" for _ in kinds)
         sql = (
-            "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < due_at THEN due_at ELSE lease_until END) "
+            "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < due_at THEN due_at ELSE lease_until END) AS due "
             f"FROM tasks WHERE due_at IS NOT NULL AND api_url = ? AND origin_kind IN ({marks})"
         )
         row = await self._run(lambda: self._db.execute(sql, (api_url, *kinds)).fetchone())
-        return None if row[0] is None else float(row[0])
+        return None if row["due"] is None else float(row["due"])
 
     async def recent(
         self,
@@ -302,31 +319,45 @@ class SQLiteTaskStore:
             args.append(Outcome(status).value)
         sql = f"SELECT * FROM tasks {self._where(where)} ORDER BY submitted_at DESC LIMIT ?"
         rows = await self._run(lambda: self._db.execute(sql, (*args, limit)).fetchall())
-        return [self._record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
         sql = (
-            "SELECT finished_at - submitted_at FROM tasks WHERE outcome = 'succeeded' AND type = ? "
+            "SELECT finished_at - submitted_at AS took FROM tasks WHERE outcome = 'succeeded' AND type = ? "
             "AND duration IS ? ORDER BY finished_at DESC LIMIT ?"
         )
         rows = await self._run(lambda: self._db.execute(sql, (type_, duration, limit)).fetchall())
-        return [float(row[0]) for row in rows]
+        return [float(row["took"]) for row in rows]
 
     async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
         where, args = self._filters(origin_kind=origin_kind, user_id=user_id)
         where += ["submitted_at >= ?", "(outcome IS NULL OR outcome != 'failed')"]
-        sql = f"SELECT COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) FROM tasks {self._where(where)}"
+        sql = (
+            "SELECT COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) AS credits "
+            f"FROM tasks {self._where(where)}"
+        )
         row = await self._run(lambda: self._db.execute(sql, (*args, since)).fetchone())
-        return int(row[0])
+        return int(row["credits"])
 
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
         sql = (
-            "SELECT json_extract(origin, '$.user_id'), SUM(COALESCE(consumed_credits, estimated_credits)) "
+            "SELECT json_extract(origin, '$.user_id') AS user_id, "
+            "SUM(COALESCE(consumed_credits, estimated_credits)) AS credits "
             "FROM tasks WHERE origin_kind = ? AND submitted_at >= ? AND (outcome IS NULL OR outcome != 'failed') "
             "GROUP BY 1"
         )
         rows = await self._run(lambda: self._db.execute(sql, (origin_kind, since)).fetchall())
-        return {int(user): int(credits) for user, credits in rows if user is not None}
+        return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
+
+    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+        """Per process: pollers in separate processes on one file split the rate (`kling3 poller --workers`)."""
+        if api_url not in self._limiters:
+            self._limiters[api_url] = TokenBucket(rate)
+        return self._limiters[api_url]
+
+    def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """SQLite cannot tell other processes; they find new tasks at their next sweep."""
+        return contextlib.nullcontext()
 
     async def close(self) -> None:
         await self._run(self._db.close)
@@ -348,6 +379,24 @@ class SQLiteTaskStore:
         return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
-def open_store(url: str = "", *, default_name: str = DEFAULT_STORE) -> SQLiteTaskStore:
-    """The store a `[store] url` names; empty means the default file in the user data folder."""
-    return SQLiteTaskStore(path_from_url(url) if url else default_store_path(default_name))
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+async def open_store(url: str = "", *, default_name: str = DEFAULT_STORE, pool_size: int = 10) -> TaskStore:
+    """The store a `[store] url` names; empty means the default SQLite file in the user data folder."""
+    if is_postgres_url(url):
+        try:
+            from .pg_store import PostgresTaskStore
+        except ImportError as exc:
+            extra = "pip install 'kling3-tools[postgres]'"
+            raise StoreError(f"a postgresql:// store needs the postgres extra: {extra} ({exc})") from None
+        return await PostgresTaskStore.open(url, pool_size=pool_size)
+    try:
+        return SQLiteTaskStore(path_from_url(url) if url else default_store_path(default_name))
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None

@@ -1,7 +1,8 @@
-"""Shared fixtures: a real sandbox on a loopback port, and a client pointed at it."""
+"""Shared fixtures: a real sandbox on a loopback port, a client pointed at it, a throwaway PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -12,6 +13,8 @@ import pytest
 from kling3_tools.client import AsyncKlingClient, RetryPolicy, WaitPolicy
 from kling3_tools.sandbox.options import SandboxOptions
 from kling3_tools.sandbox.server import SandboxServer
+
+from .postgres import PostgresCluster, find_bindir
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.5)
 FAST_WAIT = WaitPolicy(first_interval=0.05, factor=1.5, max_interval=0.2)
@@ -27,6 +30,30 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One cluster for the session; CI sets KLING3_REQUIRE_POSTGRES so that a missing server fails, not skips."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not found (apt-get install postgresql)"
+        if os.environ.get("KLING3_REQUIRE_POSTGRES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = PostgresCluster(bindir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A fresh database with the project's schema."""
+    from kling3_tools.pg_store import migrate
+
+    url = postgres_cluster.new_database()
+    asyncio.run(migrate(url))
+    return url
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
-from kling3_tools.poller import Poller, TokenBucket
+from kling3_tools.poller import Poller
+from kling3_tools.ratelimit import TokenBucket
 from kling3_tools.records import Delivery, Outcome, WebhookOrigin
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.schedule import SchedulePolicy
@@ -197,13 +198,13 @@ async def test_token_bucket_spaces_acquisitions():
     for _ in range(5):
         assert await bucket.take() == 1
     assert time.monotonic() - started >= 5 / 20 * 0.9
-    bucket.pause(0.2)
+    await bucket.pause(0.2)
     paused = time.monotonic()
     await bucket.take()
     assert time.monotonic() - paused >= 0.19
     slow = TokenBucket(rate=0.001, burst=3)
     assert await slow.take(3) == 3
-    slow.give_back(2)
+    await slow.give_back(2)
     assert await slow.take(5) == 2
 
 

@@ -1,4 +1,4 @@
-"""The SQLite store on a real file."""
+"""The store's contract, on both backends: a real SQLite file and a throwaway PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from kling3_tools.errors import StoreError, TaskExistsError
 from kling3_tools.models import GenerateRequest, Task, TaskStatus
 from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
 from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
@@ -24,11 +25,26 @@ def make_record(task_id: str, *, origin=None, due_at: float | None = 0.0, type_=
     return record
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tasks.db"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
-async def store(tmp_path):
-    store = SQLiteTaskStore(tmp_path / "tasks.db")
+async def store(store_url):
+    store = await open_store(store_url)
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def other(store_url):
+    """A second store on the same file or database, as another process would open it."""
+    other = await open_store(store_url)
+    yield other
+    await other.close()
 
 
 @pytest.mark.parametrize(
@@ -50,27 +66,34 @@ async def test_round_trip_with_every_origin(store, origin):
     assert loaded.estimated_credits == 7 * 54
 
 
-async def test_file_is_in_wal_mode_and_shared(tmp_path, store):
+async def test_sqlite_file_is_in_wal_mode_and_shared(tmp_path):
+    store = SQLiteTaskStore(tmp_path / "tasks.db")
     await store.add(make_record("n75a"))
     other = SQLiteTaskStore(store.path)
     assert (await other.get("n75a")) is not None
     await other.close()
+    await store.close()
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_a_second_store_sees_what_the_first_added(store, other):
+    await store.add(make_record("n75a", origin=WebhookOrigin(url="https://e.com/h")))
+    assert (await other.get("n75a")).origin == WebhookOrigin(url="https://e.com/h")
+    assert await other.get("n75zz") is None
+
+
 async def test_duplicate_task_id_is_refused(store):
     await store.add(make_record("n75a"))
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(TaskExistsError, match="n75a"):
         await store.add(make_record("n75a"))
 
 
-async def test_claim_leases_due_tasks_once(tmp_path, store):
+async def test_claim_leases_due_tasks_once(store, other):
     now = time.time()
     for i in range(10):
         await store.add(make_record(f"n75{i}", due_at=now - 10 + i))
     await store.add(make_record("n75later", due_at=now + 100))
-    other = SQLiteTaskStore(store.path)
     first, second = await asyncio.gather(
         store.claim(owner="a", now=now, lease_seconds=30, limit=6, api_url=API, kinds=KINDS),
         other.claim(owner="b", now=now, lease_seconds=30, limit=6, api_url=API, kinds=KINDS),
@@ -81,7 +104,7 @@ async def test_claim_leases_due_tasks_once(tmp_path, store):
     # after the lease expires, the tasks can be claimed again
     again = await other.claim(owner="c", now=now + 31, lease_seconds=30, limit=20, api_url=API, kinds=KINDS)
     assert {r.task_id for r in again} == ids_a | ids_b
-    await other.close()
+    assert [r.due_at for r in again] == sorted(r.due_at for r in again)  # soonest first
 
 
 async def test_claim_only_takes_kinds_it_can_deliver_and_its_own_api(store):
@@ -147,11 +170,17 @@ def test_store_urls(tmp_path):
     assert path_from_url(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db"
     assert path_from_url(str(tmp_path / "b.db")) == tmp_path / "b.db"
     with pytest.raises(ValueError, match="unsupported"):
-        path_from_url("postgresql://localhost/db")
+        path_from_url("mysql://localhost/db")
+
+
+async def test_an_unknown_url_scheme_is_a_store_error():
+    with pytest.raises(StoreError, match="postgresql://"):
+        await open_store("mysql://localhost/db")
 
 
 async def test_default_store_lives_in_the_user_data_folder():
-    store = open_store()
+    store = await open_store()
+    assert isinstance(store, SQLiteTaskStore)
     assert "kling3" in str(store.path)
     assert store.path.name == "tasks.db"
     await store.close()

@@ -1,0 +1,411 @@
+"""The task store on PostgreSQL, for any number of poller workers on any number of machines.
+
+Same contract as the SQLite store. Workers claim due tasks with
+`SELECT … FOR UPDATE SKIP LOCKED` under a lease that expires, so a dead
+worker's tasks go to the others; `add` sends a NOTIFY in the same statement,
+which wakes idle workers at once; the request budget is a row
+(`rate_limits`), so it holds across workers. The schema is versioned in
+`kling3_schema` and changed only by `migrate()` (`kling3 store migrate`).
+
+Times are seconds since the epoch from each worker's clock, as in SQLite:
+keep the workers' clocks synchronised (NTP), as with any lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow, dict_row
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .errors import StoreError, TaskExistsError
+from .ratelimit import RateLimiter, default_burst, refill
+from .records import Outcome, TaskRecord
+from .store import COLUMNS, MUTABLE_COLUMNS, StatusFilter, progress_columns, record_from_row, record_to_row
+
+log = logging.getLogger("kling3_tools.store")
+
+Connection = psycopg.AsyncConnection[TupleRow]
+Pool = AsyncConnectionPool[Connection]
+
+NEW_TASK_CHANNEL = "kling3_new_task"
+_MIGRATION_LOCK = 0x6B6C696E6733  # any constant: one `migrate` at a time
+_JSON_COLUMNS = {"request", "video_urls", "origin"}
+
+# One entry per schema version; never edit a released entry, append a new one.
+MIGRATIONS: list[list[str]] = [
+    [
+        """
+        CREATE TABLE tasks (
+            task_id text PRIMARY KEY,
+            api_url text NOT NULL,
+            type text NOT NULL,
+            duration integer,
+            request jsonb NOT NULL,
+            estimated_credits integer NOT NULL,
+            consumed_credits integer,
+            submitted_at double precision NOT NULL,
+            status text NOT NULL,
+            raw_status text NOT NULL,
+            outcome text,
+            finished_at double precision,
+            video_urls jsonb NOT NULL,
+            error_message text,
+            local_path text,
+            due_at double precision,
+            poll_count integer NOT NULL,
+            origin jsonb NOT NULL,
+            origin_kind text NOT NULL,
+            delivery text NOT NULL,
+            delivery_attempts integer NOT NULL,
+            delivery_error text,
+            lease_owner text,
+            lease_until double precision
+        )""",
+        # The claim and next_due walk this in due_at order and stop after a few rows.
+        "CREATE INDEX tasks_due ON tasks (api_url, due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX tasks_leased ON tasks (api_url, lease_until) WHERE lease_owner IS NOT NULL",
+        "CREATE INDEX tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded'",
+        "CREATE INDEX tasks_submitted ON tasks (submitted_at)",
+        """
+        CREATE TABLE rate_limits (
+            api_url text PRIMARY KEY,
+            tokens double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            paused_until double precision NOT NULL
+        )""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def describe_url(url: str) -> str:
+    """host:port/dbname, for messages: never the password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "an unparsable postgresql:// url"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+async def _connect(url: str) -> Connection:
+    try:
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
+
+
+async def _current_version(conn: Connection) -> int:
+    cursor = await conn.execute("SELECT to_regclass('kling3_schema') IS NOT NULL")
+    exists = await cursor.fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = await (await conn.execute("SELECT version FROM kling3_schema")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(url: str) -> tuple[int, int]:
+    """Bring the schema to this version of the project; returns (version before, version after)."""
+    async with await _connect(url) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        before = await _current_version(conn)
+        if before > SCHEMA_VERSION:
+            raise StoreError(_too_new(before))
+        if before == 0:
+            await conn.execute("CREATE TABLE kling3_schema (version integer NOT NULL)")
+            await conn.execute("INSERT INTO kling3_schema VALUES (0)")
+        for statements in MIGRATIONS[before:]:
+            for statement in statements:
+                await conn.execute(statement)
+        await conn.execute("UPDATE kling3_schema SET version = %s", (SCHEMA_VERSION,))
+    return before, SCHEMA_VERSION
+
+
+def _too_new(version: int) -> str:
+    return f"the store's schema is version {version}, newer than this kling3-tools knows ({SCHEMA_VERSION}): upgrade it"
+
+
+async def _configure(conn: Connection) -> None:
+    conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
+
+
+class PostgresTaskStore:
+    """`TaskStore` on PostgreSQL through one pool of connections per process."""
+
+    def __init__(self, url: str, pool: Pool) -> None:
+        self.url = url
+        self._pool = pool
+        self._limiters: dict[str, PostgresRateLimiter] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresTaskStore({describe_url(self.url)!r})"
+
+    @classmethod
+    async def open(cls, url: str, *, pool_size: int = 10) -> PostgresTaskStore:
+        """Connect and check the schema; a schema that is missing or behind asks for `kling3 store migrate`."""
+        async with await _connect(url) as conn:
+            version = await _current_version(conn)
+        if version > SCHEMA_VERSION:
+            raise StoreError(_too_new(version))
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"the task store at {describe_url(url)} has schema version {version}, this kling3-tools needs "
+                f"{SCHEMA_VERSION}: run `kling3 store migrate` once (it is safe to run again)"
+            )
+        pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs={"autocommit": True},
+            configure=_configure,
+            open=False,
+            name="kling3",
+        )
+        try:
+            await pool.open(wait=True, timeout=10)
+        except PoolTimeout as exc:
+            await pool.close()
+            raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
+        return cls(url, pool)
+
+    async def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(sql, params)
+            return await cursor.fetchall()
+
+    async def _count(self, sql: str, params: dict[str, Any]) -> int:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql, params)
+            return cursor.rowcount
+
+    @staticmethod
+    def _placeholder(column: str) -> str:
+        return f"%({column})s::jsonb" if column in _JSON_COLUMNS else f"%({column})s"
+
+    def _assignments(self, columns: list[str]) -> str:
+        return ", ".join(f"{c} = {self._placeholder(c)}" for c in columns)
+
+    async def add(self, record: TaskRecord) -> None:
+        sql = (
+            f"WITH added AS (INSERT INTO tasks ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join(self._placeholder(c) for c in COLUMNS)}) RETURNING api_url) "
+            "SELECT pg_notify(%(channel)s, api_url) FROM added"
+        )
+        try:
+            await self._count(sql, {**record_to_row(record), "channel": NEW_TASK_CHANNEL})
+        except psycopg.errors.UniqueViolation as exc:
+            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        rows = await self._rows("SELECT * FROM tasks WHERE task_id = %(task_id)s", {"task_id": task_id})
+        return record_from_row(rows[0]) if rows else None
+
+    async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
+        values = record_to_row(record)
+        sql = f"UPDATE tasks SET {self._assignments(MUTABLE_COLUMNS)}"
+        if owner is None:
+            sql += " WHERE task_id = %(task_id)s"
+        else:
+            # The claim's lease and this write are one statement: a worker that lost its lease writes nothing.
+            sql += ", lease_owner = NULL, lease_until = NULL WHERE task_id = %(task_id)s AND lease_owner = %(owner)s"
+        return bool(await self._count(sql, {**values, "owner": owner}))
+
+    async def save_progress(self, record: TaskRecord) -> bool:
+        sql = (
+            f"UPDATE tasks SET {self._assignments(progress_columns(record))} "
+            "WHERE task_id = %(task_id)s AND outcome IS NULL"
+        )
+        return bool(await self._count(sql, record_to_row(record)))
+
+    async def claim(
+        self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
+    ) -> list[TaskRecord]:
+        sql = """
+            WITH due AS (
+                SELECT task_id FROM tasks
+                WHERE api_url = %(api_url)s AND due_at <= %(now)s AND origin_kind = ANY(%(kinds)s)
+                  AND (lease_until IS NULL OR lease_until < %(now)s)
+                ORDER BY due_at
+                LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE tasks SET lease_owner = %(owner)s, lease_until = %(until)s
+            FROM due WHERE tasks.task_id = due.task_id
+            RETURNING tasks.*"""
+        params = {"api_url": api_url, "now": now, "kinds": kinds, "limit": limit, "owner": owner}
+        rows = await self._rows(sql, {**params, "until": now + lease_seconds})
+        return sorted((record_from_row(row) for row in rows), key=lambda r: r.due_at or 0.0)
+
+    async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
+        sql = "UPDATE tasks SET lease_until = %(until)s WHERE task_id = %(task_id)s AND lease_owner = %(owner)s"
+        return bool(await self._count(sql, {"until": until, "task_id": task_id, "owner": owner}))
+
+    async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
+        # Two index walks rather than one MIN over every tracked task: leased tasks are few (those in flight).
+        sql = """
+            SELECT LEAST(
+                (SELECT due_at FROM tasks
+                 WHERE api_url = %(api_url)s AND due_at IS NOT NULL AND origin_kind = ANY(%(kinds)s)
+                   AND (lease_until IS NULL OR lease_until < due_at)
+                 ORDER BY due_at LIMIT 1),
+                (SELECT min(lease_until) FROM tasks
+                 WHERE api_url = %(api_url)s AND lease_owner IS NOT NULL AND due_at IS NOT NULL
+                   AND origin_kind = ANY(%(kinds)s) AND lease_until >= due_at)
+            ) AS due"""
+        rows = await self._rows(sql, {"api_url": api_url, "kinds": kinds})
+        due = rows[0]["due"]
+        return None if due is None else float(due)
+
+    async def recent(
+        self,
+        *,
+        status: StatusFilter | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        where, params = self._filters(origin_kind=origin_kind, user_id=user_id)
+        if status == "running":
+            where.append("outcome IS NULL")
+        elif status is not None:
+            where.append("outcome = %(outcome)s")
+            params["outcome"] = Outcome(status).value
+        sql = f"SELECT * FROM tasks {_where(where)} ORDER BY submitted_at DESC LIMIT %(limit)s"
+        return [record_from_row(row) for row in await self._rows(sql, {**params, "limit": limit})]
+
+    async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
+        sql = (
+            "SELECT finished_at - submitted_at AS took FROM tasks WHERE outcome = 'succeeded' AND type = %(type)s "
+            "AND duration IS NOT DISTINCT FROM %(duration)s ORDER BY finished_at DESC LIMIT %(limit)s"
+        )
+        rows = await self._rows(sql, {"type": type_, "duration": duration, "limit": limit})
+        return [float(row["took"]) for row in rows]
+
+    async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
+        where, params = self._filters(origin_kind=origin_kind, user_id=user_id)
+        where += ["submitted_at >= %(since)s", "(outcome IS NULL OR outcome != 'failed')"]
+        credits = "COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) AS credits"
+        sql = f"SELECT {credits} FROM tasks {_where(where)}"
+        rows = await self._rows(sql, {**params, "since": since})
+        return int(rows[0]["credits"])
+
+    async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
+        sql = (
+            "SELECT (origin->>'user_id')::bigint AS user_id, SUM(COALESCE(consumed_credits, estimated_credits)) AS "
+            "credits FROM tasks WHERE origin_kind = %(kind)s AND submitted_at >= %(since)s "
+            "AND (outcome IS NULL OR outcome != 'failed') GROUP BY 1"
+        )
+        rows = await self._rows(sql, {"kind": origin_kind, "since": since})
+        return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
+
+    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+        if api_url not in self._limiters:
+            self._limiters[api_url] = PostgresRateLimiter(self._pool, api_url, rate)
+        return self._limiters[api_url]
+
+    @contextlib.asynccontextmanager
+    async def watch_new_tasks(self, wake: Callable[[], None]) -> AsyncIterator[None]:
+        listener = asyncio.create_task(self._listen(wake))
+        try:
+            yield
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen(self, wake: Callable[[], None], *, retry_seconds: float = 5.0) -> None:
+        """LISTEN on a connection of its own; when it drops, the poller's sweeps carry on until it is back."""
+        while True:
+            try:
+                async with await _connect(self.url) as conn:
+                    await conn.execute(f"LISTEN {NEW_TASK_CHANNEL}")
+                    wake()  # tasks added while nobody was listening
+                    async for _ in conn.notifies():
+                        wake()
+            except (psycopg.Error, StoreError) as exc:
+                log.warning("new-task notifications lost (%s); listening again in %.0fs", exc, retry_seconds)
+                await asyncio.sleep(retry_seconds)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @staticmethod
+    def _filters(*, origin_kind: str | None, user_id: int | None) -> tuple[list[str], dict[str, Any]]:
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        if origin_kind is not None:
+            where.append("origin_kind = %(origin_kind)s")
+            params["origin_kind"] = origin_kind
+        if user_id is not None:
+            where.append("(origin->>'user_id')::bigint = %(user_id)s")
+            params["user_id"] = user_id
+        return where, params
+
+
+def _where(clauses: list[str]) -> str:
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+class PostgresRateLimiter:
+    """A token bucket kept in a `rate_limits` row, on the database's clock, shared by every worker."""
+
+    def __init__(self, pool: Pool, api_url: str, rate: float) -> None:
+        self._pool = pool
+        self.api_url = api_url
+        self.rate = rate
+        self.burst = default_burst(rate)
+        self._lock = asyncio.Lock()  # one waiter per process; the row lock orders the processes
+
+    async def take(self, most: int = 1) -> int:
+        async with self._lock:
+            while True:
+                taken, wait = await self._try_take(most)
+                if taken:
+                    return taken
+                await asyncio.sleep(wait)
+
+    async def _try_take(self, most: int) -> tuple[int, float]:
+        params = {"api_url": self.api_url, "burst": self.burst}
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO rate_limits AS r "
+                "VALUES (%(api_url)s, %(burst)s, extract(epoch FROM clock_timestamp()), 0) "
+                "ON CONFLICT (api_url) DO UPDATE SET api_url = r.api_url "
+                "RETURNING r.tokens, r.updated_at, r.paused_until, extract(epoch FROM clock_timestamp())::float8",
+                params,
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            tokens, updated_at, paused_until, now = (float(value) for value in row)
+            if now < paused_until:
+                return 0, paused_until - now
+            tokens = refill(tokens, now - updated_at, rate=self.rate, burst=self.burst)
+            taken = min(most, int(tokens)) if tokens >= 1 else 0
+            await conn.execute(
+                "UPDATE rate_limits SET tokens = %(tokens)s, updated_at = %(now)s WHERE api_url = %(api_url)s",
+                {"tokens": tokens - taken, "now": now, "api_url": self.api_url},
+            )
+        return taken, (1 - tokens) / self.rate
+
+    async def give_back(self, count: int) -> None:
+        if count <= 0:
+            return
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE rate_limits SET tokens = LEAST(%(burst)s, tokens + %(count)s) WHERE api_url = %(api_url)s",
+                {"burst": self.burst, "count": count, "api_url": self.api_url},
+            )
+
+    async def pause(self, seconds: float) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE rate_limits SET tokens = 0, paused_until = GREATEST(paused_until, "
+                "extract(epoch FROM clock_timestamp()) + %(seconds)s) WHERE api_url = %(api_url)s",
+                {"seconds": seconds, "api_url": self.api_url},
+            )

@@ -1,0 +1,80 @@
+"""A throwaway PostgreSQL cluster: initdb in a temporary folder, one server on a loopback port.
+
+The server binaries come from the distribution's packages (`.ci/run` installs
+them when missing). initdb refuses to run as root, so under root the cluster
+belongs to the `postgres` account the package creates.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+
+def find_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    candidates = [str(Path(found).resolve().parent)] if found else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
+    for folder in candidates:
+        if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
+            return Path(folder)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PostgresCluster:
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="kling3-pg-"))
+        self.data = self.root / "data"
+        self._run_as: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.root, account.pw_uid, account.pw_gid)
+            self._run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    def _run(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bindir / tool), *args], check=True, capture_output=True, cwd=self.root, **self._run_as
+        )
+
+    def start(self) -> PostgresCluster:
+        self._run("initdb", "-D", str(self.data), "-U", "kling3", "-A", "trust", "-E", "UTF8", "--locale=C", "-N")
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
+        return self
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://kling3@127.0.0.1:{self.port}/{dbname}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its url."""
+        name = f"kling3_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        return self.url(name)
