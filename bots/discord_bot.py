@@ -50,7 +50,9 @@ class KlingBot(discord.Client):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(TaskButton)
-        self.service.notifiers.register(DiscordNotifier(self, self.service.http))
+        self.service.notifiers.register(
+            DiscordNotifier(self, self.service.http, settings=self.settings.discord, scheduler=self.service.scheduler)
+        )
         self._poller = asyncio.create_task(self.service.poller().run())
         if self.sync_commands:
             await self._sync()

@@ -2,7 +2,8 @@
 
 Everything goes through the bot token over REST (channel messages), never an
 interaction follow-up: interaction tokens expire after 15 minutes and videos
-can take longer, or finish after a restart.
+can take longer, or finish after a restart. So a poller worker needs no
+gateway connection: `rest_notifier()` logs in over REST only.
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ import asyncio
 import contextlib
 import io
 import time
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
 
 import discord
 import httpx
 
+from kling3_tools.config import DiscordSettings
 from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
+from kling3_tools.schedule import Scheduler
+from kling3_tools.service import KlingService
 
 from .views import result_view
-
-if TYPE_CHECKING:
-    from .discord_bot import KlingBot
 
 STATUS_COLOURS = {
     "queued": discord.Colour.light_grey(),
@@ -63,9 +64,19 @@ class DiscordNotifier:
 
     kind = "discord"
 
-    def __init__(self, bot: KlingBot, http: httpx.AsyncClient, *, min_edit_seconds: float = 5.0) -> None:
-        self.bot = bot
+    def __init__(
+        self,
+        client: discord.Client,
+        http: httpx.AsyncClient,
+        *,
+        settings: DiscordSettings,
+        scheduler: Scheduler,
+        min_edit_seconds: float = 5.0,
+    ) -> None:
+        self.client = client
         self.http = http
+        self.settings = settings
+        self.scheduler = scheduler
         self.min_edit_seconds = min_edit_seconds
         self._last_edit: dict[str, float] = {}
         self._upload_limits: dict[int, int] = {}
@@ -83,7 +94,7 @@ class DiscordNotifier:
         self._last_edit.pop(record.task_id, None)
         with contextlib.suppress(discord.HTTPException):  # the embed may be gone; the message below matters
             await self._edit_embed(record)
-        channel = self.bot.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
+        channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
         mention = f"<@{origin.user_id}>"
         allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
         if record.outcome is Outcome.SUCCEEDED:
@@ -104,17 +115,17 @@ class DiscordNotifier:
         origin = record.origin
         if not isinstance(origin, DiscordOrigin) or origin.message_id is None:
             return
-        channel = self.bot.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
-        embed = task_embed(record, expected_at=await self.bot.service.scheduler.expected_finish(record))
+        channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
+        embed = task_embed(record, expected_at=await self.scheduler.expected_finish(record))
         await channel.get_partial_message(origin.message_id).edit(embed=embed)
 
     async def _upload_limit(self, guild_id: int | None) -> int:
         """Bytes that may be attached here: the guild's limit, capped by the configured one."""
-        configured = int(self.bot.settings.discord.attach_videos_up_to_mb * 1024 * 1024)
+        configured = int(self.settings.attach_videos_up_to_mb * 1024 * 1024)
         if guild_id is None:
             return min(configured, discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES)
         if guild_id not in self._upload_limits:
-            guild = self.bot.get_guild(guild_id) or await self.bot.fetch_guild(guild_id)
+            guild = self.client.get_guild(guild_id) or await self.client.fetch_guild(guild_id)
             self._upload_limits[guild_id] = guild.filesize_limit
         return min(configured, self._upload_limits[guild_id])
 
@@ -128,6 +139,17 @@ class DiscordNotifier:
         else:
             data = await _read_limited_url(self.http, record.video_url, limit)
         return None if data is None else discord.File(io.BytesIO(data), filename=f"{record.task_id}.mp4")
+
+
+@contextlib.asynccontextmanager
+async def rest_notifier(service: KlingService, token: str) -> AsyncIterator[DiscordNotifier]:
+    """A Discord notifier for a poller worker: the bot token over REST, no gateway connection, no commands."""
+    client = discord.Client(intents=discord.Intents.none())
+    await client.login(token)
+    try:
+        yield DiscordNotifier(client, service.http, settings=service.settings.discord, scheduler=service.scheduler)
+    finally:
+        await client.close()
 
 
 async def _read_limited_url(http: httpx.AsyncClient, url: str, limit: int) -> bytes | None:

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,7 +30,15 @@ from .errors import KlingError, RequestValidationError
 from .models import GenerateRequest, Task, quote
 from .records import CliOrigin, TaskRecord, WebhookOrigin
 from .service import KlingService
-from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, open_store
+from .store import (
+    DEFAULT_STORE,
+    SANDBOX_STORE,
+    SQLiteTaskStore,
+    StatusFilter,
+    is_postgres_url,
+    migrate_postgres,
+    open_store,
+)
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -121,7 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
     tasks.add_argument("--json", action="store_true", help="print one JSON object")
 
-    commands.add_parser("poller", help="follow every recorded task and deliver results (webhooks); runs until Ctrl-C")
+    poller = commands.add_parser(
+        "poller",
+        help="follow every recorded task and deliver results (webhooks, Discord); runs until Ctrl-C",
+        description=(
+            "Follow every task in the store and deliver each result to where it was asked for: webhooks, and "
+            "Discord channels when DISCORD_TOKEN is set (over REST; no gateway connection). Any number of pollers "
+            "may share one store; with PostgreSQL they may run on many machines."
+        ),
+    )
+    poller.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes and restart any that dies (default 1); "
+        "on SQLite they split the rate limit, on PostgreSQL they share it",
+    )
+
+    store = commands.add_parser("store", help="manage the task store")
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    store_commands.add_parser(
+        "migrate", help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again"
+    )
 
     from .mcp_main import add_arguments as add_mcp_arguments
 
@@ -345,13 +377,84 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.workers > 1:
+        return await _run_workers(args, settings)
     logging.getLogger("kling3_tools.poller").setLevel(logging.INFO)
-    async with _service(args, settings) as service:
+    async with _service(args, settings) as service, contextlib.AsyncExitStack() as stack:
+        if token := os.environ.get("DISCORD_TOKEN"):
+            try:
+                from bots.notifier import rest_notifier
+            except ImportError as exc:
+                raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing ({exc})") from None
+            service.notifiers.register(await stack.enter_async_context(rest_notifier(service, token)))
         poller = service.poller()
         err.print(
-            f"Polling for {', '.join(service.notifiers.kinds())} tasks of {service.client.base_url}; Ctrl-C stops."
+            f"Polling for {', '.join(service.notifiers.kinds())} tasks of {service.client.base_url} "
+            f"as {poller.owner}; Ctrl-C stops."
         )
         await poller.run()
+    return EXIT_OK
+
+
+WORKER_RESTART_SECONDS = 2.0
+
+
+async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Start N `kling3 poller` processes and keep them running; stop them all on Ctrl-C or SIGTERM."""
+    if args.sandbox:
+        raise UsageError(
+            "--workers needs one API that every worker shares: run `kling3 sandbox` and set KLING_BASE_URL to it"
+        )
+    env = dict(os.environ)
+    if not is_postgres_url(settings.store.url):  # SQLite cannot share a bucket between processes: split it
+        env["KLING_POLLER__RATE_LIMIT_PER_SECOND"] = str(settings.poller.rate_limit_per_second / args.workers)
+    command = [sys.executable, "-m", "kling3_tools"]
+    if args.config:
+        command += ["--config", args.config]
+    if args.base_url:
+        command += ["--base-url", args.base_url]
+    command += ["-v"] * args.verbose + ["poller"]
+
+    async def start(index: int) -> asyncio.subprocess.Process:
+        worker = await asyncio.create_subprocess_exec(*command, env=env, stdin=asyncio.subprocess.DEVNULL)
+        err.print(f"worker {index} started (pid {worker.pid})")
+        return worker
+
+    workers = [await start(i) for i in range(args.workers)]
+    try:
+        while True:
+            exits = {asyncio.ensure_future(w.wait()): i for i, w in enumerate(workers)}
+            done, pending = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            for waiter in done:
+                index, code = exits[waiter], waiter.result()
+                if code == EXIT_BAD_INPUT:
+                    err.print(f"worker {index} refused its configuration; stopping")
+                    return EXIT_BAD_INPUT
+                err.print(f"worker {index} exited with code {code}; restarting in {WORKER_RESTART_SECONDS:g}s")
+                await asyncio.sleep(WORKER_RESTART_SECONDS)
+                workers[index] = await start(index)
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.terminate()
+        await asyncio.gather(*(w.wait() for w in workers))
+
+
+async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    url = settings.store.url
+    if not is_postgres_url(url):
+        store = await open_store(url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+        await store.close()
+        where = store.path if isinstance(store, SQLiteTaskStore) else url
+        out.print(f"SQLite store {where} is ready (SQLite creates its schema when it opens).")
+        return EXIT_OK
+    before, after = await migrate_postgres(url)
+    change = f"migrated from version {before}" if before != after else "already current"
+    out.print(f"PostgreSQL task store: schema version {after} ({change}).")
     return EXIT_OK
 
 
@@ -413,13 +516,20 @@ ASYNC_COMMANDS = {
     "wait": cmd_wait,
     "tasks": cmd_tasks,
     "poller": cmd_poller,
+    "store": cmd_store,
     "cost": cmd_cost,
     "models": cmd_models,
 }
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "poller":  # `docker stop` and supervisors send SIGTERM: clean up as on Ctrl-C
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -85,6 +85,20 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Uses tasks_due: an index range scan in due_at order that stops after `limit` unlocked rows.
+CLAIM_SQL = """
+    WITH due AS (
+        SELECT task_id FROM tasks
+        WHERE api_url = %(api_url)s AND due_at <= %(now)s AND origin_kind = ANY(%(kinds)s)
+          AND (lease_until IS NULL OR lease_until < %(now)s)
+        ORDER BY due_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE tasks SET lease_owner = %(owner)s, lease_until = %(until)s
+    FROM due WHERE tasks.task_id = due.task_id
+    RETURNING tasks.*"""
+
 
 def describe_url(url: str) -> str:
     """host:port/dbname, for messages: never the password."""
@@ -227,20 +241,8 @@ class PostgresTaskStore:
     async def claim(
         self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
     ) -> list[TaskRecord]:
-        sql = """
-            WITH due AS (
-                SELECT task_id FROM tasks
-                WHERE api_url = %(api_url)s AND due_at <= %(now)s AND origin_kind = ANY(%(kinds)s)
-                  AND (lease_until IS NULL OR lease_until < %(now)s)
-                ORDER BY due_at
-                LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE tasks SET lease_owner = %(owner)s, lease_until = %(until)s
-            FROM due WHERE tasks.task_id = due.task_id
-            RETURNING tasks.*"""
         params = {"api_url": api_url, "now": now, "kinds": kinds, "limit": limit, "owner": owner}
-        rows = await self._rows(sql, {**params, "until": now + lease_seconds})
+        rows = await self._rows(CLAIM_SQL, {**params, "until": now + lease_seconds})
         return sorted((record_from_row(row) for row in rows), key=lambda r: r.due_at or 0.0)
 
     async def renew(self, task_id: str, *, owner: str, until: float) -> bool:

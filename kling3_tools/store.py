@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, Protocol
 
 import platformdirs
@@ -387,16 +388,27 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
+def _postgres() -> ModuleType:
+    try:
+        from . import pg_store
+    except ImportError as exc:
+        extra = "pip install 'kling3-tools[postgres]'"
+        raise StoreError(f"a postgresql:// store needs the postgres extra: {extra} ({exc})") from None
+    return pg_store
+
+
 async def open_store(url: str = "", *, default_name: str = DEFAULT_STORE, pool_size: int = 10) -> TaskStore:
     """The store a `[store] url` names; empty means the default SQLite file in the user data folder."""
     if is_postgres_url(url):
-        try:
-            from .pg_store import PostgresTaskStore
-        except ImportError as exc:
-            extra = "pip install 'kling3-tools[postgres]'"
-            raise StoreError(f"a postgresql:// store needs the postgres extra: {extra} ({exc})") from None
-        return await PostgresTaskStore.open(url, pool_size=pool_size)
+        store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
+        return store
     try:
         return SQLiteTaskStore(path_from_url(url) if url else default_store_path(default_name))
     except ValueError as exc:
         raise StoreError(str(exc)) from None
+
+
+async def migrate_postgres(url: str) -> tuple[int, int]:
+    """Create or upgrade a PostgreSQL store's schema: (version before, version after)."""
+    result: tuple[int, int] = await _postgres().migrate(url)
+    return result

@@ -50,9 +50,7 @@ class PostgresCluster:
             self._run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [str(self.bindir / tool), *args], check=True, capture_output=True, cwd=self.root, **self._run_as
-        )
+        subprocess.run([str(self.bindir / tool), *args], check=True, capture_output=True, cwd=self.root, **self._run_as)
 
     def start(self) -> PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", "kling3", "-A", "trust", "-E", "UTF8", "--locale=C", "-N")

@@ -161,3 +161,26 @@ def test_tasks_reads_the_local_store_without_a_key():
     result = kling3("tasks", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"tasks": []}
+
+
+def test_store_migrate_creates_then_keeps_the_postgres_schema(postgres_cluster):
+    url = postgres_cluster.new_database()
+    before = kling3("tasks", KLING_STORE__URL=url)
+    assert before.returncode == 1 and "kling3 store migrate" in before.stderr and "Traceback" not in before.stderr
+    first = kling3("store", "migrate", KLING_STORE__URL=url)
+    assert first.returncode == 0, first.stderr
+    assert "schema version 1 (migrated from version 0)" in first.stdout
+    again = kling3("store", "migrate", KLING_STORE__URL=url)
+    assert "schema version 1 (already current)" in again.stdout
+    assert kling3("tasks", KLING_STORE__URL=url).returncode == 0
+
+
+def test_store_migrate_on_sqlite_says_nothing_is_needed(tmp_path):
+    result = kling3("store", "migrate", KLING_STORE__URL=f"sqlite:///{tmp_path}/t.db")
+    assert result.returncode == 0 and "ready" in result.stdout
+    assert (tmp_path / "t.db").is_file()
+
+
+def test_workers_refuse_an_embedded_sandbox():
+    result = kling3("--sandbox", "poller", "--workers", "2")
+    assert result.returncode == 2 and "kling3 sandbox" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -359,3 +360,36 @@ async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbo
     assert record.task_id in callbacks(fake, mine)[0].body["data"]["content"]
     [answer] = followups(fake, status)
     assert f"`{record.task_id}`" in str(answer.body["embeds"])
+
+
+async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeypatch, sandbox, postgres_url):
+    """What `kling3 poller` does with DISCORD_TOKEN set: the bot token over REST, no gateway, no commands."""
+    from bots.notifier import rest_notifier
+    from kling3_tools.models import GenerateRequest
+
+    settings = Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": postgres_url},
+        poller={"rate_limit_per_second": 100, "lease_seconds": 2},
+    )
+    origin = DiscordOrigin(guild_id=fd.GUILD_ID, channel_id=fd.CHANNEL_ID, user_id=ALICE)
+    async with fake_discord(monkeypatch) as fake, KlingService.open(settings, schedule=FAST) as service:
+        record = await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="a fox"), origin)
+        async with rest_notifier(service, "fake-bot-token") as notifier:
+            service.notifiers.register(notifier)
+            worker = asyncio.create_task(service.poller().run())
+            try:
+                await eventually(lambda: len(fake.channel_posts()) == 1, timeout=30)
+            finally:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+    [post] = fake.channel_posts()
+    assert post.path == f"/channels/{fd.CHANNEL_ID}/messages"
+    assert f"<@{ALICE}> your video is ready" in post.body["content"]
+    assert post.files and post.files[0][1] == len(SAMPLE_VIDEO)  # the guild's upload limit was read over REST
+    assert fake.find("GET", f"/guilds/{fd.GUILD_ID}")
+    assert not fake.find("GET", "/gateway")  # never asked where the gateway is: no gateway connection
+    assert not fake.find("PUT", "/commands")  # and registered no commands
+    assert record.task_id in post.body["components"][0]["components"][0]["custom_id"]

@@ -1,0 +1,100 @@
+"""What only the PostgreSQL store does: migrations, index use, NOTIFY wake-ups, a rate limit shared by processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import psycopg
+import pytest
+
+from kling3_tools.errors import StoreError
+from kling3_tools.pg_store import CLAIM_SQL, SCHEMA_VERSION, PostgresTaskStore, migrate
+from kling3_tools.records import CliOrigin
+
+from .test_store import API, KINDS, make_record
+
+
+async def test_a_database_without_the_schema_asks_for_migrate(postgres_cluster):
+    url = postgres_cluster.new_database()
+    with pytest.raises(StoreError, match="kling3 store migrate"):
+        await PostgresTaskStore.open(url)
+    first, second = await asyncio.gather(migrate(url), migrate(url))  # two deployments starting at once
+    assert sorted([first, second]) == [(0, SCHEMA_VERSION), (SCHEMA_VERSION, SCHEMA_VERSION)]
+    assert await migrate(url) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    store = await PostgresTaskStore.open(url)
+    await store.add(make_record("n75a"))
+    assert (await store.get("n75a")).origin == CliOrigin()
+    await store.close()
+
+
+async def test_a_schema_newer_than_the_code_is_refused(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE kling3_schema SET version = version + 1")
+    with pytest.raises(StoreError, match="newer"):
+        await PostgresTaskStore.open(postgres_url)
+    with pytest.raises(StoreError, match="newer"):
+        await migrate(postgres_url)
+
+
+async def test_errors_name_the_server_but_never_the_password(postgres_cluster):
+    url = f"postgresql://kling3:s3cret-pw@127.0.0.1:{postgres_cluster.port + 1}/nowhere"
+    with pytest.raises(StoreError) as caught:
+        await PostgresTaskStore.open(url)
+    assert f"127.0.0.1:{postgres_cluster.port + 1}/nowhere" in caught.value.message
+    assert "s3cret-pw" not in caught.value.message
+
+
+def explain_claim(url: str, now: float) -> str:
+    params = {"api_url": API, "now": now, "kinds": KINDS, "limit": 8, "owner": "x", "until": now + 60}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE tasks")
+        rows = conn.execute(f"EXPLAIN (FORMAT JSON) {CLAIM_SQL}", params).fetchall()  # type: ignore[arg-type]
+    return json.dumps(rows[0][0])
+
+
+async def test_the_claim_walks_an_index_not_the_table(postgres_url):
+    store = await PostgresTaskStore.open(postgres_url)
+    now = time.time()
+    rows = [make_record(f"n75{i}", due_at=now + 60 + i) for i in range(3000)]
+    rows += [make_record(f"n75due{i}", due_at=now - 1) for i in range(20)]
+    finished = make_record("n75done", due_at=None)
+    await asyncio.gather(*(store.add(r) for r in [*rows, finished]))
+    plan = explain_claim(postgres_url, now)
+    assert "tasks_due" in plan
+    assert '"Seq Scan"' not in plan
+    claimed = await store.claim(owner="a", now=now, lease_seconds=30, limit=8, api_url=API, kinds=KINDS)
+    assert len(claimed) == 8 and all(r.task_id.startswith("n75due") for r in claimed)
+    await store.close()
+
+
+async def test_adding_a_task_wakes_a_store_watching_from_elsewhere(postgres_url):
+    watcher, writer = await PostgresTaskStore.open(postgres_url), await PostgresTaskStore.open(postgres_url)
+    woken = asyncio.Event()
+    async with watcher.watch_new_tasks(woken.set):
+        await asyncio.wait_for(woken.wait(), 10)  # the first wake-up says "look, you may have missed some"
+        woken.clear()
+        await writer.add(make_record("n75a"))
+        await asyncio.wait_for(woken.wait(), 10)
+    await asyncio.gather(watcher.close(), writer.close())
+
+
+async def test_the_rate_limit_is_shared_by_stores_in_different_processes(postgres_url):
+    stores = [await PostgresTaskStore.open(postgres_url) for _ in range(3)]
+    limiters = [s.rate_limiter(API, 10) for s in stores]
+
+    async def take_all(limiter, count: int) -> None:
+        for _ in range(count):
+            await limiter.take()
+
+    started = time.monotonic()
+    await asyncio.gather(*(take_all(limiter, 10) for limiter in limiters))
+    # 30 tokens at 10/s with a burst of 10: at least 2 s in all, whoever took them
+    assert time.monotonic() - started >= 2.0 * 0.9
+
+    await limiters[0].pause(1.0)  # one worker saw a 429
+    paused = time.monotonic()
+    await limiters[2].take()
+    assert time.monotonic() - paused >= 0.9
+    await asyncio.gather(*(s.close() for s in stores))

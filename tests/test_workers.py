@@ -1,0 +1,155 @@
+"""Several poller worker processes sharing one PostgreSQL store, with one killed mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from kling3_tools.config import Settings
+from kling3_tools.models import GenerateRequest
+from kling3_tools.records import Delivery, WebhookOrigin
+from kling3_tools.service import KlingService
+
+from .conftest import set_options, stats
+from .helpers import SECRET, Receiver, eventually, start_receiver
+from .test_poller import FAST, TYPES
+
+LEASE_SECONDS = 2.0
+
+
+@pytest.fixture
+def receiver():
+    receiver = Receiver()
+    server, url = start_receiver(receiver)
+    receiver.url = url  # type: ignore[attr-defined]
+    yield receiver
+    server.stop()
+
+
+def worker_env(sandbox, store_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": store_url,
+        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
+        "KLING_POLLER__LEASE_SECONDS": str(LEASE_SECONDS),
+        "KLING_POLLER__RATE_LIMIT_PER_SECOND": "400",
+        "KLING_POLLER__EXPECTED_SECONDS": "[1.0, 4.0]",
+        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.3",
+        "KLING_POLLER__MAX_INTERVAL_SECONDS": "1.0",
+        **extra,
+    }
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kling3_tools", *command], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
+async def submit(service: KlingService, url: str, count: int) -> list[str]:
+    async def one(i: int) -> str:
+        # 3 s clips: 500 of them fit the sandbox's starting balance
+        request = GenerateRequest.build(type=TYPES[i % len(TYPES)], prompt=f"clip {i}", duration=3)
+        return (await service.submit(request, WebhookOrigin(url=url))).task_id
+
+    ids: list[str] = []
+    for first in range(0, count, 50):
+        ids += await asyncio.gather(*(one(i) for i in range(first, min(first + 50, count))))
+    return ids
+
+
+async def delivered(service: KlingService) -> set[str]:
+    records = await service.store.recent(limit=100_000)
+    return {r.task_id for r in records if r.delivery is Delivery.DELIVERED}
+
+
+async def test_three_workers_one_killed_deliver_every_task_once(sandbox, receiver, postgres_url, tmp_path):
+    set_options(sandbox, finish_seconds=3.0, finish_spread=0.8, failure_rate=0.1)
+    settings = Settings.load(api_key=sandbox.api_key, base_url=sandbox.url, store={"url": postgres_url})
+    async with KlingService.open(settings, schedule=FAST) as service:
+        ids = await submit(service, receiver.url, 500)
+        env = worker_env(sandbox, postgres_url)
+        logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+        workers = [start(["-v", "poller"], env, log) for log in logs]
+        try:
+            await eventually(lambda: len(receiver.events) >= 150, timeout=120)
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait()
+            killed_at = time.time()
+            delivered_before_kill = await delivered(service)
+            assert len(delivered_before_kill) < len(ids), "the kill did not land mid-run"
+
+            async def all_done() -> bool:
+                return len(await delivered(service)) == len(ids)
+
+            await eventually(all_done, timeout=180)
+        finally:
+            for worker in workers[1:]:
+                worker.send_signal(signal.SIGINT)
+            for worker in workers[1:]:
+                worker.wait(timeout=20)
+
+    # Every task reached the receiver, each under one event id; repeats are only those in flight at the kill.
+    counts = receiver.counts()
+    assert set(counts) == set(ids)
+    event_ids: dict[str, set[str]] = {}
+    for event in receiver.events:
+        event_ids.setdefault(event["task"]["task_id"], set()).add(event["event_id"])
+    assert all(len(events) == 1 for events in event_ids.values())  # a receiver dedupes repeats by event id
+    repeated = {task_id for task_id, n in counts.items() if n > 1}
+    print(f"{len(repeated)} tasks were sent twice (in flight at the kill)")
+    assert len(repeated) <= 8  # at most the killed worker's jobs in flight (its concurrency)
+    assert not repeated & delivered_before_kill  # marked delivered: never sent again
+    # No task was ever polled by two workers at the same moment.
+    assert stats(sandbox)["max_concurrent_polls_of_one_task"] == 1
+    # The dead worker's leases ran out and others finished its tasks; everyone did a share of the work.
+    with psycopg.connect(postgres_url) as conn:
+        left = conn.execute("SELECT count(*) FROM tasks WHERE lease_owner IS NOT NULL OR due_at IS NOT NULL")
+        assert left.fetchone() == (0,)
+    logged = [log.read_text() for log in logs]
+    assert all(text.count("delivered ") > 0 for text in logged)
+    # one log line per accepted POST, but the killed worker may have died between a POST and its line
+    assert len(ids) <= sum(text.count("delivered ") for text in logged) <= sum(counts.values())
+    assert not any("Traceback" in text for text in logged)
+    assert time.time() - killed_at > LEASE_SECONDS
+
+
+async def test_workers_flag_supervises_and_restarts_a_dead_worker(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=2.0, finish_spread=0.5)
+    db = tmp_path / "t.db"
+    settings = Settings.load(api_key=sandbox.api_key, base_url=sandbox.url, store={"url": f"sqlite:///{db}"})
+    async with KlingService.open(settings, schedule=FAST) as service:
+        ids = await submit(service, receiver.url, 40)
+        log = tmp_path / "supervisor.log"
+        supervisor = start(["poller", "--workers", "2"], worker_env(sandbox, f"sqlite:///{db}"), log)
+        try:
+            await eventually(lambda: len(re.findall(r"started \(pid (\d+)\)", log.read_text())) == 2, timeout=30)
+            first_pid = int(re.findall(r"started \(pid (\d+)\)", log.read_text())[0])
+            os.kill(first_pid, signal.SIGKILL)
+            await eventually(lambda: "worker 0 exited with code -9; restarting" in log.read_text(), timeout=30)
+            await eventually(lambda: len(re.findall(r"started \(pid (\d+)\)", log.read_text())) == 3, timeout=30)
+
+            async def all_done() -> bool:
+                return len(await delivered(service)) == len(ids)
+
+            await eventually(all_done, timeout=90)
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            assert supervisor.wait(timeout=20) is not None
+    pids = [int(p) for p in re.findall(r"started \(pid (\d+)\)", log.read_text())]
+    for pid in pids:  # the supervisor took its workers down with it
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert set(receiver.counts()) == set(ids)
