@@ -35,11 +35,20 @@ log = logging.getLogger("kling3_tools.discord")
 AttachmentKind = Literal["image", "video"]
 
 
-class KlingBot(discord.Client):
+class KlingBot(discord.AutoShardedClient):
+    """Sharded like any large bot: Discord's recommended shard count by default, or `[discord] shard_count`
+    with a slice of `shard_ids` per process when one bot runs as several processes."""
+
     def __init__(self, service: KlingService, settings: Settings, *, sync_commands: bool = True) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # guild objects (upload limits, roles) arrive with the gateway's GUILD_CREATE
-        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions(users=True, everyone=False))
+        super().__init__(
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions(users=True, everyone=False),
+            shard_count=settings.discord.shard_count or None,
+        )
+        if settings.discord.shard_ids:  # checked against shard_count by the settings
+            self.shard_ids = settings.discord.shard_ids
         self.service = service
         self.settings = settings
         self.policy = Policy(settings.discord, service.store)

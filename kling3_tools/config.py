@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -94,6 +94,16 @@ class DiscordSettings(_Section):
     admin_role: str = ""
     max_attachment_mb: float = Field(default=20.0, gt=0)
     attach_videos_up_to_mb: float = Field(default=25.0, ge=0)
+    shard_count: int = Field(default=0, ge=0)
+    shard_ids: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shards_need_a_count(self) -> DiscordSettings:
+        if self.shard_ids and not self.shard_count:
+            raise ValueError("shard_ids needs shard_count (the total across every bot process)")
+        if any(i >= self.shard_count for i in self.shard_ids):
+            raise ValueError("every shard id must be below shard_count")
+        return self
 
 
 class Settings(BaseSettings):

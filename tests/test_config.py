@@ -2,7 +2,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from kling3_tools.config import Settings, default_config_path
 
@@ -94,3 +94,11 @@ def test_example_documents_every_key_and_loads():
     assert _commented_keys(text) == _keys(Settings)
     Settings.load(EXAMPLE)  # every key in it is known and valid
     assert tomllib.loads(text)["sandbox"]["api_key"] == "sandbox-key"
+
+
+def test_shard_ids_need_a_shard_count_that_covers_them():
+    assert Settings.load(discord={"shard_count": 4, "shard_ids": [2, 3]}).discord.shard_ids == [2, 3]
+    with pytest.raises(ValidationError, match="needs shard_count"):
+        Settings.load(discord={"shard_ids": [0]})
+    with pytest.raises(ValidationError, match="below shard_count"):
+        Settings.load(discord={"shard_count": 2, "shard_ids": [2]})

@@ -393,3 +393,11 @@ async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeyp
     assert not fake.find("GET", "/gateway")  # never asked where the gateway is: no gateway connection
     assert not fake.find("PUT", "/commands")  # and registered no commands
     assert record.task_id in post.body["components"][0]["components"][0]["custom_id"]
+
+
+async def test_the_bot_runs_the_configured_slice_of_shards(sandbox, tmp_path):
+    settings = bot_settings(sandbox, tmp_path, shard_count=4, shard_ids=[2, 3])
+    async with KlingService.open(settings, schedule=FAST) as service:
+        bot = KlingBot(service, settings)
+        assert isinstance(bot, discord.AutoShardedClient)
+        assert (bot.shard_count, bot.shard_ids) == (4, [2, 3])
