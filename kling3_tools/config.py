@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,11 @@ def config_path(explicit: str | Path | None = None) -> Path | None:
         return Path(env).expanduser()
     default = default_config_path()
     return default if default.is_file() else None
+
+
+def _empty_is_unset(value: Any) -> Any:
+    """`KLING_…_SECRET=` (as compose passes an unset variable) means no secret, never an empty one."""
+    return value or None
 
 
 class _Section(BaseModel):
@@ -72,6 +77,8 @@ class PollerSettings(_Section):
     media_dir: str = ""
     webhook_secret: SecretStr | None = None
 
+    _no_empty_secret = field_validator("webhook_secret", mode="before")(_empty_is_unset)
+
 
 class McpSettings(_Section):
     wait_seconds: float = Field(default=45.0, ge=0, le=55)
@@ -80,6 +87,8 @@ class McpSettings(_Section):
     confirm_above_credits: int = Field(default=0, ge=0)
     when_cannot_confirm: Literal["refuse", "allow"] = "refuse"
     http_token: SecretStr | None = None
+
+    _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
 
 
 class DiscordSettings(_Section):

@@ -102,3 +102,10 @@ def test_shard_ids_need_a_shard_count_that_covers_them():
         Settings.load(discord={"shard_ids": [0]})
     with pytest.raises(ValidationError, match="below shard_count"):
         Settings.load(discord={"shard_count": 2, "shard_ids": [2]})
+
+
+def test_an_empty_secret_from_the_environment_means_none(monkeypatch):
+    monkeypatch.setenv("KLING_POLLER__WEBHOOK_SECRET", "")
+    monkeypatch.setenv("KLING_MCP__HTTP_TOKEN", "")
+    settings = Settings.load()
+    assert settings.poller.webhook_secret is None and settings.mcp.http_token is None
