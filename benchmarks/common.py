@@ -33,12 +33,16 @@ def sandbox_process(finish_seconds: float = 0, **options: str) -> Iterator[str]:
     process = subprocess.Popen([*command, "--finish-seconds", str(finish_seconds)], env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(400):
+        for _ in range(600):
             try:
                 httpx.get(f"{url}/sandbox/stats")
                 break
             except httpx.TransportError:
+                if process.poll() is not None:
+                    raise SystemExit(f"the sandbox exited with code {process.returncode}") from None
                 time.sleep(0.05)
+        else:
+            raise SystemExit(f"the sandbox did not answer at {url} within 30 s")
         yield url
     finally:
         process.terminate()

@@ -144,15 +144,16 @@ async def submit(sandbox_url: str, store_url: str, count: int, hook: str) -> Non
 def throughput(cluster: PostgresCluster, sandbox_url: str, workers: int, deliveries: int) -> float:
     store_url = new_database(cluster)
     receiver = Receiver()
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         asyncio.run(submit(sandbox_url, store_url, deliveries, receiver.url))
         processes = [start_worker(sandbox_url, store_url, {"rate_limit_per_second": 5000}) for _ in range(workers)]
         deadline = time.time() + 300
         while len(receiver.arrivals) < deliveries and time.time() < deadline:
             time.sleep(0.2)
+    finally:
         for process in processes:
             stop(process)
-    finally:
         receiver.server.stop()
     arrivals = sorted(receiver.arrivals.values())
     if len(arrivals) < deliveries:
@@ -187,17 +188,18 @@ def failover(cluster: PostgresCluster, sandbox_url: str, lease: float) -> dict[s
         "dense_interval_seconds": 0.5,
         "max_interval_seconds": 1.0,
     }
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         asyncio.run(submit(sandbox_url, store_url, 64, receiver.url))
-        doomed = start_worker(sandbox_url, store_url, poller)
+        workers.append(start_worker(sandbox_url, store_url, poller))
         [doomed_owner] = wait_for(lambda: owners(store_url))
-        survivor = start_worker(sandbox_url, store_url, poller)
+        workers.append(start_worker(sandbox_url, store_url, poller))
         wait_for(lambda: owners(store_url) - {doomed_owner})
         time.sleep(random.uniform(1, 3))
         with psycopg.connect(store_url, autocommit=True) as conn:
-            doomed.send_signal(signal.SIGKILL)
+            workers[0].send_signal(signal.SIGKILL)
             killed_at = time.time()
-            doomed.wait()
+            workers[0].wait()
             held = dict(
                 conn.execute(
                     "SELECT task_id, lease_until FROM tasks WHERE lease_owner = %s AND lease_until > %s",
@@ -213,8 +215,9 @@ def failover(cluster: PostgresCluster, sandbox_url: str, lease: float) -> dict[s
                 now = time.time()
                 reclaimed.update((r[0], now) for r in rows)
                 time.sleep(0.02)
-        stop(survivor)
     finally:
+        for worker in workers:
+            stop(worker)
         receiver.server.stop()
     if not held or len(reclaimed) < len(held):
         raise SystemExit(f"failover: {len(reclaimed)} of {len(held)} held tasks reclaimed")
