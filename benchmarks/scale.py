@@ -114,6 +114,7 @@ async def time_claims(url: str, rounds: int) -> dict[str, Any]:
 
 
 def start_worker(sandbox_url: str, store_url: str, poller: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """A `kling3 poller` process; its log goes to this process's stderr."""
     env = {
         **os.environ,
         "KLING_BASE_URL": sandbox_url,
@@ -123,7 +124,7 @@ def start_worker(sandbox_url: str, store_url: str, poller: dict[str, Any]) -> su
         **{f"KLING_POLLER__{k.upper()}": json.dumps(v) for k, v in poller.items()},
     }
     command = [sys.executable, "-m", "kling3_tools", "poller"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
 
 async def submit(sandbox_url: str, store_url: str, count: int, hook: str) -> None:
@@ -197,6 +198,8 @@ def failover(cluster: PostgresCluster, sandbox_url: str, lease: float) -> dict[s
         wait_for(lambda: owners(store_url) - {doomed_owner})
         time.sleep(random.uniform(1, 3))
         with psycopg.connect(store_url, autocommit=True) as conn:
+            holding = "SELECT count(*) FROM tasks WHERE lease_owner = %s AND lease_until > extract(epoch FROM now())"
+            wait_for(lambda: conn.execute(holding, (doomed_owner,)).fetchone()[0])  # kill it while it holds leases
             workers[0].send_signal(signal.SIGKILL)
             killed_at = time.time()
             workers[0].wait()

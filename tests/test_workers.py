@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
+from kling3_tools.poller import Poller
 from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
@@ -153,3 +155,30 @@ async def test_workers_flag_supervises_and_restarts_a_dead_worker(sandbox, recei
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert set(receiver.counts()) == set(ids)
+
+
+async def test_an_idle_worker_is_woken_by_a_task_added_elsewhere(sandbox, receiver, postgres_url):
+    """No sweep for two minutes: only the NOTIFY from another process's insert can start the work."""
+    set_options(sandbox, finish_seconds=0.2)
+    settings = Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": postgres_url},
+        poller={"webhook_secret": SECRET, "rate_limit_per_second": 100},
+    )
+    async with (
+        KlingService.open(settings, schedule=FAST) as worker,
+        KlingService.open(settings, schedule=FAST) as front_end,  # first check 0.2 s after submission
+    ):
+        poller = Poller(
+            worker.client, worker.store, worker.notifiers, worker.scheduler, worker.settings.poller, idle_seconds=120
+        )
+        job = asyncio.create_task(poller.run())
+        try:
+            await asyncio.sleep(0.5)  # the worker has looked, found nothing, and gone to sleep
+            [task_id] = await submit(front_end, receiver.url, 1)
+            await eventually(lambda: task_id in receiver.counts(), timeout=20)
+        finally:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
