@@ -78,10 +78,10 @@ def start_poller(url: str, db: Path, poller: dict[str, Any]) -> subprocess.Popen
     return subprocess.Popen([sys.executable, "-m", "kling3_tools", "poller"], env=env, stderr=subprocess.DEVNULL)
 
 
-async def submit(url: str, db: Path, count: int, hook: str, poller: dict[str, Any]) -> None:
+async def submit(url: str, store_url: str, count: int, hook: str, poller: dict[str, Any]) -> None:
     """Submit like a front end that shares the poller's configuration."""
     settings = Settings.load(
-        api_key=SANDBOX_KEY, base_url=url, store={"url": f"sqlite:///{db}"}, poller={"webhook_secret": SECRET, **poller}
+        api_key=SANDBOX_KEY, base_url=url, store={"url": store_url}, poller={"webhook_secret": SECRET, **poller}
     )
     async with KlingService.open(settings) as service:
         semaphore = asyncio.Semaphore(16)
@@ -115,7 +115,7 @@ def run_schedule(name: str, tasks: int, scale: float, poller: dict[str, Any]) ->
         with sandbox as url, tempfile.TemporaryDirectory() as folder:
             db = Path(folder) / "tasks.db"
             poller = {"rate_limit_per_second": 2000, **poller}
-            asyncio.run(submit(url, db, tasks, receiver.url, poller))
+            asyncio.run(submit(url, f"sqlite:///{db}", tasks, receiver.url, poller))
             status_before = httpx.get(f"{url}/sandbox/stats").json()["requests"].get("status", 0)
             process = start_poller(url, db, poller)
             deadline = time.time() + 900 * scale + 120
@@ -143,7 +143,7 @@ def run_pending(pending: int, seconds: float) -> dict[str, Any]:
     with sandbox_process(10**6, starting_balance=str(10**9)) as url, tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "tasks.db"
         poller = {"expected_seconds": [0.01, 10**6], "dense_interval_seconds": 60}  # all due at once
-        asyncio.run(submit(url, db, pending, "http://127.0.0.1:9/unused", poller))
+        asyncio.run(submit(url, f"sqlite:///{db}", pending, "http://127.0.0.1:9/unused", poller))
         httpx.post(f"{url}/sandbox/options", json={"rate_limit_per_second": 10, "rate_limit_burst": 10})
         before = httpx.get(f"{url}/sandbox/stats").json()
         process = start_poller(url, db, poller)

@@ -34,16 +34,14 @@ from typing import Any
 
 import psycopg
 
-from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest, Task
 from kling3_tools.pg_store import CLAIM_SQL, PostgresTaskStore, migrate
-from kling3_tools.records import CliOrigin, TaskRecord, WebhookOrigin
-from kling3_tools.service import KlingService
+from kling3_tools.records import CliOrigin, TaskRecord
 from kling3_tools.store import COLUMNS, record_to_row
 from tests.postgres import PostgresCluster, find_bindir
 
 from .common import SANDBOX_KEY, sandbox_process
-from .poller import SECRET, Receiver, percentile, stop
+from .poller import SECRET, Receiver, percentile, stop, submit
 
 API = "http://127.0.0.1:9"  # part 1 never calls the API
 KINDS = ["cli", "webhook"]
@@ -127,17 +125,8 @@ def start_worker(sandbox_url: str, store_url: str, poller: dict[str, Any]) -> su
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
 
 
-async def submit(sandbox_url: str, store_url: str, count: int, hook: str) -> None:
-    settings = Settings.load(api_key=SANDBOX_KEY, base_url=sandbox_url, store={"url": store_url})
-    async with KlingService.open(settings) as service:
-        semaphore = asyncio.Semaphore(16)
-
-        async def one(i: int) -> None:
-            async with semaphore:
-                request = GenerateRequest.build(type="std-text-to-video", prompt=f"clip {i}", duration=5)
-                await service.submit(request, WebhookOrigin(url=hook))
-
-        await asyncio.gather(*(one(i) for i in range(count)))
+def submit_due_now(sandbox_url: str, store_url: str, count: int, hook: str) -> None:
+    asyncio.run(submit(sandbox_url, store_url, count, hook, {}))
     with psycopg.connect(store_url, autocommit=True) as conn:
         conn.execute("UPDATE tasks SET due_at = extract(epoch FROM now())")  # every task due at once
 
@@ -147,7 +136,7 @@ def throughput(cluster: PostgresCluster, sandbox_url: str, workers: int, deliver
     receiver = Receiver()
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        asyncio.run(submit(sandbox_url, store_url, deliveries, receiver.url))
+        submit_due_now(sandbox_url, store_url, deliveries, receiver.url)
         processes = [start_worker(sandbox_url, store_url, {"rate_limit_per_second": 5000}) for _ in range(workers)]
         deadline = time.time() + 300
         while len(receiver.arrivals) < deliveries and time.time() < deadline:
@@ -191,7 +180,7 @@ def failover(cluster: PostgresCluster, sandbox_url: str, lease: float) -> dict[s
     }
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        asyncio.run(submit(sandbox_url, store_url, 64, receiver.url))
+        submit_due_now(sandbox_url, store_url, 64, receiver.url)
         workers.append(start_worker(sandbox_url, store_url, poller))
         [doomed_owner] = wait_for(lambda: owners(store_url))
         workers.append(start_worker(sandbox_url, store_url, poller))

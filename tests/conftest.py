@@ -14,6 +14,7 @@ from kling3_tools.client import AsyncKlingClient, RetryPolicy, WaitPolicy
 from kling3_tools.sandbox.options import SandboxOptions
 from kling3_tools.sandbox.server import SandboxServer
 
+from .helpers import Receiver, start_receiver
 from .postgres import PostgresCluster, find_bindir
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.5)
@@ -54,6 +55,16 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
     url = postgres_cluster.new_database()
     asyncio.run(migrate(url))
     return url
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a loopback port; its URL is `receiver.url`."""
+    receiver = Receiver()
+    server, url = start_receiver(receiver)
+    receiver.url = url  # type: ignore[attr-defined]
+    yield receiver
+    server.stop()
 
 
 @pytest.fixture

@@ -12,8 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.poller import Poller
@@ -25,7 +23,7 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
-from .helpers import SECRET, Receiver, eventually, start_receiver
+from .helpers import SECRET, eventually
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
 TYPES = ["pro-text-to-video", "std-text-to-video", "o3-pro-text-to-video", "o3-std-text-to-video"]
@@ -38,15 +36,6 @@ def settings_for(sandbox, db: Path, **poller) -> Settings:
         store={"url": f"sqlite:///{db}"},
         poller={"webhook_secret": SECRET, "lease_seconds": 2, "rate_limit_per_second": 100, **poller},
     )
-
-
-@pytest.fixture
-def receiver():
-    receiver = Receiver()
-    server, url = start_receiver(receiver)
-    receiver.url = url  # type: ignore[attr-defined]
-    yield receiver
-    server.stop()
 
 
 @contextlib.asynccontextmanager

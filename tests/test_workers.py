@@ -22,19 +22,10 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .helpers import SECRET, Receiver, eventually, start_receiver
+from .helpers import SECRET, eventually
 from .test_poller import FAST, TYPES
 
 LEASE_SECONDS = 2.0
-
-
-@pytest.fixture
-def receiver():
-    receiver = Receiver()
-    server, url = start_receiver(receiver)
-    receiver.url = url  # type: ignore[attr-defined]
-    yield receiver
-    server.stop()
 
 
 def worker_env(sandbox, store_url: str, **extra: str) -> dict[str, str]:
