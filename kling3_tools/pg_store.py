@@ -27,8 +27,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .errors import StoreError, TaskExistsError
 from .ratelimit import RateLimiter, default_burst, refill
-from .records import Outcome, TaskRecord
-from .store import COLUMNS, MUTABLE_COLUMNS, StatusFilter, progress_columns, record_from_row, record_to_row
+from .records import TaskRecord
+from .store import (
+    COLUMNS,
+    MUTABLE_COLUMNS,
+    SqlDialect,
+    StatusFilter,
+    progress_columns,
+    record_from_row,
+    record_to_row,
+)
 
 log = logging.getLogger("kling3_tools.store")
 
@@ -84,6 +92,7 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+POSTGRES = SqlDialect(param=lambda name: f"%({name})s", user_id="(origin->>'user_id')::bigint")
 
 # Uses tasks_due: an index range scan in due_at order that stops after `limit` unlocked rows.
 CLAIM_SQL = """
@@ -273,14 +282,8 @@ class PostgresTaskStore:
         user_id: int | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        where, params = self._filters(origin_kind=origin_kind, user_id=user_id)
-        if status == "running":
-            where.append("outcome IS NULL")
-        elif status is not None:
-            where.append("outcome = %(outcome)s")
-            params["outcome"] = Outcome(status).value
-        sql = f"SELECT * FROM tasks {_where(where)} ORDER BY submitted_at DESC LIMIT %(limit)s"
-        return [record_from_row(row) for row in await self._rows(sql, {**params, "limit": limit})]
+        sql, params = POSTGRES.recent(status=status, origin_kind=origin_kind, user_id=user_id, limit=limit)
+        return [record_from_row(row) for row in await self._rows(sql, params)]
 
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
         sql = (
@@ -291,20 +294,11 @@ class PostgresTaskStore:
         return [float(row["took"]) for row in rows]
 
     async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
-        where, params = self._filters(origin_kind=origin_kind, user_id=user_id)
-        where += ["submitted_at >= %(since)s", "(outcome IS NULL OR outcome != 'failed')"]
-        credits = "COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) AS credits"
-        sql = f"SELECT {credits} FROM tasks {_where(where)}"
-        rows = await self._rows(sql, {**params, "since": since})
+        rows = await self._rows(*POSTGRES.credits_since(since, origin_kind=origin_kind, user_id=user_id))
         return int(rows[0]["credits"])
 
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
-        sql = (
-            "SELECT (origin->>'user_id')::bigint AS user_id, SUM(COALESCE(consumed_credits, estimated_credits)) AS "
-            "credits FROM tasks WHERE origin_kind = %(kind)s AND submitted_at >= %(since)s "
-            "AND (outcome IS NULL OR outcome != 'failed') GROUP BY 1"
-        )
-        rows = await self._rows(sql, {"kind": origin_kind, "since": since})
+        rows = await self._rows(*POSTGRES.credits_by_user(since, origin_kind=origin_kind))
         return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
 
     def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
@@ -336,22 +330,6 @@ class PostgresTaskStore:
 
     async def close(self) -> None:
         await self._pool.close()
-
-    @staticmethod
-    def _filters(*, origin_kind: str | None, user_id: int | None) -> tuple[list[str], dict[str, Any]]:
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        if origin_kind is not None:
-            where.append("origin_kind = %(origin_kind)s")
-            params["origin_kind"] = origin_kind
-        if user_id is not None:
-            where.append("(origin->>'user_id')::bigint = %(user_id)s")
-            params["user_id"] = user_id
-        return where, params
-
-
-def _where(clauses: list[str]) -> str:
-    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
 class PostgresRateLimiter:

@@ -16,6 +16,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol
@@ -122,6 +123,52 @@ def record_from_row(row: dict[str, Any]) -> TaskRecord:
     data["video_urls"] = json.loads(data["video_urls"])
     data["origin"] = _ORIGIN.validate_json(data["origin"])
     return TaskRecord.model_validate(data)
+
+
+_NOT_FAILED = "(outcome IS NULL OR outcome != 'failed')"
+_CREDITS = "COALESCE(consumed_credits, estimated_credits)"  # consumed once known, else estimated
+
+
+@dataclass(frozen=True, slots=True)
+class SqlDialect:
+    """The listing and budget queries of both backends, which differ only in how they spell a named
+    parameter and the requester's Discord user id inside the `origin` JSON."""
+
+    param: Callable[[str], str]
+    user_id: str
+
+    def _where(self, params: dict[str, Any], clauses: list[str], **filters: Any) -> str:
+        for column, value in filters.items():
+            if value is not None:
+                column_sql = self.user_id if column == "user_id" else column
+                clauses.append(f"{column_sql} = {self.param(column)}")
+                params[column] = value
+        return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+    def recent(
+        self, *, status: StatusFilter | None, origin_kind: str | None, user_id: int | None, limit: int
+    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        clauses = ["outcome IS NULL"] if status == "running" else []
+        outcome = Outcome(status).value if status not in (None, "running") else None
+        where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id, outcome=outcome)
+        return f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC LIMIT {self.param('limit')}", params
+
+    def credits_since(
+        self, since: float, *, origin_kind: str | None, user_id: int | None
+    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"since": since}
+        clauses = [f"submitted_at >= {self.param('since')}", _NOT_FAILED]
+        where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id)
+        return f"SELECT COALESCE(SUM({_CREDITS}), 0) AS credits FROM tasks {where}", params
+
+    def credits_by_user(self, since: float, *, origin_kind: str) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"since": since}
+        where = self._where(params, [f"submitted_at >= {self.param('since')}", _NOT_FAILED], origin_kind=origin_kind)
+        return f"SELECT {self.user_id} AS user_id, SUM({_CREDITS}) AS credits FROM tasks {where} GROUP BY 1", params
+
+
+SQLITE = SqlDialect(param=lambda name: f":{name}", user_id="json_extract(origin, '$.user_id')")
 
 
 class TaskStore(Protocol):
@@ -312,14 +359,8 @@ class SQLiteTaskStore:
         user_id: int | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        where, args = self._filters(origin_kind=origin_kind, user_id=user_id)
-        if status == "running":
-            where.append("outcome IS NULL")
-        elif status is not None:
-            where.append("outcome = ?")
-            args.append(Outcome(status).value)
-        sql = f"SELECT * FROM tasks {self._where(where)} ORDER BY submitted_at DESC LIMIT ?"
-        rows = await self._run(lambda: self._db.execute(sql, (*args, limit)).fetchall())
+        sql, params = SQLITE.recent(status=status, origin_kind=origin_kind, user_id=user_id, limit=limit)
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [record_from_row(row) for row in rows]
 
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
@@ -331,23 +372,13 @@ class SQLiteTaskStore:
         return [float(row["took"]) for row in rows]
 
     async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
-        where, args = self._filters(origin_kind=origin_kind, user_id=user_id)
-        where += ["submitted_at >= ?", "(outcome IS NULL OR outcome != 'failed')"]
-        sql = (
-            "SELECT COALESCE(SUM(COALESCE(consumed_credits, estimated_credits)), 0) AS credits "
-            f"FROM tasks {self._where(where)}"
-        )
-        row = await self._run(lambda: self._db.execute(sql, (*args, since)).fetchone())
+        sql, params = SQLITE.credits_since(since, origin_kind=origin_kind, user_id=user_id)
+        row = await self._run(lambda: self._db.execute(sql, params).fetchone())
         return int(row["credits"])
 
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
-        sql = (
-            "SELECT json_extract(origin, '$.user_id') AS user_id, "
-            "SUM(COALESCE(consumed_credits, estimated_credits)) AS credits "
-            "FROM tasks WHERE origin_kind = ? AND submitted_at >= ? AND (outcome IS NULL OR outcome != 'failed') "
-            "GROUP BY 1"
-        )
-        rows = await self._run(lambda: self._db.execute(sql, (origin_kind, since)).fetchall())
+        sql, params = SQLITE.credits_by_user(since, origin_kind=origin_kind)
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
 
     def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
@@ -362,22 +393,6 @@ class SQLiteTaskStore:
 
     async def close(self) -> None:
         await self._run(self._db.close)
-
-    @staticmethod
-    def _filters(*, origin_kind: str | None, user_id: int | None) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        if origin_kind is not None:
-            where.append("origin_kind = ?")
-            args.append(origin_kind)
-        if user_id is not None:
-            where.append("json_extract(origin, '$.user_id') = ?")
-            args.append(user_id)
-        return where, args
-
-    @staticmethod
-    def _where(clauses: list[str]) -> str:
-        return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

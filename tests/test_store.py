@@ -164,6 +164,9 @@ async def test_history_credits_and_listing(store):
     assert await store.credits_since(now - 2000, user_id=9) == 400
     assert [r.task_id for r in await store.recent(status="running")] == ["n75run"]
     assert {r.task_id for r in await store.recent(status="succeeded")} == {"n750", "n751"}
+    assert await store.credits_by_user(now - 2000, origin_kind="discord") == {9: 400}
+    assert [r.task_id for r in await store.recent(origin_kind="discord", user_id=9)] == ["n75run"]
+    assert await store.recent(origin_kind="discord", user_id=8) == []
 
 
 def test_store_urls(tmp_path):
