@@ -35,6 +35,7 @@ from .store import (
     SANDBOX_STORE,
     SQLiteTaskStore,
     StatusFilter,
+    TaskStore,
     is_postgres_url,
     migrate_postgres,
     open_store,
@@ -342,9 +343,14 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+async def _open_store(args: argparse.Namespace, settings: Settings) -> TaskStore:
+    """The configured store, or the default file of --sandbox runs or of real ones; no client, no key."""
+    return await open_store(settings.store.url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+
+
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     """Reads the local store only: no key, no network."""
-    store = await open_store(settings.store.url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+    store = await _open_store(args, settings)
     try:
         records = await store.recent(status=args.status, limit=args.limit)
     finally:
@@ -447,7 +453,7 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     url = settings.store.url
     if not is_postgres_url(url):
-        store = await open_store(url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+        store = await _open_store(args, settings)
         await store.close()
         where = store.path if isinstance(store, SQLiteTaskStore) else url
         out.print(f"SQLite store {where} is ready (SQLite creates its schema when it opens).")

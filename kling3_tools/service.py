@@ -22,7 +22,7 @@ from .notifiers import CliNotifier, Notifiers, WebhookNotifier
 from .poller import Poller
 from .records import AnyOrigin, CliOrigin, Delivery, TaskRecord
 from .schedule import SchedulePolicy, Scheduler
-from .store import SANDBOX_STORE, TaskStore, open_store
+from .store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
 
 
 def sandbox_schedule(finish_seconds: float) -> SchedulePolicy:
@@ -69,13 +69,14 @@ class KlingService:
 
                 server = stack.enter_context(SandboxServer(settings.sandbox))
                 client = AsyncKlingClient(server.api_key, base_url=server.url, retry=retry, http_client=http)
-                store = await open_store(
-                    settings.store.url, default_name=SANDBOX_STORE, pool_size=settings.store.pool_size
-                )
                 schedule = schedule or sandbox_schedule(settings.sandbox.finish_seconds)
             else:
                 client = AsyncKlingClient(settings.api_key, base_url=settings.base_url, retry=retry, http_client=http)
-                store = await open_store(settings.store.url, pool_size=settings.store.pool_size)
+            store = await open_store(
+                settings.store.url,
+                default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
+                pool_size=settings.store.pool_size,
+            )
             stack.push_async_callback(store.close)
             yield cls(client, store, settings, http=http, schedule=schedule)
 
