@@ -1,10 +1,9 @@
-"""Helpers shared by the benchmarks: a free loopback port and a sandbox in its own process."""
+"""Helpers shared by the benchmarks: a sandbox in its own process."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,9 @@ from collections.abc import Iterator
 
 import httpx
 
+from tests.helpers import free_port
+
 SANDBOX_KEY = "sandbox-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,13 @@ class Receiver:
 
     def counts(self) -> Counter[str]:
         return Counter(event["task"]["task_id"] for event in self.events)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (until someone binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def start_receiver(receiver: Receiver) -> tuple[ThreadedServer, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.sandbox.server import SandboxServer
 
 from .conftest import FAST_RETRY, FAST_WAIT, add_fault, set_options, stats
+from .helpers import free_port
 
 IMG = "https://example.com/a.jpg"
 VID = "https://example.com/a.mp4"
@@ -221,12 +221,6 @@ async def test_status_dropped_after_sending_is_retried():
     assert len(seen) == 1 + FAST_RETRY.max_retries
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("call", ["generate", "status"])
 async def test_connection_refused_is_retried_for_both(call):
     attempts: list[str] = []
@@ -235,7 +229,7 @@ async def test_connection_refused_is_retried_for_both(call):
         attempts.append(request.url.path)
 
     http = httpx.AsyncClient(event_hooks={"request": [count]})
-    client = AsyncKlingClient("k", base_url=f"http://127.0.0.1:{closed_port()}", retry=FAST_RETRY, http_client=http)
+    client = AsyncKlingClient("k", base_url=f"http://127.0.0.1:{free_port()}", retry=FAST_RETRY, http_client=http)
     with pytest.raises(errors.APIConnectionError) as info:
         if call == "generate":
             await client.generate(GenerateRequest.build(type="pro-text-to-video", prompt="x"))
@@ -332,7 +326,7 @@ def test_sync_facade(sandbox, tmp_path: Path):
 
 
 def test_sandbox_server_serves_on_a_chosen_port():
-    port = closed_port()
+    port = free_port()
     with SandboxServer(port=port) as server:
         assert server.url == f"http://127.0.0.1:{port}"
         assert httpx.get(f"{server.url}/sandbox/stats").json()["balance"] == 100_000

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from mcp.client.streamable_http import streamable_http_client
 from kling3_tools import catalog
 
 from .conftest import set_options, stats
-from .helpers import eventually
+from .helpers import eventually, free_port
 
 FAST_POLLER = {
     "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
@@ -276,12 +275,6 @@ async def test_bad_input_is_an_error_result_naming_the_field(sandbox, tmp_path, 
 
 
 # --- streamable HTTP ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
