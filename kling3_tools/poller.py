@@ -13,10 +13,12 @@ that must not act twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import platformdirs
@@ -123,19 +125,53 @@ class Poller:
 
     async def _process(self, record: TaskRecord) -> None:
         try:
-            if record.is_tracking:
-                await self._check(record)
-            due = record.due_at is not None and record.due_at <= time.time()
-            if not record.is_tracking and record.delivery is Delivery.PENDING and due:
-                await self._deliver(record)
-            if not await self.store.save(record, owner=self.owner):
-                log.warning("lease on %s was lost before its result was saved", record.task_id)
+            async with self._lease_kept(record.task_id):
+                if record.is_tracking:
+                    await self._check(record)
+                due = record.due_at is not None and record.due_at <= time.time()
+                if not record.is_tracking and record.delivery is Delivery.PENDING and due:
+                    await self._deliver(record)
+                saved = await self.store.save(record, owner=self.owner)
+            if not saved:
+                log.warning("lease on %s was lost before its result was saved; it may be sent again", record.task_id)
+            elif record.delivery is Delivery.DELIVERED:
+                log.info("delivered %s (%s) to %s", record.task_id, record.outcome, record.origin.kind)
         except asyncio.CancelledError:
             raise
         except Exception:  # one task's bug must not stop the poller
             log.exception("unexpected error on task %s", record.task_id)
             record.due_at = time.time() + self.scheduler.policy.max_interval
             await self.store.save(record, owner=self.owner)
+
+    @contextlib.asynccontextmanager
+    async def _lease_kept(self, task_id: str) -> AsyncIterator[None]:
+        """Renew the lease every third of its length while a job runs, so a slow download or upload
+        never lets another poller take the task; a dead poller stops renewing and its tasks pass on."""
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            lease = self.settings.lease_seconds
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(done.wait(), lease / 3)
+                    return
+                # Never cancelled mid-statement: the job's end is signalled, not forced.
+                try:
+                    held = await self.store.renew(task_id, owner=self.owner, until=time.time() + lease)
+                except Exception as exc:
+                    log.warning("could not renew the lease on %s (%s); will try again", task_id, exc)
+                    continue
+                if not held:
+                    if not done.is_set():
+                        log.warning("lease on %s was lost while working on it", task_id)
+                    return
+
+        keeper = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            done.set()
+            await keeper
 
     async def _check(self, record: TaskRecord) -> None:
         now = time.time()
@@ -201,7 +237,6 @@ class Poller:
         record.delivery = Delivery.DELIVERED
         record.delivery_error = None
         record.due_at = None
-        log.info("delivered %s (%s) to %s", record.task_id, record.outcome, record.origin.kind)
 
     async def _download(self, record: TaskRecord) -> Path:
         folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"

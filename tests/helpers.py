@@ -24,10 +24,12 @@ SECRET = "whsec-test-secret"
 
 @dataclass
 class Receiver:
-    """Records every webhook POST; `failing=True` answers 503 like a destination that is down."""
+    """Records every webhook POST; `failing=True` answers 503 like a destination that is down,
+    `answer_after` holds each answer that many seconds like a slow one."""
 
     secret: str = SECRET
     failing: bool = False
+    answer_after: float = 0.0
     events: list[dict[str, Any]] = field(default_factory=list)
     bad_signatures: int = 0
     refused: int = 0
@@ -44,6 +46,7 @@ class Receiver:
             event = json.loads(body)
             assert request.headers[EVENT_ID_HEADER] == event["event_id"]
             self.events.append(event)
+            await asyncio.sleep(self.answer_after)
             return Response(status_code=204)
 
         return Starlette(routes=[Route("/hook", hook, methods=["POST"])])

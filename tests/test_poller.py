@@ -197,6 +197,18 @@ async def test_token_bucket_spaces_acquisitions():
     assert await slow.take(5) == 2
 
 
+async def test_a_delivery_longer_than_the_lease_keeps_it_and_is_sent_once(sandbox, receiver, tmp_path):
+    """The lease is renewed while a job runs: a second poller must not take a task whose slow upload outlasts it."""
+    set_options(sandbox, finish_seconds=0.2)
+    receiver.answer_after = 3.0
+    settings = settings_for(sandbox, tmp_path / "t.db", lease_seconds=1)
+    async with KlingService.open(settings, schedule=FAST) as service:
+        ids = await submit_batch(service, receiver.url, 3)
+        async with running(service), running(service):
+            await eventually(lambda: all_delivered(service.store, ids), timeout=30)
+    assert receiver.counts() == dict.fromkeys(ids, 1)
+
+
 # --- a real subprocess, killed with SIGKILL mid-batch -------------------------------------
 
 
