@@ -247,9 +247,13 @@ async def test_sigkill_and_restart_loses_nothing_and_redelivers_nothing_delivere
         }
         seen_before_restart = receiver.counts()
         assert 0 < len(delivered_before_kill) < len(ids), "the kill did not land mid-batch"
-        second = start_poller(sandbox, db, tmp_path / "second.log")
+        second_log = tmp_path / "second.log"
+        second = start_poller(sandbox, db, second_log)
+        left = [task_id for task_id in ids if task_id not in delivered_before_kill]
         try:
             await eventually(lambda: all_delivered(service.store, ids), timeout=90)
+            # Its log line follows the delivered mark: stopping it at once could cut the last one off.
+            await eventually(lambda: all(f"delivered {i} " in second_log.read_text() for i in left), timeout=10)
         finally:
             second.send_signal(signal.SIGINT)
             second.wait(timeout=10)
@@ -263,10 +267,11 @@ async def test_sigkill_and_restart_loses_nothing_and_redelivers_nothing_delivere
     for task_id in duplicates:  # a receiver can drop the repeat by its stable event id
         assert len({e["event_id"] for e in receiver.events if e["task"]["task_id"] == task_id}) == 1
     assert sum(seen_before_restart.values()) >= 10
-    logged = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
-    # The line is written after the delivered mark, so the one in flight at the kill has no line of its own.
+    logged = (tmp_path / "first.log").read_text() + second_log.read_text()
     for task_id in ids:
-        assert logged.count(f"delivered {task_id} ") == 1
+        lines = logged.count(f"delivered {task_id} ")
+        # One line per delivered mark; the kill may cut off the line of a mark the first poller had just written.
+        assert (lines == 1) if task_id in left else (lines <= 1)
     assert "Traceback" not in logged
 
 
