@@ -129,12 +129,13 @@ class Poller:
                 if record.is_tracking:
                     await self._check(record)
                 due = record.due_at is not None and record.due_at <= time.time()
+                sent = False
                 if not record.is_tracking and record.delivery is Delivery.PENDING and due:
-                    await self._deliver(record)
+                    sent = await self._deliver(record)
                 saved = await self.store.save(record, owner=self.owner)
             if not saved:
                 log.warning("lease on %s was lost before its result was saved; it may be sent again", record.task_id)
-            elif record.delivery is Delivery.DELIVERED:
+            elif sent:
                 log.info("delivered %s (%s) to %s", record.task_id, record.outcome, record.origin.kind)
         except asyncio.CancelledError:
             raise
@@ -213,11 +214,12 @@ class Poller:
             except Exception as exc:
                 log.info("progress update for %s failed: %s", record.task_id, exc)
 
-    async def _deliver(self, record: TaskRecord) -> None:
+    async def _deliver(self, record: TaskRecord) -> bool:
+        """Hand the result to its origin; True when the destination accepted it."""
         now = time.time()
         if not await self.store.renew(record.task_id, owner=self.owner, until=now + self.settings.lease_seconds):
             log.warning("lease on %s was lost before delivery; another poller has it", record.task_id)
-            return
+            return False
         try:
             if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
                 record.local_path = str(await self._download(record))
@@ -233,10 +235,11 @@ class Poller:
                 backoff = min(2.0**record.delivery_attempts, MAX_DELIVERY_BACKOFF)
                 record.due_at = now + backoff * random.uniform(0.5, 1.0)
                 log.info("delivery of %s failed (%s); retry in %.0fs", record.task_id, record.delivery_error, backoff)
-            return
+            return False
         record.delivery = Delivery.DELIVERED
         record.delivery_error = None
         record.due_at = None
+        return True
 
     async def _download(self, record: TaskRecord) -> Path:
         folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"
