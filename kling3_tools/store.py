@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 
 from .errors import StoreError, TaskExistsError
 from .ratelimit import RateLimiter, TokenBucket
-from .records import Origin, Outcome, TaskRecord
+from .records import Delivery, Origin, Outcome, TaskRecord
 
 _ORIGIN = TypeAdapter[Origin](Origin)
 
@@ -102,8 +102,9 @@ MUTABLE_COLUMNS = [c for c in COLUMNS if c not in {"task_id", "api_url", "type",
 
 
 def progress_columns(record: TaskRecord) -> list[str]:
-    """What `save_progress` writes: a CLI task that ended was delivered by whoever saw it end."""
-    return [*PROGRESS_COLUMNS, "delivery"] if record.outcome and record.origin.kind == "cli" else PROGRESS_COLUMNS
+    """What `save_progress` writes: the delivery mark only when the front end that saw the task end
+    delivered it itself (a CLI task); every other delivery is the poller's."""
+    return [*PROGRESS_COLUMNS, "delivery"] if record.delivery is Delivery.DELIVERED else PROGRESS_COLUMNS
 
 
 def record_to_row(record: TaskRecord) -> dict[str, Any]:
