@@ -257,7 +257,6 @@ class SQLiteTaskStore:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
 
     def __repr__(self) -> str:
