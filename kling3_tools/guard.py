@@ -30,12 +30,15 @@ class SpendingGuard:
         """Credits of tasks submitted in the last 24 hours (failed ones excluded)."""
         return await self.store.credits_since(time.time() - DAY_SECONDS, origin_kind=origin_kind, user_id=user_id)
 
+    def left_after(self, spent: int) -> int | None:
+        """Credits left in the 24-hour budget once `spent` is counted, or None when there is no budget."""
+        return max(0, self.daily_credit_budget - spent) if self.daily_credit_budget else None
+
     async def left_today(self, *, origin_kind: str | None = None, user_id: int | None = None) -> int | None:
-        """Credits left in the 24-hour budget, or None when there is no budget."""
+        """Credits left in the 24-hour budget, or None when there is no budget (then nothing is queried)."""
         if not self.daily_credit_budget:
             return None
-        spent = await self.spent_today(origin_kind=origin_kind, user_id=user_id)
-        return max(0, self.daily_credit_budget - spent)
+        return self.left_after(await self.spent_today(origin_kind=origin_kind, user_id=user_id))
 
     async def check(self, credits: int, *, origin_kind: str | None = None, user_id: int | None = None) -> Verdict:
         """Raise `SpendingRefusedError` (saying the numbers) when a hard limit forbids `credits`."""
@@ -49,7 +52,7 @@ class SpendingGuard:
             spent = await self.spent_today(origin_kind=origin_kind, user_id=user_id)
             if spent + credits > self.daily_credit_budget:
                 raise SpendingRefusedError(
-                    f"This video would cost {credits} credits, but only {max(0, self.daily_credit_budget - spent)} "
+                    f"This video would cost {credits} credits, but only {self.left_after(spent)} "
                     f"of the {self.daily_credit_budget}-credit budget for 24 hours are left ({spent} spent). "
                     "Try later, or raise daily_credit_budget."
                 )

@@ -380,7 +380,7 @@ def build_server(deps: Deps) -> MCPServer:
             credits=credits,
             price=catalog.get_model(type).price.describe(),
             spent_today=spent,
-            left_today=await guard.left_today(origin_kind="mcp"),
+            left_today=guard.left_after(spent),
             needs_confirmation=bool(guard.confirm_above_credits and credits > guard.confirm_above_credits),
         )
 
