@@ -387,7 +387,7 @@ def build_server(deps: Deps) -> MCPServer:
     @mcp.tool(title="List video models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
     def list_video_models() -> ModelList:
         """The twelve task types: modes, duration limits, accepted fields and prices in credits."""
-        return ModelList(models=[VideoModel.model_validate(m) for m in catalog.describe_models()])
+        return _model_list()
 
     @mcp.tool(title="List my videos", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
     async def list_videos(
@@ -403,7 +403,7 @@ def build_server(deps: Deps) -> MCPServer:
     @mcp.resource(MODELS_URI, name="models", mime_type="application/json")
     def models_resource() -> str:
         """Every task type with its limits and prices."""
-        return ModelList(models=[VideoModel.model_validate(m) for m in catalog.describe_models()]).model_dump_json()
+        return _model_list().model_dump_json()
 
     @mcp.resource(TASK_URI, name="task", mime_type="application/json")
     async def task_resource(task_id: str) -> str:
@@ -417,6 +417,10 @@ def build_server(deps: Deps) -> MCPServer:
             raise ToolError(exc.message) from None
 
     return mcp
+
+
+def _model_list() -> ModelList:
+    return ModelList(models=[VideoModel.model_validate(m) for m in catalog.describe_models()])
 
 
 def _approved(approval: ElicitationResult[SpendApproval]) -> bool:
