@@ -195,7 +195,7 @@ class KlingCommands(app_commands.Group):
         records = await self.bot.service.store.recent(origin_kind="discord", user_id=interaction.user.id, limit=25)
         return [
             Choice(
-                name=f"{r.task_id} · {(r.outcome or r.status).value} · {r.request.get('prompt', '')}"[:100],
+                name=f"{r.task_id} · {r.display_status} · {r.request.get('prompt', '')}"[:100],
                 value=r.task_id,
             )
             for r in records
@@ -209,7 +209,7 @@ class KlingCommands(app_commands.Group):
             await interaction.response.send_message("You have no videos yet. Try `/kling generate`.", ephemeral=True)
             return
         lines = [
-            f"`{r.task_id}` · {(r.outcome or r.status).value} · {r.type} · <t:{int(r.submitted_at)}:R>"
+            f"`{r.task_id}` · {r.display_status} · {r.type} · <t:{int(r.submitted_at)}:R>"
             + (f" · {r.video_url}" if r.video_url else "")
             for r in records
         ]

@@ -35,7 +35,7 @@ STATUS_COLOURS = {
 
 def task_embed(record: TaskRecord, *, expected_at: float | None = None) -> discord.Embed:
     """The one public embed of a task, rebuilt from the record at every change."""
-    status = record.outcome.value if record.outcome else record.status.value
+    status = record.display_status
     prompt = str(record.request.get("prompt", ""))
     embed = discord.Embed(
         title=f"Kling video · {status.replace('_', ' ')}",

@@ -363,7 +363,7 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         (
             r.task_id,
             r.type,
-            r.outcome.value if r.outcome else r.status.value,
+            r.display_status,
             _age(now - r.submitted_at),
             str(r.consumed_credits if r.consumed_credits is not None else r.estimated_credits),
             r.delivery.value,

@@ -197,11 +197,10 @@ def build_server(deps: Deps) -> MCPServer:
 
     async def to_video(record: TaskRecord, *, waited_out: bool = False) -> VideoTask:
         expected_at = await service.scheduler.expected_finish(record)
-        status = record.outcome.value if record.outcome else record.status.value
         return VideoTask(
             task_id=record.task_id,
             type=record.type,
-            status=status,
+            status=record.display_status,
             raw_status=record.raw_status,
             estimated_credits=record.estimated_credits,
             consumed_credits=record.consumed_credits,

@@ -127,6 +127,11 @@ class TaskRecord(BaseModel):
     def is_tracking(self) -> bool:
         return self.outcome is None
 
+    @property
+    def display_status(self) -> str:
+        """What to show a person: how tracking ended, else what the API last said (queued, running)."""
+        return self.outcome.value if self.outcome else self.status.value
+
     def apply(self, task: Task, now: float) -> bool:
         """Take in what the API said; True when the status word changed."""
         changed = task.raw_status != self.raw_status
