@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import signal
 import statistics
@@ -42,10 +41,9 @@ from kling3_tools.notifiers import SIGNATURE_HEADER, verify_signature
 from kling3_tools.records import WebhookOrigin
 from kling3_tools.sandbox.server import ThreadedServer
 from kling3_tools.service import KlingService
+from tests.helpers import SECRET, poller_env
 
 from .common import SANDBOX_KEY, sandbox_process
-
-SECRET = "benchmark-secret"
 
 
 class Receiver:
@@ -67,14 +65,7 @@ class Receiver:
 
 
 def start_poller(url: str, db: Path, poller: dict[str, Any]) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KLING_BASE_URL": url,
-        "KLING_API_KEY": SANDBOX_KEY,
-        "KLING_STORE__URL": f"sqlite:///{db}",
-        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
-        **{f"KLING_POLLER__{k.upper()}": json.dumps(v) for k, v in poller.items()},
-    }
+    env = poller_env(url, SANDBOX_KEY, f"sqlite:///{db}", poller)
     return subprocess.Popen([sys.executable, "-m", "kling3_tools", "poller"], env=env, stderr=subprocess.DEVNULL)
 
 

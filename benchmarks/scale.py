@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import statistics
@@ -38,10 +37,11 @@ from kling3_tools.models import GenerateRequest, Task
 from kling3_tools.pg_store import CLAIM_SQL, PostgresTaskStore, migrate
 from kling3_tools.records import CliOrigin, TaskRecord
 from kling3_tools.store import COLUMNS, record_to_row
+from tests.helpers import poller_env
 from tests.postgres import PostgresCluster, find_bindir
 
 from .common import SANDBOX_KEY, sandbox_process
-from .poller import SECRET, Receiver, percentile, stop, submit
+from .poller import Receiver, percentile, stop, submit
 
 API = "http://127.0.0.1:9"  # part 1 never calls the API
 KINDS = ["cli", "webhook"]
@@ -113,16 +113,8 @@ async def time_claims(url: str, rounds: int) -> dict[str, Any]:
 
 def start_worker(sandbox_url: str, store_url: str, poller: dict[str, Any]) -> subprocess.Popen[bytes]:
     """A `kling3 poller` process; its log goes to this process's stderr."""
-    env = {
-        **os.environ,
-        "KLING_BASE_URL": sandbox_url,
-        "KLING_API_KEY": SANDBOX_KEY,
-        "KLING_STORE__URL": store_url,
-        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
-        **{f"KLING_POLLER__{k.upper()}": json.dumps(v) for k, v in poller.items()},
-    }
-    command = [sys.executable, "-m", "kling3_tools", "poller"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    env = poller_env(sandbox_url, SANDBOX_KEY, store_url, poller)
+    return subprocess.Popen([sys.executable, "-m", "kling3_tools", "poller"], env=env, stdout=subprocess.DEVNULL)
 
 
 def submit_due_now(sandbox_url: str, store_url: str, count: int, hook: str) -> None:

@@ -1,14 +1,18 @@
-"""Test helpers: a real webhook receiver, and waiting for a condition without fixed sleeps."""
+"""Test helpers: a real webhook receiver, `kling3` subprocesses, and waiting for a condition without fixed sleeps."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -60,6 +64,27 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def poller_env(api_url: str, api_key: str, store_url: str, poller: Mapping[str, Any]) -> dict[str, str]:
+    """The environment of a `kling3 poller` process on this API and store, signing webhooks with SECRET;
+    `poller` holds `[poller]` settings (JSON-encoded, as the settings read them from the environment)."""
+    return {
+        **os.environ,
+        "KLING_BASE_URL": api_url,
+        "KLING_API_KEY": api_key,
+        "KLING_STORE__URL": store_url,
+        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
+        **{f"KLING_POLLER__{name.upper()}": json.dumps(value) for name, value in poller.items()},
+    }
+
+
+def start_kling3(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m kling3_tools ARGS` with its stderr (the log) written to `log`."""
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kling3_tools", *args], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
 
 
 def start_receiver(receiver: Receiver) -> tuple[ThreadedServer, str]:

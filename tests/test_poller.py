@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
-from .helpers import SECRET, eventually
+from .helpers import SECRET, eventually, poller_env, start_kling3
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
 TYPES = ["pro-text-to-video", "std-text-to-video", "o3-pro-text-to-video", "o3-std-text-to-video"]
@@ -213,22 +211,14 @@ async def test_a_delivery_longer_than_the_lease_keeps_it_and_is_sent_once(sandbo
 
 
 def start_poller(sandbox, db: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KLING_BASE_URL": sandbox.url,
-        "KLING_API_KEY": sandbox.api_key,
-        "KLING_STORE__URL": f"sqlite:///{db}",
-        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
-        "KLING_POLLER__LEASE_SECONDS": "1",
-        "KLING_POLLER__RATE_LIMIT_PER_SECOND": "100",
-        "KLING_POLLER__EXPECTED_SECONDS": "[0.2, 3.0]",
-        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
-        "KLING_POLLER__MAX_INTERVAL_SECONDS": "0.5",
+    poller = {
+        "lease_seconds": 1,
+        "rate_limit_per_second": 100,
+        "expected_seconds": [0.2, 3.0],
+        "dense_interval_seconds": 0.2,
+        "max_interval_seconds": 0.5,
     }
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kling3_tools", "poller"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+    return start_kling3(["poller"], poller_env(sandbox.url, sandbox.api_key, f"sqlite:///{db}", poller), log)
 
 
 async def test_sigkill_and_restart_loses_nothing_and_redelivers_nothing_delivered(sandbox, receiver, tmp_path):

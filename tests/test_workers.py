@@ -7,10 +7,7 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -22,33 +19,21 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .helpers import SECRET, eventually
+from .helpers import SECRET, eventually, poller_env, start_kling3
 from .test_poller import FAST, TYPES
 
 LEASE_SECONDS = 2.0
 
 
-def worker_env(sandbox, store_url: str, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KLING_BASE_URL": sandbox.url,
-        "KLING_API_KEY": sandbox.api_key,
-        "KLING_STORE__URL": store_url,
-        "KLING_POLLER__WEBHOOK_SECRET": SECRET,
-        "KLING_POLLER__LEASE_SECONDS": str(LEASE_SECONDS),
-        "KLING_POLLER__RATE_LIMIT_PER_SECOND": "400",
-        "KLING_POLLER__EXPECTED_SECONDS": "[1.0, 4.0]",
-        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.3",
-        "KLING_POLLER__MAX_INTERVAL_SECONDS": "1.0",
-        **extra,
+def worker_env(sandbox, store_url: str) -> dict[str, str]:
+    poller = {
+        "lease_seconds": LEASE_SECONDS,
+        "rate_limit_per_second": 400,
+        "expected_seconds": [1.0, 4.0],
+        "dense_interval_seconds": 0.3,
+        "max_interval_seconds": 1.0,
     }
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kling3_tools", *command], env=env, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+    return poller_env(sandbox.url, sandbox.api_key, store_url, poller)
 
 
 async def submit(service: KlingService, url: str, count: int) -> list[str]:
@@ -75,7 +60,7 @@ async def test_three_workers_one_killed_deliver_every_task_once(sandbox, receive
         ids = await submit(service, receiver.url, 500)
         env = worker_env(sandbox, postgres_url)
         logs = [tmp_path / f"worker{i}.log" for i in range(3)]
-        workers = [start(["-v", "poller"], env, log) for log in logs]
+        workers = [start_kling3(["-v", "poller"], env, log) for log in logs]
         try:
             await eventually(lambda: len(receiver.events) >= 150, timeout=120)
             workers[0].send_signal(signal.SIGKILL)
@@ -135,7 +120,7 @@ async def test_workers_flag_supervises_and_restarts_a_dead_worker(sandbox, recei
     async with KlingService.open(settings, schedule=FAST) as service:
         ids = await submit(service, receiver.url, 40)
         log = tmp_path / "supervisor.log"
-        supervisor = start(["poller", "--workers", "2"], worker_env(sandbox, f"sqlite:///{db}"), log)
+        supervisor = start_kling3(["poller", "--workers", "2"], worker_env(sandbox, f"sqlite:///{db}"), log)
         try:
             await eventually(lambda: len(re.findall(r"started \(pid (\d+)\)", log.read_text())) == 2, timeout=30)
             first_pid = int(re.findall(r"started \(pid (\d+)\)", log.read_text())[0])
