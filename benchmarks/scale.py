@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 
 from kling3_tools.models import GenerateRequest, Task
-from kling3_tools.pg_store import CLAIM_SQL, PostgresTaskStore, migrate
+from kling3_tools.pg_store import CLAIM_SQL, PostgresTaskStore
 from kling3_tools.records import CliOrigin, TaskRecord
 from kling3_tools.store import COLUMNS, record_to_row
 from tests.helpers import poller_env
@@ -45,12 +45,6 @@ from .poller import Receiver, percentile, stop, submit
 
 API = "http://127.0.0.1:9"  # part 1 never calls the API
 KINDS = ["cli", "webhook"]
-
-
-def new_database(cluster: PostgresCluster) -> str:
-    url = cluster.new_database()
-    asyncio.run(migrate(url))
-    return url
 
 
 # --- 1. the claim query ------------------------------------------------------------------
@@ -124,7 +118,7 @@ def submit_due_now(sandbox_url: str, store_url: str, count: int, hook: str) -> N
 
 
 def throughput(cluster: PostgresCluster, sandbox_url: str, workers: int, deliveries: int) -> float:
-    store_url = new_database(cluster)
+    store_url = cluster.migrated_database()
     receiver = Receiver()
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -160,7 +154,7 @@ def wait_for(check: Any, timeout: float = 60) -> Any:
 
 
 def failover(cluster: PostgresCluster, sandbox_url: str, lease: float) -> dict[str, float]:
-    store_url = new_database(cluster)
+    store_url = cluster.migrated_database()
     receiver = Receiver()
     poller = {
         "rate_limit_per_second": 5000,
@@ -228,7 +222,7 @@ def main() -> None:
         raise SystemExit("PostgreSQL server binaries not found: apt-get install postgresql")
     cluster = PostgresCluster(bindir).start()
     try:
-        url = new_database(cluster)
+        url = cluster.migrated_database()
         started = time.time()
         fill(url, args.tasks, due_share=0.1)
         print(f"filled {args.tasks} tasks in {time.time() - started:.1f}s", file=sys.stderr)

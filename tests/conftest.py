@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -50,11 +49,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 @pytest.fixture
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """A fresh database with the project's schema."""
-    from kling3_tools.pg_store import migrate
-
-    url = postgres_cluster.new_database()
-    asyncio.run(migrate(url))
-    return url
+    return postgres_cluster.migrated_database()
 
 
 @pytest.fixture

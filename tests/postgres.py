@@ -7,6 +7,7 @@ belongs to the `postgres` account the package creates.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import pwd
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from kling3_tools.pg_store import migrate
 
 from .helpers import free_port
 
@@ -71,3 +74,9 @@ class PostgresCluster:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
         return self.url(name)
+
+    def migrated_database(self) -> str:
+        """A fresh database with the project's schema; its url."""
+        url = self.new_database()
+        asyncio.run(migrate(url))
+        return url
