@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import discord
@@ -11,7 +10,6 @@ from discord import app_commands
 from kling3_tools import catalog
 from kling3_tools.catalog import AspectRatio, Mode
 from kling3_tools.errors import KlingError, RequestValidationError
-from kling3_tools.guard import DAY_SECONDS
 from kling3_tools.models import quote
 
 from .notifier import task_embed
@@ -170,7 +168,7 @@ class KlingCommands(app_commands.Group):
         except RequestValidationError as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
-        left = await self.bot.policy.left_today(interaction.user.id)
+        left = await self.bot.left_today(interaction.user.id)
         budget = "" if left is None else f" You have {left} credits left today."
         await interaction.response.send_message(f"{model.value}: **{credits} credits**.{budget}", ephemeral=True)
 
@@ -179,20 +177,20 @@ class KlingCommands(app_commands.Group):
     async def status(self, interaction: discord.Interaction, task_id: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            task = await self.bot.service.status(task_id)
+            checked = await self.bot.service.status(task_id)
         except KlingError as exc:
             await interaction.followup.send(exc.message, ephemeral=True)
             return
-        record = await self.bot.service.store.get(task_id)
-        if record is not None:
-            await interaction.followup.send(embed=task_embed(record), ephemeral=True)
+        if checked.record is not None:
+            await interaction.followup.send(embed=task_embed(checked.record), ephemeral=True)
         else:
+            task = checked.task
             urls = " ".join(task.video_urls)
             await interaction.followup.send(f"`{task.task_id}`: {task.status.value} {urls}", ephemeral=True)
 
     @status.autocomplete("task_id")
     async def _your_tasks(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
-        records = await self.bot.service.store.recent(origin_kind="discord", user_id=interaction.user.id, limit=25)
+        records = await self.bot.service.recent(origin_kind="discord", user_id=interaction.user.id, limit=25)
         return [
             Choice(
                 name=f"{r.task_id} · {r.display_status} · {r.request.get('prompt', '')}"[:100],
@@ -204,7 +202,7 @@ class KlingCommands(app_commands.Group):
 
     @app_commands.command(description="Your recent videos")
     async def tasks(self, interaction: discord.Interaction) -> None:
-        records = await self.bot.service.store.recent(origin_kind="discord", user_id=interaction.user.id, limit=10)
+        records = await self.bot.service.recent(origin_kind="discord", user_id=interaction.user.id, limit=10)
         if not records:
             await interaction.response.send_message("You have no videos yet. Try `/kling generate`.", ephemeral=True)
             return
@@ -227,7 +225,7 @@ class KlingCommands(app_commands.Group):
 
     @app_commands.command(description="How many credits you have left today")
     async def budget(self, interaction: discord.Interaction) -> None:
-        left = await self.bot.policy.left_today(interaction.user.id)
+        left = await self.bot.left_today(interaction.user.id)
         text = "There is no daily limit here." if left is None else f"You have **{left} credits** left today."
         await interaction.response.send_message(text, ephemeral=True)
 
@@ -237,7 +235,7 @@ class KlingCommands(app_commands.Group):
         if not self.bot.policy.is_admin(roles):
             await interaction.response.send_message("Only the configured admin role may see usage.", ephemeral=True)
             return
-        spent = await self.bot.service.store.credits_by_user(time.time() - DAY_SECONDS, origin_kind="discord")
+        spent = await self.bot.service.spent_by_user("discord")
         ranked = sorted(spent.items(), key=lambda item: -item[1])[:25]
         lines = [f"<@{user}>: {credits} credits" for user, credits in ranked] or ["Nothing spent in 24 hours."]
         await interaction.response.send_message("\n".join(lines), ephemeral=True)

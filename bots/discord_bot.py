@@ -19,8 +19,7 @@ import discord
 from discord import app_commands
 
 from kling3_tools.config import Settings
-from kling3_tools.errors import KlingError, RequestValidationError
-from kling3_tools.guard import Verdict
+from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
 from kling3_tools.models import GenerateRequest
 from kling3_tools.records import DiscordOrigin
 from kling3_tools.service import KlingService
@@ -51,7 +50,7 @@ class KlingBot(discord.AutoShardedClient):
             self.shard_ids = settings.discord.shard_ids
         self.service = service
         self.settings = settings
-        self.policy = Policy(settings.discord, service.store)
+        self.policy = Policy(settings.discord)
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(KlingCommands(self))
         self.sync_commands = sync_commands
@@ -59,9 +58,7 @@ class KlingBot(discord.AutoShardedClient):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(TaskButton)
-        self.service.notifiers.register(
-            DiscordNotifier(self, self.service.http, settings=self.settings.discord, scheduler=self.service.scheduler)
-        )
+        self.service.register(DiscordNotifier(self, self.service))
         self._poller = asyncio.create_task(self.service.poller().run())
         if self.sync_commands:
             await self._sync()
@@ -90,25 +87,25 @@ class KlingBot(discord.AutoShardedClient):
         *,
         attachments: Sequence[tuple[discord.Attachment, AttachmentKind]] = (),
     ) -> None:
-        """Acknowledge, check, confirm when dear, post the public embed, submit, record. Spends credits."""
+        """Acknowledge, check, confirm when dear, post the public embed, submit through the ledger. Spends credits."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         user_id = interaction.user.id
+        limit = self.policy.limit(user_id)
         try:
             self.policy.check_place(interaction.guild_id, interaction.channel_id)
             self._check_attachments(attachments)
             request = GenerateRequest.build(**fields)
             credits = request.estimated_credits()
-            verdict = await self.policy.check_spend(user_id, credits)
-        except (Refused, RequestValidationError) as exc:
+            await self.service.check_spend(credits, [limit])
+        except (Refused, RequestValidationError, SpendingRefusedError) as exc:
             await interaction.followup.send(str(exc), ephemeral=True)
             return
-        if verdict is Verdict.CONFIRM:
+        if self.policy.needs_confirmation(credits):
             confirm = ConfirmView()
             question = f"This will spend **{credits} credits** ({request.type}). Continue?"
             await interaction.followup.send(question, view=confirm, ephemeral=True)
             if await confirm.wait() or not confirm.confirmed:
                 return
-        self.policy.started(user_id)
         assert interaction.channel_id is not None
         channel = self.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
         starting = discord.Embed(
@@ -120,7 +117,17 @@ class KlingBot(discord.AutoShardedClient):
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, message_id=message.id, user_id=user_id
         )
         try:
-            record = await self.service.submit(request, origin)
+            record = await self.service.submit(request, origin, limits=[limit])
+        except OutcomeUnknownError as exc:
+            unknown = discord.Embed(
+                title="Kling video · outcome unknown (may have been charged)",
+                description=exc.message[:4000],
+                colour=discord.Colour.orange(),
+            )
+            await message.edit(embed=unknown)
+            await interaction.followup.send(f"Outcome unknown, {credits} credits may have been charged: "
+                                            f"{exc.message}"[:2000], ephemeral=True)  # fmt: skip
+            return
         except KlingError as exc:
             failed = discord.Embed(
                 title="Kling video · not started", description=exc.message, colour=discord.Colour.red()
@@ -128,11 +135,16 @@ class KlingBot(discord.AutoShardedClient):
             await message.edit(embed=failed)
             await interaction.followup.send(f"Not started: {exc.message}", ephemeral=True)
             return
-        await message.edit(embed=task_embed(record, expected_at=await self.service.scheduler.expected_finish(record)))
+        await message.edit(embed=task_embed(record, expected_at=await self.service.expected_finish(record)))
         await interaction.followup.send(
             f"Started `{record.task_id}` ({credits} credits). The video will be posted here when it is ready.",
             ephemeral=True,
         )
+
+    async def left_today(self, user_id: int) -> int | None:
+        """Credits left of the user's 24-hour budget, or None when there is no budget."""
+        limit = self.policy.limit(user_id)
+        return limit.left(await self.service.usage(limit)) if limit.daily_credits else None
 
     def _check_attachments(self, attachments: Sequence[tuple[discord.Attachment, AttachmentKind]]) -> None:
         limit_mb = self.settings.discord.max_attachment_mb

@@ -17,9 +17,7 @@ from collections.abc import AsyncIterator
 import discord
 import httpx
 
-from kling3_tools.config import DiscordSettings
 from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
-from kling3_tools.schedule import Scheduler
 from kling3_tools.service import KlingService
 
 from .views import result_view
@@ -64,19 +62,10 @@ class DiscordNotifier:
 
     kind = "discord"
 
-    def __init__(
-        self,
-        client: discord.Client,
-        http: httpx.AsyncClient,
-        *,
-        settings: DiscordSettings,
-        scheduler: Scheduler,
-        min_edit_seconds: float = 5.0,
-    ) -> None:
+    def __init__(self, client: discord.Client, service: KlingService, *, min_edit_seconds: float = 5.0) -> None:
         self.client = client
-        self.http = http
-        self.settings = settings
-        self.scheduler = scheduler
+        self.service = service
+        self.settings = service.settings.discord
         self.min_edit_seconds = min_edit_seconds
         self._last_edit: dict[str, float] = {}
         self._upload_limits: dict[int, int] = {}
@@ -116,7 +105,7 @@ class DiscordNotifier:
         if not isinstance(origin, DiscordOrigin) or origin.message_id is None:
             return
         channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
-        embed = task_embed(record, expected_at=await self.scheduler.expected_finish(record))
+        embed = task_embed(record, expected_at=await self.service.expected_finish(record))
         await channel.get_partial_message(origin.message_id).edit(embed=embed)
 
     async def _upload_limit(self, guild_id: int | None) -> int:
@@ -137,7 +126,7 @@ class DiscordNotifier:
         if record.local_path:
             data = await asyncio.to_thread(_read_limited_file, record.local_path, limit)
         else:
-            data = await _read_limited_url(self.http, record.video_url, limit)
+            data = await _read_limited_url(self.service.http, record.video_url, limit)
         return None if data is None else discord.File(io.BytesIO(data), filename=f"{record.task_id}.mp4")
 
 
@@ -147,7 +136,7 @@ async def rest_notifier(service: KlingService, token: str) -> AsyncIterator[Disc
     client = discord.Client(intents=discord.Intents.none())
     await client.login(token)
     try:
-        yield DiscordNotifier(client, service.http, settings=service.settings.discord, scheduler=service.scheduler)
+        yield DiscordNotifier(client, service)
     finally:
         await client.close()
 

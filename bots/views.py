@@ -42,7 +42,7 @@ class ConfirmView(discord.ui.View):
 async def _owned_record(interaction: discord.Interaction, task_id: str) -> TaskRecord | None:
     """The task behind a result button, when the one who clicked is the one who asked; else refuse."""
     bot = cast("KlingBot", interaction.client)
-    record = await bot.service.store.get(task_id)
+    record = await bot.service.get(task_id)
     if record is None or not isinstance(record.origin, DiscordOrigin):
         await interaction.response.send_message("I no longer know this video.", ephemeral=True)
         return None
@@ -56,9 +56,7 @@ async def _owned_record(interaction: discord.Interaction, task_id: str) -> TaskR
 
 def same_request(record: TaskRecord) -> dict[str, Any]:
     """The fields of a recorded request, ready to go through the checks again."""
-    fields = {name: record.request.get(name) for name in REQUEST_FIELDS}
-    fields["end_image"] = record.request.get("image_tail")
-    return fields
+    return {name: record.request.get(name) for name in REQUEST_FIELDS}
 
 
 class TaskButton(

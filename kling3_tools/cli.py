@@ -127,10 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     cost = commands.add_parser("cost", help="show what a request would cost (spends nothing)")
     _add_request_flags(cost, prompt_required=False)
 
-    tasks = commands.add_parser("tasks", help="list the tasks recorded in the store")
+    tasks = commands.add_parser(
+        "tasks", help="list the tasks recorded in the store, and the generates whose outcome is unknown"
+    )
     tasks.add_argument("--status", choices=get_args(StatusFilter), help="only these")
     tasks.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
     tasks.add_argument("--json", action="store_true", help="print one JSON object")
+    tasks_commands = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
+    resolve = tasks_commands.add_parser(
+        "resolve",
+        help="settle a generate whose outcome is unknown, once you have checked the dashboard",
+        description="Attach the task the dashboard shows to an unknown attempt (then it is followed like any "
+        "task), or release it when nothing was created (then it no longer counts against your limits).",
+    )
+    resolve.add_argument("attempt_id", help="the attempt-… id that `kling3 tasks` lists")
+    outcome = resolve.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--task-id", metavar="ID", help="the task the dashboard shows for it")
+    outcome.add_argument("--release", action="store_true", help="nothing was created: stop counting it")
 
     poller = commands.add_parser(
         "poller",
@@ -238,7 +251,7 @@ async def _service(args: argparse.Namespace, settings: Settings) -> AsyncIterato
     """The service for the configured API, or for an embedded sandbox with --sandbox."""
     async with KlingService.open(settings, sandbox=args.sandbox) as service:
         if args.sandbox:
-            err.print(f"[dim]Using the embedded sandbox at {service.client.base_url} (no credits are spent).[/dim]")
+            err.print(f"[dim]Using the embedded sandbox at {service.base_url} (no credits are spent).[/dim]")
         yield service
 
 
@@ -278,7 +291,7 @@ async def _finish(service: KlingService, task_id: str, args: argparse.Namespace)
     except asyncio.CancelledError:
         err.print(f"Stopped waiting. The task goes on: kling3 wait {task_id}")
         raise
-    path = await service.client.download(task, args.download) if args.download else None
+    path = await service.download(task, args.download) if args.download else None
     if args.json:
         _print_json({**task_json(task), "path": str(path) if path else None})
     else:
@@ -300,9 +313,12 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
             "--notify-webhook needs a signing secret: set [poller] webhook_secret or KLING_POLLER__WEBHOOK_SECRET"
         )
     err.print(f"Cost: {_describe_cost(request)}")
+
+    def created(task: Task) -> None:  # first, before anything is written: the id is never lost
+        err.print(Text(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)"))
+
     async with _service(args, settings) as service:
-        record = await service.submit(request, origin)
-        err.print(f"Submitted {record.task_id} ({record.raw_status}, {record.consumed_credits} credits)")
+        record = await service.submit(request, origin, on_created=created)
         if args.notify_webhook:
             err.print("The result will be POSTed to the webhook by a running `kling3 poller`.")
         if args.wait:
@@ -316,7 +332,7 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(args, settings) as service:
-        task = await service.status(args.task_id)
+        task = (await service.status(args.task_id)).task
     if args.json:
         _print_json(task_json(task))
     else:
@@ -349,17 +365,34 @@ async def _open_store(args: argparse.Namespace, settings: Settings) -> TaskStore
 
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
-    """Reads the local store only: no key, no network."""
+    """Reads the local store only: no key, no network (`tasks resolve --task-id` asks the API)."""
+    if args.tasks_command == "resolve":
+        return await cmd_resolve(args, settings)
     store = await _open_store(args, settings)
     try:
         records = await store.recent(status=args.status, limit=args.limit)
+        attempts = await store.attempts(limit=args.limit) if args.status in (None, "running") else []
     finally:
         await store.close()
-    if args.json:
-        _print_json({"tasks": [record_json(r) for r in records]})
-        return EXIT_OK
     now = time.time()
+    if args.json:
+        unsettled = [{**a.model_dump(mode="json"), "state": a.state_at(now).value} for a in attempts]
+        _print_json({"tasks": [record_json(r) for r in records], "attempts": unsettled})
+        return EXIT_OK
     rows = [
+        (
+            a.attempt_id,
+            a.type,
+            a.state_at(now).value,
+            _age(now - a.created_at),
+            str(a.estimated_credits),
+            "-",
+            f"may have been charged: check the dashboard, then kling3 tasks resolve {a.attempt_id} "
+            "--task-id ID (or --release)",
+        )
+        for a in attempts
+    ]
+    rows += [
         (
             r.task_id,
             r.type,
@@ -377,8 +410,19 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     table = Table("task id", "type", "status", "age", "credits", "delivery", "result", title="Recorded tasks")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     out.print(table)
+    return EXIT_OK
+
+
+async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    async with _service(args, settings) as service:
+        record = await service.resolve(args.attempt_id, task_id=None if args.release else args.task_id)
+    if record is None:
+        err.print(Text(f"Released {args.attempt_id}: it no longer counts against any limit."))
+    else:
+        err.print(Text(f"{args.attempt_id} is task {record.task_id} ({record.display_status}); it is followed now."))
+        out.print(Text(record.task_id))
     return EXIT_OK
 
 
@@ -394,10 +438,10 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
                 from bots.notifier import rest_notifier
             except ImportError as exc:
                 raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing ({exc})") from None
-            service.notifiers.register(await stack.enter_async_context(rest_notifier(service, token)))
+            service.register(await stack.enter_async_context(rest_notifier(service, token)))
         poller = service.poller()
         err.print(
-            f"Polling for {', '.join(service.notifiers.kinds())} tasks of {service.client.base_url} "
+            f"Polling for {', '.join(service.delivered_kinds())} tasks of {service.base_url} "
             f"as {poller.owner}; Ctrl-C stops."
         )
         await poller.run()

@@ -327,7 +327,7 @@ class AsyncKlingClient:
                 if not safe_after_send:
                     raise OutcomeUnknownError(
                         f"{what} was sent but no answer came back ({type(exc).__name__}). A task may have "
-                        "been created and billed: check your dashboard or `kling3 tasks` before trying again."
+                        "been created and billed: check your dashboard before trying again."
                     ) from None
                 failure = APIConnectionError(f"The connection failed during {what}: {type(exc).__name__}.")
             except RateLimitError as exc:

@@ -65,6 +65,13 @@ class StoreSettings(_Section):
     pool_size: int = Field(default=10, ge=1)
 
 
+class BudgetSettings(_Section):
+    """`[budget]`: one wallet, so limits for every front end together (the CLI and the Python API too)."""
+
+    daily_credits: int = Field(default=0, ge=0)
+    max_credits_per_video: int = Field(default=0, ge=0)
+
+
 class PollerSettings(_Section):
     rate_limit_per_second: float = Field(default=5.0, gt=0)
     expected_seconds: tuple[float, float] = (120.0, 600.0)
@@ -132,6 +139,7 @@ class Settings(BaseSettings):
 
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

@@ -159,12 +159,17 @@ class APIConnectionError(KlingError):
 class OutcomeUnknownError(APIConnectionError):
     """A generate request was sent but no answer came back.
 
-    The task may exist and may be billed. It is never retried automatically:
-    check the dashboard (or `kling3 tasks`) before submitting again.
+    The task may exist and may be billed. It is never retried automatically.
+    Through `KlingService`, `attempt_id` names the ledger's record of it, which
+    counts against every limit until `kling3 tasks resolve` settles it.
     """
 
     default_code = "OUTCOME_UNKNOWN"
     default_retryable = False
+
+    def __init__(self, message: str, *, attempt_id: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.attempt_id = attempt_id
 
 
 class TaskFailedError(KlingError):

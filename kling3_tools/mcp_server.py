@@ -34,7 +34,7 @@ from . import __version__, catalog
 from .catalog import AspectRatio, TaskType
 from .config import Settings
 from .errors import KlingError, RequestValidationError, SpendingRefusedError
-from .guard import SpendingGuard, Verdict
+from .ledger import Scope, SpendLimit
 from .models import GenerateRequest, Task, quote
 from .records import McpOrigin, Outcome, TaskRecord
 from .service import KlingService
@@ -172,9 +172,20 @@ def _finished_sentence(record: TaskRecord) -> str:
 @dataclass
 class Deps:
     service: KlingService
-    guard: SpendingGuard
     notifier: McpNotifier
     settings: Settings
+
+    @property
+    def limit(self) -> SpendLimit:
+        """`[mcp]`'s limits, over every MCP task of the store."""
+        limits = self.settings.mcp
+        return SpendLimit(
+            "mcp",
+            Scope(origin_kind="mcp"),
+            daily_credits=limits.daily_credit_budget,
+            max_credits_per_video=limits.max_credits_per_video,
+            daily_key="daily_credit_budget",
+        )
 
 
 def _field(name: str) -> Any:
@@ -183,7 +194,8 @@ def _field(name: str) -> Any:
 
 
 def build_server(deps: Deps) -> MCPServer:
-    service, guard, notifier = deps.service, deps.guard, deps.notifier
+    service, notifier, limit = deps.service, deps.notifier, deps.limit
+    confirm_above = deps.settings.mcp.confirm_above_credits
     mcp = MCPServer(
         "kling3",
         version=__version__,
@@ -196,7 +208,7 @@ def build_server(deps: Deps) -> MCPServer:
     )
 
     async def to_video(record: TaskRecord, *, waited_out: bool = False) -> VideoTask:
-        expected_at = await service.scheduler.expected_finish(record)
+        expected_at = await service.expected_finish(record)
         return VideoTask(
             task_id=record.task_id,
             type=record.type,
@@ -230,13 +242,13 @@ def build_server(deps: Deps) -> MCPServer:
     async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> VideoTask:
         """Follow the store (the poller keeps it current), reporting progress every few seconds."""
         started = time.monotonic()
-        record = await service.store.get(task_id)
+        record = await service.get(task_id)
         if record is None:
             try:
-                return from_task(await service.status(task_id))
+                return from_task((await service.status(task_id)).task)
             except KlingError as exc:
                 raise ToolError(exc.message) from None
-        expected = await service.scheduler.expected_finish(record) - record.submitted_at
+        expected = await service.expected_finish(record) - record.submitted_at
         while record.is_tracking:
             waited = time.monotonic() - started
             if waited >= timeout:
@@ -248,7 +260,7 @@ def build_server(deps: Deps) -> MCPServer:
                 message=f"{record.raw_status or 'running'} for {int(age // 60)}:{int(age % 60):02d}",
             )
             await asyncio.sleep(min(PROGRESS_EVERY, timeout - waited))
-            record = await service.store.get(task_id) or record
+            record = await service.get(task_id) or record
         return await to_video(record)
 
     # --- the spending decision, made before the tool body runs ------------------------
@@ -281,10 +293,10 @@ def build_server(deps: Deps) -> MCPServer:
     ) -> Elicit[SpendApproval] | SpendApproval:
         credits = request.estimated_credits()
         try:
-            verdict = await guard.check(credits, origin_kind="mcp")
+            await service.check_spend(credits, [limit])
         except SpendingRefusedError as exc:
-            raise ToolError(f"{exc.message} Nothing was spent.") from None
-        if verdict is Verdict.GO:
+            raise ToolError(exc.message) from None
+        if not (confirm_above and credits > confirm_above):
             return SpendApproval(approve=True)
         capabilities = ctx.client_capabilities
         if capabilities is not None and capabilities.elicitation is not None:
@@ -292,7 +304,7 @@ def build_server(deps: Deps) -> MCPServer:
         if deps.settings.mcp.when_cannot_confirm == "allow":
             return SpendApproval(approve=True)
         raise ToolError(
-            f"This video costs {credits} credits, above confirm_above_credits = {guard.confirm_above_credits}, "
+            f"This video costs {credits} credits, above confirm_above_credits = {confirm_above}, "
             "and this client cannot ask the user to confirm. Nothing was spent. To allow it, raise "
             '[mcp] confirm_above_credits or set [mcp] when_cannot_confirm = "allow".'
         )
@@ -333,7 +345,7 @@ def build_server(deps: Deps) -> MCPServer:
             raise ToolError(f"Not started: the user did not approve spending {request.estimated_credits()} credits.")
         origin = McpOrigin(session=notifier.session_id(ctx), client_name=_client_name(ctx))
         try:
-            record = await service.submit(request, origin)
+            record = await service.submit(request, origin, limits=[limit])
         except KlingError as exc:
             raise ToolError(exc.message) from None
         wait = deps.settings.mcp.wait_seconds if wait_seconds is None else wait_seconds
@@ -356,11 +368,10 @@ def build_server(deps: Deps) -> MCPServer:
     ) -> VideoTask:
         """The current status of a video task, asked of the API now."""
         try:
-            task = await service.status(task_id)
+            checked = await service.status(task_id)
         except KlingError as exc:
             raise ToolError(exc.message) from None
-        record = await service.store.get(task_id)
-        return await to_video(record) if record is not None else from_task(task)
+        return await to_video(checked.record) if checked.record is not None else from_task(checked.task)
 
     @mcp.tool(title="Estimate a video's cost", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
     async def estimate_video_cost(
@@ -373,14 +384,14 @@ def build_server(deps: Deps) -> MCPServer:
             credits = quote(type, duration, sound)
         except RequestValidationError as exc:
             raise ToolError(str(exc)) from None
-        spent = await guard.spent_today(origin_kind="mcp")
+        usage = await service.usage(limit)
         return CostEstimate(
             type=type.value,
             credits=credits,
             price=catalog.get_model(type).price.describe(),
-            spent_today=spent,
-            left_today=guard.left_after(spent),
-            needs_confirmation=bool(guard.confirm_above_credits and credits > guard.confirm_above_credits),
+            spent_today=usage.credits,
+            left_today=limit.left(usage),
+            needs_confirmation=bool(confirm_above and credits > confirm_above),
         )
 
     @mcp.tool(title="List video models", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
@@ -394,7 +405,7 @@ def build_server(deps: Deps) -> MCPServer:
         limit: Annotated[int, Field(ge=1, le=100, description="How many, newest first.")] = 20,
     ) -> VideoList:
         """Videos submitted through this server, newest first, from the local task store."""
-        records = await service.store.recent(status=status, origin_kind="mcp", limit=limit)
+        records = await service.recent(status=status, origin_kind="mcp", limit=limit)
         return VideoList(videos=[await to_video(r) for r in records])
 
     # --- resources ---------------------------------------------------------------------
@@ -407,11 +418,11 @@ def build_server(deps: Deps) -> MCPServer:
     @mcp.resource(TASK_URI, name="task", mime_type="application/json")
     async def task_resource(task_id: str) -> str:
         """One video task: status, credits, video URLs."""
-        record = await service.store.get(task_id)
+        record = await service.get(task_id)
         if record is not None:
             return (await to_video(record)).model_dump_json()
         try:
-            return from_task(await service.status(task_id)).model_dump_json()
+            return from_task((await service.status(task_id)).task).model_dump_json()
         except KlingError as exc:
             raise ToolError(exc.message) from None
 
@@ -447,20 +458,13 @@ def _next_step(record: TaskRecord, waited_out: bool) -> str:
 
 @contextlib.asynccontextmanager
 async def open_deps(settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]:
-    """The service, the guard, the notifier and an in-process poller, for the server's whole life."""
+    """The service, the notifier and an in-process poller, for the server's whole life."""
     async with KlingService.open(settings, sandbox=sandbox) as service:
         notifier = McpNotifier(InMemorySubscriptionBus())
-        service.notifiers.register(notifier)
-        limits = settings.mcp
-        guard = SpendingGuard(
-            service.store,
-            max_credits_per_video=limits.max_credits_per_video,
-            daily_credit_budget=limits.daily_credit_budget,
-            confirm_above_credits=limits.confirm_above_credits,
-        )
+        service.register(notifier)
         poller = asyncio.create_task(service.poller().run())
         try:
-            yield Deps(service, guard, notifier, settings)
+            yield Deps(service, notifier, settings)
         finally:
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -502,9 +506,7 @@ async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str,
     async with open_deps(settings, sandbox=sandbox) as deps:
         server = build_server(deps)
         if sandbox:
-            log.warning(
-                "kling3 MCP server on the embedded sandbox at %s: no credits are spent", deps.service.client.base_url
-            )
+            log.warning("kling3 MCP server on the embedded sandbox at %s: no credits are spent", deps.service.base_url)
         if transport == "stdio":
             await server.run_stdio_async()
             return

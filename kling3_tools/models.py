@@ -166,6 +166,10 @@ class GenerateRequest(BaseModel):
         """Credits this request will spend, from the catalog; no HTTP."""
         return self.spec.credits(self.effective_duration or 0, self.effective_sound)
 
+    def recorded(self) -> dict[str, Any]:
+        """The request in the model's own form (what the store keeps): `GenerateRequest(**recorded())` again."""
+        return self.model_dump(mode="json", exclude_none=True)
+
     def to_payload(self) -> dict[str, Any]:
         """The JSON body sent to the API, with the documented defaults made explicit."""
         payload: dict[str, Any] = {"type": self.type.value}

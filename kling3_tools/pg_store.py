@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -26,16 +27,22 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .errors import StoreError, TaskExistsError
+from .ledger import DAY_SECONDS, Attempt, AttemptState, SpendLimit, Usage, check_limits
 from .ratelimit import RateLimiter, default_burst, refill
 from .records import TaskRecord
 from .store import (
+    ATTEMPT_COLUMNS,
     COLUMNS,
     MUTABLE_COLUMNS,
     SqlDialect,
     StatusFilter,
+    attempt_from_row,
+    attempt_to_row,
     progress_columns,
     record_from_row,
     record_to_row,
+    stamp,
+    usage_from_row,
 )
 
 log = logging.getLogger("kling3_tools.store")
@@ -45,7 +52,7 @@ Pool = AsyncConnectionPool[Connection]
 
 NEW_TASK_CHANNEL = "kling3_new_task"
 _MIGRATION_LOCK = 0x6B6C696E6733  # any constant: one `migrate` at a time
-_JSON_COLUMNS = {"request", "video_urls", "origin"}
+_JSON_COLUMNS = {"request", "video_urls", "origin"}  # in tasks and attempts
 
 # One entry per schema version; never edit a released entry, append a new one.
 MIGRATIONS: list[list[str]] = [
@@ -89,6 +96,26 @@ MIGRATIONS: list[list[str]] = [
             updated_at double precision NOT NULL,
             paused_until double precision NOT NULL
         )""",
+    ],
+    [
+        """
+        CREATE TABLE attempts (
+            attempt_id text PRIMARY KEY,
+            api_url text NOT NULL,
+            type text NOT NULL,
+            request jsonb NOT NULL,
+            estimated_credits integer NOT NULL,
+            origin jsonb NOT NULL,
+            origin_kind text NOT NULL,
+            user_id bigint,
+            created_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            state text NOT NULL,
+            task_id text,
+            note text
+        )""",
+        "CREATE INDEX attempts_open ON attempts (created_at) WHERE state IN ('submitting', 'unknown')",
+        "CREATE INDEX attempts_scope ON attempts (origin_kind, user_id, created_at)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -293,13 +320,61 @@ class PostgresTaskStore:
         rows = await self._rows(sql, {"type": type_, "duration": duration, "limit": limit})
         return [float(row["took"]) for row in rows]
 
-    async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
-        rows = await self._rows(*POSTGRES.credits_since(since, origin_kind=origin_kind, user_id=user_id))
-        return int(rows[0]["credits"])
-
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
         rows = await self._rows(*POSTGRES.credits_by_user(since, origin_kind=origin_kind))
         return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
+
+    def _insert(self, table: str, columns: list[str]) -> str:
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(self._placeholder(c) for c in columns)})"
+
+    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        # One advisory lock per scope whose usage is checked, taken in one order: reservations that share a
+        # scope queue on it, and under READ COMMITTED each statement after the lock sees the last one's insert.
+        keys = sorted({limit.scope.key for limit in limits if limit.counts_usage})
+        async with self._pool.connection() as conn, conn.transaction():
+            for key in keys:
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+            stamp(attempt)
+            usages: dict[SpendLimit, Usage] = {}
+            for limit in limits:
+                if limit.counts_usage:
+                    async with conn.cursor(row_factory=dict_row) as cursor:
+                        await cursor.execute(*POSTGRES.usage(limit, attempt.created_at - DAY_SECONDS))
+                        row = await cursor.fetchone()
+                    assert row is not None
+                    usages[limit] = usage_from_row(row)
+            check_limits(attempt.estimated_credits, attempt.created_at, limits, usages.__getitem__)
+            await conn.execute(self._insert("attempts", ATTEMPT_COLUMNS), attempt_to_row(attempt))
+
+    async def settle(self, attempt_id: str, record: TaskRecord) -> None:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(self._insert("tasks", COLUMNS), record_to_row(record))
+                await conn.execute(
+                    "UPDATE attempts SET state = 'submitted', task_id = %(task_id)s WHERE attempt_id = %(attempt_id)s",
+                    {"task_id": record.task_id, "attempt_id": attempt_id},
+                )
+                await conn.execute("SELECT pg_notify(%s, %s)", (NEW_TASK_CHANNEL, record.api_url))
+        except psycopg.errors.UniqueViolation as exc:
+            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+
+    async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
+        sql = (
+            "UPDATE attempts SET state = %(state)s, note = %(note)s "
+            "WHERE attempt_id = %(attempt_id)s AND state IN ('submitting', 'unknown')"
+        )
+        return bool(await self._count(sql, {"state": state.value, "note": note, "attempt_id": attempt_id}))
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None:
+        rows = await self._rows("SELECT * FROM attempts WHERE attempt_id = %(id)s", {"id": attempt_id})
+        return attempt_from_row(rows[0]) if rows else None
+
+    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
+        return [attempt_from_row(row) for row in await self._rows(*POSTGRES.attempts(open_only=open_only, limit=limit))]
+
+    async def usage(self, limit: SpendLimit) -> Usage:
+        rows = await self._rows(*POSTGRES.usage(limit, time.time() - DAY_SECONDS, full=True))
+        return usage_from_row(rows[0])
 
     def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
         if api_url not in self._limiters:

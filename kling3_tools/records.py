@@ -99,7 +99,7 @@ class TaskRecord(BaseModel):
             api_url=api_url,
             type=request.type.value,
             duration=request.effective_duration,
-            request=request.to_payload(),
+            request=request.recorded(),
             estimated_credits=request.estimated_credits(),
             consumed_credits=task.consumed_credits,
             status=task.status,

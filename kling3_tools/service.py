@@ -7,22 +7,38 @@ scheduler (and, with `sandbox=True`, an embedded sandbox to talk to).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy, UpdateCallback, WaitPolicy
 from .config import Settings
-from .errors import KlingError
+from .errors import KlingError, OutcomeUnknownError, StoreError
+from .ledger import (
+    DAY_SECONDS,
+    OPEN_STATES,
+    Attempt,
+    AttemptState,
+    SpendLimit,
+    Usage,
+    check_limits,
+    outcome_of,
+)
 from .models import GenerateRequest, Task
-from .notifiers import CliNotifier, Notifiers, WebhookNotifier
+from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .poller import Poller
 from .records import AnyOrigin, CliOrigin, Delivery, TaskRecord
 from .schedule import SchedulePolicy, Scheduler
-from .store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
+from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
+
+log = logging.getLogger("kling3_tools")
 
 
 def sandbox_schedule(finish_seconds: float) -> SchedulePolicy:
@@ -32,6 +48,19 @@ def sandbox_schedule(finish_seconds: float) -> SchedulePolicy:
         dense_interval=max(0.5, finish_seconds / 10),
         max_interval=max(2.0, finish_seconds),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What `KlingService.status` learned: the API's answer, and the record it saved (None when untracked)."""
+
+    task: Task
+    record: TaskRecord | None
+
+
+def attempt_deadline(settings: Settings) -> float:
+    """Seconds a generate may take, every allowed retry included; past it the outcome is unknown."""
+    return settings.timeout_seconds * (settings.max_retries + 1) + RetryPolicy().max_delay * settings.max_retries + 5
 
 
 class KlingService:
@@ -53,6 +82,12 @@ class KlingService:
         if settings.poller.webhook_secret is not None:
             self.notifiers.register(WebhookNotifier(http, settings.poller.webhook_secret.get_secret_value()))
         self._pollers: list[Poller] = []
+        self.budget = SpendLimit(
+            "budget",
+            daily_credits=settings.budget.daily_credits,
+            max_credits_per_video=settings.budget.max_credits_per_video,
+        )
+        self.attempt_deadline = attempt_deadline(settings)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -80,27 +115,147 @@ class KlingService:
             stack.push_async_callback(store.close)
             yield cls(client, store, settings, http=http, schedule=schedule)
 
-    async def submit(self, request: GenerateRequest, origin: AnyOrigin | None = None) -> TaskRecord:
-        """Spend credits: generate, then record the task before anything else happens."""
-        task = await self.client.generate(request)
-        record = TaskRecord.submitted(task, request, api_url=self.client.base_url, origin=origin or CliOrigin())
-        record.due_at = await self.scheduler.next_check(record, record.submitted_at)
+    # --- spending: the one path every generate takes -----------------------------------
+
+    async def submit(
+        self,
+        request: GenerateRequest,
+        origin: AnyOrigin | None = None,
+        *,
+        limits: Sequence[SpendLimit] = (),
+        on_created: Callable[[Task], None] | None = None,
+    ) -> TaskRecord:
+        """Spend credits through the ledger: reserve → POST → record → schedule.
+
+        `limits` are the front end's own, checked with `[budget]` in the reservation. `on_created` sees the
+        task the moment the API returns it, before anything is written (a CLI prints its id there).
+        Raises `SpendingRefusedError` or `StoreError` with nothing sent, and `OutcomeUnknownError` (with its
+        `attempt_id`) when the POST may have created a task.
+        """
+        origin = origin or CliOrigin()
+        attempt = Attempt.new(request, api_url=self.client.base_url, origin=origin, deadline=self.attempt_deadline)
         try:
-            await self.store.add(record)
+            await self.store.reserve(attempt, [self.budget, *limits])
+        except KlingError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"Nothing was sent: the task store {self.store!r} cannot record the spend ({exc})."
+            ) from exc
+        try:
+            async with asyncio.timeout(attempt.expires_at - time.time()):
+                task = await self.client.generate(request)
+        except BaseException as exc:
+            raise await self._unsettled(attempt, exc) from None
+        if on_created is not None:
+            on_created(task)
+        record = TaskRecord.submitted(task, request, api_url=self.client.base_url, origin=origin)
+        record.due_at = await self._first_check(record)
+        try:
+            await self.store.settle(attempt.attempt_id, record)
         except Exception as exc:
             raise KlingError(
                 f"Task {task.task_id} was created ({task.consumed_credits} credits) but could not be recorded: {exc}. "
-                f"Follow it with: kling3 wait {task.task_id}"
+                f"It stays in the ledger as {attempt.attempt_id}: record it with "
+                f"`kling3 tasks resolve {attempt.attempt_id} --task-id {task.task_id}`, or follow it with "
+                f"`kling3 wait {task.task_id}`."
             ) from exc
         for poller in self._pollers:
             poller.wake()
         return record
 
-    async def status(self, task_id: str) -> Task:
+    async def _unsettled(self, attempt: Attempt, failure: BaseException) -> BaseException:
+        """Close the attempt of a generate that returned no task; the exception to raise in its place."""
+        state = outcome_of(failure)
+        note = str(failure) or type(failure).__name__
+        try:  # shielded: a Ctrl-C that cancelled the POST must still leave the attempt marked
+            await asyncio.shield(self.store.close_attempt(attempt.attempt_id, state, note))
+        except Exception as exc:  # it stays `submitting`, which reads as `unknown` after its deadline
+            log.warning("could not mark %s %s: %s", attempt.attempt_id, state.value, exc)
+        if state is AttemptState.RELEASED or not isinstance(failure, Exception):
+            return failure
+        return OutcomeUnknownError(
+            f"{note.rstrip('.')}. A task may have been created and billed: it is recorded as {attempt.attempt_id} "
+            f"({attempt.estimated_credits} credits), which counts against every limit until resolved. Check your "
+            f"dashboard, then `kling3 tasks resolve {attempt.attempt_id} --task-id ID` (or `--release` when "
+            "nothing was created).",
+            attempt_id=attempt.attempt_id,
+        )
+
+    async def _first_check(self, record: TaskRecord) -> float:
+        """When to check the new task first; a failed history read must not lose the task: then at once."""
+        try:
+            return await self.scheduler.next_check(record, record.submitted_at)
+        except Exception as exc:
+            log.warning("no schedule for %s (%s): it is checked at once", record.task_id, exc)
+            return record.submitted_at
+
+    async def check_spend(self, credits: int, limits: Sequence[SpendLimit] = ()) -> None:
+        """Refuse early (before asking a person to confirm) by the limits `submit` will enforce. Advisory:
+        only `submit`'s reservation decides, so this may pass and `submit` still refuse."""
+        every = [self.budget, *limits]
+        usages = {limit: await self.store.usage(limit) for limit in every if limit.counts_usage}
+        check_limits(credits, time.time(), every, usages.__getitem__)
+
+    async def usage(self, limit: SpendLimit) -> Usage:
+        return await self.store.usage(limit)
+
+    async def spent_by_user(self, origin_kind: str) -> dict[int, int]:
+        """Credits per user over the last 24 hours (tasks not failed, plus open attempts)."""
+        return await self.store.credits_by_user(time.time() - DAY_SECONDS, origin_kind=origin_kind)
+
+    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
+        return await self.store.attempts(open_only=open_only, limit=limit)
+
+    async def resolve(self, attempt_id: str, *, task_id: str | None) -> TaskRecord | None:
+        """Settle an open attempt by hand: attach the task the dashboard shows (checked with the API), or,
+        with no `task_id`, release it because nothing was created. The task's record, or None."""
+        attempt = await self.store.get_attempt(attempt_id)
+        if attempt is None:
+            raise KlingError(f"No attempt {attempt_id} in the ledger (`kling3 tasks` lists the open ones).")
+        if attempt.state not in OPEN_STATES:
+            raise KlingError(
+                f"{attempt_id} is already {attempt.state.value}"
+                + (f" as {attempt.task_id}." if attempt.task_id else ".")
+            )
+        if task_id is None:
+            await self.store.close_attempt(attempt_id, AttemptState.RELEASED, "released by hand: nothing was created")
+            return None
+        if attempt.api_url != self.client.base_url:
+            raise KlingError(f"{attempt_id} was sent to {attempt.api_url}; resolve it with that API (--base-url).")
+        task = await self.client.status(task_id)
+        request = GenerateRequest.model_validate(attempt.request)
+        record = TaskRecord.submitted(task, request, api_url=attempt.api_url, origin=attempt.origin)
+        record.submitted_at = attempt.created_at
+        now = time.time()
+        record.apply(task, now)
+        if record.is_tracking:
+            record.due_at = await self._first_check(record)
+        await self.store.settle(attempt_id, record)
+        return record
+
+    # --- following tasks ----------------------------------------------------------------
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        return await self.store.get(task_id)
+
+    async def recent(
+        self,
+        *,
+        status: StatusFilter | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        return await self.store.recent(status=status, origin_kind=origin_kind, user_id=user_id, limit=limit)
+
+    async def expected_finish(self, record: TaskRecord) -> float:
+        return await self.scheduler.expected_finish(record)
+
+    async def status(self, task_id: str) -> Checked:
         """Ask the API now, and record what it said when the task is tracked here."""
         task = await self.client.status(task_id)
-        await self._record_progress(task)
-        return task
+        return Checked(task, await self._record_progress(task))
 
     async def wait(
         self, task_id: str, *, timeout: float, on_update: UpdateCallback | None = None, policy: WaitPolicy | None = None
@@ -116,10 +271,13 @@ class KlingService:
 
         return await self.client.wait(task_id, timeout=timeout, on_update=record_and_report, policy=policy)
 
-    async def _record_progress(self, task: Task) -> None:
+    async def download(self, task: Task, path: str | Path) -> Path:
+        return await self.client.download(task, path)
+
+    async def _record_progress(self, task: Task) -> TaskRecord | None:
         record = await self.store.get(task.task_id)
         if record is None or not record.is_tracking:
-            return
+            return record
         now = time.time()
         record.apply(task, now)
         if record.is_tracking:
@@ -128,6 +286,19 @@ class KlingService:
             record.delivery = Delivery.DELIVERED
             record.due_at = None
         await self.store.save_progress(record)
+        return record
+
+    @property
+    def base_url(self) -> str:
+        return self.client.base_url
+
+    def delivered_kinds(self) -> list[str]:
+        """The kinds of task whose results this process can deliver (`cli`, `webhook`, …)."""
+        return self.notifiers.kinds()
+
+    def register(self, notifier: Notifier) -> None:
+        """Deliver the results of this notifier's kind of task (pollers started later use it)."""
+        self.notifiers.register(notifier)
 
     def poller(self, *, concurrency: int = 8, owner: str | None = None) -> Poller:
         """A poller over this service's client, store and notifiers (run it with `await poller.run()`)."""

@@ -15,7 +15,8 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +26,7 @@ import platformdirs
 from pydantic import TypeAdapter
 
 from .errors import StoreError, TaskExistsError
+from .ledger import DAY_SECONDS, Attempt, AttemptState, Scope, SpendLimit, Usage, check_limits
 from .ratelimit import RateLimiter, TokenBucket
 from .records import Delivery, Origin, Outcome, TaskRecord
 
@@ -62,6 +64,23 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded';
 CREATE INDEX IF NOT EXISTS tasks_submitted ON tasks (submitted_at);
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    request TEXT NOT NULL,
+    estimated_credits INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    user_id INTEGER,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    task_id TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_open ON attempts (created_at) WHERE state IN ('submitting', 'unknown');
+CREATE INDEX IF NOT EXISTS attempts_scope ON attempts (origin_kind, user_id, created_at);
 """
 
 COLUMNS = [
@@ -101,6 +120,23 @@ PROGRESS_COLUMNS = [
 MUTABLE_COLUMNS = [c for c in COLUMNS if c not in {"task_id", "api_url", "type", "duration", "request", "submitted_at"}]
 
 
+ATTEMPT_COLUMNS = [
+    "attempt_id",
+    "api_url",
+    "type",
+    "request",
+    "estimated_credits",
+    "origin",
+    "origin_kind",
+    "user_id",
+    "created_at",
+    "expires_at",
+    "state",
+    "task_id",
+    "note",
+]
+
+
 def progress_columns(record: TaskRecord) -> list[str]:
     """What `save_progress` writes: the delivery mark only when the front end that saw the task end
     delivered it itself (a CLI task); every other delivery is the poller's."""
@@ -126,7 +162,24 @@ def record_from_row(row: dict[str, Any]) -> TaskRecord:
     return TaskRecord.model_validate(data)
 
 
+def attempt_to_row(attempt: Attempt) -> dict[str, Any]:
+    data = attempt.model_dump(mode="json")
+    data["request"] = json.dumps(data["request"])
+    data["origin"] = attempt.origin.model_dump_json()
+    data["origin_kind"] = attempt.origin.kind
+    data["user_id"] = attempt.user_id
+    return data
+
+
+def attempt_from_row(row: dict[str, Any]) -> Attempt:
+    data = {key: row[key] for key in ATTEMPT_COLUMNS if key not in ("origin_kind", "user_id")}
+    data["request"] = json.loads(data["request"])
+    data["origin"] = _ORIGIN.validate_json(data["origin"])
+    return Attempt.model_validate(data)
+
+
 _NOT_FAILED = "(outcome IS NULL OR outcome != 'failed')"
+_OPEN = "state IN ('submitting', 'unknown')"
 _CREDITS = "COALESCE(consumed_credits, estimated_credits)"  # consumed once known, else estimated
 
 
@@ -155,18 +208,67 @@ class SqlDialect:
         where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id, outcome=outcome)
         return f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC LIMIT {self.param('limit')}", params
 
-    def credits_since(
-        self, since: float, *, origin_kind: str | None, user_id: int | None
-    ) -> tuple[str, dict[str, Any]]:
+    def _scope(self, params: dict[str, Any], scope: Scope, *, user_column: str) -> str:
+        clauses = ["1 = 1"]
+        if scope.origin_kind is not None:
+            clauses.append(f"origin_kind = {self.param('origin_kind')}")
+            params["origin_kind"] = scope.origin_kind
+        if scope.user_id is not None:
+            clauses.append(f"{user_column} = {self.param('user_id')}")
+            params["user_id"] = scope.user_id
+        return " AND ".join(clauses)
+
+    def usage(self, limit: SpendLimit, since: float, *, full: bool = False) -> tuple[str, dict[str, Any]]:
+        """One row (credits, running, last_attempt_at) for the limit's scope. Unless `full` (for showing),
+        parts the limit does not check are constants: a budget never scans the running tasks."""
         params: dict[str, Any] = {"since": since}
-        clauses = [f"submitted_at >= {self.param('since')}", _NOT_FAILED]
-        where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id)
-        return f"SELECT COALESCE(SUM({_CREDITS}), 0) AS credits FROM tasks {where}", params
+        tasks = self._scope(params, limit.scope, user_column=self.user_id)
+        attempts = self._scope(params, limit.scope, user_column="user_id")
+        since_sql = self.param("since")
+        open_attempts = f"FROM attempts WHERE created_at >= {since_sql} AND {_OPEN} AND {attempts}"
+        credits = "0"
+        if limit.daily_credits or full:
+            credits = (
+                f"(SELECT COALESCE(SUM({_CREDITS}), 0) FROM tasks "
+                f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND {tasks}) "
+                f"+ (SELECT COALESCE(SUM(estimated_credits), 0) {open_attempts})"
+            )
+        running = "0"
+        if limit.max_running or full:
+            running = (
+                f"(SELECT COUNT(*) FROM tasks WHERE outcome IS NULL AND {tasks}) + (SELECT COUNT(*) {open_attempts})"
+            )
+        last = f"(SELECT MAX(created_at) FROM attempts WHERE {attempts})" if limit.cooldown_seconds or full else "NULL"
+        return f"SELECT {credits} AS credits, {running} AS running, {last} AS last_attempt_at", params
 
     def credits_by_user(self, since: float, *, origin_kind: str) -> tuple[str, dict[str, Any]]:
-        params: dict[str, Any] = {"since": since}
-        where = self._where(params, [f"submitted_at >= {self.param('since')}", _NOT_FAILED], origin_kind=origin_kind)
-        return f"SELECT {self.user_id} AS user_id, SUM({_CREDITS}) AS credits FROM tasks {where} GROUP BY 1", params
+        params: dict[str, Any] = {"since": since, "origin_kind": origin_kind}
+        since_sql, kind = self.param("since"), self.param("origin_kind")
+        return (
+            f"SELECT user_id, SUM(credits) AS credits FROM ("
+            f"SELECT {self.user_id} AS user_id, {_CREDITS} AS credits FROM tasks "
+            f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND origin_kind = {kind} "
+            f"UNION ALL SELECT user_id, estimated_credits AS credits FROM attempts "
+            f"WHERE created_at >= {since_sql} AND {_OPEN} AND origin_kind = {kind}"
+            ") AS spent GROUP BY user_id",
+            params,
+        )
+
+    def attempts(self, *, open_only: bool, limit: int) -> tuple[str, dict[str, Any]]:
+        where = f"WHERE {_OPEN}" if open_only else ""
+        return f"SELECT * FROM attempts {where} ORDER BY created_at DESC LIMIT {self.param('limit')}", {"limit": limit}
+
+
+def usage_from_row(row: dict[str, Any]) -> Usage:
+    last = row["last_attempt_at"]
+    return Usage(credits=int(row["credits"]), running=int(row["running"]), last_attempt_at=last and float(last))
+
+
+def stamp(attempt: Attempt) -> None:
+    """Date the attempt when it gets its turn (after any wait for the lock), keeping its deadline's length."""
+    deadline = attempt.expires_at - attempt.created_at
+    attempt.created_at = time.time()
+    attempt.expires_at = attempt.created_at + deadline
 
 
 SQLITE = SqlDialect(param=lambda name: f":{name}", user_id="json_extract(origin, '$.user_id')")
@@ -212,11 +314,28 @@ class TaskStore(Protocol):
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
         """Seconds from submission to success of the latest successful tasks of this kind."""
 
-    async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
-        """Credits of tasks submitted since `since` (consumed, else estimated), failed ones excluded."""
-
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
-        """Credits per `origin.user_id` of tasks submitted since `since`, failed ones excluded."""
+        """Credits per `origin.user_id` since `since`: tasks not failed, plus open attempts."""
+
+    # --- the ledger (see `ledger`) ---------------------------------------------
+
+    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        """In one transaction serialised with every other reservation on the same scopes: check `limits`
+        (raising `SpendingRefusedError`) and write the attempt, stamped with the time it got its turn."""
+
+    async def settle(self, attempt_id: str, record: TaskRecord) -> None:
+        """In one transaction: insert the task and mark its attempt `submitted`."""
+
+    async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
+        """Mark an open attempt `released` or `unknown`; False when it is no longer open."""
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None: ...
+
+    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
+        """Most recent first; by default only those still open (`submitting`, `unknown`)."""
+
+    async def usage(self, limit: SpendLimit) -> Usage:
+        """What `limit`'s scope has spent and has running now, read without reserving anything."""
 
     def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
         """The request budget that every poller of this store shares for `api_url`."""
@@ -283,7 +402,7 @@ class SQLiteTaskStore:
 
     async def add(self, record: TaskRecord) -> None:
         values = record_to_row(record)
-        sql = f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})"
+        sql = _insert_sql("tasks", COLUMNS)
         try:
             await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
         except sqlite3.IntegrityError as exc:
@@ -371,15 +490,57 @@ class SQLiteTaskStore:
         rows = await self._run(lambda: self._db.execute(sql, (type_, duration, limit)).fetchall())
         return [float(row["took"]) for row in rows]
 
-    async def credits_since(self, since: float, *, origin_kind: str | None = None, user_id: int | None = None) -> int:
-        sql, params = SQLITE.credits_since(since, origin_kind=origin_kind, user_id=user_id)
-        row = await self._run(lambda: self._db.execute(sql, params).fetchone())
-        return int(row["credits"])
-
     async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
         sql, params = SQLITE.credits_by_user(since, origin_kind=origin_kind)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
+
+    def _usage(self, limit: SpendLimit, now: float, *, full: bool = False) -> Usage:
+        sql, params = SQLITE.usage(limit, now - DAY_SECONDS, full=full)
+        return usage_from_row(self._db.execute(sql, params).fetchone())
+
+    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        insert = _insert_sql("attempts", ATTEMPT_COLUMNS)
+
+        def work() -> None:  # under BEGIN IMMEDIATE: one writer at a time across every process on the file
+            stamp(attempt)
+            now = attempt.created_at
+            check_limits(attempt.estimated_credits, now, limits, lambda limit: self._usage(limit, now))
+            self._db.execute(insert, attempt_to_row(attempt))
+
+        await self._run(lambda: self._transaction(work))
+
+    async def settle(self, attempt_id: str, record: TaskRecord) -> None:
+        insert = _insert_sql("tasks", COLUMNS)
+        mark = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
+
+        def work() -> None:
+            self._db.execute(insert, record_to_row(record))
+            self._db.execute(mark, (record.task_id, attempt_id))
+
+        try:
+            await self._run(lambda: self._transaction(work))
+        except sqlite3.IntegrityError as exc:
+            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+
+    async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
+        sql = f"UPDATE attempts SET state = ?, note = ? WHERE attempt_id = ? AND {_OPEN}"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (state, note, attempt_id))))
+        return bool(cursor.rowcount)
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None:
+        sql = "SELECT * FROM attempts WHERE attempt_id = ?"
+        row = await self._run(lambda: self._db.execute(sql, (attempt_id,)).fetchone())
+        return None if row is None else attempt_from_row(row)
+
+    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
+        sql, params = SQLITE.attempts(open_only=open_only, limit=limit)
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [attempt_from_row(row) for row in rows]
+
+    async def usage(self, limit: SpendLimit) -> Usage:
+        usage: Usage = await self._run(lambda: self._usage(limit, time.time(), full=True))
+        return usage
 
     def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
         """Per process: pollers in separate processes on one file split the rate (`kling3 poller --workers`)."""
@@ -393,6 +554,10 @@ class SQLiteTaskStore:
 
     async def close(self) -> None:
         await self._run(self._db.close)
+
+
+def _insert_sql(table: str, columns: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from kling3_tools.pg_store import SCHEMA_VERSION
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 
 from .conftest import stats
@@ -160,7 +161,7 @@ def test_wait_records_the_result_and_a_stopped_wait_can_be_resumed(sandbox):
 def test_tasks_reads_the_local_store_without_a_key():
     result = kling3("tasks", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {"tasks": []}
+    assert json.loads(result.stdout) == {"tasks": [], "attempts": []}
 
 
 def test_store_migrate_creates_then_keeps_the_postgres_schema(postgres_cluster):
@@ -169,9 +170,9 @@ def test_store_migrate_creates_then_keeps_the_postgres_schema(postgres_cluster):
     assert before.returncode == 1 and "kling3 store migrate" in before.stderr and "Traceback" not in before.stderr
     first = kling3("store", "migrate", KLING_STORE__URL=url)
     assert first.returncode == 0, first.stderr
-    assert "schema version 1 (migrated from version 0)" in first.stdout
+    assert f"schema version {SCHEMA_VERSION} (migrated from version 0)" in first.stdout
     again = kling3("store", "migrate", KLING_STORE__URL=url)
-    assert "schema version 1 (already current)" in again.stdout
+    assert f"schema version {SCHEMA_VERSION} (already current)" in again.stdout
     assert kling3("tasks", KLING_STORE__URL=url).returncode == 0
 
 

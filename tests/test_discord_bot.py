@@ -318,23 +318,29 @@ async def test_reference_and_edit_commands_send_the_attachment_urls(fake, sandbo
     assert stats(sandbox)["balance"] == 100_000 - 5 * 72 - 360
 
 
-async def test_cooldown_and_concurrent_task_limits(fake, sandbox, tmp_path):
+@pytest.mark.parametrize(
+    ("limits", "refusal"),
+    [
+        ({"cooldown_seconds": 60, "max_concurrent_tasks_per_user": 0}, "Slow down"),
+        ({"cooldown_seconds": 0, "max_concurrent_tasks_per_user": 1}, "1 videos in progress (the limit is 1"),
+    ],
+)
+async def test_cooldown_and_concurrent_task_limits_hold_across_a_restart(fake, sandbox, tmp_path, limits, refusal):
     set_options(sandbox, finish_seconds=30)
-    settings = bot_settings(sandbox, tmp_path, cooldown_seconds=60, max_concurrent_tasks_per_user=1)
+    settings = bot_settings(sandbox, tmp_path, **limits)
     async with running_bot(settings) as bot:
         first = fd.slash("generate", ALICE, prompt="x")
         deliver(bot, first)
         await eventually(lambda: "Started" in texts(followups(fake, first)))
-        too_soon = fd.slash("generate", ALICE, prompt="y")
-        deliver(bot, too_soon)
-        await eventually(lambda: bool(followups(fake, too_soon)))
-        bot.policy._last_use.clear()  # the cooldown has passed; one video is still running
-        too_many = fd.slash("generate", ALICE, prompt="z")
-        deliver(bot, too_many)
-        await eventually(lambda: bool(followups(fake, too_many)))
-    assert "Slow down" in texts(followups(fake, too_soon))
-    assert "1 videos in progress (the limit is 1)" in texts(followups(fake, too_many))
-    assert stats(sandbox)["tasks"] == 1
+    async with running_bot(settings) as restarted:  # the limits live in the store, not in the process
+        again = fd.slash("generate", ALICE, prompt="y")
+        deliver(restarted, again)
+        await eventually(lambda: bool(followups(fake, again)))
+        other = fd.slash("generate", BOB, prompt="z")  # another user is not held back
+        deliver(restarted, other)
+        await eventually(lambda: "Started" in texts(followups(fake, other)))
+    assert refusal in texts(followups(fake, again))
+    assert stats(sandbox)["tasks"] == 2
 
 
 async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbox, tmp_path):

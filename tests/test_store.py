@@ -9,6 +9,7 @@ import time
 import pytest
 
 from kling3_tools.errors import StoreError, TaskExistsError
+from kling3_tools.ledger import Scope, SpendLimit
 from kling3_tools.models import GenerateRequest, Task, TaskStatus
 from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
 from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
@@ -160,8 +161,10 @@ async def test_history_credits_and_listing(store):
     await store.add(make_record("n75run", origin=DiscordOrigin(guild_id=1, channel_id=2, user_id=9)))
     assert sorted(await store.completion_times("pro-text-to-video", 5)) == pytest.approx([100, 140])
     assert await store.completion_times("pro-text-to-video", 10) == []
-    assert await store.credits_since(now - 2000) == 270 + 270 + 400  # the failed one is not counted
-    assert await store.credits_since(now - 2000, user_id=9) == 400
+    everyone = SpendLimit("budget", daily_credits=1)
+    assert (await store.usage(everyone)).credits == 270 + 270 + 400  # the failed one is not counted
+    assert (await store.usage(everyone)).running == 1
+    assert (await store.usage(SpendLimit("discord", Scope("discord", 9)))).credits == 400
     assert [r.task_id for r in await store.recent(status="running")] == ["n75run"]
     assert {r.task_id for r in await store.recent(status="succeeded")} == {"n750", "n751"}
     assert await store.credits_by_user(now - 2000, origin_kind="discord") == {9: 400}

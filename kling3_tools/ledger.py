@@ -1,0 +1,179 @@
+"""The spend ledger: every generate is written down before it leaves, and counted against every limit.
+
+`KlingService.submit` owns the order, for every front end:
+
+    reserve   one store transaction: check each limit that applies, write the attempt `submitting`
+    POST      /api/generate
+    settle    one store transaction: the task row in, the attempt `submitted`
+      or      release (the API certainly created nothing), or `unknown` (it may have)
+
+Concurrent reservations are serialised on the store (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory
+lock per limit scope), so N requests at once never start more than a limit allows. An attempt that is
+open (`submitting`, `unknown`) counts against every limit exactly like a task; settling moves the spend
+from the attempt to the task in one transaction, so it is never counted twice nor missed. An attempt
+left `submitting` by a process that died reads as `unknown` once its deadline has passed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+from .errors import APIConnectionError, APIError, OutcomeUnknownError, SpendingRefusedError
+from .models import GenerateRequest
+from .records import AnyOrigin, Origin
+
+DAY_SECONDS = 24 * 3600
+
+
+class AttemptState(StrEnum):
+    SUBMITTING = "submitting"  # written; the POST may be in flight
+    SUBMITTED = "submitted"  # the API returned a task id: the task row carries the spend now
+    RELEASED = "released"  # the API certainly created nothing: counts for nothing
+    UNKNOWN = "unknown"  # sent without an answer: may have been charged, counts until resolved
+
+
+OPEN_STATES = (AttemptState.SUBMITTING, AttemptState.UNKNOWN)
+
+
+class Attempt(BaseModel):
+    """One generate, from before it is sent until it is a task or certainly nothing."""
+
+    attempt_id: str
+    api_url: str
+    type: str
+    request: dict[str, Any]
+    estimated_credits: int
+    origin: Origin
+    created_at: float
+    expires_at: float
+    state: AttemptState = AttemptState.SUBMITTING
+    task_id: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def new(cls, request: GenerateRequest, *, api_url: str, origin: AnyOrigin, deadline: float) -> Attempt:
+        now = time.time()
+        return cls(
+            attempt_id=f"attempt-{uuid.uuid4().hex[:16]}",
+            api_url=api_url,
+            type=request.type.value,
+            request=request.recorded(),
+            estimated_credits=request.estimated_credits(),
+            origin=origin,
+            created_at=now,
+            expires_at=now + deadline,
+        )
+
+    @property
+    def user_id(self) -> int | None:
+        user_id = getattr(self.origin, "user_id", None)
+        return user_id if isinstance(user_id, int) else None
+
+    def state_at(self, now: float) -> AttemptState:
+        """`submitting` past its deadline means its process died mid-request: the outcome is unknown."""
+        if self.state is AttemptState.SUBMITTING and now > self.expires_at:
+            return AttemptState.UNKNOWN
+        return self.state
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose spending a limit counts: everyone's, one front end's, or one Discord user's."""
+
+    origin_kind: str | None = None
+    user_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"kling3-ledger:{self.origin_kind or '*'}:{self.user_id or '*'}"
+
+    def covers(self, attempt: Attempt) -> bool:
+        return (self.origin_kind in (None, attempt.origin.kind)) and (self.user_id in (None, attempt.user_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a scope has in flight and spent in the last 24 hours (tasks not failed, plus open attempts)."""
+
+    credits: int = 0
+    running: int = 0
+    last_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """The limits of one scope, named as in the config (`section` and each key); 0 disables each."""
+
+    section: str
+    scope: Scope = Scope()
+    daily_credits: int = 0
+    max_credits_per_video: int = 0
+    max_running: int = 0
+    cooldown_seconds: float = 0.0
+    daily_key: str = "daily_credits"
+    per_video_key: str = "max_credits_per_video"
+
+    @property
+    def counts_usage(self) -> bool:
+        """Whether checking this limit reads the store (a per-video cap alone does not)."""
+        return bool(self.daily_credits or self.max_running or self.cooldown_seconds)
+
+    def left(self, usage: Usage) -> int | None:
+        """Credits left in the 24-hour budget, or None when there is none."""
+        return max(0, self.daily_credits - usage.credits) if self.daily_credits else None
+
+    def refusal(self, credits: int, usage: Usage, now: float) -> str | None:
+        """Why this limit forbids spending `credits` now (a sentence with the numbers), or None."""
+        where = f"[{self.section}]"
+        if self.max_credits_per_video and credits > self.max_credits_per_video:
+            return (
+                f"This video would cost {credits} credits, above the limit of {self.max_credits_per_video} "
+                f"credits per video ({where} {self.per_video_key}). Choose a shorter, silent or cheaper model, "
+                "or raise the limit."
+            )
+        if self.cooldown_seconds and usage.last_attempt_at is not None:
+            wait = self.cooldown_seconds - (now - usage.last_attempt_at)
+            if wait > 0:
+                return (
+                    f"Slow down: another video can start in {wait:.0f} s "
+                    f"({where} cooldown_seconds = {self.cooldown_seconds:g})."
+                )
+        if self.max_running and usage.running >= self.max_running:
+            return (
+                f"{usage.running} videos in progress (the limit is {self.max_running}, "
+                f"{where} max_concurrent_tasks_per_user). Wait for one to finish."
+            )
+        if self.daily_credits and usage.credits + credits > self.daily_credits:
+            return (
+                f"This video would cost {credits} credits, but only {self.left(usage)} of the "
+                f"{self.daily_credits}-credit budget for 24 hours are left ({usage.credits} spent or reserved; "
+                f"{where} {self.daily_key}). Try later, or raise the limit."
+            )
+        return None
+
+
+def check_limits(credits: int, now: float, limits: Sequence[SpendLimit], usage: Callable[[SpendLimit], Usage]) -> None:
+    """Raise `SpendingRefusedError` naming the first limit that forbids spending `credits` now; `usage` is
+    asked only for limits that count usage (inside the store's transaction when reserving)."""
+    for limit in limits:
+        reason = limit.refusal(credits, usage(limit) if limit.counts_usage else Usage(), now)
+        if reason is not None:
+            raise SpendingRefusedError(f"{reason} Nothing was spent.")
+
+
+def outcome_of(failure: BaseException) -> AttemptState:
+    """RELEASED when the API certainly created nothing (a 4xx, or a request that never left); else UNKNOWN."""
+    if isinstance(failure, OutcomeUnknownError):
+        return AttemptState.UNKNOWN
+    if isinstance(failure, APIConnectionError):
+        return AttemptState.RELEASED
+    if isinstance(failure, APIError) and failure.status_code is not None and 400 <= failure.status_code < 500:
+        return AttemptState.RELEASED
+    return AttemptState.UNKNOWN  # a 5xx, an answer without a task id, a cancellation, a deadline: it may exist
