@@ -167,7 +167,12 @@ class KlingService:
     async def _unsettled(self, attempt: Attempt, failure: BaseException) -> BaseException:
         """Close the attempt of a generate that returned no task; the exception to raise in its place."""
         state = outcome_of(failure)
-        note = str(failure) or type(failure).__name__
+        if isinstance(failure, OutcomeUnknownError):
+            note = "sent, but no answer came back"
+        elif isinstance(failure, TimeoutError):
+            note = f"no answer within {attempt.expires_at - attempt.created_at:.0f} s"
+        else:
+            note = str(failure) or type(failure).__name__
         try:  # shielded: a Ctrl-C that cancelled the POST must still leave the attempt marked
             await asyncio.shield(self.store.close_attempt(attempt.attempt_id, state, note))
         except Exception as exc:  # it stays `submitting`, which reads as `unknown` after its deadline
@@ -175,10 +180,10 @@ class KlingService:
         if state is AttemptState.RELEASED or not isinstance(failure, Exception):
             return failure
         return OutcomeUnknownError(
-            f"{note.rstrip('.')}. A task may have been created and billed: it is recorded as {attempt.attempt_id} "
-            f"({attempt.estimated_credits} credits), which counts against every limit until resolved. Check your "
-            f"dashboard, then `kling3 tasks resolve {attempt.attempt_id} --task-id ID` (or `--release` when "
-            "nothing was created).",
+            f"The outcome of this generate is unknown ({note.rstrip('.')}): a task may have been created and "
+            f"charged. It is recorded as {attempt.attempt_id} ({attempt.estimated_credits} credits) and counts "
+            f"against every limit until resolved. Check your dashboard, then `kling3 tasks resolve "
+            f"{attempt.attempt_id} --task-id ID` (or `--release` when nothing was created).",
             attempt_id=attempt.attempt_id,
         )
 

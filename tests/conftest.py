@@ -12,6 +12,7 @@ import pytest
 from kling3_tools.client import AsyncKlingClient, RetryPolicy, WaitPolicy
 from kling3_tools.sandbox.options import SandboxOptions
 from kling3_tools.sandbox.server import SandboxServer
+from kling3_tools.store import open_store
 
 from .helpers import Receiver, start_receiver
 from .postgres import PostgresCluster, find_bindir
@@ -50,6 +51,28 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 def postgres_url(postgres_cluster: PostgresCluster) -> str:
     """A fresh database with the project's schema."""
     return postgres_cluster.migrated_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/tasks.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+async def store(store_url):
+    store = await open_store(store_url)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def other(store_url):
+    """A second store on the same file or database, as another process would open it."""
+    other = await open_store(store_url)
+    yield other
+    await other.close()
 
 
 @pytest.fixture

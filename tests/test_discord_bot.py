@@ -343,6 +343,32 @@ async def test_cooldown_and_concurrent_task_limits_hold_across_a_restart(fake, s
     assert stats(sandbox)["tasks"] == 2
 
 
+async def test_ten_commands_at_once_by_one_user_never_beat_the_budget(fake, sandbox, tmp_path):
+    set_options(sandbox, generate_delay=0.2, finish_seconds=60)
+    settings = bot_settings(sandbox, tmp_path, daily_credit_budget_per_user=1000, max_concurrent_tasks_per_user=0)
+    async with running_bot(settings) as bot:
+        commands = [fd.slash("generate", ALICE, prompt=f"fox {i}") for i in range(10)]
+        for command in commands:
+            deliver(bot, command)
+        await eventually(lambda: all(followups(fake, c) for c in commands))
+    answers = [texts(followups(fake, c)) for c in commands]
+    assert sum("Started" in a for a in answers) == 2, answers  # 400 credits each: two fit in 1000
+    assert all("daily_credit_budget_per_user" in a for a in answers if "Started" not in a)
+    assert stats(sandbox)["requests"]["generate"] == 2
+
+
+async def test_an_unknown_outcome_is_shown_as_maybe_charged(fake, sandbox, tmp_path):
+    set_options(sandbox, generate_delay=3)
+    settings = bot_settings(sandbox, tmp_path).model_copy(update={"timeout_seconds": 0.5, "max_retries": 0})
+    async with running_bot(settings) as bot:
+        command = fd.slash("generate", ALICE, prompt="x")
+        deliver(bot, command)
+        await eventually(lambda: bool(followups(fake, command)))
+    assert "may have been charged" in texts(followups(fake, command))
+    edits = [c for c in fake.calls if c.method == "PATCH" and "/messages/" in c.path]
+    assert "outcome unknown (may have been charged)" in str(edits[-1].body)
+
+
 async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbox, tmp_path):
     async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
         command = fd.slash("generate", ALICE, prompt="A fox")

@@ -315,6 +315,29 @@ async def test_streamable_http(sandbox, tmp_path):
     assert made.structured_content["consumed_credits"] == 108
 
 
+async def test_ten_calls_at_once_over_http_never_beat_the_budget(sandbox, tmp_path):
+    set_options(sandbox, generate_delay=0.2, finish_seconds=60)
+    env = server_env(sandbox, tmp_path, KLING_MCP__DAILY_CREDIT_BUDGET="1000", KLING_MCP__WAIT_SECONDS="0")
+    arguments = {"type": "pro-text-to-video", "prompt": "x"}  # 400 credits: two fit in 1000
+    with http_server(env) as url:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(Client(url)) for _ in range(10)]
+            results = await asyncio.gather(*(c.call_tool("generate_video", arguments) for c in clients))
+    refused = [text(r) for r in results if r.is_error]
+    assert len(refused) == 8, refused
+    assert all("[mcp] daily_credit_budget" in t and "Nothing was spent" in t for t in refused)
+    assert stats(sandbox)["requests"]["generate"] == 2
+
+
+async def test_an_unknown_outcome_says_it_may_have_been_charged(sandbox, tmp_path):
+    set_options(sandbox, generate_delay=3)
+    env = server_env(sandbox, tmp_path, KLING_TIMEOUT_SECONDS="0.5", KLING_MAX_RETRIES="0")
+    async with connect(sandbox, tmp_path, env) as client:
+        result = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
+    assert result.is_error
+    assert "may have been created and charged" in text(result) and "kling3 tasks resolve attempt-" in text(result)
+
+
 async def test_http_token_is_required_when_set(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="tok-123")) as url:
         async with httpx.AsyncClient() as plain:

@@ -26,28 +26,6 @@ def make_record(task_id: str, *, origin=None, due_at: float | None = 0.0, type_=
     return record
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/tasks.db"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-async def store(store_url):
-    store = await open_store(store_url)
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-async def other(store_url):
-    """A second store on the same file or database, as another process would open it."""
-    other = await open_store(store_url)
-    yield other
-    await other.close()
-
-
 @pytest.mark.parametrize(
     "origin",
     [
