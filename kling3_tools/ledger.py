@@ -16,9 +16,10 @@ left `submitting` by a process that died reads as `unknown` once its deadline ha
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -157,6 +158,81 @@ class SpendLimit:
                 f"{where} {self.daily_key}). Try later, or raise the limit."
             )
         return None
+
+
+@dataclass(slots=True)
+class Reservation:
+    """One attempt waiting for its turn in a batch, and the limits it must pass."""
+
+    attempt: Attempt
+    limits: Sequence[SpendLimit]
+    refused: SpendingRefusedError | None = None
+
+
+def decide(batch: Sequence[Reservation], usage: Callable[[SpendLimit], Usage]) -> list[Reservation]:
+    """Judge a batch in order, as if each had reserved alone: an accepted attempt counts against every limit
+    whose scope covers it before the next is judged. Marks the refused ones; returns the accepted ones."""
+    seen: dict[SpendLimit, Usage] = {}
+
+    def current(limit: SpendLimit) -> Usage:
+        if limit not in seen:
+            seen[limit] = usage(limit)
+        return seen[limit]
+
+    accepted = []
+    for reservation in batch:
+        attempt = reservation.attempt
+        try:
+            check_limits(attempt.estimated_credits, attempt.created_at, reservation.limits, current)
+        except SpendingRefusedError as refusal:
+            reservation.refused = refusal
+            continue
+        accepted.append(reservation)
+        for limit in list(seen):
+            if limit.scope.covers(attempt):
+                was = seen[limit]
+                seen[limit] = Usage(was.credits + attempt.estimated_credits, was.running + 1, attempt.created_at)
+    return accepted
+
+
+class ReservationQueue:
+    """Group commit for reservations: while one batch holds the store's lock, the next one gathers, so a
+    burst in one process costs one transaction per batch rather than one lock hand-over per attempt."""
+
+    def __init__(self, run: Callable[[list[Reservation]], Awaitable[None]]) -> None:
+        self._run = run
+        self._waiting: list[tuple[Reservation, asyncio.Future[None]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        reservation = Reservation(attempt, limits)
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((reservation, done))
+        if self._drainer is None:
+            self._drainer = asyncio.create_task(self._drain())
+        await done
+        if reservation.refused is not None:
+            raise reservation.refused
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = [(reservation, done) for reservation, done in self._waiting if not done.cancelled()]
+                self._waiting = []
+                try:
+                    await self._run([reservation for reservation, _ in batch])
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._drainer = None
 
 
 def check_limits(credits: int, now: float, limits: Sequence[SpendLimit], usage: Callable[[SpendLimit], Usage]) -> None:

@@ -26,7 +26,17 @@ import platformdirs
 from pydantic import TypeAdapter
 
 from .errors import StoreError, TaskExistsError
-from .ledger import DAY_SECONDS, Attempt, AttemptState, Scope, SpendLimit, Usage, check_limits
+from .ledger import (
+    DAY_SECONDS,
+    Attempt,
+    AttemptState,
+    Reservation,
+    ReservationQueue,
+    Scope,
+    SpendLimit,
+    Usage,
+    decide,
+)
 from .ratelimit import RateLimiter, TokenBucket
 from .records import Delivery, Origin, Outcome, TaskRecord
 
@@ -63,7 +73,10 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded';
-CREATE INDEX IF NOT EXISTS tasks_submitted ON tasks (submitted_at);
+-- Covers the ledger's 24-hour spend query (no table lookups) and the listing's order.
+CREATE INDEX IF NOT EXISTS tasks_spend
+    ON tasks (submitted_at, origin_kind, outcome, consumed_credits, estimated_credits);
+DROP INDEX IF EXISTS tasks_submitted;
 CREATE TABLE IF NOT EXISTS attempts (
     attempt_id TEXT PRIMARY KEY,
     api_url TEXT NOT NULL,
@@ -373,6 +386,7 @@ class SQLiteTaskStore:
         self._db.row_factory = _dict_row
         self._lock = threading.Lock()
         self._limiters: dict[str, TokenBucket] = {}
+        self._reservations = ReservationQueue(self._reserve_batch)
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -500,13 +514,17 @@ class SQLiteTaskStore:
         return usage_from_row(self._db.execute(sql, params).fetchone())
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        await self._reservations.reserve(attempt, limits)
+
+    async def _reserve_batch(self, batch: list[Reservation]) -> None:
         insert = _insert_sql("attempts", ATTEMPT_COLUMNS)
 
         def work() -> None:  # under BEGIN IMMEDIATE: one writer at a time across every process on the file
-            stamp(attempt)
-            now = attempt.created_at
-            check_limits(attempt.estimated_credits, now, limits, lambda limit: self._usage(limit, now))
-            self._db.execute(insert, attempt_to_row(attempt))
+            for reservation in batch:
+                stamp(reservation.attempt)
+            now = batch[-1].attempt.created_at
+            accepted = decide(batch, lambda limit: self._usage(limit, now))
+            self._db.executemany(insert, [attempt_to_row(reservation.attempt) for reservation in accepted])
 
         await self._run(lambda: self._transaction(work))
 

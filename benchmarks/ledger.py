@@ -1,0 +1,119 @@
+"""Submissions per second through the spend ledger vs the unguarded path it replaced, in one run.
+
+    python -m benchmarks.ledger [--submitters 50] [--submissions 1000] [--rounds 3] [--no-postgres]
+
+Both paths run against one sandbox in its own process, on the same store:
+- unguarded: POST, then insert the task (what `KlingService.submit` did before the ledger);
+- ledger: reserve under a `[budget] daily_credits` limit (the budget query and the attempt insert in one
+  locked transaction), POST, then settle (the task insert and the attempt update in one transaction).
+Rounds alternate between the paths and the best round of each is compared. Both backends: a SQLite
+file, and a throwaway PostgreSQL cluster when its server binaries are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from kling3_tools.client import AsyncKlingClient
+from kling3_tools.config import Settings
+from kling3_tools.models import GenerateRequest
+from kling3_tools.records import CliOrigin, TaskRecord
+from kling3_tools.service import KlingService
+from kling3_tools.store import TaskStore, migrate_postgres, open_store
+from tests.postgres import PostgresCluster, find_bindir
+
+from .common import SANDBOX_KEY, sandbox_process
+
+REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="benchmark", duration=3, sound=False)
+
+
+async def rate(submit: Callable[[], Awaitable[object]], submitters: int, submissions: int) -> float:
+    per_submitter = submissions // submitters
+
+    async def submitter() -> None:
+        for _ in range(per_submitter):
+            await submit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(submitter() for _ in range(submitters)))
+    return per_submitter * submitters / (time.perf_counter() - started)
+
+
+@contextlib.asynccontextmanager
+async def service_on(url: str, store_url: str) -> AsyncIterator[KlingService]:
+    settings = Settings.load(api_key=SANDBOX_KEY, base_url=url, budget={"daily_credits": 10**12})
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as http:
+        store: TaskStore = await open_store(store_url, pool_size=20)
+        try:
+            yield KlingService(
+                AsyncKlingClient(SANDBOX_KEY, base_url=url, http_client=http), store, settings, http=http
+            )
+        finally:
+            await store.close()
+
+
+async def compare(url: str, store_url: str, *, submitters: int, submissions: int, rounds: int) -> tuple[float, float]:
+    async with service_on(url, store_url) as service:
+
+        async def unguarded() -> None:
+            task = await service.client.generate(REQUEST)
+            record = TaskRecord.submitted(task, REQUEST, api_url=service.base_url, origin=CliOrigin())
+            record.due_at = await service.scheduler.next_check(record, record.submitted_at)
+            await service.store.add(record)
+
+        async def through_the_ledger() -> None:
+            await service.submit(REQUEST)
+
+        await rate(unguarded, submitters, submitters * 2)  # warm the pools
+        await rate(through_the_ledger, submitters, submitters * 2)
+        bare, ledger = [], []
+        for _ in range(rounds):
+            bare.append(await rate(unguarded, submitters, submissions))
+            ledger.append(await rate(through_the_ledger, submitters, submissions))
+    return max(bare), max(ledger)
+
+
+def report(backend: str, bare: float, ledger: float, rounds: int) -> None:
+    print(f"{backend:10} unguarded {bare:7.0f}/s   ledger {ledger:7.0f}/s   cost {bare / ledger - 1:+.1%}")
+
+
+async def main(submitters: int, submissions: int, rounds: int, postgres: bool) -> None:
+    print(f"{submitters} concurrent submitters, best of {rounds} rounds of {submissions} submissions (target: <10 %)")
+    with (
+        sandbox_process(finish_seconds=3600, starting_balance=str(10**12)) as url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        bare, ledger = await compare(
+            url, f"sqlite:///{Path(tmp) / 'tasks.db'}", submitters=submitters, submissions=submissions, rounds=rounds
+        )
+        report("SQLite", bare, ledger, rounds)
+        bindir = find_bindir() if postgres else None
+        if bindir is None:
+            print("PostgreSQL  skipped (no server binaries)" if postgres else "")
+            return
+        cluster = PostgresCluster(bindir).start()
+        try:
+            store_url = cluster.new_database()
+            await migrate_postgres(store_url)
+            bare, ledger = await compare(url, store_url, submitters=submitters, submissions=submissions, rounds=rounds)
+        finally:
+            cluster.stop()
+        report("PostgreSQL", bare, ledger, rounds)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--submitters", type=int, default=50)
+    parser.add_argument("--submissions", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-postgres", dest="postgres", action="store_false")
+    args = parser.parse_args()
+    asyncio.run(main(args.submitters, args.submissions, args.rounds, args.postgres))
