@@ -54,12 +54,12 @@ class KlingBot(discord.AutoShardedClient):
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(KlingCommands(self))
         self.sync_commands = sync_commands
-        self._poller: asyncio.Task[None] | None = None
+        self._following = contextlib.AsyncExitStack()  # the in-process poller, once set up
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(TaskButton)
         self.service.register(DiscordNotifier(self, self.service))
-        self._poller = asyncio.create_task(self.service.poller().run())
+        await self._following.enter_async_context(self.service.following())
         if self.sync_commands:
             await self._sync()
 
@@ -74,10 +74,7 @@ class KlingBot(discord.AutoShardedClient):
             await self.tree.sync()
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        await self._following.aclose()
         await super().close()
 
     async def start_video(

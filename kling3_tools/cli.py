@@ -361,7 +361,11 @@ def _age(seconds: float) -> str:
 
 async def _open_store(args: argparse.Namespace, settings: Settings) -> TaskStore:
     """The configured store, or the default file of --sandbox runs or of real ones; no client, no key."""
-    return await open_store(settings.store.url, default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE)
+    return await open_store(
+        settings.store.url,
+        default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE,
+        busy_timeout=settings.store.busy_timeout_seconds,
+    )
 
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
@@ -440,6 +444,9 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
                 raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing ({exc})") from None
             service.register(await stack.enter_async_context(rest_notifier(service, token)))
         poller = service.poller()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # graceful: finish or hand back what is in flight
+            loop.add_signal_handler(signum, poller.stop)
         err.print(
             f"Polling for {', '.join(service.delivered_kinds())} tasks of {service.base_url} "
             f"as {poller.owner}; Ctrl-C stops."

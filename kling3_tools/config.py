@@ -63,6 +63,7 @@ class SandboxSettings(SandboxOptions):
 class StoreSettings(_Section):
     url: str = ""
     pool_size: int = Field(default=10, ge=1)
+    busy_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
 class BudgetSettings(_Section):
@@ -80,6 +81,7 @@ class PollerSettings(_Section):
     max_interval_seconds: float = Field(default=60.0, gt=0)
     max_task_minutes: float = Field(default=30.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
     download: bool = False
     media_dir: str = ""
     webhook_secret: SecretStr | None = None

@@ -462,13 +462,8 @@ async def open_deps(settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]
     async with KlingService.open(settings, sandbox=sandbox) as service:
         notifier = McpNotifier(InMemorySubscriptionBus())
         service.register(notifier)
-        poller = asyncio.create_task(service.poller().run())
-        try:
+        async with service.following():
             yield Deps(service, notifier, settings)
-        finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
 
 
 def _is_loopback(host: str) -> bool:

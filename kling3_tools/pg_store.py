@@ -297,6 +297,13 @@ class PostgresTaskStore:
         sql = "UPDATE tasks SET lease_until = %(until)s WHERE task_id = %(task_id)s AND lease_owner = %(owner)s"
         return bool(await self._count(sql, {"until": until, "task_id": task_id, "owner": owner}))
 
+    async def release(self, task_id: str, *, owner: str) -> bool:
+        sql = (
+            "UPDATE tasks SET lease_owner = NULL, lease_until = NULL "
+            "WHERE task_id = %(task_id)s AND lease_owner = %(owner)s"
+        )
+        return bool(await self._count(sql, {"task_id": task_id, "owner": owner}))
+
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         # Two index walks rather than one MIN over every tracked task: leased tasks are few (those in flight).
         sql = """

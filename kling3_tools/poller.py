@@ -36,6 +36,7 @@ log = logging.getLogger("kling3_tools.poller")
 NOT_FOUND_GRACE_POLLS = 3
 DELIVERY_GIVE_UP_SECONDS = 24 * 3600
 MAX_DELIVERY_BACKOFF = 300.0
+MAX_SWEEP_BACKOFF = 30.0
 
 
 class Poller:
@@ -66,43 +67,110 @@ class Poller:
         self.limiter = store.rate_limiter(self.client.base_url, self.settings.rate_limit_per_second)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._running = False
+        self.failing_since: float | None = None
+        self.last_error = ""
 
     def wake(self) -> None:
         """Look for due work now rather than at the next sweep."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """Stop claiming; `run` then gives the jobs in flight `stop_grace_seconds` to finish, releases the
+        leases of those that did not, and returns. Safe to call from a signal handler on the loop."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def stopped_within(self, seconds: float) -> bool:
+        """Wait up to `seconds` for `stop()`; True when it came."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    @property
+    def is_following(self) -> bool:
+        """Running, and its last sweep reached the store."""
+        return self._running and self.failing_since is None
+
     async def run(self) -> None:
-        in_flight: set[asyncio.Task[None]] = set()
+        """Follow tasks until `stop()` (graceful) or cancellation (the leases of unfinished jobs are released).
+
+        A store or network error in a sweep is logged and the sweep retried with capped backoff: a locked
+        SQLite file or a restarting PostgreSQL delays the work, it never ends it."""
+        in_flight: dict[asyncio.Task[None], str] = {}
         kinds = self.notifiers.kinds()
         log.info("poller %s started for %s (%s)", self.owner, self.client.base_url, ", ".join(kinds))
+        self._running = True
         try:
             async with self.store.watch_new_tasks(self.wake):
-                await self._loop(in_flight, kinds)
+                sweeping = asyncio.create_task(self._loop(in_flight, kinds))
+                stopping = asyncio.create_task(self._stopping.wait())
+                try:
+                    await asyncio.wait([sweeping, stopping], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in (sweeping, stopping):
+                        waiter.cancel()
+                    await asyncio.gather(sweeping, stopping, return_exceptions=True)
+                if in_flight:
+                    log.info("stopping: %d jobs in flight get %gs", len(in_flight), self.settings.stop_grace_seconds)
+                    await asyncio.wait(in_flight, timeout=self.settings.stop_grace_seconds)
         finally:
-            for job in in_flight:
-                job.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            self._running = False
+            await self._release(in_flight)
 
-    async def _loop(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
-        while True:
-            self._wake.clear()
-            if len(in_flight) >= self.concurrency:
-                await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+    async def _release(self, in_flight: dict[asyncio.Task[None], str]) -> None:
+        """Cancel what is left and hand its tasks back at once, rather than after a whole lease."""
+        unfinished = dict(in_flight)
+        for job in unfinished:
+            job.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        for task_id in unfinished.values():
+            try:
+                await asyncio.shield(self.store.release(task_id, owner=self.owner))
+            except Exception as exc:  # then it passes on when the lease runs out
+                log.warning("could not release the lease on %s: %s", task_id, exc)
+        if unfinished:
+            log.info("released %d unfinished tasks for other pollers", len(unfinished))
+
+    async def _loop(self, in_flight: dict[asyncio.Task[None], str], kinds: list[str]) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self._sweep(in_flight, kinds)
+            except Exception as exc:
+                failures += 1
+                self.failing_since = self.failing_since or time.time()
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(2.0**failures, MAX_SWEEP_BACKOFF) * random.uniform(0.5, 1.0)
+                log.warning("poller sweep failed (%s); trying again in %.1fs", self.last_error, delay)
+                await self.stopped_within(delay)
                 continue
-            next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
-            if next_due is not None and next_due <= time.time():
-                # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
-                # in the rate limiter (a 429 pause would otherwise outlast it).
-                allowance = await self.limiter.take(self.concurrency - len(in_flight))
-                claimed = await self._claim(allowance, kinds)
-                await self.limiter.give_back(allowance - len(claimed))
-                for record in claimed:
-                    job = asyncio.create_task(self._process(record))
-                    in_flight.add(job)
-                    job.add_done_callback(in_flight.discard)
-                if claimed:
-                    continue
-            await self._idle(in_flight, next_due)
+            if failures:
+                log.warning("poller sweeps work again after %d failures", failures)
+                failures, self.failing_since, self.last_error = 0, None, ""
+
+    async def _sweep(self, in_flight: dict[asyncio.Task[None], str], kinds: list[str]) -> None:
+        self._wake.clear()
+        if len(in_flight) >= self.concurrency:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            return
+        next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
+        if next_due is not None and next_due <= time.time():
+            # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
+            # in the rate limiter (a 429 pause would otherwise outlast it).
+            allowance = await self.limiter.take(self.concurrency - len(in_flight))
+            if self._stopping.is_set():
+                return
+            claimed = await self._claim(allowance, kinds)
+            await self.limiter.give_back(allowance - len(claimed))
+            for record in claimed:
+                job = asyncio.create_task(self._process(record))
+                in_flight[job] = record.task_id
+                job.add_done_callback(lambda done: in_flight.pop(done, None))
+            if claimed:
+                return
+        await self._idle(list(in_flight), next_due)
 
     async def _claim(self, limit: int, kinds: list[str]) -> list[TaskRecord]:
         return await self.store.claim(
@@ -114,7 +182,7 @@ class Poller:
             kinds=kinds,
         )
 
-    async def _idle(self, in_flight: set[asyncio.Task[None]], next_due: float | None) -> None:
+    async def _idle(self, in_flight: list[asyncio.Task[None]], next_due: float | None) -> None:
         """Sleep until the next task falls due, a job finishes, or someone calls `wake()`."""
         timeout = self.idle_seconds if next_due is None else min(max(next_due - time.time(), 0.01), self.idle_seconds)
         waiters = [asyncio.ensure_future(self._wake.wait()), *in_flight]
@@ -139,10 +207,13 @@ class Poller:
                 log.info("delivered %s (%s) to %s", record.task_id, record.outcome, record.origin.kind)
         except asyncio.CancelledError:
             raise
-        except Exception:  # one task's bug must not stop the poller
-            log.exception("unexpected error on task %s", record.task_id)
+        except Exception as exc:  # one task's failure (or the store's) must not stop the poller
+            log.warning("job on %s failed (%s: %s); it is tried again later", record.task_id, type(exc).__name__, exc)
             record.due_at = time.time() + self.scheduler.policy.max_interval
-            await self.store.save(record, owner=self.owner)
+            try:
+                await self.store.save(record, owner=self.owner)
+            except Exception as again:  # the lease runs out and another sweep takes the task
+                log.warning("could not reschedule %s: %s", record.task_id, again)
 
     @contextlib.asynccontextmanager
     async def _lease_kept(self, task_id: str) -> AsyncIterator[None]:
@@ -175,14 +246,8 @@ class Poller:
             await keeper
 
     async def _check(self, record: TaskRecord) -> None:
-        now = time.time()
-        if now - record.submitted_at > self.settings.max_task_minutes * 60:
-            record.error_message = (
-                f"Still {record.raw_status or 'running'} after {self.settings.max_task_minutes:g} minutes; "
-                f"the API may still finish and bill task {record.task_id}."
-            )
-            record.finish(Outcome.TIMED_OUT, now)
-            return
+        """Ask the API, then apply what it said; a task is timed out only by an answer that it is still
+        running past `max_task_minutes`, never by a backlog that kept us from asking."""
         try:
             task = await self.client.status(record.task_id)
         except RateLimitError as exc:
@@ -206,6 +271,13 @@ class Poller:
         record.poll_count += 1
         now = time.time()
         changed = record.apply(task, now)
+        if record.is_tracking and now - record.submitted_at > self.settings.max_task_minutes * 60:
+            record.error_message = (
+                f"Still {record.raw_status or 'running'} after {self.settings.max_task_minutes:g} minutes; "
+                f"the API may still finish and bill task {record.task_id}."
+            )
+            record.finish(Outcome.TIMED_OUT, now)
+            return
         if record.is_tracking:
             record.due_at = await self.scheduler.next_check(record, now)
         if changed:

@@ -88,6 +88,7 @@ class KlingService:
             max_credits_per_video=settings.budget.max_credits_per_video,
         )
         self.attempt_deadline = attempt_deadline(settings)
+        self._needs_follower = False
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -111,6 +112,7 @@ class KlingService:
                 settings.store.url,
                 default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
                 pool_size=settings.store.pool_size,
+                busy_timeout=settings.store.busy_timeout_seconds,
             )
             stack.push_async_callback(store.close)
             yield cls(client, store, settings, http=http, schedule=schedule)
@@ -133,6 +135,12 @@ class KlingService:
         `attempt_id`) when the POST may have created a task.
         """
         origin = origin or CliOrigin()
+        if self._needs_follower and not any(poller.is_following for poller in self._pollers):
+            reasons = "; ".join(p.last_error for p in self._pollers if p.last_error) or "it is starting"
+            raise KlingError(
+                f"Not started, nothing was spent: no poller is following tasks right now ({reasons}), so the "
+                "result could not be delivered. Try again in a moment."
+            )
         attempt = Attempt.new(request, api_url=self.client.base_url, origin=origin, deadline=self.attempt_deadline)
         try:
             await self.store.reserve(attempt, [self.budget, *limits])
@@ -304,6 +312,33 @@ class KlingService:
     def register(self, notifier: Notifier) -> None:
         """Deliver the results of this notifier's kind of task (pollers started later use it)."""
         self.notifiers.register(notifier)
+
+    @contextlib.asynccontextmanager
+    async def following(self) -> AsyncIterator[Poller]:
+        """An in-process poller for a front end that delivers its own results (MCP, Discord): restarted
+        whenever it crashes, stopped gracefully on exit. While it is not following, `submit` refuses."""
+        poller = self.poller()
+        self._needs_follower = True
+        supervisor = asyncio.create_task(self._supervise(poller))
+        try:
+            yield poller
+        finally:
+            poller.stop()
+            await supervisor
+
+    async def _supervise(self, poller: Poller) -> None:
+        crashes = 0
+        while True:
+            try:
+                await poller.run()
+                return  # stopped
+            except Exception as exc:
+                crashes += 1
+                poller.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(2.0**crashes, 30.0)
+                log.error("the poller stopped (%s); restarting it in %.0fs", poller.last_error, delay)
+                if await poller.stopped_within(delay):
+                    return
 
     def poller(self, *, concurrency: int = 8, owner: str | None = None) -> Poller:
         """A poller over this service's client, store and notifiers (run it with `await poller.run()`)."""

@@ -311,6 +311,9 @@ class TaskStore(Protocol):
     async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
         """Extend `owner`'s lease; False when it no longer holds it."""
 
+    async def release(self, task_id: str, *, owner: str) -> bool:
+        """Give up `owner`'s lease at once (a stopping poller), so another poller may claim the task."""
+
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         """When the earliest unleased task falls due, or None when there is nothing to do."""
 
@@ -379,18 +382,32 @@ def path_from_url(url: str) -> Path:
 class SQLiteTaskStore:
     """`TaskStore` on one SQLite file; calls run in a worker thread, one connection per store."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        if self.path.is_file() and self.path.stat().st_size == 0:  # SQLite would take it for a new, empty store
+            raise StoreError(
+                f"The task store {self.path} is an empty file (0 bytes): it was probably truncated, and its tasks "
+                "are gone. Restore it from a backup, or delete it to start a new store."
+            )
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
         self._db.row_factory = _dict_row
         self._lock = threading.Lock()
         self._limiters: dict[str, TokenBucket] = {}
         self._reservations = ReservationQueue(self._reserve_batch)
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StoreError(f"The task store {self.path} is locked by another process ({exc}).") from None
+            raise StoreError(
+                f"The task store {self.path} is not a usable SQLite file ({exc}); it was left untouched. "
+                "Restore it from a backup, or move it aside to start a new store."
+            ) from None
 
     def __repr__(self) -> str:
         return f"SQLiteTaskStore({str(self.path)!r})"
@@ -473,6 +490,11 @@ class SQLiteTaskStore:
     async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
         sql = "UPDATE tasks SET lease_until = ? WHERE task_id = ? AND lease_owner = ?"
         cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (until, task_id, owner))))
+        return bool(cursor.rowcount)
+
+    async def release(self, task_id: str, *, owner: str) -> bool:
+        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE task_id = ? AND lease_owner = ?"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (task_id, owner))))
         return bool(cursor.rowcount)
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
@@ -595,13 +617,16 @@ def _postgres() -> ModuleType:
     return pg_store
 
 
-async def open_store(url: str = "", *, default_name: str = DEFAULT_STORE, pool_size: int = 10) -> TaskStore:
+async def open_store(
+    url: str = "", *, default_name: str = DEFAULT_STORE, pool_size: int = 10, busy_timeout: float = 30.0
+) -> TaskStore:
     """The store a `[store] url` names; empty means the default SQLite file in the user data folder."""
     if is_postgres_url(url):
         store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
         return store
     try:
-        return SQLiteTaskStore(path_from_url(url) if url else default_store_path(default_name))
+        path = path_from_url(url) if url else default_store_path(default_name)
+        return await asyncio.to_thread(SQLiteTaskStore, path, busy_timeout=busy_timeout)
     except ValueError as exc:
         raise StoreError(str(exc)) from None
 

@@ -22,6 +22,7 @@ from kling3_tools.service import KlingService
 from . import fake_discord as fd
 from .conftest import set_options, stats
 from .helpers import eventually
+from .test_resilience import locked
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
 ALICE, BOB = 800000000000000001, 800000000000000002
@@ -367,6 +368,19 @@ async def test_an_unknown_outcome_is_shown_as_maybe_charged(fake, sandbox, tmp_p
     assert "may have been charged" in texts(followups(fake, command))
     edits = [c for c in fake.calls if c.method == "PATCH" and "/messages/" in c.path]
     assert "outcome unknown (may have been charged)" in str(edits[-1].body)
+
+
+async def test_the_bots_poller_outlives_a_store_outage(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=1.0)
+    settings = bot_settings(sandbox, tmp_path)
+    settings.store.busy_timeout_seconds = 0.2
+    async with running_bot(settings) as bot:
+        command = fd.slash("generate", ALICE, prompt="A fox", duration=3)
+        deliver(bot, command)
+        await eventually(lambda: "Started" in texts(followups(fake, command)))
+        with locked(tmp_path / "bot.db"):
+            await asyncio.sleep(3)  # the poller's sweeps fail meanwhile
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()), timeout=30)
 
 
 async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbox, tmp_path):

@@ -25,6 +25,7 @@ from kling3_tools import catalog
 
 from .conftest import set_options, stats
 from .helpers import eventually, free_port
+from .test_resilience import locked
 
 FAST_POLLER = {
     "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
@@ -336,6 +337,20 @@ async def test_an_unknown_outcome_says_it_may_have_been_charged(sandbox, tmp_pat
         result = await client.call_tool("generate_video", {"type": "pro-text-to-video", "prompt": "x"})
     assert result.is_error
     assert "may have been created and charged" in text(result) and "kling3 tasks resolve attempt-" in text(result)
+
+
+async def test_the_servers_poller_outlives_a_store_outage(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=1.0)
+    env = server_env(sandbox, tmp_path, KLING_STORE__BUSY_TIMEOUT_SECONDS="0.2", KLING_MCP__WAIT_SECONDS="0")
+    async with connect(sandbox, tmp_path, env) as client:
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "duration": 3})
+        with locked(tmp_path / "mcp.db"):
+            await asyncio.sleep(3)  # the poller's sweeps fail meanwhile
+            refused = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "y"})
+        done = await client.call_tool("wait_for_video", {"task_id": made.structured_content["task_id"]})
+    assert (refused.is_error and "Nothing was sent" in text(refused)) or "no poller is following" in text(refused)
+    assert done.structured_content["status"] == "succeeded"  # followed to the end after the outage
+    assert stats(sandbox)["requests"]["generate"] == 1
 
 
 async def test_http_token_is_required_when_set(sandbox, tmp_path):
