@@ -11,6 +11,7 @@ from kling3_tools import catalog
 from kling3_tools.catalog import AspectRatio, Mode
 from kling3_tools.errors import KlingError, RequestValidationError
 from kling3_tools.models import quote
+from kling3_tools.records import DiscordOrigin
 
 from .notifier import task_embed
 
@@ -182,6 +183,12 @@ class KlingCommands(app_commands.Group):
             await interaction.followup.send(exc.message, ephemeral=True)
             return
         if checked.record is not None:
+            origin = checked.record.origin
+            mine = isinstance(origin, DiscordOrigin) and origin.user_id == interaction.user.id
+            roles = [role.name for role in getattr(interaction.user, "roles", [])]
+            if not mine and not self.bot.policy.is_admin(roles):
+                await interaction.followup.send("That video is not one of yours.", ephemeral=True)
+                return
             await interaction.followup.send(embed=task_embed(checked.record), ephemeral=True)
         else:
             task = checked.task

@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(run_bot(Settings.load(args.config), token, sandbox=args.sandbox))
+    except (FileNotFoundError, ValueError) as exc:  # a missing or invalid config (never echoing a value)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except discord.LoginFailure:
         print("error: Discord refused DISCORD_TOKEN.", file=sys.stderr)
         return 1

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import time
 from collections.abc import AsyncIterator
 
 import discord
-import httpx
 
+from kling3_tools.errors import KlingError
 from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
 from kling3_tools.service import KlingService
 
 from .views import result_view
+
+log = logging.getLogger("kling3_tools.discord")
 
 STATUS_COLOURS = {
     "queued": discord.Colour.light_grey(),
@@ -126,7 +129,11 @@ class DiscordNotifier:
         if record.local_path:
             data = await asyncio.to_thread(_read_limited_file, record.local_path, limit)
         else:
-            data = await _read_limited_url(self.service.http, record.video_url, limit)
+            try:
+                data = await self.service.fetch_video(record.video_url, max_bytes=limit)
+            except KlingError as exc:  # too large, refused or gone: post the URL instead
+                log.info("not attaching the video of %s: %s", record.task_id, exc.message)
+                return None
         return None if data is None else discord.File(io.BytesIO(data), filename=f"{record.task_id}.mp4")
 
 
@@ -139,21 +146,6 @@ async def rest_notifier(service: KlingService, token: str) -> AsyncIterator[Disc
         yield DiscordNotifier(client, service)
     finally:
         await client.close()
-
-
-async def _read_limited_url(http: httpx.AsyncClient, url: str, limit: int) -> bytes | None:
-    try:
-        async with http.stream("GET", url) as response:
-            if response.status_code >= 400 or int(response.headers.get("content-length", 0)) > limit:
-                return None
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > limit:
-                    return None
-            return bytes(data)
-    except httpx.HTTPError:
-        return None
 
 
 def _read_limited_file(path: str, limit: int) -> bytes | None:

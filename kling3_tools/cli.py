@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, catalog
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import KlingError, RequestValidationError
 from .models import GenerateRequest, Task, quote
 from .records import CliOrigin, TaskRecord, WebhookOrigin
@@ -43,8 +43,9 @@ from .store import (
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup or emoji codes: task ids, URLs and messages come from the API and are printed as they are.
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 class UsageError(Exception):
@@ -232,10 +233,8 @@ def _elapsed(seconds: float) -> str:
 def _load_settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings.load(args.config, base_url=args.base_url)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
-    except ValidationError as exc:
-        raise UsageError(f"invalid configuration: {exc}") from None
 
 
 def _print_json(data: Any) -> None:
@@ -251,7 +250,7 @@ async def _service(args: argparse.Namespace, settings: Settings) -> AsyncIterato
     """The service for the configured API, or for an embedded sandbox with --sandbox."""
     async with KlingService.open(settings, sandbox=args.sandbox) as service:
         if args.sandbox:
-            err.print(f"[dim]Using the embedded sandbox at {service.base_url} (no credits are spent).[/dim]")
+            err.print(Text(f"Using the embedded sandbox at {service.base_url} (no credits are spent).", style="dim"))
         yield service
 
 
@@ -295,7 +294,7 @@ async def _finish(service: KlingService, task_id: str, args: argparse.Namespace)
     if args.json:
         _print_json({**task_json(task), "path": str(path) if path else None})
     else:
-        err.print(f"[green]Done[/green]: {task.task_id}")
+        err.print(Text("Done", style="green") + Text(f": {task.task_id}"))
         out.print(task.video_url or "")
         if path:
             out.print(str(path))
@@ -307,7 +306,10 @@ async def _finish(service: KlingService, task_id: str, args: argparse.Namespace)
 
 async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     request = GenerateRequest.build(**_request_fields(args))
-    origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
+    try:
+        origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
+    except ValidationError as exc:
+        raise UsageError(f"--notify-webhook: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     if args.notify_webhook and settings.poller.webhook_secret is None:
         raise UsageError(
             "--notify-webhook needs a signing secret: set [poller] webhook_secret or KLING_POLLER__WEBHOOK_SECRET"
@@ -315,7 +317,7 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     err.print(f"Cost: {_describe_cost(request)}")
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost
-        err.print(Text(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)"))
+        err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
 
     async with _service(args, settings) as service:
         record = await service.submit(request, origin, on_created=created)
@@ -414,7 +416,7 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     table = Table("task id", "type", "status", "age", "credits", "delivery", "result", title="Recorded tasks")
     for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
+        table.add_row(*row)
     out.print(table)
     return EXIT_OK
 
@@ -423,10 +425,10 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
     async with _service(args, settings) as service:
         record = await service.resolve(args.attempt_id, task_id=None if args.release else args.task_id)
     if record is None:
-        err.print(Text(f"Released {args.attempt_id}: it no longer counts against any limit."))
+        err.print(f"Released {args.attempt_id}: it no longer counts against any limit.")
     else:
-        err.print(Text(f"{args.attempt_id} is task {record.task_id} ({record.display_status}); it is followed now."))
-        out.print(Text(record.task_id))
+        err.print(f"{args.attempt_id} is task {record.task_id} ({record.display_status}); it is followed now.")
+        out.print(record.task_id)
     return EXIT_OK
 
 

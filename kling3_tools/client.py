@@ -18,8 +18,8 @@ import inspect
 import logging
 import os
 import random
+import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from . import __version__
+from . import __version__, downloads
 from .errors import (
     APIConnectionError,
     APIError,
@@ -46,6 +46,9 @@ from .models import Envelope, GenerateRequest, Task, TaskStatus
 DEFAULT_BASE_URL = "https://kling3api.com"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
+DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
+MAX_ANSWER_BYTES = 1024 * 1024  # an API answer is a small JSON object; anything larger is not read
+MAX_RETRY_AFTER = 300.0  # a 429 never pauses anyone longer than this, whatever the header says
 
 log = logging.getLogger("kling3_tools")
 
@@ -87,14 +90,21 @@ class WaitPolicy:
             interval = min(interval * self.factor, self.max_interval)
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), capped at `MAX_RETRY_AFTER`; None when
+    it is missing or unreadable (the caller's own backoff applies then)."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def _error_code(body: Any) -> str | None:
@@ -146,7 +156,7 @@ def raise_for_answer(response: httpx.Response) -> Any:
     cls = error_class_for(status, code)
     message = _error_message(body, f"HTTP {status} {response.reason_phrase}".strip())
     if cls is RateLimitError:
-        retry_after = _parse_retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise RateLimitError(message, status_code=status, code=code, retry_after=retry_after)
     raise cls(message, status_code=status, code=code)
 
@@ -168,6 +178,7 @@ class AsyncKlingClient:
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
         secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
@@ -179,6 +190,8 @@ class AsyncKlingClient:
         self._api_key = secret
         self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.retry = retry or RetryPolicy()
+        self.deadline = deadline
+        self.url_policy = downloads.UrlPolicy.for_api(self.base_url)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=timeout, limits=DEFAULT_LIMITS)
 
@@ -190,7 +203,9 @@ class AsyncKlingClient:
 
         Closing it leaves the pool open; the original client owns it.
         """
-        return AsyncKlingClient(self._api_key, base_url=self.base_url, retry=retry, http_client=self._http)
+        return AsyncKlingClient(
+            self._api_key, base_url=self.base_url, retry=retry, http_client=self._http, deadline=self.deadline
+        )
 
     async def __aenter__(self) -> AsyncKlingClient:
         return self
@@ -257,32 +272,21 @@ class AsyncKlingClient:
         task = await self.generate(request)
         return await self.wait(task.task_id, timeout=timeout, on_update=on_update, policy=policy)
 
-    async def download(self, task: Task, path: str | Path) -> Path:
-        """Stream the task's video to `path` (a file, or a folder for `<task_id>.mp4`), atomically."""
-        if not task.video_url:
-            raise KlingError(f"Task {task.task_id} has no video to download (status {task.raw_status}).")
-        target = Path(path)
-        if target.is_dir():
-            target = target / f"{task.task_id}.mp4"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    async def download(self, task: Task, path: str | Path, *, max_bytes: int = downloads.DEFAULT_MAX_BYTES) -> Path:
+        """Stream the task's video to `path` (a file, or a folder for `<task id>.mp4`), atomically and safely:
+        see `downloads` for the rules an API-supplied URL and task id must pass."""
         url = task.video_url
-
-        async def fetch() -> None:
-            # The video URL usually points at a CDN: no Authorization header goes there.
-            async with self._http.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise_for_answer(response)
-                with partial.open("wb") as file:
-                    async for chunk in response.aiter_bytes(64 * 1024):
-                        file.write(chunk)
-
-        try:
-            await self._with_retries(fetch, what=f"GET {url}", safe_after_send=True)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        if not url:
+            raise KlingError(f"Task {task.task_id} has no video to download (status {task.raw_status}).")
+        target = Path(path).expanduser()
+        if target.is_dir() or str(path).endswith(("/", os.sep)):
+            target = downloads.target_in(target, task.task_id)
+        policy, http = self.url_policy, self._http
+        await self._with_retries(
+            lambda: downloads.to_file(http, url, target, policy=policy, max_bytes=max_bytes),
+            what=f"GET the video of {task.task_id}",
+            safe_after_send=True,
+        )
         return target
 
     @staticmethod
@@ -308,11 +312,29 @@ class AsyncKlingClient:
         }
 
         async def send() -> Any:
-            response = await self._http.request(method, self.base_url + path, json=json, params=params, headers=headers)
+            try:
+                async with asyncio.timeout(self.deadline):
+                    response = await self._read_capped(method, path, json=json, params=params, headers=headers)
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"no whole answer within {self.deadline:g} s") from None
             log.debug("%s %s -> %s", method, path, response.status_code)
             return raise_for_answer(response)
 
         return await self._with_retries(send, what=f"{method} {path}", safe_after_send=safe_after_send)
+
+    async def _read_capped(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer, read whole only while it stays under `MAX_ANSWER_BYTES`."""
+        async with self._http.stream(method, self.base_url + path, **kwargs) as streamed:
+            body = bytearray()
+            async for chunk in streamed.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise APIError(
+                        f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; "
+                        "it was not read.",
+                        status_code=streamed.status_code,
+                    )
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body))
 
     async def _with_retries(self, send: Callable[[], Coroutine[Any, Any, T]], *, what: str, safe_after_send: bool) -> T:
         attempt = 0
@@ -344,11 +366,17 @@ class AsyncKlingClient:
 
 
 class KlingClient:
-    """Blocking facade over `AsyncKlingClient`, for scripts and notebooks."""
+    """Blocking facade over `AsyncKlingClient`, for scripts and notebooks. Its calls run on a private event
+    loop in a thread of its own, so it also works where a loop is already running (Jupyter, an async app)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._runner = asyncio.Runner()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kling3-client", daemon=True)
+        self._thread.start()
         self._client = AsyncKlingClient(*args, **kwargs)
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
 
     def __enter__(self) -> KlingClient:
         return self
@@ -360,22 +388,26 @@ class KlingClient:
         return f"KlingClient(base_url={self._client.base_url!r})"
 
     def close(self) -> None:
-        self._runner.run(self._client.aclose())
-        self._runner.close()
+        if self._loop.is_closed():
+            return
+        self._run(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
 
     def generate(self, request: GenerateRequest) -> Task:
-        return self._runner.run(self._client.generate(request))
+        return self._run(self._client.generate(request))
 
     def status(self, task_id: str) -> Task:
-        return self._runner.run(self._client.status(task_id))
+        return self._run(self._client.status(task_id))
 
     def wait(self, task_id: str, **kwargs: Any) -> Task:
-        return self._runner.run(self._client.wait(task_id, **kwargs))
+        return self._run(self._client.wait(task_id, **kwargs))
 
     def generate_and_wait(self, request: GenerateRequest, **kwargs: Any) -> Task:
-        return self._runner.run(self._client.generate_and_wait(request, **kwargs))
+        return self._run(self._client.generate_and_wait(request, **kwargs))
 
     def download(self, task: Task, path: str | Path) -> Path:
-        return self._runner.run(self._client.download(task, path))
+        return self._run(self._client.download(task, path))
 
     estimate_cost = staticmethod(AsyncKlingClient.estimate_cost)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,7 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .client import DEFAULT_BASE_URL
+from .client import DEFAULT_BASE_URL, MAX_RETRY_AFTER
 from .sandbox.options import SandboxOptions
 
 APP_NAME = "kling3"
@@ -42,6 +42,20 @@ def config_path(explicit: str | Path | None = None) -> Path | None:
         return Path(env).expanduser()
     default = default_config_path()
     return default if default.is_file() else None
+
+
+class ConfigError(ValueError):
+    """The settings are invalid: one line per problem, naming the key, never the value (it may be a secret)."""
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, path: Path | None) -> ConfigError:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: "
+            + error["msg"].removeprefix("Value error, ")
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        where = f" ({path})" if path is not None else ""
+        return cls(f"invalid configuration{where}: " + "; ".join(problems))
 
 
 def _empty_is_unset(value: Any) -> Any:
@@ -82,8 +96,10 @@ class PollerSettings(_Section):
     max_task_minutes: float = Field(default=30.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
     stop_grace_seconds: float = Field(default=10.0, ge=0)
+    max_retry_after_seconds: float = Field(default=MAX_RETRY_AFTER, gt=0)
     download: bool = False
     media_dir: str = ""
+    max_download_mb: float = Field(default=500.0, gt=0)
     webhook_secret: SecretStr | None = None
 
     _no_empty_secret = field_validator("webhook_secret", mode="before")(_empty_is_unset)
@@ -96,6 +112,7 @@ class McpSettings(_Section):
     confirm_above_credits: int = Field(default=0, ge=0)
     when_cannot_confirm: Literal["refuse", "allow"] = "refuse"
     http_token: SecretStr | None = None
+    share_tasks: bool = False
 
     _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
 
@@ -170,5 +187,7 @@ class Settings(BaseSettings):
         token = _config_file.set(path)
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as exc:
+            raise ConfigError.from_validation(exc, path) from None
         finally:
             _config_file.reset(token)

@@ -16,6 +16,7 @@
     │   └── InternalServerError     5xx INTERNAL_ERROR
     ├── APIConnectionError          no answer; the request certainly did not arrive
     │   └── OutcomeUnknownError     a generate was sent but its answer was lost
+    ├── DownloadError               a video could not be fetched safely (size, type, address, path)
     ├── TaskFailedError             the task ended without a video
     ├── WaitTimeoutError            the task was still running when the wait ended
     ├── SpendingRefusedError        a local budget or confirmation rule stopped a generate
@@ -170,6 +171,12 @@ class OutcomeUnknownError(APIConnectionError):
     def __init__(self, message: str, *, attempt_id: str | None = None, **kwargs: object) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.attempt_id = attempt_id
+
+
+class DownloadError(KlingError):
+    """A video was not fetched: refused address or path, too large, empty, not a video, too many redirects."""
+
+    default_code = "DOWNLOAD_FAILED"
 
 
 class TaskFailedError(KlingError):

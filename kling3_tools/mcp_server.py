@@ -11,6 +11,7 @@ resolvers defined inside `build_server`, so they must be evaluated where they ar
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -239,10 +240,21 @@ def build_server(deps: Deps) -> MCPServer:
             next_step="Done." if task.status.is_terminal else f"Still running: call wait_for_video('{task.task_id}').",
         )
 
+    def identity(ctx: Context[Any, Any]) -> str | None:
+        return None if deps.settings.mcp.share_tasks else client_identity(ctx)
+
+    async def own_record(task_id: str, ctx: Context[Any, Any]) -> TaskRecord | None:
+        """The recorded task, when this client may see it; another client's task is refused."""
+        record = await service.get(task_id)
+        who = identity(ctx)
+        if record is not None and who is not None and getattr(record.origin, "owner", None) != who:
+            raise ToolError(f"Task {task_id} is not one of this client's videos.")
+        return record
+
     async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> VideoTask:
         """Follow the store (the poller keeps it current), reporting progress every few seconds."""
         started = time.monotonic()
-        record = await service.get(task_id)
+        record = await own_record(task_id, ctx)
         if record is None:
             try:
                 return from_task((await service.status(task_id)).task)
@@ -343,7 +355,7 @@ def build_server(deps: Deps) -> MCPServer:
         """
         if not _approved(approval):
             raise ToolError(f"Not started: the user did not approve spending {request.estimated_credits()} credits.")
-        origin = McpOrigin(session=notifier.session_id(ctx), client_name=_client_name(ctx))
+        origin = McpOrigin(session=notifier.session_id(ctx), client_name=_client_name(ctx), owner=identity(ctx))
         try:
             record = await service.submit(request, origin, limits=[limit])
         except KlingError as exc:
@@ -364,9 +376,11 @@ def build_server(deps: Deps) -> MCPServer:
 
     @mcp.tool(title="Video status", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
     async def get_video_status(
+        ctx: Context[Any, Any],
         task_id: Annotated[str, Field(description="The task id from generate_video.")],
     ) -> VideoTask:
         """The current status of a video task, asked of the API now."""
+        await own_record(task_id, ctx)
         try:
             checked = await service.status(task_id)
         except KlingError as exc:
@@ -401,11 +415,12 @@ def build_server(deps: Deps) -> MCPServer:
 
     @mcp.tool(title="List my videos", annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
     async def list_videos(
+        ctx: Context[Any, Any],
         status: Annotated[StatusFilter | None, Field(description="Only these.")] = None,
         limit: Annotated[int, Field(ge=1, le=100, description="How many, newest first.")] = 20,
     ) -> VideoList:
-        """Videos submitted through this server, newest first, from the local task store."""
-        records = await service.recent(status=status, origin_kind="mcp", limit=limit)
+        """Your videos submitted through this server, newest first, from the local task store."""
+        records = await service.recent(status=status, origin_kind="mcp", owner=identity(ctx), limit=limit)
         return VideoList(videos=[await to_video(r) for r in records])
 
     # --- resources ---------------------------------------------------------------------
@@ -416,9 +431,9 @@ def build_server(deps: Deps) -> MCPServer:
         return _model_list().model_dump_json()
 
     @mcp.resource(TASK_URI, name="task", mime_type="application/json")
-    async def task_resource(task_id: str) -> str:
+    async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
         """One video task: status, credits, video URLs."""
-        record = await service.get(task_id)
+        record = await own_record(task_id, ctx)
         if record is not None:
             return (await to_video(record)).model_dump_json()
         try:
@@ -435,6 +450,19 @@ def _model_list() -> ModelList:
 
 def _approved(approval: ElicitationResult[SpendApproval]) -> bool:
     return isinstance(approval, AcceptedElicitation) and approval.data.approve
+
+
+def client_identity(ctx: Context[Any, Any]) -> str | None:
+    """Whose tasks a caller sees over HTTP: its bearer token (hashed), else its MCP session. None over stdio,
+    where the one client is the local user and sees every MCP task."""
+    headers = ctx.headers
+    if not headers:
+        return None
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "token-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
+    session = headers.get("mcp-session-id")
+    return f"session-{session}" if session else None
 
 
 def _client_name(ctx: Context[Any, Any]) -> str | None:

@@ -123,7 +123,9 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-POSTGRES = SqlDialect(param=lambda name: f"%({name})s", user_id="(origin->>'user_id')::bigint")
+POSTGRES = SqlDialect(
+    param=lambda name: f"%({name})s", user_id="(origin->>'user_id')::bigint", owner="(origin->>'owner')"
+)
 
 # Uses tasks_due: an index range scan in due_at order that stops after `limit` unlocked rows.
 CLAIM_SQL = """
@@ -326,9 +328,10 @@ class PostgresTaskStore:
         status: StatusFilter | None = None,
         origin_kind: str | None = None,
         user_id: int | None = None,
+        owner: str | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        sql, params = POSTGRES.recent(status=status, origin_kind=origin_kind, user_id=user_id, limit=limit)
+        sql, params = POSTGRES.recent(status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit)
         return [record_from_row(row) for row in await self._rows(sql, params)]
 
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:

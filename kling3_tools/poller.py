@@ -252,6 +252,7 @@ class Poller:
             task = await self.client.status(record.task_id)
         except RateLimitError as exc:
             pause = exc.retry_after if exc.retry_after is not None else self.scheduler.policy.dense_interval
+            pause = min(pause, self.settings.max_retry_after_seconds)
             await self.limiter.pause(pause)
             record.due_at = time.time() + pause
             log.info("rate limited; every check paused for %.1fs", pause)
@@ -315,4 +316,6 @@ class Poller:
 
     async def _download(self, record: TaskRecord) -> Path:
         folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"
-        return await self.client.download(record.to_task(), folder / f"{record.task_id}.mp4")
+        folder.mkdir(parents=True, exist_ok=True)
+        max_bytes = int(self.settings.max_download_mb * 1024 * 1024)
+        return await self.client.download(record.to_task(), folder, max_bytes=max_bytes)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from .models import GenerateRequest, Task, TaskStatus
 
@@ -23,6 +24,15 @@ class WebhookOrigin(BaseModel):
     kind: Literal["webhook"] = "webhook"
     url: str
 
+    @field_validator("url")
+    @classmethod
+    def _deliverable(cls, url: str) -> str:
+        """Checked before anything is spent: a result that can never be delivered is not worth paying for."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url[:200]!r} is not an http(s) URL with a host")
+        return url
+
 
 class McpOrigin(BaseModel):
     """Submitted by an MCP client; `session` names the server session that asked."""
@@ -30,6 +40,7 @@ class McpOrigin(BaseModel):
     kind: Literal["mcp"] = "mcp"
     session: str
     client_name: str | None = None
+    owner: str | None = None  # over HTTP, the client identity that may see it (None: every client)
 
 
 class DiscordOrigin(BaseModel):

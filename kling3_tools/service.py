@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from . import downloads
 from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy, UpdateCallback, WaitPolicy
 from .config import Settings
 from .errors import KlingError, OutcomeUnknownError, StoreError
@@ -89,6 +90,7 @@ class KlingService:
         )
         self.attempt_deadline = attempt_deadline(settings)
         self._needs_follower = False
+        self.max_download_bytes = int(settings.poller.max_download_mb * 1024 * 1024)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -104,10 +106,22 @@ class KlingService:
                 from .sandbox.server import SandboxServer
 
                 server = stack.enter_context(SandboxServer(settings.sandbox))
-                client = AsyncKlingClient(server.api_key, base_url=server.url, retry=retry, http_client=http)
+                client = AsyncKlingClient(
+                    server.api_key,
+                    base_url=server.url,
+                    retry=retry,
+                    http_client=http,
+                    deadline=settings.timeout_seconds,
+                )
                 schedule = schedule or sandbox_schedule(settings.sandbox.finish_seconds)
             else:
-                client = AsyncKlingClient(settings.api_key, base_url=settings.base_url, retry=retry, http_client=http)
+                client = AsyncKlingClient(
+                    settings.api_key,
+                    base_url=settings.base_url,
+                    retry=retry,
+                    http_client=http,
+                    deadline=settings.timeout_seconds,
+                )
             store = await open_store(
                 settings.store.url,
                 default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
@@ -258,9 +272,12 @@ class KlingService:
         status: StatusFilter | None = None,
         origin_kind: str | None = None,
         user_id: int | None = None,
+        owner: str | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        return await self.store.recent(status=status, origin_kind=origin_kind, user_id=user_id, limit=limit)
+        return await self.store.recent(
+            status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit
+        )
 
     async def expected_finish(self, record: TaskRecord) -> float:
         return await self.scheduler.expected_finish(record)
@@ -285,7 +302,11 @@ class KlingService:
         return await self.client.wait(task_id, timeout=timeout, on_update=record_and_report, policy=policy)
 
     async def download(self, task: Task, path: str | Path) -> Path:
-        return await self.client.download(task, path)
+        return await self.client.download(task, path, max_bytes=self.max_download_bytes)
+
+    async def fetch_video(self, url: str, *, max_bytes: int) -> bytes:
+        """A video into memory (to attach it somewhere), by the same rules as downloads."""
+        return await downloads.to_memory(self.http, url, policy=self.client.url_policy, max_bytes=max_bytes)
 
     async def _record_progress(self, task: Task) -> TaskRecord | None:
         record = await self.store.get(task.task_id)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,26 +201,33 @@ _CREDITS = "COALESCE(consumed_credits, estimated_credits)"  # consumed once know
 @dataclass(frozen=True, slots=True)
 class SqlDialect:
     """The listing and budget queries of both backends, which differ only in how they spell a named
-    parameter and the requester's Discord user id inside the `origin` JSON."""
+    parameter and the fields read inside the `origin` JSON (a Discord user id, an MCP client's identity)."""
 
     param: Callable[[str], str]
     user_id: str
+    owner: str
 
     def _where(self, params: dict[str, Any], clauses: list[str], **filters: Any) -> str:
         for column, value in filters.items():
             if value is not None:
-                column_sql = self.user_id if column == "user_id" else column
+                column_sql = {"user_id": self.user_id, "owner": self.owner}.get(column, column)
                 clauses.append(f"{column_sql} = {self.param(column)}")
                 params[column] = value
         return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
     def recent(
-        self, *, status: StatusFilter | None, origin_kind: str | None, user_id: int | None, limit: int
+        self,
+        *,
+        status: StatusFilter | None,
+        origin_kind: str | None,
+        user_id: int | None,
+        owner: str | None = None,
+        limit: int,
     ) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         clauses = ["outcome IS NULL"] if status == "running" else []
         outcome = Outcome(status).value if status not in (None, "running") else None
-        where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id, outcome=outcome)
+        where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id, owner=owner, outcome=outcome)
         return f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC LIMIT {self.param('limit')}", params
 
     def _scope(self, params: dict[str, Any], scope: Scope, *, user_column: str) -> str:
@@ -284,7 +293,9 @@ def stamp(attempt: Attempt) -> None:
     attempt.expires_at = attempt.created_at + deadline
 
 
-SQLITE = SqlDialect(param=lambda name: f":{name}", user_id="json_extract(origin, '$.user_id')")
+SQLITE = SqlDialect(
+    param=lambda name: f":{name}", user_id="json_extract(origin, '$.user_id')", owner="json_extract(origin, '$.owner')"
+)
 
 
 class TaskStore(Protocol):
@@ -323,9 +334,11 @@ class TaskStore(Protocol):
         status: StatusFilter | None = None,
         origin_kind: str | None = None,
         user_id: int | None = None,
+        owner: str | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        """Most recent first; `status` is "running" (still tracked) or how tracking ended."""
+        """Most recent first; `status` is "running" (still tracked) or how tracking ended; `owner` is an MCP
+        client's identity."""
 
     async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
         """Seconds from submission to success of the latest successful tasks of this kind."""
@@ -385,7 +398,9 @@ class SQLiteTaskStore:
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.is_file() and self.path.stat().st_size == 0:  # SQLite would take it for a new, empty store
+        if not self.path.exists():
+            self._create()
+        if self.path.stat().st_size == 0:  # SQLite would take it for a new, empty store
             raise StoreError(
                 f"The task store {self.path} is an empty file (0 bytes): it was probably truncated, and its tasks "
                 "are gone. Restore it from a backup, or delete it to start a new store."
@@ -396,10 +411,7 @@ class SQLiteTaskStore:
         self._limiters: dict[str, TokenBucket] = {}
         self._reservations = ReservationQueue(self._reserve_batch)
         try:
-            with self._lock:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-                self._db.executescript(_SCHEMA)
+            self._prepare(deadline=time.monotonic() + busy_timeout)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
@@ -408,6 +420,35 @@ class SQLiteTaskStore:
                 f"The task store {self.path} is not a usable SQLite file ({exc}); it was left untouched. "
                 "Restore it from a backup, or move it aside to start a new store."
             ) from None
+
+    def _create(self) -> None:
+        """A new store is built under a temporary name and linked into place, so that a file at `path` is
+        never a half-made store: an empty one there was truncated. Losing the race to another process is
+        fine: its store is the same."""
+        building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.new")
+        try:
+            with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            with contextlib.suppress(FileExistsError):
+                os.link(building, self.path)
+        finally:
+            building.unlink(missing_ok=True)
+
+    def _prepare(self, *, deadline: float) -> None:
+        """WAL mode and the schema. Switching a new file to WAL does not wait for a busy lock as other
+        statements do, so processes opening one file at once retry it until the busy timeout."""
+        while True:
+            try:
+                with self._lock:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def __repr__(self) -> str:
         return f"SQLiteTaskStore({str(self.path)!r})"
@@ -512,9 +553,10 @@ class SQLiteTaskStore:
         status: StatusFilter | None = None,
         origin_kind: str | None = None,
         user_id: int | None = None,
+        owner: str | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        sql, params = SQLITE.recent(status=status, origin_kind=origin_kind, user_id=user_id, limit=limit)
+        sql, params = SQLITE.recent(status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit)
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return [record_from_row(row) for row in rows]
 

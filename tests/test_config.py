@@ -2,9 +2,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from kling3_tools.config import Settings, default_config_path
+from kling3_tools.config import ConfigError, Settings, default_config_path
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
@@ -98,9 +98,9 @@ def test_example_documents_every_key_and_loads():
 
 def test_shard_ids_need_a_shard_count_that_covers_them():
     assert Settings.load(discord={"shard_count": 4, "shard_ids": [2, 3]}).discord.shard_ids == [2, 3]
-    with pytest.raises(ValidationError, match="needs shard_count"):
+    with pytest.raises(ConfigError, match="needs shard_count"):
         Settings.load(discord={"shard_ids": [0]})
-    with pytest.raises(ValidationError, match="below shard_count"):
+    with pytest.raises(ConfigError, match="below shard_count"):
         Settings.load(discord={"shard_count": 2, "shard_ids": [2]})
 
 

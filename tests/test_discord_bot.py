@@ -383,6 +383,20 @@ async def test_the_bots_poller_outlives_a_store_outage(fake, sandbox, tmp_path):
         await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()), timeout=30)
 
 
+async def test_status_shows_someone_elses_video_only_to_admins(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=30)
+    async with running_bot(bot_settings(sandbox, tmp_path, admin_role="video-admin")) as bot:
+        command = fd.slash("generate", ALICE, prompt="Alice's private idea")
+        deliver(bot, command)
+        await eventually(lambda: "Started" in texts(followups(fake, command)))
+        [record] = await bot.service.recent(origin_kind="discord")
+        peek = fd.slash("status", BOB, task_id=record.task_id)
+        deliver(bot, peek)
+        await eventually(lambda: bool(followups(fake, peek)))
+    answer = followups(fake, peek)[-1].body
+    assert "not one of yours" in str(answer) and "private idea" not in str(answer)
+
+
 async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbox, tmp_path):
     async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
         command = fd.slash("generate", ALICE, prompt="A fox")

@@ -248,7 +248,7 @@ async def test_ten_cli_processes_at_once_share_the_budget(store_url, sandbox):
     codes = sorted(p.returncode for p in processes)
     assert codes == [0] * 3 + [1] * 7, [err.decode() for _, err in outputs]
     refusals = [err.decode() for (_, err), p in zip(outputs, processes, strict=True) if p.returncode == 1]
-    assert all("[budget] daily_credits" in text and "Traceback" not in text for text in refusals)
+    assert all("[budget] daily_credits" in text and "Traceback" not in text for text in refusals), refusals
     assert stats(sandbox)["requests"]["generate"] == 3
 
 

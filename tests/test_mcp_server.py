@@ -353,6 +353,31 @@ async def test_the_servers_poller_outlives_a_store_outage(sandbox, tmp_path):
     assert stats(sandbox)["requests"]["generate"] == 1
 
 
+async def test_http_clients_see_only_their_own_videos(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    env = server_env(sandbox, tmp_path, KLING_MCP__WAIT_SECONDS="0")
+    with http_server(env) as url:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = {}
+            for name in ("alice", "bob"):
+                http = await stack.enter_async_context(httpx2.AsyncClient(headers={"Authorization": f"Bearer {name}"}))
+                clients[name] = await stack.enter_async_context(Client(streamable_http_client(url, http_client=http)))
+            made = await clients["alice"].call_tool("generate_video", {"type": "std-text-to-video", "prompt": "secret"})
+            task_id = made.structured_content["task_id"]
+            alices = await clients["alice"].call_tool("list_videos", {})
+            bobs = await clients["bob"].call_tool("list_videos", {})
+            peeked = await clients["bob"].call_tool("get_video_status", {"task_id": task_id})
+            waited = await clients["bob"].call_tool("wait_for_video", {"task_id": task_id, "timeout_seconds": 1})
+            with pytest.raises(Exception, match="kling://tasks/") as refused:
+                await clients["bob"].read_resource(f"kling://tasks/{task_id}")
+            own = await clients["alice"].read_resource(f"kling://tasks/{task_id}")
+    assert [v["task_id"] for v in alices.structured_content["videos"]] == [task_id]
+    assert bobs.structured_content["videos"] == []
+    assert peeked.is_error and waited.is_error and "secret" not in text(peeked) + text(waited)
+    assert json.loads(own.contents[0].text)["task_id"] == task_id
+    assert "secret" not in str(refused.value)
+
+
 async def test_http_token_is_required_when_set(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="tok-123")) as url:
         async with httpx.AsyncClient() as plain:

@@ -22,15 +22,17 @@ import random
 import secrets
 import time
 from collections import Counter, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import catalog
@@ -40,12 +42,16 @@ SAMPLE_VIDEO = resources.files(__package__).joinpath("sample.mp4").read_bytes()
 
 
 class Fault(BaseModel):
-    """The next `count` requests to `endpoint` get this answer instead of the real one."""
+    """The next `count` requests to `endpoint` get this answer instead of the real one: an error status, or
+    with status 200 a hostile success (`drip_seconds`: one byte at a time; `pad_bytes`: a huge JSON body)."""
 
     endpoint: Literal["generate", "status"]
-    status: int = Field(ge=400, le=599)
+    status: int = Field(ge=200, le=599)
     count: int = Field(default=1, ge=1)
-    retry_after: float | None = None
+    retry_after: float | str | None = Field(default=None, description="The Retry-After header: seconds, or any text")
+    message: str | None = Field(default=None, description="The error message (markup, say)")
+    drip_seconds: float | None = Field(default=None, gt=0)
+    pad_bytes: int | None = Field(default=None, gt=0)
 
 
 @dataclass
@@ -117,6 +123,23 @@ class SandboxState:
         }
 
 
+class _Hostile(Exception):
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+
+    def response(self) -> Response:
+        if self.fault.pad_bytes:
+            return JSONResponse({"code": 200, "message": "x" * self.fault.pad_bytes, "data": {"task_id": "n75pad"}})
+        delay = self.fault.drip_seconds or 0.5
+
+        async def drip() -> AsyncIterator[bytes]:
+            for byte in b'{"code": 200, "message": "success", "data": {"task_id": "n75drip"}}':
+                await asyncio.sleep(delay)
+                yield bytes([byte])
+
+        return StreamingResponse(drip(), media_type="application/json")
+
+
 class _Reject(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         self.status, self.code, self.message, self.headers = status, code, message, headers
@@ -179,12 +202,17 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
             retry_after = str(max(1, math.ceil(wait)))
             raise _Reject(429, "RATE_LIMITED", "Too many requests, please slow down", {"Retry-After": retry_after})
         fault = state.next_fault(endpoint)
+        if fault is not None and fault.status < 400:
+            raise _Hostile(fault)
         if fault is not None:
-            headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+            after = fault.retry_after
+            headers = (
+                {"Retry-After": f"{after:g}" if isinstance(after, float) else after} if after is not None else None
+            )
             code = {429: "RATE_LIMITED", 402: "INSUFFICIENT_CREDITS", 401: "INVALID_API_KEY"}.get(
                 fault.status, "INTERNAL_ERROR" if fault.status >= 500 else "INVALID_PARAMETER"
             )
-            raise _Reject(fault.status, code, f"Injected fault {fault.status}", headers)
+            raise _Reject(fault.status, code, fault.message or f"Injected fault {fault.status}", headers)
         if state.rng.random() < state.options.error_rate:
             raise _Reject(500, "INTERNAL_ERROR", "Server error, please try again later")
 
@@ -195,6 +223,11 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
     async def generate(request: Request) -> Response:
         try:
             await guard(request, "generate")
+        except _Hostile as hostile:
+            return hostile.response()
+        except _Reject as reject:
+            return _reject(reject)
+        try:
             try:
                 body = await request.json()
             except ValueError:
@@ -207,8 +240,9 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
         state.balance -= credits
         spread = state.options.finish_spread
         finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
+        template = state.options.task_id_template
         task = SandboxTask(
-            task_id=spec.task_id_prefix + secrets.token_hex(6),
+            task_id=template.format(n=len(state.tasks)) if template else spec.task_id_prefix + secrets.token_hex(6),
             type=spec.type,
             request=body,
             credits=credits,
@@ -232,6 +266,8 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
                 raise _Reject(404, "TASK_NOT_FOUND", f"No task with id {task_id!r}")
             if state.options.status_delay:
                 await asyncio.sleep(state.options.status_delay)
+        except _Hostile as hostile:
+            return hostile.response()
         except _Reject as reject:
             return _reject(reject)
         finally:
@@ -247,19 +283,32 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
                 "consumed_credits": task.credits,
                 "created_at": task.created_at.isoformat().replace("+00:00", "Z"),
                 "request": task.request,
-                "response": [f"{str(request.base_url).rstrip('/')}/media/{task.task_id}.mp4"]
-                if word == "SUCCESS"
-                else [],
+                "response": [video_url(request, task.task_id)] if word == "SUCCESS" else [],
                 "error_message": "Sandbox: simulated generation failure" if word == "FAILED" else None,
                 "type": task.type.value,
             }
         )
+
+    def video_url(request: Request, task_id: str) -> str:
+        if state.options.video_url_template:
+            return state.options.video_url_template.format(task_id=task_id)
+        return f"{str(request.base_url).rstrip('/')}/media/{quote(task_id, safe='')}.mp4"
 
     async def media(request: Request) -> Response:
         task = state.tasks.get(request.path_params["task_id"])
         if task is None or task.status_word(time.monotonic()) != "SUCCESS":
             return Response(status_code=404)
         state.requests["media"] += 1
+        answer, hop = state.options.video_answer, int(request.query_params.get("hop", "0"))
+        if answer == "redirect_loop" or (answer == "redirect" and hop == 0):
+            return RedirectResponse(f"{request.url.path}?hop={hop + 1}", status_code=302)
+        if answer == "empty":
+            return Response(b"", media_type="video/mp4")
+        if answer == "html":
+            return Response("<html><body>Not a video</body></html>", media_type="text/html")
+        if answer == "huge":
+            chunk, chunks = b"\0" * 65536, int(state.options.huge_video_mb * 16)
+            return StreamingResponse(iter([chunk] * chunks), media_type="video/mp4")
         return Response(SAMPLE_VIDEO, media_type="video/mp4")
 
     async def read_stats(request: Request) -> Response:
@@ -290,7 +339,7 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
         routes=[
             Route("/api/generate", generate, methods=["POST"]),
             Route("/api/status", status, methods=["GET"]),
-            Route("/media/{task_id}.mp4", media, methods=["GET"]),
+            Route("/media/{task_id:path}.mp4", media, methods=["GET"]),
             Route("/sandbox/stats", read_stats, methods=["GET"]),
             Route("/sandbox/tasks", list_tasks, methods=["GET"]),
             Route("/sandbox/options", set_options, methods=["POST"]),

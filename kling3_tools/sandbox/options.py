@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -22,3 +24,14 @@ class SandboxOptions(BaseModel):
         default=0.0, ge=0, description="Hold each generate answer this long, after creating the task."
     )
     status_delay: float = Field(default=0.0, ge=0, description="Hold each status answer this long.")
+    # Hostile answers, to prove the clients survive them.
+    task_id_template: str = Field(
+        default="", description="Every new task id is this, {n} a counter (e.g. '../../x{n}'); empty: normal ids."
+    )
+    video_url_template: str = Field(
+        default="", description="Successful tasks point here instead ({task_id} is filled in); empty: /media."
+    )
+    video_answer: Literal["video", "redirect", "redirect_loop", "empty", "html", "huge"] = Field(
+        default="video", description="How /media answers: the clip, a redirect to it, or something hostile."
+    )
+    huge_video_mb: float = Field(default=2.0, gt=0, description="Size of the 'huge' answer, sent without a length.")

@@ -1,0 +1,140 @@
+"""Fetching the videos an API answer points at, for the client, the CLI, the poller and the bot.
+
+The URL and the task id come from the API's answer, so both are untrusted:
+- the file name is built from a sanitised task id and must resolve inside the target folder;
+- only http(s) URLs, and only to public addresses, or to the API's own host (a local sandbox);
+- redirects are followed by hand, at most `MAX_REDIRECTS`, each hop checked like the first;
+- the size is capped, against Content-Length and again while streaming;
+- an empty body or a type that is not a video is a failure, never a delivered file;
+- a file is written under a temporary name and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import DownloadError, error_class_for
+
+MAX_REDIRECTS = 5
+DEFAULT_MAX_BYTES = 500 * 1024 * 1024
+_VIDEO_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def file_name(task_id: str) -> str:
+    """`<task id>.mp4` with anything but letters, digits, `-` and `_` replaced: never a path."""
+    return f"{_UNSAFE.sub('_', task_id)[:120].strip('_') or 'video'}.mp4"
+
+
+def target_in(folder: Path, task_id: str) -> Path:
+    """Where a task's video goes inside `folder`; refused if it would resolve anywhere else."""
+    root = folder.expanduser().resolve()
+    target = (root / file_name(task_id)).resolve()
+    if target.parent != root:
+        raise DownloadError(f"Refused to write {target}: it is outside {root}.")
+    return target
+
+
+async def _addresses(host: str) -> set[Address]:
+    try:
+        return {ipaddress.ip_address(host.strip("[]"))}
+    except ValueError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError as exc:
+        raise DownloadError(f"Cannot resolve {host}: {exc}.", retryable=True) from None
+    return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
+
+
+@dataclass(frozen=True, slots=True)
+class UrlPolicy:
+    """Which addresses an API-supplied URL may lead to: public ones, and the API's own host."""
+
+    api_host: str = ""
+
+    @classmethod
+    def for_api(cls, base_url: str) -> UrlPolicy:
+        return cls(api_host=urlsplit(base_url).hostname or "")
+
+    async def check(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DownloadError(f"Refused to fetch {url[:200]!r}: only http(s) URLs are fetched.")
+        addresses = await _addresses(parts.hostname)
+        if all(address.is_global for address in addresses):
+            return
+        if self.api_host and addresses <= await _addresses(self.api_host):
+            return  # the API itself lives there (a sandbox on this machine)
+        raise DownloadError(
+            f"Refused to fetch {parts.hostname}: it is a private, loopback or link-local address, "
+            "and not the API's own host."
+        )
+
+
+async def fetch(
+    http: httpx.AsyncClient, url: str, write: Callable[[bytes], object], *, policy: UrlPolicy, max_bytes: int
+) -> int:
+    """Stream a video to `write`, chunk by chunk; the bytes written. Raises `DownloadError` (or the API error
+    for an HTTP error status, so that 429 and 5xx are retried like any safe request)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        await policy.check(url)
+        # No Authorization header: the URL usually points at a CDN.
+        async with http.stream("GET", url, follow_redirects=False) as response:
+            if response.is_redirect:
+                url = str(response.url.join(response.headers.get("location", "")))
+                continue
+            if response.status_code >= 400:
+                cls = error_class_for(response.status_code, None)
+                raise cls(f"The video URL answered HTTP {response.status_code}.", status_code=response.status_code)
+            kind = response.headers.get("content-type", "").lower()
+            if kind and not kind.startswith(_VIDEO_TYPES):
+                raise DownloadError(f"The video URL answered {kind.split(';')[0]}, not a video.")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadError(
+                    f"The video is {int(declared) / 1e6:.0f} MB, above the {max_bytes / 1e6:.0f} MB cap."
+                )
+            size = 0
+            async for chunk in response.aiter_bytes(64 * 1024):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadError(f"The video grew past the {max_bytes / 1e6:.0f} MB cap; it was not kept.")
+                write(chunk)
+            if size == 0:
+                raise DownloadError("The video URL answered an empty body.")
+            return size
+    raise DownloadError(f"More than {MAX_REDIRECTS} redirects; the video was not fetched.")
+
+
+async def to_file(
+    http: httpx.AsyncClient, url: str, target: Path, *, policy: UrlPolicy, max_bytes: int = DEFAULT_MAX_BYTES
+) -> Path:
+    """Fetch into `target` atomically: a temporary file beside it, renamed once complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+    try:
+        with partial.open("wb") as file:
+            await fetch(http, url, file.write, policy=policy, max_bytes=max_bytes)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+async def to_memory(http: httpx.AsyncClient, url: str, *, policy: UrlPolicy, max_bytes: int) -> bytes:
+    data = bytearray()
+    await fetch(http, url, data.extend, policy=policy, max_bytes=max_bytes)
+    return bytes(data)

@@ -1,0 +1,251 @@
+"""Answers that lie, inputs that are wrong, stores that are broken: each must fail safely and say why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kling3_tools import downloads, errors
+from kling3_tools.client import MAX_RETRY_AFTER, AsyncKlingClient, KlingClient, RetryPolicy, parse_retry_after
+from kling3_tools.config import Settings
+from kling3_tools.models import GenerateRequest
+from kling3_tools.records import Delivery, WebhookOrigin
+from kling3_tools.service import KlingService
+
+from .conftest import FAST_RETRY, add_fault, set_options, stats
+from .helpers import SECRET, eventually
+from .test_poller import FAST
+
+REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
+
+
+def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kling3_tools", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+def api_env(sandbox: Any, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path}/t.db",
+        **extra,
+    }
+
+
+async def finished_task(client: AsyncKlingClient) -> Any:
+    task = await client.generate(REQUEST)
+    await asyncio.sleep(0.4)  # the fixture's sandbox finishes tasks in 0.3 s
+    return await client.status(task.task_id)
+
+
+# --- downloads ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template", ["../../escape{n}", "/tmp/absolute{n}", "..", "a/../../b{n}"])
+async def test_a_path_like_task_id_never_writes_outside_the_folder(sandbox, client, tmp_path, template):
+    set_options(sandbox, task_id_template=template)
+    task = await finished_task(client)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    path = await client.download(task, folder)
+    assert path.parent == folder.resolve() and path.read_bytes()[4:8] == b"ftyp"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [path.name]
+
+
+def test_the_cli_download_stays_in_its_folder(sandbox, tmp_path):
+    set_options(sandbox, task_id_template="../../cli-escape{n}")
+    env = api_env(sandbox, tmp_path)
+    task_id = kling3("generate", "x", **env).stdout.strip()
+    result = kling3("wait", task_id, "--download", f"{tmp_path}/out/", **env)
+    assert result.returncode == 0, result.stderr
+    [written] = (tmp_path / "out").iterdir()
+    assert written.name == "cli-escape0.mp4"
+    assert not (tmp_path.parent / "cli-escape0.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "refusal"),
+    [
+        ("redirect_loop", "More than 5 redirects"),
+        ("empty", "empty body"),
+        ("html", "text/html, not a video"),
+        ("huge", "grew past the 1 MB cap"),
+    ],
+)
+async def test_a_hostile_video_answer_is_a_failed_download(sandbox, client, tmp_path, answer, refusal):
+    set_options(sandbox, video_answer=answer)
+    task = await finished_task(client)
+    with pytest.raises(errors.DownloadError, match=refusal):
+        await client.download(task, tmp_path, max_bytes=1_000_000)
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+async def test_redirects_are_followed_and_a_declared_size_is_checked_first(sandbox, client, tmp_path):
+    set_options(sandbox, video_answer="redirect")
+    task = await finished_task(client)
+    assert (await client.download(task, tmp_path)).stat().st_size > 0
+    with pytest.raises(errors.DownloadError, match="above the 0 MB cap"):
+        await client.download(task, tmp_path / "small.mp4", max_bytes=100)
+
+
+async def test_urls_to_private_addresses_are_refused_unless_the_api_lives_there(sandbox, client, tmp_path):
+    set_options(sandbox, video_url_template="http://169.254.169.254/latest/{task_id}.mp4")
+    task = await finished_task(client)
+    with pytest.raises(errors.DownloadError, match="private, loopback or link-local"):
+        await client.download(task, tmp_path)
+    policy = downloads.UrlPolicy.for_api("https://93.184.216.34")  # a public API host, given as an address: no DNS
+    for url in ("http://127.0.0.1:9/x.mp4", "http://10.1.2.3/x.mp4", "http://[::1]/x.mp4", "file:///etc/passwd"):
+        with pytest.raises(errors.DownloadError, match="Refused"):
+            await policy.check(url)
+    await policy.check("https://93.184.216.34/video.mp4")  # a public address passes (nothing is fetched)
+    await downloads.UrlPolicy.for_api(sandbox.url).check(f"{sandbox.url}/media/x.mp4")  # the sandbox's own host
+
+
+async def test_the_poller_never_marks_a_bad_download_delivered(sandbox, receiver, tmp_path):
+    set_options(sandbox, finish_seconds=0.2, video_answer="empty", task_id_template="../../p{n}")
+    media = tmp_path / "media"
+    settings = Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{tmp_path}/t.db"},
+        poller={"webhook_secret": SECRET, "download": True, "media_dir": str(media), "rate_limit_per_second": 100},
+    )
+    async with KlingService.open(settings, schedule=FAST) as service:
+        record = await service.submit(REQUEST, WebhookOrigin(url=receiver.url))
+        poller = service.poller()
+        job = asyncio.create_task(poller.run())
+        try:
+
+            async def failed_once() -> bool:
+                saved = await service.get(record.task_id)
+                return saved is not None and saved.delivery_attempts >= 1
+
+            await eventually(failed_once)
+            saved = await service.get(record.task_id)
+            assert saved.delivery is Delivery.PENDING and "empty body" in saved.delivery_error
+            assert receiver.events == []
+            set_options(sandbox, video_answer="video")
+            await eventually(lambda: len(receiver.events) == 1, timeout=30)
+        finally:
+            poller.stop()
+            await job
+        saved = await service.get(record.task_id)
+    assert Path(saved.local_path).parent == media.resolve() and Path(saved.local_path).name == "p0.mp4"
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+def test_retry_after_is_read_tolerantly_and_capped():
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("86400") == MAX_RETRY_AFTER
+    assert parse_retry_after("-5") == 0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert 0 < parse_retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))) <= 60
+
+
+async def test_an_unreadable_retry_after_falls_back_to_the_normal_backoff(sandbox, client):
+    add_fault(sandbox, endpoint="status", status=429, retry_after="soon")
+    task = await client.generate(REQUEST)
+    assert (await client.status(task.task_id)).task_id == task.task_id
+    assert stats(sandbox)["requests"]["status"] == 2
+
+
+async def test_a_dripping_answer_is_cut_at_the_deadline(sandbox):
+    async with AsyncKlingClient(
+        sandbox.api_key, base_url=sandbox.url, retry=RetryPolicy(max_retries=0), deadline=1.0
+    ) as slow:
+        task = await slow.generate(REQUEST)
+        add_fault(sandbox, endpoint="status", status=200, drip_seconds=0.5)
+        started = time.monotonic()
+        with pytest.raises(errors.APIConnectionError):
+            await slow.status(task.task_id)
+        assert time.monotonic() - started < 3
+        add_fault(sandbox, endpoint="generate", status=200, drip_seconds=0.5)
+        with pytest.raises(errors.OutcomeUnknownError):  # a generate cut this way may have been billed
+            await slow.generate(REQUEST)
+
+
+async def test_a_huge_answer_is_not_read(sandbox, client):
+    add_fault(sandbox, endpoint="status", status=200, pad_bytes=3_000_000)
+    with pytest.raises(errors.APIError, match="larger than 1024 KB"):
+        await client.status("n75whatever")
+
+
+def test_markup_from_the_api_is_printed_as_text(sandbox, tmp_path):
+    env = api_env(sandbox, tmp_path)
+    add_fault(sandbox, endpoint="status", status=400, message="[/bold] broken [red]markup")
+    failed = kling3("status", "n75x", **env)
+    assert failed.returncode == 1 and "[/bold] broken [red]markup" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    set_options(sandbox, task_id_template="[bold]odd[/bold]{n}")
+    made = kling3("generate", "x", **env)
+    assert made.returncode == 0 and made.stdout.strip() == "[bold]odd[/bold]0", made.stderr
+    listed = kling3("tasks", **env)
+    assert listed.returncode == 0 and "[bold]odd[/bold]0" in listed.stdout
+
+
+def test_a_webhook_that_can_never_be_called_is_refused_before_spending(sandbox, tmp_path):
+    env = api_env(sandbox, tmp_path, KLING_POLLER__WEBHOOK_SECRET=SECRET)
+    for url in ("not a url", "ftp://example.com/hook", "http://"):
+        result = kling3("generate", "x", "--notify-webhook", url, **env)
+        assert result.returncode == 2 and "--notify-webhook" in result.stderr and "Traceback" not in result.stderr
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
+
+
+# --- configuration, store, sync client --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '[discord]\ntoken = "sekrit-123"\n',
+        'api_key = ["sekrit-123"]\n',
+        '[mcp]\nhttp_token = 5\nsekrit = "sekrit-123"\n',
+    ],
+)
+def test_config_errors_never_echo_a_value(tmp_path, content):
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    cli = kling3("--config", str(config), "tasks")
+    mcp = subprocess.run(
+        [sys.executable, "-m", "kling3_tools.mcp_main", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    for result in (cli, mcp):
+        assert result.returncode == 2, result.stderr
+        assert "sekrit-123" not in result.stderr and "Traceback" not in result.stderr
+        assert "invalid configuration" in result.stderr and str(config) in result.stderr
+
+
+@pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (b"garbage" * 100, "not a usable SQLite file")])
+def test_a_broken_store_file_is_named_and_left_untouched(tmp_path, content, says):
+    store = tmp_path / "tasks.db"
+    store.write_bytes(content)
+    result = kling3("tasks", KLING_STORE__URL=f"sqlite:///{store}")
+    assert result.returncode == 1 and says in result.stderr and str(store) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert store.read_bytes() == content
+
+
+async def test_the_sync_client_works_inside_a_running_loop(sandbox):
+    with KlingClient(sandbox.api_key, base_url=sandbox.url, retry=FAST_RETRY) as blocking:
+        task = blocking.generate(REQUEST)  # a loop is running here, as in a notebook
+        assert blocking.status(task.task_id).task_id == task.task_id
