@@ -1,13 +1,16 @@
 """Submissions per second through the spend ledger vs the unguarded path it replaced, in one run.
 
     python -m benchmarks.ledger [--submitters 50] [--submissions 1000] [--rounds 3] [--no-postgres]
+                                [--generate-delay SECONDS]
 
 Both paths run against one sandbox in its own process, on the same store:
 - unguarded: POST, then insert the task (what `KlingService.submit` did before the ledger);
 - ledger: reserve under a `[budget] daily_credits` limit (the budget query and the attempt insert in one
   locked transaction), POST, then settle (the task insert and the attempt update in one transaction).
 Rounds alternate between the paths and the best round of each is compared. Both backends: a SQLite
-file, and a throwaway PostgreSQL cluster when its server binaries are installed.
+file, and a throwaway PostgreSQL cluster when its server binaries are installed. By default the sandbox
+answers a generate at once (the worst case for the ledger, whose extra round trip is then a large share
+of the total); `--generate-delay 0.05` holds each answer 50 ms, still far quicker than the real API.
 """
 
 from __future__ import annotations
@@ -85,10 +88,13 @@ def report(backend: str, bare: float, ledger: float, rounds: int) -> None:
     print(f"{backend:10} unguarded {bare:7.0f}/s   ledger {ledger:7.0f}/s   cost {bare / ledger - 1:+.1%}")
 
 
-async def main(submitters: int, submissions: int, rounds: int, postgres: bool) -> None:
-    print(f"{submitters} concurrent submitters, best of {rounds} rounds of {submissions} submissions (target: <10 %)")
+async def main(submitters: int, submissions: int, rounds: int, postgres: bool, generate_delay: float) -> None:
+    print(
+        f"{submitters} concurrent submitters, best of {rounds} rounds of {submissions} submissions, "
+        f"generate answered after {generate_delay * 1000:.0f} ms (target: <10 %)"
+    )
     with (
-        sandbox_process(finish_seconds=3600, starting_balance=str(10**12)) as url,
+        sandbox_process(finish_seconds=3600, starting_balance=str(10**12), generate_delay=str(generate_delay)) as url,
         tempfile.TemporaryDirectory() as tmp,
     ):
         bare, ledger = await compare(
@@ -115,5 +121,6 @@ if __name__ == "__main__":
     parser.add_argument("--submissions", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
+    parser.add_argument("--generate-delay", type=float, default=0.0, help="seconds the sandbox holds each generate")
     args = parser.parse_args()
-    asyncio.run(main(args.submitters, args.submissions, args.rounds, args.postgres))
+    asyncio.run(main(args.submitters, args.submissions, args.rounds, args.postgres, args.generate_delay))

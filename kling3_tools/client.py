@@ -325,15 +325,21 @@ class AsyncKlingClient:
     async def _read_capped(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The answer, read whole only while it stays under `MAX_ANSWER_BYTES`."""
         async with self._http.stream(method, self.base_url + path, **kwargs) as streamed:
+            too_large = APIError(
+                f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; it was not read.",
+                status_code=streamed.status_code,
+            )
+            declared = streamed.headers.get("content-length", "")
+            if declared.isdigit():  # the usual case: one read of a size known to be small
+                if int(declared) > MAX_ANSWER_BYTES:
+                    raise too_large
+                await streamed.aread()
+                return streamed
             body = bytearray()
             async for chunk in streamed.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
-                    raise APIError(
-                        f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; "
-                        "it was not read.",
-                        status_code=streamed.status_code,
-                    )
+                    raise too_large
         return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body))
 
     async def _with_retries(self, send: Callable[[], Coroutine[Any, Any, T]], *, what: str, safe_after_send: bool) -> T:
