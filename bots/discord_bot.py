@@ -176,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
     except discord.LoginFailure:
         print("error: Discord refused DISCORD_TOKEN.", file=sys.stderr)
         return 1
+    except OSError as exc:  # aiohttp's connection errors are OSErrors: no network, DNS, a proxy
+        print(f"error: cannot reach Discord: {exc}", file=sys.stderr)
+        return 1
     except KlingError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from rich.text import Text
 
 from . import __version__, catalog
 from .config import ConfigError, Settings
-from .errors import KlingError, RequestValidationError
+from .errors import KlingError, RequestValidationError, install_hint
 from .models import GenerateRequest, Task, quote
 from .records import CliOrigin, TaskRecord, WebhookOrigin
 from .service import KlingService
@@ -88,6 +89,29 @@ def _add_wait_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", metavar="PATH", help="save the video here (a file or a folder)")
 
 
+def _add_common_flags(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """Flags every command takes, before or after its name (`kling3 --sandbox tasks`, `kling3 tasks --sandbox`);
+    after it they leave unset what was given before."""
+    unset: Any = argparse.SUPPRESS if after_command else None
+    parser.add_argument("--config", metavar="PATH", default=unset, help="TOML config file (default: $KLING_CONFIG)")
+    parser.add_argument(
+        "--base-url", metavar="URL", default=unset, help="API base URL (default: https://kling3api.com)"
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        default=argparse.SUPPRESS if after_command else False,
+        help="run against an embedded local sandbox: no key, no network, no cost",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if after_command else 0,
+        help="log to stderr, and show tracebacks (-vv for debug)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kling3",
@@ -98,13 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"kling3-tools {__version__}")
-    parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $KLING_CONFIG)")
-    parser.add_argument("--base-url", metavar="URL", help="API base URL (default: https://kling3api.com)")
-    parser.add_argument(
-        "--sandbox", action="store_true", help="run against an embedded local sandbox: no key, no network, no cost"
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv for debug)")
+    _add_common_flags(parser, after_command=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_flags(common, after_command=True)
+    commands.add_parser = functools.partial(commands.add_parser, parents=[common])  # type: ignore[method-assign]
 
     generate = commands.add_parser("generate", help="submit a video task (spends credits)")
     _add_request_flags(generate, prompt_required=True)
@@ -173,11 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .mcp_main import add_arguments as add_mcp_arguments
 
     mcp = commands.add_parser("mcp", help="run the MCP server for AI assistants (needs the mcp extra)")
-    add_mcp_arguments(mcp, suppress_defaults=True)
+    add_mcp_arguments(mcp, with_common=False)
 
-    bot = commands.add_parser("discord", help="run the Discord bot (needs the discord extra and DISCORD_TOKEN)")
-    bot.add_argument("--sandbox", action="store_true", default=argparse.SUPPRESS, help="use an embedded sandbox")
-    bot.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help="TOML config file")
+    commands.add_parser("discord", help="run the Discord bot (needs the discord extra and DISCORD_TOKEN)")
 
     models = commands.add_parser("models", help="list the task types, their limits and prices")
     models.add_argument("--json", action="store_true", help="print one JSON object")
@@ -305,6 +325,8 @@ async def _finish(service: KlingService, task_id: str, args: argparse.Namespace)
 
 
 async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.download and not args.wait:
+        raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
     request = GenerateRequest.build(**_request_fields(args))
     try:
         origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
@@ -443,7 +465,8 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 from bots.notifier import rest_notifier
             except ImportError as exc:
-                raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing ({exc})") from None
+                hint = install_hint("discord")
+                raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing: {hint} ({exc})") from None
             service.register(await stack.enter_async_context(rest_notifier(service, token)))
         poller = service.poller()
         loop = asyncio.get_running_loop()
@@ -565,7 +588,12 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         f"Sandbox on http://{host}:{port}; use it with:\n"
         f"  export KLING_BASE_URL=http://{host}:{port} KLING_API_KEY={options.api_key}"
     )
-    serve_forever(options, host, port)
+    try:
+        serve_forever(options, host, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with --port)"
+        ) from None
     return EXIT_OK
 
 
@@ -600,13 +628,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 from bots.discord_bot import run as run_discord
             except ImportError as exc:
-                extra = "pip install 'kling3-tools[discord]'"
-                raise UsageError(f"the Discord bot needs the discord extra: {extra} ({exc})") from None
+                raise UsageError(
+                    f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})"
+                ) from None
             return run_discord(args)
         settings = _load_settings(args)
         if args.command == "sandbox":
             return cmd_sandbox(args, settings)
-        return asyncio.run(ASYNC_COMMANDS[args.command](args, settings))
+        code = asyncio.run(ASYNC_COMMANDS[args.command](args, settings))
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
     except (RequestValidationError, UsageError) as exc:
         _fail(str(exc))
         return EXIT_BAD_INPUT
@@ -615,6 +646,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_API_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `kling3 tasks | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if args.verbose:
+            raise
+        _fail(f"{type(exc).__name__}: {exc} (run with -v for the details)")
+        return EXIT_API_ERROR
+
+
+def discord_main() -> int:
+    """`kling3-discord`: the bot, or one line saying how to install it."""
+    try:
+        from bots.discord_bot import main as bot_main
+    except ImportError as exc:
+        _fail(f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})")
+        return EXIT_BAD_INPUT
+    return bot_main()
 
 
 if __name__ == "__main__":  # pragma: no cover

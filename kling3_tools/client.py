@@ -185,7 +185,7 @@ class AsyncKlingClient:
         if not secret.get_secret_value():
             raise AuthenticationError(
                 "No API key: pass api_key=..., set KLING_API_KEY, or set api_key in the config file "
-                "(or use the sandbox: kling3 --sandbox ...)."
+                "(or try everything with no key and no cost: add --sandbox)."
             )
         self._api_key = secret
         self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")

@@ -10,6 +10,7 @@ for top-level keys (`KLING_API_KEY`, `KLING_BASE_URL`) and
 from __future__ import annotations
 
 import os
+import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +154,14 @@ class Settings(BaseSettings):
 
     api_key: SecretStr | None = None
     base_url: str = DEFAULT_BASE_URL
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError(f"must be an http(s) URL such as {DEFAULT_BASE_URL}")
+        return url
+
     timeout_seconds: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
 
@@ -189,5 +198,9 @@ class Settings(BaseSettings):
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             raise ConfigError.from_validation(exc, path) from None
+        except tomllib.TOMLDecodeError as exc:  # its message gives the line and column
+            raise ConfigError(f"invalid configuration ({path}): not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the configuration {path}: {exc.strerror or exc}") from None
         finally:
             _config_file.reset(token)

@@ -12,6 +12,7 @@ The URL and the task id come from the API's answer, so both are untrusted:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -123,14 +124,17 @@ async def to_file(
     http: httpx.AsyncClient, url: str, target: Path, *, policy: UrlPolicy, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Path:
     """Fetch into `target` atomically: a temporary file beside it, renamed once complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         with partial.open("wb") as file:
             await fetch(http, url, file.write, policy=policy, max_bytes=max_bytes)
         os.replace(partial, target)
+    except OSError as exc:
+        raise DownloadError(f"Cannot write {target}: {exc.strerror or exc}.") from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return target
 
 

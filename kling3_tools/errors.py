@@ -254,3 +254,8 @@ def error_class_for(status_code: int, code: str | None) -> type[APIError]:
     if status_code >= 500:
         return InternalServerError
     return _ERRORS_BY_STATUS.get(status_code, APIError)
+
+
+def install_hint(extra: str) -> str:
+    """How to add an optional part, from PyPI or from a checkout of the repository."""
+    return f"pip install 'kling3-tools[{extra}]' (from a checkout: pip install -e '.[{extra}]')"

@@ -9,19 +9,14 @@ import logging
 import sys
 
 from .config import Settings
-from .errors import KlingError
+from .errors import KlingError, install_hint
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, suppress_defaults: bool = False) -> None:
-    """The server's flags; with `suppress_defaults`, unset flags leave the parent parser's values alone."""
-    default = argparse.SUPPRESS if suppress_defaults else None
-    parser.add_argument(
-        "--sandbox",
-        action="store_true",
-        default=default if suppress_defaults else False,
-        help="use an embedded local sandbox: no key, no cost",
-    )
-    parser.add_argument("--config", metavar="PATH", default=default, help="TOML config file (default: $KLING_CONFIG)")
+def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) -> None:
+    """The server's flags; `with_common=False` under `kling3 mcp`, whose parser has --sandbox and --config."""
+    if with_common:
+        parser.add_argument("--sandbox", action="store_true", help="use an embedded local sandbox: no key, no cost")
+        parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $KLING_CONFIG)")
     parser.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default stdio")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP host (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -35,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             from .mcp_server import serve
         except ImportError as exc:
-            print(
-                f"error: the MCP server needs the mcp extra: pip install 'kling3-tools[mcp]' ({exc})", file=sys.stderr
-            )
+            print(f"error: the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})", file=sys.stderr)
             return 2
 
         asyncio.run(serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port))

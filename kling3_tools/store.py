@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 import platformdirs
 from pydantic import TypeAdapter
 
-from .errors import StoreError, TaskExistsError
+from .errors import StoreError, TaskExistsError, install_hint
 from .ledger import (
     DAY_SECONDS,
     Attempt,
@@ -654,8 +654,9 @@ def _postgres() -> ModuleType:
     try:
         from . import pg_store
     except ImportError as exc:
-        extra = "pip install 'kling3-tools[postgres]'"
-        raise StoreError(f"a postgresql:// store needs the postgres extra: {extra} ({exc})") from None
+        raise StoreError(
+            f"a postgresql:// store needs the postgres extra: {install_hint('postgres')} ({exc})"
+        ) from None
     return pg_store
 
 

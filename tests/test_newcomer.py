@@ -1,0 +1,135 @@
+"""What a new user trips over first, through the real entry points as subprocesses with an empty HOME:
+one line per problem, the right exit code, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ENTRY_POINTS = {
+    "kling3": [sys.executable, "-m", "kling3_tools"],
+    "kling3-mcp": [sys.executable, "-m", "kling3_tools.mcp_main"],
+    "kling3-discord": [
+        sys.executable,
+        "-c",
+        "import sys; from kling3_tools.cli import discord_main; sys.exit(discord_main())",
+    ],
+}
+
+
+def run(command: list[str], *args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KLING_", "DISCORD_"))}
+    return subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        env={**clean, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), **env},
+    )
+
+
+def one_clean_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("api_key = \n", "not valid TOML"),
+        ("[poller]\nrate_limit_per_second = 'fast'\n", "poller.rate_limit_per_second"),
+        ("[store]\nurl = 'x'\nwho = 1\n", "store.who: Extra inputs are not permitted"),
+    ],
+)
+def test_every_entry_point_names_the_broken_config_file(tmp_path, entry, content, says):
+    config = tmp_path / "config.toml"
+    config.write_text(content)
+    args = ["--config", str(config)] + (["tasks"] if entry == "kling3" else [])
+    result = run(ENTRY_POINTS[entry], *args, home=tmp_path, DISCORD_TOKEN="x")
+    line = one_clean_line(result)
+    assert result.returncode == 2 and says in line and str(config) in line
+    if "TOML" in says:
+        assert "line 1" in line
+
+
+@pytest.mark.parametrize("entry", ["kling3", "kling3-discord"])
+def test_a_missing_config_file_is_one_line(tmp_path, entry):
+    args = ["--config", str(tmp_path / "missing.toml")] + (["tasks"] if entry == "kling3" else [])
+    result = run(ENTRY_POINTS[entry], *args, home=tmp_path, DISCORD_TOKEN="x")
+    assert result.returncode == 2 and "missing.toml" in one_clean_line(result)
+
+
+def test_a_base_url_without_a_scheme_says_what_it_should_be(tmp_path):
+    result = run(ENTRY_POINTS["kling3"], "--base-url", "kling3api.com", "status", "n75x", home=tmp_path)
+    assert result.returncode == 2 and "base_url: must be an http(s) URL" in one_clean_line(result)
+
+
+def test_the_sandbox_on_a_busy_port_is_one_line(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = run(ENTRY_POINTS["kling3"], "sandbox", "--port", port, home=tmp_path)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in one_clean_line(result)
+
+
+def test_a_closed_pipe_is_not_an_error(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    process = subprocess.Popen(
+        [*ENTRY_POINTS["kling3"], "tasks", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**clean, "HOME": str(tmp_path)},
+    )
+    process.stdout.close()  # like `| head -1`, before a line was written
+    _, stderr = process.communicate(timeout=60)
+    # rich exits 1 on a broken pipe, quietly; what matters is that no traceback reaches the terminal
+    assert process.returncode in (0, 1) and b"Traceback" not in stderr and b"BrokenPipe" not in stderr
+
+
+def test_sandbox_is_accepted_after_the_command_too(tmp_path):
+    result = run(ENTRY_POINTS["kling3"], "generate", "A fox", "--sandbox", "--wait", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(".mp4")
+
+
+def test_download_without_wait_is_refused_before_spending(tmp_path):
+    result = run(ENTRY_POINTS["kling3"], "--sandbox", "generate", "A fox", "--download", "x.mp4", home=tmp_path)
+    assert result.returncode == 2 and "--download needs --wait" in one_clean_line(result)
+
+
+def test_a_download_that_cannot_be_written_is_one_line(tmp_path):
+    result = run(
+        ENTRY_POINTS["kling3"], "--sandbox", "generate", "A fox", "--wait", "--download", "/proc/x.mp4", home=tmp_path
+    )
+    assert result.returncode == 1 and "Cannot write /proc/x.mp4" in one_clean_line(result)
+
+
+def test_a_trailing_slash_means_a_new_folder(tmp_path):
+    target = tmp_path / "videos"
+    result = run(
+        ENTRY_POINTS["kling3"], "--sandbox", "generate", "A fox", "--wait", "--download", f"{target}/", home=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    [video] = target.iterdir()
+    assert video.suffix == ".mp4" and video.stat().st_size > 0
+
+
+def test_install_hints_work_from_a_checkout(tmp_path):
+    result = run(
+        ENTRY_POINTS["kling3"], "tasks", home=tmp_path, KLING_STORE__URL="postgresql://nobody@127.0.0.1:1/none"
+    )
+    assert result.returncode == 1
+    assert "cannot reach PostgreSQL" in one_clean_line(result)
+    from kling3_tools.errors import install_hint
+
+    assert "pip install -e '.[postgres]'" in install_hint("postgres")
