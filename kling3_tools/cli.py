@@ -308,7 +308,7 @@ async def _finish(service: KlingService, task_id: str, args: argparse.Namespace)
     try:
         task = await _wait(service, task_id, args.timeout)
     except asyncio.CancelledError:
-        err.print(f"Stopped waiting. The task goes on: kling3 wait {task_id}")
+        err.print(f"Stopped waiting. The task goes on: kling3{' --sandbox' if args.sandbox else ''} wait {task_id}")
         raise
     path = await service.download(task, args.download) if args.download else None
     if args.json:

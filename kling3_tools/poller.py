@@ -53,6 +53,7 @@ class Poller:
         concurrency: int = 8,
         idle_seconds: float = 5.0,
         owner: str | None = None,
+        api_url: str | None = None,
     ) -> None:
         # No retries inside the client: a retry's wait would outlast the lease. The poller paces
         # itself, reschedules failed checks and pauses everyone on a 429.
@@ -64,7 +65,8 @@ class Poller:
         self.concurrency = concurrency
         self.idle_seconds = idle_seconds
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
-        self.limiter = store.rate_limiter(self.client.base_url, self.settings.rate_limit_per_second)
+        self.api_url = api_url or self.client.base_url  # what the store's records name the API by
+        self.limiter = store.rate_limiter(self.api_url, self.settings.rate_limit_per_second)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -100,7 +102,7 @@ class Poller:
         SQLite file or a restarting PostgreSQL delays the work, it never ends it."""
         in_flight: dict[asyncio.Task[None], str] = {}
         kinds = self.notifiers.kinds()
-        log.info("poller %s started for %s (%s)", self.owner, self.client.base_url, ", ".join(kinds))
+        log.info("poller %s started for %s (%s)", self.owner, self.api_url, ", ".join(kinds))
         self._running = True
         try:
             async with self.store.watch_new_tasks(self.wake):
@@ -155,7 +157,7 @@ class Poller:
         if len(in_flight) >= self.concurrency:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             return
-        next_due = await self.store.next_due(api_url=self.client.base_url, kinds=kinds)
+        next_due = await self.store.next_due(api_url=self.api_url, kinds=kinds)
         if next_due is not None and next_due <= time.time():
             # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
             # in the rate limiter (a 429 pause would otherwise outlast it).
@@ -178,7 +180,7 @@ class Poller:
             now=time.time(),
             lease_seconds=self.settings.lease_seconds,
             limit=limit,
-            api_url=self.client.base_url,
+            api_url=self.api_url,
             kinds=kinds,
         )
 

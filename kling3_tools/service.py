@@ -37,9 +37,15 @@ from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .poller import Poller
 from .records import AnyOrigin, CliOrigin, Delivery, TaskRecord
 from .schedule import SchedulePolicy, Scheduler
-from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
+from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, default_store_path, open_store
 
 log = logging.getLogger("kling3_tools")
+
+
+# Every embedded sandbox (one per `kling3 --sandbox` command, each on its own port) is one API with one
+# account, kept in this file: tasks recorded by one command are followed by the next, or by a poller.
+EMBEDDED_SANDBOX = "sandbox://embedded"
+SANDBOX_ACCOUNT = "sandbox-account.db"
 
 
 def sandbox_schedule(finish_seconds: float) -> SchedulePolicy:
@@ -73,8 +79,10 @@ class KlingService:
         *,
         http: httpx.AsyncClient,
         schedule: SchedulePolicy | None = None,
+        api_url: str | None = None,
     ) -> None:
         self.client = client
+        self.api_url = api_url or client.base_url  # the API's name in the store: the embedded sandbox's is fixed
         self.store = store
         self.settings = settings
         self.http = http
@@ -102,10 +110,14 @@ class KlingService:
             http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_seconds, connect=10), limits=DEFAULT_LIMITS)
             )
+            api_url: str | None = None
             if sandbox:
                 from .sandbox.server import SandboxServer
 
-                server = stack.enter_context(SandboxServer(settings.sandbox))
+                server = stack.enter_context(
+                    SandboxServer(settings.sandbox, state_path=default_store_path(SANDBOX_ACCOUNT))
+                )
+                api_url = EMBEDDED_SANDBOX
                 client = AsyncKlingClient(
                     server.api_key,
                     base_url=server.url,
@@ -129,7 +141,7 @@ class KlingService:
                 busy_timeout=settings.store.busy_timeout_seconds,
             )
             stack.push_async_callback(store.close)
-            yield cls(client, store, settings, http=http, schedule=schedule)
+            yield cls(client, store, settings, http=http, schedule=schedule, api_url=api_url)
 
     # --- spending: the one path every generate takes -----------------------------------
 
@@ -155,7 +167,7 @@ class KlingService:
                 f"Not started, nothing was spent: no poller is following tasks right now ({reasons}), so the "
                 "result could not be delivered. Try again in a moment."
             )
-        attempt = Attempt.new(request, api_url=self.client.base_url, origin=origin, deadline=self.attempt_deadline)
+        attempt = Attempt.new(request, api_url=self.api_url, origin=origin, deadline=self.attempt_deadline)
         try:
             await self.store.reserve(attempt, [self.budget, *limits])
         except KlingError:
@@ -171,7 +183,7 @@ class KlingService:
             raise await self._unsettled(attempt, exc) from None
         if on_created is not None:
             on_created(task)
-        record = TaskRecord.submitted(task, request, api_url=self.client.base_url, origin=origin)
+        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=origin)
         record.due_at = await self._first_check(record)
         try:
             await self.store.settle(attempt.attempt_id, record)
@@ -248,7 +260,7 @@ class KlingService:
         if task_id is None:
             await self.store.close_attempt(attempt_id, AttemptState.RELEASED, "released by hand: nothing was created")
             return None
-        if attempt.api_url != self.client.base_url:
+        if attempt.api_url != self.api_url:
             raise KlingError(f"{attempt_id} was sent to {attempt.api_url}; resolve it with that API (--base-url).")
         task = await self.client.status(task_id)
         request = GenerateRequest.model_validate(attempt.request)
@@ -371,6 +383,7 @@ class KlingService:
             self.settings.poller,
             concurrency=concurrency,
             owner=owner,
+            api_url=self.api_url,
         )
         self._pollers.append(poller)
         return poller

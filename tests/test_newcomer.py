@@ -3,13 +3,17 @@ one line per problem, the right exit code, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .helpers import SECRET, eventually
 
 ENTRY_POINTS = {
     "kling3": [sys.executable, "-m", "kling3_tools"],
@@ -133,3 +137,28 @@ def test_install_hints_work_from_a_checkout(tmp_path):
     from kling3_tools.errors import install_hint
 
     assert "pip install -e '.[postgres]'" in install_hint("postgres")
+
+
+async def test_the_embedded_sandbox_keeps_its_tasks_across_commands_and_a_poller(tmp_path, receiver):
+    """generate without waiting, then wait, then a poller, then tasks: four processes, one sandbox account."""
+    home = tmp_path / "home"
+    env = {"KLING_SANDBOX__FINISH_SECONDS": "1", "KLING_POLLER__WEBHOOK_SECRET": SECRET, "XDG_DATA_HOME": str(home)}
+    kling3 = ENTRY_POINTS["kling3"]
+    first = run(kling3, "--sandbox", "generate", "A fox", home=home, **env)
+    hooked = run(kling3, "--sandbox", "generate", "A hare", "--notify-webhook", receiver.url, home=home, **env)
+    assert first.returncode == 0 and hooked.returncode == 0, first.stderr + hooked.stderr
+    waited = run(kling3, "--sandbox", "wait", first.stdout.strip(), "--timeout", "30", home=home, **env)
+    assert waited.returncode == 0 and waited.stdout.strip().endswith(".mp4"), waited.stderr
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    poller = await asyncio.create_subprocess_exec(
+        *kling3, "--sandbox", "poller", env={**clean, "HOME": str(home), **env}, stderr=subprocess.DEVNULL
+    )
+    try:
+        await eventually(lambda: len(receiver.events) == 1, timeout=30)
+    finally:
+        poller.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(poller.wait(), 30)
+    assert receiver.events[0]["task"]["task_id"] == hooked.stdout.strip()
+    listed = run(kling3, "--sandbox", "tasks", home=home, **env).stdout
+    assert listed.count("succeeded") == 2 and "running" not in listed

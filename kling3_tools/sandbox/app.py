@@ -17,15 +17,18 @@ the fault knobs while the server runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import secrets
+import sqlite3
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -56,11 +59,13 @@ class Fault(BaseModel):
 
 @dataclass
 class SandboxTask:
+    """A task; its outcome follows from its times (wall clock), so it reads the same from any process."""
+
     task_id: str
     type: catalog.TaskType
     request: dict[str, Any]
     credits: int
-    created_at: datetime
+    created_at: float
     finishes_at: float
     fails: bool
 
@@ -69,10 +74,29 @@ class SandboxTask:
             return "IN_PROGRESS"
         return "FAILED" if self.fails else "SUCCESS"
 
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "type": self.type.value})
+
+    @classmethod
+    def from_json(cls, text: str) -> SandboxTask:
+        data = json.loads(text)
+        return cls(**{**data, "type": catalog.TaskType(data["type"])})
+
+
+_BOOK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), balance INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, credits INTEGER NOT NULL, body TEXT NOT NULL);
+"""
+
 
 @dataclass
 class SandboxState:
+    """Counters and knobs live in memory. Tasks and the balance too, unless `path` names a file: then they
+    are kept there as well, so that one embedded sandbox after another (one per `kling3 --sandbox`
+    command) serves the same account and can answer for tasks an earlier one created."""
+
     options: SandboxOptions
+    path: Path | None = None
     balance: int = 0
     tasks: dict[str, SandboxTask] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
@@ -88,6 +112,64 @@ class SandboxState:
         self.balance = self.options.starting_balance
         self._tokens = float(self.options.rate_limit_burst)
         self._tokens_at = time.monotonic()
+        self._book: sqlite3.Connection | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._book = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._book.executescript(_BOOK_SCHEMA)
+            self._book.execute("INSERT OR IGNORE INTO account VALUES (1, ?)", (self.balance,))
+
+    def charge(self, task: SandboxTask) -> bool:
+        """Take the task's credits and keep the task; False (nothing taken) when the balance is short."""
+        if self._book is None:
+            if task.credits > self.balance:
+                return False
+            self.balance -= task.credits
+        else:
+            self._book.execute("BEGIN IMMEDIATE")
+            try:
+                (balance,) = self._book.execute("SELECT balance FROM account").fetchone()
+                if task.credits > balance:
+                    return False
+                self._book.execute("UPDATE account SET balance = ?", (balance - task.credits,))
+                self._book.execute("INSERT INTO tasks VALUES (?, ?, ?)", (task.task_id, task.credits, task.to_json()))
+                self.balance = balance - task.credits
+            finally:
+                self._book.execute("COMMIT")
+        self.tasks[task.task_id] = task
+        return True
+
+    def find(self, task_id: str) -> SandboxTask | None:
+        task = self.tasks.get(task_id)
+        if task is None and self._book is not None:
+            row = self._book.execute("SELECT credits, body FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+            if row is not None:
+                task = SandboxTask.from_json(row[1])
+                task.credits = row[0]
+                self.tasks[task_id] = task
+        return task
+
+    def refund(self, task: SandboxTask) -> None:
+        """Give back a failed task's credits, once, whichever process notices first."""
+        if self._book is None:
+            self.balance += task.credits
+        else:
+            self._book.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._book.execute(
+                    "UPDATE tasks SET credits = 0 WHERE task_id = ? AND credits > 0", (task.task_id,)
+                )
+                if cursor.rowcount:
+                    self._book.execute("UPDATE account SET balance = balance + ?", (task.credits,))
+                (self.balance,) = self._book.execute("SELECT balance FROM account").fetchone()
+            finally:
+                self._book.execute("COMMIT")
+        task.credits = 0
+
+    def reset_balance(self) -> None:
+        self.balance = self.options.starting_balance
+        if self._book is not None:
+            self._book.execute("UPDATE account SET balance = ?", (self.balance,))
 
     def take_token(self) -> float | None:
         """None when the request may pass; else seconds until a token is free."""
@@ -112,7 +194,7 @@ class SandboxState:
         return None
 
     def stats(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = time.time()
         return {
             "balance": self.balance,
             "requests": dict(self.requests),
@@ -188,9 +270,9 @@ def _validate(body: Any) -> tuple[catalog.ModelSpec, int]:
     return spec, spec.credits(duration if spec.has_duration else 0, sound)
 
 
-def create_app(options: SandboxOptions | None = None) -> Starlette:
-    """The sandbox as an ASGI app; `app.state.sandbox` is its `SandboxState`."""
-    state = SandboxState(options or SandboxOptions())
+def create_app(options: SandboxOptions | None = None, *, state_path: Path | None = None) -> Starlette:
+    """The sandbox as an ASGI app; `app.state.sandbox` is its `SandboxState` (kept in `state_path` if given)."""
+    state = SandboxState(options or SandboxOptions(), path=state_path)
 
     async def guard(request: Request, endpoint: str) -> None:
         """Auth, rate limit, injected faults: what every API request passes first."""
@@ -233,24 +315,23 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
             except ValueError:
                 raise _Reject(400, "INVALID_PARAMETER", "The body is not valid JSON") from None
             spec, credits = _validate(body)
-            if credits > state.balance:
+            spread = state.options.finish_spread
+            finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
+            template = state.options.task_id_template
+            now = time.time()
+            task = SandboxTask(
+                task_id=template.format(n=len(state.tasks)) if template else spec.task_id_prefix + secrets.token_hex(6),
+                type=spec.type,
+                request=body,
+                credits=credits,
+                created_at=now,
+                finishes_at=now + finish,
+                fails=state.rng.random() < state.options.failure_rate,
+            )
+            if not state.charge(task):
                 raise _Reject(402, "INSUFFICIENT_CREDITS", "Not enough credits for this operation")
         except _Reject as reject:
             return _reject(reject)
-        state.balance -= credits
-        spread = state.options.finish_spread
-        finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
-        template = state.options.task_id_template
-        task = SandboxTask(
-            task_id=template.format(n=len(state.tasks)) if template else spec.task_id_prefix + secrets.token_hex(6),
-            type=spec.type,
-            request=body,
-            credits=credits,
-            created_at=datetime.now(UTC),
-            finishes_at=time.monotonic() + finish,
-            fails=state.rng.random() < state.options.failure_rate,
-        )
-        state.tasks[task.task_id] = task
         if state.options.generate_delay:
             await asyncio.sleep(state.options.generate_delay)
         return _ok({"task_id": task.task_id, "status": "IN_PROGRESS", "consumed_credits": credits})
@@ -261,7 +342,7 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
         state.max_concurrent_polls = max(state.max_concurrent_polls, state.in_flight_status[task_id])
         try:
             await guard(request, "status")
-            task = state.tasks.get(task_id)
+            task = state.find(task_id)
             if task is None:
                 raise _Reject(404, "TASK_NOT_FOUND", f"No task with id {task_id!r}")
             if state.options.status_delay:
@@ -272,16 +353,15 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
             return _reject(reject)
         finally:
             state.in_flight_status[task_id] -= 1
-        word = task.status_word(time.monotonic())
+        word = task.status_word(time.time())
         if word == "FAILED" and task.credits:
-            state.balance += task.credits  # failed tasks are refunded
-            task.credits = 0
+            state.refund(task)
         return _ok(
             {
                 "task_id": task.task_id,
                 "status": word,
                 "consumed_credits": task.credits,
-                "created_at": task.created_at.isoformat().replace("+00:00", "Z"),
+                "created_at": datetime.fromtimestamp(task.created_at, UTC).isoformat().replace("+00:00", "Z"),
                 "request": task.request,
                 "response": [video_url(request, task.task_id)] if word == "SUCCESS" else [],
                 "error_message": "Sandbox: simulated generation failure" if word == "FAILED" else None,
@@ -295,8 +375,8 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
         return f"{str(request.base_url).rstrip('/')}/media/{quote(task_id, safe='')}.mp4"
 
     async def media(request: Request) -> Response:
-        task = state.tasks.get(request.path_params["task_id"])
-        if task is None or task.status_word(time.monotonic()) != "SUCCESS":
+        task = state.find(request.path_params["task_id"])
+        if task is None or task.status_word(time.time()) != "SUCCESS":
             return Response(status_code=404)
         state.requests["media"] += 1
         answer, hop = state.options.video_answer, int(request.query_params.get("hop", "0"))
@@ -316,10 +396,9 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
 
     async def list_tasks(request: Request) -> Response:
         """Every task with the wall-clock time it finishes (or finished) at."""
-        offset = time.time() - time.monotonic()
         return JSONResponse(
             {
-                task.task_id: {"finishes_at": task.finishes_at + offset, "fails": task.fails, "type": task.type}
+                task.task_id: {"finishes_at": task.finishes_at, "fails": task.fails, "type": task.type}
                 for task in state.tasks.values()
             }
         )
@@ -328,7 +407,7 @@ def create_app(options: SandboxOptions | None = None) -> Starlette:
         update = await request.json()
         state.options = type(state.options).model_validate({**state.options.model_dump(), **update})
         if "starting_balance" in update:
-            state.balance = state.options.starting_balance
+            state.reset_balance()
         return JSONResponse(state.options.model_dump())
 
     async def add_fault(request: Request) -> Response:

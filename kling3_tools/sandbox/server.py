@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -70,8 +71,15 @@ class ThreadedServer:
 class SandboxServer(ThreadedServer):
     """The sandbox in a background thread; `state` is its live `SandboxState`."""
 
-    def __init__(self, options: SandboxOptions | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        app = create_app(options)
+    def __init__(
+        self,
+        options: SandboxOptions | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_path: Path | None = None,
+    ) -> None:
+        app = create_app(options, state_path=state_path)
         self.state: SandboxState = app.state.sandbox
         super().__init__(app, host=host, port=port)
 
