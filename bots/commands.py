@@ -177,18 +177,19 @@ class KlingCommands(app_commands.Group):
     @app_commands.describe(task_id="The task id (start typing to pick one of yours)")
     async def status(self, interaction: discord.Interaction, task_id: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        record = await self.bot.service.get(task_id)
+        origin = record.origin if record is not None else None
+        mine = isinstance(origin, DiscordOrigin) and origin.user_id == interaction.user.id
+        roles = [role.name for role in getattr(interaction.user, "roles", [])]
+        if not mine and not self.bot.policy.is_admin(roles):  # checked before the API is asked anything
+            await interaction.followup.send("That video is not one of yours.", ephemeral=True)
+            return
         try:
             checked = await self.bot.service.status(task_id)
         except KlingError as exc:
             await interaction.followup.send(exc.message, ephemeral=True)
             return
         if checked.record is not None:
-            origin = checked.record.origin
-            mine = isinstance(origin, DiscordOrigin) and origin.user_id == interaction.user.id
-            roles = [role.name for role in getattr(interaction.user, "roles", [])]
-            if not mine and not self.bot.policy.is_admin(roles):
-                await interaction.followup.send("That video is not one of yours.", ephemeral=True)
-                return
             await interaction.followup.send(embed=task_embed(checked.record), ephemeral=True)
         else:
             task = checked.task

@@ -329,13 +329,7 @@ class AsyncKlingClient:
                 f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; it was not read.",
                 status_code=streamed.status_code,
             )
-            declared = streamed.headers.get("content-length", "")
-            if declared.isdigit():  # the usual case: one read of a size known to be small
-                if int(declared) > MAX_ANSWER_BYTES:
-                    raise too_large
-                await streamed.aread()
-                return streamed
-            body = bytearray()
+            body = bytearray()  # decoded bytes are counted: a small compressed answer may unpack to gigabytes
             async for chunk in streamed.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
@@ -359,6 +353,8 @@ class AsyncKlingClient:
                     ) from None
                 failure = APIConnectionError(f"The connection failed during {what}: {type(exc).__name__}.")
             except RateLimitError as exc:
+                if not safe_after_send and exc.status_code != 429:  # "rate limited" in a 5xx body: it may exist
+                    raise
                 failure, retry_after = exc, exc.retry_after
             except InternalServerError as exc:
                 if not safe_after_send:

@@ -60,6 +60,22 @@ async def _addresses(host: str) -> set[Address]:
     return {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos}
 
 
+# IPv6 forms that carry an IPv4 address (NAT64, 6to4, Teredo, IPv4-compatible): `is_global` may call them
+# public while they lead to 169.254.169.254 or 127.0.0.1.
+_IPV4_IN_DISGUISE = [
+    ipaddress.ip_network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::/96")
+]
+
+
+def is_public(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_public(address.ipv4_mapped)
+        if any(address in net for net in _IPV4_IN_DISGUISE):
+            return False
+    return address.is_global
+
+
 @dataclass(frozen=True, slots=True)
 class UrlPolicy:
     """Which addresses an API-supplied URL may lead to: public ones, and the API's own host."""
@@ -74,14 +90,15 @@ class UrlPolicy:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DownloadError(f"Refused to fetch {url[:200]!r}: only http(s) URLs are fetched.")
-        addresses = await _addresses(parts.hostname)
-        if all(address.is_global for address in addresses):
+        await self.check_addresses(parts.hostname, await _addresses(parts.hostname))
+
+    async def check_addresses(self, host: str, addresses: set[Address]) -> None:
+        if all(is_public(address) for address in addresses):
             return
         if self.api_host and addresses <= await _addresses(self.api_host):
             return  # the API itself lives there (a sandbox on this machine)
         raise DownloadError(
-            f"Refused to fetch {parts.hostname}: it is a private, loopback or link-local address, "
-            "and not the API's own host."
+            f"Refused to fetch {host}: it is a private, loopback or link-local address, and not the API's own host."
         )
 
 
@@ -94,6 +111,13 @@ async def fetch(
         await policy.check(url)
         # No Authorization header: the URL usually points at a CDN.
         async with http.stream("GET", url, follow_redirects=False) as response:
+            # Checked again on the connection itself: a name that resolved to a public address for the check
+            # and to a private one for the connection (DNS rebinding) gets no further than its headers.
+            stream = response.extensions.get("network_stream")
+            peer = stream.get_extra_info("server_addr") if stream is not None else None
+            if peer:
+                host = urlsplit(url).hostname or ""
+                await policy.check_addresses(host, {ipaddress.ip_address(str(peer[0]).split("%")[0])})
             if response.is_redirect:
                 url = str(response.url.join(response.headers.get("location", "")))
                 continue

@@ -17,6 +17,7 @@ left `submitting` by a process that died reads as `unknown` once its deadline ha
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ from .models import GenerateRequest
 from .records import AnyOrigin, Origin
 
 DAY_SECONDS = 24 * 3600
+log = logging.getLogger("kling3_tools.ledger")
 
 
 class AttemptState(StrEnum):
@@ -170,27 +172,21 @@ class Reservation:
 
 
 def decide(batch: Sequence[Reservation], usage: Callable[[SpendLimit], Usage]) -> list[Reservation]:
-    """Judge a batch in order, as if each had reserved alone: an accepted attempt counts against every limit
-    whose scope covers it before the next is judged. Marks the refused ones; returns the accepted ones."""
-    seen: dict[SpendLimit, Usage] = {}
-
-    def current(limit: SpendLimit) -> Usage:
-        if limit not in seen:
-            seen[limit] = usage(limit)
-        return seen[limit]
-
+    """Judge a batch in order, as if each had reserved alone: every counted limit of the batch is read once,
+    and an accepted attempt counts against every one whose scope covers it before the next is judged.
+    Marks the refused ones; returns the accepted ones."""
+    seen = {limit: usage(limit) for r in batch for limit in r.limits if limit.counts_usage}
     accepted = []
     for reservation in batch:
         attempt = reservation.attempt
         try:
-            check_limits(attempt.estimated_credits, attempt.created_at, reservation.limits, current)
+            check_limits(attempt.estimated_credits, attempt.created_at, reservation.limits, seen.__getitem__)
         except SpendingRefusedError as refusal:
             reservation.refused = refusal
             continue
         accepted.append(reservation)
-        for limit in list(seen):
+        for limit, was in seen.items():
             if limit.scope.covers(attempt):
-                was = seen[limit]
                 seen[limit] = Usage(was.credits + attempt.estimated_credits, was.running + 1, attempt.created_at)
     return accepted
 
@@ -199,8 +195,13 @@ class ReservationQueue:
     """Group commit for reservations: while one batch holds the store's lock, the next one gathers, so a
     burst in one process costs one transaction per batch rather than one lock hand-over per attempt."""
 
-    def __init__(self, run: Callable[[list[Reservation]], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        run: Callable[[list[Reservation]], Awaitable[None]],
+        abandon: Callable[[Attempt], Awaitable[object]],
+    ) -> None:
         self._run = run
+        self._abandon = abandon  # writes off an attempt reserved for a caller that was cancelled meanwhile
         self._waiting: list[tuple[Reservation, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
@@ -228,9 +229,14 @@ class ReservationQueue:
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    for _, done in batch:
+                    for reservation, done in batch:
                         if not done.done():
                             done.set_result(None)
+                        elif done.cancelled() and reservation.refused is None:  # never sent: stop counting it
+                            try:
+                                await self._abandon(reservation.attempt)
+                            except Exception as exc:  # it stays `submitting`: counted, then `unknown`
+                                log.warning("could not release %s: %s", reservation.attempt.attempt_id, exc)
         finally:
             self._drainer = None
 

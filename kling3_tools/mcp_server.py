@@ -244,10 +244,11 @@ def build_server(deps: Deps) -> MCPServer:
         return None if deps.settings.mcp.share_tasks else client_identity(ctx)
 
     async def own_record(task_id: str, ctx: Context[Any, Any]) -> TaskRecord | None:
-        """The recorded task, when this client may see it; another client's task is refused."""
+        """The recorded task when this client may see it. Over HTTP, another client's task and an id the
+        store does not know (which the API would describe to anyone holding the key) are refused."""
         record = await service.get(task_id)
         who = identity(ctx)
-        if record is not None and who is not None and getattr(record.origin, "owner", None) != who:
+        if who is not None and (record is None or getattr(record.origin, "owner", None) != who):
             raise ToolError(f"Task {task_id} is not one of this client's videos.")
         return record
 

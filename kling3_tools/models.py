@@ -253,6 +253,12 @@ class Task(BaseModel):
     video_urls: list[str] = Field(default_factory=list, alias="response")
     error_message: str | None = None
 
+    @field_validator("consumed_credits", mode="before")
+    @classmethod
+    def _no_negative_credits(cls, value: Any) -> Any:
+        """A negative figure is not a charge we can believe: treat it as not given."""
+        return None if isinstance(value, int | float) and value < 0 else value
+
     @field_validator("video_urls", mode="before")
     @classmethod
     def _urls_from_any_shape(cls, value: Any) -> list[str]:

@@ -124,7 +124,10 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 POSTGRES = SqlDialect(
-    param=lambda name: f"%({name})s", user_id="(origin->>'user_id')::bigint", owner="(origin->>'owner')"
+    param=lambda name: f"%({name})s",
+    user_id="(origin->>'user_id')::bigint",
+    owner="(origin->>'owner')",
+    greatest="GREATEST",
 )
 
 # Uses tasks_due: an index range scan in due_at order that stops after `limit` unlocked rows.
@@ -199,7 +202,7 @@ class PostgresTaskStore:
         self.url = url
         self._pool = pool
         self._limiters: dict[str, PostgresRateLimiter] = {}
-        self._reservations = ReservationQueue(self._reserve_batch)
+        self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
 
     def __repr__(self) -> str:
         return f"PostgresTaskStore({describe_url(self.url)!r})"
@@ -299,12 +302,9 @@ class PostgresTaskStore:
         sql = "UPDATE tasks SET lease_until = %(until)s WHERE task_id = %(task_id)s AND lease_owner = %(owner)s"
         return bool(await self._count(sql, {"until": until, "task_id": task_id, "owner": owner}))
 
-    async def release(self, task_id: str, *, owner: str) -> bool:
-        sql = (
-            "UPDATE tasks SET lease_owner = NULL, lease_until = NULL "
-            "WHERE task_id = %(task_id)s AND lease_owner = %(owner)s"
-        )
-        return bool(await self._count(sql, {"task_id": task_id, "owner": owner}))
+    async def release_all(self, *, owner: str) -> int:
+        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %(owner)s"
+        return await self._count(sql, {"owner": owner})
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         # Two index walks rather than one MIN over every tracked task: leased tasks are few (those in flight).
@@ -351,6 +351,9 @@ class PostgresTaskStore:
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
         await self._reservations.reserve(attempt, limits)
+
+    async def _abandon(self, attempt: Attempt) -> bool:
+        return await self.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "cancelled before it was sent")
 
     async def _reserve_batch(self, batch: list[Reservation]) -> None:
         # One advisory lock per scope whose usage is checked, taken in one order: batches that share a scope

@@ -33,7 +33,6 @@ from .store import TaskStore
 
 log = logging.getLogger("kling3_tools.poller")
 
-NOT_FOUND_GRACE_POLLS = 3
 DELIVERY_GIVE_UP_SECONDS = 24 * 3600
 MAX_DELIVERY_BACKOFF = 300.0
 MAX_SWEEP_BACKOFF = 30.0
@@ -122,18 +121,19 @@ class Poller:
             await self._release(in_flight)
 
     async def _release(self, in_flight: dict[asyncio.Task[None], str]) -> None:
-        """Cancel what is left and hand its tasks back at once, rather than after a whole lease."""
-        unfinished = dict(in_flight)
+        """Cancel what is left and hand back every lease this poller still holds (those of cancelled jobs,
+        and of a claim that a stop cut short), rather than let them run out."""
+        unfinished = list(in_flight)
         for job in unfinished:
             job.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
-        for task_id in unfinished.values():
-            try:
-                await asyncio.shield(self.store.release(task_id, owner=self.owner))
-            except Exception as exc:  # then it passes on when the lease runs out
-                log.warning("could not release the lease on %s: %s", task_id, exc)
-        if unfinished:
-            log.info("released %d unfinished tasks for other pollers", len(unfinished))
+        try:
+            released = await asyncio.shield(self.store.release_all(owner=self.owner))
+        except Exception as exc:  # then they pass on when the leases run out
+            log.warning("could not release the leases of %s: %s", self.owner, exc)
+            return
+        if released:
+            log.info("released %d unfinished tasks for other pollers", released)
 
     async def _loop(self, in_flight: dict[asyncio.Task[None], str], kinds: list[str]) -> None:
         failures = 0
@@ -260,12 +260,14 @@ class Poller:
             log.info("rate limited; every check paused for %.1fs", pause)
             return
         except TaskNotFoundError:
-            record.poll_count += 1
-            if record.poll_count >= NOT_FOUND_GRACE_POLLS:
-                record.error_message = "The API does not know this task id."
-                record.finish(Outcome.FAILED, time.time())
+            # The id came from the API's own answer, so a 404 is the API's hiccup, not a refund: the task is
+            # asked again, and only past max_task_minutes given up as timed out, which still counts.
+            now = time.time()
+            if now - record.submitted_at > self.settings.max_task_minutes * 60:
+                record.error_message = f"The API no longer knows task {record.task_id}; it may still have been billed."
+                record.finish(Outcome.TIMED_OUT, now)
             else:
-                record.due_at = time.time() + self.scheduler.policy.dense_interval
+                record.due_at = now + self.scheduler.policy.dense_interval
             return
         except KlingError as exc:
             log.info("status of %s failed (%s); will retry", record.task_id, exc.code)

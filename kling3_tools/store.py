@@ -195,7 +195,6 @@ def attempt_from_row(row: dict[str, Any]) -> Attempt:
 
 _NOT_FAILED = "(outcome IS NULL OR outcome != 'failed')"
 _OPEN = "state IN ('submitting', 'unknown')"
-_CREDITS = "COALESCE(consumed_credits, estimated_credits)"  # consumed once known, else estimated
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +205,16 @@ class SqlDialect:
     param: Callable[[str], str]
     user_id: str
     owner: str
+    greatest: str
+
+    @property
+    def credits(self) -> str:
+        """What a task counts: while it runs, the estimate unless the API says more (a 0 or a low figure
+        reported mid-run never frees a budget); once it ended, what the API says it consumed."""
+        return (
+            f"CASE WHEN outcome IS NULL THEN {self.greatest}(estimated_credits, COALESCE(consumed_credits, 0)) "
+            "ELSE COALESCE(consumed_credits, estimated_credits) END"
+        )
 
     def _where(self, params: dict[str, Any], clauses: list[str], **filters: Any) -> str:
         for column, value in filters.items():
@@ -251,7 +260,7 @@ class SqlDialect:
         credits = "0"
         if limit.daily_credits or full:
             credits = (
-                f"(SELECT COALESCE(SUM({_CREDITS}), 0) FROM tasks "
+                f"(SELECT COALESCE(SUM({self.credits}), 0) FROM tasks "
                 f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND {tasks}) "
                 f"+ (SELECT COALESCE(SUM(estimated_credits), 0) {open_attempts})"
             )
@@ -268,7 +277,7 @@ class SqlDialect:
         since_sql, kind = self.param("since"), self.param("origin_kind")
         return (
             f"SELECT user_id, SUM(credits) AS credits FROM ("
-            f"SELECT {self.user_id} AS user_id, {_CREDITS} AS credits FROM tasks "
+            f"SELECT {self.user_id} AS user_id, {self.credits} AS credits FROM tasks "
             f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND origin_kind = {kind} "
             f"UNION ALL SELECT user_id, estimated_credits AS credits FROM attempts "
             f"WHERE created_at >= {since_sql} AND {_OPEN} AND origin_kind = {kind}"
@@ -294,7 +303,10 @@ def stamp(attempt: Attempt) -> None:
 
 
 SQLITE = SqlDialect(
-    param=lambda name: f":{name}", user_id="json_extract(origin, '$.user_id')", owner="json_extract(origin, '$.owner')"
+    param=lambda name: f":{name}",
+    user_id="json_extract(origin, '$.user_id')",
+    owner="json_extract(origin, '$.owner')",
+    greatest="MAX",
 )
 
 
@@ -322,8 +334,8 @@ class TaskStore(Protocol):
     async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
         """Extend `owner`'s lease; False when it no longer holds it."""
 
-    async def release(self, task_id: str, *, owner: str) -> bool:
-        """Give up `owner`'s lease at once (a stopping poller), so another poller may claim the task."""
+    async def release_all(self, *, owner: str) -> int:
+        """Give up every lease `owner` holds (a poller that stopped), so other pollers may claim them at once."""
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         """When the earliest unleased task falls due, or None when there is nothing to do."""
@@ -409,7 +421,7 @@ class SQLiteTaskStore:
         self._db.row_factory = _dict_row
         self._lock = threading.Lock()
         self._limiters: dict[str, TokenBucket] = {}
-        self._reservations = ReservationQueue(self._reserve_batch)
+        self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
         try:
             self._prepare(deadline=time.monotonic() + busy_timeout)
         except sqlite3.DatabaseError as exc:
@@ -533,10 +545,10 @@ class SQLiteTaskStore:
         cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (until, task_id, owner))))
         return bool(cursor.rowcount)
 
-    async def release(self, task_id: str, *, owner: str) -> bool:
-        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE task_id = ? AND lease_owner = ?"
-        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (task_id, owner))))
-        return bool(cursor.rowcount)
+    async def release_all(self, *, owner: str) -> int:
+        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (owner,))))
+        return int(cursor.rowcount)
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         marks = ", ".join("?" for _ in kinds)
@@ -579,6 +591,9 @@ class SQLiteTaskStore:
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
         await self._reservations.reserve(attempt, limits)
+
+    async def _abandon(self, attempt: Attempt) -> bool:
+        return await self.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "cancelled before it was sent")
 
     async def _reserve_batch(self, batch: list[Reservation]) -> None:
         insert = _insert_sql("attempts", ATTEMPT_COLUMNS)

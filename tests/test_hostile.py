@@ -112,6 +112,9 @@ async def test_urls_to_private_addresses_are_refused_unless_the_api_lives_there(
             await policy.check(url)
     await policy.check("https://93.184.216.34/video.mp4")  # a public address passes (nothing is fetched)
     await downloads.UrlPolicy.for_api(sandbox.url).check(f"{sandbox.url}/media/x.mp4")  # the sandbox's own host
+    for disguised in ("64:ff9b::a9fe:a9fe", "2002:7f00:1::", "::127.0.0.1", "::ffff:10.0.0.1"):
+        with pytest.raises(errors.DownloadError, match="Refused"):  # IPv4 inside IPv6: NAT64, 6to4, compatible
+            await policy.check(f"http://[{disguised}]/x.mp4")
 
 
 async def test_the_poller_never_marks_a_bad_download_delivered(sandbox, receiver, tmp_path):

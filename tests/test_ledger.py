@@ -20,14 +20,15 @@ import pytest
 from kling3_tools.client import AsyncKlingClient
 from kling3_tools.config import Settings
 from kling3_tools.errors import OutcomeUnknownError, SpendingRefusedError, StoreError
-from kling3_tools.ledger import AttemptState, Scope, SpendLimit
-from kling3_tools.models import GenerateRequest, quote
+from kling3_tools.ledger import Attempt, AttemptState, Reservation, Scope, SpendLimit, Usage, decide
+from kling3_tools.models import GenerateRequest, Task, quote
 from kling3_tools.records import CliOrigin, DiscordOrigin, McpOrigin, TaskRecord
 from kling3_tools.service import KlingService
-from kling3_tools.store import TaskStore
+from kling3_tools.store import TaskStore, open_store
 
-from .conftest import FAST_RETRY, set_options, stats
+from .conftest import FAST_RETRY, add_fault, set_options, stats
 from .helpers import eventually
+from .test_resilience import locked
 
 REQUEST = GenerateRequest.build(type="pro-text-to-video", prompt="A lighthouse", duration=5)
 PRICE = quote("pro-text-to-video", 5)
@@ -258,3 +259,51 @@ async def test_the_task_id_is_printed_before_anything_is_written(tmp_path, sandb
     assert result.returncode == 0, result.stderr
     task_id = result.stdout.strip()
     assert f"Submitted {task_id}" in result.stderr
+
+
+async def test_a_credit_figure_reported_mid_run_never_frees_the_budget(store, sandbox):
+    async with service_on(store, sandbox, budget={"daily_credits": PRICE}) as service:
+        record = await service.submit(REQUEST)
+        record.consumed_credits = 0  # an API that reports 0 while the task is queued
+        await store.save_progress(record)
+        with pytest.raises(SpendingRefusedError):
+            await service.submit(REQUEST)
+    assert Task(task_id="x", consumed_credits=-100000).consumed_credits is None
+
+
+async def test_a_submit_cancelled_while_it_waits_for_the_lock_is_released(tmp_path, sandbox):
+    store = await open_store(f"sqlite:///{tmp_path}/t.db", busy_timeout=10)
+    try:
+        async with service_on(store, sandbox, budget={"daily_credits": PRICE}) as service:
+            with locked(tmp_path / "t.db"):
+                waiting = asyncio.create_task(service.submit(REQUEST))
+                await asyncio.sleep(0.5)  # its batch waits for the file's write lock
+                waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+
+            async def released() -> bool:
+                return [a.state for a in await store.attempts(open_only=False)] == [AttemptState.RELEASED]
+
+            await eventually(released)
+            await service.submit(REQUEST)  # the budget is whole again
+    finally:
+        await store.close()
+    assert stats(sandbox)["requests"]["generate"] == 1
+
+
+def test_a_batch_counts_every_accepted_attempt_against_every_limit_it_falls_under():
+    user = Scope("discord", 7)
+    one_at_a_time = SpendLimit("discord", user, max_running=1)
+    unlimited = Reservation(Attempt.new(REQUEST, api_url="x", origin=ALICE, deadline=60), limits=[])
+    limited = Reservation(Attempt.new(REQUEST, api_url="x", origin=ALICE, deadline=60), limits=[one_at_a_time])
+    accepted = decide([unlimited, limited], lambda limit: Usage())
+    assert accepted == [unlimited] and limited.refused is not None
+
+
+async def test_a_5xx_that_says_rate_limited_is_never_resent(store, sandbox):
+    add_fault(sandbox, endpoint="generate", status=503, code="RATE_LIMITED")
+    async with service_on(store, sandbox) as service:
+        with pytest.raises(OutcomeUnknownError):
+            await service.submit(REQUEST)
+    assert stats(sandbox)["requests"]["generate"] == 1

@@ -367,6 +367,7 @@ async def test_http_clients_see_only_their_own_videos(sandbox, tmp_path):
             alices = await clients["alice"].call_tool("list_videos", {})
             bobs = await clients["bob"].call_tool("list_videos", {})
             peeked = await clients["bob"].call_tool("get_video_status", {"task_id": task_id})
+            unknown = await clients["bob"].call_tool("get_video_status", {"task_id": "n75notinthestore"})
             waited = await clients["bob"].call_tool("wait_for_video", {"task_id": task_id, "timeout_seconds": 1})
             with pytest.raises(Exception, match="kling://tasks/") as refused:
                 await clients["bob"].read_resource(f"kling://tasks/{task_id}")
@@ -374,6 +375,7 @@ async def test_http_clients_see_only_their_own_videos(sandbox, tmp_path):
     assert [v["task_id"] for v in alices.structured_content["videos"]] == [task_id]
     assert bobs.structured_content["videos"] == []
     assert peeked.is_error and waited.is_error and "secret" not in text(peeked) + text(waited)
+    assert unknown.is_error and "not one of this client's videos" in text(unknown)  # the API is not asked
     assert json.loads(own.contents[0].text)["task_id"] == task_id
     assert "secret" not in str(refused.value)
 

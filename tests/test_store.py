@@ -168,3 +168,14 @@ async def test_default_store_lives_in_the_user_data_folder():
     assert "kling3" in str(store.path)
     assert store.path.name == "tasks.db"
     await store.close()
+
+
+async def test_a_stopping_poller_releases_every_lease_it_holds(store):
+    for task_id in ("n75l1", "n75l2"):
+        await store.add(make_record(task_id))
+    claimed = await store.claim(owner="A", now=time.time(), lease_seconds=600, limit=10, api_url=API, kinds=KINDS)
+    assert len(claimed) == 2
+    assert await store.release_all(owner="B") == 0
+    assert await store.release_all(owner="A") == 2
+    again = await store.claim(owner="B", now=time.time(), lease_seconds=600, limit=10, api_url=API, kinds=KINDS)
+    assert {r.task_id for r in again} == {"n75l1", "n75l2"}

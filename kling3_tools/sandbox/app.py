@@ -53,6 +53,7 @@ class Fault(BaseModel):
     count: int = Field(default=1, ge=1)
     retry_after: float | str | None = Field(default=None, description="The Retry-After header: seconds, or any text")
     message: str | None = Field(default=None, description="The error message (markup, say)")
+    code: str | None = Field(default=None, description="The error code in the body, whatever the status")
     drip_seconds: float | None = Field(default=None, gt=0)
     pad_bytes: int | None = Field(default=None, gt=0)
 
@@ -294,7 +295,7 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             code = {429: "RATE_LIMITED", 402: "INSUFFICIENT_CREDITS", 401: "INVALID_API_KEY"}.get(
                 fault.status, "INTERNAL_ERROR" if fault.status >= 500 else "INVALID_PARAMETER"
             )
-            raise _Reject(fault.status, code, fault.message or f"Injected fault {fault.status}", headers)
+            raise _Reject(fault.status, fault.code or code, fault.message or f"Injected fault {fault.status}", headers)
         if state.rng.random() < state.options.error_rate:
             raise _Reject(500, "INTERNAL_ERROR", "Server error, please try again later")
 
