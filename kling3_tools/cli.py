@@ -22,7 +22,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from . import __version__, catalog
@@ -436,7 +436,16 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         for row in rows:
             sys.stdout.write("\t".join(row) + "\n")
         return EXIT_OK
-    table = Table("task id", "type", "status", "age", "credits", "delivery", "result", title="Recorded tasks")
+    table = Table(
+        Column("task id", no_wrap=True),
+        Column("type", overflow="fold"),
+        "status",
+        "age",
+        "credits",
+        "delivery",
+        Column("result", overflow="fold", ratio=1),  # a URL folds onto more lines, never cut short
+        title="Recorded tasks",
+    )
     for row in rows:
         table.add_row(*row)
     out.print(table)
@@ -558,7 +567,14 @@ async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json({"models": catalog.describe_models()})
         return EXIT_OK
-    table = Table("type", "mode", "duration", "price", "5s with sound", title="Kling 3.0 and O3 task types")
+    table = Table(
+        Column("type", no_wrap=True),
+        "mode",
+        "duration",
+        Column("price", overflow="fold"),
+        "5s with sound",
+        title="Kling 3.0 and O3 task types",
+    )
     for row in catalog.describe_models():
         duration = "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s"
         table.add_row(row["type"], row["mode"], duration, row["price"], str(row["credits_default"]))

@@ -29,14 +29,14 @@ from mcp.server.mcpserver.resolve import Resolve
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__, catalog
 from .catalog import AspectRatio, TaskType
 from .config import Settings
 from .errors import KlingError, RequestValidationError, SpendingRefusedError
 from .ledger import Scope, SpendLimit
-from .models import GenerateRequest, Task, quote
+from .models import GenerateRequest, Task, describe_validation_error, quote
 from .records import McpOrigin, Outcome, TaskRecord
 from .service import KlingService
 from .store import StatusFilter
@@ -46,6 +46,13 @@ log = logging.getLogger("kling3_tools.mcp")
 TASK_URI = "kling://tasks/{task_id}"
 MODELS_URI = "kling://models"
 PROGRESS_EVERY = 3.0
+
+
+GENERATE_DESCRIPTION = (  # one string, not a docstring: the SDK would keep a docstring's indentation
+    "Start a Kling video. Spends credits (see estimate_video_cost); returns at once or after wait_seconds. "
+    "Image-to-video needs `image`; video-edit needs `video` (for example a URL from an earlier result) and takes "
+    "neither `duration` nor `sound`; reference-to-video takes up to 7 `images` and/or a `video`."
+)
 
 
 def task_uri(task_id: str) -> str:
@@ -189,6 +196,21 @@ class Deps:
         )
 
 
+class KlingMCPServer(MCPServer):
+    """`MCPServer` whose argument errors read like the core's own: which field, which rule, and that
+    nothing was spent (the SDK's default is pydantic's dump, with links)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):  # our own words, without the SDK's prefix
+                raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
+            message = str(RequestValidationError(describe_validation_error(exc.__cause__)))
+            spent = "\nNothing was spent." if name == "generate_video" else ""
+            raise ToolError(message + spent) from None
+
+
 def _field(name: str) -> Any:
     """The request model's own field (description, bounds), so the tool schema and the core agree."""
     return GenerateRequest.model_fields[name]
@@ -197,7 +219,7 @@ def _field(name: str) -> Any:
 def build_server(deps: Deps) -> MCPServer:
     service, notifier, limit = deps.service, deps.notifier, deps.limit
     confirm_above = deps.settings.mcp.confirm_above_credits
-    mcp = MCPServer(
+    mcp = KlingMCPServer(
         "kling3",
         version=__version__,
         instructions=(
@@ -262,6 +284,7 @@ def build_server(deps: Deps) -> MCPServer:
             except KlingError as exc:
                 raise ToolError(exc.message) from None
         expected = await service.expected_finish(record) - record.submitted_at
+        asked = started
         while record.is_tracking:
             waited = time.monotonic() - started
             if waited >= timeout:
@@ -274,6 +297,12 @@ def build_server(deps: Deps) -> MCPServer:
             )
             await asyncio.sleep(min(PROGRESS_EVERY, timeout - waited))
             record = await service.get(task_id) or record
+            dense = service.check_interval
+            stale = (record.due_at or 0) - time.time() > dense and time.monotonic() - asked > dense
+            if record.is_tracking and stale:  # the poller will not look for a while: ask now, once per interval
+                asked = time.monotonic()
+                with contextlib.suppress(KlingError):
+                    record = (await service.status(task_id)).record or record
         return await to_video(record)
 
     # --- the spending decision, made before the tool body runs ------------------------
@@ -299,7 +328,7 @@ def build_server(deps: Deps) -> MCPServer:
                 cfg_scale=cfg_scale, keep_original_sound=keep_original_sound,
             )  # fmt: skip
         except RequestValidationError as exc:
-            raise ToolError(f"{exc} Nothing was spent.") from None
+            raise ToolError(f"{exc}\nNothing was spent.") from None
 
     async def approve_spending(
         ctx: Context[Any, Any], request: Annotated[GenerateRequest, Resolve(checked_request)]
@@ -326,6 +355,7 @@ def build_server(deps: Deps) -> MCPServer:
 
     @mcp.tool(
         title="Generate a video (spends credits)",
+        description=GENERATE_DESCRIPTION,
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
     )
     async def generate_video(
@@ -349,11 +379,6 @@ def build_server(deps: Deps) -> MCPServer:
             Field(ge=0, le=55, description="Seconds to wait for the video before answering (default from config)."),
         ] = None,
     ) -> VideoTask:
-        """Start a Kling video. Spends credits (see estimate_video_cost); returns at once or after wait_seconds.
-
-        Image-to-video needs `image`; video-edit needs `video` (for example a URL from an earlier result);
-        reference-to-video takes up to 7 `images` and/or a `video`.
-        """
         if not _approved(approval):
             raise ToolError(f"Not started: the user did not approve spending {request.estimated_credits()} credits.")
         origin = McpOrigin(session=notifier.session_id(ctx), client_name=_client_name(ctx), owner=identity(ctx))

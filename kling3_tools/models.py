@@ -94,22 +94,39 @@ class GenerateRequest(BaseModel):
         strict=True,
         description=(
             f"Length in seconds ({catalog.MIN_DURATION}-{catalog.MAX_DURATION}, "
-            f"default {catalog.DEFAULT_DURATION}); edits keep the source video's length."
+            f"default {catalog.DEFAULT_DURATION}); not for edits, which keep the source video's length."
         ),
     )
     aspect_ratio: AspectRatio | None = Field(default=None, description="16:9 (default), 9:16 or 1:1.")
-    image: str | None = Field(default=None, description="Start image URL (image-to-video).")
-    end_image: str | None = Field(default=None, description="End frame image URL (image-to-video).")
-    video: str | None = Field(default=None, description="Source video URL (video-edit, reference-to-video).")
+    image: str | None = Field(
+        default=None, description="Start image: a public http(s) URL the API can fetch (image-to-video)."
+    )
+    end_image: str | None = Field(
+        default=None, description="End frame image: a public http(s) URL the API can fetch (image-to-video)."
+    )
+    video: str | None = Field(
+        default=None,
+        description="Source video: a public http(s) URL the API can fetch (video-edit, reference-to-video).",
+    )
     images: list[str] | None = Field(
         default=None,
         max_length=catalog.MAX_REFERENCE_IMAGES,
-        description=f"Reference image URLs (reference-to-video, at most {catalog.MAX_REFERENCE_IMAGES}).",
+        description=(
+            f"Reference images: public http(s) URLs the API can fetch (reference-to-video, at most "
+            f"{catalog.MAX_REFERENCE_IMAGES})."
+        ),
     )
-    sound: bool | None = Field(default=None, description="Generate native audio (default true).")
-    negative_prompt: str | None = Field(default=None, max_length=catalog.MAX_PROMPT_CHARS)
+    sound: bool | None = Field(
+        default=None, description="Generate native audio (default true); not for edits (see keep_original_sound)."
+    )
+    negative_prompt: str | None = Field(
+        default=None, max_length=catalog.MAX_PROMPT_CHARS, description="What the video should avoid."
+    )
     cfg_scale: float | None = Field(
-        default=None, ge=0, le=1, description="Prompt adherence 0-1, Kling 3.0 only (default 0.5)."
+        default=None,
+        ge=0,
+        le=1,
+        description="Prompt adherence 0-1 (default 0.5); Kling 3.0 only, i.e. the types without `o3-`.",
     )
     keep_original_sound: bool | None = Field(default=None, description="Keep the source audio (video-edit).")
 

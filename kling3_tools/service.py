@@ -335,6 +335,11 @@ class KlingService:
         return record
 
     @property
+    def check_interval(self) -> float:
+        """Seconds between checks of a task near its expected finish."""
+        return self.scheduler.policy.dense_interval
+
+    @property
     def base_url(self) -> str:
         return self.client.base_url
 

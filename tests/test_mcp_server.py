@@ -380,6 +380,25 @@ async def test_http_clients_see_only_their_own_videos(sandbox, tmp_path):
     assert "secret" not in str(refused.value)
 
 
+async def test_argument_errors_read_like_rule_errors_and_the_schema_explains_itself(sandbox, tmp_path):
+    async with connect(sandbox, tmp_path) as client:
+        schema_error = await client.call_tool(
+            "generate_video", {"type": "pro-text-to-video", "prompt": "x", "duration": 20}
+        )
+        rule_error = await client.call_tool("generate_video", {"type": "pro-image-to-video", "prompt": "x"})
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    for result in (schema_error, rule_error):
+        assert result.is_error and text(result).startswith("The request has 1 problem:")
+        assert "Nothing was spent." in text(result) and "pydantic" not in text(result)
+    assert "`duration`" in text(schema_error) and "15" in text(schema_error)
+    generate = tools["generate_video"]
+    assert "\n    " not in generate.description and "neither `duration` nor `sound`" in generate.description
+    props = generate.input_schema["properties"]
+    assert props["negative_prompt"]["description"] and "public http(s) URL" in props["image"]["description"]
+    assert "without `o3-`" in props["cfg_scale"]["description"]
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
+
+
 async def test_http_token_is_required_when_set(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="tok-123")) as url:
         async with httpx.AsyncClient() as plain:

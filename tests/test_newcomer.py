@@ -3,7 +3,9 @@ one line per problem, the right exit code, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import os
 import signal
 import socket
@@ -12,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from kling3_tools import catalog
 
 from .helpers import SECRET, eventually
 
@@ -162,3 +166,32 @@ async def test_the_embedded_sandbox_keeps_its_tasks_across_commands_and_a_poller
     assert receiver.events[0]["task"]["task_id"] == hooked.stdout.strip()
     listed = run(kling3, "--sandbox", "tasks", home=home, **env).stdout
     assert listed.count("succeeded") == 2 and "running" not in listed
+
+
+async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from kling3_tools import cli
+    from kling3_tools.config import Settings
+    from kling3_tools.store import open_store
+
+    from .test_store import make_record
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=screen, width=100, force_terminal=True, markup=False))
+    await cli.cmd_models(argparse.Namespace(json=False), Settings.load())
+    assert all(spec.type.value in screen.getvalue() for spec in catalog.list_models())
+
+    url = "https://cdn.example.com/videos/" + "a" * 90 + "/n75long.mp4"
+    store = await open_store(f"sqlite:///{tmp_path}/t.db")
+    record = make_record("n75" + "b" * 30)
+    record.video_urls = [url]
+    await store.add(record)
+    await store.close()
+    screen.truncate(0)
+    args = argparse.Namespace(tasks_command=None, status=None, limit=20, json=False, sandbox=False)
+    await cli.cmd_tasks(args, Settings.load(store={"url": f"sqlite:///{tmp_path}/t.db"}))
+    shown = screen.getvalue()
+    assert record.task_id in shown and "…" not in shown
+    cells = "".join(line.split("│")[-2].strip() for line in shown.splitlines() if line.count("│") > 2)
+    assert url in cells  # folded over several lines, every character kept
