@@ -28,7 +28,7 @@ from rich.text import Text
 from . import __version__, catalog
 from .config import ConfigError, Settings
 from .errors import KlingError, RequestValidationError, install_hint
-from .models import GenerateRequest, Task, quote
+from .models import GenerateRequest, Task, duration_problem, quote
 from .records import CliOrigin, TaskRecord, WebhookOrigin
 from .service import KlingService
 from .store import (
@@ -56,6 +56,14 @@ class UsageError(Exception):
 # --- argument parsing ------------------------------------------------------
 
 
+def _whole_number(text: str) -> int | str:
+    """An int when the text is one; else the text itself, for the request's checks to name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
     types = ", ".join(catalog.CATALOG)
     if prompt_required:
@@ -65,8 +73,12 @@ def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool
     parser.add_argument(
         "-t", "--type", default=catalog.TaskType.PRO_TEXT_TO_VIDEO.value, metavar="TYPE", help=f"task type: {types}"
     )
-    parser.add_argument("-d", "--duration", type=int, help="seconds, 3-15 (default 5; edits keep the source length)")
-    parser.add_argument("-a", "--aspect-ratio", choices=[r.value for r in catalog.AspectRatio], help="default 16:9")
+    # Checked with the rest of the request, so that every problem is listed at once.
+    parser.add_argument(
+        "-d", "--duration", type=_whole_number, help="seconds, 3-15 (default 5; edits keep the source length)"
+    )
+    ratios = ", ".join(r.value for r in catalog.AspectRatio)
+    parser.add_argument("-a", "--aspect-ratio", metavar="RATIO", help=f"{ratios} (default 16:9)")
     parser.add_argument("--image", metavar="URL", help="start image (image-to-video)")
     parser.add_argument("--end-image", metavar="URL", help="end frame image (image-to-video)")
     parser.add_argument("--video", metavar="URL", help="source video (video-edit, reference-to-video)")
@@ -554,6 +566,8 @@ async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
         request = GenerateRequest.build(**_request_fields(args))
         credits, text = request.estimated_credits(), _describe_cost(request)
     else:
+        if not isinstance(args.duration, int | None):
+            raise RequestValidationError([duration_problem(args.duration)])
         credits = quote(args.type, args.duration, args.sound)
         text = f"{credits} credits"
     if args.json:

@@ -237,12 +237,19 @@ def _who_takes(field: str) -> str:
     return f"only {', '.join(modes[:-1])}{' and ' if len(modes) > 1 else ''}{modes[-1]} types take it"
 
 
+def duration_problem(value: object) -> str:
+    """The one wording of a bad duration, whichever check finds it."""
+    return f"`duration` must be {catalog.MIN_DURATION}-{catalog.MAX_DURATION} seconds (got {value!r})"
+
+
 def describe_validation_error(exc: ValidationError) -> list[str]:
     """One plain sentence per problem, naming the field."""
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "request"
-        if error["type"] == "kling_rule":
+        if field == "duration" and error["type"] != "kling_rule":
+            problems.append(duration_problem(error["input"]))
+        elif error["type"] == "kling_rule":
             problems.append(error["msg"])
         elif error["type"] == "extra_forbidden":
             problems.append(f"`{field}` is not a field of the Kling API")
@@ -323,7 +330,5 @@ def quote(type_: TaskType | str, duration: int | None = None, sound: bool | None
     if duration is not None and not spec.has_duration:
         raise RequestValidationError([f"{spec.type} does not take `duration`; edits keep the source video's length"])
     if duration is not None and not catalog.MIN_DURATION <= duration <= catalog.MAX_DURATION:
-        raise RequestValidationError(
-            [f"`duration` must be {catalog.MIN_DURATION}-{catalog.MAX_DURATION} seconds (got {duration})"]
-        )
+        raise RequestValidationError([duration_problem(duration)])
     return spec.credits(duration or catalog.DEFAULT_DURATION, True if sound is None else sound)

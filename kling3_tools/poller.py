@@ -101,7 +101,9 @@ class Poller:
         SQLite file or a restarting PostgreSQL delays the work, it never ends it."""
         in_flight: dict[asyncio.Task[None], str] = {}
         kinds = self.notifiers.kinds()
-        log.info("poller %s started for %s (%s)", self.owner, self.api_url, ", ".join(kinds))
+        log.info(
+            "poller %s started for %s (%s); %s", self.owner, self.api_url, ", ".join(kinds), await self._outlook(kinds)
+        )
         self._running = True
         try:
             async with self.store.watch_new_tasks(self.wake):
@@ -119,6 +121,17 @@ class Poller:
         finally:
             self._running = False
             await self._release(in_flight)
+
+    async def _outlook(self, kinds: list[str]) -> str:
+        """When there is work next, in words, for the start-up line (a quiet poller is not a broken one)."""
+        try:
+            due = await self.store.next_due(api_url=self.api_url, kinds=kinds)
+        except Exception as exc:
+            return f"the store does not answer yet ({exc})"
+        if due is None:
+            return "no task to follow yet"
+        wait = due - time.time()
+        return "work is due now" if wait <= 0 else f"the next check is due in {wait:.0f} s"
 
     async def _release(self, in_flight: dict[asyncio.Task[None], str]) -> None:
         """Cancel what is left and hand back every lease this poller still holds (those of cancelled jobs,

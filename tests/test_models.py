@@ -63,9 +63,9 @@ def test_every_problem_is_reported_at_once():
     [
         ({"type": "pro-text-to-video", "prompt": "   "}, "`prompt`: must not be blank"),
         ({"type": "pro-text-to-video", "prompt": "x" * 2001}, "at most 2000 characters"),
-        ({"type": "pro-text-to-video", "prompt": "x", "duration": 2}, "greater than or equal to 3"),
-        ({"type": "pro-text-to-video", "prompt": "x", "duration": 16}, "less than or equal to 15"),
-        ({"type": "pro-text-to-video", "prompt": "x", "duration": 5.5}, "valid integer"),
+        ({"type": "pro-text-to-video", "prompt": "x", "duration": 2}, "`duration` must be 3-15 seconds (got 2)"),
+        ({"type": "pro-text-to-video", "prompt": "x", "duration": 16}, "`duration` must be 3-15 seconds (got 16)"),
+        ({"type": "pro-text-to-video", "prompt": "x", "duration": 5.5}, "`duration` must be 3-15 seconds (got 5.5)"),
         ({"type": "pro-image-to-video", "prompt": "x"}, "pro-image-to-video requires `image`"),
         ({"type": "o3-std-video-edit", "prompt": "x"}, "o3-std-video-edit requires `video`"),
         ({"type": "o3-pro-video-edit", "prompt": "x", "video": VID, "duration": 5}, "does not take `duration`"),

@@ -195,3 +195,48 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
     assert record.task_id in shown and "…" not in shown
     cells = "".join(line.split("│")[-2].strip() for line in shown.splitlines() if line.count("│") > 2)
     assert url in cells  # folded over several lines, every character kept
+
+
+async def test_the_readme_walk_from_an_empty_home(tmp_path):
+    """The README's own commands, in order, as a new user types them."""
+    home = tmp_path / "home"
+    env = {"KLING_SANDBOX__FINISH_SECONDS": "1", "XDG_DATA_HOME": str(home / "data")}
+    kling3 = ENTRY_POINTS["kling3"]
+    fox = tmp_path / "fox.mp4"
+    steps = {
+        "try it": run(
+            kling3, "--sandbox", "generate", "A red fox in the snow", "--wait", "--download", str(fox), home=home, **env
+        ),
+        "generate": run(kling3, "--sandbox", "generate", "A hare", home=home, **env),
+    }
+    steps["wait"] = run(kling3, "--sandbox", "wait", steps["generate"].stdout.strip(), home=home, **env)
+    steps["tasks"] = run(kling3, "--sandbox", "tasks", home=home, **env)
+    steps["cost"] = run(kling3, "cost", "-t", "std-text-to-video", "-d", "5", home=home)
+    steps["models"] = run(kling3, "models", home=home)
+    for name, result in steps.items():
+        assert result.returncode == 0 and "Traceback" not in result.stderr, (name, result.stderr)
+    assert fox.stat().st_size > 0 and steps["tasks"].stdout.count("succeeded") == 2
+    assert steps["cost"].stdout.strip() == "300 credits"
+
+    bad = run(kling3, "--sandbox", "generate", "x", "-d", "abc", "-a", "4:3", home=home, **env)
+    assert bad.returncode == 2 and "2 problems" in bad.stderr and "Traceback" not in bad.stderr
+    generate_20 = run(kling3, "--sandbox", "generate", "x", "-d", "20", home=home, **env)
+    cost_20 = run(kling3, "cost", "-d", "20", home=home)
+    assert "`duration` must be 3-15 seconds (got 20)" in generate_20.stderr and cost_20.stderr == generate_20.stderr
+
+    broken = tmp_path / "config.toml"
+    broken.write_text("[poller\n")
+    config_error = run(kling3, "--config", str(broken), "tasks", home=home)
+    assert config_error.returncode == 2 and str(broken) in one_clean_line(config_error)
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
+    poller = await asyncio.create_subprocess_exec(
+        *kling3, "--sandbox", "poller", env={**clean, "HOME": str(home), **env}, stderr=subprocess.PIPE
+    )
+    assert poller.stderr is not None
+    started = ""
+    while "started" not in started:
+        started = (await asyncio.wait_for(poller.stderr.readline(), 30)).decode()
+    poller.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(poller.communicate(), 30)
+    assert "no task to follow yet" in started and poller.returncode == 0
