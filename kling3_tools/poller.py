@@ -298,7 +298,7 @@ class Poller:
             return
         if record.is_tracking:
             record.due_at = await self.scheduler.next_check(record, now)
-        if changed:
+        if changed and record.is_tracking:  # an ending is announced once, by its delivery
             try:
                 await self.notifiers[record.origin.kind].progress(record)
             except Exception as exc:
