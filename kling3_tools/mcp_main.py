@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # one line for the user; the traceback at debug level
+        logging.getLogger("kling3_tools.mcp").debug("unexpected error", exc_info=True)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -240,3 +240,8 @@ async def test_the_readme_walk_from_an_empty_home(tmp_path):
     poller.send_signal(signal.SIGTERM)
     await asyncio.wait_for(poller.communicate(), 30)
     assert "no task to follow yet" in started and poller.returncode == 0
+
+
+def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
+    result = run(ENTRY_POINTS["kling3-mcp"], home=tmp_path)
+    assert result.returncode == 1 and "--sandbox" in one_clean_line(result) and "KLING_API_KEY" in result.stderr
