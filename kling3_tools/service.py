@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from . import downloads
 from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy, UpdateCallback, WaitPolicy
@@ -111,6 +112,7 @@ class KlingService:
                 httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_seconds, connect=10), limits=DEFAULT_LIMITS)
             )
             api_url: str | None = None
+            key: SecretStr | None
             if sandbox:
                 from .sandbox.server import SandboxServer
 
@@ -118,22 +120,13 @@ class KlingService:
                     SandboxServer(settings.sandbox, state_path=default_store_path(SANDBOX_ACCOUNT))
                 )
                 api_url = EMBEDDED_SANDBOX
-                client = AsyncKlingClient(
-                    server.api_key,
-                    base_url=server.url,
-                    retry=retry,
-                    http_client=http,
-                    deadline=settings.timeout_seconds,
-                )
+                key, base_url = SecretStr(server.api_key), server.url
                 schedule = schedule or sandbox_schedule(settings.sandbox.finish_seconds)
             else:
-                client = AsyncKlingClient(
-                    settings.api_key,
-                    base_url=settings.base_url,
-                    retry=retry,
-                    http_client=http,
-                    deadline=settings.timeout_seconds,
-                )
+                key, base_url = settings.api_key, settings.base_url
+            client = AsyncKlingClient(
+                key, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds
+            )
             store = await open_store(
                 settings.store.url,
                 default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,

@@ -79,6 +79,17 @@ def poller_env(api_url: str, api_key: str, store_url: str, poller: Mapping[str, 
     }
 
 
+def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m kling3_tools ARGS` to the end, with `env` added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "kling3_tools", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
 def start_kling3(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`python -m kling3_tools ARGS` with its stderr (the log) written to `log`."""
     with log.open("wb") as stderr:

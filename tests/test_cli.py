@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
@@ -13,16 +11,11 @@ from kling3_tools.pg_store import SCHEMA_VERSION
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 
 from .conftest import stats
+from .helpers import kling3 as run_kling3
 
 
 def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kling3_tools", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "KLING_SANDBOX__FINISH_SECONDS": "0.5", **env},
-    )
+    return run_kling3(*args, **{"KLING_SANDBOX__FINISH_SECONDS": "0.5", **env})
 
 
 def test_sandbox_generate_wait_download(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -20,20 +19,10 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .helpers import SECRET, eventually
+from .helpers import SECRET, eventually, kling3
 from .test_poller import FAST
 
 REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
-
-
-def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kling3_tools", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
 
 
 def api_env(sandbox: Any, tmp_path: Path, **extra: str) -> dict[str, str]:
