@@ -18,7 +18,7 @@ from typing import Any, Literal
 import discord
 from discord import app_commands
 
-from kling3_tools.config import Settings
+from kling3_tools.config import ConfigError, Settings
 from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
 from kling3_tools.models import GenerateRequest
 from kling3_tools.records import DiscordOrigin
@@ -169,10 +169,12 @@ def run(args: argparse.Namespace) -> int:
         print("error: set DISCORD_TOKEN to your bot's token (Discord developer portal → Bot).", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_bot(Settings.load(args.config), token, sandbox=args.sandbox))
-    except (FileNotFoundError, ValueError) as exc:  # a missing or invalid config (never echoing a value)
+        settings = Settings.load(args.config, base_url=getattr(args, "base_url", None))
+    except (FileNotFoundError, ConfigError) as exc:  # never echoing a value
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        asyncio.run(run_bot(settings, token, sandbox=args.sandbox))
     except discord.LoginFailure:
         print("error: Discord refused DISCORD_TOKEN.", file=sys.stderr)
         return 1

@@ -119,6 +119,7 @@ def _add_common_flags(parser: argparse.ArgumentParser, *, after_command: bool) -
         "-v",
         "--verbose",
         action="count",
+        dest="verbose_after" if after_command else "verbose",  # added up in main()
         default=argparse.SUPPRESS if after_command else 0,
         help="log to stderr, and show tracebacks (-vv for debug)",
     )
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks_commands = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
     resolve = tasks_commands.add_parser(
         "resolve",
+        parents=[common],
         help="settle a generate whose outcome is unknown, once you have checked the dashboard",
         description="Attach the task the dashboard shows to an unknown attempt (then it is followed like any "
         "task), or release it when nothing was created (then it no longer counts against your limits).",
@@ -201,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     store = commands.add_parser("store", help="manage the task store")
     store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     store_commands.add_parser(
-        "migrate", help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again"
+        "migrate",
+        parents=[common],
+        help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again",
     )
 
     from .mcp_main import add_arguments as add_mcp_arguments
@@ -645,6 +649,7 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose += getattr(args, "verbose_after", 0)
     if args.command == "poller":  # `docker stop` and supervisors send SIGTERM: clean up as on Ctrl-C
         signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import sys
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import KlingError, install_hint
 
 
@@ -26,20 +26,20 @@ def run(args: argparse.Namespace) -> int:
     """Start the server from parsed arguments; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings.load(args.config)
-        try:
-            from .mcp_server import serve
-        except ImportError as exc:
-            print(f"error: the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})", file=sys.stderr)
-            return 2
-
+        settings = Settings.load(args.config, base_url=getattr(args, "base_url", None))
+    except (FileNotFoundError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from .mcp_server import serve
+    except ImportError as exc:
+        print(f"error: the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})", file=sys.stderr)
+        return 2
+    try:
         asyncio.run(serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port))
     except KlingError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one line for the user; the traceback at debug level

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.resolve import Resolve
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ResourceUpdated
@@ -203,6 +203,8 @@ class KlingMCPServer(MCPServer):
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> Any:
         try:
             return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:  # a crash: the SDK logs it with its traceback and shows no detail
+            raise
         except ToolError as exc:
             if not isinstance(exc.__cause__, ValidationError):  # our own words, without the SDK's prefix
                 raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc

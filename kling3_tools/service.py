@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -269,7 +270,14 @@ class KlingService:
     # --- following tasks ----------------------------------------------------------------
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        return await self.store.get(task_id)
+        record = await self.store.get(task_id)
+        return None if record is None else self._reachable(record)
+
+    def _reachable(self, record: TaskRecord) -> TaskRecord:
+        """The embedded sandbox listens on a new port in every process: its videos are served by this one."""
+        if record.api_url == EMBEDDED_SANDBOX:
+            record.video_urls = [re.sub(r"^https?://[^/]+", self.base_url, url) for url in record.video_urls]
+        return record
 
     async def recent(
         self,
@@ -280,9 +288,10 @@ class KlingService:
         owner: str | None = None,
         limit: int = 50,
     ) -> list[TaskRecord]:
-        return await self.store.recent(
+        records = await self.store.recent(
             status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit
         )
+        return [self._reachable(record) for record in records]
 
     async def expected_finish(self, record: TaskRecord) -> float:
         return await self.scheduler.expected_finish(record)

@@ -245,3 +245,51 @@ async def test_the_readme_walk_from_an_empty_home(tmp_path):
 def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
     result = run(ENTRY_POINTS["kling3-mcp"], home=tmp_path)
     assert result.returncode == 1 and "--sandbox" in one_clean_line(result) and "KLING_API_KEY" in result.stderr
+
+
+def test_two_sandbox_processes_share_one_account_without_losing_credits(tmp_path):
+    from kling3_tools.sandbox.app import SandboxState, SandboxTask
+    from kling3_tools.sandbox.options import SandboxOptions
+
+    options = SandboxOptions(starting_balance=1000, task_id_template="t{n}")
+    first, second = (SandboxState(options, path=tmp_path / "account.db") for _ in range(2))
+    try:
+
+        def task(state: SandboxState) -> SandboxTask:
+            task_id = options.task_id_template.format(n=state.task_count())
+            return SandboxTask(task_id, catalog.TaskType.PRO_TEXT_TO_VIDEO, {}, 300, 0.0, 0.0, False)
+
+        assert first.charge(task(first)) and second.charge(task(second))  # t0, then t1: no collision
+        assert sorted([first.find("t0").task_id, second.find("t0").task_id]) == ["t0", "t0"]
+        with pytest.raises(Exception, match="UNIQUE"):
+            second.charge(SandboxTask("t0", catalog.TaskType.PRO_TEXT_TO_VIDEO, {}, 300, 0.0, 0.0, False))
+        third = SandboxState(options, path=tmp_path / "account.db")
+        assert third.balance == 400  # read from the file; the refused insert took nothing
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+async def test_a_sandbox_video_recorded_by_one_process_is_served_by_the_next(tmp_path):
+    from kling3_tools.config import Settings
+    from kling3_tools.models import GenerateRequest
+    from kling3_tools.service import KlingService
+
+    settings = Settings.load(sandbox={"finish_seconds": 0.2})
+    request = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
+    async with KlingService.open(settings, sandbox=True) as earlier:
+        record = await earlier.submit(request)
+        await earlier.wait(record.task_id, timeout=30)
+        old_url = (await earlier.get(record.task_id)).video_url
+    async with KlingService.open(settings, sandbox=True) as later:
+        new_url = (await later.get(record.task_id)).video_url
+        assert new_url.startswith(later.base_url) and new_url != old_url
+        assert (await later.download((await later.status(record.task_id)).task, tmp_path)).stat().st_size > 0
+
+
+def test_common_flags_work_after_a_sub_action_and_reach_every_front_end(tmp_path):
+    resolve = run(ENTRY_POINTS["kling3"], "tasks", "resolve", "attempt-x", "--release", "--sandbox", home=tmp_path)
+    assert resolve.returncode == 1 and "No attempt attempt-x" in one_clean_line(resolve)
+    mcp = run(ENTRY_POINTS["kling3"], "mcp", "--base-url", "kling3api.com", home=tmp_path)
+    assert mcp.returncode == 2 and "base_url" in one_clean_line(mcp)

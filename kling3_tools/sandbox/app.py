@@ -17,6 +17,7 @@ the fault knobs while the server runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -24,7 +25,7 @@ import secrets
 import sqlite3
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -119,6 +120,28 @@ class SandboxState:
             self._book = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self._book.executescript(_BOOK_SCHEMA)
             self._book.execute("INSERT OR IGNORE INTO account VALUES (1, ?)", (self.balance,))
+            (self.balance,) = self._book.execute("SELECT balance FROM account").fetchone()
+
+    def close(self) -> None:
+        if self._book is not None:
+            self._book.close()
+
+    def task_count(self) -> int:
+        """Tasks ever created on this account (every process's, with a file)."""
+        if self._book is None:
+            return len(self.tasks)
+        (count,) = self._book.execute("SELECT COUNT(*) FROM tasks").fetchone()
+        return int(count)
+
+    @contextlib.contextmanager
+    def _transaction(self, book: sqlite3.Connection) -> Iterator[None]:
+        book.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            book.execute("ROLLBACK")
+            raise
+        book.execute("COMMIT")
 
     def charge(self, task: SandboxTask) -> bool:
         """Take the task's credits and keep the task; False (nothing taken) when the balance is short."""
@@ -127,16 +150,13 @@ class SandboxState:
                 return False
             self.balance -= task.credits
         else:
-            self._book.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction(self._book):
                 (balance,) = self._book.execute("SELECT balance FROM account").fetchone()
                 if task.credits > balance:
                     return False
                 self._book.execute("UPDATE account SET balance = ?", (balance - task.credits,))
                 self._book.execute("INSERT INTO tasks VALUES (?, ?, ?)", (task.task_id, task.credits, task.to_json()))
                 self.balance = balance - task.credits
-            finally:
-                self._book.execute("COMMIT")
         self.tasks[task.task_id] = task
         return True
 
@@ -155,16 +175,13 @@ class SandboxState:
         if self._book is None:
             self.balance += task.credits
         else:
-            self._book.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction(self._book):
                 cursor = self._book.execute(
                     "UPDATE tasks SET credits = 0 WHERE task_id = ? AND credits > 0", (task.task_id,)
                 )
                 if cursor.rowcount:
                     self._book.execute("UPDATE account SET balance = balance + ?", (task.credits,))
                 (self.balance,) = self._book.execute("SELECT balance FROM account").fetchone()
-            finally:
-                self._book.execute("COMMIT")
         task.credits = 0
 
     def reset_balance(self) -> None:
@@ -320,8 +337,9 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
             template = state.options.task_id_template
             now = time.time()
+            task_id = template.format(n=state.task_count()) if template else spec.task_id_prefix + secrets.token_hex(6)
             task = SandboxTask(
-                task_id=template.format(n=len(state.tasks)) if template else spec.task_id_prefix + secrets.token_hex(6),
+                task_id=task_id,
                 type=spec.type,
                 request=body,
                 credits=credits,

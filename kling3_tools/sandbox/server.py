@@ -87,6 +87,10 @@ class SandboxServer(ThreadedServer):
     def api_key(self) -> str:
         return self.state.options.api_key
 
+    def stop(self) -> None:
+        super().stop()
+        self.state.close()
+
 
 def serve_forever(options: SandboxOptions, host: str, port: int) -> None:
     """Serve the sandbox in the foreground until interrupted (Ctrl-C)."""
