@@ -237,9 +237,6 @@ class KlingService:
         """Credits per user over the last 24 hours (tasks not failed, plus open attempts)."""
         return await self.store.credits_by_user(time.time() - DAY_SECONDS, origin_kind=origin_kind)
 
-    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
-        return await self.store.attempts(open_only=open_only, limit=limit)
-
     async def resolve(self, attempt_id: str, *, task_id: str | None) -> TaskRecord | None:
         """Settle an open attempt by hand: attach the task the dashboard shows (checked with the API), or,
         with no `task_id`, release it because nothing was created. The task's record, or None."""
