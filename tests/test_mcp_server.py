@@ -399,6 +399,18 @@ async def test_argument_errors_read_like_rule_errors_and_the_schema_explains_its
     assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
 
 
+async def test_wait_for_video_asks_the_api_when_the_poller_will_not_look_soon(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=1.0)
+    env = server_env(sandbox, tmp_path, KLING_MCP__WAIT_SECONDS="0", KLING_POLLER__EXPECTED_SECONDS="[600, 1200]")
+    async with connect(sandbox, tmp_path, env) as client:  # the poller's first look is 5 minutes away
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "duration": 3})
+        started = time.monotonic()
+        done = await client.call_tool(
+            "wait_for_video", {"task_id": made.structured_content["task_id"], "timeout_seconds": 30}
+        )
+    assert done.structured_content["status"] == "succeeded" and time.monotonic() - started < 20
+
+
 async def test_http_token_is_required_when_set(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="tok-123")) as url:
         async with httpx.AsyncClient() as plain:
