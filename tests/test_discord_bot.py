@@ -150,6 +150,15 @@ async def test_too_large_for_the_upload_limit_posts_the_url(fake, sandbox, tmp_p
     assert record.video_url in ready.body["content"]
 
 
+async def test_a_video_on_a_private_address_is_never_fetched_into_a_channel(fake, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3, video_url_template="http://169.254.169.254/latest/{task_id}.mp4")
+    async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="x"))
+        await delivered_record(bot)
+    [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
+    assert ready.files == []  # the metadata address was refused, not attached
+
+
 async def test_a_failed_task_mentions_the_requester_with_the_reason(fake, sandbox, tmp_path):
     set_options(sandbox, finish_seconds=0.3, failure_rate=1.0)
     async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
