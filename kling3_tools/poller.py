@@ -99,7 +99,7 @@ class Poller:
 
         A store or network error in a sweep is logged and the sweep retried with capped backoff: a locked
         SQLite file or a restarting PostgreSQL delays the work, it never ends it."""
-        in_flight: dict[asyncio.Task[None], str] = {}
+        in_flight: set[asyncio.Task[None]] = set()
         kinds = self.notifiers.kinds()
         log.info(
             "poller %s started for %s (%s); %s", self.owner, self.api_url, ", ".join(kinds), await self._outlook(kinds)
@@ -133,7 +133,7 @@ class Poller:
         wait = due - time.time()
         return "work is due now" if wait <= 0 else f"the next check is due in {wait:.0f} s"
 
-    async def _release(self, in_flight: dict[asyncio.Task[None], str]) -> None:
+    async def _release(self, in_flight: set[asyncio.Task[None]]) -> None:
         """Cancel what is left and hand back every lease this poller still holds (those of cancelled jobs,
         and of a claim that a stop cut short), rather than let them run out."""
         unfinished = list(in_flight)
@@ -148,7 +148,7 @@ class Poller:
         if released:
             log.info("released %d unfinished tasks for other pollers", released)
 
-    async def _loop(self, in_flight: dict[asyncio.Task[None], str], kinds: list[str]) -> None:
+    async def _loop(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
         failures = 0
         while not self._stopping.is_set():
             try:
@@ -165,7 +165,7 @@ class Poller:
                 log.warning("poller sweeps work again after %d failures", failures)
                 failures, self.failing_since, self.last_error = 0, None, ""
 
-    async def _sweep(self, in_flight: dict[asyncio.Task[None], str], kinds: list[str]) -> None:
+    async def _sweep(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
         self._wake.clear()
         if len(in_flight) >= self.concurrency:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
@@ -181,11 +181,11 @@ class Poller:
             await self.limiter.give_back(allowance - len(claimed))
             for record in claimed:
                 job = asyncio.create_task(self._process(record))
-                in_flight[job] = record.task_id
-                job.add_done_callback(lambda done: in_flight.pop(done, None))
+                in_flight.add(job)
+                job.add_done_callback(in_flight.discard)
             if claimed:
                 return
-        await self._idle(list(in_flight), next_due)
+        await self._idle(in_flight, next_due)
 
     async def _claim(self, limit: int, kinds: list[str]) -> list[TaskRecord]:
         return await self.store.claim(
@@ -197,7 +197,7 @@ class Poller:
             kinds=kinds,
         )
 
-    async def _idle(self, in_flight: list[asyncio.Task[None]], next_due: float | None) -> None:
+    async def _idle(self, in_flight: set[asyncio.Task[None]], next_due: float | None) -> None:
         """Sleep until the next task falls due, a job finishes, or someone calls `wake()`."""
         timeout = self.idle_seconds if next_due is None else min(max(next_due - time.time(), 0.01), self.idle_seconds)
         waiters = [asyncio.ensure_future(self._wake.wait()), *in_flight]
