@@ -93,7 +93,7 @@ class KlingBot(discord.AutoShardedClient):
             self._check_attachments(attachments)
             request = GenerateRequest.build(**fields)
             credits = request.estimated_credits()
-            await self.service.check_spend(credits, [limit])
+            await self.service.check_spend(credits, [limit])  # before a public embed is posted
         except (Refused, RequestValidationError, SpendingRefusedError) as exc:
             await interaction.followup.send(str(exc), ephemeral=True)
             return

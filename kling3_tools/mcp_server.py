@@ -336,12 +336,12 @@ def build_server(deps: Deps) -> MCPServer:
         ctx: Context[Any, Any], request: Annotated[GenerateRequest, Resolve(checked_request)]
     ) -> Elicit[SpendApproval] | SpendApproval:
         credits = request.estimated_credits()
-        try:
+        if not (confirm_above and credits > confirm_above):
+            return SpendApproval(approve=True)  # the reservation checks the limits; nobody is asked anything
+        try:  # before asking a person to approve what the limits would refuse anyway
             await service.check_spend(credits, [limit])
         except SpendingRefusedError as exc:
             raise ToolError(exc.message) from None
-        if not (confirm_above and credits > confirm_above):
-            return SpendApproval(approve=True)
         capabilities = ctx.client_capabilities
         if capabilities is not None and capabilities.elicitation is not None:
             return Elicit(f"This will spend {credits} credits ({request.type}). Continue?", SpendApproval)
