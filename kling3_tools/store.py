@@ -216,12 +216,20 @@ class SqlDialect:
             "ELSE COALESCE(consumed_credits, estimated_credits) END"
         )
 
-    def _where(self, params: dict[str, Any], clauses: list[str], **filters: Any) -> str:
+    def _filter(
+        self, params: dict[str, Any], clauses: list[str], *, user_column: str | None = None, **filters: Any
+    ) -> list[str]:
+        """`clauses` plus `column = :column` for each filter given; `user_id` and `owner` live in the tasks'
+        `origin` JSON unless `user_column` names a real column (the attempts')."""
+        columns = {"user_id": user_column or self.user_id, "owner": self.owner}
         for column, value in filters.items():
             if value is not None:
-                column_sql = {"user_id": self.user_id, "owner": self.owner}.get(column, column)
-                clauses.append(f"{column_sql} = {self.param(column)}")
+                clauses.append(f"{columns.get(column, column)} = {self.param(column)}")
                 params[column] = value
+        return clauses
+
+    def _where(self, params: dict[str, Any], clauses: list[str], **filters: Any) -> str:
+        clauses = self._filter(params, clauses, **filters)
         return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
     def recent(
@@ -240,13 +248,9 @@ class SqlDialect:
         return f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC LIMIT {self.param('limit')}", params
 
     def _scope(self, params: dict[str, Any], scope: Scope, *, user_column: str) -> str:
-        clauses = ["1 = 1"]
-        if scope.origin_kind is not None:
-            clauses.append(f"origin_kind = {self.param('origin_kind')}")
-            params["origin_kind"] = scope.origin_kind
-        if scope.user_id is not None:
-            clauses.append(f"{user_column} = {self.param('user_id')}")
-            params["user_id"] = scope.user_id
+        clauses = self._filter(
+            params, ["1 = 1"], user_column=user_column, origin_kind=scope.origin_kind, user_id=scope.user_id
+        )
         return " AND ".join(clauses)
 
     def usage(self, limit: SpendLimit, since: float, *, full: bool = False) -> tuple[str, dict[str, Any]]:
