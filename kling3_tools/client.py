@@ -67,6 +67,10 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
 
+    def longest(self, per_try: float) -> float:
+        """The most a call may take, every try at `per_try` seconds and every wait between them included."""
+        return per_try * (self.max_retries + 1) + self.max_delay * self.max_retries
+
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
         if retry_after is not None:

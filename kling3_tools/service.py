@@ -67,11 +67,6 @@ class Checked:
     record: TaskRecord | None
 
 
-def attempt_deadline(settings: Settings) -> float:
-    """Seconds a generate may take, every allowed retry included; past it the outcome is unknown."""
-    return settings.timeout_seconds * (settings.max_retries + 1) + RetryPolicy().max_delay * settings.max_retries + 5
-
-
 class KlingService:
     def __init__(
         self,
@@ -98,7 +93,8 @@ class KlingService:
             daily_credits=settings.budget.daily_credits,
             max_credits_per_video=settings.budget.max_credits_per_video,
         )
-        self.attempt_deadline = attempt_deadline(settings)
+        # A generate past this (its client's own retries included, and a margin) has an unknown outcome.
+        self.attempt_deadline = client.retry.longest(client.deadline) + 5
         self._needs_follower = False
         self.max_download_bytes = int(settings.poller.max_download_mb * 1024 * 1024)
 
