@@ -34,9 +34,9 @@ from typing import Any
 import psycopg
 
 from kling3_tools.models import GenerateRequest, Task
-from kling3_tools.pg_store import CLAIM_SQL, PostgresTaskStore
 from kling3_tools.records import CliOrigin, TaskRecord
-from kling3_tools.store import COLUMNS, record_to_row
+from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
+from kling3_tools.store.rows import COLUMNS, record_to_row
 from tests.helpers import poller_env
 from tests.postgres import PostgresCluster, find_bindir
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from kling3_tools.pg_store import migrate
+from kling3_tools.store.pg_schema import migrate
 
 from .helpers import free_port
 

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from kling3_tools.pg_store import SCHEMA_VERSION
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.store.pg_schema import SCHEMA_VERSION
 
 from .conftest import stats
 from .helpers import kling3 as run_kling3

@@ -10,8 +10,9 @@ import psycopg
 import pytest
 
 from kling3_tools.errors import StoreError
-from kling3_tools.pg_store import CLAIM_SQL, SCHEMA_VERSION, PostgresTaskStore, migrate
 from kling3_tools.records import CliOrigin
+from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
+from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
 
 from .test_store import API, KINDS, make_record
 

@@ -1,0 +1,168 @@
+"""The persistent task store: one typed interface, two backends (`sqlite`, `postgres`), one codec (`rows`).
+
+Every task any front end submits is written here the moment the API returns
+its id, before anything else happens. One column, `due_at`, says when the task
+next needs work (a status check while it runs, a delivery once it ended);
+pollers claim due tasks under a lease so two of them never work on one task at
+once. The ledger's attempts live beside the tasks, so a spend and its record
+are one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol
+
+import platformdirs
+
+from ..errors import StoreError, install_hint
+from ..ledger import Attempt, AttemptState, SpendLimit, Usage
+from ..ratelimit import RateLimiter
+from ..records import TaskRecord
+from .rows import StatusFilter
+from .sqlite import SQLiteTaskStore
+
+__all__ = [
+    "DEFAULT_STORE",
+    "SANDBOX_STORE",
+    "SQLiteTaskStore",
+    "StatusFilter",
+    "TaskStore",
+    "is_postgres_url",
+    "migrate_postgres",
+    "open_store",
+    "path_from_url",
+]
+
+
+class TaskStore(Protocol):
+    """What pollers and front ends need from a store; a second backend implements the same."""
+
+    async def add(self, record: TaskRecord) -> None:
+        """Insert a newly submitted task (durably, before the caller does anything else)."""
+
+    async def get(self, task_id: str) -> TaskRecord | None: ...
+
+    async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
+        """Write the record's mutable fields; with `owner`, only while that owner holds the lease,
+        which is then released. False when the lease was lost."""
+
+    async def save_progress(self, record: TaskRecord) -> bool:
+        """Write what the API said of a task still being tracked, from outside any lease (a front end
+        that checked it itself). Delivery fields are left to the poller; False once tracking ended."""
+
+    async def claim(
+        self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
+    ) -> list[TaskRecord]:
+        """Lease up to `limit` tasks due by `now`, soonest first."""
+
+    async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
+        """Extend `owner`'s lease; False when it no longer holds it."""
+
+    async def release_all(self, *, owner: str) -> int:
+        """Give up every lease `owner` holds (a poller that stopped), so other pollers may claim them at once."""
+
+    async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
+        """When the earliest unleased task falls due, or None when there is nothing to do."""
+
+    async def recent(
+        self,
+        *,
+        status: StatusFilter | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        """Most recent first; `status` is "running" (still tracked) or how tracking ended; `owner` is an MCP
+        client's identity."""
+
+    async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
+        """Seconds from submission to success of the latest successful tasks of this kind."""
+
+    async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
+        """Credits per `origin.user_id` since `since`: tasks not failed, plus open attempts."""
+
+    # --- the ledger (see `ledger`) ---------------------------------------------
+
+    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        """In one transaction serialised with every other reservation on the same scopes: check `limits`
+        (raising `SpendingRefusedError`) and write the attempt, stamped with the time it got its turn."""
+
+    async def settle(self, attempt_id: str, record: TaskRecord) -> None:
+        """In one transaction: insert the task and mark its attempt `submitted`."""
+
+    async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
+        """Mark an open attempt `released` or `unknown`; False when it is no longer open."""
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None: ...
+
+    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
+        """Most recent first; by default only those still open (`submitting`, `unknown`)."""
+
+    async def usage(self, limit: SpendLimit) -> Usage:
+        """What `limit`'s scope has spent and has running now, read without reserving anything."""
+
+    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+        """The request budget that every poller of this store shares for `api_url`."""
+
+    def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, call `wake()` when another process adds a task (where the backend can tell)."""
+
+    async def close(self) -> None: ...
+
+
+DEFAULT_STORE = "tasks.db"
+SANDBOX_STORE = "sandbox-tasks.db"  # tasks of an embedded sandbox, which ends with its process
+
+
+def default_store_path(name: str = DEFAULT_STORE) -> Path:
+    return Path(platformdirs.user_data_dir("kling3")) / name
+
+
+def path_from_url(url: str) -> Path:
+    """`sqlite:///abs/path.db` (or a plain path) to a Path."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).expanduser()
+    if "://" in url:
+        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db or postgresql://…")
+    return Path(url).expanduser()
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def _postgres(module: str = "postgres") -> ModuleType:
+    """A PostgreSQL module of this package, imported only when a postgresql:// url is used (psycopg is an extra)."""
+    try:
+        return importlib.import_module(f"{__name__}.{module}")
+    except ImportError as exc:
+        raise StoreError(
+            f"a postgresql:// store needs the postgres extra: {install_hint('postgres')} ({exc})"
+        ) from None
+
+
+async def open_store(
+    url: str = "", *, default_name: str = DEFAULT_STORE, pool_size: int = 10, busy_timeout: float = 30.0
+) -> TaskStore:
+    """The store a `[store] url` names; empty means the default SQLite file in the user data folder."""
+    if is_postgres_url(url):
+        store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
+        return store
+    try:
+        path = path_from_url(url) if url else default_store_path(default_name)
+        return await asyncio.to_thread(SQLiteTaskStore, path, busy_timeout=busy_timeout)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+
+
+async def migrate_postgres(url: str) -> tuple[int, int]:
+    """Create or upgrade a PostgreSQL store's schema: (version before, version after)."""
+    result: tuple[int, int] = await _postgres("pg_schema").migrate(url)
+    return result

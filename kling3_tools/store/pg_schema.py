@@ -1,0 +1,130 @@
+"""The PostgreSQL store's schema: versioned in `kling3_schema`, changed only by `migrate()`
+(`kling3 store migrate`), one advisory lock so two migrations never race."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+
+from ..errors import StoreError
+
+Connection = psycopg.AsyncConnection[TupleRow]
+
+_MIGRATION_LOCK = 0x6B6C696E6733  # any constant: one `migrate` at a time
+
+# One entry per schema version; never edit a released entry, append a new one.
+MIGRATIONS: list[list[str]] = [
+    [
+        """
+        CREATE TABLE tasks (
+            task_id text PRIMARY KEY,
+            api_url text NOT NULL,
+            type text NOT NULL,
+            duration integer,
+            request jsonb NOT NULL,
+            estimated_credits integer NOT NULL,
+            consumed_credits integer,
+            submitted_at double precision NOT NULL,
+            status text NOT NULL,
+            raw_status text NOT NULL,
+            outcome text,
+            finished_at double precision,
+            video_urls jsonb NOT NULL,
+            error_message text,
+            local_path text,
+            due_at double precision,
+            poll_count integer NOT NULL,
+            origin jsonb NOT NULL,
+            origin_kind text NOT NULL,
+            delivery text NOT NULL,
+            delivery_attempts integer NOT NULL,
+            delivery_error text,
+            lease_owner text,
+            lease_until double precision
+        )""",
+        # The claim and next_due walk this in due_at order and stop after a few rows.
+        "CREATE INDEX tasks_due ON tasks (api_url, due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX tasks_leased ON tasks (api_url, lease_until) WHERE lease_owner IS NOT NULL",
+        "CREATE INDEX tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded'",
+        "CREATE INDEX tasks_submitted ON tasks (submitted_at)",
+        """
+        CREATE TABLE rate_limits (
+            api_url text PRIMARY KEY,
+            tokens double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            paused_until double precision NOT NULL
+        )""",
+    ],
+    [
+        """
+        CREATE TABLE attempts (
+            attempt_id text PRIMARY KEY,
+            api_url text NOT NULL,
+            type text NOT NULL,
+            request jsonb NOT NULL,
+            estimated_credits integer NOT NULL,
+            origin jsonb NOT NULL,
+            origin_kind text NOT NULL,
+            user_id bigint,
+            created_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            state text NOT NULL,
+            task_id text,
+            note text
+        )""",
+        "CREATE INDEX attempts_open ON attempts (created_at) WHERE state IN ('submitting', 'unknown')",
+        "CREATE INDEX attempts_scope ON attempts (origin_kind, user_id, created_at)",
+        # The ledger's 24-hour spend query reads only these columns: an index-only scan where it can.
+        "CREATE INDEX tasks_spend ON tasks (submitted_at) INCLUDE (origin_kind, outcome, consumed_credits, "
+        "estimated_credits)",
+        "DROP INDEX tasks_submitted",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def describe_url(url: str) -> str:
+    """host:port/dbname, for messages: never the password."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "an unparsable postgresql:// url"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+async def connect(url: str) -> Connection:
+    try:
+        return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
+
+
+async def current_version(conn: Connection) -> int:
+    cursor = await conn.execute("SELECT to_regclass('kling3_schema') IS NOT NULL")
+    exists = await cursor.fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = await (await conn.execute("SELECT version FROM kling3_schema")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(url: str) -> tuple[int, int]:
+    """Bring the schema to this version of the project; returns (version before, version after)."""
+    async with await connect(url) as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        before = await current_version(conn)
+        if before > SCHEMA_VERSION:
+            raise StoreError(too_new(before))
+        if before == 0:
+            await conn.execute("CREATE TABLE kling3_schema (version integer NOT NULL)")
+            await conn.execute("INSERT INTO kling3_schema VALUES (0)")
+        for statements in MIGRATIONS[before:]:
+            for statement in statements:
+                await conn.execute(statement)
+        await conn.execute("UPDATE kling3_schema SET version = %s", (SCHEMA_VERSION,))
+    return before, SCHEMA_VERSION
+
+
+def too_new(version: int) -> str:
+    return f"the store's schema is version {version}, newer than this kling3-tools knows ({SCHEMA_VERSION}): upgrade it"

@@ -1,0 +1,230 @@
+"""The row codec and the SQL both backends share: task and attempt rows, the listing and the ledger's queries.
+
+Both backends store the same columns (JSON as text) and differ only in how they
+spell a named parameter and read a field inside the `origin` JSON, which is
+what `SqlDialect` holds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
+
+from ..ledger import Attempt, Scope, SpendLimit, Usage
+from ..records import Delivery, Origin, Outcome, TaskRecord
+
+_ORIGIN = TypeAdapter[Origin](Origin)
+
+StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]
+
+COLUMNS = [
+    "task_id",
+    "api_url",
+    "type",
+    "duration",
+    "request",
+    "estimated_credits",
+    "consumed_credits",
+    "submitted_at",
+    "status",
+    "raw_status",
+    "outcome",
+    "finished_at",
+    "video_urls",
+    "error_message",
+    "local_path",
+    "due_at",
+    "poll_count",
+    "origin",
+    "origin_kind",
+    "delivery",
+    "delivery_attempts",
+    "delivery_error",
+]
+PROGRESS_COLUMNS = [
+    "status",
+    "raw_status",
+    "consumed_credits",
+    "video_urls",
+    "error_message",
+    "outcome",
+    "finished_at",
+    "due_at",
+]
+MUTABLE_COLUMNS = [c for c in COLUMNS if c not in {"task_id", "api_url", "type", "duration", "request", "submitted_at"}]
+
+
+ATTEMPT_COLUMNS = [
+    "attempt_id",
+    "api_url",
+    "type",
+    "request",
+    "estimated_credits",
+    "origin",
+    "origin_kind",
+    "user_id",
+    "created_at",
+    "expires_at",
+    "state",
+    "task_id",
+    "note",
+]
+
+
+def progress_columns(record: TaskRecord) -> list[str]:
+    """What `save_progress` writes: the delivery mark only when the front end that saw the task end
+    delivered it itself (a CLI task); every other delivery is the poller's."""
+    return [*PROGRESS_COLUMNS, "delivery"] if record.delivery is Delivery.DELIVERED else PROGRESS_COLUMNS
+
+
+def record_to_row(record: TaskRecord) -> dict[str, Any]:
+    """Column values; JSON columns as JSON text (both backends read and write them as text)."""
+    data = record.model_dump(mode="json")
+    data["request"] = json.dumps(data["request"])
+    data["video_urls"] = json.dumps(data["video_urls"])
+    data["origin_kind"] = record.origin.kind
+    data["origin"] = record.origin.model_dump_json()
+    data["status"] = record.status.value
+    return data
+
+
+def record_from_row(row: dict[str, Any]) -> TaskRecord:
+    data = {key: row[key] for key in COLUMNS if key != "origin_kind"}
+    data["request"] = json.loads(data["request"])
+    data["video_urls"] = json.loads(data["video_urls"])
+    data["origin"] = _ORIGIN.validate_json(data["origin"])
+    return TaskRecord.model_validate(data)
+
+
+def attempt_to_row(attempt: Attempt) -> dict[str, Any]:
+    data = attempt.model_dump(mode="json")
+    data["request"] = json.dumps(data["request"])
+    data["origin"] = attempt.origin.model_dump_json()
+    data["origin_kind"] = attempt.origin.kind
+    data["user_id"] = attempt.user_id
+    return data
+
+
+def attempt_from_row(row: dict[str, Any]) -> Attempt:
+    data = {key: row[key] for key in ATTEMPT_COLUMNS if key not in ("origin_kind", "user_id")}
+    data["request"] = json.loads(data["request"])
+    data["origin"] = _ORIGIN.validate_json(data["origin"])
+    return Attempt.model_validate(data)
+
+
+_NOT_FAILED = "(outcome IS NULL OR outcome != 'failed')"
+OPEN_ATTEMPT = "state IN ('submitting', 'unknown')"
+
+
+@dataclass(frozen=True, slots=True)
+class SqlDialect:
+    """The listing and budget queries of both backends, which differ only in how they spell a named
+    parameter and the fields read inside the `origin` JSON (a Discord user id, an MCP client's identity)."""
+
+    param: Callable[[str], str]
+    user_id: str
+    owner: str
+    greatest: str
+
+    @property
+    def credits(self) -> str:
+        """What a task counts: while it runs, the estimate unless the API says more (a 0 or a low figure
+        reported mid-run never frees a budget); once it ended, what the API says it consumed."""
+        return (
+            f"CASE WHEN outcome IS NULL THEN {self.greatest}(estimated_credits, COALESCE(consumed_credits, 0)) "
+            "ELSE COALESCE(consumed_credits, estimated_credits) END"
+        )
+
+    def _filter(
+        self, params: dict[str, Any], clauses: list[str], *, user_column: str | None = None, **filters: Any
+    ) -> list[str]:
+        """`clauses` plus `column = :column` for each filter given; `user_id` and `owner` live in the tasks'
+        `origin` JSON unless `user_column` names a real column (the attempts')."""
+        columns = {"user_id": user_column or self.user_id, "owner": self.owner}
+        for column, value in filters.items():
+            if value is not None:
+                clauses.append(f"{columns.get(column, column)} = {self.param(column)}")
+                params[column] = value
+        return clauses
+
+    def _where(self, params: dict[str, Any], clauses: list[str], **filters: Any) -> str:
+        clauses = self._filter(params, clauses, **filters)
+        return f"WHERE {' AND '.join(clauses)}" if clauses else ""
+
+    def recent(
+        self,
+        *,
+        status: StatusFilter | None,
+        origin_kind: str | None,
+        user_id: int | None,
+        owner: str | None = None,
+        limit: int,
+    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        clauses = ["outcome IS NULL"] if status == "running" else []
+        outcome = Outcome(status).value if status not in (None, "running") else None
+        where = self._where(params, clauses, origin_kind=origin_kind, user_id=user_id, owner=owner, outcome=outcome)
+        return f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC LIMIT {self.param('limit')}", params
+
+    def _scope(self, params: dict[str, Any], scope: Scope, *, user_column: str) -> str:
+        clauses = self._filter(
+            params, ["1 = 1"], user_column=user_column, origin_kind=scope.origin_kind, user_id=scope.user_id
+        )
+        return " AND ".join(clauses)
+
+    def usage(self, limit: SpendLimit, since: float, *, full: bool = False) -> tuple[str, dict[str, Any]]:
+        """One row (credits, running, last_attempt_at) for the limit's scope. Unless `full` (for showing),
+        parts the limit does not check are constants: a budget never scans the running tasks."""
+        params: dict[str, Any] = {"since": since}
+        tasks = self._scope(params, limit.scope, user_column=self.user_id)
+        attempts = self._scope(params, limit.scope, user_column="user_id")
+        since_sql = self.param("since")
+        open_attempts = f"FROM attempts WHERE created_at >= {since_sql} AND {OPEN_ATTEMPT} AND {attempts}"
+        credits = "0"
+        if limit.daily_credits or full:
+            credits = (
+                f"(SELECT COALESCE(SUM({self.credits}), 0) FROM tasks "
+                f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND {tasks}) "
+                f"+ (SELECT COALESCE(SUM(estimated_credits), 0) {open_attempts})"
+            )
+        running = "0"
+        if limit.max_running or full:
+            running = (
+                f"(SELECT COUNT(*) FROM tasks WHERE outcome IS NULL AND {tasks}) + (SELECT COUNT(*) {open_attempts})"
+            )
+        last = f"(SELECT MAX(created_at) FROM attempts WHERE {attempts})" if limit.cooldown_seconds or full else "NULL"
+        return f"SELECT {credits} AS credits, {running} AS running, {last} AS last_attempt_at", params
+
+    def credits_by_user(self, since: float, *, origin_kind: str) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"since": since, "origin_kind": origin_kind}
+        since_sql, kind = self.param("since"), self.param("origin_kind")
+        return (
+            f"SELECT user_id, SUM(credits) AS credits FROM ("
+            f"SELECT {self.user_id} AS user_id, {self.credits} AS credits FROM tasks "
+            f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND origin_kind = {kind} "
+            f"UNION ALL SELECT user_id, estimated_credits AS credits FROM attempts "
+            f"WHERE created_at >= {since_sql} AND {OPEN_ATTEMPT} AND origin_kind = {kind}"
+            ") AS spent GROUP BY user_id",
+            params,
+        )
+
+    def attempts(self, *, open_only: bool, limit: int) -> tuple[str, dict[str, Any]]:
+        where = f"WHERE {OPEN_ATTEMPT}" if open_only else ""
+        return f"SELECT * FROM attempts {where} ORDER BY created_at DESC LIMIT {self.param('limit')}", {"limit": limit}
+
+
+def usage_from_row(row: dict[str, Any]) -> Usage:
+    last = row["last_attempt_at"]
+    return Usage(credits=int(row["credits"]), running=int(row["running"]), last_attempt_at=last and float(last))
+
+
+def stamp(attempt: Attempt) -> None:
+    """Date the attempt when it gets its turn (after any wait for the lock), keeping its deadline's length."""
+    deadline = attempt.expires_at - attempt.created_at
+    attempt.created_at = time.time()
+    attempt.expires_at = attempt.created_at + deadline

@@ -1,0 +1,361 @@
+"""The task store on one SQLite file: WAL mode with a busy timeout, so the bot, the MCP server, the CLI and
+standalone pollers on one machine can share it; reservations under `BEGIN IMMEDIATE`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError, TaskExistsError
+from ..ledger import (
+    DAY_SECONDS,
+    Attempt,
+    AttemptState,
+    Reservation,
+    ReservationQueue,
+    SpendLimit,
+    Usage,
+    decide,
+)
+from ..ratelimit import RateLimiter, TokenBucket
+from ..records import TaskRecord
+from .rows import (
+    ATTEMPT_COLUMNS,
+    COLUMNS,
+    MUTABLE_COLUMNS,
+    OPEN_ATTEMPT,
+    SqlDialect,
+    StatusFilter,
+    attempt_from_row,
+    attempt_to_row,
+    progress_columns,
+    record_from_row,
+    record_to_row,
+    stamp,
+    usage_from_row,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    duration INTEGER,
+    request TEXT NOT NULL,
+    estimated_credits INTEGER NOT NULL,
+    consumed_credits INTEGER,
+    submitted_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    raw_status TEXT NOT NULL,
+    outcome TEXT,
+    finished_at REAL,
+    video_urls TEXT NOT NULL,
+    error_message TEXT,
+    local_path TEXT,
+    due_at REAL,
+    poll_count INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    delivery_attempts INTEGER NOT NULL,
+    delivery_error TEXT,
+    lease_owner TEXT,
+    lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded';
+-- Covers the ledger's 24-hour spend query (no table lookups) and the listing's order.
+CREATE INDEX IF NOT EXISTS tasks_spend
+    ON tasks (submitted_at, origin_kind, outcome, consumed_credits, estimated_credits);
+DROP INDEX IF EXISTS tasks_submitted;
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id TEXT PRIMARY KEY,
+    api_url TEXT NOT NULL,
+    type TEXT NOT NULL,
+    request TEXT NOT NULL,
+    estimated_credits INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    user_id INTEGER,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    task_id TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_open ON attempts (created_at) WHERE state IN ('submitting', 'unknown');
+CREATE INDEX IF NOT EXISTS attempts_scope ON attempts (origin_kind, user_id, created_at);
+"""
+
+
+SQLITE = SqlDialect(
+    param=lambda name: f":{name}",
+    user_id="json_extract(origin, '$.user_id')",
+    owner="json_extract(origin, '$.owner')",
+    greatest="MAX",
+)
+
+
+class SQLiteTaskStore:
+    """`TaskStore` on one SQLite file; calls run in a worker thread, one connection per store."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self._create()
+        if self.path.stat().st_size == 0:  # SQLite would take it for a new, empty store
+            raise StoreError(
+                f"The task store {self.path} is an empty file (0 bytes): it was probably truncated, and its tasks "
+                "are gone. Restore it from a backup, or delete it to start a new store."
+            )
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = _dict_row
+        self._lock = threading.Lock()
+        self._limiters: dict[str, TokenBucket] = {}
+        self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
+        try:
+            self._prepare(deadline=time.monotonic() + busy_timeout)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise StoreError(f"The task store {self.path} is locked by another process ({exc}).") from None
+            raise StoreError(
+                f"The task store {self.path} is not a usable SQLite file ({exc}); it was left untouched. "
+                "Restore it from a backup, or move it aside to start a new store."
+            ) from None
+
+    def _create(self) -> None:
+        """A new store is built under a temporary name and linked into place, so that a file at `path` is
+        never a half-made store: an empty one there was truncated. Losing the race to another process is
+        fine: its store is the same."""
+        building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.new")
+        try:
+            with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+            with contextlib.suppress(FileExistsError):
+                os.link(building, self.path)
+        finally:
+            building.unlink(missing_ok=True)
+
+    def _prepare(self, *, deadline: float) -> None:
+        """WAL mode and the schema. Switching a new file to WAL does not wait for a busy lock as other
+        statements do, so processes opening one file at once retry it until the busy timeout."""
+        while True:
+            try:
+                with self._lock:
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                    self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def __repr__(self) -> str:
+        return f"SQLiteTaskStore({str(self.path)!r})"
+
+    async def _run(self, sql_work: Any, *args: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return sql_work(*args)
+
+        return await asyncio.to_thread(locked)
+
+    def _transaction(self, work: Any) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return result
+
+    # --- the interface --------------------------------------------------------
+
+    async def add(self, record: TaskRecord) -> None:
+        values = record_to_row(record)
+        sql = _insert_sql("tasks", COLUMNS)
+        try:
+            await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        except sqlite3.IntegrityError as exc:
+            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        row = await self._run(lambda: self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone())
+        return None if row is None else record_from_row(row)
+
+    async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
+        values = record_to_row(record)
+        assignments = ", ".join(f"{c} = :{c}" for c in MUTABLE_COLUMNS)
+        if owner is None:
+            sql = f"UPDATE tasks SET {assignments} WHERE task_id = :task_id"
+        else:
+            values["owner"] = owner
+            sql = (
+                f"UPDATE tasks SET {assignments}, lease_owner = NULL, lease_until = NULL "
+                "WHERE task_id = :task_id AND lease_owner = :owner"
+            )
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        return bool(cursor.rowcount)
+
+    async def save_progress(self, record: TaskRecord) -> bool:
+        values = record_to_row(record)
+        assignments = ", ".join(f"{c} = :{c}" for c in progress_columns(record))
+        sql = f"UPDATE tasks SET {assignments} WHERE task_id = :task_id AND outcome IS NULL"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
+        return bool(cursor.rowcount)
+
+    async def claim(
+        self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
+    ) -> list[TaskRecord]:
+        marks = ", ".join("?" for _ in kinds)
+        select = (
+            f"SELECT task_id FROM tasks WHERE due_at <= ? AND api_url = ? AND origin_kind IN ({marks}) "
+            "AND (lease_until IS NULL OR lease_until < ?) ORDER BY due_at LIMIT ?"
+        )
+
+        def work() -> list[dict[str, Any]]:
+            ids = [r["task_id"] for r in self._db.execute(select, (now, api_url, *kinds, now, limit))]
+            if not ids:
+                return []
+            id_marks = ", ".join("?" for _ in ids)
+            self._db.execute(
+                f"UPDATE tasks SET lease_owner = ?, lease_until = ? WHERE task_id IN ({id_marks})",
+                (owner, now + lease_seconds, *ids),
+            )
+            return list(self._db.execute(f"SELECT * FROM tasks WHERE task_id IN ({id_marks}) ORDER BY due_at", ids))
+
+        rows = await self._run(lambda: self._transaction(work))
+        return [record_from_row(row) for row in rows]
+
+    async def renew(self, task_id: str, *, owner: str, until: float) -> bool:
+        sql = "UPDATE tasks SET lease_until = ? WHERE task_id = ? AND lease_owner = ?"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (until, task_id, owner))))
+        return bool(cursor.rowcount)
+
+    async def release_all(self, *, owner: str) -> int:
+        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (owner,))))
+        return int(cursor.rowcount)
+
+    async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
+        marks = ", ".join("?" for _ in kinds)
+        sql = (
+            "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < due_at THEN due_at ELSE lease_until END) AS due "
+            f"FROM tasks WHERE due_at IS NOT NULL AND api_url = ? AND origin_kind IN ({marks})"
+        )
+        row = await self._run(lambda: self._db.execute(sql, (api_url, *kinds)).fetchone())
+        return None if row["due"] is None else float(row["due"])
+
+    async def recent(
+        self,
+        *,
+        status: StatusFilter | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+    ) -> list[TaskRecord]:
+        sql, params = SQLITE.recent(status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit)
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [record_from_row(row) for row in rows]
+
+    async def completion_times(self, type_: str, duration: int | None, *, limit: int = 200) -> list[float]:
+        sql = (
+            "SELECT finished_at - submitted_at AS took FROM tasks WHERE outcome = 'succeeded' AND type = ? "
+            "AND duration IS ? ORDER BY finished_at DESC LIMIT ?"
+        )
+        rows = await self._run(lambda: self._db.execute(sql, (type_, duration, limit)).fetchall())
+        return [float(row["took"]) for row in rows]
+
+    async def credits_by_user(self, since: float, *, origin_kind: str) -> dict[int, int]:
+        sql, params = SQLITE.credits_by_user(since, origin_kind=origin_kind)
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
+
+    def _usage(self, limit: SpendLimit, now: float, *, full: bool = False) -> Usage:
+        sql, params = SQLITE.usage(limit, now - DAY_SECONDS, full=full)
+        return usage_from_row(self._db.execute(sql, params).fetchone())
+
+    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
+        await self._reservations.reserve(attempt, limits)
+
+    async def _abandon(self, attempt: Attempt) -> bool:
+        return await self.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "cancelled before it was sent")
+
+    async def _reserve_batch(self, batch: list[Reservation]) -> None:
+        insert = _insert_sql("attempts", ATTEMPT_COLUMNS)
+
+        def work() -> None:  # under BEGIN IMMEDIATE: one writer at a time across every process on the file
+            for reservation in batch:
+                stamp(reservation.attempt)
+            now = batch[-1].attempt.created_at
+            accepted = decide(batch, lambda limit: self._usage(limit, now))
+            self._db.executemany(insert, [attempt_to_row(reservation.attempt) for reservation in accepted])
+
+        await self._run(lambda: self._transaction(work))
+
+    async def settle(self, attempt_id: str, record: TaskRecord) -> None:
+        insert = _insert_sql("tasks", COLUMNS)
+        mark = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
+
+        def work() -> None:
+            self._db.execute(insert, record_to_row(record))
+            self._db.execute(mark, (record.task_id, attempt_id))
+
+        try:
+            await self._run(lambda: self._transaction(work))
+        except sqlite3.IntegrityError as exc:
+            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+
+    async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
+        sql = f"UPDATE attempts SET state = ?, note = ? WHERE attempt_id = ? AND {OPEN_ATTEMPT}"
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (state, note, attempt_id))))
+        return bool(cursor.rowcount)
+
+    async def get_attempt(self, attempt_id: str) -> Attempt | None:
+        sql = "SELECT * FROM attempts WHERE attempt_id = ?"
+        row = await self._run(lambda: self._db.execute(sql, (attempt_id,)).fetchone())
+        return None if row is None else attempt_from_row(row)
+
+    async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
+        sql, params = SQLITE.attempts(open_only=open_only, limit=limit)
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [attempt_from_row(row) for row in rows]
+
+    async def usage(self, limit: SpendLimit) -> Usage:
+        usage: Usage = await self._run(lambda: self._usage(limit, time.time(), full=True))
+        return usage
+
+    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+        """Per process: pollers in separate processes on one file split the rate (`kling3 poller --workers`)."""
+        if api_url not in self._limiters:
+            self._limiters[api_url] = TokenBucket(rate)
+        return self._limiters[api_url]
+
+    def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """SQLite cannot tell other processes; they find new tasks at their next sweep."""
+        return contextlib.nullcontext()
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+
+
+def _insert_sql(table: str, columns: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
