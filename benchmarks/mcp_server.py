@@ -72,7 +72,7 @@ async def main(starts: int, calls: int) -> None:
             "KLING_API_KEY": SANDBOX_KEY,
             "KLING_STORE__URL": f"sqlite:///{Path(folder) / 'tasks.db'}",
         }
-        kling3 = StdioServerParameters(command=sys.executable, args=["-m", "kling3_tools.mcp_main"], env=env)
+        kling3 = StdioServerParameters(command=sys.executable, args=["-m", "kling3_tools.mcp"], env=env)
 
         minimal_starts, kling3_starts = [], []
         for _ in range(starts):

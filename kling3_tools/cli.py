@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again",
     )
 
-    from .mcp_main import add_arguments as add_mcp_arguments
+    from .mcp import add_arguments as add_mcp_arguments
 
     mcp = commands.add_parser("mcp", help="run the MCP server for AI assistants (needs the mcp extra)")
     add_mcp_arguments(mcp, with_common=False)
@@ -656,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "mcp":
-            from .mcp_main import run as run_mcp
+            from .mcp import run as run_mcp
 
             return run_mcp(args)
         if args.command == "discord":

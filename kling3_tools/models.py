@@ -8,6 +8,7 @@ mapped onto four states instead of failing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -198,6 +199,12 @@ class GenerateRequest(BaseModel):
         if "end_image" in payload:
             payload[catalog.END_FRAME_WIRE_FIELD] = payload.pop("end_image")
         return payload
+
+    @classmethod
+    def fields_of(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Every request field read from `values` (parsed flags, tool arguments, a recorded request), None
+        where absent. Front ends learn the fields here, so a field added to the model reaches all of them."""
+        return {name: values.get(name) for name in cls.model_fields}
 
     @classmethod
     def build(cls, **fields: Any) -> GenerateRequest:

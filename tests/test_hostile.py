@@ -215,7 +215,7 @@ def test_config_errors_never_echo_a_value(tmp_path, content):
     config.write_text(content)
     cli = kling3("--config", str(config), "tasks")
     mcp = subprocess.run(
-        [sys.executable, "-m", "kling3_tools.mcp_main", "--config", str(config)],
+        [sys.executable, "-m", "kling3_tools.mcp", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

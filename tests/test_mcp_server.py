@@ -49,7 +49,7 @@ def server_env(sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def connect(sandbox, tmp_path: Path, env: dict[str, str] | None = None, **client: Any) -> AsyncIterator[Client]:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "kling3_tools.mcp_main"], env=env or server_env(sandbox, tmp_path)
+        command=sys.executable, args=["-m", "kling3_tools.mcp"], env=env or server_env(sandbox, tmp_path)
     )
     async with Client(params, read_timeout_seconds=60, **client) as session:
         yield session
@@ -282,7 +282,7 @@ async def test_bad_input_is_an_error_result_naming_the_field(sandbox, tmp_path, 
 def http_server(env: dict[str, str]):
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "kling3_tools.mcp_main", "--transport", "http", "--port", str(port)],
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -425,7 +425,7 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
 
 def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "kling3_tools.mcp_main", "--transport", "http", "--host", "0.0.0.0"],
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--host", "0.0.0.0"],
         env=server_env(sandbox, tmp_path),
         capture_output=True,
         text=True,

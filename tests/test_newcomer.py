@@ -21,7 +21,7 @@ from .helpers import SECRET, eventually
 
 ENTRY_POINTS = {
     "kling3": [sys.executable, "-m", "kling3_tools"],
-    "kling3-mcp": [sys.executable, "-m", "kling3_tools.mcp_main"],
+    "kling3-mcp": [sys.executable, "-m", "kling3_tools.mcp"],
     "kling3-discord": [
         sys.executable,
         "-c",

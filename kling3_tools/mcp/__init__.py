@@ -8,8 +8,8 @@ import asyncio
 import logging
 import sys
 
-from .config import ConfigError, Settings
-from .errors import KlingError, install_hint
+from ..config import ConfigError, Settings
+from ..errors import KlingError, install_hint
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) -> None:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        from .mcp_server import serve
+        from .serve import serve
     except ImportError as exc:
         print(f"error: the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})", file=sys.stderr)
         return 2
@@ -57,7 +57,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Serving MCP over HTTP: who a caller is, and the bearer token in front of the app."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from typing import Any
+
+from mcp.server.mcpserver import Context
+
+
+def client_identity(ctx: Context[Any, Any]) -> str | None:
+    """Whose tasks a caller sees over HTTP: its bearer token (hashed), else its MCP session. None over stdio,
+    where the one client is the local user and sees every MCP task."""
+    headers = ctx.headers
+    if not headers:
+        return None
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return "token-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
+    session = headers.get("mcp-session-id")
+    return f"session-{session}" if session else None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BearerTokenMiddleware:
+    """Refuses HTTP requests without `Authorization: Bearer <token>` (401)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await send(
+                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
+                )
+                await send({"type": "http.response.body", "body": b"Missing or wrong bearer token"})
+                return
+        await self.app(scope, receive, send)

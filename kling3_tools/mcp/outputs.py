@@ -1,0 +1,132 @@
+"""What the assistant reads: the tools' typed results, and the sentences that tell it what to do next."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .. import catalog
+from ..models import Task
+from ..records import Outcome, TaskRecord
+from ..service import KlingService
+
+TASK_URI = "kling://tasks/{task_id}"
+MODELS_URI = "kling://models"
+
+
+def task_uri(task_id: str) -> str:
+    return TASK_URI.format(task_id=task_id)
+
+
+class VideoTask(BaseModel):
+    """A video task as the assistant sees it."""
+
+    task_id: str
+    type: str | None = None
+    status: Literal["queued", "running", "succeeded", "failed", "timed_out"]
+    raw_status: str = ""
+    estimated_credits: int | None = None
+    consumed_credits: int | None = None
+    video_urls: list[str] = Field(default_factory=list)
+    local_path: str | None = None
+    error_message: str | None = None
+    submitted_at: datetime | None = None
+    expected_finish: datetime | None = Field(default=None, description="When the video is likely ready.")
+    resource_uri: str
+    next_step: str = Field(description="What to do next, in a sentence.")
+
+
+class CostEstimate(BaseModel):
+    type: str
+    credits: int
+    price: str
+    spent_today: int
+    left_today: int | None = Field(description="Credits left in the 24-hour budget; null when there is none.")
+    needs_confirmation: bool
+
+
+class VideoModel(BaseModel):
+    type: str
+    family: str
+    tier: str
+    mode: str
+    description: str
+    duration: list[int] | str
+    price: str
+    credits_default: int
+    fields: list[str]
+    required: list[str]
+
+
+class ModelList(BaseModel):
+    models: list[VideoModel]
+
+
+class VideoList(BaseModel):
+    videos: list[VideoTask]
+
+
+class SpendApproval(BaseModel):
+    """The user's answer to "This will spend N credits. Continue?"."""
+
+    approve: bool = Field(default=True, description="Start the video and spend the credits")
+
+
+def model_list() -> ModelList:
+    return ModelList(models=[VideoModel.model_validate(m) for m in catalog.describe_models()])
+
+
+async def to_video(service: KlingService, record: TaskRecord, *, waited_out: bool = False) -> VideoTask:
+    expected_at = await service.expected_finish(record)
+    return VideoTask(
+        task_id=record.task_id,
+        type=record.type,
+        status=record.display_status,
+        raw_status=record.raw_status,
+        estimated_credits=record.estimated_credits,
+        consumed_credits=record.consumed_credits,
+        video_urls=record.video_urls,
+        local_path=record.local_path,
+        error_message=record.error_message,
+        submitted_at=datetime.fromtimestamp(record.submitted_at, UTC),
+        expected_finish=datetime.fromtimestamp(expected_at, UTC),
+        resource_uri=task_uri(record.task_id),
+        next_step=_next_step(record, waited_out),
+    )
+
+
+def from_task(task: Task) -> VideoTask:
+    """A task the store does not know (stdio only), as the API describes it."""
+    return VideoTask(
+        task_id=task.task_id,
+        type=task.type,
+        status=task.status.value,
+        raw_status=task.raw_status,
+        consumed_credits=task.consumed_credits,
+        video_urls=task.video_urls,
+        error_message=task.error_message,
+        submitted_at=task.created_at,
+        resource_uri=task_uri(task.task_id),
+        next_step="Done." if task.status.is_terminal else f"Still running: call wait_for_video('{task.task_id}').",
+    )
+
+
+def finished_sentence(record: TaskRecord) -> str:
+    if record.outcome is Outcome.SUCCEEDED:
+        return f"Video {record.task_id} is ready: {record.video_url}"
+    if record.outcome is Outcome.TIMED_OUT:
+        return f"Video {record.task_id} timed out: {record.error_message}"
+    return f"Video {record.task_id} failed: {record.error_message}"
+
+
+def _next_step(record: TaskRecord, waited_out: bool) -> str:
+    if record.outcome is Outcome.SUCCEEDED:
+        return "Done: show the video URL to the user."
+    if record.outcome is Outcome.FAILED:
+        return "The video failed; nothing more will come. The reason is in error_message."
+    if record.outcome is Outcome.TIMED_OUT:
+        return "It ran too long; the API may still finish it. Check later with get_video_status."
+    lead = "Still running after the wait. " if waited_out else "Started. "
+    return lead + f"Call wait_for_video('{record.task_id}') to get the video when it is ready."

@@ -1,0 +1,305 @@
+"""The MCP tools and resources, each a module-level function beside the resolvers it uses.
+
+Translation only: validation, prices, limits, submitting, tracking and waiting
+live in the core, reached through `KlingService`. The request's fields are not
+written here: `generate_video` and its resolver take the request model's own
+fields (description, bounds), so the tool schema and the core always agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.resolve import Resolve
+from mcp_types import ToolAnnotations
+from pydantic import Field
+
+from .. import __version__, catalog
+from ..catalog import TaskType
+from ..errors import KlingError, RequestValidationError, SpendingRefusedError
+from ..models import GenerateRequest, quote
+from ..records import McpOrigin, TaskRecord
+from ..store import StatusFilter
+from .outputs import (
+    MODELS_URI,
+    TASK_URI,
+    CostEstimate,
+    ModelList,
+    SpendApproval,
+    VideoList,
+    VideoTask,
+    from_task,
+    model_list,
+    to_video,
+)
+from .server import Deps, KlingMCPServer, deps_of
+
+PROGRESS_EVERY = 3.0
+
+GENERATE_DESCRIPTION = (  # one string, not a docstring: the SDK would keep a docstring's indentation
+    "Start a Kling video. Spends credits (see estimate_video_cost); returns at once or after wait_seconds. "
+    "Image-to-video needs `image`; video-edit needs `video` (for example a URL from an earlier result) and takes "
+    "neither `duration` nor `sound`; reference-to-video takes up to 7 `images` and/or a `video`."
+)
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def _field(name: str) -> Any:
+    """The request model's own field, for the tools that take one of them."""
+    return GenerateRequest.model_fields[name]
+
+
+def takes_request_fields(fn: Fn) -> Fn:
+    """Give `fn` (which takes `**fields`) one keyword parameter per request field, annotated with the model's
+    own field, before its other keyword parameters: the SDK reads these for the schema and the resolvers."""
+    signature = inspect.signature(fn, eval_str=True)
+    fields = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[field.annotation, field],
+            default=inspect.Parameter.empty if field.is_required() else None,
+        )
+        for name, field in GenerateRequest.model_fields.items()
+    ]
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    positional = [p for p in own if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    parameters = positional + fields + keyword
+    fn.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    fn.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
+    return fn
+
+
+async def own_record(task_id: str, ctx: Context[Any, Any]) -> TaskRecord | None:
+    """The recorded task when this client may see it. Over HTTP, another client's task and an id the
+    store does not know (which the API would describe to anyone holding the key) are refused."""
+    deps = deps_of(ctx)
+    record = await deps.service.get(task_id)
+    who = deps.identity(ctx)
+    if who is not None and (record is None or getattr(record.origin, "owner", None) != who):
+        raise ToolError(f"Task {task_id} is not one of this client's videos.")
+    return record
+
+
+async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> VideoTask:
+    """Follow the store (the poller keeps it current), reporting progress every few seconds."""
+    service = deps_of(ctx).service
+    started = time.monotonic()
+    record = await own_record(task_id, ctx)
+    if record is None:
+        try:
+            return from_task((await service.status(task_id)).task)
+        except KlingError as exc:
+            raise ToolError(exc.message) from None
+    expected = await service.expected_finish(record) - record.submitted_at
+    asked = started
+    while record.is_tracking:
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            return await to_video(service, record, waited_out=True)
+        age = time.time() - record.submitted_at
+        await ctx.report_progress(
+            progress=age,
+            total=max(expected, age + 1),
+            message=f"{record.raw_status or 'running'} for {int(age // 60)}:{int(age % 60):02d}",
+        )
+        await asyncio.sleep(min(PROGRESS_EVERY, timeout - waited))
+        record = await service.get(task_id) or record
+        dense = service.check_interval
+        stale = (record.due_at or 0) - time.time() > dense and time.monotonic() - asked > dense
+        if record.is_tracking and stale:  # the poller will not look for a while: ask now, once per interval
+            asked = time.monotonic()
+            with contextlib.suppress(KlingError):
+                record = (await service.status(task_id)).record or record
+    return await to_video(service, record)
+
+
+# --- the spending decision, made before the tool body runs -------------------------------
+
+
+@takes_request_fields
+def checked_request(**fields: Any) -> GenerateRequest:
+    try:
+        return GenerateRequest.build(**fields)
+    except RequestValidationError as exc:
+        raise ToolError(f"{exc}\nNothing was spent.") from None
+
+
+async def approve_spending(
+    ctx: Context[Any, Any], request: Annotated[GenerateRequest, Resolve(checked_request)]
+) -> Elicit[SpendApproval] | SpendApproval:
+    deps = deps_of(ctx)
+    credits = request.estimated_credits()
+    if not deps.needs_confirmation(credits):
+        return SpendApproval(approve=True)  # the reservation checks the limits; nobody is asked anything
+    try:  # before asking a person to approve what the limits would refuse anyway
+        await deps.service.check_spend(credits, [deps.limit])
+    except SpendingRefusedError as exc:
+        raise ToolError(exc.message) from None
+    capabilities = ctx.client_capabilities
+    if capabilities is not None and capabilities.elicitation is not None:
+        return Elicit(f"This will spend {credits} credits ({request.type}). Continue?", SpendApproval)
+    if deps.settings.mcp.when_cannot_confirm == "allow":
+        return SpendApproval(approve=True)
+    raise ToolError(
+        f"This video costs {credits} credits, above confirm_above_credits = {deps.settings.mcp.confirm_above_credits}"
+        ", and this client cannot ask the user to confirm. Nothing was spent. To allow it, raise "
+        '[mcp] confirm_above_credits or set [mcp] when_cannot_confirm = "allow".'
+    )
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+@takes_request_fields
+async def generate_video(
+    ctx: Context[Any, Any],
+    request: Annotated[GenerateRequest, Resolve(checked_request)],
+    approval: Annotated[ElicitationResult[SpendApproval], Resolve(approve_spending)],
+    *,
+    wait_seconds: Annotated[
+        float | None,
+        Field(ge=0, le=55, description="Seconds to wait for the video before answering (default from config)."),
+    ] = None,
+    **fields: Any,
+) -> VideoTask:
+    if not (isinstance(approval, AcceptedElicitation) and approval.data.approve):
+        raise ToolError(f"Not started: the user did not approve spending {request.estimated_credits()} credits.")
+    deps = deps_of(ctx)
+    params = getattr(ctx.request_context.session, "client_params", None)
+    origin = McpOrigin(
+        session=deps.notifier.session_id(ctx),
+        client_name=params.client_info.name if params is not None else None,
+        owner=deps.identity(ctx),
+    )
+    try:
+        record = await deps.service.submit(request, origin, limits=[deps.limit])
+    except KlingError as exc:
+        raise ToolError(exc.message) from None
+    wait = deps.settings.mcp.wait_seconds if wait_seconds is None else wait_seconds
+    return await wait_for(record.task_id, wait, ctx) if wait > 0 else await to_video(deps.service, record)
+
+
+async def wait_for_video(
+    ctx: Context[Any, Any],
+    task_id: Annotated[str, Field(description="The task id from generate_video.")],
+    timeout_seconds: Annotated[
+        float, Field(ge=1, le=3600, description="Give up waiting after this (the task goes on).")
+    ] = 50,
+) -> VideoTask:
+    """Wait for a video, with progress notifications; returns its URL, or its status when still running."""
+    return await wait_for(task_id, timeout_seconds, ctx)
+
+
+async def get_video_status(
+    ctx: Context[Any, Any],
+    task_id: Annotated[str, Field(description="The task id from generate_video.")],
+) -> VideoTask:
+    """The current status of a video task, asked of the API now."""
+    service = deps_of(ctx).service
+    await own_record(task_id, ctx)
+    try:
+        checked = await service.status(task_id)
+    except KlingError as exc:
+        raise ToolError(exc.message) from None
+    return await to_video(service, checked.record) if checked.record is not None else from_task(checked.task)
+
+
+async def estimate_video_cost(
+    ctx: Context[Any, Any],
+    type: Annotated[TaskType, _field("type")],
+    duration: Annotated[int | None, _field("duration")] = None,
+    sound: Annotated[bool | None, _field("sound")] = None,
+) -> CostEstimate:
+    """What a video would cost, and what is left of today's budget. Spends nothing."""
+    deps = deps_of(ctx)
+    try:
+        credits = quote(type, duration, sound)
+    except RequestValidationError as exc:
+        raise ToolError(str(exc)) from None
+    usage = await deps.service.usage(deps.limit)
+    return CostEstimate(
+        type=type.value,
+        credits=credits,
+        price=catalog.get_model(type).price.describe(),
+        spent_today=usage.credits,
+        left_today=deps.limit.left(usage),
+        needs_confirmation=deps.needs_confirmation(credits),
+    )
+
+
+def list_video_models() -> ModelList:
+    """The twelve task types: modes, duration limits, accepted fields and prices in credits."""
+    return model_list()
+
+
+async def list_videos(
+    ctx: Context[Any, Any],
+    status: Annotated[StatusFilter | None, Field(description="Only these.")] = None,
+    limit: Annotated[int, Field(ge=1, le=100, description="How many, newest first.")] = 20,
+) -> VideoList:
+    """Your videos submitted through this server, newest first, from the local task store."""
+    deps = deps_of(ctx)
+    records = await deps.service.recent(status=status, origin_kind="mcp", owner=deps.identity(ctx), limit=limit)
+    return VideoList(videos=[await to_video(deps.service, r) for r in records])
+
+
+# --- resources ---------------------------------------------------------------------------
+
+
+def models_resource() -> str:
+    """Every task type with its limits and prices."""
+    return model_list().model_dump_json()
+
+
+async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
+    """One video task: status, credits, video URLs."""
+    service = deps_of(ctx).service
+    record = await own_record(task_id, ctx)
+    if record is not None:
+        return (await to_video(service, record)).model_dump_json()
+    try:
+        return from_task((await service.status(task_id)).task).model_dump_json()
+    except KlingError as exc:
+        raise ToolError(exc.message) from None
+
+
+READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
+OFFLINE = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+
+
+def build_server(deps: Deps) -> KlingMCPServer:
+    server = KlingMCPServer(
+        deps,
+        name="kling3",
+        version=__version__,
+        instructions=(
+            "Make videos with Kling 3.0 and Kling Video O3. Check prices with estimate_video_cost before "
+            "generate_video: every generate spends the user's credits. Videos take minutes; when "
+            "generate_video answers 'running', call wait_for_video with its task_id."
+        ),
+        subscriptions=deps.notifier.bus,
+    )
+    server.add_tool(
+        generate_video,
+        title="Generate a video (spends credits)",
+        description=GENERATE_DESCRIPTION,
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
+    )
+    server.add_tool(wait_for_video, title="Wait for a video", annotations=READ_ONLY)
+    server.add_tool(get_video_status, title="Video status", annotations=READ_ONLY)
+    server.add_tool(estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
+    server.add_tool(list_video_models, title="List video models", annotations=OFFLINE)
+    server.add_tool(list_videos, title="List my videos", annotations=OFFLINE)
+    server.resource(MODELS_URI, name="models", mime_type="application/json")(models_resource)
+    server.resource(TASK_URI, name="task", mime_type="application/json")(task_resource)
+    return server
