@@ -171,15 +171,15 @@ async def test_the_embedded_sandbox_keeps_its_tasks_across_commands_and_a_poller
 async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from kling3_tools import cli
+    from kling3_tools.cli import commands, output, tasks
     from kling3_tools.config import Settings
     from kling3_tools.store import open_store
 
     from .test_store import make_record
 
     screen = io.StringIO()
-    monkeypatch.setattr(cli, "out", Console(file=screen, width=100, force_terminal=True, markup=False))
-    await cli.cmd_models(argparse.Namespace(json=False), Settings.load())
+    monkeypatch.setattr(output, "out", Console(file=screen, width=100, force_terminal=True, markup=False))
+    await commands.cmd_models(argparse.Namespace(json=False), Settings.load())
     assert all(spec.type.value in screen.getvalue() for spec in catalog.list_models())
 
     url = "https://cdn.example.com/videos/" + "a" * 90 + "/n75long.mp4"
@@ -190,7 +190,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
     await store.close()
     screen.truncate(0)
     args = argparse.Namespace(tasks_command=None, status=None, limit=20, json=False, sandbox=False)
-    await cli.cmd_tasks(args, Settings.load(store={"url": f"sqlite:///{tmp_path}/t.db"}))
+    await tasks.cmd_tasks(args, Settings.load(store={"url": f"sqlite:///{tmp_path}/t.db"}))
     shown = screen.getvalue()
     assert record.task_id in shown and "…" not in shown
     cells = "".join(line.split("│")[-2].strip() for line in shown.splitlines() if line.count("│") > 2)

@@ -1,0 +1,105 @@
+"""`kling3`: the command line. Translation only: every rule lives in the core.
+
+stdout carries results (a task id, a video URL, or one JSON object with
+--json); progress, costs and errors go to stderr. Exit codes: 0 ok, 2 bad
+input, 1 API or network error, 130 interrupted.
+
+parser (flags) · commands (the API and the catalog) · tasks (the local store)
+· workers (the poller) · output (what is shown, exit codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from ..config import ConfigError, Settings
+from ..errors import KlingError, RequestValidationError, install_hint
+from .commands import cmd_cost, cmd_generate, cmd_models, cmd_sandbox, cmd_status, cmd_wait
+from .output import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, fail
+from .parser import build_parser
+from .tasks import cmd_store, cmd_tasks
+from .workers import cmd_poller
+
+__all__ = ["build_parser", "discord_main", "main"]
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    try:
+        return Settings.load(args.config, base_url=args.base_url)
+    except (FileNotFoundError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+ASYNC_COMMANDS = {
+    "generate": cmd_generate,
+    "status": cmd_status,
+    "wait": cmd_wait,
+    "tasks": cmd_tasks,
+    "poller": cmd_poller,
+    "store": cmd_store,
+    "cost": cmd_cost,
+    "models": cmd_models,
+}
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.verbose += getattr(args, "verbose_after", 0)
+    if args.command == "poller":  # `docker stop` and supervisors send SIGTERM: clean up as on Ctrl-C
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "mcp":
+            from ..mcp import run as run_mcp
+
+            return run_mcp(args)
+        if args.command == "discord":
+            try:
+                from bots.discord_bot import run as run_discord
+            except ImportError as exc:
+                raise UsageError(
+                    f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})"
+                ) from None
+            return run_discord(args)
+        settings = load_settings(args)
+        if args.command == "sandbox":
+            return cmd_sandbox(args, settings)
+        code = asyncio.run(ASYNC_COMMANDS[args.command](args, settings))
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return code
+    except (RequestValidationError, UsageError) as exc:
+        fail(str(exc))
+        return EXIT_BAD_INPUT
+    except KlingError as exc:
+        fail(exc.message)
+        return EXIT_API_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `kling3 tasks | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if args.verbose:
+            raise
+        fail(f"{type(exc).__name__}: {exc} (run with -v for the details)")
+        return EXIT_API_ERROR
+
+
+def discord_main() -> int:
+    """`kling3-discord`: the bot, or one line saying how to install it."""
+    try:
+        from bots.discord_bot import main as bot_main
+    except ImportError as exc:
+        fail(f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})")
+        return EXIT_BAD_INPUT
+    return bot_main()

@@ -1,0 +1,194 @@
+"""The commands that talk to the API (generate, status, wait), those that need only the catalog (cost,
+models), and the local sandbox server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from pydantic import ValidationError
+from rich.table import Column, Table
+from rich.text import Text
+
+from .. import catalog
+from ..config import Settings
+from ..errors import RequestValidationError
+from ..models import GenerateRequest, Task, duration_problem, quote
+from ..records import CliOrigin, WebhookOrigin
+from ..service import KlingService
+from . import output
+from .output import EXIT_OK, UsageError, describe_cost, elapsed, err, print_json, record_json, task_json
+
+
+@contextlib.asynccontextmanager
+async def open_service(args: argparse.Namespace, settings: Settings) -> AsyncIterator[KlingService]:
+    """The service for the configured API, or for an embedded sandbox with --sandbox."""
+    async with KlingService.open(settings, sandbox=args.sandbox) as service:
+        if args.sandbox:
+            err.print(Text(f"Using the embedded sandbox at {service.base_url} (no credits are spent).", style="dim"))
+        yield service
+
+
+async def _wait(service: KlingService, task_id: str, timeout: float) -> Task:
+    """Wait with a live line on a terminal, or one line per status change otherwise."""
+    started = time.monotonic()
+    last_status = ""
+    live = err.is_terminal
+
+    def on_update(task: Task) -> None:
+        nonlocal last_status
+        if task.raw_status != last_status:
+            last_status = task.raw_status
+            if not live:
+                err.print(f"{task.task_id}: {task.raw_status} after {elapsed(time.monotonic() - started)}")
+
+    if not live:
+        return await service.wait(task_id, timeout=timeout, on_update=on_update)
+    with err.status(f"{task_id}: waiting") as spinner:
+
+        async def tick() -> None:
+            while True:
+                spinner.update(f"{task_id}: {last_status or 'waiting'} · {elapsed(time.monotonic() - started)}")
+                await asyncio.sleep(0.5)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await service.wait(task_id, timeout=timeout, on_update=on_update)
+        finally:
+            ticker.cancel()
+
+
+async def finish(service: KlingService, task_id: str, args: argparse.Namespace) -> int:
+    """Wait for the task, download it if asked, and print the result."""
+    try:
+        task = await _wait(service, task_id, args.timeout)
+    except asyncio.CancelledError:
+        err.print(f"Stopped waiting. The task goes on: kling3{' --sandbox' if args.sandbox else ''} wait {task_id}")
+        raise
+    path = await service.download(task, args.download) if args.download else None
+    if args.json:
+        print_json({**task_json(task), "path": str(path) if path else None})
+    else:
+        err.print(Text("Done", style="green") + Text(f": {task.task_id}"))
+        output.out.print(task.video_url or "")
+        if path:
+            output.out.print(str(path))
+    return EXIT_OK
+
+
+async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.download and not args.wait:
+        raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
+    request = GenerateRequest.build(**GenerateRequest.fields_of(vars(args)))
+    try:
+        origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
+    except ValidationError as exc:
+        raise UsageError(f"--notify-webhook: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    if args.notify_webhook and settings.poller.webhook_secret is None:
+        raise UsageError(
+            "--notify-webhook needs a signing secret: set [poller] webhook_secret or KLING_POLLER__WEBHOOK_SECRET"
+        )
+    err.print(f"Cost: {describe_cost(request)}")
+
+    def created(task: Task) -> None:  # first, before anything is written: the id is never lost
+        err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
+
+    async with open_service(args, settings) as service:
+        record = await service.submit(request, origin, on_created=created)
+        if args.notify_webhook:
+            err.print("The result will be POSTed to the webhook by a running `kling3 poller`.")
+        if args.wait:
+            return await finish(service, record.task_id, args)
+    if args.json:
+        print_json(record_json(record))
+    else:
+        output.out.print(record.task_id)
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_service(args, settings) as service:
+        task = (await service.status(args.task_id)).task
+    if args.json:
+        print_json(task_json(task))
+    else:
+        output.out.print(f"{task.task_id}  {task.status.value} ({task.raw_status})  {task.consumed_credits} credits")
+        for url in task.video_urls:
+            output.out.print(url)
+        if task.error_message:
+            output.out.print(f"error: {task.error_message}")
+    return EXIT_OK
+
+
+async def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_service(args, settings) as service:
+        return await finish(service, args.task_id, args)
+
+
+async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    if args.prompt is not None:
+        request = GenerateRequest.build(**GenerateRequest.fields_of(vars(args)))
+        credits, text = request.estimated_credits(), describe_cost(request)
+    else:
+        if not isinstance(args.duration, int | None):
+            raise RequestValidationError([duration_problem(args.duration)])
+        credits = quote(args.type, args.duration, args.sound)
+        text = f"{credits} credits"
+    if args.json:
+        print_json({"type": args.type, "credits": credits})
+    else:
+        output.out.print(text)
+    return EXIT_OK
+
+
+async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    if args.json:
+        print_json({"models": catalog.describe_models()})
+        return EXIT_OK
+    table = Table(
+        Column("type", no_wrap=True),
+        "mode",
+        "duration",
+        Column("price", overflow="fold"),
+        "5s with sound",
+        title="Kling 3.0 and O3 task types",
+    )
+    for row in catalog.describe_models():
+        duration = "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s"
+        table.add_row(row["type"], row["mode"], duration, row["price"], str(row["credits_default"]))
+    output.out.print(table)
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from ..sandbox.server import serve_forever
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "finish_seconds": args.finish_seconds,
+        "failure_rate": args.failure_rate,
+        "error_rate": args.error_rate,
+        "rate_limit_per_second": args.rate_limit,
+    }
+    try:
+        options = settings.sandbox.model_validate(
+            {**settings.sandbox.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise UsageError(str(exc)) from None
+    host, port = options.host, options.port
+    err.print(
+        f"Sandbox on http://{host}:{port}; use it with:\n"
+        f"  export KLING_BASE_URL=http://{host}:{port} KLING_API_KEY={options.api_key}"
+    )
+    try:
+        serve_forever(options, host, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with --port)"
+        ) from None
+    return EXIT_OK

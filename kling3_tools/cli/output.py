@@ -1,0 +1,59 @@
+"""What the command line shows: stdout for results, stderr for the rest; exit codes; JSON and time formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from ..models import GenerateRequest, Task
+from ..records import TaskRecord
+
+EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# No markup or emoji codes: task ids, URLs and messages come from the API and are printed as they are.
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+
+class UsageError(Exception):
+    """Bad flags or configuration: exit 2."""
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    data = task.model_dump(mode="json")
+    data["status"] = task.status.value
+    return data
+
+
+def record_json(record: TaskRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+def describe_cost(request: GenerateRequest) -> str:
+    if request.effective_duration is None:
+        return f"{request.estimated_credits()} credits ({request.type}, fixed price)"
+    sound = "with sound" if request.effective_sound else "silent"
+    return f"{request.estimated_credits()} credits ({request.type}, {request.effective_duration}s, {sound})"
+
+
+def elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def age(seconds: float) -> str:
+    if seconds < 3600:
+        return elapsed(seconds)
+    return f"{seconds / 3600:.1f}h"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def fail(message: str) -> None:
+    err.print(Text("error: ", style="bold red") + Text(message))

@@ -1,0 +1,199 @@
+"""The argument parser. The request's flags come from the request model's fields: a field added there is a
+flag here, shaped by its type (`--flag/--no-flag` for a bool, repeatable for a list)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from typing import Any, get_args, get_origin
+
+from .. import __version__, catalog
+from ..models import GenerateRequest
+from ..store import StatusFilter
+
+
+def _whole_number(text: str) -> int | str:
+    """An int when the text is one; else the text itself, for the request's checks to name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# How a request field looks here when `--its-name VALUE` (`--its-name/--no-its-name` for a bool) is not enough.
+FLAG_LOOKS: dict[str, dict[str, Any]] = {
+    "type": {
+        "flags": ("-t", "--type"),
+        "metavar": "TYPE",
+        "default": catalog.TaskType.PRO_TEXT_TO_VIDEO.value,
+        "help": f"task type: {', '.join(catalog.CATALOG)}",
+    },
+    "duration": {"flags": ("-d", "--duration")},
+    "aspect_ratio": {"flags": ("-a", "--aspect-ratio"), "metavar": "RATIO"},
+    "images": {"flags": ("--ref-image",), "help": "reference image URL, repeatable"},
+    "cfg_scale": {"metavar": "0-1"},
+}
+
+
+def _request_flag(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The flag of one request field, from the field's type and description."""
+    field = GenerateRequest.model_fields[name]
+    value_type = next(arg for arg in (get_args(field.annotation) or (field.annotation,)) if arg is not type(None))
+    options: dict[str, Any] = {"help": field.description, "dest": name}
+    if value_type is bool:
+        options |= {"action": argparse.BooleanOptionalAction, "default": None}
+    elif get_origin(value_type) is list:
+        options |= {"action": "append", "metavar": "URL" if "URL" in (field.description or "") else "VALUE"}
+    elif value_type is int:
+        options["type"] = _whole_number  # checked with the rest of the request, so every problem is listed at once
+    elif value_type is float:
+        options |= {"type": float, "metavar": "NUMBER"}
+    else:
+        options["metavar"] = "URL" if "URL" in (field.description or "") else "TEXT"
+    looks = dict(FLAG_LOOKS.get(name, {}))
+    flags = looks.pop("flags", ("--" + name.replace("_", "-"),))
+    return flags, options | looks
+
+
+def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
+    if prompt_required:
+        parser.add_argument("prompt", help=GenerateRequest.model_fields["prompt"].description)
+    else:
+        parser.add_argument("prompt", nargs="?", help="optional; with it, the whole request is checked")
+    for name in GenerateRequest.model_fields:
+        if name != "prompt":
+            flags, options = _request_flag(name)
+            parser.add_argument(*flags, **options)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+
+def _add_wait_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=900, metavar="SECONDS", help="give up waiting after this")
+    parser.add_argument("--download", metavar="PATH", help="save the video here (a file or a folder)")
+
+
+def _add_common_flags(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """Flags every command takes, before or after its name (`kling3 --sandbox tasks`, `kling3 tasks --sandbox`);
+    after it they leave unset what was given before."""
+    unset: Any = argparse.SUPPRESS if after_command else None
+    parser.add_argument("--config", metavar="PATH", default=unset, help="TOML config file (default: $KLING_CONFIG)")
+    parser.add_argument(
+        "--base-url", metavar="URL", default=unset, help="API base URL (default: https://kling3api.com)"
+    )
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        default=argparse.SUPPRESS if after_command else False,
+        help="run against an embedded local sandbox: no key, no network, no cost",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        dest="verbose_after" if after_command else "verbose",  # added up in main()
+        default=argparse.SUPPRESS if after_command else 0,
+        help="log to stderr, and show tracebacks (-vv for debug)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kling3",
+        description="Make videos with Kling 3.0 and Kling Video O3.",
+        epilog=(
+            "Configuration: KLING_API_KEY, KLING_BASE_URL, KLING_CONFIG (a TOML file like config.example.toml). "
+            "Try it with no key: kling3 --sandbox generate 'a red fox in the snow' --wait"
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"kling3-tools {__version__}")
+    _add_common_flags(parser, after_command=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_flags(common, after_command=True)
+    commands.add_parser = functools.partial(commands.add_parser, parents=[common])  # type: ignore[method-assign]
+
+    generate = commands.add_parser("generate", help="submit a video task (spends credits)")
+    _add_request_flags(generate, prompt_required=True)
+    generate.add_argument("-w", "--wait", action="store_true", help="wait for the video and print its URL")
+    generate.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        help="record the task and return at once; a running `kling3 poller` POSTs the signed result here",
+    )
+    _add_wait_flags(generate)
+
+    status = commands.add_parser("status", help="show a task's status")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    wait = commands.add_parser("wait", help="wait for a task to finish and print its video URL")
+    wait.add_argument("task_id")
+    wait.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_wait_flags(wait)
+
+    cost = commands.add_parser("cost", help="show what a request would cost (spends nothing)")
+    _add_request_flags(cost, prompt_required=False)
+
+    tasks = commands.add_parser(
+        "tasks", help="list the tasks recorded in the store, and the generates whose outcome is unknown"
+    )
+    tasks.add_argument("--status", choices=get_args(StatusFilter), help="only these")
+    tasks.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
+    tasks.add_argument("--json", action="store_true", help="print one JSON object")
+    tasks_commands = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
+    resolve = tasks_commands.add_parser(
+        "resolve",
+        parents=[common],
+        help="settle a generate whose outcome is unknown, once you have checked the dashboard",
+        description="Attach the task the dashboard shows to an unknown attempt (then it is followed like any "
+        "task), or release it when nothing was created (then it no longer counts against your limits).",
+    )
+    resolve.add_argument("attempt_id", help="the attempt-… id that `kling3 tasks` lists")
+    outcome = resolve.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--task-id", metavar="ID", help="the task the dashboard shows for it")
+    outcome.add_argument("--release", action="store_true", help="nothing was created: stop counting it")
+
+    poller = commands.add_parser(
+        "poller",
+        help="follow every recorded task and deliver results (webhooks, Discord); runs until Ctrl-C",
+        description=(
+            "Follow every task in the store and deliver each result to where it was asked for: webhooks, and "
+            "Discord channels when DISCORD_TOKEN is set (over REST; no gateway connection). Any number of pollers "
+            "may share one store; with PostgreSQL they may run on many machines."
+        ),
+    )
+    poller.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes and restart any that dies (default 1); "
+        "on SQLite they split the rate limit, on PostgreSQL they share it",
+    )
+
+    store = commands.add_parser("store", help="manage the task store")
+    store_commands = store.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    store_commands.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again",
+    )
+
+    from ..mcp import add_arguments as add_mcp_arguments
+
+    mcp = commands.add_parser("mcp", help="run the MCP server for AI assistants (needs the mcp extra)")
+    add_mcp_arguments(mcp, with_common=False)
+
+    commands.add_parser("discord", help="run the Discord bot (needs the discord extra and DISCORD_TOKEN)")
+
+    models = commands.add_parser("models", help="list the task types, their limits and prices")
+    models.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sandbox = commands.add_parser("sandbox", help="run the local Kling-compatible sandbox server")
+    sandbox.add_argument("--host", help="default 127.0.0.1")
+    sandbox.add_argument("--port", type=int, help="default 8765")
+    sandbox.add_argument("--finish-seconds", type=float, help="how long each task runs (default 6)")
+    sandbox.add_argument("--failure-rate", type=float, help="share of tasks that fail, 0-1")
+    sandbox.add_argument("--error-rate", type=float, help="share of requests answered 500, 0-1")
+    sandbox.add_argument("--rate-limit", type=float, help="API requests per second before 429s (0 = off)")
+    return parser

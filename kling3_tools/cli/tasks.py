@@ -1,0 +1,117 @@
+"""The commands that read or settle the local task store: `tasks`, `tasks resolve`, `store migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from rich.table import Column, Table
+
+from ..config import Settings
+from ..store import (
+    DEFAULT_STORE,
+    SANDBOX_STORE,
+    SQLiteTaskStore,
+    TaskStore,
+    is_postgres_url,
+    migrate_postgres,
+    open_store,
+)
+from . import output
+from .commands import open_service
+from .output import EXIT_OK, age, err, print_json, record_json
+
+
+async def open_local_store(args: argparse.Namespace, settings: Settings) -> TaskStore:
+    """The configured store, or the default file of --sandbox runs or of real ones; no client, no key."""
+    return await open_store(
+        settings.store.url,
+        default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE,
+        busy_timeout=settings.store.busy_timeout_seconds,
+    )
+
+
+async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    """Reads the local store only: no key, no network (`tasks resolve --task-id` asks the API)."""
+    if args.tasks_command == "resolve":
+        return await cmd_resolve(args, settings)
+    store = await open_local_store(args, settings)
+    try:
+        records = await store.recent(status=args.status, limit=args.limit)
+        attempts = await store.attempts(limit=args.limit) if args.status in (None, "running") else []
+    finally:
+        await store.close()
+    now = time.time()
+    if args.json:
+        unsettled = [{**a.model_dump(mode="json"), "state": a.state_at(now).value} for a in attempts]
+        print_json({"tasks": [record_json(r) for r in records], "attempts": unsettled})
+        return EXIT_OK
+    rows = [
+        (
+            a.attempt_id,
+            a.type,
+            a.state_at(now).value,
+            age(now - a.created_at),
+            str(a.estimated_credits),
+            "-",
+            f"may have been charged: check the dashboard, then kling3 tasks resolve {a.attempt_id} "
+            "--task-id ID (or --release)",
+        )
+        for a in attempts
+    ]
+    rows += [
+        (
+            r.task_id,
+            r.type,
+            r.display_status,
+            age(now - r.submitted_at),
+            str(r.consumed_credits if r.consumed_credits is not None else r.estimated_credits),
+            r.delivery.value,
+            r.local_path or r.video_url or r.error_message or "",
+        )
+        for r in records
+    ]
+    if not output.out.is_terminal:  # piped: one tab-separated line per task, nothing cut short
+        for row in rows:
+            sys.stdout.write("\t".join(row) + "\n")
+        return EXIT_OK
+    table = Table(
+        Column("task id", no_wrap=True),
+        Column("type", overflow="fold"),
+        "status",
+        "age",
+        "credits",
+        "delivery",
+        Column("result", overflow="fold", ratio=1),  # a URL folds onto more lines, never cut short
+        title="Recorded tasks",
+    )
+    for row in rows:
+        table.add_row(*row)
+    output.out.print(table)
+    return EXIT_OK
+
+
+async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_service(args, settings) as service:
+        record = await service.resolve(args.attempt_id, task_id=None if args.release else args.task_id)
+    if record is None:
+        err.print(f"Released {args.attempt_id}: it no longer counts against any limit.")
+    else:
+        err.print(f"{args.attempt_id} is task {record.task_id} ({record.display_status}); it is followed now.")
+        output.out.print(record.task_id)
+    return EXIT_OK
+
+
+async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    url = settings.store.url
+    if not is_postgres_url(url):
+        store = await open_local_store(args, settings)
+        await store.close()
+        where = store.path if isinstance(store, SQLiteTaskStore) else url
+        output.out.print(f"SQLite store {where} is ready (SQLite creates its schema when it opens).")
+        return EXIT_OK
+    before, after = await migrate_postgres(url)
+    change = f"migrated from version {before}" if before != after else "already current"
+    output.out.print(f"PostgreSQL task store: schema version {after} ({change}).")
+    return EXIT_OK

@@ -1,0 +1,89 @@
+"""`kling3 poller`: one poller in this process, or N worker processes kept running; Discord delivery over REST."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from ..config import Settings
+from ..errors import install_hint
+from ..store import is_postgres_url
+from .commands import open_service
+from .output import EXIT_BAD_INPUT, EXIT_OK, UsageError, err
+
+
+async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.workers > 1:
+        return await _run_workers(args, settings)
+    logging.getLogger("kling3_tools.poller").setLevel(logging.INFO)
+    async with open_service(args, settings) as service, contextlib.AsyncExitStack() as stack:
+        if token := os.environ.get("DISCORD_TOKEN"):
+            try:
+                from bots.notifier import rest_notifier
+            except ImportError as exc:
+                hint = install_hint("discord")
+                raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing: {hint} ({exc})") from None
+            service.register(await stack.enter_async_context(rest_notifier(service, token)))
+        poller = service.poller()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # graceful: finish or hand back what is in flight
+            loop.add_signal_handler(signum, poller.stop)
+        err.print(
+            f"Polling for {', '.join(service.delivered_kinds())} tasks of {service.base_url} "
+            f"as {poller.owner}; Ctrl-C stops."
+        )
+        await poller.run()
+    return EXIT_OK
+
+
+WORKER_RESTART_SECONDS = 2.0
+
+
+async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
+    """Start N `kling3 poller` processes and keep them running; stop them all on Ctrl-C or SIGTERM."""
+    if args.sandbox:
+        raise UsageError(
+            "--workers needs one API that every worker shares: run `kling3 sandbox` and set KLING_BASE_URL to it"
+        )
+    env = dict(os.environ)
+    if not is_postgres_url(settings.store.url):  # SQLite cannot share a bucket between processes: split it
+        env["KLING_POLLER__RATE_LIMIT_PER_SECOND"] = str(settings.poller.rate_limit_per_second / args.workers)
+    command = [sys.executable, "-m", "kling3_tools"]
+    if args.config:
+        command += ["--config", args.config]
+    if args.base_url:
+        command += ["--base-url", args.base_url]
+    command += ["-v"] * args.verbose + ["poller"]
+
+    async def start(index: int) -> asyncio.subprocess.Process:
+        worker = await asyncio.create_subprocess_exec(*command, env=env, stdin=asyncio.subprocess.DEVNULL)
+        err.print(f"worker {index} started (pid {worker.pid})")
+        return worker
+
+    workers = [await start(i) for i in range(args.workers)]
+    try:
+        while True:
+            exits = {asyncio.ensure_future(w.wait()): i for i, w in enumerate(workers)}
+            done, pending = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in pending:
+                waiter.cancel()
+            for waiter in done:
+                index, code = exits[waiter], waiter.result()
+                if code == EXIT_BAD_INPUT:
+                    err.print(f"worker {index} refused its configuration; stopping")
+                    return EXIT_BAD_INPUT
+                err.print(f"worker {index} exited with code {code}; restarting in {WORKER_RESTART_SECONDS:g}s")
+                await asyncio.sleep(WORKER_RESTART_SECONDS)
+                workers[index] = await start(index)
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.terminate()
+        await asyncio.gather(*(w.wait() for w in workers))
