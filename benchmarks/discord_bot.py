@@ -19,8 +19,8 @@ from pathlib import Path
 
 import discord
 from aiohttp import web
+from kling3_discord import KlingBot
 
-from bots.discord_bot import KlingBot
 from kling3_tools.config import Settings
 from kling3_tools.service import KlingService
 from tests import fake_discord as fd

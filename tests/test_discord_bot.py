@@ -11,8 +11,8 @@ from typing import Any
 import discord
 import pytest
 from aiohttp import web
+from kling3_discord import KlingBot
 
-from bots.discord_bot import KlingBot
 from kling3_tools.config import Settings
 from kling3_tools.records import Delivery, DiscordOrigin, TaskRecord
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
@@ -433,7 +433,8 @@ async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbo
 
 async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeypatch, sandbox, postgres_url):
     """What `kling3 poller` does with DISCORD_TOKEN set: the bot token over REST, no gateway, no commands."""
-    from bots.notifier import rest_notifier
+    from kling3_discord.notifier import rest_notifier
+
     from kling3_tools.models import GenerateRequest
 
     settings = Settings.load(

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_mcp(args)
         if args.command == "discord":
             try:
-                from bots.discord_bot import run as run_discord
+                from kling3_discord import run as run_discord
             except ImportError as exc:
                 raise UsageError(
                     f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})"
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 def discord_main() -> int:
     """`kling3-discord`: the bot, or one line saying how to install it."""
     try:
-        from bots.discord_bot import main as bot_main
+        from kling3_discord import main as bot_main
     except ImportError as exc:
         fail(f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})")
         return EXIT_BAD_INPUT

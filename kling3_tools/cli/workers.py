@@ -26,7 +26,7 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
     async with open_service(args, settings) as service, contextlib.AsyncExitStack() as stack:
         if token := os.environ.get("DISCORD_TOKEN"):
             try:
-                from bots.notifier import rest_notifier
+                from kling3_discord.notifier import rest_notifier
             except ImportError as exc:
                 hint = install_hint("discord")
                 raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing: {hint} ({exc})") from None

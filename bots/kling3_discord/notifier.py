@@ -21,43 +21,10 @@ from kling3_tools.errors import KlingError
 from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
 from kling3_tools.service import KlingService
 
+from .embeds import task_embed
 from .views import result_view
 
 log = logging.getLogger("kling3_tools.discord")
-
-STATUS_COLOURS = {
-    "queued": discord.Colour.light_grey(),
-    "running": discord.Colour.blurple(),
-    "succeeded": discord.Colour.green(),
-    "failed": discord.Colour.red(),
-    "timed_out": discord.Colour.orange(),
-}
-
-
-def task_embed(record: TaskRecord, *, expected_at: float | None = None) -> discord.Embed:
-    """The one public embed of a task, rebuilt from the record at every change."""
-    status = record.display_status
-    prompt = str(record.request.get("prompt", ""))
-    embed = discord.Embed(
-        title=f"Kling video · {status.replace('_', ' ')}",
-        description=prompt if len(prompt) <= 300 else prompt[:297] + "…",
-        colour=STATUS_COLOURS[status],
-    )
-    if isinstance(record.origin, DiscordOrigin):
-        embed.add_field(name="Requested by", value=f"<@{record.origin.user_id}>")
-    embed.add_field(name="Model", value=record.type)
-    embed.add_field(name="Duration", value=f"{record.duration} s" if record.duration else "source video")
-    embed.add_field(name="Aspect ratio", value=str(record.request.get("aspect_ratio", "source")))
-    credits = record.consumed_credits if record.consumed_credits is not None else record.estimated_credits
-    embed.add_field(name="Credits", value=str(credits))
-    embed.add_field(name="Task id", value=f"`{record.task_id}`")
-    if record.is_tracking and expected_at:
-        embed.add_field(name="Expected", value=f"<t:{int(expected_at)}:R>")
-    if record.video_url:
-        embed.add_field(name="Video", value=record.video_url, inline=False)
-    if record.error_message:
-        embed.add_field(name="Reason", value=record.error_message[:1000], inline=False)
-    return embed
 
 
 class DiscordNotifier:

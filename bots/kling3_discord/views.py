@@ -1,48 +1,23 @@
-"""Buttons and dialogs. Result buttons carry the task id in their custom id, so they keep working after a
-restart (they are registered as dynamic items when the bot starts)."""
+"""The buttons under a finished video, and the edit dialog. Result buttons carry the task id in their custom
+id, so they keep working after a restart (they are registered as dynamic items when the bot starts)."""
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import discord
 
 from kling3_tools.catalog import TaskType
+from kling3_tools.models import GenerateRequest
 from kling3_tools.records import DiscordOrigin, TaskRecord
 
-if TYPE_CHECKING:
-    from .discord_bot import KlingBot
-
-REQUEST_FIELDS = (
-    "type", "prompt", "duration", "aspect_ratio", "image", "end_image", "video", "images", "sound",
-    "negative_prompt", "cfg_scale", "keep_original_sound",
-)  # fmt: skip
-
-
-class ConfirmView(discord.ui.View):
-    """Confirm / Cancel before spending, for the requester only (the message is ephemeral)."""
-
-    def __init__(self, *, timeout: float = 120) -> None:
-        super().__init__(timeout=timeout)
-        self.confirmed = False
-
-    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.green)
-    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:
-        self.confirmed = True
-        await interaction.response.edit_message(content="Starting…", view=None)
-        self.stop()
-
-    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.grey)
-    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:
-        await interaction.response.edit_message(content="Cancelled. Nothing was spent.", view=None)
-        self.stop()
+from .flow import flow_of
 
 
 async def _owned_record(interaction: discord.Interaction, task_id: str) -> TaskRecord | None:
     """The task behind a result button, when the one who clicked is the one who asked; else refuse."""
-    bot = cast("KlingBot", interaction.client)
-    record = await bot.service.get(task_id)
+    record = await flow_of(interaction.client).service.get(task_id)
     if record is None or not isinstance(record.origin, DiscordOrigin):
         await interaction.response.send_message("I no longer know this video.", ephemeral=True)
         return None
@@ -52,11 +27,6 @@ async def _owned_record(interaction: discord.Interaction, task_id: str) -> TaskR
         )
         return None
     return record
-
-
-def same_request(record: TaskRecord) -> dict[str, Any]:
-    """The fields of a recorded request, ready to go through the checks again."""
-    return {name: record.request.get(name) for name in REQUEST_FIELDS}
 
 
 class TaskButton(
@@ -87,7 +57,7 @@ class TaskButton(
         if record is None:
             return
         if self.action == "reroll":
-            await cast("KlingBot", interaction.client).start_video(interaction, same_request(record))
+            await flow_of(interaction.client).start_video(interaction, GenerateRequest.fields_of(record.request))
         elif record.video_url:
             await interaction.response.send_modal(EditModal(record.video_url))
 
@@ -102,9 +72,8 @@ class EditModal(discord.ui.Modal, title="Edit this video"):
         self.video_url = video_url
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        bot = cast("KlingBot", interaction.client)
         fields = {"type": TaskType.O3_STD_VIDEO_EDIT.value, "prompt": self.prompt.value, "video": self.video_url}
-        await bot.start_video(interaction, fields)
+        await flow_of(interaction.client).start_video(interaction, fields)
 
 
 def result_view(task_id: str) -> discord.ui.View:

@@ -1,1 +1,0 @@
-"""The Discord bot front end."""

@@ -1,0 +1,267 @@
+"""`/kling …` slash commands: options in, core calls out. No API knowledge lives here.
+
+The four spending commands are built from the request model: each takes the fields its mode's models
+accept (per the catalog), typed and bounded as the model declares them; fields that take a file are
+uploads. A field added to the model is an option here without a line written.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, get_args
+
+import annotated_types
+import discord
+from discord import app_commands
+
+from kling3_tools import catalog
+from kling3_tools.catalog import Mode, TaskType
+from kling3_tools.errors import KlingError, RequestValidationError
+from kling3_tools.models import GenerateRequest, quote
+from kling3_tools.records import DiscordOrigin
+
+from .embeds import task_embed
+from .flow import VideoFlow
+
+Choice = app_commands.Choice
+Duration = app_commands.Range[int, catalog.MIN_DURATION, catalog.MAX_DURATION]
+
+
+def model_choices(*modes: Mode) -> list[Choice[str]]:
+    return [
+        Choice(name=f"{spec.type.value} · {spec.price.describe()}"[:100], value=spec.type.value)
+        for spec in catalog.list_models()
+        if spec.mode in modes
+    ]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A request field filled from an attached file (Discord hosts it; the API fetches its URL)."""
+
+    option: str
+    field: str
+    kind: Literal["image", "video"]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class SpendingCommand:
+    name: str
+    description: str
+    mode: Mode
+    default_type: TaskType
+    uploads: tuple[Upload, ...] = ()
+
+
+SPENDING_COMMANDS = (
+    SpendingCommand("generate", "Text to video (spends credits)", Mode.TEXT, TaskType.PRO_TEXT_TO_VIDEO),
+    SpendingCommand(
+        "animate",
+        "Image to video (spends credits)",
+        Mode.IMAGE,
+        TaskType.PRO_IMAGE_TO_VIDEO,
+        (
+            Upload("image", "image", "image", "The start image", required=True),
+            Upload("end_image", "end_image", "image", "Optional end frame image"),
+        ),
+    ),
+    SpendingCommand(
+        "reference",
+        "O3 reference to video: up to 7 reference images (spends credits)",
+        Mode.REFERENCE,
+        TaskType.O3_PRO_REFERENCE_TO_VIDEO,
+        (
+            *(
+                Upload(f"image{n}", "images", "image", "Reference image", required=n == 1)
+                for n in range(1, catalog.MAX_REFERENCE_IMAGES + 1)
+            ),
+            Upload("video", "video", "video", "Optional reference video"),
+        ),
+    ),
+    SpendingCommand(
+        "edit",
+        "O3 video edit (spends credits)",
+        Mode.EDIT,
+        TaskType.O3_STD_VIDEO_EDIT,
+        (Upload("video", "video", "video", "The video to edit", required=True),),
+    ),
+)
+
+
+def brief(text: str | None) -> str:
+    """A field's description cut to its first clause, within Discord's 100 characters."""
+    first = (text or "…").split(";")[0].rstrip(". ")
+    return first if len(first) <= 100 else first[:99] + "…"
+
+
+def option_type(name: str) -> tuple[Any, list[Choice[str]] | None]:
+    """The Discord type of a request field (bounded numbers as ranges) and its choices, from the model."""
+    field = GenerateRequest.model_fields[name]
+    value_type = next(arg for arg in (get_args(field.annotation) or (field.annotation,)) if arg is not type(None))
+    if isinstance(value_type, type) and issubclass(value_type, enum.Enum):
+        return str, [Choice(name=str(member.value), value=str(member.value)) for member in value_type]
+    if value_type in (int, float):
+        low = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+        high = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+        if low is not None and high is not None:
+            return app_commands.Range[value_type, low, high], None
+    return value_type, None
+
+
+def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Command[Any, Any, None]:
+    uploaded = {upload.field for upload in spec.uploads}
+    accepted = set().union(*(m.accepted_fields for m in catalog.list_models() if m.mode is spec.mode))
+    fields = [name for name in GenerateRequest.model_fields if name in accepted - uploaded - {"type", "prompt"}]
+
+    async def callback(interaction: discord.Interaction, **options: Any) -> None:
+        chosen = options.pop("model", None)
+        request: dict[str, Any] = {"type": chosen or spec.default_type.value}
+        uploads = []
+        for upload in spec.uploads:
+            attachment = options.pop(upload.option, None)
+            if attachment is None:
+                continue
+            uploads.append((attachment, upload.kind))
+            if upload.field == "images":
+                request.setdefault("images", []).append(attachment.url)
+            else:
+                request[upload.field] = attachment.url
+        await flow.start_video(interaction, request | options, uploads)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
+    ]
+    descriptions = {
+        "prompt": brief(GenerateRequest.model_fields["prompt"].description),
+        "model": "Which Kling model, and its price",
+    }
+    choices: dict[str, list[Choice[str]]] = {"model": model_choices(spec.mode)}
+    for upload in spec.uploads:
+        annotation = discord.Attachment if upload.required else discord.Attachment | None
+        default = inspect.Parameter.empty if upload.required else None
+        parameters.append(inspect.Parameter(upload.option, keyword, annotation=annotation, default=default))
+        descriptions[upload.option] = upload.description
+    parameters.append(inspect.Parameter("prompt", keyword, annotation=str))
+    parameters.append(inspect.Parameter("model", keyword, annotation=str | None, default=None))
+    for name in fields:
+        annotation, field_choices = option_type(name)
+        parameters.append(inspect.Parameter(name, keyword, annotation=Optional[annotation], default=None))  # noqa: UP045 (a range is no type)
+        descriptions[name] = brief(GenerateRequest.model_fields[name].description)
+        if field_choices:
+            choices[name] = field_choices
+    callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    described: Callable[..., Coroutine[Any, Any, None]] = app_commands.choices(**choices)(
+        app_commands.describe(**descriptions)(callback)
+    )
+    return app_commands.Command(name=spec.name, description=spec.description, callback=described)
+
+
+class KlingCommands(app_commands.Group):
+    """Make videos with Kling 3.0 and Kling Video O3."""
+
+    def __init__(self, flow: VideoFlow) -> None:
+        super().__init__(name="kling", description="Make videos with Kling 3.0 and Kling Video O3")
+        self.flow = flow
+        for spec in SPENDING_COMMANDS:
+            self.add_command(spending_command(flow, spec))
+
+    @app_commands.command(description="What a video would cost; spends nothing")
+    @app_commands.describe(model="Which Kling model", duration="Length in seconds, 3-15 (edits: leave empty)",
+                           sound="With native audio (default on)")  # fmt: skip
+    @app_commands.choices(model=model_choices(*Mode))
+    async def cost(
+        self,
+        interaction: discord.Interaction,
+        model: Choice[str],
+        duration: Duration | None = None,
+        sound: bool | None = None,
+    ) -> None:
+        try:
+            credits = quote(model.value, duration, sound)
+        except RequestValidationError as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
+        left = await self.flow.left_today(interaction.user.id)
+        budget = "" if left is None else f" You have {left} credits left today."
+        await interaction.response.send_message(f"{model.value}: **{credits} credits**.{budget}", ephemeral=True)
+
+    @app_commands.command(description="The status of one of your videos")
+    @app_commands.describe(task_id="The task id (start typing to pick one of yours)")
+    async def status(self, interaction: discord.Interaction, task_id: str) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        record = await self.flow.service.get(task_id)
+        origin = record.origin if record is not None else None
+        mine = isinstance(origin, DiscordOrigin) and origin.user_id == interaction.user.id
+        roles = [role.name for role in getattr(interaction.user, "roles", [])]
+        if not mine and not self.flow.policy.is_admin(roles):  # checked before the API is asked anything
+            await interaction.followup.send("That video is not one of yours.", ephemeral=True)
+            return
+        try:
+            checked = await self.flow.service.status(task_id)
+        except KlingError as exc:
+            await interaction.followup.send(exc.message, ephemeral=True)
+            return
+        if checked.record is not None:
+            await interaction.followup.send(embed=task_embed(checked.record), ephemeral=True)
+        else:
+            task = checked.task
+            urls = " ".join(task.video_urls)
+            await interaction.followup.send(f"`{task.task_id}`: {task.status.value} {urls}", ephemeral=True)
+
+    @status.autocomplete("task_id")
+    async def _your_tasks(self, interaction: discord.Interaction, current: str) -> list[Choice[str]]:
+        records = await self.flow.service.recent(origin_kind="discord", user_id=interaction.user.id, limit=25)
+        return [
+            Choice(
+                name=f"{r.task_id} · {r.display_status} · {r.request.get('prompt', '')}"[:100],
+                value=r.task_id,
+            )
+            for r in records
+            if current.lower() in r.task_id.lower()
+        ]
+
+    @app_commands.command(description="Your recent videos")
+    async def tasks(self, interaction: discord.Interaction) -> None:
+        records = await self.flow.service.recent(origin_kind="discord", user_id=interaction.user.id, limit=10)
+        if not records:
+            await interaction.response.send_message("You have no videos yet. Try `/kling generate`.", ephemeral=True)
+            return
+        lines = [
+            f"`{r.task_id}` · {r.display_status} · {r.type} · <t:{int(r.submitted_at)}:R>"
+            + (f" · {r.video_url}" if r.video_url else "")
+            for r in records
+        ]
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(description="The Kling models, their limits and prices")
+    async def models(self, interaction: discord.Interaction) -> None:
+        lines = [
+            f"`{m['type']}` · {m['mode']} · "
+            + (f"{m['duration'][0]}-{m['duration'][1]} s" if isinstance(m["duration"], list) else "source length")
+            + f" · {m['price']}"
+            for m in catalog.describe_models()
+        ]
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(description="How many credits you have left today")
+    async def budget(self, interaction: discord.Interaction) -> None:
+        left = await self.flow.left_today(interaction.user.id)
+        text = "There is no daily limit here." if left is None else f"You have **{left} credits** left today."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(description="Credits spent per member in the last 24 hours (admins)")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        roles = [role.name for role in getattr(interaction.user, "roles", [])]
+        if not self.flow.policy.is_admin(roles):
+            await interaction.response.send_message("Only the configured admin role may see usage.", ephemeral=True)
+            return
+        spent = await self.flow.service.spent_by_user("discord")
+        ranked = sorted(spent.items(), key=lambda item: -item[1])[:25]
+        lines = [f"<@{user}>: {credits} credits" for user, credits in ranked] or ["Nothing spent in 24 hours."]
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)

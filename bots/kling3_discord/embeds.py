@@ -1,0 +1,59 @@
+"""The embeds a task is shown with: one public embed rebuilt from the record at every change, and the
+few a start can end in before there is a record."""
+
+from __future__ import annotations
+
+import discord
+
+from kling3_tools.records import DiscordOrigin, TaskRecord
+
+STATUS_COLOURS = {
+    "queued": discord.Colour.light_grey(),
+    "running": discord.Colour.blurple(),
+    "succeeded": discord.Colour.green(),
+    "failed": discord.Colour.red(),
+    "timed_out": discord.Colour.orange(),
+}
+
+
+def task_embed(record: TaskRecord, *, expected_at: float | None = None) -> discord.Embed:
+    status = record.display_status
+    prompt = str(record.request.get("prompt", ""))
+    embed = discord.Embed(
+        title=f"Kling video · {status.replace('_', ' ')}",
+        description=prompt if len(prompt) <= 300 else prompt[:297] + "…",
+        colour=STATUS_COLOURS[status],
+    )
+    if isinstance(record.origin, DiscordOrigin):
+        embed.add_field(name="Requested by", value=f"<@{record.origin.user_id}>")
+    embed.add_field(name="Model", value=record.type)
+    embed.add_field(name="Duration", value=f"{record.duration} s" if record.duration else "source video")
+    embed.add_field(name="Aspect ratio", value=str(record.request.get("aspect_ratio", "source")))
+    credits = record.consumed_credits if record.consumed_credits is not None else record.estimated_credits
+    embed.add_field(name="Credits", value=str(credits))
+    embed.add_field(name="Task id", value=f"`{record.task_id}`")
+    if record.is_tracking and expected_at:
+        embed.add_field(name="Expected", value=f"<t:{int(expected_at)}:R>")
+    if record.video_url:
+        embed.add_field(name="Video", value=record.video_url, inline=False)
+    if record.error_message:
+        embed.add_field(name="Reason", value=record.error_message[:1000], inline=False)
+    return embed
+
+
+def starting_embed(prompt: str, user_id: int) -> discord.Embed:
+    embed = discord.Embed(title="Kling video · starting", description=prompt[:300], colour=discord.Colour.light_grey())
+    embed.add_field(name="Requested by", value=f"<@{user_id}>")
+    return embed
+
+
+def unknown_embed(message: str) -> discord.Embed:
+    return discord.Embed(
+        title="Kling video · outcome unknown (may have been charged)",
+        description=message[:4000],
+        colour=discord.Colour.orange(),
+    )
+
+
+def not_started_embed(message: str) -> discord.Embed:
+    return discord.Embed(title="Kling video · not started", description=message, colour=discord.Colour.red())

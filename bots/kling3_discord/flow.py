@@ -1,0 +1,117 @@
+"""The bot's one use case: start a video for a member. Check, confirm when dear, post the public embed,
+submit through the ledger. Commands and buttons reach it through `flow_of(interaction.client)`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import discord
+
+from kling3_tools.config import Settings
+from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
+from kling3_tools.models import GenerateRequest
+from kling3_tools.records import DiscordOrigin
+from kling3_tools.service import KlingService
+
+from .embeds import not_started_embed, starting_embed, task_embed, unknown_embed
+from .policy import Policy, Refused
+
+AttachmentKind = Literal["image", "video"]
+Uploads = Sequence[tuple[discord.Attachment, AttachmentKind]]
+
+
+class ConfirmView(discord.ui.View):
+    """Confirm / Cancel before spending, for the requester only (the message is ephemeral)."""
+
+    def __init__(self, *, timeout: float = 120) -> None:
+        super().__init__(timeout=timeout)
+        self.confirmed = False
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.green)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:
+        self.confirmed = True
+        await interaction.response.edit_message(content="Starting…", view=None)
+        self.stop()
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.grey)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ConfirmView]) -> None:
+        await interaction.response.edit_message(content="Cancelled. Nothing was spent.", view=None)
+        self.stop()
+
+
+@dataclass(frozen=True)
+class VideoFlow:
+    service: KlingService
+    settings: Settings
+    policy: Policy
+
+    async def start_video(
+        self, interaction: discord.Interaction, fields: dict[str, Any], uploads: Uploads = ()
+    ) -> None:
+        """Acknowledge, check, confirm when dear, post the public embed, submit through the ledger. Spends credits."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        user_id = interaction.user.id
+        limit = self.policy.limit(user_id)
+        try:
+            self.policy.check_place(interaction.guild_id, interaction.channel_id)
+            self._check_uploads(uploads)
+            request = GenerateRequest.build(**fields)
+            credits = request.estimated_credits()
+            await self.service.check_spend(credits, [limit])  # before a public embed is posted
+        except (Refused, RequestValidationError, SpendingRefusedError) as exc:
+            await interaction.followup.send(str(exc), ephemeral=True)
+            return
+        if self.policy.needs_confirmation(credits):
+            confirm = ConfirmView()
+            question = f"This will spend **{credits} credits** ({request.type}). Continue?"
+            await interaction.followup.send(question, view=confirm, ephemeral=True)
+            if await confirm.wait() or not confirm.confirmed:
+                return
+        assert interaction.channel_id is not None
+        channel = interaction.client.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
+        message = await channel.send(embed=starting_embed(request.prompt, user_id))
+        origin = DiscordOrigin(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, message_id=message.id, user_id=user_id
+        )
+        try:
+            record = await self.service.submit(request, origin, limits=[limit])
+        except OutcomeUnknownError as exc:
+            await message.edit(embed=unknown_embed(exc.message))
+            await interaction.followup.send(f"Outcome unknown, {credits} credits may have been charged: "
+                                            f"{exc.message}"[:2000], ephemeral=True)  # fmt: skip
+            return
+        except KlingError as exc:
+            await message.edit(embed=not_started_embed(exc.message))
+            await interaction.followup.send(f"Not started: {exc.message}", ephemeral=True)
+            return
+        await message.edit(embed=task_embed(record, expected_at=await self.service.expected_finish(record)))
+        await interaction.followup.send(
+            f"Started `{record.task_id}` ({credits} credits). The video will be posted here when it is ready.",
+            ephemeral=True,
+        )
+
+    async def left_today(self, user_id: int) -> int | None:
+        """Credits left of the user's 24-hour budget, or None when there is no budget."""
+        limit = self.policy.limit(user_id)
+        return limit.left(await self.service.usage(limit)) if limit.daily_credits else None
+
+    def _check_uploads(self, uploads: Uploads) -> None:
+        limit_mb = self.settings.discord.max_attachment_mb
+        for attachment, kind in uploads:
+            content_type = attachment.content_type or ""
+            if not content_type.startswith(f"{kind}/"):
+                raise Refused(f"`{attachment.filename}` is not an {kind} ({content_type or 'unknown type'}).")
+            if attachment.size > limit_mb * 1024 * 1024:
+                raise Refused(
+                    f"`{attachment.filename}` is {attachment.size / 1e6:.1f} MB; the limit is {limit_mb:g} MB."
+                )
+
+
+def flow_of(client: discord.Client) -> VideoFlow:
+    """The flow of the bot that received an interaction."""
+    flow = getattr(client, "flow", None)
+    if not isinstance(flow, VideoFlow):
+        raise TypeError(f"{type(client).__name__} has no VideoFlow")
+    return flow
