@@ -1,7 +1,5 @@
 """Kling 3.0 and Kling Video O3 video generation: typed core, sandbox, CLI."""
 
-__version__ = "0.1.0"
-
 from .catalog import AspectRatio, Family, Mode, ModelSpec, TaskType, Tier, get_model, list_models
 from .client import AsyncKlingClient, KlingClient, RetryPolicy, WaitPolicy
 from .config import Settings
@@ -29,6 +27,7 @@ from .errors import (
     WaitTimeoutError,
 )
 from .models import GenerateRequest, Task, TaskStatus, quote
+from .version import __version__
 
 __all__ = [
     "APIConnectionError",

@@ -13,7 +13,6 @@ Retries:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import inspect
 import logging
 import os
@@ -28,7 +27,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from . import __version__, downloads
+from . import downloads
+from .answers import raise_for_answer, task_from
 from .errors import (
     APIConnectionError,
     APIError,
@@ -39,16 +39,15 @@ from .errors import (
     RateLimitError,
     TaskFailedError,
     WaitTimeoutError,
-    error_class_for,
 )
-from .models import Envelope, GenerateRequest, Task, TaskStatus
+from .models import GenerateRequest, Task, TaskStatus
+from .version import __version__
 
 DEFAULT_BASE_URL = "https://kling3api.com"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer is a small JSON object; anything larger is not read
-MAX_RETRY_AFTER = 300.0  # a 429 never pauses anyone longer than this, whatever the header says
 
 log = logging.getLogger("kling3_tools")
 
@@ -92,83 +91,6 @@ class WaitPolicy:
         while True:
             yield interval * random.uniform(0.8, 1.2)
             interval = min(interval * self.factor, self.max_interval)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date), capped at `MAX_RETRY_AFTER`; None when
-    it is missing or unreadable (the caller's own backoff applies then)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(0.0, seconds), MAX_RETRY_AFTER)
-
-
-def _error_code(body: Any) -> str | None:
-    """Find the error code in an error body, whatever shape the server chose.
-
-    The page lists codes but not the body. We send none, and accept the code
-    under `error_code`, `error.code`, `error` (a string), `code` (a string) or
-    `data.error_code`.
-    """
-    if not isinstance(body, dict):
-        return None
-    error = body.get("error")
-    data = body.get("data")
-    for candidate in (
-        body.get("error_code"),
-        error.get("code") if isinstance(error, dict) else error,
-        body.get("code"),
-        data.get("error_code") if isinstance(data, dict) else None,
-    ):
-        if isinstance(candidate, str) and candidate.strip():
-            return candidate.strip().upper()
-    return None
-
-
-def _error_message(body: Any, fallback: str) -> str:
-    if isinstance(body, dict):
-        error = body.get("error")
-        for candidate in (error.get("message") if isinstance(error, dict) else None, body.get("message")):
-            if isinstance(candidate, str) and candidate.strip():
-                return candidate.strip()
-    return fallback
-
-
-def raise_for_answer(response: httpx.Response) -> Any:
-    """Return the `data` of a successful answer; raise the matching `APIError` otherwise."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    envelope_code = body.get("code") if isinstance(body, dict) else None
-    status = response.status_code
-    if status < 400 and isinstance(envelope_code, int) and envelope_code >= 400:
-        status = envelope_code  # an error wrapped in an HTTP 200
-    if status < 400:
-        if body is None:
-            raise APIError(f"The API answered {status} with a body that is not JSON.", status_code=status)
-        return Envelope.model_validate(body).data
-    code = _error_code(body)
-    cls = error_class_for(status, code)
-    message = _error_message(body, f"HTTP {status} {response.reason_phrase}".strip())
-    if cls is RateLimitError:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        raise RateLimitError(message, status_code=status, code=code, retry_after=retry_after)
-    raise cls(message, status_code=status, code=code)
-
-
-def _task_from(data: Any) -> Task:
-    if not isinstance(data, dict) or "task_id" not in data:
-        raise APIError("The API answered without a task id.", status_code=200)
-    return Task.model_validate(data)
 
 
 class AsyncKlingClient:
@@ -226,12 +148,12 @@ class AsyncKlingClient:
     async def generate(self, request: GenerateRequest) -> Task:
         """Submit a task (spends credits). Never repeated once the request may have arrived."""
         data = await self._api("POST", "/api/generate", json=request.to_payload(), safe_after_send=False)
-        return _task_from(data)
+        return task_from(data)
 
     async def status(self, task_id: str) -> Task:
         """The task's current state, as the API reports it."""
         data = await self._api("GET", "/api/status", params={"task_id": task_id}, safe_after_send=True)
-        return _task_from(data)
+        return task_from(data)
 
     async def wait(
         self,

@@ -24,7 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .client import DEFAULT_BASE_URL, MAX_RETRY_AFTER
+from .answers import MAX_RETRY_AFTER
+from .client import DEFAULT_BASE_URL
 from .sandbox.options import SandboxOptions
 
 APP_NAME = "kling3"

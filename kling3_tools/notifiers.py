@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import __version__
 from .records import TaskRecord
+from .version import __version__
 
 SIGNATURE_HEADER = "X-Kling3-Signature"
 EVENT_ID_HEADER = "X-Kling3-Event-Id"

@@ -89,6 +89,21 @@ class Poller:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         return self._stopping.is_set()
 
+    async def run_supervised(self) -> None:
+        """`run`, restarted with capped backoff whenever it crashes, until `stop()`."""
+        crashes = 0
+        while True:
+            try:
+                await self.run()
+                return  # stopped
+            except Exception as exc:
+                crashes += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(2.0**crashes, 30.0)
+                log.error("the poller stopped (%s); restarting it in %.0fs", self.last_error, delay)
+                if await self.stopped_within(delay):
+                    return
+
     @property
     def is_following(self) -> bool:
         """Running, and its last sweep reached the store."""

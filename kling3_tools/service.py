@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -38,25 +37,11 @@ from .models import GenerateRequest, Task
 from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .poller import Poller
 from .records import AnyOrigin, CliOrigin, Delivery, TaskRecord
+from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
-from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, default_store_path, open_store
+from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
 
 log = logging.getLogger("kling3_tools")
-
-
-# Every embedded sandbox (one per `kling3 --sandbox` command, each on its own port) is one API with one
-# account, kept in this file: tasks recorded by one command are followed by the next, or by a poller.
-EMBEDDED_SANDBOX = "sandbox://embedded"
-SANDBOX_ACCOUNT = "sandbox-account.db"
-
-
-def sandbox_schedule(finish_seconds: float) -> SchedulePolicy:
-    """A schedule sized for sandbox tasks, which finish in seconds rather than minutes."""
-    return SchedulePolicy(
-        prior_window=(finish_seconds * 0.5, finish_seconds * 1.5),
-        dense_interval=max(0.5, finish_seconds / 10),
-        max_interval=max(2.0, finish_seconds),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +96,10 @@ class KlingService:
             api_url: str | None = None
             key: SecretStr | None
             if sandbox:
-                from .sandbox.server import SandboxServer
-
-                server = stack.enter_context(
-                    SandboxServer(settings.sandbox, state_path=default_store_path(SANDBOX_ACCOUNT))
-                )
-                api_url = EMBEDDED_SANDBOX
+                server = stack.enter_context(embedded.start(settings.sandbox))
+                api_url = embedded.API_URL
                 key, base_url = SecretStr(server.api_key), server.url
-                schedule = schedule or sandbox_schedule(settings.sandbox.finish_seconds)
+                schedule = schedule or embedded.schedule(settings.sandbox.finish_seconds)
             else:
                 key, base_url = settings.api_key, settings.base_url
             client = AsyncKlingClient(
@@ -268,8 +249,8 @@ class KlingService:
 
     def _reachable(self, record: TaskRecord) -> TaskRecord:
         """The embedded sandbox listens on a new port in every process: its videos are served by this one."""
-        if record.api_url == EMBEDDED_SANDBOX:
-            record.video_urls = [re.sub(r"^https?://[^/]+", self.base_url, url) for url in record.video_urls]
+        if record.api_url == embedded.API_URL:
+            record.video_urls = embedded.served_by(self.base_url, record.video_urls)
         return record
 
     async def recent(
@@ -347,31 +328,17 @@ class KlingService:
         self.notifiers.register(notifier)
 
     @contextlib.asynccontextmanager
-    async def following(self) -> AsyncIterator[Poller]:
+    async def polling(self) -> AsyncIterator[Poller]:
         """An in-process poller for a front end that delivers its own results (MCP, Discord): restarted
         whenever it crashes, stopped gracefully on exit. While it is not following, `submit` refuses."""
         poller = self.poller()
         self._needs_follower = True
-        supervisor = asyncio.create_task(self._supervise(poller))
+        supervisor = asyncio.create_task(poller.run_supervised())
         try:
             yield poller
         finally:
             poller.stop()
             await supervisor
-
-    async def _supervise(self, poller: Poller) -> None:
-        crashes = 0
-        while True:
-            try:
-                await poller.run()
-                return  # stopped
-            except Exception as exc:
-                crashes += 1
-                poller.last_error = f"{type(exc).__name__}: {exc}"
-                delay = min(2.0**crashes, 30.0)
-                log.error("the poller stopped (%s); restarting it in %.0fs", poller.last_error, delay)
-                if await poller.stopped_within(delay):
-                    return
 
     def poller(self, *, concurrency: int = 8, owner: str | None = None) -> Poller:
         """A poller over this service's client, store and notifiers (run it with `await poller.run()`)."""

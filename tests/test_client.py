@@ -13,7 +13,8 @@ import pytest
 
 import kling3_tools
 from kling3_tools import catalog, errors
-from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy, raise_for_answer
+from kling3_tools.answers import raise_for_answer
+from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
 from kling3_tools.models import GenerateRequest, TaskStatus
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.sandbox.server import SandboxServer

@@ -248,8 +248,8 @@ def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
 
 
 def test_two_sandbox_processes_share_one_account_without_losing_credits(tmp_path):
-    from kling3_tools.sandbox.app import SandboxState, SandboxTask
     from kling3_tools.sandbox.options import SandboxOptions
+    from kling3_tools.sandbox.state import SandboxState, SandboxTask
 
     options = SandboxOptions(starting_balance=1000, task_id_template="t{n}")
     first, second = (SandboxState(options, path=tmp_path / "account.db") for _ in range(2))

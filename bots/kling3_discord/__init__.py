@@ -10,15 +10,14 @@ buttons) · embeds · notifier (delivery) · policy (the owner's rules).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
 import discord
 
-from kling3_tools.config import ConfigError, Settings
-from kling3_tools.errors import KlingError
+from kling3_tools.config import Settings
+from kling3_tools.launch import EXIT_BAD_INPUT, load_settings, run_to_end, say_error
 from kling3_tools.service import KlingService
 
 from .bot import KlingBot
@@ -39,31 +38,20 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     token = os.environ.get("DISCORD_TOKEN", "").strip()
     if not token:
-        print("error: set DISCORD_TOKEN to your bot's token (Discord developer portal → Bot).", file=sys.stderr)
-        return 2
-    try:
-        settings = Settings.load(args.config, base_url=getattr(args, "base_url", None))
-    except (FileNotFoundError, ConfigError) as exc:  # never echoing a value
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(run_bot(settings, token, sandbox=args.sandbox))
-    except discord.LoginFailure:
-        print("error: Discord refused DISCORD_TOKEN.", file=sys.stderr)
-        return 1
-    except OSError as exc:  # aiohttp's connection errors are OSErrors: no network, DNS, a proxy
-        print(f"error: cannot reach Discord: {exc}", file=sys.stderr)
-        return 1
-    except KlingError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # one line for the user; the traceback at debug level
-        log.debug("unexpected error", exc_info=True)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        say_error("set DISCORD_TOKEN to your bot's token (Discord developer portal → Bot).")
+        return EXIT_BAD_INPUT
+    settings = load_settings(args)
+    if settings is None:
+        return EXIT_BAD_INPUT
+    return run_to_end(lambda: run_bot(settings, token, sandbox=args.sandbox), log, _explain)
+
+
+def _explain(exc: Exception) -> str | None:
+    if isinstance(exc, discord.LoginFailure):
+        return "Discord refused DISCORD_TOKEN."
+    if isinstance(exc, OSError):  # aiohttp's connection errors are OSErrors: no network, DNS, a proxy
+        return f"cannot reach Discord: {exc}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,12 +37,12 @@ class KlingBot(discord.AutoShardedClient):
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(KlingCommands(self.flow))
         self.sync_commands = sync_commands
-        self._following = contextlib.AsyncExitStack()  # the in-process poller, once set up
+        self._polling = contextlib.AsyncExitStack()  # the in-process poller, once set up
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(TaskButton)
         self.service.register(DiscordNotifier(self, self.service))
-        await self._following.enter_async_context(self.service.following())
+        await self._polling.enter_async_context(self.service.polling())
         if self.sync_commands:
             await self._sync()
 
@@ -57,5 +57,5 @@ class KlingBot(discord.AutoShardedClient):
             await self.tree.sync()
 
     async def close(self) -> None:
-        await self._following.aclose()
+        await self._polling.aclose()
         await super().close()

@@ -19,8 +19,9 @@ import sys
 
 from ..config import ConfigError, Settings
 from ..errors import KlingError, RequestValidationError, install_hint
+from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
 from .commands import cmd_cost, cmd_generate, cmd_models, cmd_sandbox, cmd_status, cmd_wait
-from .output import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, fail
+from .output import UsageError, fail
 from .parser import build_parser
 from .tasks import cmd_store, cmd_tasks
 from .workers import cmd_poller

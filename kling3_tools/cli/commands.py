@@ -16,11 +16,12 @@ from rich.text import Text
 from .. import catalog
 from ..config import Settings
 from ..errors import RequestValidationError
+from ..launch import EXIT_OK
 from ..models import GenerateRequest, Task, duration_problem, quote
 from ..records import CliOrigin, WebhookOrigin
 from ..service import KlingService
 from . import output
-from .output import EXIT_OK, UsageError, describe_cost, elapsed, err, print_json, record_json, task_json
+from .output import UsageError, describe_cost, elapsed, err, print_json, record_json, task_json
 
 
 @contextlib.asynccontextmanager

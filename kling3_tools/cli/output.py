@@ -12,8 +12,6 @@ from rich.text import Text
 from ..models import GenerateRequest, Task
 from ..records import TaskRecord
 
-EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
 # No markup or emoji codes: task ids, URLs and messages come from the API and are printed as they are.
 out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)

@@ -7,9 +7,10 @@ import argparse
 import functools
 from typing import Any, get_args, get_origin
 
-from .. import __version__, catalog
+from .. import catalog
 from ..models import GenerateRequest
 from ..store import StatusFilter
+from ..version import __version__
 
 
 def _whole_number(text: str) -> int | str:

@@ -9,6 +9,7 @@ import time
 from rich.table import Column, Table
 
 from ..config import Settings
+from ..launch import EXIT_OK
 from ..store import (
     DEFAULT_STORE,
     SANDBOX_STORE,
@@ -20,7 +21,7 @@ from ..store import (
 )
 from . import output
 from .commands import open_service
-from .output import EXIT_OK, age, err, print_json, record_json
+from .output import age, err, print_json, record_json
 
 
 async def open_local_store(args: argparse.Namespace, settings: Settings) -> TaskStore:

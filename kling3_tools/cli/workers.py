@@ -12,9 +12,10 @@ import sys
 
 from ..config import Settings
 from ..errors import install_hint
+from ..launch import EXIT_BAD_INPUT, EXIT_OK
 from ..store import is_postgres_url
 from .commands import open_service
-from .output import EXIT_BAD_INPUT, EXIT_OK, UsageError, err
+from .output import UsageError, err
 
 
 async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,12 +4,11 @@ import) loads only once the arguments are known to be good."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
-from ..config import ConfigError, Settings
-from ..errors import KlingError, install_hint
+from ..errors import install_hint
+from ..launch import EXIT_BAD_INPUT, load_settings, run_to_end, say_error
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) -> None:
@@ -25,28 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) 
 def run(args: argparse.Namespace) -> int:
     """Start the server from parsed arguments; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.load(args.config, base_url=getattr(args, "base_url", None))
-    except (FileNotFoundError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args)
+    if settings is None:
+        return EXIT_BAD_INPUT
     try:
         from .serve import serve
     except ImportError as exc:
-        print(f"error: the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port))
-    except KlingError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # one line for the user; the traceback at debug level
-        logging.getLogger("kling3_tools.mcp").debug("unexpected error", exc_info=True)
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        say_error(f"the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})")
+        return EXIT_BAD_INPUT
+    return run_to_end(
+        lambda: serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port),
+        logging.getLogger("kling3_tools.mcp"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ async def open_deps(settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]
     async with KlingService.open(settings, sandbox=sandbox) as service:
         notifier = McpNotifier(InMemorySubscriptionBus())
         service.register(notifier)
-        async with service.following():
+        async with service.polling():
             yield Deps(service, notifier, settings)
 
 

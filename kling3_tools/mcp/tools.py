@@ -21,12 +21,13 @@ from mcp.server.mcpserver.resolve import Resolve
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from .. import __version__, catalog
+from .. import catalog
 from ..catalog import TaskType
 from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
 from ..records import McpOrigin, TaskRecord
 from ..store import StatusFilter
+from ..version import __version__
 from .outputs import (
     MODELS_URI,
     TASK_URI,

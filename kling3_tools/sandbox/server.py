@@ -12,8 +12,9 @@ from typing import Self
 import uvicorn
 from starlette.types import ASGIApp
 
-from .app import SandboxState, create_app
+from .app import create_app
 from .options import SandboxOptions
+from .state import SandboxState
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,0 +1,51 @@
+"""Starting a long-lived front end (the MCP server, the Discord bot) the same way: its settings or exit 2,
+one line per error and exit 1 (the traceback at debug level), 130 on Ctrl-C. Exit codes are the CLI's too."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from .config import ConfigError, Settings
+from .errors import KlingError
+
+EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def say_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def load_settings(args: argparse.Namespace) -> Settings | None:
+    """The settings `--config` and `--base-url` name; None once the reason they cannot load was said."""
+    try:
+        return Settings.load(args.config, base_url=getattr(args, "base_url", None))
+    except (FileNotFoundError, ConfigError) as exc:  # never echoing a value
+        say_error(str(exc))
+        return None
+
+
+def run_to_end(
+    work: Callable[[], Coroutine[Any, Any, None]],
+    log: logging.Logger,
+    explain: Callable[[Exception], str | None] = lambda exc: None,
+) -> int:
+    """Run `work` until it returns; `explain` words the errors this front end knows better."""
+    try:
+        asyncio.run(work())
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        message = explain(exc)
+        if message is None and isinstance(exc, KlingError):
+            message = exc.message
+        if message is None:
+            log.debug("unexpected error", exc_info=True)
+            message = f"{type(exc).__name__}: {exc}"
+        say_error(message)
+        return EXIT_API_ERROR
+    return EXIT_OK

@@ -1,0 +1,178 @@
+"""The layout holds: no import circle, no front end reached from the core, small files, our own names in the
+wheel, and the request's fields declared once for every front end."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"kling3_tools": ROOT / "kling3_tools", "kling3_discord": ROOT / "bots" / "kling3_discord"}
+FRONT_ENDS = ("kling3_tools.__main__", "kling3_tools.cli", "kling3_tools.mcp", "kling3_discord")
+MAX_LINES = 375  # "about 350": the two store backends sit just above it
+
+
+def is_front_end(module: str) -> bool:
+    return any(module == front or module.startswith(front + ".") for front in FRONT_ENDS)
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Our modules that `name` imports anywhere in its file (inside functions too; not for type checking only):
+    an import of a package's attribute counts as one of the package, an import of a submodule as that module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    edges = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+        else:
+            continue
+        edges |= {target for target in targets if target in known and target != name}
+    return edges
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports_of(name, path, set(found)) for name, path in found.items()}
+
+
+def test_the_import_graph_has_no_circle():
+    edges = graph()
+    assert "kling3_tools.client" in edges["kling3_tools.service"]  # the walk sees real imports
+    circles = []
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(edges[module]):
+            if state.get(target) == "open":
+                circles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []
+
+
+def test_the_core_never_imports_a_front_end():
+    for module, targets in graph().items():
+        if is_front_end(module):
+            continue
+        assert not {t for t in targets if is_front_end(t)}, module
+
+
+def test_no_file_is_long():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_the_wheel_installs_only_our_own_top_level_names(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    names = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {n for n in names if not n.endswith(".dist-info")} == {"kling3_tools", "kling3_discord"}
+    assert "kling3_discord/commands.py" in zipfile.ZipFile(wheel).namelist()
+
+
+A_NEW_FIELD = """
+import asyncio, json
+
+from pydantic import Field, create_model
+
+from kling3_tools import catalog, models
+
+models.GenerateRequest = create_model(
+    "GenerateRequest",
+    __base__=models.GenerateRequest,
+    seed=(int | None, Field(default=None, ge=0, le=99, description="Random seed; the same seed, the same video.")),
+)
+catalog._COMMON_FIELDS = catalog._COMMON_FIELDS | {"seed"}
+GenerateRequest = models.GenerateRequest
+seen = {}
+
+# The Python API: the model takes it and sends it.
+request = GenerateRequest.build(type="pro-text-to-video", prompt="a fox", seed=7)
+seen["payload"] = request.to_payload()["seed"]
+seen["same_again"] = GenerateRequest.fields_of(request.recorded())["seed"]
+
+# The CLI: a flag, read into the request.
+from kling3_tools.cli.parser import build_parser
+args = build_parser().parse_args(["generate", "a fox", "--seed", "7"])
+seen["cli"] = GenerateRequest.fields_of(vars(args))["seed"]
+
+# MCP: a parameter of generate_video with the model's bounds, taken by the resolver.
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from kling3_tools.config import Settings
+from kling3_tools.mcp.notifier import McpNotifier
+from kling3_tools.mcp.server import Deps
+from kling3_tools.mcp.tools import build_server, checked_request
+
+server = build_server(Deps(None, McpNotifier(InMemorySubscriptionBus()), Settings()))
+tools = {tool.name: tool for tool in asyncio.run(server.list_tools())}
+schema = tools["generate_video"].input_schema["properties"]["seed"]
+seen["mcp"] = [s.get("maximum") for s in schema["anyOf"] if "maximum" in s]
+seen["mcp_request"] = checked_request(type="pro-text-to-video", prompt="a fox", seed=7).seed
+
+# Discord: an option of every spending command, bounded as the model says.
+from kling3_discord.commands import SPENDING_COMMANDS, spending_command
+
+seen["discord"] = {}
+for spec in SPENDING_COMMANDS:
+    option = next(p for p in spending_command(None, spec).parameters if p.name == "seed")
+    seen["discord"][spec.name] = [option.min_value, option.max_value, option.description]
+print(json.dumps(seen))
+"""
+
+
+def test_a_field_added_to_the_request_model_reaches_every_front_end():
+    pytest.importorskip("discord")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(A_NEW_FIELD)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    import json
+
+    seen = json.loads(result.stdout)
+    assert seen["payload"] == seen["same_again"] == seen["cli"] == seen["mcp_request"] == 7
+    assert seen["mcp"] == [99]
+    assert seen["discord"] == {name: [0, 99, "Random seed"] for name in ("generate", "animate", "reference", "edit")}
