@@ -114,9 +114,16 @@ class McpSettings(_Section):
     confirm_above_credits: int = Field(default=0, ge=0)
     when_cannot_confirm: Literal["refuse", "allow"] = "refuse"
     http_token: SecretStr | None = None
+    http_tokens: list[SecretStr] = Field(default_factory=list)
     share_tasks: bool = False
 
     _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
+
+    @property
+    def bearer_tokens(self) -> list[str]:
+        """Every token the HTTP transport accepts; each is one client identity."""
+        tokens = [self.http_token, *self.http_tokens] if self.http_token else self.http_tokens
+        return [token.get_secret_value() for token in tokens if token.get_secret_value()]
 
 
 class DiscordSettings(_Section):

@@ -145,7 +145,8 @@ from mcp.server.subscriptions import InMemorySubscriptionBus
 from kling3_tools.config import Settings
 from kling3_tools.mcp.notifier import McpNotifier
 from kling3_tools.mcp.server import Deps
-from kling3_tools.mcp.tools import build_server, checked_request
+from kling3_tools.mcp.serve import build_server
+from kling3_tools.mcp.tools import checked_request
 
 server = build_server(Deps(None, McpNotifier(InMemorySubscriptionBus()), Settings()))
 tools = {tool.name: tool for tool in asyncio.run(server.list_tools())}

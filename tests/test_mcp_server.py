@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,7 @@ async def test_resource_updated_arrives_when_the_poller_finishes(sandbox, tmp_pa
     assert resource["status"] in {"running", "succeeded"}
 
 
-async def test_legacy_clients_get_the_notification_and_a_log_line_with_the_url(sandbox, tmp_path):
+async def test_legacy_clients_that_subscribe_get_the_notification_and_a_log_line_with_the_url(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     updates: list[str] = []
     logs: list[Any] = []
@@ -181,6 +182,9 @@ async def test_legacy_clients_get_the_notification_and_a_log_line_with_the_url(s
     async with connect(sandbox, tmp_path, mode="legacy", message_handler=on_message, logging_callback=on_log) as client:
         made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
         task_id = made.structured_content["task_id"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecated for 2026-07-28 sessions; this one speaks 2025-11-25
+            await client.subscribe_resource(made.structured_content["resource_uri"])
         await eventually(lambda: any("ready" in str(entry) for entry in logs), timeout=30)
     assert updates.count(f"kling://tasks/{task_id}") == 1  # the ending is announced once
     [final] = [entry for entry in logs if "ready" in str(entry)]

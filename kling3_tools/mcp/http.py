@@ -9,10 +9,14 @@ from typing import Any
 
 from mcp.server.mcpserver import Context
 
+ANONYMOUS = "anonymous"
+
 
 def client_identity(ctx: Context[Any, Any]) -> str | None:
-    """Whose tasks a caller sees over HTTP: its bearer token (hashed), else its MCP session. None over stdio,
-    where the one client is the local user and sees every MCP task."""
+    """Whose tasks a caller sees over HTTP: its bearer token (hashed), else its MCP session (2025-11-25), else
+    "anonymous": 2026-07-28 requests without a token carry nothing that tells two clients apart, so they share
+    one identity, apart from every session's and token's. None over stdio, where the one client is the local
+    user and sees every MCP task."""
     headers = ctx.headers
     if not headers:
         return None
@@ -20,7 +24,7 @@ def client_identity(ctx: Context[Any, Any]) -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return "token-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
     session = headers.get("mcp-session-id")
-    return f"session-{session}" if session else None
+    return f"session-{session}" if session else ANONYMOUS
 
 
 def is_loopback(host: str) -> bool:
@@ -33,16 +37,16 @@ def is_loopback(host: str) -> bool:
 
 
 class BearerTokenMiddleware:
-    """Refuses HTTP requests without `Authorization: Bearer <token>` (401)."""
+    """Refuses HTTP requests without `Authorization: Bearer <token>` for one of the tokens (401)."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, tokens: list[str]) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = [f"Bearer {token}".encode() for token in tokens]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            if not any([hmac.compare_digest(given, expected) for expected in self.expected]):  # every one compared
                 await send(
                     {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]}
                 )

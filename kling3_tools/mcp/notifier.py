@@ -1,20 +1,44 @@
-"""Delivery back to the assistant: when a task ends, a resource-updated event and a log line with the URL."""
+"""Telling clients about their videos, each by the rules of the protocol era its session speaks.
+
+- 2026-07-28: `subscriptions/listen` streams; the SDK's bus sends each stream the URIs it asked for.
+- 2025-11-25 (and older): `notifications/resources/updated` for the URIs a session subscribed to with
+  `resources/subscribe`, and, to the session that started the video, one `notifications/message` log line
+  when it ends (with its URL), at or above the level the session set with `logging/setLevel` (default info).
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
 import warnings
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, get_args
 
 from mcp.server.mcpserver import Context
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import ResourceUpdated
+from mcp_types import LoggingLevel
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from ..records import McpOrigin, Outcome, TaskRecord
 from .outputs import finished_sentence, task_uri
 
 log = logging.getLogger("kling3_tools.mcp")
+
+LEVELS: tuple[LoggingLevel, ...] = get_args(LoggingLevel)  # least severe first
+
+
+@dataclass
+class Session:
+    """A 2025-11-25 connection: the latest session proxy of it (the SDK hands one to each request, and it can
+    still notify after that request ended), the URIs it subscribed to and the least severe level it wants."""
+
+    proxy: Any
+    uris: set[str] = field(default_factory=set)
+    level: LoggingLevel = "info"
+
+    def wants(self, level: LoggingLevel) -> bool:
+        return LEVELS.index(level) >= LEVELS.index(self.level)
 
 
 class McpNotifier:
@@ -25,16 +49,32 @@ class McpNotifier:
     def __init__(self, bus: InMemorySubscriptionBus) -> None:
         self.bus = bus
         self._stdio_id = f"stdio-{uuid.uuid4().hex[:12]}"
-        # The SDK hands each request its own session proxy; the latest one of a connection can still
-        # notify that connection after the request ended. Dropped when a send fails.
-        self._sessions: dict[str, Any] = {}
+        self._sessions: dict[str, Session] = {}  # by connection id; a session whose send fails is dropped
 
-    def session_id(self, ctx: Context[Any, Any]) -> str:
-        """The id of the client connection behind `ctx` (one per process over stdio), remembered."""
-        headers = ctx.headers or {}
-        connection = headers.get("mcp-session-id") or self._stdio_id
-        self._sessions[connection] = ctx.request_context.session
+    def connection(self, ctx: Context[Any, Any]) -> str:
+        """The id of the client connection behind `ctx` (one per process over stdio); a 2025-11-25 one is
+        remembered, so it can be told when a video ends."""
+        headers = ctx.headers  # over HTTP, a 2026-07-28 request belongs to no connection
+        connection = self._stdio_id if headers is None else headers.get("mcp-session-id") or "stateless-http"
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            session = self._sessions.setdefault(connection, Session(ctx.request_context.session))
+            session.proxy = ctx.request_context.session
         return connection
+
+    def _session(self, ctx: Context[Any, Any]) -> Session | None:
+        return self._sessions.get(self.connection(ctx))
+
+    def subscribe(self, ctx: Context[Any, Any], uri: str) -> None:
+        if session := self._session(ctx):
+            session.uris.add(uri)
+
+    def unsubscribe(self, ctx: Context[Any, Any], uri: str) -> None:
+        if session := self._session(ctx):
+            session.uris.discard(uri)
+
+    def set_level(self, ctx: Context[Any, Any], level: LoggingLevel) -> None:
+        if session := self._session(ctx):
+            session.level = level
 
     async def deliver(self, record: TaskRecord) -> None:
         await self._announce(record, final=True)
@@ -45,20 +85,20 @@ class McpNotifier:
     async def _announce(self, record: TaskRecord, *, final: bool) -> None:
         uri = task_uri(record.task_id)
         await self.bus.publish(ResourceUpdated(uri=uri))
-        connection = record.origin.session if isinstance(record.origin, McpOrigin) else ""
-        session = self._sessions.get(connection)
-        if session is None:
-            return  # that client is gone; the result stays readable as a resource and in list_videos
-        try:
-            await session.send_resource_updated(uri)
-            if final:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # logging is deprecated in 2026-07-28 but clients still show it
-                    await session.send_log_message(
-                        level="info" if record.outcome is Outcome.SUCCEEDED else "warning",
-                        data={"message": finished_sentence(record), "task_id": record.task_id, "uri": uri},
-                        logger="kling3",
-                    )
-        except Exception as exc:  # a closed session is not a reason to retry for a day
-            log.info("could not notify the MCP session of %s: %s", record.task_id, exc)
-            self._sessions.pop(connection, None)
+        origin = record.origin.session if isinstance(record.origin, McpOrigin) else None
+        level: LoggingLevel = "info" if record.outcome is Outcome.SUCCEEDED else "warning"
+        for connection, session in list(self._sessions.items()):
+            try:
+                if uri in session.uris:
+                    await session.proxy.send_resource_updated(uri)
+                if final and connection == origin and session.wants(level):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # deprecated in 2026-07-28; 2025-11-25 clients show it
+                        await session.proxy.send_log_message(
+                            level=level,
+                            data={"message": finished_sentence(record), "task_id": record.task_id, "uri": uri},
+                            logger="kling3",
+                        )
+            except Exception as exc:  # a closed session is not a reason to retry for a day
+                log.info("could not notify MCP session %s of %s: %s", connection, record.task_id, exc)
+                self._sessions.pop(connection, None)

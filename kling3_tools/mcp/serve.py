@@ -1,4 +1,5 @@
-"""Running the server: the service, the notifier and an in-process poller for its whole life, on stdio or HTTP."""
+"""Assembling the server (tools, resources, prompts, protocol methods) and running it: the service, the notifier
+and an in-process poller for its whole life, on stdio or HTTP."""
 
 from __future__ import annotations
 
@@ -8,16 +9,63 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp_types import (
+    CompleteRequestParams,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
 
 from ..config import Settings
 from ..errors import KlingError
 from ..service import KlingService
+from ..version import __version__
+from . import prompts, protocol, tools
 from .http import BearerTokenMiddleware, is_loopback
 from .notifier import McpNotifier
-from .server import Deps
-from .tools import build_server
+from .outputs import MODELS_URI, TASK_URI
+from .server import Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
+
+
+READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
+OFFLINE = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+
+
+def build_server(deps: Deps) -> KlingMCPServer:
+    server = KlingMCPServer(
+        deps,
+        name="kling3",
+        version=__version__,
+        instructions=(
+            "Make videos with Kling 3.0 and Kling Video O3. Check prices with estimate_video_cost before "
+            "generate_video: every generate spends the user's credits. Videos take minutes; when "
+            "generate_video answers 'running', call wait_for_video with its task_id."
+        ),
+        subscriptions=deps.notifier.bus,
+    )
+    server.add_tool(
+        tools.generate_video,
+        title="Generate a video (spends credits)",
+        description=tools.GENERATE_DESCRIPTION,
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
+    )
+    server.add_tool(tools.wait_for_video, title="Wait for a video", annotations=READ_ONLY)
+    server.add_tool(tools.get_video_status, title="Video status", annotations=READ_ONLY)
+    server.add_tool(tools.estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
+    server.add_tool(tools.list_video_models, title="List video models", annotations=OFFLINE)
+    server.add_tool(tools.list_videos, title="List my videos", annotations=OFFLINE)
+    server.resource(MODELS_URI, name="models", mime_type="application/json")(tools.models_resource)
+    server.resource(TASK_URI, name="task", mime_type="application/json")(tools.task_resource)
+    server.prompt(title="Make a video")(prompts.make_video)
+    server.prompt(title="Edit or continue one of my videos")(prompts.remix_video)
+    server.add_request_handler("resources/subscribe", SubscribeRequestParams, protocol.subscribe)
+    server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, protocol.unsubscribe)
+    server.add_request_handler("logging/setLevel", SetLevelRequestParams, protocol.set_level)
+    server.add_request_handler("completion/complete", CompleteRequestParams, protocol.complete)
+    return server
 
 
 @contextlib.asynccontextmanager
@@ -30,8 +78,8 @@ async def open_deps(settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]
 
 
 async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> None:
-    token = settings.mcp.http_token.get_secret_value() if settings.mcp.http_token else None
-    if transport == "http" and not is_loopback(host) and not token:
+    tokens = settings.mcp.bearer_tokens
+    if transport == "http" and not is_loopback(host) and not tokens:
         raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
     async with open_deps(settings, sandbox=sandbox) as deps:
         server = build_server(deps)
@@ -43,8 +91,8 @@ async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str,
         import uvicorn
 
         app: Any = server.streamable_http_app(host=host)
-        if token:
-            app = BearerTokenMiddleware(app, token)
+        if tokens:
+            app = BearerTokenMiddleware(app, tokens)
         config = uvicorn.Config(app, host=host, port=port, log_level="warning")
         log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
         await uvicorn.Server(config).serve()

@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Resolve
-from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from .. import catalog
@@ -27,10 +26,7 @@ from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
 from ..records import McpOrigin, TaskRecord
 from ..store import StatusFilter
-from ..version import __version__
 from .outputs import (
-    MODELS_URI,
-    TASK_URI,
     CostEstimate,
     ModelList,
     SpendApproval,
@@ -40,7 +36,7 @@ from .outputs import (
     model_list,
     to_video,
 )
-from .server import Deps, KlingMCPServer, deps_of
+from .server import NotYours, deps_of
 
 PROGRESS_EVERY = 3.0
 
@@ -81,14 +77,10 @@ def takes_request_fields(fn: Fn) -> Fn:
 
 
 async def own_record(task_id: str, ctx: Context[Any, Any]) -> TaskRecord | None:
-    """The recorded task when this client may see it. Over HTTP, another client's task and an id the
-    store does not know (which the API would describe to anyone holding the key) are refused."""
-    deps = deps_of(ctx)
-    record = await deps.service.get(task_id)
-    who = deps.identity(ctx)
-    if who is not None and (record is None or getattr(record.origin, "owner", None) != who):
-        raise ToolError(f"Task {task_id} is not one of this client's videos.")
-    return record
+    try:
+        return await deps_of(ctx).own_record(task_id, ctx)
+    except NotYours as exc:
+        raise ToolError(str(exc)) from None
 
 
 async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> VideoTask:
@@ -178,7 +170,7 @@ async def generate_video(
     deps = deps_of(ctx)
     params = getattr(ctx.request_context.session, "client_params", None)
     origin = McpOrigin(
-        session=deps.notifier.session_id(ctx),
+        session=deps.notifier.connection(ctx),
         client_name=params.client_info.name if params is not None else None,
         owner=deps.identity(ctx),
     )
@@ -272,35 +264,3 @@ async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
         return from_task((await service.status(task_id)).task).model_dump_json()
     except KlingError as exc:
         raise ToolError(exc.message) from None
-
-
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
-OFFLINE = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
-
-
-def build_server(deps: Deps) -> KlingMCPServer:
-    server = KlingMCPServer(
-        deps,
-        name="kling3",
-        version=__version__,
-        instructions=(
-            "Make videos with Kling 3.0 and Kling Video O3. Check prices with estimate_video_cost before "
-            "generate_video: every generate spends the user's credits. Videos take minutes; when "
-            "generate_video answers 'running', call wait_for_video with its task_id."
-        ),
-        subscriptions=deps.notifier.bus,
-    )
-    server.add_tool(
-        generate_video,
-        title="Generate a video (spends credits)",
-        description=GENERATE_DESCRIPTION,
-        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
-    )
-    server.add_tool(wait_for_video, title="Wait for a video", annotations=READ_ONLY)
-    server.add_tool(get_video_status, title="Video status", annotations=READ_ONLY)
-    server.add_tool(estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
-    server.add_tool(list_video_models, title="List video models", annotations=OFFLINE)
-    server.add_tool(list_videos, title="List my videos", annotations=OFFLINE)
-    server.resource(MODELS_URI, name="models", mime_type="application/json")(models_resource)
-    server.resource(TASK_URI, name="task", mime_type="application/json")(task_resource)
-    return server

@@ -1,0 +1,93 @@
+"""The protocol methods beside tools and resources: `resources/subscribe` and `resources/unsubscribe` and
+`logging/setLevel` (2025-11-25 sessions; 2026-07-28 sessions use `subscriptions/listen`), and
+`completion/complete` for the task resource and the prompts' arguments."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, get_args
+
+from mcp.server.mcpserver import Context
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
+    EmptyResult,
+    PromptReference,
+    ResourceTemplateReference,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    UnsubscribeRequestParams,
+)
+
+from .. import catalog
+from . import prompts
+from .outputs import MODELS_URI, TASK_URI
+from .server import NotYours, deps_of
+
+MAX_COMPLETIONS = 100  # the most one answer may hold
+TASK_URI_PATTERN = re.compile("^" + re.escape(TASK_URI).replace(re.escape("{task_id}"), "(?P<task_id>[^/]+)") + "$")
+
+
+async def subscribe(ctx: Context[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+    """Follow one of this client's tasks (or the models, which never change while the server runs)."""
+    uri = str(params.uri)
+    if uri != MODELS_URI:
+        match = TASK_URI_PATTERN.match(uri)
+        if match is None:
+            raise MCPError(code=INVALID_PARAMS, message=f"No such resource: {uri}")
+        try:
+            await deps_of(ctx).own_record(match["task_id"], ctx)
+        except NotYours as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+    deps_of(ctx).notifier.subscribe(ctx, uri)
+    return EmptyResult()
+
+
+async def unsubscribe(ctx: Context[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+    deps_of(ctx).notifier.unsubscribe(ctx, str(params.uri))
+    return EmptyResult()
+
+
+async def set_level(ctx: Context[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+    deps_of(ctx).notifier.set_level(ctx, params.level)
+    return EmptyResult()
+
+
+async def complete(ctx: Context[Any, Any], params: CompleteRequestParams) -> CompleteResult:
+    """Values for an argument that start with what the user typed; an unknown reference gets none."""
+    typed = params.argument.value
+    matching = [value for value in await _candidates(ctx, params.ref, params.argument.name) if value.startswith(typed)]
+    return CompleteResult(
+        completion=Completion(
+            values=matching[:MAX_COMPLETIONS], total=len(matching), has_more=len(matching) > MAX_COMPLETIONS
+        )
+    )
+
+
+async def _candidates(ctx: Context[Any, Any], ref: PromptReference | ResourceTemplateReference, name: str) -> list[str]:
+    if name == "task_id" and (
+        (isinstance(ref, ResourceTemplateReference) and ref.uri == TASK_URI)
+        or (isinstance(ref, PromptReference) and ref.name == "remix_video")
+    ):
+        return await own_task_ids(ctx)
+    if isinstance(ref, PromptReference):
+        return PROMPT_CHOICES.get((ref.name, name), [])
+    return []
+
+
+async def own_task_ids(ctx: Context[Any, Any], *, limit: int = MAX_COMPLETIONS) -> list[str]:
+    """This client's task ids, newest first (every MCP task's over stdio, or with `[mcp] share_tasks`)."""
+    deps = deps_of(ctx)
+    records = await deps.service.recent(origin_kind="mcp", owner=deps.identity(ctx), limit=limit)
+    return [record.task_id for record in records]
+
+
+PROMPT_CHOICES: dict[tuple[str, str], list[str]] = {
+    ("make_video", "type"): prompts.TEXT_TYPES,
+    ("make_video", "aspect_ratio"): [ratio.value for ratio in catalog.AspectRatio],
+    ("make_video", "duration"): prompts.DURATIONS,
+    ("remix_video", "how"): list(get_args(prompts.How)),
+}
