@@ -259,3 +259,11 @@ def error_class_for(status_code: int, code: str | None) -> type[APIError]:
 def install_hint(extra: str) -> str:
     """How to add an optional part, from PyPI or from a checkout of the repository."""
     return f"pip install 'kling3-tools[{extra}]' (from a checkout: pip install -e '.[{extra}]')"
+
+
+def missing_part(what: str, extra: str, exc: ImportError) -> str:
+    """Why `what` cannot start: its extra is missing, or (an install older than this checkout) one of our own
+    packages is not installed at all."""
+    if exc.name and exc.name.split(".")[0] == "kling3_discord":
+        return f"{what} is not installed with this kling3-tools: reinstall it (from a checkout: pip install -e .)"
+    return f"{what} needs the {extra} extra: {install_hint(extra)} ({exc})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, get_args
 
 from pydantic import (
     AnyUrl,
@@ -205,6 +205,12 @@ class GenerateRequest(BaseModel):
         """Every request field read from `values` (parsed flags, tool arguments, a recorded request), None
         where absent. Front ends learn the fields here, so a field added to the model reaches all of them."""
         return {name: values.get(name) for name in cls.model_fields}
+
+    @classmethod
+    def value_type(cls, name: str) -> Any:
+        """A field's type without its None (`int` for `int | None`), for front ends that shape an input by it."""
+        annotation = cls.model_fields[name].annotation
+        return next(arg for arg in (get_args(annotation) or (annotation,)) if arg is not type(None))
 
     @classmethod
     def build(cls, **fields: Any) -> GenerateRequest:

@@ -35,13 +35,14 @@ def modules() -> dict[str, Path]:
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     """Our modules that `name` imports anywhere in its file (inside functions too; not for type checking only):
-    an import of a package's attribute counts as one of the package, an import of a submodule as that module."""
+    an import of a package's attribute counts as one of the package, an import of a submodule as one of that
+    module and of the packages above it (their `__init__` runs first), except the packages `name` is in."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
         for inner in ast.walk(node)
     }
     edges = set()
@@ -59,8 +60,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
         else:
             continue
-        edges |= {target for target in targets if target in known and target != name}
-    return edges
+        for target in targets:  # importing a.b.c runs a/__init__ and a/b/__init__ first
+            parts = target.split(".")
+            edges |= {".".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    return {edge for edge in edges if edge in known and edge != name and not name.startswith(edge + ".")}
 
 
 def graph() -> dict[str, set[str]]:
@@ -176,4 +179,7 @@ def test_a_field_added_to_the_request_model_reaches_every_front_end():
     seen = json.loads(result.stdout)
     assert seen["payload"] == seen["same_again"] == seen["cli"] == seen["mcp_request"] == 7
     assert seen["mcp"] == [99]
-    assert seen["discord"] == {name: [0, 99, "Random seed"] for name in ("generate", "animate", "reference", "edit")}
+    assert seen["discord"] == {
+        name: [0, 99, "Random seed; the same seed, the same video"]
+        for name in ("generate", "animate", "reference", "edit")
+    }

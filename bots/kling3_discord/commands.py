@@ -11,7 +11,7 @@ import enum
 import inspect
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Optional
 
 import annotated_types
 import discord
@@ -56,6 +56,8 @@ class SpendingCommand:
     mode: Mode
     default_type: TaskType
     uploads: tuple[Upload, ...] = ()
+    prompt: str = "What the video shows (up to 2000 characters)"
+    prompt_first: bool = False  # else after the required uploads
 
 
 SPENDING_COMMANDS = (
@@ -75,7 +77,8 @@ SPENDING_COMMANDS = (
         "O3 reference to video: up to 7 reference images (spends credits)",
         Mode.REFERENCE,
         TaskType.O3_PRO_REFERENCE_TO_VIDEO,
-        (
+        prompt_first=True,
+        uploads=(
             *(
                 Upload(f"image{n}", "images", "image", "Reference image", required=n == 1)
                 for n in range(1, catalog.MAX_REFERENCE_IMAGES + 1)
@@ -89,20 +92,23 @@ SPENDING_COMMANDS = (
         Mode.EDIT,
         TaskType.O3_STD_VIDEO_EDIT,
         (Upload("video", "video", "video", "The video to edit", required=True),),
+        prompt="What should change",
     ),
 )
 
 
 def brief(text: str | None) -> str:
-    """A field's description cut to its first clause, within Discord's 100 characters."""
-    first = (text or "…").split(";")[0].rstrip(". ")
-    return first if len(first) <= 100 else first[:99] + "…"
+    """A field's description within Discord's 100 characters: whole when it fits, else its first clause."""
+    text = (text or "…").rstrip(".")
+    if len(text) > 100:
+        text = text.split(";")[0]
+    return text if len(text) <= 100 else text[:99] + "…"
 
 
 def option_type(name: str) -> tuple[Any, list[Choice[str]] | None]:
     """The Discord type of a request field (bounded numbers as ranges) and its choices, from the model."""
     field = GenerateRequest.model_fields[name]
-    value_type = next(arg for arg in (get_args(field.annotation) or (field.annotation,)) if arg is not type(None))
+    value_type = GenerateRequest.value_type(name)
     if isinstance(value_type, type) and issubclass(value_type, enum.Enum):
         return str, [Choice(name=str(member.value), value=str(member.value)) for member in value_type]
     if value_type in (int, float):
@@ -137,17 +143,21 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
     parameters = [
         inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
     ]
-    descriptions = {
-        "prompt": brief(GenerateRequest.model_fields["prompt"].description),
-        "model": "Which Kling model, and its price",
-    }
+    descriptions = {"prompt": spec.prompt, "model": "Which Kling model (and its price in credits)"}
     choices: dict[str, list[Choice[str]]] = {"model": model_choices(spec.mode)}
+    prompt = inspect.Parameter("prompt", keyword, annotation=str)
     for upload in spec.uploads:
         annotation = discord.Attachment if upload.required else discord.Attachment | None
         default = inspect.Parameter.empty if upload.required else None
+        if not upload.required and prompt not in parameters:
+            parameters.append(prompt)
         parameters.append(inspect.Parameter(upload.option, keyword, annotation=annotation, default=default))
         descriptions[upload.option] = upload.description
-    parameters.append(inspect.Parameter("prompt", keyword, annotation=str))
+    if prompt not in parameters:
+        parameters.append(prompt)
+    if spec.prompt_first:
+        parameters.remove(prompt)
+        parameters.insert(1, prompt)
     parameters.append(inspect.Parameter("model", keyword, annotation=str | None, default=None))
     for name in fields:
         annotation, field_choices = option_type(name)

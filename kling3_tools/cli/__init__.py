@@ -10,16 +10,14 @@ parser (flags) · commands (the API and the catalog) · tasks (the local store)
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import signal
 import sys
 
-from ..config import ConfigError, Settings
-from ..errors import KlingError, RequestValidationError, install_hint
-from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK
+from ..errors import KlingError, RequestValidationError, missing_part
+from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, load_settings
 from .commands import cmd_cost, cmd_generate, cmd_models, cmd_sandbox, cmd_status, cmd_wait
 from .output import UsageError, fail
 from .parser import build_parser
@@ -27,13 +25,6 @@ from .tasks import cmd_store, cmd_tasks
 from .workers import cmd_poller
 
 __all__ = ["build_parser", "discord_main", "main"]
-
-
-def load_settings(args: argparse.Namespace) -> Settings:
-    try:
-        return Settings.load(args.config, base_url=args.base_url)
-    except (FileNotFoundError, ConfigError) as exc:
-        raise UsageError(str(exc)) from None
 
 
 ASYNC_COMMANDS = {
@@ -68,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 from kling3_discord import run as run_discord
             except ImportError as exc:
-                raise UsageError(
-                    f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})"
-                ) from None
+                raise UsageError(missing_part("the Discord bot", "discord", exc)) from None
             return run_discord(args)
         settings = load_settings(args)
+        if settings is None:
+            return EXIT_BAD_INPUT
         if args.command == "sandbox":
             return cmd_sandbox(args, settings)
         code = asyncio.run(ASYNC_COMMANDS[args.command](args, settings))
@@ -101,6 +92,6 @@ def discord_main() -> int:
     try:
         from kling3_discord import main as bot_main
     except ImportError as exc:
-        fail(f"the Discord bot needs the discord extra: {install_hint('discord')} ({exc})")
+        fail(missing_part("the Discord bot", "discord", exc))
         return EXIT_BAD_INPUT
     return bot_main()

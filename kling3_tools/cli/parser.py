@@ -31,7 +31,10 @@ FLAG_LOOKS: dict[str, dict[str, Any]] = {
     },
     "duration": {"flags": ("-d", "--duration")},
     "aspect_ratio": {"flags": ("-a", "--aspect-ratio"), "metavar": "RATIO"},
-    "images": {"flags": ("--ref-image",), "help": "reference image URL, repeatable"},
+    "images": {
+        "flags": ("--ref-image",),
+        "help": f"reference image URL, repeatable (at most {catalog.MAX_REFERENCE_IMAGES})",
+    },
     "cfg_scale": {"metavar": "0-1"},
 }
 
@@ -39,7 +42,7 @@ FLAG_LOOKS: dict[str, dict[str, Any]] = {
 def _request_flag(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The flag of one request field, from the field's type and description."""
     field = GenerateRequest.model_fields[name]
-    value_type = next(arg for arg in (get_args(field.annotation) or (field.annotation,)) if arg is not type(None))
+    value_type = GenerateRequest.value_type(name)
     options: dict[str, Any] = {"help": field.description, "dest": name}
     if value_type is bool:
         options |= {"action": argparse.BooleanOptionalAction, "default": None}

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from ..config import Settings
-from ..errors import install_hint
+from ..errors import missing_part
 from ..launch import EXIT_BAD_INPUT, EXIT_OK
 from ..store import is_postgres_url
 from .commands import open_service
@@ -29,8 +29,9 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 from kling3_discord.notifier import rest_notifier
             except ImportError as exc:
-                hint = install_hint("discord")
-                raise UsageError(f"DISCORD_TOKEN is set but the discord extra is missing: {hint} ({exc})") from None
+                raise UsageError(
+                    f"DISCORD_TOKEN is set, but {missing_part('delivery to Discord', 'discord', exc)}"
+                ) from None
             service.register(await stack.enter_async_context(rest_notifier(service, token)))
         poller = service.poller()
         loop = asyncio.get_running_loop()
