@@ -82,6 +82,21 @@ class StoreSettings(_Section):
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
+class StorageSettings(_Section):
+    """`[storage]`: a bucket for local files and (with `archive_videos`) finished videos."""
+
+    url: str = ""  # s3://bucket/prefix (R2, MinIO, B2: s3:// with `endpoint`), gs://bucket/prefix, az://container
+    endpoint: str = ""
+    region: str = ""
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    public_base_url: str = ""
+    url_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600)
+    archive_videos: bool = False
+
+    _no_empty_secrets = field_validator("access_key_id", "secret_access_key", mode="before")(_empty_is_unset)
+
+
 class BudgetSettings(_Section):
     """`[budget]`: one wallet, so limits for every front end together (the CLI and the Python API too)."""
 
@@ -175,6 +190,7 @@ class Settings(BaseSettings):
 
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     poller: PollerSettings = Field(default_factory=PollerSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)

@@ -100,21 +100,21 @@ class GenerateRequest(BaseModel):
     )
     aspect_ratio: AspectRatio | None = Field(default=None, description="16:9 (default), 9:16 or 1:1.")
     image: str | None = Field(
-        default=None, description="Start image: a public http(s) URL the API can fetch (image-to-video)."
+        default=None, description="Start image (image-to-video): an http(s) URL, a local file or a data: URI."
     )
     end_image: str | None = Field(
-        default=None, description="End frame image: a public http(s) URL the API can fetch (image-to-video)."
+        default=None, description="End frame image (image-to-video): an http(s) URL, a local file or a data: URI."
     )
     video: str | None = Field(
         default=None,
-        description="Source video: a public http(s) URL the API can fetch (video-edit, reference-to-video).",
+        description="Source video (video-edit, reference-to-video): an http(s) URL, a local file or a data: URI.",
     )
     images: list[str] | None = Field(
         default=None,
         max_length=catalog.MAX_REFERENCE_IMAGES,
         description=(
-            f"Reference images: public http(s) URLs the API can fetch (reference-to-video, at most "
-            f"{catalog.MAX_REFERENCE_IMAGES})."
+            f"Reference images (reference-to-video, at most {catalog.MAX_REFERENCE_IMAGES}): http(s) URLs, local "
+            "files or data: URIs."
         ),
     )
     sound: bool | None = Field(

@@ -12,14 +12,18 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
 from . import downloads
+from .assets import inputs
+from .assets.inputs import LocalFiles
+from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
 from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy, UpdateCallback, WaitPolicy
 from .config import Settings
 from .errors import KlingError, OutcomeUnknownError, StoreError
@@ -62,8 +66,10 @@ class KlingService:
         http: httpx.AsyncClient,
         schedule: SchedulePolicy | None = None,
         api_url: str | None = None,
+        assets: AssetStore | None = None,
     ) -> None:
         self.client = client
+        self.assets = assets  # where local inputs go; None: only URLs are accepted
         self.api_url = api_url or client.base_url  # the API's name in the store: the embedded sandbox's is fixed
         self.store = store
         self.settings = settings
@@ -95,11 +101,13 @@ class KlingService:
             )
             api_url: str | None = None
             key: SecretStr | None
+            assets: AssetStore | None = ObjectAssetStore(settings.storage) if settings.storage.url else None
             if sandbox:
                 server = stack.enter_context(embedded.start(settings.sandbox))
                 api_url = embedded.API_URL
                 key, base_url = SecretStr(server.api_key), server.url
                 schedule = schedule or embedded.schedule(settings.sandbox.finish_seconds)
+                assets = assets or SandboxAssetStore(http, server.url, server.api_key)
             else:
                 key, base_url = settings.api_key, settings.base_url
             client = AsyncKlingClient(
@@ -112,9 +120,14 @@ class KlingService:
                 busy_timeout=settings.store.busy_timeout_seconds,
             )
             stack.push_async_callback(store.close)
-            yield cls(client, store, settings, http=http, schedule=schedule, api_url=api_url)
+            yield cls(client, store, settings, http=http, schedule=schedule, api_url=api_url, assets=assets)
 
     # --- spending: the one path every generate takes -----------------------------------
+
+    async def prepare(self, fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH) -> GenerateRequest:
+        """A request from a front end's fields (`GenerateRequest.fields_of`), its local files (paths, data:
+        URIs) checked with everything else, then uploaded: nothing is uploaded while any problem remains."""
+        return await inputs.prepare(fields, self.assets, files)
 
     async def submit(
         self,

@@ -87,7 +87,8 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxOptions(finish_seconds=0.3)) as server:
+    # Inputs are not fetched: tests give example URLs, and nothing may leave loopback (tests that need it say so).
+    with SandboxServer(SandboxOptions(finish_seconds=0.3, fetch_inputs=False)) as server:
         yield server
 
 

@@ -31,7 +31,7 @@ def test_compose_services_run_real_commands_on_one_postgres():
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_the_image_installs_every_front_end_and_postgres():
+def test_the_image_installs_every_front_end_postgres_and_storage():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert '".[mcp,discord,postgres]"' in dockerfile
+    assert '".[mcp,discord,postgres,storage]"' in dockerfile
     assert "USER kling3" in dockerfile

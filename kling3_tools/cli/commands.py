@@ -14,6 +14,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from .. import catalog
+from ..assets import inputs
 from ..config import Settings
 from ..errors import RequestValidationError
 from ..launch import EXIT_OK
@@ -83,7 +84,8 @@ async def finish(service: KlingService, task_id: str, args: argparse.Namespace) 
 async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     if args.download and not args.wait:
         raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
-    request = GenerateRequest.build(**GenerateRequest.fields_of(vars(args)))
+    fields = GenerateRequest.fields_of(vars(args))
+    request, _ = inputs.examine(fields, inputs.ANY_PATH)  # every problem, before anything starts
     try:
         origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
     except ValidationError as exc:
@@ -98,6 +100,7 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
 
     async with open_service(args, settings) as service:
+        request = await service.prepare(fields)  # local files uploaded
         record = await service.submit(request, origin, on_created=created)
         if args.notify_webhook:
             err.print("The result will be POSTed to the webhook by a running `kling3 poller`.")
@@ -131,7 +134,7 @@ async def cmd_wait(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
     if args.prompt is not None:
-        request = GenerateRequest.build(**GenerateRequest.fields_of(vars(args)))
+        request, _ = inputs.examine(GenerateRequest.fields_of(vars(args)), inputs.ANY_PATH)
         credits, text = request.estimated_credits(), describe_cost(request)
     else:
         if not isinstance(args.duration, int | None):

@@ -33,7 +33,7 @@ FLAG_LOOKS: dict[str, dict[str, Any]] = {
     "aspect_ratio": {"flags": ("-a", "--aspect-ratio"), "metavar": "RATIO"},
     "images": {
         "flags": ("--ref-image",),
-        "help": f"reference image URL, repeatable (at most {catalog.MAX_REFERENCE_IMAGES})",
+        "help": f"reference image URL or local file, repeatable (at most {catalog.MAX_REFERENCE_IMAGES})",
     },
     "cfg_scale": {"metavar": "0-1"},
 }
@@ -47,13 +47,13 @@ def _request_flag(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     if value_type is bool:
         options |= {"action": argparse.BooleanOptionalAction, "default": None}
     elif get_origin(value_type) is list:
-        options |= {"action": "append", "metavar": "URL" if "URL" in (field.description or "") else "VALUE"}
+        options |= {"action": "append", "metavar": "URL|PATH" if "URL" in (field.description or "") else "VALUE"}
     elif value_type is int:
         options["type"] = _whole_number  # checked with the rest of the request, so every problem is listed at once
     elif value_type is float:
         options |= {"type": float, "metavar": "NUMBER"}
     else:
-        options["metavar"] = "URL" if "URL" in (field.description or "") else "TEXT"
+        options["metavar"] = "URL|PATH" if "URL" in (field.description or "") else "TEXT"
     looks = dict(FLAG_LOOKS.get(name, {}))
     flags = looks.pop("flags", ("--" + name.replace("_", "-"),))
     return flags, options | looks

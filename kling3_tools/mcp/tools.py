@@ -13,14 +13,18 @@ import contextlib
 import inspect
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from mcp.server.mcpserver import AcceptedElicitation, Context, Elicit, ElicitationResult
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.resolve import Resolve
+from mcp.server.mcpserver.resolve import ListRoots, Resolve
+from mcp_types import ListRootsResult
 from pydantic import Field
 
 from .. import catalog
+from ..assets.inputs import ANY_PATH, LocalFiles, examine, find_local
 from ..catalog import TaskType
 from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
@@ -120,9 +124,32 @@ async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> Vide
 
 
 @takes_request_fields
-def checked_request(**fields: Any) -> GenerateRequest:
+def client_roots(ctx: Context[Any, Any], **fields: Any) -> ListRoots | ListRootsResult:
+    """The folders a stdio client shares, asked only when the request names a local path and the client
+    declares roots; no roots means no limit (over HTTP no path is read at all)."""
+    capabilities = ctx.client_capabilities
+    wants_paths = ctx.headers is None and any(isinstance(e.source, Path) for e in find_local(fields, ANY_PATH)[0])
+    if wants_paths and capabilities is not None and capabilities.roots is not None:
+        return ListRoots()
+    return ListRootsResult(roots=[])
+
+
+def local_files(ctx: Context[Any, Any], roots: ListRootsResult) -> LocalFiles:
+    """What this caller may give as local inputs: over HTTP no server-side path; over stdio paths inside
+    its roots when it declares any."""
+    if ctx.headers is not None:
+        return LocalFiles(paths=False, refusal="server-side paths are refused over HTTP; give a URL or a data: URI")
+    folders = tuple(Path(unquote(urlsplit(str(root.uri)).path)) for root in roots.roots)
+    return LocalFiles(roots=folders)
+
+
+@takes_request_fields
+def checked_request(
+    ctx: Context[Any, Any], roots: Annotated[ListRootsResult, Resolve(client_roots)], **fields: Any
+) -> GenerateRequest:
+    """The request as it will be priced and approved (local inputs checked, not yet uploaded)."""
     try:
-        return GenerateRequest.build(**fields)
+        return examine(fields, local_files(ctx, roots))[0]
     except RequestValidationError as exc:
         raise ToolError(f"{exc}\nNothing was spent.") from None
 
@@ -158,6 +185,7 @@ async def generate_video(
     ctx: Context[Any, Any],
     request: Annotated[GenerateRequest, Resolve(checked_request)],
     approval: Annotated[ElicitationResult[SpendApproval], Resolve(approve_spending)],
+    roots: Annotated[ListRootsResult, Resolve(client_roots)],
     *,
     wait_seconds: Annotated[
         float | None,
@@ -175,6 +203,7 @@ async def generate_video(
         owner=deps.identity(ctx),
     )
     try:
+        request = await deps.service.prepare(fields, local_files(ctx, roots))  # local inputs uploaded now
         record = await deps.service.submit(request, origin, limits=[deps.limit])
     except KlingError as exc:
         raise ToolError(exc.message) from None

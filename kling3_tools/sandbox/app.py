@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import catalog
+from ..assets import checks
 from .options import SandboxOptions
 from .state import Fault, SandboxState, SandboxTask
 
@@ -149,6 +151,7 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             except ValueError:
                 raise _Reject(400, "INVALID_PARAMETER", "The body is not valid JSON") from None
             spec, credits = _validate(body)
+            unfetched = await unreachable_input(body) if state.options.fetch_inputs else None
             spread = state.options.finish_spread
             finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
             template = state.options.task_id_template
@@ -161,7 +164,8 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
                 credits=credits,
                 created_at=now,
                 finishes_at=now + finish,
-                fails=state.rng.random() < state.options.failure_rate,
+                fails=unfetched is not None or state.rng.random() < state.options.failure_rate,
+                reason=unfetched or "",
             )
             if not state.charge(task):
                 raise _Reject(402, "INSUFFICIENT_CREDITS", "Not enough credits for this operation")
@@ -199,10 +203,60 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
                 "created_at": datetime.fromtimestamp(task.created_at, UTC).isoformat().replace("+00:00", "Z"),
                 "request": task.request,
                 "response": [video_url(request, task.task_id)] if word == "SUCCESS" else [],
-                "error_message": "Sandbox: simulated generation failure" if word == "FAILED" else None,
+                "error_message": (task.reason or "Sandbox: simulated generation failure") if word == "FAILED" else None,
                 "type": task.type.value,
             }
         )
+
+    async def unreachable_input(body: dict[str, Any]) -> str | None:
+        """Why one of the request's input URLs cannot be used, or None: fetched as the API does, each must
+        answer 200 with an image (a video for `video`)."""
+        inputs = [(name, body.get(name)) for name in ("image", catalog.END_FRAME_WIRE_FIELD, "video")]
+        inputs += [(f"images[{i}]", url) for i, url in enumerate(body.get("images") or [])]
+        async with httpx.AsyncClient(timeout=10, follow_redirects=True) as http:
+            for label, url in inputs:
+                if not url:
+                    continue
+                kind = "video" if label == "video" else "image"
+                try:
+                    async with http.stream("GET", str(url)) as response:
+                        if response.status_code != 200:
+                            return f"Could not fetch `{label}` ({url}): HTTP {response.status_code}"
+                        head = b""
+                        async for chunk in response.aiter_bytes():
+                            head += chunk
+                            if len(head) >= checks.SNIFF_BYTES:
+                                break
+                except httpx.HTTPError as exc:
+                    return f"Could not fetch `{label}` ({url}): {type(exc).__name__}"
+                found = checks.sniff(head)
+                if found is None or not found.startswith(kind):
+                    return f"`{label}` ({url}) is not {'a video' if kind == 'video' else 'an image'}"
+        return None
+
+    async def upload(request: Request) -> Response:
+        """Keep a file for a later generate to fetch (what `[storage]` is for with the real API)."""
+        if request.headers.get("authorization", "") != f"Bearer {state.options.api_key}":
+            return _error(401, "INVALID_API_KEY", "API key is missing or invalid")
+        suffix = request.headers.get("x-suffix", "")
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > checks.MAX_VIDEO_BYTES:
+                return _error(413, "INVALID_PARAMETER", "The upload is too large")
+        if suffix not in checks.SUFFIXES.values():
+            return _error(400, "INVALID_PARAMETER", "Unsupported file type")
+        key = secrets.token_urlsafe(18) + suffix
+        state.uploads[key] = (request.headers.get("content-type", "application/octet-stream"), data)
+        state.requests["upload"] += 1
+        return JSONResponse({"key": key})
+
+    async def uploaded(request: Request) -> Response:
+        found = state.uploads.get(request.path_params["key"])
+        if found is None:
+            return Response(status_code=404)
+        content_type, data = found
+        return Response(data, media_type=content_type)
 
     def video_url(request: Request, task_id: str) -> str:
         if state.options.video_url_template:
@@ -254,6 +308,8 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             Route("/api/generate", generate, methods=["POST"]),
             Route("/api/status", status, methods=["GET"]),
             Route("/media/{task_id:path}.mp4", media, methods=["GET"]),
+            Route("/sandbox/uploads", upload, methods=["POST"]),
+            Route("/uploads/{key}", uploaded, methods=["GET"]),
             Route("/sandbox/stats", read_stats, methods=["GET"]),
             Route("/sandbox/tasks", list_tasks, methods=["GET"]),
             Route("/sandbox/options", set_options, methods=["POST"]),

@@ -24,6 +24,9 @@ class SandboxOptions(BaseModel):
         default=0.0, ge=0, description="Hold each generate answer this long, after creating the task."
     )
     status_delay: float = Field(default=0.0, ge=0, description="Hold each status answer this long.")
+    fetch_inputs: bool = Field(
+        default=True, description="Fetch every input URL of a generate, as the API does; a failed fetch fails the task."
+    )
     # Hostile answers, to prove the clients survive them.
     task_id_template: str = Field(
         default="", description="Every new task id is this, {n} a counter (e.g. '../../x{n}'); empty: normal ids."

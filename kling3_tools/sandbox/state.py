@@ -45,6 +45,7 @@ class SandboxTask:
     created_at: float
     finishes_at: float
     fails: bool
+    reason: str = ""  # why it fails, when it was not chance (an input the sandbox could not fetch)
 
     def status_word(self, now: float) -> str:
         if now < self.finishes_at:
@@ -81,6 +82,7 @@ class SandboxState:
     faults: deque[Fault] = field(default_factory=deque)
     in_flight_status: Counter[str] = field(default_factory=Counter)
     max_concurrent_polls: int = 0
+    uploads: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # key -> (content type, bytes)
     _tokens: float = 0.0
     _tokens_at: float = 0.0
     rng: random.Random = field(default_factory=random.Random)

@@ -1,0 +1,162 @@
+"""Local files where the API wants URLs: found, checked (all at once, with the rest of the request, before
+anything is uploaded or spent), uploaded to the asset store, and replaced by the URLs the API fetches.
+
+A URL field's value may be an http(s) URL (sent as it is), a local path (a `Path`, a plain path or a
+`file://` URL) or a `data:` URI. Where paths are allowed, and inside which folders, is the front end's call
+(`LocalFiles`): the CLI and the Python API take any path, an MCP client over stdio only paths inside the
+roots it declares, one over HTTP none at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ..errors import RequestValidationError
+from ..models import GenerateRequest
+from .checks import KIND_OF_FIELD, CheckedFile, check
+from .store import AssetStore
+
+MAX_DATA_URI_BYTES = 10 * 1024 * 1024
+STORAGE_NEEDED = (
+    "local files need somewhere the API can fetch them from: set [storage] url (see the README, "
+    "'Your own files'), or try them with --sandbox"
+)
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """Which local inputs a caller may give: paths at all (`paths`), and then only inside `roots` when any."""
+
+    paths: bool = True
+    roots: tuple[Path, ...] = ()
+    refusal: str = "local paths are not accepted here; give an http(s) URL or a data: URI"
+
+    def problem(self, label: str, path: Path) -> str | None:
+        if not self.paths:
+            return f"`{label}`: {self.refusal}"
+        if self.roots and not any(path.is_relative_to(root) for root in self.roots):
+            return f"`{label}`: {path} is outside the folders this client shares (its MCP roots)"
+        if not path.is_file():
+            return f"`{label}`: no such file: {path}"
+        return None
+
+
+ANY_PATH = LocalFiles()  # the CLI and the Python API: the user's own machine
+
+
+@dataclass
+class LocalInput:
+    field: str
+    index: int | None  # its place in `images`
+    source: Path | bytes | None  # None: it cannot be read (its problem is listed)
+
+    @property
+    def label(self) -> str:
+        return self.field if self.index is None else f"{self.field}[{self.index}]"
+
+
+def _local(value: Any) -> Path | bytes | str | None:
+    """A local path, the bytes of a data: URI, a problem (str starting with '!'), or None for a URL."""
+    if isinstance(value, Path):
+        return value.expanduser().resolve()
+    if not isinstance(value, str) or value.startswith(("http://", "https://")):
+        return None
+    if value.startswith("data:"):
+        header, _, payload = value.partition(",")
+        if not header.endswith(";base64"):
+            return "!a data: URI must be base64 (data:<type>;base64,…)"
+        if len(payload) * 3 // 4 > MAX_DATA_URI_BYTES:
+            return f"!a data: URI may hold at most {MAX_DATA_URI_BYTES // (1024 * 1024)} MB; give a URL"
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            return "!the data: URI is not valid base64"
+    if value.startswith("file://"):
+        return Path(unquote(urlsplit(value).path)).resolve()
+    if "://" in value:
+        return None  # not ours: the request's own check names it
+    return Path(value).expanduser().resolve()
+
+
+def find_local(fields: Mapping[str, Any], files: LocalFiles) -> tuple[list[LocalInput], list[str]]:
+    """Every local input of the URL fields, and why those that cannot be read cannot."""
+    found: list[LocalInput] = []
+    problems: list[str] = []
+    for field in KIND_OF_FIELD:
+        value = fields.get(field)
+        values = list(enumerate(value)) if isinstance(value, list | tuple) else [(None, value)]
+        for index, item in values:
+            local = _local(item)
+            if local is None:
+                continue
+            entry = LocalInput(field, index, None)
+            found.append(entry)
+            if isinstance(local, str):
+                problems.append(f"`{entry.label}`: {local[1:]}")
+            elif isinstance(local, Path) and (problem := files.problem(entry.label, local)):
+                problems.append(problem)
+            else:
+                entry.source = local
+    return found, problems
+
+
+def placeholder(field: str) -> str:
+    return f"https://local.invalid/{field}"
+
+
+def _with(fields: Mapping[str, Any], replacements: Mapping[tuple[str, int | None], str]) -> dict[str, Any]:
+    result = dict(fields)
+    for (field, index), url in replacements.items():
+        if index is None:
+            result[field] = url
+        else:
+            result[field] = [*result[field]]
+            result[field][index] = url
+    return result
+
+
+Checked = list[tuple[LocalInput, CheckedFile]]
+
+
+def examine(fields: Mapping[str, Any], files: LocalFiles) -> tuple[GenerateRequest, Checked]:
+    """The request with stand-in URLs for its local files (its price and rules are those of the real one), and
+    the files, checked; `RequestValidationError` lists every problem of the request and of its files at once."""
+    local, problems = find_local(fields, files)
+    checked: Checked = []
+    for entry in local:
+        if entry.source is None:
+            continue  # its problem is listed already
+        result = check(entry.label, KIND_OF_FIELD[entry.field], entry.source)
+        if isinstance(result, list):
+            problems += result
+        else:
+            checked.append((entry, result))
+    stand_ins = {(entry.field, entry.index): placeholder(entry.label) for entry in local}
+    try:
+        request = GenerateRequest.build(**_with(fields, stand_ins))
+    except RequestValidationError as exc:
+        problems = exc.problems + problems
+    if problems:
+        raise RequestValidationError(problems)
+    return request, checked
+
+
+async def prepare(fields: Mapping[str, Any], assets: AssetStore | None, files: LocalFiles) -> GenerateRequest:
+    """The request, its local files uploaded once nothing is wrong with it or with them."""
+    request, checked = examine(fields, files)
+    if not checked:
+        return request
+    if assets is None:
+        raise RequestValidationError([STORAGE_NEEDED])
+    uploaded = {}
+    for entry, kind in checked:
+        assert entry.source is not None
+        key = await assets.put(entry.source, content_type=kind.content_type, suffix=kind.suffix)
+        uploaded[(entry.field, entry.index)] = await assets.url(key)
+    return GenerateRequest.build(**_with(fields, uploaded))

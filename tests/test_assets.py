@@ -1,0 +1,190 @@
+"""Local files in: checked before any upload and any spend, uploaded to a real S3-compatible server on loopback
+(moto's), fetched by the sandbox as the API fetches inputs; paths from the CLI, the Python API and MCP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp import Client
+from PIL import Image
+
+from kling3_tools.config import Settings
+from kling3_tools.errors import RequestValidationError
+from kling3_tools.service import KlingService
+
+from .conftest import set_options, stats
+from .helpers import free_port, kling3
+from .test_mcp_server import connect, http_server, server_env, text
+
+BUCKET = "kling3-assets"
+KEYS = {"access_key_id": "test-key", "secret_access_key": "test-secret"}
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """moto's standalone S3 server on loopback, with an empty bucket; yields its endpoint."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_aws_keys())
+    client.create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def _aws_keys() -> dict[str, str]:
+    return {"aws_access_key_id": KEYS["access_key_id"], "aws_secret_access_key": KEYS["secret_access_key"]}
+
+
+def objects(endpoint: str) -> list[str]:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_aws_keys())
+    return [item["Key"] for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def storage(endpoint: str) -> dict[str, Any]:
+    return {"url": f"s3://{BUCKET}/inputs", "endpoint": endpoint, "region": "us-east-1", **KEYS}
+
+
+def storage_env(endpoint: str) -> dict[str, str]:
+    return {f"KLING_STORAGE__{key.upper()}": str(value) for key, value in storage(endpoint).items()}
+
+
+def picture(path: Path, size: tuple[int, int] = (640, 480), kind: str = "JPEG") -> Path:
+    Image.new("RGB", size, (200, 120, 40)).save(path, kind)
+    return path
+
+
+def settings_for(sandbox: Any, tmp_path: Path, **extra: Any) -> Settings:
+    return Settings.load(
+        base_url=sandbox.url, api_key=sandbox.api_key, store={"url": f"sqlite:///{tmp_path / 't.db'}"}, **extra
+    )
+
+
+async def test_a_local_image_is_uploaded_signed_fetched_by_the_sandbox_and_the_task_succeeds(sandbox, s3, tmp_path):
+    set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
+    cat = picture(tmp_path / "cat.jpg")
+    async with KlingService.open(settings_for(sandbox, tmp_path, storage=storage(s3))) as service:
+        request = await service.prepare({"type": "pro-image-to-video", "prompt": "a cat", "image": cat})
+        record = await service.submit(request)
+        task = await service.wait(record.task_id, timeout=30)
+        fetched = await service.http.get(request.image or "")
+    assert request.image is not None and request.image.startswith(f"{s3}/{BUCKET}/inputs/")
+    assert "X-Amz-Signature=" in request.image  # a private object, handed out signed
+    [key] = objects(s3)
+    assert key.endswith(".jpg") and len(key.removeprefix("inputs/").removesuffix(".jpg")) >= 32  # unguessable
+    assert task.status.value == "succeeded"
+    assert fetched.content == cat.read_bytes()
+
+
+async def test_bad_files_are_refused_before_any_upload_and_any_spend(sandbox, s3, tmp_path):
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a picture")
+    small = picture(tmp_path / "small.png", (299, 600), "PNG")
+    wide = picture(tmp_path / "wide.png", (900, 300), "PNG")
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * (11 * 1024 * 1024))
+    before = objects(s3)
+    fields = {"type": "o3-pro-reference-to-video", "prompt": "x", "images": [notes, small, wide, huge]}
+    async with KlingService.open(settings_for(sandbox, tmp_path, storage=storage(s3))) as service:
+        with pytest.raises(RequestValidationError) as refused:
+            await service.prepare({**fields, "duration": 99})
+    problems = "\n".join(refused.value.problems)
+    assert "`images[0]` must be an image" in problems and "something else" in problems
+    assert "`images[1]` is 299x600 px" in problems
+    assert "`images[2]` is 900x300 px; its aspect ratio" in problems
+    assert "`images[3]` is 11.5 MB; the limit is 10 MB" in problems
+    assert "`duration`" in problems  # with the rest of the request, at once
+    assert objects(s3) == before
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
+
+
+async def test_an_input_the_api_cannot_fetch_fails_the_task_and_says_which(sandbox, tmp_path):
+    set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
+    unreachable = f"http://127.0.0.1:{free_port()}/gone.jpg"
+    async with KlingService.open(settings_for(sandbox, tmp_path)) as service:
+        request = await service.prepare({"type": "pro-image-to-video", "prompt": "x", "image": unreachable})
+        record = await service.submit(request)
+        checked = await service.status(record.task_id)
+        for _ in range(100):
+            if checked.task.status.is_terminal:
+                break
+            await asyncio.sleep(0.1)
+            checked = await service.status(record.task_id)
+    assert checked.task.status.value == "failed"
+    assert f"Could not fetch `image` ({unreachable})" in (checked.task.error_message or "")
+
+
+def test_the_cli_takes_a_local_file_on_the_sandbox_with_no_configuration(tmp_path):
+    cat = picture(tmp_path / "cat.jpg")
+    result = kling3(
+        "--sandbox", "generate", "a cat", "-t", "pro-image-to-video", "--image", str(cat), "--wait", "--json",
+        HOME=str(tmp_path), KLING_SANDBOX__FINISH_SECONDS="0.3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "succeeded"
+
+
+def test_a_local_file_for_the_real_api_without_storage_is_refused_before_spending(sandbox, tmp_path):
+    cat = picture(tmp_path / "cat.jpg")
+    result = kling3(
+        "generate", "a cat", "-t", "pro-image-to-video", "--image", str(cat),
+        KLING_BASE_URL=sandbox.url, KLING_API_KEY=sandbox.api_key, HOME=str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 2 and "[storage] url" in result.stderr and "Traceback" not in result.stderr
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
+
+
+def _png_data_uri() -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 400), (10, 20, 30)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def test_an_mcp_stdio_client_may_give_paths_inside_its_roots_only(sandbox, s3, tmp_path):
+    set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir(), private.mkdir()
+    inside, outside = picture(shared / "in.jpg"), picture(private / "out.jpg")
+
+    async def roots(context: Any) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[types.Root(uri=shared.as_uri(), name="shared")])
+
+    env = server_env(sandbox, tmp_path, **storage_env(s3))
+    arguments = {"type": "pro-image-to-video", "prompt": "x", "wait_seconds": 0}
+    async with connect(sandbox, tmp_path, env, mode="legacy", list_roots_callback=roots) as client:
+        made = await client.call_tool("generate_video", {**arguments, "image": str(inside)})
+        refused = await client.call_tool("generate_video", {**arguments, "image": str(outside)})
+    assert not made.is_error, text(made)
+    assert refused.is_error and "outside the folders this client shares" in text(refused)
+    assert "Nothing was spent" in text(refused)
+    assert stats(sandbox)["requests"]["generate"] == 1
+
+
+async def test_an_http_mcp_client_cannot_read_server_files_but_may_send_a_data_uri(sandbox, s3, tmp_path):
+    set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
+    secret = picture(tmp_path / "server-side.jpg")
+    arguments = {"type": "pro-image-to-video", "prompt": "x", "wait_seconds": 0}
+    with http_server(server_env(sandbox, tmp_path, **storage_env(s3))) as url:
+        async with Client(url) as client:
+            refused = await client.call_tool("generate_video", {**arguments, "image": str(secret)})
+            made = await client.call_tool("generate_video", {**arguments, "image": _png_data_uri()})
+    assert refused.is_error and "server-side paths are refused over HTTP" in text(refused)
+    assert not made.is_error, text(made)
+    assert stats(sandbox)["requests"]["generate"] == 1
+    assert any(key.endswith(".png") for key in objects(s3))
