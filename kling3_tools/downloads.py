@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import ipaddress
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -105,8 +106,9 @@ class UrlPolicy:
 async def fetch(
     http: httpx.AsyncClient, url: str, write: Callable[[bytes], object], *, policy: UrlPolicy, max_bytes: int
 ) -> int:
-    """Stream a video to `write`, chunk by chunk; the bytes written. Raises `DownloadError` (or the API error
-    for an HTTP error status, so that 429 and 5xx are retried like any safe request)."""
+    """Stream a video to `write` (a function or a coroutine function), chunk by chunk; the bytes written.
+    Raises `DownloadError` (or the API error for an HTTP error status, so that 429 and 5xx are retried like
+    any safe request)."""
     for _ in range(MAX_REDIRECTS + 1):
         await policy.check(url)
         # No Authorization header: the URL usually points at a CDN.
@@ -137,7 +139,8 @@ async def fetch(
                 size += len(chunk)
                 if size > max_bytes:
                     raise DownloadError(f"The video grew past the {max_bytes / 1e6:.0f} MB cap; it was not kept.")
-                write(chunk)
+                if inspect.isawaitable(written := write(chunk)):
+                    await written
             if size == 0:
                 raise DownloadError("The video URL answered an empty body.")
             return size
@@ -160,6 +163,33 @@ async def to_file(
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
     return target
+
+
+async def chunks(http: httpx.AsyncClient, url: str, *, policy: UrlPolicy, max_bytes: int) -> AsyncIterator[bytes]:
+    """The video as it arrives, by the same rules, for a consumer that streams it on (an upload): at most a
+    few chunks are held at once; an error while fetching is raised to the consumer."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+
+    async def produce() -> None:
+        await fetch(http, url, queue.put, policy=policy, max_bytes=max_bytes)
+        await queue.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (chunk := await _next(queue, producer)) is not None:
+            yield chunk
+        await producer  # raises what the fetch raised
+    finally:
+        producer.cancel()
+
+
+async def _next(queue: asyncio.Queue[bytes | None], producer: asyncio.Task[None]) -> bytes | None:
+    getter = asyncio.ensure_future(queue.get())
+    done, _ = await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+    if getter in done or producer.exception() is None:
+        return await getter  # the fetch ended well: what it queued is still to come
+    getter.cancel()
+    return producer.result()  # raises what the fetch raised
 
 
 async def to_memory(http: httpx.AsyncClient, url: str, *, policy: UrlPolicy, max_bytes: int) -> bytes:

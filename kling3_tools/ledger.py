@@ -259,3 +259,22 @@ def outcome_of(failure: BaseException) -> AttemptState:
     if isinstance(failure, APIError) and failure.status_code is not None and 400 <= failure.status_code < 500:
         return AttemptState.RELEASED
     return AttemptState.UNKNOWN  # a 5xx, an answer without a task id, a cancellation, a deadline: it may exist
+
+
+def failure_note(attempt: Attempt, failure: BaseException) -> str:
+    """What became of a generate that returned no task, for the ledger and the user."""
+    if isinstance(failure, OutcomeUnknownError):
+        return "sent, but no answer came back"
+    if isinstance(failure, TimeoutError):
+        return f"no answer within {attempt.expires_at - attempt.created_at:.0f} s"
+    return str(failure) or type(failure).__name__
+
+
+def unknown_outcome(attempt: Attempt, note: str) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"The outcome of this generate is unknown ({note.rstrip('.')}): a task may have been created and "
+        f"charged. It is recorded as {attempt.attempt_id} ({attempt.estimated_credits} credits) and counts "
+        f"against every limit until resolved. Check your dashboard, then `kling3 tasks resolve "
+        f"{attempt.attempt_id} --task-id ID` (or `--release` when nothing was created).",
+        attempt_id=attempt.attempt_id,
+    )

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import platformdirs
@@ -53,6 +53,7 @@ class Poller:
         idle_seconds: float = 5.0,
         owner: str | None = None,
         api_url: str | None = None,
+        archiver: Callable[[TaskRecord], Awaitable[None]] | None = None,
     ) -> None:
         # No retries inside the client: a retry's wait would outlast the lease. The poller paces
         # itself, reschedules failed checks and pauses everyone on a 429.
@@ -67,6 +68,7 @@ class Poller:
         self.api_url = api_url or self.client.base_url  # what the store's records name the API by
         self.limiter = store.rate_limiter(self.api_url, self.settings.rate_limit_per_second)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
+        self.archiver = archiver  # copies a finished video into [storage] before it is delivered
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running = False
@@ -326,6 +328,8 @@ class Poller:
             log.warning("lease on %s was lost before delivery; another poller has it", record.task_id)
             return False
         try:
+            if self.archiver and record.outcome is Outcome.SUCCEEDED and not record.archive_key:
+                await self.archiver(record)
             if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
                 record.local_path = str(await self._download(record))
             await self.notifiers[record.origin.kind].deliver(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -89,6 +90,8 @@ class TaskRecord(BaseModel):
     video_urls: list[str] = Field(default_factory=list)
     error_message: str | None = None
     local_path: str | None = None
+    archive_key: str | None = None  # the copy in [storage], when archive_videos is on
+    archived_url: str | None = None  # a URL of that copy (signed ones expire: `KlingService.lasting_url`)
     due_at: float | None = None
     poll_count: int = 0
     origin: Origin = Field(default_factory=CliOrigin)
@@ -120,7 +123,8 @@ class TaskRecord(BaseModel):
 
     @property
     def video_url(self) -> str | None:
-        return self.video_urls[0] if self.video_urls else None
+        """The video to hand out: the archived copy when there is one (it outlives the API's)."""
+        return self.archived_url or (self.video_urls[0] if self.video_urls else None)
 
     def to_task(self) -> Task:
         """The last known API view of this task."""
@@ -162,3 +166,11 @@ class TaskRecord(BaseModel):
         self.outcome = outcome
         self.finished_at = now
         self.due_at = now  # due for delivery at once
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What `KlingService.status` learned: the API's answer, and the record it saved (None when untracked)."""
+
+    task: Task
+    record: TaskRecord | None

@@ -13,7 +13,6 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,12 @@ from pydantic import SecretStr
 
 from . import downloads
 from .assets import inputs
+from .assets.archive import Archiver
 from .assets.inputs import LocalFiles
 from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
 from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy, UpdateCallback, WaitPolicy
 from .config import Settings
-from .errors import KlingError, OutcomeUnknownError, StoreError
+from .errors import KlingError, StoreError
 from .ledger import (
     DAY_SECONDS,
     OPEN_STATES,
@@ -35,25 +35,19 @@ from .ledger import (
     SpendLimit,
     Usage,
     check_limits,
+    failure_note,
     outcome_of,
+    unknown_outcome,
 )
 from .models import GenerateRequest, Task
 from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .poller import Poller
-from .records import AnyOrigin, CliOrigin, Delivery, TaskRecord
+from .records import AnyOrigin, Checked, CliOrigin, Delivery, TaskRecord
 from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
 from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
 
 log = logging.getLogger("kling3_tools")
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """What `KlingService.status` learned: the API's answer, and the record it saved (None when untracked)."""
-
-    task: Task
-    record: TaskRecord | None
 
 
 class KlingService:
@@ -88,6 +82,11 @@ class KlingService:
         self.attempt_deadline = client.retry.longest(client.deadline) + 5
         self._needs_follower = False
         self.max_download_bytes = int(settings.poller.max_download_mb * 1024 * 1024)
+        self.archiver = (
+            Archiver(assets, http, client.url_policy, self.max_download_bytes)
+            if assets is not None and settings.storage.archive_videos
+            else None
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -184,26 +183,14 @@ class KlingService:
 
     async def _unsettled(self, attempt: Attempt, failure: BaseException) -> BaseException:
         """Close the attempt of a generate that returned no task; the exception to raise in its place."""
-        state = outcome_of(failure)
-        if isinstance(failure, OutcomeUnknownError):
-            note = "sent, but no answer came back"
-        elif isinstance(failure, TimeoutError):
-            note = f"no answer within {attempt.expires_at - attempt.created_at:.0f} s"
-        else:
-            note = str(failure) or type(failure).__name__
+        state, note = outcome_of(failure), failure_note(attempt, failure)
         try:  # shielded: a Ctrl-C that cancelled the POST must still leave the attempt marked
             await asyncio.shield(self.store.close_attempt(attempt.attempt_id, state, note))
         except Exception as exc:  # it stays `submitting`, which reads as `unknown` after its deadline
             log.warning("could not mark %s %s: %s", attempt.attempt_id, state.value, exc)
         if state is AttemptState.RELEASED or not isinstance(failure, Exception):
             return failure
-        return OutcomeUnknownError(
-            f"The outcome of this generate is unknown ({note.rstrip('.')}): a task may have been created and "
-            f"charged. It is recorded as {attempt.attempt_id} ({attempt.estimated_credits} credits) and counts "
-            f"against every limit until resolved. Check your dashboard, then `kling3 tasks resolve "
-            f"{attempt.attempt_id} --task-id ID` (or `--release` when nothing was created).",
-            attempt_id=attempt.attempt_id,
-        )
+        return unknown_outcome(attempt, note)
 
     async def _first_check(self, record: TaskRecord) -> float:
         """When to check the new task first; a failed history read must not lose the task: then at once."""
@@ -279,6 +266,20 @@ class KlingService:
             status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit
         )
         return [self._reachable(record) for record in records]
+
+    async def lasting_url(self, record: TaskRecord) -> str | None:
+        """The URL to hand out now: the archived copy's, signed afresh, when there is one."""
+        if record.archive_key and self.assets is not None:
+            return await self.assets.url(record.archive_key)
+        return record.video_url
+
+    async def refresh_urls(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """Sign fresh URLs for the archived videos among `records`, and keep them."""
+        for record in records:
+            if record.archive_key and not record.is_tracking and (url := await self.lasting_url(record)):
+                record.archived_url = url
+                await self.store.save(record)
+        return list(records)
 
     async def expected_finish(self, record: TaskRecord) -> float:
         return await self.scheduler.expected_finish(record)
@@ -364,6 +365,7 @@ class KlingService:
             concurrency=concurrency,
             owner=owner,
             api_url=self.api_url,
+            archiver=self.archiver,
         )
         self._pollers.append(poller)
         return poller

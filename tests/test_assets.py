@@ -18,10 +18,11 @@ from PIL import Image
 
 from kling3_tools.config import Settings
 from kling3_tools.errors import RequestValidationError
+from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .helpers import free_port, kling3
+from .helpers import eventually, free_port, kling3
 from .test_mcp_server import connect, http_server, server_env, text
 
 BUCKET = "kling3-assets"
@@ -188,3 +189,32 @@ async def test_an_http_mcp_client_cannot_read_server_files_but_may_send_a_data_u
     assert not made.is_error, text(made)
     assert stats(sandbox)["requests"]["generate"] == 1
     assert any(key.endswith(".png") for key in objects(s3))
+
+
+async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandbox, s3, tmp_path):
+    set_options(sandbox, finish_seconds=0.2)
+    fast = {"expected_seconds": [0.1, 1.0], "dense_interval_seconds": 0.1, "max_interval_seconds": 0.3}
+    store_url = f"sqlite:///{tmp_path / 't.db'}"
+    settings = settings_for(sandbox, tmp_path, storage={**storage(s3), "archive_videos": True}, poller=fast)
+    async with KlingService.open(settings) as service, service.polling() as poller:
+        await eventually(lambda: poller.is_following)
+        record = await service.submit(await service.prepare({"type": "std-text-to-video", "prompt": "x"}))
+        for _ in range(100):
+            found = await service.get(record.task_id)
+            if found is not None and found.archive_key:
+                break
+            await asyncio.sleep(0.1)
+        assert found is not None and found.archive_key, "the poller did not archive the video"
+        set_options(sandbox, media_expire_seconds=0.001)  # Kling deletes its copy
+        gone = await service.http.get(found.video_urls[0])
+        kept = await service.http.get(await service.lasting_url(found))
+    assert gone.status_code == 404
+    assert kept.status_code == 200 and kept.content == SAMPLE_VIDEO
+    assert found.video_url == found.archived_url  # what the front ends hand out
+    listed = kling3(
+        "tasks", "--refresh-urls", "--json",
+        KLING_BASE_URL=sandbox.url, KLING_API_KEY=sandbox.api_key, KLING_STORE__URL=store_url, **storage_env(s3),
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    [task] = json.loads(listed.stdout)["tasks"]
+    assert task["archive_key"] == found.archive_key and "X-Amz-Signature=" in task["archived_url"]

@@ -189,7 +189,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
     await store.add(record)
     await store.close()
     screen.truncate(0)
-    args = argparse.Namespace(tasks_command=None, status=None, limit=20, json=False, sandbox=False)
+    args = argparse.Namespace(tasks_command=None, status=None, limit=20, json=False, sandbox=False, refresh_urls=False)
     await tasks.cmd_tasks(args, Settings.load(store={"url": f"sqlite:///{tmp_path}/t.db"}))
     shown = screen.getvalue()
     assert record.task_id in shown and "…" not in shown

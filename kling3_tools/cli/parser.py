@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--status", choices=get_args(StatusFilter), help="only these")
     tasks.add_argument("--limit", type=int, default=20, help="how many, newest first (default 20)")
     tasks.add_argument("--json", action="store_true", help="print one JSON object")
+    tasks.add_argument(
+        "--refresh-urls", action="store_true", help="sign fresh URLs for the archived videos listed ([storage])"
+    )
     tasks_commands = tasks.add_subparsers(dest="tasks_command", metavar="ACTION")
     resolve = tasks_commands.add_parser(
         "resolve",

@@ -34,9 +34,13 @@ async def open_local_store(args: argparse.Namespace, settings: Settings) -> Task
 
 
 async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
-    """Reads the local store only: no key, no network (`tasks resolve --task-id` asks the API)."""
+    """Reads the local store only: no key, no network (`tasks resolve --task-id` asks the API, and
+    `--refresh-urls` the storage)."""
     if args.tasks_command == "resolve":
         return await cmd_resolve(args, settings)
+    if args.refresh_urls:
+        async with open_service(args, settings) as service:
+            await service.refresh_urls(await service.recent(status=args.status, limit=args.limit))
     store = await open_local_store(args, settings)
     try:
         records = await store.recent(status=args.status, limit=args.limit)

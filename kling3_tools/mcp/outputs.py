@@ -30,6 +30,7 @@ class VideoTask(BaseModel):
     estimated_credits: int | None = None
     consumed_credits: int | None = None
     video_urls: list[str] = Field(default_factory=list)
+    archived: bool = Field(default=False, description="The URL is of a copy kept in storage (it outlives the API's).")
     local_path: str | None = None
     error_message: str | None = None
     submitted_at: datetime | None = None
@@ -87,7 +88,8 @@ async def to_video(service: KlingService, record: TaskRecord, *, waited_out: boo
         raw_status=record.raw_status,
         estimated_credits=record.estimated_credits,
         consumed_credits=record.consumed_credits,
-        video_urls=record.video_urls,
+        video_urls=[url] if record.archive_key and (url := await service.lasting_url(record)) else record.video_urls,
+        archived=record.archive_key is not None,
         local_path=record.local_path,
         error_message=record.error_message,
         submitted_at=datetime.fromtimestamp(record.submitted_at, UTC),

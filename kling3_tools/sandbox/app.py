@@ -264,8 +264,11 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
         return f"{str(request.base_url).rstrip('/')}/media/{quote(task_id, safe='')}.mp4"
 
     async def media(request: Request) -> Response:
-        task = state.find(request.path_params["task_id"])
-        if task is None or task.status_word(time.time()) != "SUCCESS":
+        task, now = state.find(request.path_params["task_id"]), time.time()
+        if task is None or task.status_word(now) != "SUCCESS":
+            return Response(status_code=404)
+        expire = state.options.media_expire_seconds
+        if expire and now > task.finishes_at + expire:
             return Response(status_code=404)
         state.requests["media"] += 1
         answer, hop = state.options.video_answer, int(request.query_params.get("hop", "0"))

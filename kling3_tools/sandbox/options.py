@@ -27,6 +27,9 @@ class SandboxOptions(BaseModel):
     fetch_inputs: bool = Field(
         default=True, description="Fetch every input URL of a generate, as the API does; a failed fetch fails the task."
     )
+    media_expire_seconds: float = Field(
+        default=0, ge=0, description="Videos are gone this long after their task finished (0 = kept), as Kling's go."
+    )
     # Hostile answers, to prove the clients survive them.
     task_id_template: str = Field(
         default="", description="Every new task id is this, {n} a counter (e.g. '../../x{n}'); empty: normal ids."

@@ -80,6 +80,10 @@ MIGRATIONS: list[list[str]] = [
         "estimated_credits)",
         "DROP INDEX tasks_submitted",
     ],
+    [
+        "ALTER TABLE tasks ADD COLUMN archive_key text",
+        "ALTER TABLE tasks ADD COLUMN archived_url text",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

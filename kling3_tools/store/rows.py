@@ -38,6 +38,8 @@ COLUMNS = [
     "video_urls",
     "error_message",
     "local_path",
+    "archive_key",
+    "archived_url",
     "due_at",
     "poll_count",
     "origin",

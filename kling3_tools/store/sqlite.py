@@ -43,6 +43,7 @@ from .rows import (
     usage_from_row,
 )
 
+ADDED_COLUMNS = ("archive_key", "archived_url")  # in _SCHEMA too; added to older files when they open
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -60,6 +61,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     video_urls TEXT NOT NULL,
     error_message TEXT,
     local_path TEXT,
+    archive_key TEXT,
+    archived_url TEXT,
     due_at REAL,
     poll_count INTEGER NOT NULL,
     origin TEXT NOT NULL,
@@ -156,11 +159,20 @@ class SQLiteTaskStore:
                     self._db.execute("PRAGMA journal_mode=WAL")
                     self._db.execute("PRAGMA synchronous=NORMAL")
                     self._db.executescript(_SCHEMA)
+                    self._add_columns()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
+
+    def _add_columns(self) -> None:
+        """Columns added since a file's store was made (SQLite has no migrations of its own)."""
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column in ADDED_COLUMNS:
+            if column not in present:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
 
     def __repr__(self) -> str:
         return f"SQLiteTaskStore({str(self.path)!r})"
