@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -218,3 +219,27 @@ async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandb
     assert listed.returncode == 0, listed.stderr
     [task] = json.loads(listed.stdout)["tasks"]
     assert task["archive_key"] == found.archive_key and "X-Amz-Signature=" in task["archived_url"]
+
+
+async def test_discord_attachments_are_kept_in_storage_when_it_is_configured(monkeypatch, sandbox, s3, tmp_path):
+    from . import fake_discord as fd
+    from .test_discord_bot import ALICE, bot_settings, deliver, fake_discord, followups, running_bot, texts
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (1, 2, 3)).save(buffer, "PNG")
+    async with httpx.AsyncClient() as http:
+        kept = await http.post(
+            f"{sandbox.url}/sandbox/uploads",
+            content=buffer.getvalue(),
+            headers={"authorization": f"Bearer {sandbox.api_key}", "content-type": "image/png", "x-suffix": ".png"},
+        )
+    discord_url = f"{sandbox.url}/uploads/{kept.json()['key']}"  # stands in for Discord's CDN, on loopback
+    image = fd.attachment("cat.png", "image/png", len(buffer.getvalue()), discord_url)
+    settings = bot_settings(sandbox, tmp_path).model_copy(update={"storage": Settings(storage=storage(s3)).storage})
+    async with fake_discord(monkeypatch) as fake, running_bot(settings) as bot:
+        command = fd.slash("animate", ALICE, prompt="She smiles", attachments={"image": image})
+        deliver(bot, command)
+        await eventually(lambda: "Started" in texts(followups(fake, command)))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    assert record.request["image"].startswith(f"{s3}/{BUCKET}/inputs/")  # not Discord's expiring link
+    assert any(key.endswith(".png") for key in objects(s3))

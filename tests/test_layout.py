@@ -145,6 +145,7 @@ seen["cli"] = GenerateRequest.fields_of(vars(args))["seed"]
 
 # MCP: a parameter of generate_video with the model's bounds, taken by the resolver.
 from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp_types import ListRootsResult
 from kling3_tools.config import Settings
 from kling3_tools.mcp.notifier import McpNotifier
 from kling3_tools.mcp.server import Deps
@@ -155,7 +156,11 @@ server = build_server(Deps(None, McpNotifier(InMemorySubscriptionBus()), Setting
 tools = {tool.name: tool for tool in asyncio.run(server.list_tools())}
 schema = tools["generate_video"].input_schema["properties"]["seed"]
 seen["mcp"] = [s.get("maximum") for s in schema["anyOf"] if "maximum" in s]
-seen["mcp_request"] = checked_request(type="pro-text-to-video", prompt="a fox", seed=7).seed
+class Stdio:  # the one thing the resolver reads of its context here
+    headers = None
+
+no_roots = ListRootsResult(roots=[])
+seen["mcp_request"] = checked_request(Stdio(), no_roots, type="pro-text-to-video", prompt="a fox", seed=7).seed
 
 # Discord: an option of every spending command, bounded as the model says.
 from kling3_discord.commands import SPENDING_COMMANDS, spending_command

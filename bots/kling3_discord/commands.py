@@ -218,7 +218,8 @@ class KlingCommands(app_commands.Group):
             await interaction.followup.send(exc.message, ephemeral=True)
             return
         if checked.record is not None:
-            await interaction.followup.send(embed=task_embed(checked.record), ephemeral=True)
+            [record] = await self.flow.service.refresh_urls([checked.record])  # an archived copy, signed afresh
+            await interaction.followup.send(embed=task_embed(record), ephemeral=True)
         else:
             task = checked.task
             urls = " ".join(task.video_urls)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import discord
 
+from kling3_tools.assets.inputs import LocalFiles
 from kling3_tools.config import Settings
 from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
 from kling3_tools.models import GenerateRequest
@@ -69,6 +70,12 @@ class VideoFlow:
             await interaction.followup.send(question, view=confirm, ephemeral=True)
             if await confirm.wait() or not confirm.confirmed:
                 return
+        if self.settings.storage.url:  # copies in storage: the buttons outlive Discord's links (about 24 h)
+            try:
+                request = await self.service.prepare(await _with_contents(fields, uploads), ATTACHED_ONLY)
+            except KlingError as exc:
+                await interaction.followup.send(exc.message[:2000], ephemeral=True)
+                return
         assert interaction.channel_id is not None
         channel = interaction.client.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
         message = await channel.send(embed=starting_embed(request.prompt, user_id))
@@ -107,6 +114,18 @@ class VideoFlow:
                 raise Refused(
                     f"`{attachment.filename}` is {attachment.size / 1e6:.1f} MB; the limit is {limit_mb:g} MB."
                 )
+
+
+ATTACHED_ONLY = LocalFiles(paths=False, refusal="only attachments and URLs are accepted")
+
+
+async def _with_contents(fields: dict[str, Any], uploads: Uploads) -> dict[str, Any]:
+    """`fields` with each attachment's URL replaced by its content, to be checked and kept in storage."""
+    contents = {attachment.url: await attachment.read() for attachment, _ in uploads}
+    return {
+        name: [contents.get(v, v) for v in value] if isinstance(value, list) else contents.get(value, value)
+        for name, value in fields.items()
+    }
 
 
 def flow_of(client: discord.Client) -> VideoFlow:

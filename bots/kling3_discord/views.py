@@ -58,8 +58,8 @@ class TaskButton(
             return
         if self.action == "reroll":
             await flow_of(interaction.client).start_video(interaction, GenerateRequest.fields_of(record.request))
-        elif record.video_url:
-            await interaction.response.send_modal(EditModal(record.video_url))
+        elif video := await flow_of(interaction.client).service.lasting_url(record):
+            await interaction.response.send_modal(EditModal(video))
 
 
 class EditModal(discord.ui.Modal, title="Edit this video"):

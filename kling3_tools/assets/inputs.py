@@ -65,6 +65,8 @@ def _local(value: Any) -> Path | bytes | str | None:
     """A local path, the bytes of a data: URI, a problem (str starting with '!'), or None for a URL."""
     if isinstance(value, Path):
         return value.expanduser().resolve()
+    if isinstance(value, bytes):
+        return value  # a file's content, fetched by the front end (a Discord attachment)
     if not isinstance(value, str) or value.startswith(("http://", "https://")):
         return None
     if value.startswith("data:"):
