@@ -398,7 +398,8 @@ async def test_argument_errors_read_like_rule_errors_and_the_schema_explains_its
     generate = tools["generate_video"]
     assert "\n    " not in generate.description and "neither `duration` nor `sound`" in generate.description
     props = generate.input_schema["properties"]
-    assert props["negative_prompt"]["description"] and "public http(s) URL" in props["image"]["description"]
+    assert props["negative_prompt"]["description"] and "http(s) URL" in props["image"]["description"]
+    assert "data: URI" in props["image"]["description"]
     assert "without `o3-`" in props["cfg_scale"]["description"]
     assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
 
