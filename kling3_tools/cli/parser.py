@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     outcome.add_argument("--task-id", metavar="ID", help="the task the dashboard shows for it")
     outcome.add_argument("--release", action="store_true", help="nothing was created: stop counting it")
 
+    story = commands.add_parser("story", help="many shots chained and cut into one film (see the README)")
+    story_commands = story.add_subparsers(dest="story_command", required=True, metavar="ACTION")
+    story_plan = story_commands.add_parser(
+        "plan", parents=[common], help="check a story file, show its order and total cost; spends nothing"
+    )
+    story_plan.add_argument("file", help="the story (TOML)")
+    story_plan.add_argument("--json", action="store_true", help="print one JSON object")
+
     poller = commands.add_parser(
         "poller",
         help="follow every recorded task and deliver results (webhooks, Discord); runs until Ctrl-C",

@@ -1,0 +1,1 @@
+"""Stories: many shots, chained by reference and cut into one film."""

@@ -1,0 +1,212 @@
+"""Stills and the film, with PyAV (FFmpeg's libraries, bound to Python): no `ffmpeg` binary needed.
+
+`still` decodes a clip's first or last frame. `stitch` joins clips: when they share codec and parameters
+and the transition is a cut, packets are copied as they are (no quality lost, seconds for minutes of
+video); otherwise every clip is decoded and encoded again to H.264/AAC at the first clip's size and frame
+rate, which also makes crossfades possible. Memory stays flat in the number of clips: one clip is open at
+a time, and a crossfade keeps only the frames it overlaps.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+
+from ..errors import KlingError
+
+Still = Literal["first_frame", "last_frame"]
+AUDIO_RATE = 44100
+CROSSFADE_SECONDS = 0.5
+
+
+class MediaError(KlingError):
+    """A clip cannot be read or joined."""
+
+    default_code = "MEDIA_ERROR"
+
+
+def still(video: Path, which: Still) -> bytes:
+    """The first or last decoded frame of a clip, as PNG."""
+    try:
+        with av.open(str(video)) as container:
+            stream = container.streams.video[0]
+            if which == "last_frame" and container.duration and container.duration > 2_000_000:
+                container.seek(container.duration - 2_000_000)  # to the keyframe before the last 2 s
+            frame = None
+            for decoded in container.decode(stream):
+                frame = decoded
+                if which == "first_frame":
+                    break
+    except (av.FFmpegError, IndexError) as exc:
+        raise MediaError(f"cannot read a frame of {video.name}: {exc}") from None
+    if frame is None:
+        raise MediaError(f"{video.name} has no video frames")
+    buffer = io.BytesIO()
+    frame.to_image().save(buffer, "PNG")  # type: ignore[no-untyped-call]
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What must match for packets to be copied from one clip into the same stream as another's."""
+
+    video: tuple[Any, ...]
+    audio: tuple[Any, ...] | None
+
+
+def layout(clip: Path) -> Layout:
+    with av.open(str(clip)) as container:
+        video = container.streams.video[0].codec_context
+        audio = container.streams.audio[0].codec_context if container.streams.audio else None
+        return Layout(
+            (video.name, video.width, video.height, video.pix_fmt, bytes(video.extradata or b"")),
+            (audio.name, audio.sample_rate, audio.layout.name, bytes(audio.extradata or b"")) if audio else None,
+        )
+
+
+def stitch(clips: list[Path], target: Path, transition: Literal["cut", "crossfade"] = "cut") -> Path:
+    """Join `clips` into `target`; a copy of the streams when they allow it, else a re-encode."""
+    if not clips:
+        raise MediaError("a film needs at least one clip")
+    try:
+        layouts = {layout(clip) for clip in clips}
+        if transition == "cut" and len(layouts) == 1:
+            _copy(clips, target)
+        else:
+            _encode(clips, target, crossfade=transition == "crossfade")
+    except (av.FFmpegError, IndexError) as exc:
+        raise MediaError(f"cannot join the clips: {exc}") from None
+    return target
+
+
+def _copy(clips: list[Path], target: Path) -> None:
+    """Packets copied clip after clip, each clip's timestamps moved past the longest stream of the clips before
+    (and past the last packet written, which an encoder's leading frames would otherwise overlap)."""
+    with av.open(str(target), "w") as output, av.open(str(clips[0])) as first:
+        streams = {kind: output.add_stream_from_template(getattr(first.streams, kind)[0]) for kind in _kinds(first)}
+        last_dts = dict.fromkeys(streams, -(2**62))
+        start = Fraction(0)  # seconds: where the next clip begins
+        for clip in clips:
+            with av.open(str(clip)) as source:
+                shifts: dict[str, int] = {}
+                end = start
+                for packet in source.demux(*(getattr(source.streams, kind)[0] for kind in streams)):
+                    if packet.dts is None:
+                        continue
+                    kind, out = packet.stream.type, streams[packet.stream.type]
+                    pts = _rescale(packet.pts, packet.stream.time_base, out.time_base)
+                    dts = _rescale(packet.dts, packet.stream.time_base, out.time_base)
+                    if kind not in shifts:
+                        shifts[kind] = max(round(start / Fraction(out.time_base)), last_dts[kind] + 1 - dts)
+                    packet.pts, packet.dts = pts + shifts[kind], dts + shifts[kind]
+                    last_dts[kind] = packet.dts
+                    duration = _rescale(packet.duration, packet.stream.time_base, out.time_base)
+                    end = max(end, (packet.pts + duration) * Fraction(out.time_base))
+                    packet.stream = out
+                    output.mux(packet)
+                start = end
+
+
+def _rescale(value: int | None, source: Any, target: Any) -> int:
+    return round(Fraction(value or 0) * Fraction(source) / Fraction(target))
+
+
+def _kinds(container: Any) -> list[str]:
+    return ["video"] + (["audio"] if container.streams.audio else [])
+
+
+def _encode(clips: list[Path], target: Path, *, crossfade: bool) -> None:
+    with av.open(str(clips[0])) as first:
+        source = first.streams.video[0]
+        width, height = source.codec_context.width, source.codec_context.height
+        rate = Fraction(source.average_rate or 24).limit_denominator(1001)
+    overlap = round(CROSSFADE_SECONDS * rate) if crossfade else 0
+    with av.open(str(target), "w") as output:
+        video = output.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = output.add_stream("aac", rate=AUDIO_RATE)
+        audio.layout = "stereo"
+        writer = _Writer(output, video, audio, overlap, rate)
+        for index, clip in enumerate(clips):
+            writer.add(clip, last=index == len(clips) - 1)
+        writer.finish()
+
+
+class _Writer:
+    """Encodes clip after clip; with an overlap, the tail of each clip is held back and blended into the
+    head of the next (video frames by weight, audio samples by weight)."""
+
+    def __init__(self, output: Any, video: Any, audio: Any, overlap: int, rate: Fraction) -> None:
+        self.output, self.video, self.audio, self.overlap, self.rate = output, video, audio, overlap, rate
+        self.frames = 0
+        self.samples = 0
+        self.held_frames: deque[np.ndarray[Any, Any]] = deque()
+        self.held_audio = np.zeros((2, 0), dtype=np.float32)
+        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
+
+    def add(self, clip: Path, *, last: bool) -> None:
+        pictures, sound = self._decode(clip)
+        audio_overlap = round(self.overlap / self.rate * AUDIO_RATE)
+        if self.held_frames:  # blend the previous clip's tail into this clip's head
+            count = min(len(self.held_frames), len(pictures))
+            for i in range(count):
+                weight = (i + 1) / (count + 1)
+                pictures[i] = (self.held_frames[i] * (1 - weight) + pictures[i] * weight).astype(np.uint8)
+            mix = min(self.held_audio.shape[1], sound.shape[1])
+            ramp = np.linspace(0, 1, mix, dtype=np.float32)
+            sound[:, :mix] = self.held_audio[:, :mix] * (1 - ramp) + sound[:, :mix] * ramp
+            self.held_frames.clear()
+        keep = 0 if last else min(self.overlap, len(pictures) // 2)
+        for picture in pictures[: len(pictures) - keep]:
+            self._picture(picture)
+        self.held_frames.extend(pictures[len(pictures) - keep :])
+        held = 0 if last or not keep else min(audio_overlap, sound.shape[1] // 2)
+        self._sound(sound[:, : sound.shape[1] - held])
+        self.held_audio = sound[:, sound.shape[1] - held :]
+
+    def _decode(self, clip: Path) -> tuple[list[np.ndarray[Any, Any]], np.ndarray[Any, Any]]:
+        width, height = self.video.width, self.video.height
+        with av.open(str(clip)) as source:
+            pictures = [
+                frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                for frame in source.decode(source.streams.video[0])
+            ]
+            chunks = []
+            if source.streams.audio:
+                for frame in source.decode(source.streams.audio[0]):
+                    chunks += [part.to_ndarray() for part in self.resampler.resample(frame)]
+        sound = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), dtype=np.float32)
+        wanted = round(len(pictures) / self.rate * AUDIO_RATE)  # silence where a clip has none, or too little
+        if sound.shape[1] < wanted:
+            sound = np.concatenate([sound, np.zeros((2, wanted - sound.shape[1]), dtype=np.float32)], axis=1)
+        return pictures, sound[:, :wanted]
+
+    def _picture(self, picture: np.ndarray[Any, Any]) -> None:
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+        frame.pts, frame.time_base = self.frames, 1 / self.rate
+        self.frames += 1
+        self.output.mux(self.video.encode(frame))
+
+    def _sound(self, sound: np.ndarray[Any, Any]) -> None:
+        step = 1024
+        for start in range(0, sound.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(sound[:, start : start + step]), format="fltp", layout="stereo"
+            )
+            frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, self.samples, Fraction(1, AUDIO_RATE)
+            self.samples += frame.samples
+            self.output.mux(self.audio.encode(frame))
+
+    def finish(self) -> None:
+        for picture in self.held_frames:
+            self._picture(picture)
+        self._sound(self.held_audio)
+        self.output.mux(self.video.encode(None))
+        self.output.mux(self.audio.encode(None))

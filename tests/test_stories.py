@@ -1,0 +1,189 @@
+"""Stories: planned before anything is spent (every problem at once, references, cycles, order, price), and
+their media: stills and the film, decoded back to check frames, pixels and durations."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kling3_tools.errors import RequestValidationError
+from kling3_tools.models import quote
+from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.stories.model import Story
+from kling3_tools.stories.plan import plan
+
+from .conftest import stats
+from .helpers import kling3
+
+av = pytest.importorskip("av")
+media = pytest.importorskip("kling3_tools.stories.media")
+
+LIGHTHOUSE = """
+title = "The lighthouse"
+type = "o3-pro-text-to-video"
+aspect_ratio = "16:9"
+
+[[shots]]
+id = "storm"
+prompt = "A lighthouse in a storm, waves crashing"
+duration = 5
+
+[[shots]]
+id = "snow"
+type = "o3-pro-video-edit"
+video = "@storm"
+prompt = "Turn the storm into heavy snowfall"
+
+[[shots]]
+id = "ship"
+type = "pro-image-to-video"
+image = "@snow.last_frame"
+prompt = "A tall ship sails past the snowy lighthouse"
+"""
+
+
+def story_file(tmp_path: Path, text: str = LIGHTHOUSE) -> Path:
+    path = tmp_path / "story.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_plan_orders_the_shots_and_prices_the_whole(tmp_path):
+    story_plan = plan(Story.from_toml(story_file(tmp_path)))
+    assert story_plan.stages == [["storm"], ["snow"], ["ship"]]
+    assert story_plan.credits("storm") == quote("o3-pro-text-to-video", 5, None)
+    assert story_plan.credits("snow") == quote("o3-pro-video-edit")
+    assert story_plan.total == sum(story_plan.credits(shot) for shot in ("storm", "snow", "ship"))
+    assert story_plan.requests["snow"].aspect_ratio is None  # a default reaches only the types that take it
+    assert story_plan.requests["ship"].aspect_ratio is not None
+    assert story_plan.story.film == ["storm", "snow", "ship"]
+
+
+def test_independent_shots_share_a_stage():
+    story = Story.from_mapping(
+        {
+            "type": "std-text-to-video",
+            "shots": [
+                {"id": "a", "prompt": "a"},
+                {"id": "b", "prompt": "b"},
+                {
+                    "id": "c",
+                    "type": "o3-std-reference-to-video",
+                    "prompt": "c",
+                    "images": ["@a.last_frame"],
+                    "video": "@b",
+                },
+            ],
+            "cut": {"shots": ["c", "a"], "transition": "crossfade"},
+        }
+    )
+    story_plan = plan(story)
+    assert story_plan.stages == [["a", "b"], ["c"]]
+    assert story_plan.dependencies("c") == {"a", "b"}
+    assert story_plan.story.film == ["c", "a"]
+
+
+def test_the_plan_refuses_every_problem_at_once():
+    story = Story.from_mapping(
+        {
+            "type": "std-text-to-video",
+            "shots": [
+                {"id": "a", "prompt": "a", "image": "@b.last_frame", "type": "std-image-to-video"},
+                {"id": "b", "prompt": "b", "image": "@a.first_frame", "type": "std-image-to-video"},
+                {"id": "c", "prompt": "c", "duration": 99},
+                {"id": "d", "type": "o3-std-video-edit", "prompt": "d", "video": "@nobody"},
+                {"id": "e", "type": "std-image-to-video", "prompt": "e", "image": "@c"},
+                {"id": "f", "type": "o3-std-video-edit", "prompt": "f", "video": "@c.last_frame"},
+            ],
+            "cut": {"shots": ["a", "zz"]},
+        }
+    )
+    with pytest.raises(RequestValidationError) as refused:
+        plan(story)
+    problems = "\n".join(refused.value.problems)
+    assert "`a`, `b` depend on each other in a cycle" in problems
+    assert "shot `c`: `duration` must be 3-15 seconds" in problems
+    assert "there is no shot `nobody`" in problems
+    assert "shot `e`: `image` needs an image; `@c` is a video" in problems
+    assert "shot `f`: `video` needs a video; `@c.last_frame` is a still" in problems
+    assert "[cut] names `zz`" in problems
+
+
+def test_unknown_keys_and_bad_files_are_named():
+    with pytest.raises(RequestValidationError) as refused:
+        Story.from_mapping({"colour": "red", "shots": [{"id": "a", "prompt": "x", "speed": 2}]})
+    assert "`colour` is neither a story key" in str(refused.value)
+    assert "shot `a`: `speed` is not a request field" in str(refused.value)
+    with pytest.raises(RequestValidationError, match="at least one"):
+        Story.from_mapping({"title": "empty"})
+
+
+def test_kling3_story_plan_prints_the_order_and_the_total_and_spends_nothing(sandbox, tmp_path):
+    env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key, "HOME": str(tmp_path)}
+    planned = kling3("story", "plan", str(story_file(tmp_path)), "--json", **env)
+    assert planned.returncode == 0, planned.stderr
+    data = json.loads(planned.stdout)
+    assert data["stages"] == [["storm"], ["snow"], ["ship"]] and data["total"] == sum(data["credits"].values())
+    refused = kling3("story", "plan", str(story_file(tmp_path)), KLING_BUDGET__DAILY_CREDITS="500", **env)
+    assert refused.returncode == 1 and "daily_credits" in refused.stderr
+    broken = kling3("story", "plan", str(story_file(tmp_path, LIGHTHOUSE.replace("@storm", "@nope"))), **env)
+    assert broken.returncode == 2 and "no shot `nope`" in broken.stderr and "Traceback" not in broken.stderr
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
+
+
+# --- media -------------------------------------------------------------------------------------------
+
+
+def clip(tmp_path: Path, name: str = "clip.mp4") -> Path:
+    path = tmp_path / name
+    path.write_bytes(SAMPLE_VIDEO)
+    return path
+
+
+def decoded(path: Path) -> tuple[list[Any], float]:
+    """Every video frame, and the video stream's duration in seconds."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [frame.to_image() for frame in container.decode(stream)]
+        rate = float(stream.average_rate)
+    return frames, len(frames) / rate
+
+
+def test_a_still_is_the_first_or_last_decoded_frame(tmp_path):
+    from PIL import Image, ImageChops
+
+    source = clip(tmp_path)
+    frames, _ = decoded(source)
+    for which, expected in (("last_frame", frames[-1]), ("first_frame", frames[0])):
+        still = Image.open(io.BytesIO(media.still(source, which))).convert("RGB")
+        assert still.size == expected.size
+        assert ImageChops.difference(still, expected.convert("RGB")).getbbox() is None  # the same pixels
+
+
+def test_a_cut_of_matching_clips_is_a_copy_whose_length_is_the_sum(tmp_path):
+    source = clip(tmp_path)
+    _, one = decoded(source)
+    film = media.stitch([source, source, source], tmp_path / "film.mp4")
+    frames, length = decoded(film)
+    rate = len(frames) / length
+    assert abs(length - 3 * one) <= 2 / rate  # one frame per joint at most
+    with av.open(str(film)) as container:
+        assert container.streams.video[0].codec_context.name == "h264" and container.streams.audio
+
+
+def test_clips_that_differ_are_encoded_again_and_a_crossfade_overlaps_them(tmp_path):
+    source = clip(tmp_path)
+    frames_one, one = decoded(source)
+    faded = media.stitch([source, source, source], tmp_path / "faded.mp4", "crossfade")
+    frames, length = decoded(faded)
+    overlap = media.CROSSFADE_SECONDS
+    assert abs(length - (3 * one - 2 * overlap)) <= 2 / 10
+    assert media.layout(faded) != media.layout(source)  # re-encoded
+    mixed = media.stitch([source, faded], tmp_path / "mixed.mp4")  # a cut, but the clips differ
+    frames, length = decoded(mixed)
+    assert abs(length - (one + decoded(faded)[1])) <= 2 / 10
+    assert frames[0].size == frames_one[0].size  # at the first clip's size
