@@ -66,6 +66,10 @@ async def test_three_pollers_survive_a_postgresql_restart(sandbox, receiver, pos
         await eventually(lambda: len(receiver.events) >= 5, timeout=60)
         postgres_cluster.restart()
         await eventually(lambda: len(set(receiver.counts())) == len(ids), timeout=120)
+        # A webhook posted just as the connections were cut has its mark saved on the next try (a repeat):
+        # the store, not the receiver, says when every delivery is recorded.
+        async with KlingService.open(settings, schedule=FAST) as service:
+            await eventually(lambda: _all_delivered(service, len(ids)), timeout=120)
         assert [w.poll() for w in workers] == [None, None, None], [log.read_text()[-2000:] for log in logs]
     finally:
         for worker in workers:
@@ -74,8 +78,11 @@ async def test_three_pollers_survive_a_postgresql_restart(sandbox, receiver, pos
             worker.wait(timeout=20)
     repeats = sum(receiver.counts().values()) - len(ids)
     assert repeats <= 3 * 8  # at most the jobs in flight when the connections were cut, each once more
-    async with KlingService.open(settings, schedule=FAST) as service:
-        assert len(await delivered(service)) == len(ids)
+    assert set(receiver.counts()) == set(ids)
+
+
+async def _all_delivered(service: KlingService, count: int) -> bool:
+    return len(await delivered(service)) == count
 
 
 async def test_a_backlog_is_never_reported_timed_out_without_asking_the_api(sandbox, receiver, tmp_path):
