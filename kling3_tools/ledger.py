@@ -17,6 +17,7 @@ left `submitting` by a process that died reads as `unknown` once its deadline ha
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -131,6 +132,17 @@ class SpendLimit:
     def left(self, usage: Usage) -> int | None:
         """Credits left in the 24-hour budget, or None when there is none."""
         return max(0, self.daily_credits - usage.credits) if self.daily_credits else None
+
+    @property
+    def per_video_only(self) -> SpendLimit:
+        """This limit's cap per video alone (for each video of a story, its whole judged by the rest)."""
+        return SpendLimit(
+            self.section, max_credits_per_video=self.max_credits_per_video, per_video_key=self.per_video_key
+        )
+
+    @property
+    def without_per_video(self) -> SpendLimit:
+        return dataclasses.replace(self, max_credits_per_video=0)
 
     def refusal(self, credits: int, usage: Usage, now: float) -> str | None:
         """Why this limit forbids spending `credits` now (a sentence with the numbers), or None."""

@@ -329,7 +329,7 @@ class Poller:
             return False
         try:
             if self.archiver and record.outcome is Outcome.SUCCEEDED and not record.archive_key:
-                await self.archiver(record)
+                await self._archive(record)
             if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
                 record.local_path = str(await self._download(record))
             await self.notifiers[record.origin.kind].deliver(record)
@@ -349,6 +349,15 @@ class Poller:
         record.delivery_error = None
         record.due_at = None
         return True
+
+    async def _archive(self, record: TaskRecord) -> None:
+        """Best effort: a bucket that is down or a video over the cap must not hold back the delivery, which
+        then hands out the API's own URL."""
+        assert self.archiver is not None
+        try:
+            await self.archiver(record)
+        except Exception as exc:
+            log.warning("could not archive the video of %s (%s); delivering the API's URL", record.task_id, exc)
 
     async def _download(self, record: TaskRecord) -> Path:
         folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"

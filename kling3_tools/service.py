@@ -200,10 +200,14 @@ class KlingService:
             log.warning("no schedule for %s (%s): it is checked at once", record.task_id, exc)
             return record.submitted_at
 
-    async def check_spend(self, credits: int, limits: Sequence[SpendLimit] = ()) -> None:
+    async def check_spend(self, credits: int, limits: Sequence[SpendLimit] = (), *, dearest: int | None = None) -> None:
         """Refuse early (before asking a person to confirm) by the limits `submit` will enforce. Advisory:
-        only `submit`'s reservation decides, so this may pass and `submit` still refuse."""
+        only `submit`'s reservation decides, so this may pass and `submit` still refuse. For several videos
+        (a story), `credits` is their total and `dearest` the one the per-video limits judge."""
         every = [self.budget, *limits]
+        if dearest is not None:
+            check_limits(dearest, time.time(), [limit.per_video_only for limit in every], lambda limit: Usage())
+            every = [limit.without_per_video for limit in every]
         usages = {limit: await self.store.usage(limit) for limit in every if limit.counts_usage}
         check_limits(credits, time.time(), every, usages.__getitem__)
 
@@ -274,11 +278,11 @@ class KlingService:
         return record.video_url
 
     async def refresh_urls(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
-        """Sign fresh URLs for the archived videos among `records`, and keep them."""
+        """`records` with their archived videos' URLs signed afresh, for showing (nothing is written: the
+        poller may be updating the same rows)."""
         for record in records:
-            if record.archive_key and not record.is_tracking and (url := await self.lasting_url(record)):
-                record.archived_url = url
-                await self.store.save(record)
+            if record.archive_key:
+                record.archived_url = await self.lasting_url(record)
         return list(records)
 
     async def expected_finish(self, record: TaskRecord) -> float:

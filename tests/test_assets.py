@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,9 +161,12 @@ def _png_data_uri() -> str:
 
 async def test_an_mcp_stdio_client_may_give_paths_inside_its_roots_only(sandbox, s3, tmp_path):
     set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
-    shared, private = tmp_path / "shared", tmp_path / "private"
-    shared.mkdir(), private.mkdir()
+    real, private = tmp_path / "real", tmp_path / "private"
+    real.mkdir(), private.mkdir()
+    shared = tmp_path / "shared"
+    shared.symlink_to(real)  # a shared folder reached through a link (macOS's /tmp is one)
     inside, outside = picture(shared / "in.jpg"), picture(private / "out.jpg")
+    (real / "escape.jpg").symlink_to(outside)  # inside by its name, outside by what it is
 
     async def roots(context: Any) -> types.ListRootsResult:
         return types.ListRootsResult(roots=[types.Root(uri=shared.as_uri(), name="shared")])
@@ -171,11 +175,19 @@ async def test_an_mcp_stdio_client_may_give_paths_inside_its_roots_only(sandbox,
     arguments = {"type": "pro-image-to-video", "prompt": "x", "wait_seconds": 0}
     async with connect(sandbox, tmp_path, env, mode="legacy", list_roots_callback=roots) as client:
         made = await client.call_tool("generate_video", {**arguments, "image": str(inside)})
-        refused = await client.call_tool("generate_video", {**arguments, "image": str(outside)})
+        relative = await client.call_tool("generate_video", {**arguments, "image": "in.jpg"})  # to the root
+        refused = [
+            await client.call_tool("generate_video", {**arguments, "image": path})
+            for path in (str(outside), str(shared / "escape.jpg"), str(shared / ".." / "private" / "out.jpg"))
+        ]
+        missing = await client.call_tool("generate_video", {**arguments, "image": str(private / "nope.jpg")})
     assert not made.is_error, text(made)
-    assert refused.is_error and "outside the folders this client shares" in text(refused)
-    assert "Nothing was spent" in text(refused)
-    assert stats(sandbox)["requests"]["generate"] == 1
+    assert not relative.is_error, text(relative)
+    for result in refused:
+        assert result.is_error and "outside the folders this client shares" in text(result), text(result)
+        assert "Nothing was spent" in text(result)
+    assert "outside the folders" in text(missing)  # not "no such file": nothing is told about other folders
+    assert stats(sandbox)["requests"]["generate"] == 2
 
 
 async def test_an_http_mcp_client_cannot_read_server_files_but_may_send_a_data_uri(sandbox, s3, tmp_path):
@@ -243,3 +255,42 @@ async def test_discord_attachments_are_kept_in_storage_when_it_is_configured(mon
         [record] = await bot.service.store.recent(origin_kind="discord")
     assert record.request["image"].startswith(f"{s3}/{BUCKET}/inputs/")  # not Discord's expiring link
     assert any(key.endswith(".png") for key in objects(s3))
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+async def test_hostile_inputs_get_one_clear_problem_each(sandbox, s3, tmp_path):
+    bomb = tmp_path / "bomb.png"  # a valid PNG header claiming 20000 x 20000 pixels, and nothing else
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", (20000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00")
+        + _chunk(b"IDAT", b"")
+    )
+    fields = {"type": "o3-pro-reference-to-video", "prompt": "x", "images": [bomb, "y" * 300, "a\x00b"]}
+    async with KlingService.open(settings_for(sandbox, tmp_path, storage=storage(s3))) as service:
+        with pytest.raises(RequestValidationError) as refused:
+            await service.prepare(fields)
+    problems = refused.value.problems
+    assert any("`images[0]` claims more pixels" in p for p in problems), problems
+    assert any("`images[1]`" in p and "not a usable path" in p for p in problems), problems
+    assert any("`images[2]`" in p and "not a usable path" in p for p in problems), problems
+
+
+async def test_a_bucket_that_is_down_does_not_hold_back_the_delivery(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.2)
+    fast = {"expected_seconds": [0.1, 1.0], "dense_interval_seconds": 0.1, "max_interval_seconds": 0.3}
+    down = {**storage(f"http://127.0.0.1:{free_port()}"), "archive_videos": True}
+    settings = settings_for(sandbox, tmp_path, storage=down, poller=fast)
+    async with KlingService.open(settings) as service, service.polling() as poller:
+        await eventually(lambda: poller.is_following)
+        record = await service.submit(await service.prepare({"type": "std-text-to-video", "prompt": "x"}))
+
+        async def delivered() -> bool:
+            found = await service.get(record.task_id)
+            return found is not None and found.delivery.value == "delivered"
+
+        await eventually(delivered, timeout=60)
+        found = await service.get(record.task_id)
+    assert found is not None and found.archive_key is None and found.video_url == found.video_urls[0]

@@ -128,6 +128,10 @@ def test_kling3_story_plan_prints_the_order_and_the_total_and_spends_nothing(san
     assert planned.returncode == 0, planned.stderr
     data = json.loads(planned.stdout)
     assert data["stages"] == [["storm"], ["snow"], ["ship"]] and data["total"] == sum(data["credits"].values())
+    per_video = kling3("story", "plan", str(story_file(tmp_path)), KLING_BUDGET__MAX_CREDITS_PER_VIDEO="450", **env)
+    assert per_video.returncode == 0, per_video.stderr  # each shot is within it, though the whole is not
+    too_dear = kling3("story", "plan", str(story_file(tmp_path)), KLING_BUDGET__MAX_CREDITS_PER_VIDEO="300", **env)
+    assert too_dear.returncode == 1 and "435 credits" in too_dear.stderr
     refused = kling3("story", "plan", str(story_file(tmp_path)), KLING_BUDGET__DAILY_CREDITS="500", **env)
     assert refused.returncode == 1 and "daily_credits" in refused.stderr
     broken = kling3("story", "plan", str(story_file(tmp_path, LIGHTHOUSE.replace("@storm", "@nope"))), **env)
@@ -171,8 +175,17 @@ def test_a_cut_of_matching_clips_is_a_copy_whose_length_is_the_sum(tmp_path):
     frames, length = decoded(film)
     rate = len(frames) / length
     assert abs(length - 3 * one) <= 2 / rate  # one frame per joint at most
+    assert media.layout(film) == media.layout(source)  # packets copied, not encoded again
     with av.open(str(film)) as container:
         assert container.streams.video[0].codec_context.name == "h264" and container.streams.audio
+    from PIL import ImageChops
+
+    last = media.still(film, "last_frame")  # a 6 s film: found by seeking near its end
+    from PIL import Image
+
+    assert (
+        ImageChops.difference(Image.open(io.BytesIO(last)).convert("RGB"), frames[-1].convert("RGB")).getbbox() is None
+    )
 
 
 def test_clips_that_differ_are_encoded_again_and_a_crossfade_overlaps_them(tmp_path):
@@ -187,3 +200,27 @@ def test_clips_that_differ_are_encoded_again_and_a_crossfade_overlaps_them(tmp_p
     frames, length = decoded(mixed)
     assert abs(length - (one + decoded(faded)[1])) <= 2 / 10
     assert frames[0].size == frames_one[0].size  # at the first clip's size
+
+
+def silent_clip(path: Path, fps: int, seconds: float, size: tuple[int, int] = (160, 90)) -> Path:
+    """A clip of another frame rate and no audio track."""
+    from PIL import Image
+
+    with av.open(str(path), "w") as output:
+        stream = output.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for index in range(round(fps * seconds)):
+            picture = Image.new("RGB", size, (index * 5 % 255, 80, 160))
+            output.mux(stream.encode(av.VideoFrame.from_image(picture)))
+        output.mux(stream.encode(None))
+    return path
+
+
+def test_a_clip_of_another_rate_and_no_sound_keeps_its_length(tmp_path):
+    source = clip(tmp_path)
+    other = silent_clip(tmp_path / "other.mp4", fps=25, seconds=2.0)
+    film = media.stitch([source, other], tmp_path / "film.mp4")
+    _, length = decoded(film)
+    assert abs(length - 4.0) <= 2 / 10  # 2 s + 2 s at the film's 10 frames a second
+    with av.open(str(film)) as container:
+        assert container.streams.audio  # silence where the clip had none

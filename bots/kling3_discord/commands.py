@@ -239,7 +239,10 @@ class KlingCommands(app_commands.Group):
 
     @app_commands.command(description="Your recent videos")
     async def tasks(self, interaction: discord.Interaction) -> None:
-        records = await self.flow.service.recent(origin_kind="discord", user_id=interaction.user.id, limit=10)
+        service = self.flow.service
+        records = await service.refresh_urls(
+            await service.recent(origin_kind="discord", user_id=interaction.user.id, limit=10)
+        )
         if not records:
             await interaction.response.send_message("You have no videos yet. Try `/kling generate`.", ephemeral=True)
             return

@@ -73,8 +73,9 @@ class VideoFlow:
         if self.settings.storage.url:  # copies in storage: the buttons outlive Discord's links (about 24 h)
             try:
                 request = await self.service.prepare(await _with_contents(fields, uploads), ATTACHED_ONLY)
-            except KlingError as exc:
-                await interaction.followup.send(exc.message[:2000], ephemeral=True)
+            except Exception as exc:  # checks, Discord's CDN, the bucket: one line, nothing spent
+                reason = exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+                await interaction.followup.send(f"Not started, nothing was spent: {reason}"[:2000], ephemeral=True)
                 return
         assert interaction.channel_id is not None
         channel = interaction.client.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)

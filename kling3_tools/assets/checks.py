@@ -83,12 +83,14 @@ def check(label: str, kind: Kind, source: Path | bytes) -> CheckedFile | list[st
 
 
 def _image_problems(label: str, source: Path | bytes) -> list[str]:
-    from PIL import Image, UnidentifiedImageError  # only when there is an image to check
+    from PIL import Image  # only when there is an image to check
 
     try:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as picture:
             width, height = picture.size
-    except (UnidentifiedImageError, OSError, ValueError):
+    except Image.DecompressionBombError:
+        return [f"`{label}` claims more pixels than any image the API takes"]
+    except Exception:  # Pillow's many ways of saying the header is not an image's
         return [f"`{label}` cannot be read as an image"]
     problems = []
     if min(width, height) < MIN_IMAGE_SIDE:

@@ -37,14 +37,23 @@ class LocalFiles:
     roots: tuple[Path, ...] = ()
     refusal: str = "local paths are not accepted here; give an http(s) URL or a data: URI"
 
-    def problem(self, label: str, path: Path) -> str | None:
+    def resolve(self, label: str, path: Path) -> Path | str:
+        """The file `path` names (relative to the first root when there are roots), or why it cannot be used:
+        refused, outside the roots (said before whether it exists), missing."""
         if not self.paths:
             return f"`{label}`: {self.refusal}"
-        if self.roots and not any(path.is_relative_to(root) for root in self.roots):
-            return f"`{label}`: {path} is outside the folders this client shares (its MCP roots)"
-        if not path.is_file():
-            return f"`{label}`: no such file: {path}"
-        return None
+        try:
+            if self.roots and not path.expanduser().is_absolute():
+                path = self.roots[0] / path
+            path = path.expanduser().resolve()
+            roots = [root.expanduser().resolve() for root in self.roots]
+            if roots and not any(path.is_relative_to(root) for root in roots):
+                return f"`{label}`: {path} is outside the folders this client shares (its MCP roots)"
+            if not path.is_file():
+                return f"`{label}`: no such file: {path}"
+        except (OSError, ValueError):  # a name too long, a NUL byte, a loop of links
+            return f"`{label}`: {str(path)[:80]!r} is not a usable path"
+        return path
 
 
 ANY_PATH = LocalFiles()  # the CLI and the Python API: the user's own machine
@@ -64,7 +73,7 @@ class LocalInput:
 def _local(value: Any) -> Path | bytes | str | None:
     """A local path, the bytes of a data: URI, a problem (str starting with '!'), or None for a URL."""
     if isinstance(value, Path):
-        return value.expanduser().resolve()
+        return value
     if isinstance(value, bytes):
         return value  # a file's content, fetched by the front end (a Discord attachment)
     if not isinstance(value, str) or value.startswith(("http://", "https://")):
@@ -80,10 +89,10 @@ def _local(value: Any) -> Path | bytes | str | None:
         except (binascii.Error, ValueError):
             return "!the data: URI is not valid base64"
     if value.startswith("file://"):
-        return Path(unquote(urlsplit(value).path)).resolve()
+        return Path(unquote(urlsplit(value).path))
     if "://" in value:
         return None  # not ours: the request's own check names it
-    return Path(value).expanduser().resolve()
+    return Path(value)
 
 
 def find_local(fields: Mapping[str, Any], files: LocalFiles) -> tuple[list[LocalInput], list[str]]:
@@ -101,11 +110,20 @@ def find_local(fields: Mapping[str, Any], files: LocalFiles) -> tuple[list[Local
             found.append(entry)
             if isinstance(local, str):
                 problems.append(f"`{entry.label}`: {local[1:]}")
-            elif isinstance(local, Path) and (problem := files.problem(entry.label, local)):
-                problems.append(problem)
+                continue
+            source = files.resolve(entry.label, local) if isinstance(local, Path) else local
+            if isinstance(source, str):
+                problems.append(source)
             else:
-                entry.source = local
+                entry.source = source
     return found, problems
+
+
+def names_paths(fields: Mapping[str, Any]) -> bool:
+    """Whether any URL field names a local path (found or not)."""
+    values = [fields.get(field) for field in KIND_OF_FIELD]
+    items = [item for value in values for item in (value if isinstance(value, list | tuple) else [value])]
+    return any(isinstance(_local(item), Path) for item in items)
 
 
 def placeholder(field: str) -> str:

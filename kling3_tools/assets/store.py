@@ -51,8 +51,14 @@ class ObjectAssetStore:
         if settings.access_key_id is not None and settings.secret_access_key is not None:
             config["access_key_id"] = settings.access_key_id.get_secret_value()
             config["secret_access_key"] = settings.secret_access_key.get_secret_value()
-        client_options = {"allow_http": True} if settings.endpoint.startswith("http://") else {}
-        options: Any = {"config": config, "client_options": client_options}  # keys per cloud; these are S3's
+        client_options: dict[str, Any] = {"connect_timeout": timedelta(seconds=10)}
+        if settings.endpoint.startswith("http://"):
+            client_options["allow_http"] = True
+        options: Any = {  # config keys differ per cloud; these are S3's
+            "config": config,
+            "client_options": client_options,
+            "retry_config": {"max_retries": 3, "retry_timeout": timedelta(seconds=30)},
+        }
         store = from_url(f"{parts.scheme}://{parts.netloc}", **options)
         assert isinstance(store, S3Store | GCSStore | AzureStore)  # the schemes above
         self.store = store
@@ -71,8 +77,8 @@ class ObjectAssetStore:
                     await obstore.put_async(self.store, key, file, attributes=attributes)
             else:
                 await obstore.put_async(self.store, key, content, attributes=attributes)
-        except Exception as exc:  # obstore raises its own error kinds; the message never holds a credential
-            raise StoreError(f"cannot upload to [storage]: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # obstore raises its own kinds; their message never holds a credential
+            raise StoreError(f"cannot upload to [storage]: {_first_line(exc)}") from None
         return key
 
     async def url(self, key: str) -> str:
@@ -80,7 +86,16 @@ class ObjectAssetStore:
             return f"{self.public_base_url}/{key}"
         import obstore
 
-        return str(await obstore.sign_async(self.store, "GET", key, self.ttl))
+        try:
+            return str(await obstore.sign_async(self.store, "GET", key, self.ttl))
+        except Exception as exc:
+            raise StoreError(f"cannot sign a URL for [storage]: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    """obstore's messages carry a multi-line debug dump; its first line says what happened."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 
 
 class SandboxAssetStore:

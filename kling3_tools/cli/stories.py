@@ -20,7 +20,8 @@ async def cmd_story_plan(args: argparse.Namespace, settings: Settings) -> int:
     refusal = None
     async with open_service(args, settings) as service:
         try:
-            await service.check_spend(story_plan.total)
+            dearest = max(story_plan.credits(shot) for shot in story_plan.requests)
+            await service.check_spend(story_plan.total, dearest=dearest)
         except SpendingRefusedError as exc:
             refusal = exc.message
     if args.json:

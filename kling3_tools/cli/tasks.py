@@ -38,15 +38,15 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     `--refresh-urls` the storage)."""
     if args.tasks_command == "resolve":
         return await cmd_resolve(args, settings)
-    if args.refresh_urls:
-        async with open_service(args, settings) as service:
-            await service.refresh_urls(await service.recent(status=args.status, limit=args.limit))
     store = await open_local_store(args, settings)
     try:
         records = await store.recent(status=args.status, limit=args.limit)
         attempts = await store.attempts(limit=args.limit) if args.status in (None, "running") else []
     finally:
         await store.close()
+    if args.refresh_urls:  # signed for showing here; nothing is written
+        async with open_service(args, settings) as service:
+            records = await service.refresh_urls(records)
     now = time.time()
     if args.json:
         unsettled = [{**a.model_dump(mode="json"), "state": a.state_at(now).value} for a in attempts]

@@ -60,14 +60,15 @@ async def remix_video(
         record = await deps_of(ctx).own_record(task_id, ctx)
     except NotYours as exc:
         raise _refused(str(exc)) from None
-    if record is None or not record.video_url:
+    video = await deps_of(ctx).service.lasting_url(record) if record is not None else None
+    if record is None or not video:
         raise _refused(f"Task {task_id} has no finished video here; check it with get_video_status.")
     if how == "edit":
-        step = f"Edit it with generate_video type={TaskType.O3_STD_VIDEO_EDIT.value}, video={record.video_url}"
+        step = f"Edit it with generate_video type={TaskType.O3_STD_VIDEO_EDIT.value}, video={video}"
     else:
         step = (
             f"Continue it with generate_video type={TaskType.O3_PRO_REFERENCE_TO_VIDEO.value}, "
-            f"video={record.video_url} as the reference"
+            f"video={video} as the reference"
         )
     return (
         f"My video {task_id} ({record.type}) showed: {record.request.get('prompt', '')}\n"

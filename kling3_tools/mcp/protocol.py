@@ -78,7 +78,7 @@ async def _candidates(ctx: Context[Any, Any], ref: PromptReference | ResourceTem
     return []
 
 
-async def own_task_ids(ctx: Context[Any, Any], *, limit: int = MAX_COMPLETIONS) -> list[str]:
+async def own_task_ids(ctx: Context[Any, Any], *, limit: int = MAX_COMPLETIONS + 1) -> list[str]:
     """This client's task ids, newest first (every MCP task's over stdio, or with `[mcp] share_tasks`)."""
     deps = deps_of(ctx)
     records = await deps.service.recent(origin_kind="mcp", owner=deps.identity(ctx), limit=limit)

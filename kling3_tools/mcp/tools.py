@@ -24,7 +24,7 @@ from mcp_types import ListRootsResult
 from pydantic import Field
 
 from .. import catalog
-from ..assets.inputs import ANY_PATH, LocalFiles, examine, find_local
+from ..assets.inputs import LocalFiles, examine, names_paths
 from ..catalog import TaskType
 from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
@@ -128,8 +128,7 @@ def client_roots(ctx: Context[Any, Any], **fields: Any) -> ListRoots | ListRoots
     """The folders a stdio client shares, asked only when the request names a local path and the client
     declares roots; no roots means no limit (over HTTP no path is read at all)."""
     capabilities = ctx.client_capabilities
-    wants_paths = ctx.headers is None and any(isinstance(e.source, Path) for e in find_local(fields, ANY_PATH)[0])
-    if wants_paths and capabilities is not None and capabilities.roots is not None:
+    if ctx.headers is None and names_paths(fields) and capabilities is not None and capabilities.roots is not None:
         return ListRoots()
     return ListRootsResult(roots=[])
 

@@ -38,6 +38,7 @@ from ..assets import checks
 from .options import SandboxOptions
 from .state import Fault, SandboxState, SandboxTask
 
+FETCH_SECONDS = 10.0  # the most the sandbox spends fetching one input, however slowly it drips
 SAMPLE_VIDEO = resources.files(__package__).joinpath("sample.mp4").read_bytes()
 
 
@@ -213,13 +214,13 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
         answer 200 with an image (a video for `video`)."""
         inputs = [(name, body.get(name)) for name in ("image", catalog.END_FRAME_WIRE_FIELD, "video")]
         inputs += [(f"images[{i}]", url) for i, url in enumerate(body.get("images") or [])]
-        async with httpx.AsyncClient(timeout=10, follow_redirects=True) as http:
+        async with httpx.AsyncClient(timeout=10, follow_redirects=True, max_redirects=5) as http:
             for label, url in inputs:
                 if not url:
                     continue
                 kind = "video" if label == "video" else "image"
                 try:
-                    async with http.stream("GET", str(url)) as response:
+                    async with asyncio.timeout(FETCH_SECONDS), http.stream("GET", str(url)) as response:
                         if response.status_code != 200:
                             return f"Could not fetch `{label}` ({url}): HTTP {response.status_code}"
                         head = b""
@@ -227,7 +228,7 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
                             head += chunk
                             if len(head) >= checks.SNIFF_BYTES:
                                 break
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, TimeoutError) as exc:
                     return f"Could not fetch `{label}` ({url}): {type(exc).__name__}"
                 found = checks.sniff(head)
                 if found is None or not found.startswith(kind):
@@ -239,15 +240,16 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
         if request.headers.get("authorization", "") != f"Bearer {state.options.api_key}":
             return _error(401, "INVALID_API_KEY", "API key is missing or invalid")
         suffix = request.headers.get("x-suffix", "")
-        data = b""
+        types = {ending: content_type for content_type, ending in checks.SUFFIXES.items()}
+        if suffix not in types:
+            return _error(400, "INVALID_PARAMETER", "Unsupported file type")
+        data = bytearray()
         async for chunk in request.stream():
             data += chunk
             if len(data) > checks.MAX_VIDEO_BYTES:
                 return _error(413, "INVALID_PARAMETER", "The upload is too large")
-        if suffix not in checks.SUFFIXES.values():
-            return _error(400, "INVALID_PARAMETER", "Unsupported file type")
         key = secrets.token_urlsafe(18) + suffix
-        state.uploads[key] = (request.headers.get("content-type", "application/octet-stream"), data)
+        state.keep_upload(key, types[suffix], bytes(data))
         state.requests["upload"] += 1
         return JSONResponse({"key": key})
 

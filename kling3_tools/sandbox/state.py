@@ -61,6 +61,8 @@ class SandboxTask:
         return cls(**{**data, "type": catalog.TaskType(data["type"])})
 
 
+MAX_UPLOADS = 100
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 _BOOK_SCHEMA = """
 CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY CHECK (id = 1), balance INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, credits INTEGER NOT NULL, body TEXT NOT NULL);
@@ -98,6 +100,12 @@ class SandboxState:
             self._book.executescript(_BOOK_SCHEMA)
             self._book.execute("INSERT OR IGNORE INTO account VALUES (1, ?)", (self.balance,))
             (self.balance,) = self._book.execute("SELECT balance FROM account").fetchone()
+
+    def keep_upload(self, key: str, content_type: str, data: bytes) -> None:
+        """Keep an upload; the oldest go once there are too many (the sandbox is not a store)."""
+        self.uploads[key] = (content_type, data)
+        while len(self.uploads) > MAX_UPLOADS or sum(len(d) for _, d in self.uploads.values()) > MAX_UPLOAD_BYTES:
+            del self.uploads[next(iter(self.uploads))]
 
     def close(self) -> None:
         if self._book is not None:

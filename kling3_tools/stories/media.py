@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -149,44 +150,66 @@ class _Writer:
         self.samples = 0
         self.held_frames: deque[np.ndarray[Any, Any]] = deque()
         self.held_audio = np.zeros((2, 0), dtype=np.float32)
-        self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)
 
     def add(self, clip: Path, *, last: bool) -> None:
-        pictures, sound = self._decode(clip)
-        audio_overlap = round(self.overlap / self.rate * AUDIO_RATE)
-        if self.held_frames:  # blend the previous clip's tail into this clip's head
-            count = min(len(self.held_frames), len(pictures))
-            for i in range(count):
-                weight = (i + 1) / (count + 1)
-                pictures[i] = (self.held_frames[i] * (1 - weight) + pictures[i] * weight).astype(np.uint8)
-            mix = min(self.held_audio.shape[1], sound.shape[1])
-            ramp = np.linspace(0, 1, mix, dtype=np.float32)
-            sound[:, :mix] = self.held_audio[:, :mix] * (1 - ramp) + sound[:, :mix] * ramp
-            self.held_frames.clear()
-        keep = 0 if last else min(self.overlap, len(pictures) // 2)
-        for picture in pictures[: len(pictures) - keep]:
+        """Encode a clip as it is decoded; only the frames a crossfade overlaps are held back."""
+        blend, held = list(self.held_frames), deque[np.ndarray[Any, Any]]()
+        keep = 0 if last else self.overlap
+        count = 0
+        for picture in self._pictures(clip):
+            if count < len(blend):  # this clip's head over the previous clip's tail
+                weight = (count + 1) / (len(blend) + 1)
+                picture = (blend[count] * (1 - weight) + picture * weight).astype(np.uint8)
+            count += 1
+            held.append(picture)
+            if len(held) > keep:
+                self._picture(held.popleft())
+        for picture in blend[count:]:  # a clip shorter than the overlap
             self._picture(picture)
-        self.held_frames.extend(pictures[len(pictures) - keep :])
-        held = 0 if last or not keep else min(audio_overlap, sound.shape[1] // 2)
-        self._sound(sound[:, : sound.shape[1] - held])
-        self.held_audio = sound[:, sound.shape[1] - held :]
+        self.held_frames = held
+        sound = self._sound_of(clip, count)
+        mix = min(self.held_audio.shape[1], sound.shape[1])
+        ramp = np.linspace(0, 1, mix, dtype=np.float32)
+        sound[:, :mix] = self.held_audio[:, :mix] * (1 - ramp) + sound[:, :mix] * ramp
+        kept = min(round(len(held) / self.rate * AUDIO_RATE), sound.shape[1])
+        self._sound(sound[:, : sound.shape[1] - kept])
+        self.held_audio = sound[:, sound.shape[1] - kept :]
 
-    def _decode(self, clip: Path) -> tuple[list[np.ndarray[Any, Any]], np.ndarray[Any, Any]]:
+    def _pictures(self, clip: Path) -> Iterator[np.ndarray[Any, Any]]:
+        """The clip's frames at the film's size and frame rate: each output frame is the latest decoded one
+        at its time, so a clip of another rate keeps its length."""
         width, height = self.video.width, self.video.height
         with av.open(str(clip)) as source:
-            pictures = [
-                frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
-                for frame in source.decode(source.streams.video[0])
-            ]
-            chunks = []
+            stream = source.streams.video[0]
+            interval = 1 / float(stream.average_rate or self.rate)
+            start: float | None = None
+            slot, previous, at = 0, None, 0.0
+            for frame in source.decode(stream):
+                at = float(frame.time or 0.0)
+                start = at if start is None else start
+                at -= start
+                while previous is not None and slot / self.rate < at - 1e-6:
+                    yield previous
+                    slot += 1
+                previous = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+            length = at + interval
+            while previous is not None and slot / self.rate < length - 1e-6:
+                yield previous
+                slot += 1
+
+    def _sound_of(self, clip: Path, frames: int) -> np.ndarray[Any, Any]:
+        """The clip's audio as 44.1 kHz stereo, cut or padded with silence to its `frames` of video."""
+        chunks = []
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=AUDIO_RATE)  # one per clip: each its own
+        with av.open(str(clip)) as source:
             if source.streams.audio:
-                for frame in source.decode(source.streams.audio[0]):
-                    chunks += [part.to_ndarray() for part in self.resampler.resample(frame)]
+                for frame in [*source.decode(source.streams.audio[0]), None]:  # None: what the resampler holds
+                    chunks += [part.to_ndarray() for part in resampler.resample(frame)]
         sound = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), dtype=np.float32)
-        wanted = round(len(pictures) / self.rate * AUDIO_RATE)  # silence where a clip has none, or too little
+        wanted = round(frames / self.rate * AUDIO_RATE)
         if sound.shape[1] < wanted:
             sound = np.concatenate([sound, np.zeros((2, wanted - sound.shape[1]), dtype=np.float32)], axis=1)
-        return pictures, sound[:, :wanted]
+        return sound[:, :wanted]
 
     def _picture(self, picture: np.ndarray[Any, Any]) -> None:
         frame = av.VideoFrame.from_ndarray(picture, format="rgb24")

@@ -43,6 +43,8 @@ def plan(story: Story) -> Plan:
         if request is not None:
             requests[shot.id] = request
     problems += [f"[cut] names `{shot_id}`, which is not a shot" for shot_id in story.film if shot_id not in ids]
+    if not story.film:
+        problems.append("[cut] shots is empty: the film needs at least one shot")
     stages, stuck = _stages(story)
     if stuck:
         problems.append(f"the shots {', '.join(f'`{s}`' for s in sorted(stuck))} depend on each other in a cycle")
@@ -84,7 +86,10 @@ def _stages(story: Story) -> tuple[list[list[str]], set[str]]:
     """Kahn's layering: each stage holds the shots whose inputs all come from earlier stages; what is left
     over is in a cycle (references to unknown shots are reported elsewhere and ignored here)."""
     ids = {shot.id for shot in story.shots}
-    needs = {shot.id: {r.shot for _, _, r in story.references(shot) if r.shot in ids} for shot in story.shots}
+    needs = {
+        shot.id: {r.shot for _, _, r in story.references(shot) if r.shot in ids and r.shot != shot.id}
+        for shot in story.shots
+    }
     stages: list[list[str]] = []
     done: set[str] = set()
     while ready := [shot.id for shot in story.shots if shot.id not in done and needs[shot.id] <= done]:
