@@ -70,6 +70,7 @@ async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
         "estimate_video_cost",
         "list_video_models",
         "list_videos",
+        "plan_story",
     }
     schema = tools["generate_video"].input_schema
     props, defs = schema["properties"], schema["$defs"]
@@ -86,7 +87,7 @@ async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
     assert "request" not in props and "approval" not in props  # resolved by the server, not the model
     assert tools["generate_video"].annotations.open_world_hint is True
     assert tools["generate_video"].annotations.read_only_hint is False
-    for name in ("get_video_status", "estimate_video_cost", "list_video_models", "list_videos"):
+    for name in ("get_video_status", "estimate_video_cost", "list_video_models", "list_videos", "plan_story"):
         assert tools[name].annotations.read_only_hint is True
     assert tools["generate_video"].output_schema["properties"]["resource_uri"]
 
@@ -312,7 +313,7 @@ async def test_streamable_http(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path)) as url:
         async with Client(url) as client:
             tools = await client.list_tools()
-            assert len(tools.tools) == 6
+            assert len(tools.tools) == 7
             made = await client.call_tool(
                 "generate_video", {"type": "o3-std-text-to-video", "prompt": "x", "duration": 3, "wait_seconds": 20}
             )
@@ -425,7 +426,7 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
             httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"}) as authorised,
             Client(streamable_http_client(url, http_client=authorised)) as client,
         ):
-            assert len((await client.list_tools()).tools) == 6
+            assert len((await client.list_tools()).tools) == 7
 
 
 def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):

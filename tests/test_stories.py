@@ -224,3 +224,21 @@ def test_a_clip_of_another_rate_and_no_sound_keeps_its_length(tmp_path):
     assert abs(length - 4.0) <= 2 / 10  # 2 s + 2 s at the film's 10 frames a second
     with av.open(str(film)) as container:
         assert container.streams.audio  # silence where the clip had none
+
+
+async def test_an_assistant_plans_a_story_over_mcp_and_spends_nothing(sandbox, tmp_path):
+    import tomllib
+
+    from .test_mcp_server import connect, server_env, text
+
+    story = tomllib.loads(LIGHTHOUSE)
+    env = server_env(sandbox, tmp_path, KLING_MCP__DAILY_CREDIT_BUDGET="1000")
+    async with connect(sandbox, tmp_path, env) as client:
+        planned = await client.call_tool("plan_story", {"story": story})
+        broken = await client.call_tool("plan_story", {"story": {**story, "shots": story["shots"][1:]}})
+    assert not planned.is_error, text(planned)
+    result = planned.structured_content
+    assert result["stages"] == [["storm"], ["snow"], ["ship"]] and result["total"] == sum(result["credits"].values())
+    assert "[mcp] daily_credit_budget" in result["refused"]  # 1075 credits against a 1000 budget
+    assert broken.is_error and "no shot `storm`" in text(broken) and "Nothing was spent" in text(broken)
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0

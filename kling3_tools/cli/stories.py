@@ -20,8 +20,7 @@ async def cmd_story_plan(args: argparse.Namespace, settings: Settings) -> int:
     refusal = None
     async with open_service(args, settings) as service:
         try:
-            dearest = max(story_plan.credits(shot) for shot in story_plan.requests)
-            await service.check_spend(story_plan.total, dearest=dearest)
+            await service.check_spend(story_plan.total, dearest=story_plan.dearest)
         except SpendingRefusedError as exc:
             refusal = exc.message
     if args.json:

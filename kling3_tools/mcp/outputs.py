@@ -69,6 +69,18 @@ class VideoList(BaseModel):
     videos: list[VideoTask]
 
 
+class StoryPlan(BaseModel):
+    """A checked story: what runs when, what it costs, and whether the limits allow it now."""
+
+    title: str
+    stages: list[list[str]] = Field(description="Shots in the order they can run; shots of one stage run at once.")
+    credits: dict[str, int] = Field(description="The price of each shot.")
+    total: int
+    film: list[str] = Field(description="The shots of the film, in order.")
+    transition: str
+    refused: str | None = Field(description="Why your limits would refuse it now; null when they allow it.")
+
+
 class SpendApproval(BaseModel):
     """The user's answer to "This will spend N credits. Continue?"."""
 

@@ -57,6 +57,7 @@ def build_server(deps: Deps) -> KlingMCPServer:
     server.add_tool(tools.estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
     server.add_tool(tools.list_video_models, title="List video models", annotations=OFFLINE)
     server.add_tool(tools.list_videos, title="List my videos", annotations=OFFLINE)
+    server.add_tool(tools.plan_story, title="Plan a story (spends nothing)", annotations=OFFLINE)
     server.resource(MODELS_URI, name="models", mime_type="application/json")(tools.models_resource)
     server.resource(TASK_URI, name="task", mime_type="application/json")(tools.task_resource)
     server.prompt(title="Make a video")(prompts.make_video)

@@ -30,10 +30,13 @@ from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
 from ..records import McpOrigin, TaskRecord
 from ..store import StatusFilter
+from ..stories.model import Story
+from ..stories.plan import plan
 from .outputs import (
     CostEstimate,
     ModelList,
     SpendApproval,
+    StoryPlan,
     VideoList,
     VideoTask,
     from_task,
@@ -272,6 +275,40 @@ async def list_videos(
     deps = deps_of(ctx)
     records = await deps.service.recent(status=status, origin_kind="mcp", owner=deps.identity(ctx), limit=limit)
     return VideoList(videos=[await to_video(deps.service, r) for r in records])
+
+
+async def plan_story(
+    ctx: Context[Any, Any],
+    story: Annotated[
+        dict[str, Any],
+        Field(
+            description="A story: request fields as defaults for every shot, `shots` (each a request with an `id`; "
+            'a URL field may be "@shot" for its video or "@shot.last_frame" / "@shot.first_frame"), and `cut` '
+            '({"shots": [...], "transition": "cut" | "crossfade"}).'
+        ),
+    ],
+) -> StoryPlan:
+    """Check a multi-shot story before spending: every problem of every shot at once, the order, each shot's
+    price, the total and whether the limits allow it. Spends nothing."""
+    deps = deps_of(ctx)
+    try:
+        story_plan = plan(Story.from_mapping(story))
+    except RequestValidationError as exc:
+        raise ToolError(f"{exc}\nNothing was spent.") from None
+    try:
+        await deps.service.check_spend(story_plan.total, [deps.limit], dearest=story_plan.dearest)
+        refused = None
+    except SpendingRefusedError as exc:
+        refused = exc.message
+    return StoryPlan(
+        title=story_plan.story.title,
+        stages=story_plan.stages,
+        credits={shot: story_plan.credits(shot) for shot in story_plan.requests},
+        total=story_plan.total,
+        film=story_plan.story.film,
+        transition=story_plan.story.cut.transition,
+        refused=refused,
+    )
 
 
 # --- resources ---------------------------------------------------------------------------

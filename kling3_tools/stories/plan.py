@@ -24,6 +24,11 @@ class Plan:
         return self.requests[shot_id].estimated_credits()
 
     @property
+    def dearest(self) -> int:
+        """The price of its dearest shot: what the per-video limits judge."""
+        return max(request.estimated_credits() for request in self.requests.values())
+
+    @property
     def total(self) -> int:
         return sum(request.estimated_credits() for request in self.requests.values())
 
