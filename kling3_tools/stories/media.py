@@ -3,8 +3,9 @@
 `still` decodes a clip's first or last frame. `stitch` joins clips: when they share codec and parameters
 and the transition is a cut, packets are copied as they are (no quality lost, seconds for minutes of
 video); otherwise every clip is decoded and encoded again to H.264/AAC at the first clip's size and frame
-rate, which also makes crossfades possible. Memory stays flat in the number of clips: one clip is open at
-a time, and a crossfade keeps only the frames it overlaps.
+rate, which also makes crossfades possible. Frames stay in the codec's own format (only those a crossfade
+blends become pixels), and memory stays flat in the number of clips: one clip is open at a time, and a
+crossfade keeps only the frames it overlaps.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def _encode(clips: list[Path], target: Path, *, crossfade: bool) -> None:
         rate = Fraction(source.average_rate or 24).limit_denominator(1001)
     overlap = round(CROSSFADE_SECONDS * rate) if crossfade else 0
     with av.open(str(target), "w") as output:
-        video = output.add_stream("libx264", rate=rate)
+        video = output.add_stream("libx264", rate=rate, options={"preset": "veryfast"})  # minutes, not hours
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = output.add_stream("aac", rate=AUDIO_RATE)
         audio.layout = "stereo"
@@ -138,6 +139,12 @@ def _encode(clips: list[Path], target: Path, *, crossfade: bool) -> None:
         for index, clip in enumerate(clips):
             writer.add(clip, last=index == len(clips) - 1)
         writer.finish()
+
+
+def _blend(before: av.VideoFrame, after: av.VideoFrame, weight: float) -> av.VideoFrame:
+    """`after` over `before` at `weight` (0 to 1): the one place frames are handled as pixels."""
+    mixed = before.to_ndarray(format="rgb24") * (1 - weight) + after.to_ndarray(format="rgb24") * weight
+    return av.VideoFrame.from_ndarray(mixed.astype(np.uint8), format="rgb24").reformat(format="yuv420p")
 
 
 class _Writer:
@@ -148,18 +155,17 @@ class _Writer:
         self.output, self.video, self.audio, self.overlap, self.rate = output, video, audio, overlap, rate
         self.frames = 0
         self.samples = 0
-        self.held_frames: deque[np.ndarray[Any, Any]] = deque()
+        self.held_frames: deque[av.VideoFrame] = deque()
         self.held_audio = np.zeros((2, 0), dtype=np.float32)
 
     def add(self, clip: Path, *, last: bool) -> None:
         """Encode a clip as it is decoded; only the frames a crossfade overlaps are held back."""
-        blend, held = list(self.held_frames), deque[np.ndarray[Any, Any]]()
+        blend, held = list(self.held_frames), deque[av.VideoFrame]()
         keep = 0 if last else self.overlap
         count = 0
         for picture in self._pictures(clip):
             if count < len(blend):  # this clip's head over the previous clip's tail
-                weight = (count + 1) / (len(blend) + 1)
-                picture = (blend[count] * (1 - weight) + picture * weight).astype(np.uint8)
+                picture = _blend(blend[count], picture, (count + 1) / (len(blend) + 1))
             count += 1
             held.append(picture)
             if len(held) > keep:
@@ -175,7 +181,7 @@ class _Writer:
         self._sound(sound[:, : sound.shape[1] - kept])
         self.held_audio = sound[:, sound.shape[1] - kept :]
 
-    def _pictures(self, clip: Path) -> Iterator[np.ndarray[Any, Any]]:
+    def _pictures(self, clip: Path) -> Iterator[av.VideoFrame]:
         """The clip's frames at the film's size and frame rate: each output frame is the latest decoded one
         at its time, so a clip of another rate keeps its length."""
         width, height = self.video.width, self.video.height
@@ -191,7 +197,7 @@ class _Writer:
                 while previous is not None and slot / self.rate < at - 1e-6:
                     yield previous
                     slot += 1
-                previous = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                previous = frame.reformat(width=width, height=height, format="yuv420p")
             length = at + interval
             while previous is not None and slot / self.rate < length - 1e-6:
                 yield previous
@@ -211,9 +217,8 @@ class _Writer:
             sound = np.concatenate([sound, np.zeros((2, wanted - sound.shape[1]), dtype=np.float32)], axis=1)
         return sound[:, :wanted]
 
-    def _picture(self, picture: np.ndarray[Any, Any]) -> None:
-        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
-        frame.pts, frame.time_base = self.frames, 1 / self.rate
+    def _picture(self, frame: av.VideoFrame) -> None:
+        frame.pts, frame.time_base = self.frames, 1 / self.rate  # the encoder keeps its own copy of these
         self.frames += 1
         self.output.mux(self.video.encode(frame))
 
