@@ -65,12 +65,20 @@ class Layout:
 
 def layout(clip: Path) -> Layout:
     with av.open(str(clip)) as container:
-        video = container.streams.video[0].codec_context
-        audio = container.streams.audio[0].codec_context if container.streams.audio else None
-        return Layout(
-            (video.name, video.width, video.height, video.pix_fmt, bytes(video.extradata or b"")),
-            (audio.name, audio.sample_rate, audio.layout.name, bytes(audio.extradata or b"")) if audio else None,
-        )
+        return _layout(container)
+
+
+def _layout(container: Any) -> Layout:
+    video = container.streams.video[0].codec_context
+    audio = container.streams.audio[0].codec_context if container.streams.audio else None
+    return Layout(
+        (video.name, video.width, video.height, video.pix_fmt, bytes(video.extradata or b"")),
+        (audio.name, audio.sample_rate, audio.layout.name, bytes(audio.extradata or b"")) if audio else None,
+    )
+
+
+class _Mismatch(Exception):
+    """A clip whose packets cannot join the others' streams."""
 
 
 def stitch(clips: list[Path], target: Path, transition: Literal["cut", "crossfade"] = "cut") -> Path:
@@ -78,11 +86,13 @@ def stitch(clips: list[Path], target: Path, transition: Literal["cut", "crossfad
     if not clips:
         raise MediaError("a film needs at least one clip")
     try:
-        layouts = {layout(clip) for clip in clips}
-        if transition == "cut" and len(layouts) == 1:
-            _copy(clips, target)
-        else:
-            _encode(clips, target, crossfade=transition == "crossfade")
+        if transition == "cut":
+            try:
+                _copy(clips, target)
+                return target
+            except _Mismatch:  # found before that clip's first packet: encode them all again instead
+                target.unlink(missing_ok=True)
+        _encode(clips, target, crossfade=transition == "crossfade")
     except (av.FFmpegError, IndexError) as exc:
         raise MediaError(f"cannot join the clips: {exc}") from None
     return target
@@ -95,29 +105,32 @@ def _copy(clips: list[Path], target: Path) -> None:
         streams = {kind: output.add_stream_from_template(getattr(first.streams, kind)[0]) for kind in _kinds(first)}
         last_dts = dict.fromkeys(streams, -(2**62))
         start = Fraction(0)  # seconds: where the next clip begins
+        expected = _layout(first)
         for clip in clips:
             with av.open(str(clip)) as source:
+                if _layout(source) != expected:
+                    raise _Mismatch(clip)
+                inputs = [getattr(source.streams, kind)[0] for kind in streams]
+                scale = {s.type: Fraction(s.time_base) / Fraction(streams[s.type].time_base) for s in inputs}
                 shifts: dict[str, int] = {}
-                end = start
-                for packet in source.demux(*(getattr(source.streams, kind)[0] for kind in streams)):
+                ends = {kind: 0 for kind in streams}  # in each output stream's time base
+                for packet in source.demux(*inputs):
                     if packet.dts is None:
                         continue
-                    kind, out = packet.stream.type, streams[packet.stream.type]
-                    pts = _rescale(packet.pts, packet.stream.time_base, out.time_base)
-                    dts = _rescale(packet.dts, packet.stream.time_base, out.time_base)
+                    kind = packet.stream.type
+                    factor = scale[kind]
+                    pts, dts = packet.pts or 0, packet.dts
+                    if factor != 1:  # clips of one layout usually share time bases too: no arithmetic then
+                        pts, dts = round(pts * factor), round(dts * factor)
                     if kind not in shifts:
-                        shifts[kind] = max(round(start / Fraction(out.time_base)), last_dts[kind] + 1 - dts)
+                        out_base = Fraction(streams[kind].time_base)
+                        shifts[kind] = max(round(start / out_base), last_dts[kind] + 1 - dts)
                     packet.pts, packet.dts = pts + shifts[kind], dts + shifts[kind]
                     last_dts[kind] = packet.dts
-                    duration = _rescale(packet.duration, packet.stream.time_base, out.time_base)
-                    end = max(end, (packet.pts + duration) * Fraction(out.time_base))
-                    packet.stream = out
+                    ends[kind] = max(ends[kind], packet.pts + round((packet.duration or 0) * factor))
+                    packet.stream = streams[kind]
                     output.mux(packet)
-                start = end
-
-
-def _rescale(value: int | None, source: Any, target: Any) -> int:
-    return round(Fraction(value or 0) * Fraction(source) / Fraction(target))
+                start = max([start, *(end * Fraction(streams[kind].time_base) for kind, end in ends.items())])
 
 
 def _kinds(container: Any) -> list[str]:
