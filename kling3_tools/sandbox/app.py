@@ -214,10 +214,11 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
         answer 200 with an image (a video for `video`)."""
         inputs = [(name, body.get(name)) for name in ("image", catalog.END_FRAME_WIRE_FIELD, "video")]
         inputs += [(f"images[{i}]", url) for i, url in enumerate(body.get("images") or [])]
+        inputs = [(label, url) for label, url in inputs if url]
+        if not inputs:
+            return None  # a text-to-video request: no client to build (that alone costs milliseconds)
         async with httpx.AsyncClient(timeout=10, follow_redirects=True, max_redirects=5) as http:
             for label, url in inputs:
-                if not url:
-                    continue
                 kind = "video" if label == "video" else "image"
                 try:
                     async with asyncio.timeout(FETCH_SECONDS), http.stream("GET", str(url)) as response:
