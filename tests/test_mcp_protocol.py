@@ -241,3 +241,27 @@ def test_the_conformance_suite_passes_the_general_server_scenarios(sandbox, tmp_
             if result.returncode != 0 or "0 failed" not in result.stdout:
                 failed[scenario] = result.stdout[-1500:] + result.stderr[-500:]
     assert failed == {}
+
+
+def test_the_notifier_forgets_the_oldest_sessions_beyond_its_bound():
+    from types import SimpleNamespace
+
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+
+    from kling3_tools.mcp import notifier as module
+
+    notifier = module.McpNotifier(InMemorySubscriptionBus())
+
+    def request(session: str) -> Any:  # what the notifier reads of a 2025-11-25 request over HTTP
+        return SimpleNamespace(
+            headers={"mcp-session-id": session},
+            protocol_version="2025-11-25",
+            request_context=SimpleNamespace(session=object()),
+        )
+
+    for number in range(module.MAX_SESSIONS + 5):
+        notifier.connection(request(f"s{number}"))
+    notifier.connection(request("s10"))  # seen again: now the most recent
+    kept = list(notifier._sessions)
+    assert len(kept) == module.MAX_SESSIONS
+    assert "s0" not in kept and kept[-1] == "s10" and f"s{module.MAX_SESSIONS + 4}" in kept

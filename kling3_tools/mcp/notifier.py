@@ -26,6 +26,7 @@ from .outputs import finished_sentence, task_uri
 log = logging.getLogger("kling3_tools.mcp")
 
 LEVELS: tuple[LoggingLevel, ...] = get_args(LoggingLevel)  # least severe first
+MAX_SESSIONS = 1000
 
 
 @dataclass
@@ -57,8 +58,11 @@ class McpNotifier:
         headers = ctx.headers  # over HTTP, a 2026-07-28 request belongs to no connection
         connection = self._stdio_id if headers is None else headers.get("mcp-session-id") or "stateless-http"
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            session = self._sessions.setdefault(connection, Session(ctx.request_context.session))
+            session = self._sessions.pop(connection, None) or Session(ctx.request_context.session)
             session.proxy = ctx.request_context.session
+            self._sessions[connection] = session  # the most recently seen last
+            while len(self._sessions) > MAX_SESSIONS:  # HTTP sessions end without a word: forget the oldest
+                del self._sessions[next(iter(self._sessions))]
         return connection
 
     def _session(self, ctx: Context[Any, Any]) -> Session | None:
