@@ -80,6 +80,14 @@ class StoreSettings(_Section):
     url: str = ""
     pool_size: int = Field(default=10, ge=1)
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    keep_days: float = Field(default=0, ge=0)  # 0: keep everything
+
+    @field_validator("keep_days")
+    @classmethod
+    def _at_least_a_day(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError("must be 0 (keep everything) or at least 1 day: the budgets look back 24 hours")
+        return value
 
 
 class StorageSettings(_Section):

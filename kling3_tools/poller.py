@@ -26,6 +26,7 @@ import platformdirs
 from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, TaskNotFoundError
+from .ledger import DAY_SECONDS
 from .notifiers import Notifiers
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
@@ -54,6 +55,7 @@ class Poller:
         owner: str | None = None,
         api_url: str | None = None,
         archiver: Callable[[TaskRecord], Awaitable[None]] | None = None,
+        keep_days: float = 0,
     ) -> None:
         # No retries inside the client: a retry's wait would outlast the lease. The poller paces
         # itself, reschedules failed checks and pauses everyone on a 429.
@@ -69,6 +71,8 @@ class Poller:
         self.limiter = store.rate_limiter(self.api_url, self.settings.rate_limit_per_second)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self.archiver = archiver  # copies a finished video into [storage] before it is delivered
+        self.keep_days = keep_days  # `[store] keep_days`: pruned once a day by each poller
+        self._pruned_at = 0.0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running = False
@@ -184,6 +188,10 @@ class Poller:
 
     async def _sweep(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
         self._wake.clear()
+        if self.keep_days and time.time() - self._pruned_at > DAY_SECONDS:
+            self._pruned_at = time.time()
+            tasks, attempts = await self.store.prune(self._pruned_at - self.keep_days * DAY_SECONDS)
+            log.info("pruned %d tasks and %d settled attempts older than %g days", tasks, attempts, self.keep_days)
         if len(in_flight) >= self.concurrency:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             return

@@ -370,6 +370,7 @@ class KlingService:
             owner=owner,
             api_url=self.api_url,
             archiver=self.archiver,
+            keep_days=self.settings.store.keep_days,
         )
         self._pollers.append(poller)
         return poller

@@ -178,3 +178,13 @@ def test_store_migrate_on_sqlite_says_nothing_is_needed(tmp_path):
 def test_workers_refuse_an_embedded_sandbox():
     result = kling3("--sandbox", "poller", "--workers", "2")
     assert result.returncode == 2 and "kling3 sandbox" in result.stderr
+
+
+def test_store_prune_needs_at_least_a_day_and_says_what_it_deleted(tmp_path):
+    env = {"KLING_STORE__URL": f"sqlite:///{tmp_path / 'tasks.db'}"}
+    too_soon = kling3("store", "prune", "--older-than", "0.5", **env)
+    assert too_soon.returncode == 2 and "at least 1 day" in too_soon.stderr
+    pruned = kling3("store", "prune", "--older-than", "90d", **env)
+    assert pruned.returncode == 0 and "Pruned 0 delivered tasks and 0 settled attempts" in pruned.stdout
+    bad = kling3("store", "prune", "--older-than", "1", KLING_STORE__KEEP_DAYS="0.5", **env)
+    assert bad.returncode == 2 and "keep_days" in bad.stderr

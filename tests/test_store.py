@@ -179,3 +179,64 @@ async def test_a_stopping_poller_releases_every_lease_it_holds(store):
     assert await store.release_all(owner="A") == 2
     again = await store.claim(owner="B", now=time.time(), lease_seconds=600, limit=10, api_url=API, kinds=KINDS)
     assert {r.task_id for r in again} == {"n75l1", "n75l2"}
+
+
+async def test_prune_keeps_what_it_must(store):
+    from kling3_tools.ledger import Attempt, AttemptState
+
+    day, now = 86400.0, time.time()
+
+    def ended(task_id: str, at: float, delivery: Delivery) -> TaskRecord:
+        record = make_record(task_id)
+        record.finish(Outcome.SUCCEEDED, at)
+        record.delivery, record.due_at = delivery, None
+        return record
+
+    old = now - 100 * day
+    records = [ended("n75old", old, Delivery.DELIVERED), ended("n75owed", old, Delivery.PENDING)]
+    for record in [*records, ended("n75new", now - day, Delivery.DELIVERED), make_record("n75running")]:
+        await store.add(record)
+    assert await store.prune(now - 90 * day) == (1, 0)
+    assert {r.task_id for r in await store.recent(limit=50)} == {"n75owed", "n75new", "n75running"}
+
+    request = GenerateRequest.build(type="pro-text-to-video", prompt="x")
+    attempts = {state: Attempt.new(request, api_url=API, origin=CliOrigin(), deadline=60) for state in AttemptState}
+    for state, attempt in attempts.items():
+        await store.reserve(attempt, [])  # dated now, when each gets its turn
+        if state is AttemptState.SUBMITTED:
+            await store.settle(attempt.attempt_id, make_record("n75settled"))
+        elif state is not AttemptState.SUBMITTING:
+            await store.close_attempt(attempt.attempt_id, state, "test")
+    await asyncio.sleep(0.01)
+    tasks, settled = await store.prune(time.time())  # everything before now: what may go, goes
+    assert settled == 2 and tasks == 1  # `submitted` and `released`; the delivered n75new
+    assert {a.state for a in await store.attempts(open_only=False, limit=50)} == {
+        AttemptState.SUBMITTING,
+        AttemptState.UNKNOWN,
+    }  # open attempts stay, whatever their age
+    assert {r.task_id for r in await store.recent(limit=50)} == {"n75owed", "n75running", "n75settled"}
+
+
+async def test_each_poller_applies_keep_days(sandbox, tmp_path):
+    from kling3_tools.config import Settings
+    from kling3_tools.service import KlingService
+
+    from .helpers import eventually
+
+    settings = Settings.load(
+        api_key=sandbox.api_key, base_url=sandbox.url, store={"url": f"sqlite:///{tmp_path / 't.db'}", "keep_days": 30}
+    )
+    async with KlingService.open(settings) as service:
+        record = make_record("n75ancient")
+        record.api_url = service.api_url
+        record.finish(Outcome.SUCCEEDED, time.time() - 40 * 86400)
+        record.delivery, record.due_at = Delivery.DELIVERED, None
+        await service.store.add(record)
+        await service.store.add(make_record("n75fresh"))
+        async with service.polling():
+
+            async def pruned() -> bool:
+                return await service.get("n75ancient") is None
+
+            await eventually(pruned, timeout=20)
+        assert await service.get("n75fresh") is not None

@@ -71,6 +71,17 @@ def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
 
 
+def _days(text: str) -> float:
+    """`90` or `90d`: days, at least one (the budgets look back 24 hours)."""
+    try:
+        days = float(text.removesuffix("d"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (e.g. 90d)") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 day: the budgets look back 24 hours")
+    return days
+
+
 def _add_wait_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=900, metavar="SECONDS", help="give up waiting after this")
     parser.add_argument("--download", metavar="PATH", help="save the video here (a file or a folder)")
@@ -193,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again",
     )
+    prune = store_commands.add_parser(
+        "prune",
+        parents=[common],
+        help="delete delivered tasks and settled ledger attempts older than this; never an open attempt",
+    )
+    prune.add_argument("--older-than", required=True, type=_days, metavar="DAYS", help="e.g. 90 or 90d (at least 1)")
 
     from ..mcp import add_arguments as add_mcp_arguments
 

@@ -10,6 +10,7 @@ from rich.table import Column, Table
 
 from ..config import Settings
 from ..launch import EXIT_OK
+from ..ledger import DAY_SECONDS
 from ..store import (
     DEFAULT_STORE,
     SANDBOX_STORE,
@@ -109,6 +110,8 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    if args.store_command == "prune":
+        return await cmd_prune(args, settings)
     url = settings.store.url
     if not is_postgres_url(url):
         store = await open_local_store(args, settings)
@@ -119,4 +122,16 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     before, after = await migrate_postgres(url)
     change = f"migrated from version {before}" if before != after else "already current"
     output.out.print(f"PostgreSQL task store: schema version {after} ({change}).")
+    return EXIT_OK
+
+
+async def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    store = await open_local_store(args, settings)
+    try:
+        tasks, attempts = await store.prune(time.time() - args.older_than * DAY_SECONDS)
+    finally:
+        await store.close()
+    output.out.print(
+        f"Pruned {tasks} delivered tasks and {attempts} settled attempts older than {args.older_than:g} days."
+    )
     return EXIT_OK

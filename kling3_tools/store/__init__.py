@@ -114,6 +114,10 @@ class TaskStore(Protocol):
     def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
         """While entered, call `wake()` when another process adds a task (where the backend can tell)."""
 
+    async def prune(self, before: float) -> tuple[int, int]:
+        """Delete tasks that ended and were delivered before `before`, and settled attempts; never an open
+        attempt or a task still to deliver. Returns (tasks, attempts) deleted."""
+
     async def close(self) -> None: ...
 
 

@@ -308,6 +308,11 @@ class PostgresTaskStore:
                 log.warning("new-task notifications lost (%s); listening again in %.0fs", exc, retry_seconds)
                 await asyncio.sleep(retry_seconds)
 
+    async def prune(self, before: float) -> tuple[int, int]:
+        async with self._pool.connection() as conn, conn.transaction():
+            tasks, attempts = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
+        return tasks, attempts
+
     async def close(self) -> None:
         await self._pool.close()
 

@@ -215,6 +215,22 @@ class SqlDialect:
             params,
         )
 
+    def insert(self, table: str, columns: list[str]) -> str:
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(self.param(c) for c in columns)})"
+
+    def prune(self, before: float) -> list[tuple[str, dict[str, Any]]]:
+        """What retention deletes: tasks that ended and were delivered (or given up) before `before`, and
+        attempts settled before it (`submitted` ones have their task; `released` ones spent nothing). Open
+        attempts (`submitting`, `unknown`) stay until resolved, whatever their age."""
+        params, since = {"before": before}, self.param("before")
+        return [
+            (
+                f"DELETE FROM tasks WHERE outcome IS NOT NULL AND delivery != 'pending' AND finished_at < {since}",
+                params,
+            ),
+            (f"DELETE FROM attempts WHERE state IN ('submitted', 'released') AND created_at < {since}", params),
+        ]
+
     def attempts(self, *, open_only: bool, limit: int) -> tuple[str, dict[str, Any]]:
         where = f"WHERE {OPEN_ATTEMPT}" if open_only else ""
         return f"SELECT * FROM attempts {where} ORDER BY created_at DESC LIMIT {self.param('limit')}", {"limit": limit}

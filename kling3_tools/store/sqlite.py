@@ -198,7 +198,7 @@ class SQLiteTaskStore:
 
     async def add(self, record: TaskRecord) -> None:
         values = record_to_row(record)
-        sql = _insert_sql("tasks", COLUMNS)
+        sql = SQLITE.insert("tasks", COLUMNS)
         try:
             await self._run(lambda: self._transaction(lambda: self._db.execute(sql, values)))
         except sqlite3.IntegrityError as exc:
@@ -308,7 +308,7 @@ class SQLiteTaskStore:
         return await self.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "cancelled before it was sent")
 
     async def _reserve_batch(self, batch: list[Reservation]) -> None:
-        insert = _insert_sql("attempts", ATTEMPT_COLUMNS)
+        insert = SQLITE.insert("attempts", ATTEMPT_COLUMNS)
 
         def work() -> None:  # under BEGIN IMMEDIATE: one writer at a time across every process on the file
             for reservation in batch:
@@ -320,7 +320,7 @@ class SQLiteTaskStore:
         await self._run(lambda: self._transaction(work))
 
     async def settle(self, attempt_id: str, record: TaskRecord) -> None:
-        insert = _insert_sql("tasks", COLUMNS)
+        insert = SQLITE.insert("tasks", COLUMNS)
         mark = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
 
         def work() -> None:
@@ -361,12 +361,15 @@ class SQLiteTaskStore:
         """SQLite cannot tell other processes; they find new tasks at their next sweep."""
         return contextlib.nullcontext()
 
+    async def prune(self, before: float) -> tuple[int, int]:
+        statements = SQLITE.prune(before)
+        tasks, attempts = await self._run(
+            lambda: self._transaction(lambda: [self._db.execute(*s).rowcount for s in statements])
+        )
+        return tasks, attempts
+
     async def close(self) -> None:
         await self._run(self._db.close)
-
-
-def _insert_sql(table: str, columns: list[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
 
 
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
