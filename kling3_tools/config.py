@@ -114,6 +114,7 @@ class BudgetSettings(_Section):
 
 class PollerSettings(_Section):
     rate_limit_per_second: float = Field(default=5.0, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=256)
     expected_seconds: tuple[float, float] = (120.0, 600.0)
     learn_schedule: bool = True
     dense_interval_seconds: float = Field(default=8.0, gt=0)

@@ -358,7 +358,7 @@ class KlingService:
             poller.stop()
             await supervisor
 
-    def poller(self, *, concurrency: int = 8, owner: str | None = None) -> Poller:
+    def poller(self, *, concurrency: int | None = None, owner: str | None = None) -> Poller:
         """A poller over this service's client, store and notifiers (run it with `await poller.run()`)."""
         poller = Poller(
             self.client,
@@ -366,7 +366,7 @@ class KlingService:
             self.notifiers,
             self.scheduler,
             self.settings.poller,
-            concurrency=concurrency,
+            concurrency=concurrency or self.settings.poller.concurrency,
             owner=owner,
             api_url=self.api_url,
             archiver=self.archiver,

@@ -109,3 +109,17 @@ def test_an_empty_secret_from_the_environment_means_none(monkeypatch):
     monkeypatch.setenv("KLING_MCP__HTTP_TOKEN", "")
     settings = Settings.load()
     assert settings.poller.webhook_secret is None and settings.mcp.http_token is None
+
+
+async def test_poller_concurrency_comes_from_the_settings(sandbox, tmp_path):
+    from kling3_tools.service import KlingService
+
+    settings = Settings.load(
+        api_key=sandbox.api_key, base_url=sandbox.url, store={"url": f"sqlite:///{tmp_path / 't.db'}"},
+        poller={"concurrency": 3},
+    )  # fmt: skip
+    async with KlingService.open(settings) as service:
+        assert service.poller().concurrency == 3
+        assert service.poller(concurrency=5).concurrency == 5
+    with pytest.raises(ConfigError, match="concurrency"):
+        Settings.load(poller={"concurrency": 0})
