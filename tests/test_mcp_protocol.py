@@ -172,6 +172,13 @@ async def test_completions_and_subscriptions_see_only_the_callers_own_tasks(
             if other_mode == "legacy":
                 with pytest.raises(MCPError, match="not one of this client's videos"):
                     await bob.subscribe_resource(f"kling://tasks/{first}")
+            else:  # a 2026-07-28 listen stream on another client's task is refused too
+                with pytest.raises(MCPError, match="not one of this client's videos"):
+                    async with bob.listen(resource_subscriptions=[f"kling://tasks/{first}"]):
+                        pass
+            if mode == "2026-07-28":
+                async with alice.listen(resource_subscriptions=[f"kling://tasks/{first}"]) as own:
+                    assert own is not None  # acknowledged: its own task
             await wait_until_finished(alice, first)
             remix = await alice.get_prompt("remix_video", {"task_id": first, "change": "make it snow"})
             with pytest.raises(MCPError, match="not one of this client's videos"):

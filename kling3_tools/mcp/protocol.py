@@ -8,6 +8,7 @@ import re
 from typing import Any, get_args
 
 from mcp.server.mcpserver import Context
+from mcp.server.subscriptions import ListenHandler, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     INVALID_PARAMS,
@@ -19,6 +20,8 @@ from mcp_types import (
     ResourceTemplateReference,
     SetLevelRequestParams,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
     UnsubscribeRequestParams,
 )
 
@@ -31,19 +34,39 @@ MAX_COMPLETIONS = 100  # the most one answer may hold
 TASK_URI_PATTERN = re.compile("^" + re.escape(TASK_URI).replace(re.escape("{task_id}"), "(?P<task_id>[^/]+)") + "$")
 
 
+async def _may_follow(ctx: Context[Any, Any], uri: str) -> None:
+    """A URI this client may be told about: one of its own tasks, or the models (which never change)."""
+    if uri == MODELS_URI:
+        return
+    match = TASK_URI_PATTERN.match(uri)
+    if match is None:
+        raise MCPError(code=INVALID_PARAMS, message=f"No such resource: {uri}")
+    try:
+        await deps_of(ctx).own_record(match["task_id"], ctx)
+    except NotYours as exc:
+        raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+
+
 async def subscribe(ctx: Context[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
-    """Follow one of this client's tasks (or the models, which never change while the server runs)."""
-    uri = str(params.uri)
-    if uri != MODELS_URI:
-        match = TASK_URI_PATTERN.match(uri)
-        if match is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"No such resource: {uri}")
-        try:
-            await deps_of(ctx).own_record(match["task_id"], ctx)
-        except NotYours as exc:
-            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
-    deps_of(ctx).notifier.subscribe(ctx, uri)
+    """2025-11-25: follow one of this client's tasks."""
+    await _may_follow(ctx, str(params.uri))
+    deps_of(ctx).notifier.subscribe(ctx, str(params.uri))
     return EmptyResult()
+
+
+class Listen:
+    """2026-07-28 `subscriptions/listen`: the SDK's stream, once every task URI asked for is the caller's
+    (the SDK's handler would follow any URI, telling one client when another's video changes)."""
+
+    def __init__(self, bus: SubscriptionBus) -> None:
+        self.streams = ListenHandler(bus)
+
+    async def __call__(
+        self, ctx: Context[Any, Any], params: SubscriptionsListenRequestParams
+    ) -> SubscriptionsListenResult:
+        for uri in params.notifications.resource_subscriptions or ():
+            await _may_follow(ctx, str(uri))
+        return await self.streams(ctx.request_context, params)
 
 
 async def unsubscribe(ctx: Context[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:

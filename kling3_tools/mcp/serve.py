@@ -13,6 +13,7 @@ from mcp_types import (
     CompleteRequestParams,
     SetLevelRequestParams,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
     ToolAnnotations,
     UnsubscribeRequestParams,
 )
@@ -62,6 +63,9 @@ def build_server(deps: Deps) -> KlingMCPServer:
     server.resource(TASK_URI, name="task", mime_type="application/json")(tools.task_resource)
     server.prompt(title="Make a video")(prompts.make_video)
     server.prompt(title="Edit or continue one of my videos")(prompts.remix_video)
+    server.add_request_handler(
+        "subscriptions/listen", SubscriptionsListenRequestParams, protocol.Listen(deps.notifier.bus)
+    )
     server.add_request_handler("resources/subscribe", SubscribeRequestParams, protocol.subscribe)
     server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, protocol.unsubscribe)
     server.add_request_handler("logging/setLevel", SetLevelRequestParams, protocol.set_level)
