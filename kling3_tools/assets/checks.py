@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..models import URL_FIELDS
+
 Kind = Literal["image", "video"]
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -22,7 +24,7 @@ MAX_ASPECT = 2.5  # the longer side over the shorter one
 MAX_VIDEO_BYTES = 200 * 1024 * 1024
 SNIFF_BYTES = 32
 
-KIND_OF_FIELD: dict[str, Kind] = {"image": "image", "end_image": "image", "images": "image", "video": "video"}
+KIND_OF_FIELD: dict[str, Kind] = {field: "video" if field == "video" else "image" for field in URL_FIELDS}
 SUFFIXES = {
     "image/jpeg": ".jpg",
     "image/png": ".png",

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import RequestValidationError
-from ..models import GenerateRequest
+from ..models import GenerateRequest, url_label, url_values, with_urls
 from .checks import KIND_OF_FIELD, CheckedFile, check
 from .store import AssetStore
 
@@ -67,7 +67,7 @@ class LocalInput:
 
     @property
     def label(self) -> str:
-        return self.field if self.index is None else f"{self.field}[{self.index}]"
+        return url_label(self.field, self.index)
 
 
 def _local(value: Any) -> Path | bytes | str | None:
@@ -99,46 +99,30 @@ def find_local(fields: Mapping[str, Any], files: LocalFiles) -> tuple[list[Local
     """Every local input of the URL fields, and why those that cannot be read cannot."""
     found: list[LocalInput] = []
     problems: list[str] = []
-    for field in KIND_OF_FIELD:
-        value = fields.get(field)
-        values = list(enumerate(value)) if isinstance(value, list | tuple) else [(None, value)]
-        for index, item in values:
-            local = _local(item)
-            if local is None:
-                continue
-            entry = LocalInput(field, index, None)
-            found.append(entry)
-            if isinstance(local, str):
-                problems.append(f"`{entry.label}`: {local[1:]}")
-                continue
-            source = files.resolve(entry.label, local) if isinstance(local, Path) else local
-            if isinstance(source, str):
-                problems.append(source)
-            else:
-                entry.source = source
+    for field, index, item in url_values(fields):
+        local = _local(item)
+        if local is None:
+            continue
+        entry = LocalInput(field, index, None)
+        found.append(entry)
+        if isinstance(local, str):
+            problems.append(f"`{entry.label}`: {local[1:]}")
+            continue
+        source = files.resolve(entry.label, local) if isinstance(local, Path) else local
+        if isinstance(source, str):
+            problems.append(source)
+        else:
+            entry.source = source
     return found, problems
 
 
 def names_paths(fields: Mapping[str, Any]) -> bool:
     """Whether any URL field names a local path (found or not)."""
-    values = [fields.get(field) for field in KIND_OF_FIELD]
-    items = [item for value in values for item in (value if isinstance(value, list | tuple) else [value])]
-    return any(isinstance(_local(item), Path) for item in items)
+    return any(isinstance(_local(item), Path) for _, _, item in url_values(fields))
 
 
 def placeholder(field: str) -> str:
     return f"https://local.invalid/{field}"
-
-
-def _with(fields: Mapping[str, Any], replacements: Mapping[tuple[str, int | None], str]) -> dict[str, Any]:
-    result = dict(fields)
-    for (field, index), url in replacements.items():
-        if index is None:
-            result[field] = url
-        else:
-            result[field] = [*result[field]]
-            result[field][index] = url
-    return result
 
 
 Checked = list[tuple[LocalInput, CheckedFile]]
@@ -159,7 +143,7 @@ def examine(fields: Mapping[str, Any], files: LocalFiles) -> tuple[GenerateReque
             checked.append((entry, result))
     stand_ins = {(entry.field, entry.index): placeholder(entry.label) for entry in local}
     try:
-        request = GenerateRequest.build(**_with(fields, stand_ins))
+        request = GenerateRequest.build(**with_urls(fields, stand_ins))
     except RequestValidationError as exc:
         problems = exc.problems + problems
     if problems:
@@ -179,4 +163,4 @@ async def prepare(fields: Mapping[str, Any], assets: AssetStore | None, files: L
         assert entry.source is not None
         key = await assets.put(entry.source, content_type=kind.content_type, suffix=kind.suffix)
         uploaded[(entry.field, entry.index)] = await assets.url(key)
-    return GenerateRequest.build(**_with(fields, uploaded))
+    return GenerateRequest.build(**with_urls(fields, uploaded))

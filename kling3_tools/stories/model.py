@@ -17,10 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import catalog
 from ..errors import RequestValidationError
-from ..models import GenerateRequest, describe_validation_error
+from ..models import GenerateRequest, describe_validation_error, url_values
 
 REFERENCE = re.compile(r"^@(?P<shot>[A-Za-z0-9_-]+)(?:\.(?P<still>last_frame|first_frame))?$")
-URL_FIELDS = ("image", "end_image", "video", "images")
 STORY_KEYS = {"title", "shots", "cut"}
 
 
@@ -116,14 +115,8 @@ class Story(BaseModel):
 
     def references(self, shot: Shot) -> list[tuple[str, int | None, Reference]]:
         """Each reference in a shot's URL fields: (field, index in `images` or None, reference)."""
-        found = []
-        fields = self.fields(shot)
-        for field in URL_FIELDS:
-            value = fields.get(field)
-            for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
-                if (reference := Reference.parse(item)) is not None:
-                    found.append((field, index, reference))
-        return found
+        values = url_values(self.fields(shot))
+        return [(field, index, reference) for field, index, item in values if (reference := Reference.parse(item))]
 
     @property
     def film(self) -> list[str]:

@@ -5,10 +5,9 @@ run at once) and the price of each shot and of the whole."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import RequestValidationError
-from ..models import GenerateRequest
+from ..models import GenerateRequest, url_label, with_urls
 from .model import Shot, Story
 
 STAND_IN = "https://story.invalid/{shot}{suffix}"  # a referenced input, until its shot has run
@@ -60,9 +59,9 @@ def plan(story: Story) -> Plan:
 
 def _check_shot(story: Story, shot: Shot, ids: set[str]) -> tuple[list[str], GenerateRequest | None]:
     problems = []
-    fields: dict[str, Any] = {name: list(v) if isinstance(v, list) else v for name, v in story.fields(shot).items()}
+    stand_ins = {}
     for field, index, reference in story.references(shot):
-        where = field if index is None else f"{field}[{index}]"
+        where = url_label(field, index)
         if reference.shot not in ids:
             problems.append(f"shot `{shot.id}`: `{where}` names `{reference}`, and there is no shot `{reference.shot}`")
         elif reference.shot == shot.id:
@@ -76,13 +75,9 @@ def _check_shot(story: Story, shot: Shot, ids: set[str]) -> tuple[list[str], Gen
                 f"shot `{shot.id}`: `{where}` needs an image; `{reference}` is a video "
                 f"(use `@{reference.shot}.last_frame` or `.first_frame`)"
             )
-        stand_in = STAND_IN.format(shot=reference.shot, suffix=".png" if reference.still else ".mp4")
-        if index is None:
-            fields[field] = stand_in
-        else:
-            fields[field][index] = stand_in
+        stand_ins[(field, index)] = STAND_IN.format(shot=reference.shot, suffix=".png" if reference.still else ".mp4")
     try:
-        return problems, GenerateRequest.build(**fields)
+        return problems, GenerateRequest.build(**with_urls(story.fields(shot), stand_ins))
     except RequestValidationError as exc:
         return problems + [f"shot `{shot.id}`: {problem}" for problem in exc.problems], None
 
