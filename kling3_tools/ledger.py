@@ -7,6 +7,10 @@
     settle    one store transaction: the task row in, the attempt `submitted`
       or      release (the API certainly created nothing), or `unknown` (it may have)
 
+A story reserves every shot at once (`reserved`: its credits held, no deadline, nothing sent), all or
+nothing, so a later shot is never refused after the first ones were paid; each shot then goes `reserved`
+→ `submitting` (one conditional update, so it is sent at most once) and on as above.
+
 Concurrent reservations are serialised on the store (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory
 lock per limit scope), so N requests at once never start more than a limit allows. An attempt that is
 open (`submitting`, `unknown`) counts against every limit exactly like a task; settling moves the spend
@@ -37,13 +41,14 @@ log = logging.getLogger("kling3_tools.ledger")
 
 
 class AttemptState(StrEnum):
+    RESERVED = "reserved"  # a story's shot: its credits held until it is sent or released
     SUBMITTING = "submitting"  # written; the POST may be in flight
     SUBMITTED = "submitted"  # the API returned a task id: the task row carries the spend now
     RELEASED = "released"  # the API certainly created nothing: counts for nothing
     UNKNOWN = "unknown"  # sent without an answer: may have been charged, counts until resolved
 
 
-OPEN_STATES = (AttemptState.SUBMITTING, AttemptState.UNKNOWN)
+OPEN_STATES = (AttemptState.RESERVED, AttemptState.SUBMITTING, AttemptState.UNKNOWN)
 
 
 class Attempt(BaseModel):
@@ -62,7 +67,16 @@ class Attempt(BaseModel):
     note: str | None = None
 
     @classmethod
-    def new(cls, request: GenerateRequest, *, api_url: str, origin: AnyOrigin, deadline: float) -> Attempt:
+    def new(
+        cls,
+        request: GenerateRequest,
+        *,
+        api_url: str,
+        origin: AnyOrigin,
+        deadline: float,
+        state: AttemptState = AttemptState.SUBMITTING,
+    ) -> Attempt:
+        """`deadline`: seconds the POST may take once sent (a `reserved` attempt gets its own when it starts)."""
         now = time.time()
         return cls(
             attempt_id=f"attempt-{uuid.uuid4().hex[:16]}",
@@ -73,6 +87,7 @@ class Attempt(BaseModel):
             origin=origin,
             created_at=now,
             expires_at=now + deadline,
+            state=state,
         )
 
     @property
@@ -176,30 +191,43 @@ class SpendLimit:
 
 @dataclass(slots=True)
 class Reservation:
-    """One attempt waiting for its turn in a batch, and the limits it must pass."""
+    """Attempts reserved together or not at all (one generate, or every shot of a story) waiting for their
+    turn in a batch, the limits they must pass, and the story written in the same transaction (if any)."""
 
-    attempt: Attempt
+    attempts: Sequence[Attempt]
     limits: Sequence[SpendLimit]
+    story: Any = None  # a `StoryRecord`, written with its shots' attempts
     refused: SpendingRefusedError | None = None
+
+    @property
+    def credits(self) -> int:
+        return sum(attempt.estimated_credits for attempt in self.attempts)
+
+    def check(self, usage: Callable[[SpendLimit], Usage]) -> None:
+        """A story is judged as one: its total against the budgets, its dearest shot against the per-video
+        caps, and one more running video against the running limits (its shots then run in its place)."""
+        dearest = max(attempt.estimated_credits for attempt in self.attempts) if len(self.attempts) > 1 else None
+        check_limits(self.credits, self.attempts[0].created_at, self.limits, usage, dearest=dearest)
 
 
 def decide(batch: Sequence[Reservation], usage: Callable[[SpendLimit], Usage]) -> list[Reservation]:
     """Judge a batch in order, as if each had reserved alone: every counted limit of the batch is read once,
-    and an accepted attempt counts against every one whose scope covers it before the next is judged.
+    and an accepted reservation counts against every one whose scope covers it before the next is judged.
     Marks the refused ones; returns the accepted ones."""
     seen = {limit: usage(limit) for r in batch for limit in r.limits if limit.counts_usage}
     accepted = []
     for reservation in batch:
-        attempt = reservation.attempt
         try:
-            check_limits(attempt.estimated_credits, attempt.created_at, reservation.limits, seen.__getitem__)
+            reservation.check(seen.__getitem__)
         except SpendingRefusedError as refusal:
             reservation.refused = refusal
             continue
         accepted.append(reservation)
+        first = reservation.attempts[0]
+        sent = sum(attempt.state is AttemptState.SUBMITTING for attempt in reservation.attempts)
         for limit, was in seen.items():
-            if limit.scope.covers(attempt):
-                seen[limit] = Usage(was.credits + attempt.estimated_credits, was.running + 1, attempt.created_at)
+            if limit.scope.covers(first):
+                seen[limit] = Usage(was.credits + reservation.credits, was.running + sent, first.created_at)
     return accepted
 
 
@@ -217,8 +245,8 @@ class ReservationQueue:
         self._waiting: list[tuple[Reservation, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
-        reservation = Reservation(attempt, limits)
+    async def reserve(self, attempts: Sequence[Attempt], limits: Sequence[SpendLimit], story: Any = None) -> None:
+        reservation = Reservation(attempts, limits, story)
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((reservation, done))
         if self._drainer is None:
@@ -245,19 +273,34 @@ class ReservationQueue:
                         if not done.done():
                             done.set_result(None)
                         elif done.cancelled() and reservation.refused is None:  # never sent: stop counting it
-                            try:
-                                await self._abandon(reservation.attempt)
-                            except Exception as exc:  # it stays `submitting`: counted, then `unknown`
-                                log.warning("could not release %s: %s", reservation.attempt.attempt_id, exc)
+                            for attempt in reservation.attempts:
+                                try:
+                                    await self._abandon(attempt)
+                                except Exception as exc:  # it stays open: counted (`submitting`: then `unknown`)
+                                    log.warning("could not release %s: %s", attempt.attempt_id, exc)
         finally:
             self._drainer = None
 
 
-def check_limits(credits: int, now: float, limits: Sequence[SpendLimit], usage: Callable[[SpendLimit], Usage]) -> None:
+def check_limits(
+    credits: int,
+    now: float,
+    limits: Sequence[SpendLimit],
+    usage: Callable[[SpendLimit], Usage],
+    *,
+    dearest: int | None = None,
+) -> None:
     """Raise `SpendingRefusedError` naming the first limit that forbids spending `credits` now; `usage` is
-    asked only for limits that count usage (inside the store's transaction when reserving)."""
+    asked only for limits that count usage (inside the store's transaction when reserving). For several
+    videos at once (a story), `credits` is their total and `dearest` the one each per-video cap judges."""
     for limit in limits:
-        reason = limit.refusal(credits, usage(limit) if limit.counts_usage else Usage(), now)
+        used = usage(limit) if limit.counts_usage else Usage()
+        if dearest is None:
+            reason = limit.refusal(credits, used, now)
+        else:
+            reason = limit.per_video_only.refusal(dearest, Usage(), now) or limit.without_per_video.refusal(
+                credits, used, now
+            )
         if reason is not None:
             raise SpendingRefusedError(f"{reason} Nothing was spent.")
 

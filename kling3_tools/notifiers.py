@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from .records import TaskRecord
+from .stories.record import StoryRecord
 from .version import __version__
 
 SIGNATURE_HEADER = "X-Kling3-Signature"
@@ -32,6 +33,12 @@ class Notifier(Protocol):
     async def deliver(self, record: TaskRecord) -> None: ...
 
     async def progress(self, record: TaskRecord) -> None: ...
+
+    async def deliver_story(self, record: StoryRecord) -> None:
+        """A story ended (its film made, or a shot failed); raises like `deliver` to be retried."""
+
+    async def story_progress(self, record: StoryRecord) -> None:
+        """A story's shots moved on (best effort, like `progress`)."""
 
 
 class Notifiers:
@@ -63,6 +70,12 @@ class CliNotifier:
     async def progress(self, record: TaskRecord) -> None:
         return None
 
+    async def deliver_story(self, record: StoryRecord) -> None:
+        return None
+
+    async def story_progress(self, record: StoryRecord) -> None:
+        return None
+
 
 def event_payload(record: TaskRecord) -> dict[str, Any]:
     """The JSON event sent for a finished task; `event_id` is stable across retries."""
@@ -85,6 +98,27 @@ def event_payload(record: TaskRecord) -> dict[str, Any]:
             "submitted_at": record.submitted_at,
             "finished_at": record.finished_at,
             "request": record.request,
+        },
+    }
+
+
+def story_payload(record: StoryRecord) -> dict[str, Any]:
+    """The JSON event sent when a story ends; `event_id` is stable across retries of one ending."""
+    return {
+        "event": f"story.{record.state.value}",
+        "event_id": f"{record.story_id}:{record.state.value}:{record.finished_at}",
+        "sent_at": time.time(),
+        "story": {
+            "story_id": record.story_id,
+            "title": record.story.title,
+            "state": record.state.value,
+            "note": record.note,
+            "film_url": record.film_url,
+            "film_path": record.film_path,
+            "credits": record.credits,
+            "shots": {i: shot.model_dump(mode="json", exclude={"attempt_id"}) for i, shot in record.shots.items()},
+            "created_at": record.created_at,
+            "finished_at": record.finished_at,
         },
     }
 
@@ -112,7 +146,17 @@ class WebhookNotifier:
     async def deliver(self, record: TaskRecord) -> None:
         if record.origin.kind != "webhook":
             raise DeliveryError(f"task {record.task_id} has no webhook origin")
-        payload = event_payload(record)
+        await self._post(record.origin.url, event_payload(record))
+
+    async def deliver_story(self, record: StoryRecord) -> None:
+        if record.origin.kind != "webhook":
+            raise DeliveryError(f"story {record.story_id} has no webhook origin")
+        await self._post(record.origin.url, story_payload(record))
+
+    async def story_progress(self, record: StoryRecord) -> None:
+        return None
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/json",
@@ -121,7 +165,7 @@ class WebhookNotifier:
             EVENT_ID_HEADER: payload["event_id"],
         }
         try:
-            response = await self._http.post(record.origin.url, content=body, headers=headers, timeout=self._timeout)
+            response = await self._http.post(url, content=body, headers=headers, timeout=self._timeout)
         except httpx.HTTPError as exc:
             raise DeliveryError(f"webhook unreachable: {type(exc).__name__}") from None
         if not response.is_success:

@@ -18,11 +18,13 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
+from . import leases
 from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, TaskNotFoundError
@@ -31,6 +33,9 @@ from .notifiers import Notifiers
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
 from .store import TaskStore
+
+if TYPE_CHECKING:
+    from .stories.runner import Stories
 
 log = logging.getLogger("kling3_tools.poller")
 
@@ -56,6 +61,7 @@ class Poller:
         api_url: str | None = None,
         archiver: Callable[[TaskRecord], Awaitable[None]] | None = None,
         keep_days: float = 0,
+        stories: Stories | None = None,
     ) -> None:
         # No retries inside the client: a retry's wait would outlast the lease. The poller paces
         # itself, reschedules failed checks and pauses everyone on a 429.
@@ -73,6 +79,8 @@ class Poller:
         self.archiver = archiver  # copies a finished video into [storage] before it is delivered
         self.keep_days = keep_days  # `[store] keep_days`: pruned once a day by each poller
         self._pruned_at = 0.0
+        self.stories = stories  # advances the stories of the kinds this poller delivers
+        self._story_job: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running = False
@@ -210,7 +218,21 @@ class Poller:
                 job.add_done_callback(in_flight.discard)
             if claimed:
                 return
-        await self._idle(in_flight, next_due)
+        story_due = await self._advance_stories(in_flight, kinds)
+        await self._idle(in_flight, min((due for due in (next_due, story_due) if due is not None), default=None))
+
+    async def _advance_stories(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> float | None:
+        """Start the job that advances due stories (one at a time); when none is due, when one will be."""
+        if self.stories is None or self._story_job is not None:
+            return None
+        due = await self.store.next_story_due(api_url=self.api_url, kinds=kinds)
+        if due is None or due > time.time():
+            return due
+        job = self._story_job = asyncio.create_task(self.stories.sweep(self.owner, kinds))
+        in_flight.add(job)
+        job.add_done_callback(in_flight.discard)
+        job.add_done_callback(lambda _: setattr(self, "_story_job", None))
+        return None
 
     async def _claim(self, limit: int, kinds: list[str]) -> list[TaskRecord]:
         return await self.store.claim(
@@ -233,7 +255,7 @@ class Poller:
 
     async def _process(self, record: TaskRecord) -> None:
         try:
-            async with self._lease_kept(record.task_id):
+            async with leases.kept(self._renewer(record.task_id), self.settings.lease_seconds, record.task_id):
                 if record.is_tracking:
                     await self._check(record)
                 due = record.due_at is not None and record.due_at <= time.time()
@@ -255,35 +277,8 @@ class Poller:
             except Exception as again:  # the lease runs out and another sweep takes the task
                 log.warning("could not reschedule %s: %s", record.task_id, again)
 
-    @contextlib.asynccontextmanager
-    async def _lease_kept(self, task_id: str) -> AsyncIterator[None]:
-        """Renew the lease every third of its length while a job runs, so a slow download or upload
-        never lets another poller take the task; a dead poller stops renewing and its tasks pass on."""
-        done = asyncio.Event()
-
-        async def renew() -> None:
-            lease = self.settings.lease_seconds
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), lease / 3)
-                    return
-                # Never cancelled mid-statement: the job's end is signalled, not forced.
-                try:
-                    held = await self.store.renew(task_id, owner=self.owner, until=time.time() + lease)
-                except Exception as exc:
-                    log.warning("could not renew the lease on %s (%s); will try again", task_id, exc)
-                    continue
-                if not held:
-                    if not done.is_set():
-                        log.warning("lease on %s was lost while working on it", task_id)
-                    return
-
-        keeper = asyncio.create_task(renew())
-        try:
-            yield
-        finally:
-            done.set()
-            await keeper
+    def _renewer(self, task_id: str) -> Callable[[float], Awaitable[bool]]:
+        return lambda until: self.store.renew(task_id, owner=self.owner, until=until)
 
     async def _check(self, record: TaskRecord) -> None:
         """Ask the API, then apply what it said; a task is timed out only by an answer that it is still
@@ -323,7 +318,7 @@ class Poller:
             return
         if record.is_tracking:
             record.due_at = await self.scheduler.next_check(record, now)
-        if changed and record.is_tracking:  # an ending is announced once, by its delivery
+        if changed and record.is_tracking and not record.origin.story_id:  # an ending is announced once
             try:
                 await self.notifiers[record.origin.kind].progress(record)
             except Exception as exc:
@@ -336,11 +331,15 @@ class Poller:
             log.warning("lease on %s was lost before delivery; another poller has it", record.task_id)
             return False
         try:
-            if self.archiver and record.outcome is Outcome.SUCCEEDED and not record.archive_key:
-                await self._archive(record)
-            if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
-                record.local_path = str(await self._download(record))
-            await self.notifiers[record.origin.kind].deliver(record)
+            if record.origin.story_id:  # a shot: its story takes the result
+                await self.store.wake_story(record.origin.story_id, now)
+                self.wake()
+            else:
+                if self.archiver and record.outcome is Outcome.SUCCEEDED and not record.archive_key:
+                    await self._archive(record)
+                if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
+                    record.local_path = str(await self._download(record))
+                await self.notifiers[record.origin.kind].deliver(record)
         except Exception as exc:
             record.delivery_attempts += 1
             record.delivery_error = str(exc) or type(exc).__name__

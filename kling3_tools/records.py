@@ -13,13 +13,17 @@ from pydantic import BaseModel, Field, field_validator
 from .models import GenerateRequest, Task, TaskStatus
 
 
-class CliOrigin(BaseModel):
+class OriginBase(BaseModel):
+    story_id: str | None = None  # a story's shot: its story takes the result, not the origin's notifier
+
+
+class CliOrigin(OriginBase):
     """Submitted from the terminal: nothing to push, `kling3 tasks` shows it."""
 
     kind: Literal["cli"] = "cli"
 
 
-class WebhookOrigin(BaseModel):
+class WebhookOrigin(OriginBase):
     """POST a signed JSON event to `url` when the task ends."""
 
     kind: Literal["webhook"] = "webhook"
@@ -35,7 +39,7 @@ class WebhookOrigin(BaseModel):
         return url
 
 
-class McpOrigin(BaseModel):
+class McpOrigin(OriginBase):
     """Submitted by an MCP client; `session` names the server session that asked."""
 
     kind: Literal["mcp"] = "mcp"
@@ -44,7 +48,7 @@ class McpOrigin(BaseModel):
     owner: str | None = None  # over HTTP, the client identity that may see it (None: every client)
 
 
-class DiscordOrigin(BaseModel):
+class DiscordOrigin(OriginBase):
     """Submitted with a slash command: post back to this channel, mentioning this user."""
 
     kind: Literal["discord"] = "discord"

@@ -12,14 +12,14 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from . import downloads
+from . import downloads, resolution
 from .assets import inputs
 from .assets.archive import Archiver
 from .assets.inputs import LocalFiles
@@ -29,7 +29,6 @@ from .config import Settings
 from .errors import KlingError, StoreError
 from .ledger import (
     DAY_SECONDS,
-    OPEN_STATES,
     Attempt,
     AttemptState,
     SpendLimit,
@@ -46,6 +45,9 @@ from .records import AnyOrigin, Checked, CliOrigin, Delivery, TaskRecord
 from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
 from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
+from .stories.model import Story
+from .stories.record import StoryRecord
+from .stories.runner import Stories
 
 log = logging.getLogger("kling3_tools")
 
@@ -87,6 +89,7 @@ class KlingService:
             if assets is not None and settings.storage.archive_videos
             else None
         )
+        self.stories = Stories(self)  # start, follow and retry stories; the pollers advance them
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -136,29 +139,50 @@ class KlingService:
         limits: Sequence[SpendLimit] = (),
         on_created: Callable[[Task], None] | None = None,
     ) -> TaskRecord:
-        """Spend credits through the ledger: reserve → POST → record → schedule.
+        """Spend credits through the ledger: reserve → POST → record → schedule. `limits` are the front end's
+        own, checked with `[budget]` in the reservation; `on_created` sees the task the moment the API returns
+        it, before anything is written (a CLI prints its id there). Raises `SpendingRefusedError` or `StoreError`
+        with nothing sent, and `OutcomeUnknownError` (with its `attempt_id`) when the POST may have created one."""
+        self.check_following()
+        attempt = Attempt.new(
+            request, api_url=self.api_url, origin=origin or CliOrigin(), deadline=self.attempt_deadline
+        )
+        await self.reserved(self.store.reserve(attempt, [self.budget, *limits]))
+        return await self._send(attempt, request, on_created)
 
-        `limits` are the front end's own, checked with `[budget]` in the reservation. `on_created` sees the
-        task the moment the API returns it, before anything is written (a CLI prints its id there).
-        Raises `SpendingRefusedError` or `StoreError` with nothing sent, and `OutcomeUnknownError` (with its
-        `attempt_id`) when the POST may have created a task.
-        """
-        origin = origin or CliOrigin()
+    def check_following(self) -> None:
+        """Refuse to spend when this process delivers its own results and no poller follows them now."""
         if self._needs_follower and not any(poller.is_following for poller in self._pollers):
             reasons = "; ".join(p.last_error for p in self._pollers if p.last_error) or "it is starting"
             raise KlingError(
                 f"Not started, nothing was spent: no poller is following tasks right now ({reasons}), so the "
                 "result could not be delivered. Try again in a moment."
             )
-        attempt = Attempt.new(request, api_url=self.api_url, origin=origin, deadline=self.attempt_deadline)
+
+    async def reserved(self, reservation: Awaitable[None]) -> None:
+        """Await a ledger reservation: a refusal as it is, a store failure as `StoreError` (nothing was sent)."""
         try:
-            await self.store.reserve(attempt, [self.budget, *limits])
+            await reservation
         except KlingError:
             raise
         except Exception as exc:
             raise StoreError(
                 f"Nothing was sent: the task store {self.store!r} cannot record the spend ({exc})."
             ) from exc
+
+    async def submit_reserved(self, attempt: Attempt, request: GenerateRequest) -> TaskRecord | None:
+        """Send a story's reserved shot with its real inputs: `reserved` → `submitting` in one conditional
+        update (so it is sent once, whoever tries), then on as `submit`. None when it is no longer reserved."""
+        expires_at = time.time() + self.attempt_deadline
+        if not await self.store.start_reserved(attempt.attempt_id, request.recorded(), expires_at=expires_at):
+            return None
+        started = attempt.model_copy(update={"state": AttemptState.SUBMITTING, "expires_at": expires_at})
+        return await self._send(started, request)
+
+    async def _send(
+        self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
+    ) -> TaskRecord:
+        """POST a reserved attempt's request, then record the task and its attempt `submitted` at once."""
         try:
             async with asyncio.timeout(attempt.expires_at - time.time()):
                 task = await self.client.generate(request)
@@ -166,8 +190,8 @@ class KlingService:
             raise await self._unsettled(attempt, exc) from None
         if on_created is not None:
             on_created(task)
-        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=origin)
-        record.due_at = await self._first_check(record)
+        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=attempt.origin)
+        record.due_at = await self.first_check(record)
         try:
             await self.store.settle(attempt.attempt_id, record)
         except Exception as exc:
@@ -177,9 +201,16 @@ class KlingService:
                 f"`kling3 tasks resolve {attempt.attempt_id} --task-id {task.task_id}`, or follow it with "
                 f"`kling3 wait {task.task_id}`."
             ) from exc
+        self.wake_pollers()
+        return record
+
+    def wake_pollers(self) -> None:
         for poller in self._pollers:
             poller.wake()
-        return record
+
+    async def start_story(self, story: Story, origin: AnyOrigin | None = None, **options: Any) -> StoryRecord:
+        """Reserve a whole story and record it; the pollers run it (see `Stories.start`)."""
+        return await self.stories.start(story, origin, **options)
 
     async def _unsettled(self, attempt: Attempt, failure: BaseException) -> BaseException:
         """Close the attempt of a generate that returned no task; the exception to raise in its place."""
@@ -192,7 +223,7 @@ class KlingService:
             return failure
         return unknown_outcome(attempt, note)
 
-    async def _first_check(self, record: TaskRecord) -> float:
+    async def first_check(self, record: TaskRecord) -> float:
         """When to check the new task first; a failed history read must not lose the task: then at once."""
         try:
             return await self.scheduler.next_check(record, record.submitted_at)
@@ -205,11 +236,8 @@ class KlingService:
         only `submit`'s reservation decides, so this may pass and `submit` still refuse. For several videos
         (a story), `credits` is their total and `dearest` the one the per-video limits judge."""
         every = [self.budget, *limits]
-        if dearest is not None:
-            check_limits(dearest, time.time(), [limit.per_video_only for limit in every], lambda limit: Usage())
-            every = [limit.without_per_video for limit in every]
         usages = {limit: await self.store.usage(limit) for limit in every if limit.counts_usage}
-        check_limits(credits, time.time(), every, usages.__getitem__)
+        check_limits(credits, time.time(), every, usages.__getitem__, dearest=dearest)
 
     async def usage(self, limit: SpendLimit) -> Usage:
         return await self.store.usage(limit)
@@ -219,31 +247,8 @@ class KlingService:
         return await self.store.credits_by_user(time.time() - DAY_SECONDS, origin_kind=origin_kind)
 
     async def resolve(self, attempt_id: str, *, task_id: str | None) -> TaskRecord | None:
-        """Settle an open attempt by hand: attach the task the dashboard shows (checked with the API), or,
-        with no `task_id`, release it because nothing was created. The task's record, or None."""
-        attempt = await self.store.get_attempt(attempt_id)
-        if attempt is None:
-            raise KlingError(f"No attempt {attempt_id} in the ledger (`kling3 tasks` lists the open ones).")
-        if attempt.state not in OPEN_STATES:
-            raise KlingError(
-                f"{attempt_id} is already {attempt.state.value}"
-                + (f" as {attempt.task_id}." if attempt.task_id else ".")
-            )
-        if task_id is None:
-            await self.store.close_attempt(attempt_id, AttemptState.RELEASED, "released by hand: nothing was created")
-            return None
-        if attempt.api_url != self.api_url:
-            raise KlingError(f"{attempt_id} was sent to {attempt.api_url}; resolve it with that API (--base-url).")
-        task = await self.client.status(task_id)
-        request = GenerateRequest.model_validate(attempt.request)
-        record = TaskRecord.submitted(task, request, api_url=attempt.api_url, origin=attempt.origin)
-        record.submitted_at = attempt.created_at
-        now = time.time()
-        record.apply(task, now)
-        if record.is_tracking:
-            record.due_at = await self._first_check(record)
-        await self.store.settle(attempt_id, record)
-        return record
+        """Settle an open attempt by hand (see `resolution.resolve`)."""
+        return await resolution.resolve(self, attempt_id, task_id=task_id)
 
     # --- following tasks ----------------------------------------------------------------
 
@@ -371,6 +376,7 @@ class KlingService:
             api_url=self.api_url,
             archiver=self.archiver,
             keep_days=self.settings.store.keep_days,
+            stories=self.stories,
         )
         self._pollers.append(poller)
         return poller

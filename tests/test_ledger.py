@@ -295,8 +295,8 @@ async def test_a_submit_cancelled_while_it_waits_for_the_lock_is_released(tmp_pa
 def test_a_batch_counts_every_accepted_attempt_against_every_limit_it_falls_under():
     user = Scope("discord", 7)
     one_at_a_time = SpendLimit("discord", user, max_running=1)
-    unlimited = Reservation(Attempt.new(REQUEST, api_url="x", origin=ALICE, deadline=60), limits=[])
-    limited = Reservation(Attempt.new(REQUEST, api_url="x", origin=ALICE, deadline=60), limits=[one_at_a_time])
+    unlimited = Reservation([Attempt.new(REQUEST, api_url="x", origin=ALICE, deadline=60)], limits=[])
+    limited = Reservation([Attempt.new(REQUEST, api_url="x", origin=ALICE, deadline=60)], limits=[one_at_a_time])
     accepted = decide([unlimited, limited], lambda limit: Usage())
     assert accepted == [unlimited] and limited.refused is not None
 

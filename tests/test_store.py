@@ -9,7 +9,7 @@ import time
 import pytest
 
 from kling3_tools.errors import StoreError, TaskExistsError
-from kling3_tools.ledger import Scope, SpendLimit
+from kling3_tools.ledger import OPEN_STATES, Scope, SpendLimit
 from kling3_tools.models import GenerateRequest, Task, TaskStatus
 from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
 from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
@@ -210,10 +210,9 @@ async def test_prune_keeps_what_it_must(store):
     await asyncio.sleep(0.01)
     tasks, settled = await store.prune(time.time())  # everything before now: what may go, goes
     assert settled == 2 and tasks == 1  # `submitted` and `released`; the delivered n75new
-    assert {a.state for a in await store.attempts(open_only=False, limit=50)} == {
-        AttemptState.SUBMITTING,
-        AttemptState.UNKNOWN,
-    }  # open attempts stay, whatever their age
+    assert {a.state for a in await store.attempts(open_only=False, limit=50)} == set(
+        OPEN_STATES
+    )  # open attempts (a story's reserved shots too) stay, whatever their age
     assert {r.task_id for r in await store.recent(limit=50)} == {"n75owed", "n75running", "n75settled"}
 
 

@@ -253,6 +253,11 @@ class KlingCommands(app_commands.Group):
         ]
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
+    @app_commands.command(description="Many shots chained and cut into one film, from a story file (spends credits)")
+    @app_commands.describe(file="The story, as TOML (see the README); its plan and total are shown before anything")
+    async def story(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        await self.flow.start_story(interaction, file)
+
     @app_commands.command(description="The Kling models, their limits and prices")
     async def models(self, interaction: discord.Interaction) -> None:
         lines = [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import discord
 
 from kling3_tools.records import DiscordOrigin, TaskRecord
+from kling3_tools.stories.plan import Plan
+from kling3_tools.stories.record import ShotState, StoryRecord
 
 STATUS_COLOURS = {
     "queued": discord.Colour.light_grey(),
@@ -57,3 +59,47 @@ def unknown_embed(message: str) -> discord.Embed:
 
 def not_started_embed(message: str) -> discord.Embed:
     return discord.Embed(title="Kling video · not started", description=message, colour=discord.Colour.red())
+
+
+SHOT_MARKS = {
+    ShotState.WAITING: "⏳",
+    ShotState.SUBMITTING: "📤",
+    ShotState.RUNNING: "🎬",
+    ShotState.SUCCEEDED: "✅",
+    ShotState.FAILED: "❌",
+    ShotState.RELEASED: "↩️",
+    ShotState.UNKNOWN: "⚠️",
+}
+
+
+def plan_text(story_plan: Plan) -> str:
+    """The plan as shown before Confirm: each step's shots and prices, the cut and the total."""
+    lines = [
+        f"**{story_plan.story.title or 'Story'}**: {len(story_plan.requests)} shots, **{story_plan.total} credits**"
+    ]
+    for number, stage in enumerate(story_plan.stages, start=1):
+        shots = ", ".join(f"`{shot}` ({story_plan.credits(shot)})" for shot in stage)
+        lines.append(f"step {number}{' (at once)' if len(stage) > 1 else ''}: {shots}")
+    lines.append(f"film: {' + '.join(story_plan.story.film)} ({story_plan.story.cut.transition})")
+    return "\n".join(lines)[:1900]
+
+
+def story_embed(record: StoryRecord) -> discord.Embed:
+    """One embed for the whole story, rebuilt at every change."""
+    status = record.state.value
+    embed = discord.Embed(
+        title=f"Kling story · {status}",
+        description=(record.story.title or record.story_id)[:300],
+        colour=STATUS_COLOURS[status],
+    )
+    if isinstance(record.origin, DiscordOrigin):
+        embed.add_field(name="Requested by", value=f"<@{record.origin.user_id}>")
+    embed.add_field(name="Credits", value=str(record.credits))
+    embed.add_field(name="Story id", value=f"`{record.story_id}`")
+    shots = [f"{SHOT_MARKS[shot.state]} `{i}` {shot.state.value}" for i, shot in record.shots.items()]
+    embed.add_field(name="Shots", value="\n".join(shots)[:1000], inline=False)
+    if record.note:
+        embed.add_field(name="Reason", value=record.note[:1000], inline=False)
+    if record.film_url:
+        embed.add_field(name="Film", value=record.film_url, inline=False)
+    return embed

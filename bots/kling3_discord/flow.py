@@ -15,11 +15,14 @@ from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidati
 from kling3_tools.models import GenerateRequest
 from kling3_tools.records import DiscordOrigin
 from kling3_tools.service import KlingService
+from kling3_tools.stories.model import Story
+from kling3_tools.stories.plan import plan
 
-from .embeds import not_started_embed, starting_embed, task_embed, unknown_embed
+from .embeds import not_started_embed, plan_text, starting_embed, story_embed, task_embed, unknown_embed
 from .policy import Policy, Refused
 
 AttachmentKind = Literal["image", "video"]
+MAX_STORY_BYTES = 64 * 1024
 Uploads = Sequence[tuple[discord.Attachment, AttachmentKind]]
 
 
@@ -97,6 +100,43 @@ class VideoFlow:
         await message.edit(embed=task_embed(record, expected_at=await self.service.expected_finish(record)))
         await interaction.followup.send(
             f"Started `{record.task_id}` ({credits} credits). The video will be posted here when it is ready.",
+            ephemeral=True,
+        )
+
+    async def start_story(self, interaction: discord.Interaction, file: discord.Attachment) -> None:
+        """Read and plan the story file, show the plan and total with Confirm, then start it (its whole cost
+        reserved at once) under one public embed that follows it. Spends credits."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        user_id = interaction.user.id
+        limit = self.policy.limit(user_id)
+        try:
+            self.policy.check_place(interaction.guild_id, interaction.channel_id)
+            if file.size > MAX_STORY_BYTES:
+                raise Refused(f"`{file.filename}` is {file.size} bytes; a story file is at most {MAX_STORY_BYTES}.")
+            story_plan = plan(Story.from_text(await file.read(), name=file.filename))
+            await self.service.check_spend(story_plan.total, [limit], dearest=story_plan.dearest)
+        except (Refused, RequestValidationError, SpendingRefusedError, discord.HTTPException) as exc:
+            await interaction.followup.send(f"Not started, nothing was spent: {exc}"[:2000], ephemeral=True)
+            return
+        confirm = ConfirmView()
+        await interaction.followup.send(f"{plan_text(story_plan)}\nContinue?", view=confirm, ephemeral=True)
+        if await confirm.wait() or not confirm.confirmed:
+            return
+        assert interaction.channel_id is not None
+        channel = interaction.client.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
+        message = await channel.send(embed=starting_embed(story_plan.story.title or file.filename, user_id))
+        origin = DiscordOrigin(
+            guild_id=interaction.guild_id, channel_id=interaction.channel_id, message_id=message.id, user_id=user_id
+        )
+        try:
+            record = await self.service.start_story(story_plan.story, origin, limits=[limit])
+        except KlingError as exc:
+            await message.edit(embed=not_started_embed(exc.message))
+            await interaction.followup.send(f"Not started: {exc.message}", ephemeral=True)
+            return
+        await message.edit(embed=story_embed(record))
+        await interaction.followup.send(
+            f"Started `{record.story_id}` ({story_plan.total} credits reserved). The film will be posted here.",
             ephemeral=True,
         )
 

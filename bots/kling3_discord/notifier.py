@@ -20,8 +20,9 @@ import discord
 from kling3_tools.errors import KlingError
 from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
 from kling3_tools.service import KlingService
+from kling3_tools.stories.record import StoryRecord, StoryState
 
-from .embeds import task_embed
+from .embeds import story_embed, task_embed
 from .views import result_view
 
 log = logging.getLogger("kling3_tools.discord")
@@ -70,6 +71,42 @@ class DiscordNotifier:
                 allowed_mentions=allowed,
             )
 
+    async def story_progress(self, record: StoryRecord) -> None:
+        now = time.monotonic()
+        if now - self._last_edit.get(record.story_id, 0.0) < self.min_edit_seconds:
+            return
+        self._last_edit[record.story_id] = now
+        await self._edit_story_embed(record)
+
+    async def deliver_story(self, record: StoryRecord) -> None:
+        origin = record.origin
+        assert isinstance(origin, DiscordOrigin)
+        self._last_edit.pop(record.story_id, None)
+        with contextlib.suppress(discord.HTTPException):
+            await self._edit_story_embed(record)
+        channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
+        mention = f"<@{origin.user_id}>"
+        allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
+        if record.state is not StoryState.SUCCEEDED:
+            text = f"{mention} your story `{record.story_id}` stopped: {record.note or 'no reason given'}"
+            await channel.send(text[:2000], allowed_mentions=allowed)
+            return
+        limit = await self._upload_limit(origin.guild_id)
+        film = None
+        if record.film_path and limit > 0:
+            film = await asyncio.to_thread(_read_limited_file, record.film_path, limit)
+        text = f"{mention} your film is ready ({record.story.title or record.story_id})."
+        if film is None:
+            text += f" {record.film_url or 'It is too large to attach here and no [storage] keeps a copy.'}"
+        files = [discord.File(io.BytesIO(film), filename=f"{record.story_id}.mp4")] if film is not None else []
+        await channel.send(text, files=files, allowed_mentions=allowed)
+
+    async def _edit_story_embed(self, record: StoryRecord) -> None:
+        origin = record.origin
+        if isinstance(origin, DiscordOrigin) and origin.message_id is not None:
+            channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
+            await channel.get_partial_message(origin.message_id).edit(embed=story_embed(record))
+
     async def _edit_embed(self, record: TaskRecord) -> None:
         origin = record.origin
         if not isinstance(origin, DiscordOrigin) or origin.message_id is None:
@@ -116,6 +153,9 @@ async def rest_notifier(service: KlingService, token: str) -> AsyncIterator[Disc
 
 
 def _read_limited_file(path: str, limit: int) -> bytes | None:
-    with open(path, "rb") as file:
-        data = file.read(limit + 1)
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except OSError:  # written by a worker on another machine: the URL is posted instead
+        return None
     return None if len(data) > limit else data

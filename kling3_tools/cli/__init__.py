@@ -21,7 +21,7 @@ from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, 
 from .commands import cmd_cost, cmd_generate, cmd_models, cmd_sandbox, cmd_status, cmd_wait
 from .output import UsageError, fail
 from .parser import build_parser
-from .stories import cmd_story_plan
+from .stories import cmd_story
 from .tasks import cmd_store, cmd_tasks
 from .workers import cmd_poller
 
@@ -35,7 +35,7 @@ ASYNC_COMMANDS = {
     "tasks": cmd_tasks,
     "poller": cmd_poller,
     "store": cmd_store,
-    "story": cmd_story_plan,  # `plan`, its one action so far
+    "story": cmd_story,
     "cost": cmd_cost,
     "models": cmd_models,
 }

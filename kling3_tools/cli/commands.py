@@ -81,11 +81,8 @@ async def finish(service: KlingService, task_id: str, args: argparse.Namespace) 
     return EXIT_OK
 
 
-async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    if args.download and not args.wait:
-        raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
-    fields = GenerateRequest.fields_of(vars(args))
-    request, _ = inputs.examine(fields, inputs.ANY_PATH)  # every problem, before anything starts
+def origin_of(args: argparse.Namespace, settings: Settings) -> CliOrigin | WebhookOrigin:
+    """Where the result goes: `--notify-webhook`'s URL (checked, with a signing secret), or the terminal."""
     try:
         origin = WebhookOrigin(url=args.notify_webhook) if args.notify_webhook else CliOrigin()
     except ValidationError as exc:
@@ -94,6 +91,15 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(
             "--notify-webhook needs a signing secret: set [poller] webhook_secret or KLING_POLLER__WEBHOOK_SECRET"
         )
+    return origin
+
+
+async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.download and not args.wait:
+        raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
+    fields = GenerateRequest.fields_of(vars(args))
+    request, _ = inputs.examine(fields, inputs.ANY_PATH)  # every problem, before anything starts
+    origin = origin_of(args, settings)
     err.print(f"Cost: {describe_cost(request)}")
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost

@@ -178,6 +178,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     story_plan.add_argument("file", help="the story (TOML)")
     story_plan.add_argument("--json", action="store_true", help="print one JSON object")
+    story_run = story_commands.add_parser(
+        "run",
+        parents=[common],
+        help="reserve the whole story's cost at once, then run it (spends credits)",
+        description="Reserve every shot's credits at once (all or nothing), then submit each shot as soon as its "
+        "inputs exist. A running `kling3 poller` advances it, or this command with --wait.",
+    )
+    story_run.add_argument("file", help="the story (TOML)")
+    story_run.add_argument("--out", metavar="PATH", help="write the film here (default: the data folder's films/)")
+    story_run.add_argument("--notify-webhook", metavar="URL", help="POST story.succeeded / story.failed here")
+    story_status = story_commands.add_parser("status", parents=[common], help="where a story stands, shot by shot")
+    story_status.add_argument("story_id")
+    story_retry = story_commands.add_parser(
+        "retry", parents=[common], help="run a failed shot again, and what needs it (spends credits)"
+    )
+    story_retry.add_argument("story_id")
+    story_retry.add_argument("--shot", required=True, metavar="ID", help="the shot to run again")
+    for command in (story_run, story_status, story_retry):
+        command.add_argument("--wait", action="store_true", help="advance the story here until its film is made")
+        command.add_argument(
+            "--timeout", type=float, default=3600, metavar="SECONDS", help="give up waiting after this"
+        )
+        command.add_argument("--json", action="store_true", help="print one JSON object")
+    story_list = story_commands.add_parser("list", parents=[common], help="recent stories")
+    story_list.add_argument("--limit", type=int, default=20, metavar="N")
+    story_list.add_argument("--json", action="store_true", help="print one JSON array")
 
     poller = commands.add_parser(
         "poller",

@@ -21,7 +21,8 @@ from mcp_types import LoggingLevel
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from ..records import McpOrigin, Outcome, TaskRecord
-from .outputs import finished_sentence, task_uri
+from ..stories.record import StoryRecord, StoryState
+from .outputs import finished_sentence, story_sentence, story_uri, task_uri
 
 log = logging.getLogger("kling3_tools.mcp")
 
@@ -81,28 +82,35 @@ class McpNotifier:
             session.level = level
 
     async def deliver(self, record: TaskRecord) -> None:
-        await self._announce(record, final=True)
+        data = {"message": finished_sentence(record), "task_id": record.task_id, "uri": task_uri(record.task_id)}
+        await self._announce(task_uri(record.task_id), record.origin, record.outcome is Outcome.SUCCEEDED, data)
 
     async def progress(self, record: TaskRecord) -> None:
-        await self._announce(record, final=False)
+        await self._announce(task_uri(record.task_id), record.origin)
 
-    async def _announce(self, record: TaskRecord, *, final: bool) -> None:
-        uri = task_uri(record.task_id)
+    async def deliver_story(self, record: StoryRecord) -> None:
+        uri = story_uri(record.story_id)
+        data = {"message": story_sentence(record), "story_id": record.story_id, "uri": uri}
+        await self._announce(uri, record.origin, record.state is StoryState.SUCCEEDED, data)
+
+    async def story_progress(self, record: StoryRecord) -> None:
+        await self._announce(story_uri(record.story_id), record.origin)
+
+    async def _announce(
+        self, uri: str, origin: Any, succeeded: bool = False, final: dict[str, str] | None = None
+    ) -> None:
+        """`uri` changed: tell its subscribers; with `final` (it ended), log that to the session that asked."""
         await self.bus.publish(ResourceUpdated(uri=uri))
-        origin = record.origin.session if isinstance(record.origin, McpOrigin) else None
-        level: LoggingLevel = "info" if record.outcome is Outcome.SUCCEEDED else "warning"
+        asked = origin.session if isinstance(origin, McpOrigin) else None
+        level: LoggingLevel = "info" if succeeded else "warning"
         for connection, session in list(self._sessions.items()):
             try:
                 if uri in session.uris:
                     await session.proxy.send_resource_updated(uri)
-                if final and connection == origin and session.wants(level):
+                if final and connection == asked and session.wants(level):
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")  # deprecated in 2026-07-28; 2025-11-25 clients show it
-                        await session.proxy.send_log_message(
-                            level=level,
-                            data={"message": finished_sentence(record), "task_id": record.task_id, "uri": uri},
-                            logger="kling3",
-                        )
+                        await session.proxy.send_log_message(level=level, data=final, logger="kling3")
             except Exception as exc:  # a closed session is not a reason to retry for a day
-                log.info("could not notify MCP session %s of %s: %s", connection, record.task_id, exc)
+                log.info("could not notify MCP session %s of %s: %s", connection, uri, exc)
                 self._sessions.pop(connection, None)

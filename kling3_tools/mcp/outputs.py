@@ -11,13 +11,19 @@ from .. import catalog
 from ..models import Task
 from ..records import Outcome, TaskRecord
 from ..service import KlingService
+from ..stories.record import StoryRecord, StoryState
 
 TASK_URI = "kling://tasks/{task_id}"
+STORY_URI = "kling://stories/{story_id}"
 MODELS_URI = "kling://models"
 
 
 def task_uri(task_id: str) -> str:
     return TASK_URI.format(task_id=task_id)
+
+
+def story_uri(story_id: str) -> str:
+    return STORY_URI.format(story_id=story_id)
 
 
 class VideoTask(BaseModel):
@@ -79,6 +85,59 @@ class StoryPlan(BaseModel):
     film: list[str] = Field(description="The shots of the film, in order.")
     transition: str
     refused: str | None = Field(description="Why your limits would refuse it now; null when they allow it.")
+
+
+class ShotStatus(BaseModel):
+    state: Literal["waiting", "submitting", "running", "succeeded", "failed", "released", "unknown"]
+    credits: int
+    task_id: str | None = None
+    video_url: str | None = None
+    note: str | None = Field(default=None, description="Why it failed or was released.")
+
+
+class StoryStatus(BaseModel):
+    """A story as the assistant sees it: each shot's progress, then the film."""
+
+    story_id: str
+    title: str
+    state: Literal["running", "succeeded", "failed"]
+    note: str | None = Field(default=None, description="Why the story failed.")
+    credits: int = Field(description="What its shots cost or hold (released shots excluded).")
+    shots: dict[str, ShotStatus]
+    film_url: str | None = None
+    film_path: str | None = None
+    resource_uri: str
+    next_step: str = Field(description="What to do next, in a sentence.")
+
+
+def to_story(record: StoryRecord) -> StoryStatus:
+    if record.state is StoryState.SUCCEEDED:
+        step = "Done: show the film to the user (film_url, or film_path on this machine)."
+    elif record.state is StoryState.FAILED:
+        step = "The story stopped; the note says which shot and why. Nothing more will be spent on it."
+    else:
+        step = f"Running: read {story_uri(record.story_id)} (or call get_story_status) in a minute or two."
+    return StoryStatus(
+        story_id=record.story_id,
+        title=record.story.title,
+        state=record.state.value,
+        note=record.note,
+        credits=record.credits,
+        shots={
+            i: ShotStatus.model_validate(shot.model_dump(exclude={"attempt_id", "stills"}))
+            for i, shot in record.shots.items()
+        },
+        film_url=record.film_url,
+        film_path=record.film_path if record.state is StoryState.SUCCEEDED else None,
+        resource_uri=story_uri(record.story_id),
+        next_step=step,
+    )
+
+
+def story_sentence(record: StoryRecord) -> str:
+    if record.state is StoryState.SUCCEEDED:
+        return f"Story {record.story_id} is ready: {record.film_url or record.film_path}"
+    return f"Story {record.story_id} failed: {record.note}"
 
 
 class SpendApproval(BaseModel):

@@ -22,10 +22,10 @@ from ..config import Settings
 from ..errors import KlingError
 from ..service import KlingService
 from ..version import __version__
-from . import prompts, protocol, tools
+from . import prompts, protocol, stories, tools
 from .http import BearerTokenMiddleware, is_loopback
 from .notifier import McpNotifier
-from .outputs import MODELS_URI, TASK_URI
+from .outputs import MODELS_URI, STORY_URI, TASK_URI
 from .server import Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
@@ -58,9 +58,16 @@ def build_server(deps: Deps) -> KlingMCPServer:
     server.add_tool(tools.estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
     server.add_tool(tools.list_video_models, title="List video models", annotations=OFFLINE)
     server.add_tool(tools.list_videos, title="List my videos", annotations=OFFLINE)
-    server.add_tool(tools.plan_story, title="Plan a story (spends nothing)", annotations=OFFLINE)
+    server.add_tool(stories.plan_story, title="Plan a story (spends nothing)", annotations=OFFLINE)
+    server.add_tool(
+        stories.start_story,
+        title="Start a story (spends credits)",
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
+    )
+    server.add_tool(stories.get_story_status, title="Story status", annotations=OFFLINE)
     server.resource(MODELS_URI, name="models", mime_type="application/json")(tools.models_resource)
     server.resource(TASK_URI, name="task", mime_type="application/json")(tools.task_resource)
+    server.resource(STORY_URI, name="story", mime_type="application/json")(stories.story_resource)
     server.prompt(title="Make a video")(prompts.make_video)
     server.prompt(title="Edit or continue one of my videos")(prompts.remix_video)
     server.add_request_handler(

@@ -30,13 +30,10 @@ from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
 from ..records import McpOrigin, TaskRecord
 from ..store import StatusFilter
-from ..stories.model import Story
-from ..stories.plan import plan
 from .outputs import (
     CostEstimate,
     ModelList,
     SpendApproval,
-    StoryPlan,
     VideoList,
     VideoTask,
     from_task,
@@ -81,6 +78,17 @@ def takes_request_fields(fn: Fn) -> Fn:
     fn.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     fn.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
     return fn
+
+
+def mcp_origin(ctx: Context[Any, Any]) -> McpOrigin:
+    """Where this caller's results go: its connection, for the one who may see them."""
+    deps = deps_of(ctx)
+    params = getattr(ctx.request_context.session, "client_params", None)
+    return McpOrigin(
+        session=deps.notifier.connection(ctx),
+        client_name=params.client_info.name if params is not None else None,
+        owner=deps.identity(ctx),
+    )
 
 
 async def own_record(task_id: str, ctx: Context[Any, Any]) -> TaskRecord | None:
@@ -159,21 +167,28 @@ def checked_request(
 async def approve_spending(
     ctx: Context[Any, Any], request: Annotated[GenerateRequest, Resolve(checked_request)]
 ) -> Elicit[SpendApproval] | SpendApproval:
+    return await approval(ctx, request.estimated_credits(), f"This video ({request.type})")
+
+
+async def approval(
+    ctx: Context[Any, Any], credits: int, what: str, *, dearest: int | None = None
+) -> Elicit[SpendApproval] | SpendApproval:
+    """Approved at once at or under `[mcp] confirm_above_credits`; above it, asked of the user when the client
+    can be asked (after the limits were checked, so nobody approves what they would refuse anyway)."""
     deps = deps_of(ctx)
-    credits = request.estimated_credits()
     if not deps.needs_confirmation(credits):
         return SpendApproval(approve=True)  # the reservation checks the limits; nobody is asked anything
-    try:  # before asking a person to approve what the limits would refuse anyway
-        await deps.service.check_spend(credits, [deps.limit])
+    try:
+        await deps.service.check_spend(credits, [deps.limit], dearest=dearest)
     except SpendingRefusedError as exc:
         raise ToolError(exc.message) from None
     capabilities = ctx.client_capabilities
     if capabilities is not None and capabilities.elicitation is not None:
-        return Elicit(f"This will spend {credits} credits ({request.type}). Continue?", SpendApproval)
+        return Elicit(f"{what} will spend {credits} credits. Continue?", SpendApproval)
     if deps.settings.mcp.when_cannot_confirm == "allow":
         return SpendApproval(approve=True)
     raise ToolError(
-        f"This video costs {credits} credits, above confirm_above_credits = {deps.settings.mcp.confirm_above_credits}"
+        f"{what} costs {credits} credits, above confirm_above_credits = {deps.settings.mcp.confirm_above_credits}"
         ", and this client cannot ask the user to confirm. Nothing was spent. To allow it, raise "
         '[mcp] confirm_above_credits or set [mcp] when_cannot_confirm = "allow".'
     )
@@ -198,12 +213,7 @@ async def generate_video(
     if not (isinstance(approval, AcceptedElicitation) and approval.data.approve):
         raise ToolError(f"Not started: the user did not approve spending {request.estimated_credits()} credits.")
     deps = deps_of(ctx)
-    params = getattr(ctx.request_context.session, "client_params", None)
-    origin = McpOrigin(
-        session=deps.notifier.connection(ctx),
-        client_name=params.client_info.name if params is not None else None,
-        owner=deps.identity(ctx),
-    )
+    origin = mcp_origin(ctx)
     try:
         request = await deps.service.prepare(fields, local_files(ctx, roots))  # local inputs uploaded now
         record = await deps.service.submit(request, origin, limits=[deps.limit])
@@ -275,40 +285,6 @@ async def list_videos(
     deps = deps_of(ctx)
     records = await deps.service.recent(status=status, origin_kind="mcp", owner=deps.identity(ctx), limit=limit)
     return VideoList(videos=[await to_video(deps.service, r) for r in records])
-
-
-async def plan_story(
-    ctx: Context[Any, Any],
-    story: Annotated[
-        dict[str, Any],
-        Field(
-            description="A story: request fields as defaults for every shot, `shots` (each a request with an `id`; "
-            'a URL field may be "@shot" for its video or "@shot.last_frame" / "@shot.first_frame"), and `cut` '
-            '({"shots": [...], "transition": "cut" | "crossfade"}).'
-        ),
-    ],
-) -> StoryPlan:
-    """Check a multi-shot story before spending: every problem of every shot at once, the order, each shot's
-    price, the total and whether the limits allow it. Spends nothing."""
-    deps = deps_of(ctx)
-    try:
-        story_plan = plan(Story.from_mapping(story))
-    except RequestValidationError as exc:
-        raise ToolError(f"{exc}\nNothing was spent.") from None
-    try:
-        await deps.service.check_spend(story_plan.total, [deps.limit], dearest=story_plan.dearest)
-        refused = None
-    except SpendingRefusedError as exc:
-        refused = exc.message
-    return StoryPlan(
-        title=story_plan.story.title,
-        stages=story_plan.stages,
-        credits={shot: story_plan.credits(shot) for shot in story_plan.requests},
-        total=story_plan.total,
-        film=story_plan.story.film,
-        transition=story_plan.story.cut.transition,
-        refused=refused,
-    )
 
 
 # --- resources ---------------------------------------------------------------------------

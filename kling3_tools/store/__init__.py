@@ -16,7 +16,7 @@ import importlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 import platformdirs
 
@@ -24,6 +24,7 @@ from ..errors import StoreError, install_hint
 from ..ledger import Attempt, AttemptState, SpendLimit, Usage
 from ..ratelimit import RateLimiter
 from ..records import TaskRecord
+from ..stories.record import StoryRecord, StoryState
 from .rows import StatusFilter
 from .sqlite import SQLiteTaskStore
 
@@ -113,6 +114,46 @@ class TaskStore(Protocol):
 
     def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
         """While entered, call `wake()` when another process adds a task (where the backend can tell)."""
+
+    # --- stories (see `story_rows`) ----------------------------------------------
+
+    async def reserve_story(
+        self, story: StoryRecord | None, attempts: Sequence[Attempt], limits: Sequence[SpendLimit]
+    ) -> None:
+        """In one reservation: every shot's attempt `reserved` (judged as one against `limits`) and the story
+        (None: shots run again in a story already recorded)."""
+
+    async def start_reserved(self, attempt_id: str, request: dict[str, Any], *, expires_at: float) -> bool:
+        """`reserved` → `submitting` with its real request; False when it is no longer reserved."""
+
+    async def get_story(self, story_id: str) -> StoryRecord | None: ...
+
+    async def save_story(self, record: StoryRecord, *, owner: str) -> bool:
+        """Write while `owner` holds the story's lease, then release it; False when it was lost."""
+
+    async def claim_stories(
+        self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
+    ) -> list[StoryRecord]: ...
+
+    async def lease_story(
+        self, story_id: str, *, owner: str, now: float, lease_seconds: float
+    ) -> StoryRecord | None: ...
+
+    async def renew_story(self, story_id: str, *, owner: str, until: float) -> bool: ...
+
+    async def wake_story(self, story_id: str, now: float) -> None: ...
+
+    async def next_story_due(self, *, api_url: str, kinds: list[str]) -> float | None: ...
+
+    async def recent_stories(
+        self,
+        *,
+        state: StoryState | None = None,
+        origin_kind: str | None = None,
+        user_id: int | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+    ) -> list[StoryRecord]: ...
 
     async def prune(self, before: float) -> tuple[int, int]:
         """Delete tasks that ended and were delivered before `before`, and settled attempts; never an open

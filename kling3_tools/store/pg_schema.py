@@ -84,6 +84,26 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tasks ADD COLUMN archive_key text",
         "ALTER TABLE tasks ADD COLUMN archived_url text",
     ],
+    [
+        """
+        CREATE TABLE stories (
+            story_id text PRIMARY KEY,
+            api_url text NOT NULL,
+            origin_kind text NOT NULL,
+            user_id bigint,
+            owner text,
+            state text NOT NULL,
+            created_at double precision NOT NULL,
+            due_at double precision,
+            lease_owner text,
+            lease_until double precision,
+            body text NOT NULL
+        )""",
+        "CREATE INDEX stories_due ON stories (api_url, due_at) WHERE due_at IS NOT NULL",
+        # A story's shots are `reserved` until sent, and count against the budgets meanwhile.
+        "CREATE INDEX attempts_held ON attempts (created_at) WHERE state IN ('reserved', 'submitting', 'unknown')",
+        "DROP INDEX attempts_open",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

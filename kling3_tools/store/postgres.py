@@ -27,13 +27,16 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, TaskExistsError
 from ..ledger import DAY_SECONDS, Attempt, AttemptState, Reservation, ReservationQueue, SpendLimit, Usage, decide
-from ..ratelimit import RateLimiter, default_burst, refill
+from ..ratelimit import RateLimiter
 from ..records import TaskRecord
+from ..stories.record import StoryRecord
+from .pg_ratelimit import Pool, PostgresRateLimiter
 from .pg_schema import SCHEMA_VERSION, Connection, connect, current_version, describe_url, too_new
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
     MUTABLE_COLUMNS,
+    OPEN_ATTEMPT,
     SqlDialect,
     StatusFilter,
     attempt_from_row,
@@ -44,16 +47,16 @@ from .rows import (
     stamp,
     usage_from_row,
 )
+from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
 log = logging.getLogger("kling3_tools.store")
-
-Pool = AsyncConnectionPool[Connection]
 
 NEW_TASK_CHANNEL = "kling3_new_task"
 _JSON_COLUMNS = {"request", "video_urls", "origin"}  # in tasks and attempts
 
 POSTGRES = SqlDialect(
     param=lambda name: f"%({name})s",
+    json=lambda name: f"%({name})s::jsonb",
     user_id="(origin->>'user_id')::bigint",
     owner="(origin->>'owner')",
     greatest="GREATEST",
@@ -78,8 +81,10 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore:
+class PostgresTaskStore(StoryTable):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
+
+    _dialect = POSTGRES
 
     def __init__(self, url: str, pool: Pool) -> None:
         self.url = url
@@ -127,6 +132,12 @@ class PostgresTaskStore:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(sql, params)
             return cursor.rowcount
+
+    async def _fetch(self, sql: str, params: dict[str, Any], *, write: bool = False) -> list[dict[str, Any]]:
+        return await self._rows(sql, params)  # autocommit: one statement is its own transaction
+
+    async def _write(self, sql: str, params: dict[str, Any]) -> int:
+        return await self._count(sql, params)
 
     @staticmethod
     def _placeholder(column: str) -> str:
@@ -186,8 +197,8 @@ class PostgresTaskStore:
         return bool(await self._count(sql, {"until": until, "task_id": task_id, "owner": owner}))
 
     async def release_all(self, *, owner: str) -> int:
-        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %(owner)s"
-        return await self._count(sql, {"owner": owner})
+        sql = "UPDATE {} SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = %(owner)s"
+        return sum([await self._count(sql.format(table), {"owner": owner}) for table in ("tasks", "stories")])
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         # Two index walks rather than one MIN over every tracked task: leased tasks are few (those in flight).
@@ -233,7 +244,12 @@ class PostgresTaskStore:
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(self._placeholder(c) for c in columns)})"
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
-        await self._reservations.reserve(attempt, limits)
+        await self._reservations.reserve([attempt], limits)
+
+    async def reserve_story(
+        self, story: StoryRecord | None, attempts: Sequence[Attempt], limits: Sequence[SpendLimit]
+    ) -> None:
+        await self._reservations.reserve(attempts, limits, story)
 
     async def _abandon(self, attempt: Attempt) -> bool:
         return await self.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "cancelled before it was sent")
@@ -243,9 +259,9 @@ class PostgresTaskStore:
         # queue on it. Locks and usage go as one pipeline; the server runs them in order, so under READ
         # COMMITTED each usage statement takes its snapshot after the locks are held.
         counted = list(dict.fromkeys(limit for r in batch for limit in r.limits if limit.counts_usage))
-        for reservation in batch:
-            stamp(reservation.attempt)
-        since = batch[0].attempt.created_at - DAY_SECONDS
+        for attempt in (attempt for reservation in batch for attempt in reservation.attempts):
+            stamp(attempt)
+        since = batch[0].attempts[0].created_at - DAY_SECONDS
         async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
             for key in sorted({limit.scope.key for limit in counted}):
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
@@ -257,8 +273,11 @@ class PostgresTaskStore:
             accepted = decide(batch, usages.__getitem__)
             if accepted:
                 async with conn.cursor() as cursor:
-                    rows = [attempt_to_row(reservation.attempt) for reservation in accepted]
+                    rows = [attempt_to_row(attempt) for reservation in accepted for attempt in reservation.attempts]
                     await cursor.executemany(self._insert("attempts", ATTEMPT_COLUMNS), rows)
+                    stories = [story_to_row(r.story) for r in accepted if r.story is not None]
+                    if stories:
+                        await cursor.executemany(self._insert("stories", STORY_COLUMNS), stories)
 
     async def settle(self, attempt_id: str, record: TaskRecord) -> None:
         await self._insert_task(record, attempt_id=attempt_id)
@@ -266,7 +285,7 @@ class PostgresTaskStore:
     async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
         sql = (
             "UPDATE attempts SET state = %(state)s, note = %(note)s "
-            "WHERE attempt_id = %(attempt_id)s AND state IN ('submitting', 'unknown')"
+            f"WHERE attempt_id = %(attempt_id)s AND {OPEN_ATTEMPT}"
         )
         return bool(await self._count(sql, {"state": state.value, "note": note, "attempt_id": attempt_id}))
 
@@ -310,67 +329,8 @@ class PostgresTaskStore:
 
     async def prune(self, before: float) -> tuple[int, int]:
         async with self._pool.connection() as conn, conn.transaction():
-            tasks, attempts = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
+            tasks, attempts, _ = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
         return tasks, attempts
 
     async def close(self) -> None:
         await self._pool.close()
-
-
-class PostgresRateLimiter:
-    """A token bucket kept in a `rate_limits` row, on the database's clock, shared by every worker."""
-
-    def __init__(self, pool: Pool, api_url: str, rate: float) -> None:
-        self._pool = pool
-        self.api_url = api_url
-        self.rate = rate
-        self.burst = default_burst(rate)
-        self._lock = asyncio.Lock()  # one waiter per process; the row lock orders the processes
-
-    async def take(self, most: int = 1) -> int:
-        async with self._lock:
-            while True:
-                taken, wait = await self._try_take(most)
-                if taken:
-                    return taken
-                await asyncio.sleep(wait)
-
-    async def _try_take(self, most: int) -> tuple[int, float]:
-        params = {"api_url": self.api_url, "burst": self.burst}
-        async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                "INSERT INTO rate_limits AS r "
-                "VALUES (%(api_url)s, %(burst)s, extract(epoch FROM clock_timestamp()), 0) "
-                "ON CONFLICT (api_url) DO UPDATE SET api_url = r.api_url "
-                "RETURNING r.tokens, r.updated_at, r.paused_until, extract(epoch FROM clock_timestamp())::float8",
-                params,
-            )
-            row = await cursor.fetchone()
-            assert row is not None
-            tokens, updated_at, paused_until, now = (float(value) for value in row)
-            if now < paused_until:
-                return 0, paused_until - now
-            tokens = refill(tokens, now - updated_at, rate=self.rate, burst=self.burst)
-            taken = min(most, int(tokens)) if tokens >= 1 else 0
-            await conn.execute(
-                "UPDATE rate_limits SET tokens = %(tokens)s, updated_at = %(now)s WHERE api_url = %(api_url)s",
-                {"tokens": tokens - taken, "now": now, "api_url": self.api_url},
-            )
-        return taken, (1 - tokens) / self.rate
-
-    async def give_back(self, count: int) -> None:
-        if count <= 0:
-            return
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE rate_limits SET tokens = LEAST(%(burst)s, tokens + %(count)s) WHERE api_url = %(api_url)s",
-                {"burst": self.burst, "count": count, "api_url": self.api_url},
-            )
-
-    async def pause(self, seconds: float) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE rate_limits SET tokens = 0, paused_until = GREATEST(paused_until, "
-                "extract(epoch FROM clock_timestamp()) + %(seconds)s) WHERE api_url = %(api_url)s",
-                {"seconds": seconds, "api_url": self.api_url},
-            )

@@ -120,7 +120,8 @@ def attempt_from_row(row: dict[str, Any]) -> Attempt:
 
 
 _NOT_FAILED = "(outcome IS NULL OR outcome != 'failed')"
-OPEN_ATTEMPT = "state IN ('submitting', 'unknown')"
+OPEN_ATTEMPT = "state IN ('reserved', 'submitting', 'unknown')"  # counted against the budgets
+SENT_ATTEMPT = "state IN ('submitting', 'unknown')"  # counted as running too: a reserved shot is not yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class SqlDialect:
     parameter and the fields read inside the `origin` JSON (a Discord user id, an MCP client's identity)."""
 
     param: Callable[[str], str]
+    json: Callable[[str], str]  # a named parameter holding JSON text, for a JSON column
     user_id: str
     owner: str
     greatest: str
@@ -197,7 +199,8 @@ class SqlDialect:
         running = "0"
         if limit.max_running or full:
             running = (
-                f"(SELECT COUNT(*) FROM tasks WHERE outcome IS NULL AND {tasks}) + (SELECT COUNT(*) {open_attempts})"
+                f"(SELECT COUNT(*) FROM tasks WHERE outcome IS NULL AND {tasks}) "
+                f"+ (SELECT COUNT(*) {open_attempts} AND {SENT_ATTEMPT})"
             )
         last = f"(SELECT MAX(created_at) FROM attempts WHERE {attempts})" if limit.cooldown_seconds or full else "NULL"
         return f"SELECT {credits} AS credits, {running} AS running, {last} AS last_attempt_at", params
@@ -220,8 +223,9 @@ class SqlDialect:
 
     def prune(self, before: float) -> list[tuple[str, dict[str, Any]]]:
         """What retention deletes: tasks that ended and were delivered (or given up) before `before`, and
-        attempts settled before it (`submitted` ones have their task; `released` ones spent nothing). Open
-        attempts (`submitting`, `unknown`) stay until resolved, whatever their age."""
+        attempts settled before it (`submitted` ones have their task; `released` ones spent nothing), and
+        stories that ended and were delivered. Open attempts (`reserved`, `submitting`, `unknown`) stay until
+        resolved, whatever their age."""
         params, since = {"before": before}, self.param("before")
         return [
             (
@@ -229,6 +233,7 @@ class SqlDialect:
                 params,
             ),
             (f"DELETE FROM attempts WHERE state IN ('submitted', 'released') AND created_at < {since}", params),
+            (f"DELETE FROM stories WHERE due_at IS NULL AND state != 'running' AND created_at < {since}", params),
         ]
 
     def attempts(self, *, open_only: bool, limit: int) -> tuple[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ from ..ledger import (
 )
 from ..ratelimit import RateLimiter, TokenBucket
 from ..records import TaskRecord
+from ..stories.record import StoryRecord
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
@@ -42,73 +43,22 @@ from .rows import (
     stamp,
     usage_from_row,
 )
-
-ADDED_COLUMNS = ("archive_key", "archived_url")  # in _SCHEMA too; added to older files when they open
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    task_id TEXT PRIMARY KEY,
-    api_url TEXT NOT NULL,
-    type TEXT NOT NULL,
-    duration INTEGER,
-    request TEXT NOT NULL,
-    estimated_credits INTEGER NOT NULL,
-    consumed_credits INTEGER,
-    submitted_at REAL NOT NULL,
-    status TEXT NOT NULL,
-    raw_status TEXT NOT NULL,
-    outcome TEXT,
-    finished_at REAL,
-    video_urls TEXT NOT NULL,
-    error_message TEXT,
-    local_path TEXT,
-    archive_key TEXT,
-    archived_url TEXT,
-    due_at REAL,
-    poll_count INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    origin_kind TEXT NOT NULL,
-    delivery TEXT NOT NULL,
-    delivery_attempts INTEGER NOT NULL,
-    delivery_error TEXT,
-    lease_owner TEXT,
-    lease_until REAL
-);
-CREATE INDEX IF NOT EXISTS tasks_due ON tasks (due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS tasks_history ON tasks (type, duration, finished_at) WHERE outcome = 'succeeded';
--- Covers the ledger's 24-hour spend query (no table lookups) and the listing's order.
-CREATE INDEX IF NOT EXISTS tasks_spend
-    ON tasks (submitted_at, origin_kind, outcome, consumed_credits, estimated_credits);
-DROP INDEX IF EXISTS tasks_submitted;
-CREATE TABLE IF NOT EXISTS attempts (
-    attempt_id TEXT PRIMARY KEY,
-    api_url TEXT NOT NULL,
-    type TEXT NOT NULL,
-    request TEXT NOT NULL,
-    estimated_credits INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    origin_kind TEXT NOT NULL,
-    user_id INTEGER,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    state TEXT NOT NULL,
-    task_id TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_open ON attempts (created_at) WHERE state IN ('submitting', 'unknown');
-CREATE INDEX IF NOT EXISTS attempts_scope ON attempts (origin_kind, user_id, created_at);
-"""
-
+from .sqlite_schema import SCHEMA, add_columns
+from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
 SQLITE = SqlDialect(
     param=lambda name: f":{name}",
+    json=lambda name: f":{name}",
     user_id="json_extract(origin, '$.user_id')",
     owner="json_extract(origin, '$.owner')",
     greatest="MAX",
 )
 
 
-class SQLiteTaskStore:
+class SQLiteTaskStore(StoryTable):
     """`TaskStore` on one SQLite file; calls run in a worker thread, one connection per store."""
+
+    _dialect = SQLITE
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
@@ -144,7 +94,7 @@ class SQLiteTaskStore:
         try:
             with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
+                db.executescript(SCHEMA)
             with contextlib.suppress(FileExistsError):
                 os.link(building, self.path)
         finally:
@@ -158,21 +108,13 @@ class SQLiteTaskStore:
                 with self._lock:
                     self._db.execute("PRAGMA journal_mode=WAL")
                     self._db.execute("PRAGMA synchronous=NORMAL")
-                    self._db.executescript(_SCHEMA)
-                    self._add_columns()
+                    self._db.executescript(SCHEMA)
+                    add_columns(self._db)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-
-    def _add_columns(self) -> None:
-        """Columns added since a file's store was made (SQLite has no migrations of its own)."""
-        present = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        for column in ADDED_COLUMNS:
-            if column not in present:
-                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
-                    self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
 
     def __repr__(self) -> str:
         return f"SQLiteTaskStore({str(self.path)!r})"
@@ -193,6 +135,18 @@ class SQLiteTaskStore:
             raise
         self._db.execute("COMMIT")
         return result
+
+    async def _fetch(self, sql: str, params: dict[str, Any], *, write: bool = False) -> list[dict[str, Any]]:
+        if write:
+            rows: list[dict[str, Any]] = await self._run(
+                lambda: self._transaction(lambda: self._db.execute(sql, params).fetchall())
+            )
+            return rows
+        return await self._run(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
+
+    async def _write(self, sql: str, params: dict[str, Any]) -> int:
+        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, params)))
+        return int(cursor.rowcount)
 
     # --- the interface --------------------------------------------------------
 
@@ -258,9 +212,14 @@ class SQLiteTaskStore:
         return bool(cursor.rowcount)
 
     async def release_all(self, *, owner: str) -> int:
-        sql = "UPDATE tasks SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
-        cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, (owner,))))
-        return int(cursor.rowcount)
+        statements = [
+            f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+            for table in ("tasks", "stories")
+        ]
+        counts = await self._run(
+            lambda: self._transaction(lambda: [self._db.execute(sql, (owner,)).rowcount for sql in statements])
+        )
+        return int(sum(counts))
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
         marks = ", ".join("?" for _ in kinds)
@@ -302,7 +261,12 @@ class SQLiteTaskStore:
         return usage_from_row(self._db.execute(sql, params).fetchone())
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
-        await self._reservations.reserve(attempt, limits)
+        await self._reservations.reserve([attempt], limits)
+
+    async def reserve_story(
+        self, story: StoryRecord | None, attempts: Sequence[Attempt], limits: Sequence[SpendLimit]
+    ) -> None:
+        await self._reservations.reserve(attempts, limits, story)
 
     async def _abandon(self, attempt: Attempt) -> bool:
         return await self.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "cancelled before it was sent")
@@ -311,11 +275,13 @@ class SQLiteTaskStore:
         insert = SQLITE.insert("attempts", ATTEMPT_COLUMNS)
 
         def work() -> None:  # under BEGIN IMMEDIATE: one writer at a time across every process on the file
-            for reservation in batch:
-                stamp(reservation.attempt)
-            now = batch[-1].attempt.created_at
+            for attempt in (attempt for reservation in batch for attempt in reservation.attempts):
+                stamp(attempt)
+            now = batch[-1].attempts[0].created_at
             accepted = decide(batch, lambda limit: self._usage(limit, now))
-            self._db.executemany(insert, [attempt_to_row(reservation.attempt) for reservation in accepted])
+            self._db.executemany(insert, [attempt_to_row(a) for reservation in accepted for a in reservation.attempts])
+            stories = [story_to_row(reservation.story) for reservation in accepted if reservation.story is not None]
+            self._db.executemany(SQLITE.insert("stories", STORY_COLUMNS), stories)
 
         await self._run(lambda: self._transaction(work))
 
@@ -363,7 +329,7 @@ class SQLiteTaskStore:
 
     async def prune(self, before: float) -> tuple[int, int]:
         statements = SQLITE.prune(before)
-        tasks, attempts = await self._run(
+        tasks, attempts, _ = await self._run(
             lambda: self._transaction(lambda: [self._db.execute(*s).rowcount for s in statements])
         )
         return tasks, attempts

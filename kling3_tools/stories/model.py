@@ -61,9 +61,18 @@ class Story(BaseModel):
     @classmethod
     def from_toml(cls, path: str | Path) -> Story:
         try:
-            data = tomllib.loads(Path(path).read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise RequestValidationError([f"{path} is not valid TOML: {exc}"]) from None
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise RequestValidationError([f"cannot read {path}: {exc.strerror or exc}"]) from None
+        return cls.from_text(text, name=str(path))
+
+    @classmethod
+    def from_text(cls, text: bytes | str, *, name: str = "the story") -> Story:
+        """The story from TOML text (a file's bytes, an upload)."""
+        try:
+            data = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RequestValidationError([f"{name} is not valid TOML: {exc}"]) from None
         return cls.from_mapping(data)
 
     @classmethod
