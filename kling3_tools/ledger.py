@@ -159,12 +159,12 @@ class SpendLimit:
     def without_per_video(self) -> SpendLimit:
         return dataclasses.replace(self, max_credits_per_video=0)
 
-    def refusal(self, credits: int, usage: Usage, now: float) -> str | None:
+    def refusal(self, credits: int, usage: Usage, now: float, what: str = "This video") -> str | None:
         """Why this limit forbids spending `credits` now (a sentence with the numbers), or None."""
         where = f"[{self.section}]"
         if self.max_credits_per_video and credits > self.max_credits_per_video:
             return (
-                f"This video would cost {credits} credits, above the limit of {self.max_credits_per_video} "
+                f"{what} would cost {credits} credits, above the limit of {self.max_credits_per_video} "
                 f"credits per video ({where} {self.per_video_key}). Choose a shorter, silent or cheaper model, "
                 "or raise the limit."
             )
@@ -182,7 +182,7 @@ class SpendLimit:
             )
         if self.daily_credits and usage.credits + credits > self.daily_credits:
             return (
-                f"This video would cost {credits} credits, but only {self.left(usage)} of the "
+                f"{what} would cost {credits} credits, but only {self.left(usage)} of the "
                 f"{self.daily_credits}-credit budget for 24 hours are left ({usage.credits} spent or reserved; "
                 f"{where} {self.daily_key}). Try later, or raise the limit."
             )
@@ -298,8 +298,8 @@ def check_limits(
         if dearest is None:
             reason = limit.refusal(credits, used, now)
         else:
-            reason = limit.per_video_only.refusal(dearest, Usage(), now) or limit.without_per_video.refusal(
-                credits, used, now
+            reason = limit.per_video_only.refusal(dearest, Usage(), now, "Its dearest video") or (
+                limit.without_per_video.refusal(credits, used, now, "This story")
             )
         if reason is not None:
             raise SpendingRefusedError(f"{reason} Nothing was spent.")

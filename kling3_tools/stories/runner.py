@@ -322,9 +322,11 @@ class Stories:
         ]
         target = Path(str(record.film_path))
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(media.stitch, clips, target, record.story.cut.transition)
-        except media.MediaError as exc:
-            record.finish(StoryState.FAILED, f"the film could not be made: {exc.message}")
+        except (media.MediaError, OSError) as exc:
+            reason = exc.message if isinstance(exc, KlingError) else f"{target}: {exc.strerror or exc}"
+            record.finish(StoryState.FAILED, f"the film could not be made ({reason}); every shot's clip is above")
             return
         if self.service.assets is not None:
             record.film_key = await self.service.assets.put(target, content_type="video/mp4", suffix=".mp4")

@@ -1,0 +1,339 @@
+"""Stories run for real: reserved whole in the ledger, advanced by pollers on the sandbox (whose clips are real
+MP4s), stills and films decoded back, a worker killed mid-story, a failing shot, from every front end."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from kling3_tools.config import Settings
+from kling3_tools.errors import SpendingRefusedError
+from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
+from kling3_tools.records import CliOrigin, WebhookOrigin
+from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.schedule import SchedulePolicy
+from kling3_tools.service import KlingService
+from kling3_tools.stories.model import Story
+from kling3_tools.stories.plan import plan
+from kling3_tools.stories.record import ShotState, StoryRecord, StoryState
+from kling3_tools.store import open_store
+
+from .conftest import set_options, stats
+from .helpers import SECRET, eventually
+
+av = pytest.importorskip("av")
+np = pytest.importorskip("numpy")
+Image = pytest.importorskip("PIL.Image")
+
+from .test_stories import LIGHTHOUSE  # noqa: E402
+
+FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
+EDIT_CHAIN = """
+title = "Three edits"
+type = "o3-pro-text-to-video"
+
+[[shots]]
+id = "storm"
+prompt = "A lighthouse in a storm"
+duration = 3
+
+[[shots]]
+id = "snow"
+type = "o3-pro-video-edit"
+video = "@storm"
+prompt = "Heavy snowfall"
+
+[[shots]]
+id = "night"
+type = "o3-pro-video-edit"
+video = "@snow"
+prompt = "At night"
+"""
+
+
+def frames(data: bytes | Path) -> list[Any]:
+    """Every decoded frame of a clip, as RGB arrays."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
+    with av.open(source) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def seconds(path: Path | bytes) -> float:
+    source = io.BytesIO(path) if isinstance(path, bytes) else str(path)
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        last = max(frame.time + float(frame.duration * frame.time_base) for frame in container.decode(stream))
+        return float(last)
+
+
+def frame_seconds(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as container:
+        rate = container.streams.video[0].average_rate
+        return 1 / float(rate)
+
+
+def sandbox_settings(tmp_path: Path, **poller: Any) -> Settings:
+    return Settings.load(
+        store={"url": f"sqlite:///{tmp_path / 'tasks.db'}"},
+        sandbox={"finish_seconds": 0.3},
+        poller={"media_dir": str(tmp_path / "media"), "rate_limit_per_second": 100, **poller},
+    )
+
+
+@asynccontextmanager
+async def following(service: KlingService) -> AsyncIterator[None]:
+    poller = service.poller()
+    running = asyncio.create_task(poller.run())
+    try:
+        yield
+    finally:
+        poller.stop()
+        await running
+
+
+async def ended(service: KlingService, story_id: str) -> StoryRecord:
+    async def done() -> bool:
+        record = await service.stories.get(story_id)
+        return record is not None and record.state is not StoryState.RUNNING and record.due_at is None
+
+    await eventually(done, timeout=60)
+    record = await service.stories.get(story_id)
+    assert record is not None
+    return record
+
+
+async def test_a_story_runs_end_to_end_and_its_last_frame_is_the_clips_last_decoded_frame(tmp_path):
+    async with KlingService.open(sandbox_settings(tmp_path), sandbox=True) as service, following(service):
+        started = await service.start_story(Story.from_text(LIGHTHOUSE), film_path=tmp_path / "film.mp4")
+        assert {shot.state for shot in started.shots.values()} == {ShotState.WAITING}
+        reserved = [await service.store.get_attempt(shot.attempt_id) for shot in started.shots.values()]
+        assert {a.state for a in reserved if a} == {AttemptState.RESERVED}  # nothing sent yet, all held
+        record = await ended(service, started.story_id)
+        ship = await service.get(str(record.shots["ship"].task_id))
+        assert ship is not None
+        still = (await service.http.get(ship.request["image"])).content
+        snow_clip = (await service.http.get(str(record.shots["snow"].video_url))).content
+        snow = await service.get(str(record.shots["snow"].task_id))
+        storm_url = record.shots["storm"].video_url
+    assert record.state is StoryState.SUCCEEDED, record.note
+    assert snow is not None and snow.request["video"] == storm_url  # the edit chain: storm's clip went on
+    sent = np.asarray(Image.open(io.BytesIO(still)).convert("RGB"))
+    assert np.array_equal(sent, frames(snow_clip)[-1])  # the last decoded frame, pixel for pixel
+    film = Path(str(record.film_path))
+    clip = seconds(SAMPLE_VIDEO)
+    assert abs(seconds(film) - 3 * clip) <= 2 * frame_seconds(SAMPLE_VIDEO) + 1e-6  # ± one frame per joint
+    assert len(frames(film)) >= 3 * len(frames(SAMPLE_VIDEO)) - 2
+    assert record.film_url  # kept in the (sandbox's) asset store
+
+
+async def test_the_cli_runs_a_story_and_hands_back_the_film(tmp_path):
+    story = tmp_path / "lighthouse.toml"
+    story.write_text(LIGHTHOUSE)
+    env = {
+        **os.environ,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'tasks.db'}",
+        "KLING_SANDBOX__FINISH_SECONDS": "0.3",
+        "KLING_POLLER__MEDIA_DIR": str(tmp_path / "media"),
+    }
+    film = tmp_path / "out" / "film.mp4"
+    run = subprocess.run(
+        [sys.executable, "-m", "kling3_tools", "--sandbox", "story", "run", str(story), "--wait", "--out", str(film)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == str(film)
+    assert "ship succeeded" in run.stderr
+    assert abs(seconds(film) - 3 * seconds(SAMPLE_VIDEO)) <= 2 * frame_seconds(SAMPLE_VIDEO) + 1e-6
+    listed = subprocess.run(
+        [sys.executable, "-m", "kling3_tools", "--sandbox", "story", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    [entry] = json.loads(listed.stdout)
+    assert entry["state"] == "succeeded" and entry["title"] == "The lighthouse"
+
+
+async def test_the_whole_story_is_reserved_at_once_or_not_at_all(store):
+    story = Story.from_text(EDIT_CHAIN)
+    story_plan = plan(story)
+    service_limit = SpendLimit("budget", daily_credits=story_plan.total * 3 // 2)  # room for one story, not two
+
+    def reservation() -> tuple[StoryRecord, list[Attempt]]:
+        attempts = [
+            Attempt.new(r, api_url="x", origin=CliOrigin(), deadline=0, state=AttemptState.RESERVED)
+            for r in story_plan.requests.values()
+        ]
+        record = StoryRecord(
+            story_id=StoryRecord.new_id(),
+            api_url="x",
+            story=story,
+            origin=CliOrigin(),
+            shots={},
+        )
+        return record, attempts
+
+    tries = [reservation() for _ in range(6)]
+    results = await asyncio.gather(
+        *(store.reserve_story(record, attempts, [service_limit]) for record, attempts in tries), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, SpendingRefusedError)]
+    assert len(refused) == 5 and all(r is None or isinstance(r, SpendingRefusedError) for r in results)
+    assert refused[0].message.startswith(f"This story would cost {story_plan.total} credits, but only")
+    assert len(await store.recent_stories()) == 1
+    held = await store.attempts(open_only=True)
+    assert len(held) == 3 and {a.state for a in held} == {AttemptState.RESERVED}  # the refused left nothing
+    assert (await store.usage(service_limit)).credits == story_plan.total
+    assert (await store.usage(SpendLimit("x", max_running=1))).running == 0  # reserved shots are not running
+
+
+async def test_a_failing_shot_stops_what_needs_it_and_releases_their_credits(tmp_path, receiver):
+    settings = sandbox_settings(tmp_path, webhook_secret=SECRET)
+    async with KlingService.open(settings, sandbox=True) as service, following(service):
+        async with httpx.AsyncClient() as http:
+            await http.post(f"{service.base_url}/sandbox/options", json={"failure_rate": 1.0})
+            started = await service.start_story(Story.from_text(EDIT_CHAIN), WebhookOrigin(url=receiver.url))
+            record = await ended(service, started.story_id)
+            usage = await service.usage(service.budget)
+            await http.post(f"{service.base_url}/sandbox/options", json={"failure_rate": 0.0})
+            again = await service.stories.retry(started.story_id, "storm")
+            assert again.shots["storm"].attempt_id != record.shots["storm"].attempt_id
+            retried = await ended(service, started.story_id)
+            sandbox_stats = (await http.get(f"{service.base_url}/sandbox/stats")).json()
+    assert record.state is StoryState.FAILED
+    assert record.note and record.note.startswith("shot `storm` failed")
+    assert record.shots["storm"].state is ShotState.FAILED
+    assert {record.shots[i].state for i in ("snow", "night")} == {ShotState.RELEASED}
+    assert "not sent: shot `storm` failed" in str(record.shots["snow"].note)
+    assert "not sent: shot `snow` released" in str(record.shots["night"].note)
+    assert usage.credits == 0  # the failed shot is not charged; the two never sent are released
+    assert retried.state is StoryState.SUCCEEDED, retried.note
+    assert sandbox_stats["requests"]["generate"] == 4  # storm twice, then snow and night once each
+    events = [e["event"] for e in receiver.events]
+    assert events == ["story.failed", "story.succeeded"]
+    assert receiver.events[0]["story"]["shots"]["snow"]["state"] == "released"
+
+
+def kling3_story(env: dict[str, str], *args: str, output: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kling3_tools", "story", *args], env=env, stdout=output, stderr=output, text=True
+    )
+
+
+async def test_a_story_killed_mid_run_resumes_and_sends_no_shot_twice(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=1.0)
+    story = tmp_path / "edits.toml"
+    story.write_text(EDIT_CHAIN)
+    db = tmp_path / "tasks.db"
+    env = {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{db}",
+        "KLING_POLLER__MEDIA_DIR": str(tmp_path / "media"),
+        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+        "KLING_POLLER__EXPECTED_SECONDS": "[0.5, 3.0]",
+        "KLING_POLLER__LEASE_SECONDS": "3",
+    }
+    first = kling3_story(env, "run", str(story), "--wait", output=subprocess.DEVNULL)
+    store = await open_store(f"sqlite:///{db}")
+    try:
+
+        async def second_shot_sent() -> bool:
+            attempts = await store.attempts(open_only=False)
+            return sum(a.state is AttemptState.SUBMITTED for a in attempts) == 2
+
+        await eventually(second_shot_sent, timeout=60)
+        first.send_signal(signal.SIGKILL)  # between two steps: shot 2 sent and recorded, shot 3 not yet
+        first.wait()
+        [killed] = await store.recent_stories()
+        assert killed.state is StoryState.RUNNING
+        resumed = kling3_story(env, "status", killed.story_id, "--wait", "--json")
+        out, errors = resumed.communicate(timeout=90)
+        assert resumed.returncode == 0, errors
+        record = json.loads(out)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await store.close()
+    assert record["state"] == "succeeded"
+    assert stats(sandbox)["requests"]["generate"] == 3  # every shot once: nothing was sent twice
+    assert len({shot["task_id"] for shot in record["shots"].values()}) == 3
+
+
+async def test_a_shot_whose_post_went_unanswered_is_never_sent_again(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    story = tmp_path / "edits.toml"
+    story.write_text(EDIT_CHAIN)
+    db = tmp_path / "tasks.db"
+    env = {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{db}",
+        "KLING_TIMEOUT_SECONDS": "2",
+        "KLING_MAX_RETRIES": "0",
+        "KLING_POLLER__LEASE_SECONDS": "3",
+        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+        "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
+    }
+    first = kling3_story(env, "run", str(story), "--wait", output=subprocess.DEVNULL)
+    store = await open_store(f"sqlite:///{db}")
+    try:
+
+        async def first_shot_recorded() -> bool:
+            return any(a.state is AttemptState.SUBMITTED for a in await store.attempts(open_only=False))
+
+        await eventually(first_shot_recorded, timeout=60)
+        set_options(sandbox, generate_delay=30)  # the next POST hangs: sent, never answered
+        await eventually(lambda: stats(sandbox)["requests"].get("generate") == 2, timeout=30)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        set_options(sandbox, generate_delay=0)
+        [killed] = await store.recent_stories()
+        resumed = kling3_story(env, "status", killed.story_id, "--wait", "--json")
+        out, errors = resumed.communicate(timeout=90)
+        record = json.loads(out)
+        held = await store.attempts(open_only=True)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        await store.close()
+    assert resumed.returncode == 1, errors
+    assert record["state"] == "failed"
+    assert record["shots"]["snow"]["state"] == "unknown"
+    assert "may have been created and charged" in record["note"]
+    assert record["shots"]["night"]["state"] == "released"
+    assert stats(sandbox)["requests"]["generate"] == 2  # the unanswered shot was not sent again
+    assert [a.state_at(time.time()) for a in held] == [AttemptState.UNKNOWN]  # it counts until resolved
+
+
+async def test_a_reserved_shot_is_sent_once_whoever_tries(sandbox, tmp_path):
+    settings = Settings.load(
+        api_key=sandbox.api_key, base_url=sandbox.url, store={"url": f"sqlite:///{tmp_path / 'tasks.db'}"}
+    )
+    async with KlingService.open(settings, schedule=FAST) as service:
+        started = await service.start_story(Story.from_text(EDIT_CHAIN))
+        attempt = await service.store.get_attempt(started.shots["storm"].attempt_id)
+        assert attempt is not None
+        request = plan(started.story).requests["storm"]
+        sent = await asyncio.gather(*(service.submit_reserved(attempt, request) for _ in range(5)))
+    assert len([record for record in sent if record is not None]) == 1
+    assert stats(sandbox)["requests"]["generate"] == 1
