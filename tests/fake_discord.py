@@ -82,11 +82,23 @@ class Call:
 class FakeDiscord:
     calls: list[Call] = field(default_factory=list)
     premium_tier: int = 0
+    files: dict[str, bytes] = field(default_factory=dict)  # Discord's CDN: attachments by file name
+    url: str = ""  # where this fake listens, once it does
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/api/v10/{tail:.*}", self.handle)
+        app.router.add_get("/attachments/{name}", self.attachment)
         return app
+
+    async def attachment(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.match_info["name"])
+        return web.Response(body=data) if data is not None else web.Response(status=404)
+
+    def host(self, filename: str, data: bytes, content_type: str) -> dict[str, Any]:
+        """An attachment whose URL this fake serves, as Discord's CDN would."""
+        self.files[filename] = data
+        return attachment(filename, content_type, len(data), f"{self.url}/attachments/{filename}")
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body: Any = None

@@ -38,6 +38,7 @@ async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[fd.Fake
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    fake.url = f"http://127.0.0.1:{port}"
     try:
         yield fake
     finally:
@@ -55,9 +56,10 @@ def bot_settings(sandbox, tmp_path: Path, **discord_settings: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(settings: Settings) -> AsyncIterator[KlingBot]:
-    """Log in (REST only), then receive the guild as the gateway would deliver it."""
-    async with KlingService.open(settings, schedule=FAST) as service:
+async def running_bot(settings: Settings, *, sandbox: bool = False) -> AsyncIterator[KlingBot]:
+    """Log in (REST only), then receive the guild as the gateway would deliver it; with `sandbox`, on an
+    embedded sandbox (which also hosts what the bot puts in storage)."""
+    async with KlingService.open(settings, schedule=FAST, sandbox=sandbox) as service:
         bot = KlingBot(service, settings)
         await bot.login("fake-bot-token")
         bot._connection.parse_guild_create(fd.guild_payload())

@@ -71,6 +71,8 @@ async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
         "list_video_models",
         "list_videos",
         "plan_story",
+        "start_story",
+        "get_story_status",
     }
     schema = tools["generate_video"].input_schema
     props, defs = schema["properties"], schema["$defs"]

@@ -26,10 +26,10 @@ from kling3_tools.records import CliOrigin, WebhookOrigin
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
+from kling3_tools.store import open_store
 from kling3_tools.stories.model import Story
 from kling3_tools.stories.plan import plan
 from kling3_tools.stories.record import ShotState, StoryRecord, StoryState
-from kling3_tools.store import open_store
 
 from .conftest import set_options, stats
 from .helpers import SECRET, eventually
@@ -139,7 +139,7 @@ async def test_a_story_runs_end_to_end_and_its_last_frame_is_the_clips_last_deco
     assert record.film_url  # kept in the (sandbox's) asset store
 
 
-async def test_the_cli_runs_a_story_and_hands_back_the_film(tmp_path):
+def test_the_cli_runs_a_story_and_hands_back_the_film(tmp_path):
     story = tmp_path / "lighthouse.toml"
     story.write_text(LIGHTHOUSE)
     env = {
@@ -206,17 +206,16 @@ async def test_the_whole_story_is_reserved_at_once_or_not_at_all(store):
 
 async def test_a_failing_shot_stops_what_needs_it_and_releases_their_credits(tmp_path, receiver):
     settings = sandbox_settings(tmp_path, webhook_secret=SECRET)
-    async with KlingService.open(settings, sandbox=True) as service, following(service):
-        async with httpx.AsyncClient() as http:
-            await http.post(f"{service.base_url}/sandbox/options", json={"failure_rate": 1.0})
-            started = await service.start_story(Story.from_text(EDIT_CHAIN), WebhookOrigin(url=receiver.url))
-            record = await ended(service, started.story_id)
-            usage = await service.usage(service.budget)
-            await http.post(f"{service.base_url}/sandbox/options", json={"failure_rate": 0.0})
-            again = await service.stories.retry(started.story_id, "storm")
-            assert again.shots["storm"].attempt_id != record.shots["storm"].attempt_id
-            retried = await ended(service, started.story_id)
-            sandbox_stats = (await http.get(f"{service.base_url}/sandbox/stats")).json()
+    async with KlingService.open(settings, sandbox=True) as service, following(service), httpx.AsyncClient() as http:
+        await http.post(f"{service.base_url}/sandbox/options", json={"failure_rate": 1.0})
+        started = await service.start_story(Story.from_text(EDIT_CHAIN), WebhookOrigin(url=receiver.url))
+        record = await ended(service, started.story_id)
+        usage = await service.usage(service.budget)
+        await http.post(f"{service.base_url}/sandbox/options", json={"failure_rate": 0.0})
+        again = await service.stories.retry(started.story_id, "storm")
+        assert again.shots["storm"].attempt_id != record.shots["storm"].attempt_id
+        retried = await ended(service, started.story_id)
+        sandbox_stats = (await http.get(f"{service.base_url}/sandbox/stats")).json()
     assert record.state is StoryState.FAILED
     assert record.note and record.note.startswith("shot `storm` failed")
     assert record.shots["storm"].state is ShotState.FAILED
@@ -337,3 +336,90 @@ async def test_a_reserved_shot_is_sent_once_whoever_tries(sandbox, tmp_path):
         sent = await asyncio.gather(*(service.submit_reserved(attempt, request) for _ in range(5)))
     assert len([record for record in sent if record is not None]) == 1
     assert stats(sandbox)["requests"]["generate"] == 1
+
+
+def lighthouse_json() -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(LIGHTHOUSE)
+
+
+async def test_an_assistant_plans_approves_and_follows_a_story_over_mcp(tmp_path):
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    from .test_mcp_server import FAST_POLLER, elicitation
+
+    env = {
+        **os.environ,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'mcp.db'}",
+        "KLING_SANDBOX__FINISH_SECONDS": "0.3",
+        "KLING_POLLER__MEDIA_DIR": str(tmp_path / "media"),
+        "KLING_MCP__CONFIRM_ABOVE_CREDITS": "500",
+        **FAST_POLLER,
+    }
+    params = StdioServerParameters(command=sys.executable, args=["-m", "kling3_tools.mcp", "--sandbox"], env=env)
+    callback, asked = elicitation("accept")
+    async with Client(params, read_timeout_seconds=60, elicitation_callback=callback) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        planned = (await client.call_tool("plan_story", {"story": lighthouse_json()})).structured_content
+        broken = await client.call_tool("start_story", {"story": {**lighthouse_json(), "cut": {"shots": ["fog"]}}})
+        started = await client.call_tool("start_story", {"story": lighthouse_json()})
+        assert not started.is_error, started.content
+        status = started.structured_content
+        assert status is not None and status["state"] == "running"
+
+        async def done() -> bool:
+            now = await client.call_tool("get_story_status", {"story_id": status["story_id"]})
+            return (now.structured_content or {}).get("state") != "running"
+
+        await eventually(done, timeout=90)
+        resource = await client.read_resource(status["resource_uri"])
+        stranger = await client.call_tool("get_story_status", {"story_id": "story-0000000000000000"})
+    assert {"plan_story", "start_story", "get_story_status"} <= tools
+    assert planned is not None and planned["stages"] == [["storm"], ["snow"], ["ship"]]
+    assert broken.is_error and "`fog`" in str(broken.content) and "Nothing was spent" in str(broken.content)
+    assert asked == [f"This will spend {planned['total']} credits (a story of 3 shots). Continue?"]
+    story = json.loads(resource.contents[0].text)  # type: ignore[union-attr]
+    assert story["state"] == "succeeded", story
+    assert {shot["state"] for shot in story["shots"].values()} == {"succeeded"}
+    assert abs(seconds(Path(story["film_path"])) - 3 * seconds(SAMPLE_VIDEO)) <= 2 * frame_seconds(SAMPLE_VIDEO) + 1e-6
+    assert stranger.is_error and "not one of this client's stories" in str(stranger.content)
+
+
+async def test_a_member_runs_a_story_from_discord_after_seeing_its_plan(monkeypatch, tmp_path):
+    from .test_discord_bot import ALICE, deliver, fake_discord, followups, running_bot, texts
+
+    settings = Settings.load(
+        store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
+        sandbox={"finish_seconds": 0.3},
+        poller={"media_dir": str(tmp_path / "media"), "rate_limit_per_second": 100, "lease_seconds": 2},
+        discord={"cooldown_seconds": 0},
+    )
+    from . import fake_discord as fd
+
+    async with fake_discord(monkeypatch) as fake, running_bot(settings, sandbox=True) as bot:
+        story = fake.host("lighthouse.toml", LIGHTHOUSE.encode(), "text/plain")
+        command = fd.slash("story", ALICE, attachments={"file": story})
+        deliver(bot, command)
+        await eventually(lambda: any("Continue?" in str(c.body) for c in followups(fake, command)))
+        [question] = [c for c in followups(fake, command) if "Continue?" in str(c.body)]
+        assert fake.channel_posts() == []  # nothing public, nothing spent before Confirm
+        buttons = {b["label"]: b["custom_id"] for row in question.body["components"] for b in row["components"]}
+        deliver(bot, fd.button(buttons["Confirm"], ALICE, question.answer))
+        await eventually(lambda: any("film is ready" in str(c.body) for c in fake.channel_posts()), timeout=60)
+        [record] = await bot.service.stories.recent()
+    total = plan(Story.from_text(LIGHTHOUSE)).total
+    assert f"{total} credits" in question.body["content"] and "step 3: `ship`" in question.body["content"]
+    assert f"Started `{record.story_id}`" in texts(followups(fake, command))
+    [ready] = [c for c in fake.channel_posts() if "film is ready" in str(c.body)]
+    assert ready.body["content"].startswith(f"<@{ALICE}>")
+    assert ready.files == [(f"{record.story_id}.mp4", Path(str(record.film_path)).stat().st_size)]
+    embed_posts = [c for c in fake.channel_posts() if c.body and c.body.get("embeds")]
+    assert len(embed_posts) == 1  # one public embed for the whole story, edited in place
+    message_id = embed_posts[0].answer["id"]
+    edits = fake.find("PATCH", f"/channels/{fd.CHANNEL_ID}/messages/{message_id}")
+    assert "succeeded" in edits[-1].body["embeds"][0]["title"]
+    shots = {f["name"]: f["value"] for f in edits[-1].body["embeds"][0]["fields"]}["Shots"]
+    assert shots.count("succeeded") == 3
+    assert record.state is StoryState.SUCCEEDED

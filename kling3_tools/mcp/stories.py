@@ -38,8 +38,8 @@ def checked_story(story: StoryJson) -> Plan:
 async def approve_story(
     ctx: Context[Any, Any], story_plan: Annotated[Plan, Resolve(checked_story)]
 ) -> Elicit[SpendApproval] | SpendApproval:
-    shots = len(story_plan.requests)
-    return await approval(ctx, story_plan.total, f"This story ({shots} shots)", dearest=story_plan.dearest)
+    shots = f"a story of {len(story_plan.requests)} shots"
+    return await approval(ctx, story_plan.total, detail=shots, what="This story", dearest=story_plan.dearest)
 
 
 async def plan_story(ctx: Context[Any, Any], story: StoryJson) -> StoryPlan:

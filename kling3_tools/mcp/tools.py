@@ -167,11 +167,11 @@ def checked_request(
 async def approve_spending(
     ctx: Context[Any, Any], request: Annotated[GenerateRequest, Resolve(checked_request)]
 ) -> Elicit[SpendApproval] | SpendApproval:
-    return await approval(ctx, request.estimated_credits(), f"This video ({request.type})")
+    return await approval(ctx, request.estimated_credits(), detail=str(request.type), what="This video")
 
 
 async def approval(
-    ctx: Context[Any, Any], credits: int, what: str, *, dearest: int | None = None
+    ctx: Context[Any, Any], credits: int, *, detail: str, what: str, dearest: int | None = None
 ) -> Elicit[SpendApproval] | SpendApproval:
     """Approved at once at or under `[mcp] confirm_above_credits`; above it, asked of the user when the client
     can be asked (after the limits were checked, so nobody approves what they would refuse anyway)."""
@@ -184,7 +184,7 @@ async def approval(
         raise ToolError(exc.message) from None
     capabilities = ctx.client_capabilities
     if capabilities is not None and capabilities.elicitation is not None:
-        return Elicit(f"{what} will spend {credits} credits. Continue?", SpendApproval)
+        return Elicit(f"This will spend {credits} credits ({detail}). Continue?", SpendApproval)
     if deps.settings.mcp.when_cannot_confirm == "allow":
         return SpendApproval(approve=True)
     raise ToolError(
