@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from kling3_tools.config import Settings
-from kling3_tools.errors import SpendingRefusedError
+from kling3_tools.errors import RequestValidationError, SpendingRefusedError
 from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
 from kling3_tools.records import CliOrigin, WebhookOrigin
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
@@ -423,3 +423,27 @@ async def test_a_member_runs_a_story_from_discord_after_seeing_its_plan(monkeypa
     shots = {f["name"]: f["value"] for f in edits[-1].body["embeds"][0]["fields"]}["Shots"]
     assert shots.count("succeeded") == 3
     assert record.state is StoryState.SUCCEEDED
+
+
+async def test_a_story_runs_on_either_store_and_retention_removes_it_once_delivered(store_url, tmp_path):
+    settings = Settings.load(
+        store={"url": store_url},
+        sandbox={"finish_seconds": 0.2},
+        poller={"media_dir": str(tmp_path / "media"), "rate_limit_per_second": 100, "lease_seconds": 2},
+    )
+    async with KlingService.open(settings, sandbox=True) as service:
+        async with following(service):
+            started = await service.start_story(Story.from_text(EDIT_CHAIN))
+            record = await ended(service, started.story_id)
+        assert record.state is StoryState.SUCCEEDED, record.note
+        assert [story.story_id for story in await service.stories.recent()] == [started.story_id]
+        await service.store.prune(time.time() + 1)
+        assert await service.stories.get(started.story_id) is None
+
+
+def test_a_story_is_bounded_in_shots_and_title():
+    shots = "".join(f'\n[[shots]]\nid = "s{i}"\nprompt = "x"\n' for i in range(51))
+    with pytest.raises(RequestValidationError) as refused:
+        Story.from_text(f'title = "{"t" * 201}"\ntype = "std-text-to-video"\n{shots}')
+    problems = " ".join(refused.value.problems)
+    assert "50" in problems and "200" in problems, problems

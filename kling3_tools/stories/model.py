@@ -21,6 +21,7 @@ from ..models import GenerateRequest, describe_validation_error, url_values
 
 REFERENCE = re.compile(r"^@(?P<shot>[A-Za-z0-9_-]+)(?:\.(?P<still>last_frame|first_frame))?$")
 STORY_KEYS = {"title", "shots", "cut"}
+MAX_SHOTS = 50  # a story is reserved whole: a bound on what one file can hold and spend
 
 
 class Cut(BaseModel):
@@ -53,9 +54,9 @@ class Reference(BaseModel):
 
 
 class Story(BaseModel):
-    title: str = ""
+    title: str = Field(default="", max_length=200)
     defaults: dict[str, Any] = Field(default_factory=dict)
-    shots: list[Shot]
+    shots: list[Shot] = Field(max_length=MAX_SHOTS)
     cut: Cut = Field(default_factory=Cut)
 
     @classmethod
