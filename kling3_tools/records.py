@@ -14,7 +14,8 @@ from .models import GenerateRequest, Task, TaskStatus
 
 
 class OriginBase(BaseModel):
-    story_id: str | None = None  # a story's shot: its story takes the result, not the origin's notifier
+    # A story's shot: its story takes the result, not the origin's notifier. Left out when None.
+    story_id: str | None = Field(default=None, exclude_if=lambda story_id: story_id is None)
 
 
 class CliOrigin(OriginBase):
