@@ -13,10 +13,9 @@ from typing import Any
 
 import httpx
 
+from .catalog import MAX_RETRY_AFTER
 from .errors import APIError, RateLimitError, error_class_for
 from .models import Envelope, Task
-
-MAX_RETRY_AFTER = 300.0  # a 429 never pauses anyone longer than this, whatever the header says
 
 
 def parse_retry_after(value: str | None) -> float | None:

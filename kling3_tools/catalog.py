@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+DEFAULT_BASE_URL = "https://kling3api.com"
+MAX_RETRY_AFTER = 300.0  # a 429 never pauses anyone longer than this, whatever the header says
+
 MIN_DURATION = 3
 MAX_DURATION = 15
 DEFAULT_DURATION = 5

@@ -29,6 +29,7 @@ from pydantic import SecretStr
 
 from . import downloads
 from .answers import raise_for_answer, task_from
+from .catalog import DEFAULT_BASE_URL
 from .errors import (
     APIConnectionError,
     APIError,
@@ -43,7 +44,6 @@ from .errors import (
 from .models import GenerateRequest, Task, TaskStatus
 from .version import __version__
 
-DEFAULT_BASE_URL = "https://kling3api.com"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips

@@ -24,8 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .answers import MAX_RETRY_AFTER
-from .client import DEFAULT_BASE_URL
+from .catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER
 from .sandbox.options import SandboxOptions
 
 APP_NAME = "kling3"

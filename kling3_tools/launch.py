@@ -4,14 +4,15 @@ one line per error and exit 1 (the traceback at debug level), 130 on Ctrl-C. Exi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError, Settings
 from .errors import KlingError
+
+if TYPE_CHECKING:  # loaded when needed: `kling3 --help` and `kling3 cost` read no settings
+    from .config import Settings
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -22,6 +23,8 @@ def say_error(message: str) -> None:
 
 def load_settings(args: argparse.Namespace) -> Settings | None:
     """The settings `--config` and `--base-url` name; None once the reason they cannot load was said."""
+    from .config import ConfigError, Settings
+
     try:
         return Settings.load(args.config, base_url=getattr(args, "base_url", None))
     except (FileNotFoundError, ConfigError) as exc:  # never echoing a value
@@ -35,6 +38,8 @@ def run_to_end(
     explain: Callable[[Exception], str | None] = lambda exc: None,
 ) -> int:
     """Run `work` until it returns; `explain` words the errors this front end knows better."""
+    import asyncio
+
     try:
         asyncio.run(work())
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self, get_args
+from typing import Any, Literal, Self, get_args
 
 from pydantic import (
     AnyUrl,
@@ -28,6 +28,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from . import catalog
 from .catalog import AspectRatio, TaskType
 from .errors import RequestValidationError
+
+StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]  # still tracked, or how tracking ended
 
 
 class TaskStatus(StrEnum):
@@ -111,7 +113,7 @@ def _rule(field: str, message: str, value: Any) -> InitErrorDetails:
 class GenerateRequest(BaseModel):
     """The body of `POST /api/generate`, checked against the catalog."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     type: TaskType = Field(description="Task type, e.g. pro-text-to-video.")
     prompt: str = Field(
@@ -310,7 +312,7 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
 class Task(BaseModel):
     """One task as the API describes it (`data` of generate and status answers)."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     task_id: str
     raw_status: str = Field(default="", alias="status")
@@ -358,7 +360,7 @@ class Task(BaseModel):
 class Envelope(BaseModel):
     """The `{code, message, data}` wrapper of every answer."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     code: int | str | None = None
     message: str | None = None

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from kling3_tools import downloads, errors
-from kling3_tools.answers import MAX_RETRY_AFTER, parse_retry_after
+from kling3_tools.answers import parse_retry_after
+from kling3_tools.catalog import MAX_RETRY_AFTER
 from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest

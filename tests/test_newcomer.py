@@ -171,7 +171,7 @@ async def test_the_embedded_sandbox_keeps_its_tasks_across_commands_and_a_poller
 async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from kling3_tools.cli import commands, output, tasks
+    from kling3_tools.cli import offline, output, tasks
     from kling3_tools.config import Settings
     from kling3_tools.store import open_store
 
@@ -179,7 +179,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
 
     screen = io.StringIO()
     monkeypatch.setattr(output, "out", Console(file=screen, width=100, force_terminal=True, markup=False))
-    await commands.cmd_models(argparse.Namespace(json=False), Settings.load())
+    offline.cmd_models(argparse.Namespace(json=False))
     assert all(spec.type.value in screen.getvalue() for spec in catalog.list_models())
 
     url = "https://cdn.example.com/videos/" + "a" * 90 + "/n75long.mp4"

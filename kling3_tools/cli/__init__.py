@@ -10,35 +10,43 @@ parser (flags) · commands (the API and the catalog) · tasks (the local store)
 
 from __future__ import annotations
 
-import asyncio
+import importlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..errors import KlingError, RequestValidationError, missing_part
 from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, load_settings
-from .commands import cmd_cost, cmd_generate, cmd_models, cmd_sandbox, cmd_status, cmd_wait
 from .output import UsageError, fail
 from .parser import build_parser
-from .stories import cmd_story
-from .tasks import cmd_store, cmd_tasks
-from .workers import cmd_poller
 
 __all__ = ["build_parser", "discord_main", "main"]
 
 
-ASYNC_COMMANDS = {
-    "generate": cmd_generate,
-    "status": cmd_status,
-    "wait": cmd_wait,
-    "tasks": cmd_tasks,
-    "poller": cmd_poller,
-    "store": cmd_store,
-    "story": cmd_story,
-    "cost": cmd_cost,
-    "models": cmd_models,
+# Each command's module is imported when the command runs: `kling3 cost` loads neither the HTTP client,
+# nor the store, nor the sandbox.
+COMMANDS = {
+    "generate": "commands:cmd_generate",
+    "status": "commands:cmd_status",
+    "wait": "commands:cmd_wait",
+    "tasks": "tasks:cmd_tasks",
+    "poller": "workers:cmd_poller",
+    "store": "tasks:cmd_store",
+    "story": "stories:cmd_story",
+    "cost": "offline:cmd_cost",
+    "models": "offline:cmd_models",
+    "sandbox": "offline:cmd_sandbox",
 }
+WITHOUT_SETTINGS = {"cost", "models"}  # the catalog alone: no config read, no event loop
+
+
+def command(name: str) -> Callable[..., Any]:
+    module, function = COMMANDS[name].split(":")
+    found: Callable[..., Any] = getattr(importlib.import_module(f".{module}", __name__), function)
+    return found
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
@@ -63,12 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as exc:
                 raise UsageError(missing_part("the Discord bot", "discord", exc)) from None
             return run_discord(args)
+        if args.command in WITHOUT_SETTINGS:
+            return int(command(args.command)(args))
         settings = load_settings(args)
         if settings is None:
             return EXIT_BAD_INPUT
         if args.command == "sandbox":
-            return cmd_sandbox(args, settings)
-        code = asyncio.run(ASYNC_COMMANDS[args.command](args, settings))
+            return int(command("sandbox")(args, settings))
+        import asyncio
+
+        run: Callable[..., Coroutine[Any, Any, int]] = command(args.command)
+        code: int = asyncio.run(run(args, settings))
         sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
         return code
     except (RequestValidationError, UsageError) as exc:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
 
 from ..models import GenerateRequest, Task
-from ..records import TaskRecord
+
+if TYPE_CHECKING:
+    from ..records import TaskRecord
 
 # No markup or emoji codes: task ids, URLs and messages come from the API and are printed as they are.
 out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)

@@ -8,8 +8,7 @@ import functools
 from typing import Any, get_args, get_origin
 
 from .. import catalog
-from ..models import GenerateRequest
-from ..store import StatusFilter
+from ..models import GenerateRequest, StatusFilter
 from ..version import __version__
 
 

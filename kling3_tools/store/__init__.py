@@ -22,10 +22,10 @@ import platformdirs
 
 from ..errors import StoreError, install_hint
 from ..ledger import Attempt, AttemptState, SpendLimit, Usage
+from ..models import StatusFilter
 from ..ratelimit import RateLimiter
 from ..records import TaskRecord
 from ..stories.record import StoryRecord, StoryState
-from .rows import StatusFilter
 from .sqlite import SQLiteTaskStore
 
 __all__ = [

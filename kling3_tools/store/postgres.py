@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, TaskExistsError
 from ..ledger import DAY_SECONDS, Attempt, AttemptState, Reservation, ReservationQueue, SpendLimit, Usage, decide
+from ..models import StatusFilter
 from ..ratelimit import RateLimiter
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
@@ -38,7 +39,6 @@ from .rows import (
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
     SqlDialect,
-    StatusFilter,
     attempt_from_row,
     attempt_to_row,
     progress_columns,

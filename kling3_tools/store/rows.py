@@ -11,16 +11,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import TypeAdapter
 
 from ..ledger import Attempt, Scope, SpendLimit, Usage
+from ..models import StatusFilter
 from ..records import Delivery, Origin, Outcome, TaskRecord
 
 _ORIGIN = TypeAdapter[Origin](Origin)
 
-StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]
 
 COLUMNS = [
     "task_id",

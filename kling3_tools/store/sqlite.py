@@ -25,6 +25,7 @@ from ..ledger import (
     Usage,
     decide,
 )
+from ..models import StatusFilter
 from ..ratelimit import RateLimiter, TokenBucket
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
@@ -34,7 +35,6 @@ from .rows import (
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
     SqlDialect,
-    StatusFilter,
     attempt_from_row,
     attempt_to_row,
     progress_columns,

@@ -1,0 +1,89 @@
+"""The commands that need no API: `cost` and `models` (the catalog only) and `sandbox` (the local server).
+They import neither the HTTP client nor the store, so they start at the floor of what they use."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from .. import catalog
+from ..errors import RequestValidationError
+from ..launch import EXIT_OK
+from ..models import GenerateRequest, duration_problem, quote
+from . import output
+from .output import UsageError, describe_cost, err, print_json
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    if args.prompt is not None:
+        from ..assets import inputs  # local files are examined only when a whole request is given
+
+        request, _ = inputs.examine(GenerateRequest.fields_of(vars(args)), inputs.ANY_PATH)
+        credits, text = request.estimated_credits(), describe_cost(request)
+    else:
+        if not isinstance(args.duration, int | None):
+            raise RequestValidationError([duration_problem(args.duration)])
+        credits = quote(args.type, args.duration, args.sound)
+        text = f"{credits} credits"
+    if args.json:
+        print_json({"type": args.type, "credits": credits})
+    else:
+        output.out.print(text)
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.json:
+        print_json({"models": catalog.describe_models()})
+        return EXIT_OK
+    from rich.table import Column, Table
+
+    table = Table(
+        Column("type", no_wrap=True),
+        "mode",
+        "duration",
+        Column("price", overflow="fold"),
+        "5s with sound",
+        title="Kling 3.0 and O3 task types",
+    )
+    for row in catalog.describe_models():
+        duration = "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s"
+        table.add_row(row["type"], row["mode"], duration, row["price"], str(row["credits_default"]))
+    output.out.print(table)
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from ..sandbox.server import serve_forever
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "finish_seconds": args.finish_seconds,
+        "failure_rate": args.failure_rate,
+        "error_rate": args.error_rate,
+        "rate_limit_per_second": args.rate_limit,
+    }
+    try:
+        options = settings.sandbox.model_validate(
+            {**settings.sandbox.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise UsageError(str(exc)) from None
+    host, port = options.host, options.port
+    err.print(
+        f"Sandbox on http://{host}:{port}; use it with:\n"
+        f"  export KLING_BASE_URL=http://{host}:{port} KLING_API_KEY={options.api_key}"
+    )
+    try:
+        serve_forever(options, host, port)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another with --port)"
+        ) from None
+    return EXIT_OK
