@@ -205,7 +205,8 @@ class Reservation:
 
     def check(self, usage: Callable[[SpendLimit], Usage]) -> None:
         """A story is judged as one: its total against the budgets, its dearest shot against the per-video
-        caps, and one more running video against the running limits (its shots then run in its place)."""
+        caps, and one more running video against the running limits (it counts as one while any of its shots
+        is held, sent or running)."""
         dearest = max(attempt.estimated_credits for attempt in self.attempts) if len(self.attempts) > 1 else None
         check_limits(self.credits, self.attempts[0].created_at, self.limits, usage, dearest=dearest)
 
@@ -224,10 +225,9 @@ def decide(batch: Sequence[Reservation], usage: Callable[[SpendLimit], Usage]) -
             continue
         accepted.append(reservation)
         first = reservation.attempts[0]
-        sent = sum(attempt.state is AttemptState.SUBMITTING for attempt in reservation.attempts)
-        for limit, was in seen.items():
+        for limit, was in seen.items():  # one more running video: a generate, or a story (whatever its shots)
             if limit.scope.covers(first):
-                seen[limit] = Usage(was.credits + reservation.credits, was.running + sent, first.created_at)
+                seen[limit] = Usage(was.credits + reservation.credits, was.running + 1, first.created_at)
     return accepted
 
 

@@ -35,7 +35,7 @@ from .schedule import Scheduler
 from .store import TaskStore
 
 if TYPE_CHECKING:
-    from .stories.runner import Stories
+    from .stories.runner import StoryRunner
 
 log = logging.getLogger("kling3_tools.poller")
 
@@ -61,7 +61,7 @@ class Poller:
         api_url: str | None = None,
         archiver: Callable[[TaskRecord], Awaitable[None]] | None = None,
         keep_days: float = 0,
-        stories: Stories | None = None,
+        stories: StoryRunner | None = None,
     ) -> None:
         # No retries inside the client: a retry's wait would outlast the lease. The poller paces
         # itself, reschedules failed checks and pauses everyone on a 429.
@@ -203,6 +203,7 @@ class Poller:
         if len(in_flight) >= self.concurrency:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             return
+        story_due = await self._advance_stories(in_flight, kinds)  # before tasks, which may keep a poller busy
         next_due = await self.store.next_due(api_url=self.api_url, kinds=kinds)
         if next_due is not None and next_due <= time.time():
             # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
@@ -218,7 +219,6 @@ class Poller:
                 job.add_done_callback(in_flight.discard)
             if claimed:
                 return
-        story_due = await self._advance_stories(in_flight, kinds)
         await self._idle(in_flight, min((due for due in (next_due, story_due) if due is not None), default=None))
 
     async def _advance_stories(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> float | None:

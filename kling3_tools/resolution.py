@@ -26,6 +26,8 @@ async def resolve(service: KlingService, attempt_id: str, *, task_id: str | None
         )
     if task_id is None:
         await service.store.close_attempt(attempt_id, AttemptState.RELEASED, "released by hand: nothing was created")
+        if attempt.origin.story_id:  # its story may be retried now
+            await service.stories.reopen(attempt.origin.story_id)
         return None
     if attempt.state is AttemptState.RESERVED:
         raise KlingError(f"{attempt_id} is a story's shot that was never sent: release it, or let the story run.")
@@ -39,4 +41,6 @@ async def resolve(service: KlingService, attempt_id: str, *, task_id: str | None
     if record.is_tracking:
         record.due_at = await service.first_check(record)
     await service.store.settle(attempt_id, record)
+    if attempt.origin.story_id:  # its story follows the task now, and is delivered again when it ends
+        await service.stories.reopen(attempt.origin.story_id)
     return record

@@ -45,9 +45,9 @@ from .records import AnyOrigin, Checked, CliOrigin, Delivery, TaskRecord
 from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
 from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
+from .stories.control import Stories
 from .stories.model import Story
 from .stories.record import StoryRecord
-from .stories.runner import Stories
 
 log = logging.getLogger("kling3_tools")
 
@@ -170,14 +170,16 @@ class KlingService:
                 f"Nothing was sent: the task store {self.store!r} cannot record the spend ({exc})."
             ) from exc
 
-    async def submit_reserved(self, attempt: Attempt, request: GenerateRequest) -> TaskRecord | None:
+    async def submit_reserved(
+        self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
+    ) -> TaskRecord | None:
         """Send a story's reserved shot with its real inputs: `reserved` → `submitting` in one conditional
         update (so it is sent once, whoever tries), then on as `submit`. None when it is no longer reserved."""
         expires_at = time.time() + self.attempt_deadline
         if not await self.store.start_reserved(attempt.attempt_id, request.recorded(), expires_at=expires_at):
             return None
         started = attempt.model_copy(update={"state": AttemptState.SUBMITTING, "expires_at": expires_at})
-        return await self._send(started, request)
+        return await self._send(started, request, on_created)
 
     async def _send(
         self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
@@ -376,7 +378,7 @@ class KlingService:
             api_url=self.api_url,
             archiver=self.archiver,
             keep_days=self.settings.store.keep_days,
-            stories=self.stories,
+            stories=self.stories.runner,
         )
         self._pollers.append(poller)
         return poller

@@ -315,7 +315,7 @@ async def test_streamable_http(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path)) as url:
         async with Client(url) as client:
             tools = await client.list_tools()
-            assert len(tools.tools) == 7
+            assert len(tools.tools) == 9
             made = await client.call_tool(
                 "generate_video", {"type": "o3-std-text-to-video", "prompt": "x", "duration": 3, "wait_seconds": 20}
             )
@@ -428,7 +428,7 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
             httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"}) as authorised,
             Client(streamable_http_client(url, http_client=authorised)) as client,
         ):
-            assert len((await client.list_tools()).tools) == 7
+            assert len((await client.list_tools()).tools) == 9
 
 
 def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):

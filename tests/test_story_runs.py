@@ -177,17 +177,12 @@ async def test_the_whole_story_is_reserved_at_once_or_not_at_all(store):
     service_limit = SpendLimit("budget", daily_credits=story_plan.total * 3 // 2)  # room for one story, not two
 
     def reservation() -> tuple[StoryRecord, list[Attempt]]:
+        origin = CliOrigin(story_id=StoryRecord.new_id())
         attempts = [
-            Attempt.new(r, api_url="x", origin=CliOrigin(), deadline=0, state=AttemptState.RESERVED)
+            Attempt.new(r, api_url="x", origin=origin, deadline=0, state=AttemptState.RESERVED)
             for r in story_plan.requests.values()
         ]
-        record = StoryRecord(
-            story_id=StoryRecord.new_id(),
-            api_url="x",
-            story=story,
-            origin=CliOrigin(),
-            shots={},
-        )
+        record = StoryRecord(story_id=str(origin.story_id), api_url="x", story=story, origin=origin, shots={})
         return record, attempts
 
     tries = [reservation() for _ in range(6)]
@@ -201,7 +196,11 @@ async def test_the_whole_story_is_reserved_at_once_or_not_at_all(store):
     held = await store.attempts(open_only=True)
     assert len(held) == 3 and {a.state for a in held} == {AttemptState.RESERVED}  # the refused left nothing
     assert (await store.usage(service_limit)).credits == story_plan.total
-    assert (await store.usage(SpendLimit("x", max_running=1))).running == 0  # reserved shots are not running
+    one_at_a_time = SpendLimit("x", max_running=1)
+    assert (await store.usage(one_at_a_time)).running == 1  # a story counts once, whatever its shots
+    record, attempts = reservation()
+    with pytest.raises(SpendingRefusedError, match="1 videos in progress"):
+        await store.reserve_story(record, attempts, [one_at_a_time])
 
 
 async def test_a_failing_shot_stops_what_needs_it_and_releases_their_credits(tmp_path, receiver):
@@ -321,7 +320,21 @@ async def test_a_shot_whose_post_went_unanswered_is_never_sent_again(sandbox, tm
     assert "may have been created and charged" in record["note"]
     assert record["shots"]["night"]["state"] == "released"
     assert stats(sandbox)["requests"]["generate"] == 2  # the unanswered shot was not sent again
-    assert [a.state_at(time.time()) for a in held] == [AttemptState.UNKNOWN]  # it counts until resolved
+    [unknown] = held
+    assert unknown.state_at(time.time()) is AttemptState.UNKNOWN  # it counts until resolved
+    refused = kling3_story(env, "retry", killed.story_id, "--shot", "night")
+    assert refused.wait(timeout=60) == 1 and "resolve it first" in (refused.communicate()[1] or "")
+
+    # Resolved by hand (the dashboard shows nothing was created): the story may go on, and does.
+    resolve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kling3_tools", "tasks", "resolve", unknown.attempt_id, "--release", env=env
+    )
+    assert await resolve.wait() == 0
+    again = kling3_story(env, "retry", killed.story_id, "--shot", "night", "--wait", "--json")
+    out, errors = again.communicate(timeout=90)
+    assert again.returncode == 0, errors
+    assert json.loads(out)["state"] == "succeeded"
+    assert stats(sandbox)["requests"]["generate"] == 4  # snow and night once more; storm not again
 
 
 async def test_a_reserved_shot_is_sent_once_whoever_tries(sandbox, tmp_path):
@@ -447,3 +460,50 @@ def test_a_story_is_bounded_in_shots_and_title():
         Story.from_text(f'title = "{"t" * 201}"\ntype = "std-text-to-video"\n{shots}')
     problems = " ".join(refused.value.problems)
     assert "50" in problems and "200" in problems, problems
+
+
+async def test_a_film_that_cannot_be_made_ends_the_story_rather_than_wedging_it(tmp_path):
+    settings = sandbox_settings(tmp_path, max_download_mb=0.001)  # every clip is over the cap
+    async with KlingService.open(settings, sandbox=True) as service, following(service):
+        started = await service.start_story(Story.from_text(EDIT_CHAIN))
+        record = await ended(service, started.story_id)
+    assert record.state is StoryState.FAILED
+    assert record.note and record.note.startswith("the film could not be made") and "cap" in record.note
+    assert {shot.state for shot in record.shots.values()} == {ShotState.SUCCEEDED}
+    assert not (tmp_path / "media" / started.story_id).exists()  # its clips were not left behind
+
+
+async def test_an_unreadable_story_row_is_set_aside_and_the_others_go_on(store):
+    story = Story.from_text(EDIT_CHAIN)
+    good = StoryRecord(story_id="story-good", api_url="x", story=story, origin=CliOrigin(), shots={})
+    bad = StoryRecord(story_id="story-bad", api_url="x", story=story, origin=CliOrigin(), shots={}, due_at=0.0)
+    for record in (bad, good):
+        await store.reserve_story(record, [Attempt.new(plan(story).requests["storm"], api_url="x",
+                                                       origin=CliOrigin(), deadline=0,
+                                                       state=AttemptState.RESERVED)], [])  # fmt: skip
+    p = store._dialect.param
+    await store._write(f"UPDATE stories SET body = {p('body')} WHERE story_id = 'story-bad'", {"body": '{"x": 1}'})
+    claimed = await store.claim_stories(owner="me", now=time.time() + 1, lease_seconds=5, limit=4, api_url="x",
+                                        kinds=["cli"])  # fmt: skip
+    assert [record.story_id for record in claimed] == ["story-good"]
+    assert [record.story_id for record in await store.recent_stories()] == ["story-good"]
+    assert await store.next_story_due(api_url="x", kinds=["cli"]) is not None  # the good one, leased
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_2025_session_follows_its_own_story_and_hears_how_it_ended(sandbox, tmp_path):
+    import tomllib
+
+    from .test_mcp_protocol import Heard, legacy_client
+
+    set_options(sandbox, finish_seconds=0.3)
+    heard = Heard()
+    async with legacy_client(sandbox, tmp_path, heard) as client:
+        started = await client.call_tool("start_story", {"story": tomllib.loads(EDIT_CHAIN)})
+        assert not started.is_error, started.content
+        uri = str((started.structured_content or {})["resource_uri"])
+        await client.subscribe_resource(uri)
+        await eventually(lambda: any(entry.get("uri") == uri for entry in heard.logs), timeout=60)
+    assert uri in heard.updates
+    [ended_line] = [entry for entry in heard.logs if entry.get("uri") == uri]
+    assert "is ready" in ended_line["message"]

@@ -27,22 +27,27 @@ from mcp_types import (
 
 from .. import catalog
 from . import prompts
-from .outputs import MODELS_URI, TASK_URI
+from .outputs import MODELS_URI, STORY_URI, TASK_URI
 from .server import NotYours, deps_of
 
 MAX_COMPLETIONS = 100  # the most one answer may hold
 TASK_URI_PATTERN = re.compile("^" + re.escape(TASK_URI).replace(re.escape("{task_id}"), "(?P<task_id>[^/]+)") + "$")
+STORY_URI_PATTERN = re.compile("^" + re.escape(STORY_URI).replace(re.escape("{story_id}"), "(?P<story_id>[^/]+)") + "$")
 
 
 async def _may_follow(ctx: Context[Any, Any], uri: str) -> None:
-    """A URI this client may be told about: one of its own tasks, or the models (which never change)."""
+    """A URI this client may be told about: one of its own tasks or stories, or the models (which never
+    change)."""
     if uri == MODELS_URI:
         return
-    match = TASK_URI_PATTERN.match(uri)
-    if match is None:
-        raise MCPError(code=INVALID_PARAMS, message=f"No such resource: {uri}")
+    deps = deps_of(ctx)
     try:
-        await deps_of(ctx).own_record(match["task_id"], ctx)
+        if task := TASK_URI_PATTERN.match(uri):
+            await deps.own_record(task["task_id"], ctx)
+        elif story := STORY_URI_PATTERN.match(uri):
+            await deps.own_story(story["story_id"], ctx)
+        else:
+            raise MCPError(code=INVALID_PARAMS, message=f"No such resource: {uri}")
     except NotYours as exc:
         raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
 

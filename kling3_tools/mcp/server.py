@@ -20,6 +20,7 @@ from ..ledger import Scope, SpendLimit
 from ..models import describe_validation_error
 from ..records import TaskRecord
 from ..service import KlingService
+from ..stories.record import StoryRecord
 from .http import client_identity
 from .notifier import McpNotifier
 
@@ -59,6 +60,14 @@ class Deps:
         who = self.identity(ctx)
         if who is not None and (record is None or getattr(record.origin, "owner", None) != who):
             raise NotYours(f"Task {task_id} is not one of this client's videos.")
+        return record
+
+    async def own_story(self, story_id: str, ctx: Context[Any, Any]) -> StoryRecord:
+        """The story when this client may see it (over HTTP, only its own); else `NotYours`."""
+        record = await self.service.stories.get(story_id)
+        who = self.identity(ctx)
+        if record is None or (who is not None and record.owner != who):
+            raise NotYours(f"Story {story_id} is not one of this client's stories.")
         return record
 
 

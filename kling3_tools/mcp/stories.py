@@ -14,7 +14,7 @@ from ..stories.model import Story
 from ..stories.plan import Plan, plan
 from ..stories.record import StoryRecord
 from .outputs import SpendApproval, StoryPlan, StoryStatus, to_story
-from .server import deps_of
+from .server import NotYours, deps_of
 from .tools import approval, mcp_origin
 
 StoryJson = Annotated[
@@ -83,13 +83,10 @@ async def start_story(
 
 
 async def own_story(story_id: str, ctx: Context[Any, Any]) -> StoryRecord:
-    """The story when this client may see it (over HTTP, only its own)."""
-    deps = deps_of(ctx)
-    record = await deps.service.stories.get(story_id)
-    who = deps.identity(ctx)
-    if record is None or (who is not None and record.owner != who):
-        raise ToolError(f"Story {story_id} is not one of this client's stories.")
-    return record
+    try:
+        return await deps_of(ctx).own_story(story_id, ctx)
+    except NotYours as exc:
+        raise ToolError(str(exc)) from None
 
 
 async def get_story_status(ctx: Context[Any, Any], story_id: StoryId) -> StoryStatus:

@@ -126,6 +126,9 @@ class TaskStore(Protocol):
     async def start_reserved(self, attempt_id: str, request: dict[str, Any], *, expires_at: float) -> bool:
         """`reserved` → `submitting` with its real request; False when it is no longer reserved."""
 
+    async def release_reserved(self, attempt_id: str, note: str) -> bool:
+        """`reserved` → `released`; False when it is no longer reserved (sent meanwhile, or released)."""
+
     async def get_story(self, story_id: str) -> StoryRecord | None: ...
 
     async def save_story(self, record: StoryRecord, *, owner: str) -> bool:

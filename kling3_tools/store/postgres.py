@@ -59,6 +59,7 @@ POSTGRES = SqlDialect(
     json=lambda name: f"%({name})s::jsonb",
     user_id="(origin->>'user_id')::bigint",
     owner="(origin->>'owner')",
+    story_id="(origin->>'story_id')",
     greatest="GREATEST",
 )
 

@@ -133,6 +133,7 @@ class SqlDialect:
     json: Callable[[str], str]  # a named parameter holding JSON text, for a JSON column
     user_id: str
     owner: str
+    story_id: str
     greatest: str
 
     @property
@@ -197,10 +198,16 @@ class SqlDialect:
                 f"+ (SELECT COALESCE(SUM(estimated_credits), 0) {open_attempts})"
             )
         running = "0"
-        if limit.max_running or full:
+        if limit.max_running or full:  # a story counts once while any of its shots is held, sent or running
+            alone = f"{self.story_id} IS NULL"
+            stories = (
+                f"SELECT {self.story_id} AS story FROM tasks WHERE outcome IS NULL AND {tasks} AND NOT {alone} "
+                f"UNION SELECT {self.story_id} AS story {open_attempts} AND NOT {alone}"
+            )
             running = (
-                f"(SELECT COUNT(*) FROM tasks WHERE outcome IS NULL AND {tasks}) "
-                f"+ (SELECT COUNT(*) {open_attempts} AND {SENT_ATTEMPT})"
+                f"(SELECT COUNT(*) FROM tasks WHERE outcome IS NULL AND {tasks} AND {alone}) "
+                f"+ (SELECT COUNT(*) {open_attempts} AND {SENT_ATTEMPT} AND {alone}) "
+                f"+ (SELECT COUNT(*) FROM ({stories}) AS held)"
             )
         last = f"(SELECT MAX(created_at) FROM attempts WHERE {attempts})" if limit.cooldown_seconds or full else "NULL"
         return f"SELECT {credits} AS credits, {running} AS running, {last} AS last_attempt_at", params

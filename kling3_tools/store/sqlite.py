@@ -51,6 +51,7 @@ SQLITE = SqlDialect(
     json=lambda name: f":{name}",
     user_id="json_extract(origin, '$.user_id')",
     owner="json_extract(origin, '$.owner')",
+    story_id="json_extract(origin, '$.story_id')",
     greatest="MAX",
 )
 

@@ -5,11 +5,17 @@ story at once; and the one ledger step a story adds, a reserved shot's start."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
+
+from pydantic import ValidationError
 
 from ..ledger import AttemptState
 from ..stories.record import StoryRecord, StoryState
 from .rows import SqlDialect
+
+log = logging.getLogger("kling3_tools.store")
 
 STORY_COLUMNS = [
     "story_id",
@@ -38,8 +44,13 @@ def story_to_row(record: StoryRecord) -> dict[str, Any]:
     }
 
 
-def story_from_row(row: dict[str, Any]) -> StoryRecord:
-    record = StoryRecord.model_validate_json(row["body"])
+def story_from_row(row: dict[str, Any]) -> StoryRecord | None:
+    """The record, or None (logged) for a row this version cannot read: one bad row must not stop the rest."""
+    try:
+        record = StoryRecord.model_validate_json(row["body"])
+    except ValidationError as exc:
+        log.error("story %s cannot be read (%s); it is set aside", row.get("story_id"), exc.errors()[0]["msg"])
+        return None
     record.due_at = row["due_at"]
     return record
 
@@ -67,6 +78,22 @@ class StoryTable:
         rows = await self._fetch(sql, {"story_id": story_id})
         return story_from_row(rows[0]) if rows else None
 
+    async def _readable(self, rows: list[dict[str, Any]]) -> list[StoryRecord]:
+        """The records of `rows`; an unreadable one is set aside (failed, no longer due, its lease released)."""
+        records = []
+        for row in rows:
+            record = story_from_row(row)
+            if record is not None:
+                records.append(record)
+            elif row.get("state") == StoryState.RUNNING.value:
+                p = self._dialect.param
+                sql = (
+                    f"UPDATE stories SET state = 'failed', due_at = NULL, lease_owner = NULL, lease_until = NULL "
+                    f"WHERE story_id = {p('story_id')}"
+                )
+                await self._write(sql, {"story_id": row["story_id"]})
+        return records
+
     async def save_story(self, record: StoryRecord, *, owner: str) -> bool:
         """Write the story while `owner` holds its lease, which is then released; False when it was lost."""
         p = self._dialect.param
@@ -92,7 +119,7 @@ class StoryTable:
             f"WHERE story_id IN ({due}) AND {free} RETURNING *"
         )
         rows = await self._fetch(sql, {**params, "api_url": api_url}, write=True)
-        return [story_from_row(row) for row in rows]
+        return await self._readable(rows)
 
     async def lease_story(self, story_id: str, *, owner: str, now: float, lease_seconds: float) -> StoryRecord | None:
         """Lease this one story (to change it from a front end); None while someone else holds it."""
@@ -103,7 +130,8 @@ class StoryTable:
         )
         params = {"owner": owner, "until": now + lease_seconds, "story_id": story_id, "now": now}
         rows = await self._fetch(sql, params, write=True)
-        return story_from_row(rows[0]) if rows else None
+        readable = await self._readable(rows)
+        return readable[0] if readable else None
 
     async def renew_story(self, story_id: str, *, owner: str, until: float) -> bool:
         p = self._dialect.param
@@ -145,16 +173,26 @@ class StoryTable:
         params: dict[str, Any] = {key: value for key, value in filters.items() if value is not None}
         where = " AND ".join(["1 = 1", *(f"{key} = {p(key)}" for key in params)])
         sql = f"SELECT * FROM stories WHERE {where} ORDER BY created_at DESC LIMIT {p('limit')}"
-        return [story_from_row(row) for row in await self._fetch(sql, {**params, "limit": limit})]
+        return await self._readable(await self._fetch(sql, {**params, "limit": limit}))
 
     async def start_reserved(self, attempt_id: str, request: dict[str, Any], *, expires_at: float) -> bool:
-        """`reserved` → `submitting` with the shot's real request and its deadline: one conditional update,
-        so a shot is sent at most once whoever tries. False when it is no longer reserved."""
+        """`reserved` → `submitting` with the shot's real request and its deadline, dated now (it counts from
+        when it is sent): one conditional update, so a shot is sent at most once whoever tries. False when it
+        is no longer reserved."""
         p = self._dialect.param
         sql = (
             f"UPDATE attempts SET state = '{AttemptState.SUBMITTING.value}', "
-            f"request = {self._dialect.json('request')}, expires_at = {p('expires_at')} "
+            f"request = {self._dialect.json('request')}, expires_at = {p('expires_at')}, created_at = {p('now')} "
             f"WHERE attempt_id = {p('attempt_id')} AND state = '{AttemptState.RESERVED.value}'"
         )
         params = {"request": json.dumps(request), "expires_at": expires_at, "attempt_id": attempt_id}
-        return bool(await self._write(sql, params))
+        return bool(await self._write(sql, {**params, "now": time.time()}))
+
+    async def release_reserved(self, attempt_id: str, note: str) -> bool:
+        """`reserved` → `released` (never one already being sent); False when it is no longer reserved."""
+        p = self._dialect.param
+        sql = (
+            f"UPDATE attempts SET state = '{AttemptState.RELEASED.value}', note = {p('note')} "
+            f"WHERE attempt_id = {p('attempt_id')} AND state = '{AttemptState.RESERVED.value}'"
+        )
+        return bool(await self._write(sql, {"note": note, "attempt_id": attempt_id}))

@@ -22,6 +22,8 @@ from ..models import GenerateRequest, describe_validation_error, url_values
 REFERENCE = re.compile(r"^@(?P<shot>[A-Za-z0-9_-]+)(?:\.(?P<still>last_frame|first_frame))?$")
 STORY_KEYS = {"title", "shots", "cut"}
 MAX_SHOTS = 50  # a story is reserved whole: a bound on what one file can hold and spend
+MAX_TITLE = 200
+MAX_CUT = 200
 
 
 class Cut(BaseModel):
@@ -54,9 +56,9 @@ class Reference(BaseModel):
 
 
 class Story(BaseModel):
-    title: str = Field(default="", max_length=200)
+    title: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
-    shots: list[Shot] = Field(max_length=MAX_SHOTS)
+    shots: list[Shot]
     cut: Cut = Field(default_factory=Cut)
 
     @classmethod
@@ -89,6 +91,15 @@ class Story(BaseModel):
         if not isinstance(raw_shots, list) or not raw_shots:
             problems.append("a story needs at least one [[shots]] entry")
             raw_shots = []
+        # Bounds of what one story may hold, checked here rather than on the model: a story recorded before a
+        # bound changed must still be readable from the store.
+        if len(raw_shots) > MAX_SHOTS:
+            problems.append(f"`shots`: at most {MAX_SHOTS} shots in one story (got {len(raw_shots)})")
+        if len(str(data.get("title", ""))) > MAX_TITLE:
+            problems.append(f"`title`: at most {MAX_TITLE} characters")
+        film = data.get("cut", {}).get("shots") if isinstance(data.get("cut"), dict) else None
+        if isinstance(film, list) and len(film) > MAX_CUT:
+            problems.append(f"`cut.shots`: at most {MAX_CUT} entries")
         shots = []
         for number, raw in enumerate(raw_shots, start=1):
             if not isinstance(raw, dict):

@@ -41,6 +41,7 @@ class ShotRecord(BaseModel):
     video_url: str | None = None
     note: str | None = None  # why it failed or was released
     stills: dict[str, str] = Field(default_factory=dict)  # "last_frame" / "first_frame" -> a hosted URL
+    earlier: list[str] = Field(default_factory=list)  # the tasks (or attempts) of its runs before a retry
 
 
 class StoryRecord(BaseModel):
@@ -60,6 +61,7 @@ class StoryRecord(BaseModel):
     delivery: Delivery = Delivery.PENDING
     delivery_attempts: int = 0
     delivery_error: str | None = None
+    failing_since: float | None = None  # advancing it has raised since then (it is given up after a day)
 
     @staticmethod
     def new_id() -> str:

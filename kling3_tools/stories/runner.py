@@ -22,23 +22,21 @@ import logging
 import random
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import platformdirs
 
 from .. import downloads, leases
 from ..errors import KlingError, install_hint
-from ..ledger import Attempt, AttemptState, SpendLimit
-from ..models import GenerateRequest, with_urls
+from ..ledger import AttemptState
+from ..models import GenerateRequest, Task, with_urls
 from ..poller import DELIVERY_GIVE_UP_SECONDS, MAX_DELIVERY_BACKOFF
-from ..records import AnyOrigin, CliOrigin, Delivery, Outcome
-from .model import Story
+from ..records import Delivery, Outcome
 from .plan import plan
-from .record import ShotRecord, ShotState, StoryRecord, StoryState
+from .record import ShotState, StoryRecord, StoryState
 
 if TYPE_CHECKING:
     from ..service import KlingService
@@ -50,122 +48,12 @@ BLOCKING = (ShotState.FAILED, ShotState.RELEASED, ShotState.UNKNOWN)
 CLAIM_LIMIT = 4  # stories advanced by one sweep
 
 
-class Stories:
-    """A service's stories: `service.stories`."""
+class StoryRunner:
+    """The pollers' side of stories: each sweep advances the due ones (see the module's docstring)."""
 
     def __init__(self, service: KlingService) -> None:
         self.service = service
         self.store = service.store
-
-    # --- front ends --------------------------------------------------------------------
-
-    async def start(
-        self,
-        story: Story,
-        origin: AnyOrigin | None = None,
-        *,
-        limits: Sequence[SpendLimit] = (),
-        film_path: str | Path | None = None,
-    ) -> StoryRecord:
-        """Plan the story, then reserve the whole of it in the ledger (all or nothing) and record it; the
-        pollers do the rest. Raises `RequestValidationError` (every problem), `SpendingRefusedError` or
-        `StoreError`, with nothing spent."""
-        story_plan = plan(story)
-        if self.service.assets is None and any(r.still for s in story.shots for _, _, r in story.references(s)):
-            raise KlingError(
-                "Not started, nothing was spent: a still (`@shot.last_frame`) must be hosted where the API can "
-                "fetch it; set [storage] url (see the README) or use `--sandbox`."
-            )
-        self.service.check_following()
-        story_id = StoryRecord.new_id()
-        origin = (origin or CliOrigin()).model_copy(update={"story_id": story_id})
-        attempts = {
-            shot_id: Attempt.new(
-                request, api_url=self.service.api_url, origin=origin, deadline=0, state=AttemptState.RESERVED
-            )
-            for shot_id, request in story_plan.requests.items()
-        }
-        record = StoryRecord(
-            story_id=story_id,
-            api_url=self.service.api_url,
-            story=story,
-            origin=origin,
-            shots={i: ShotRecord(attempt_id=a.attempt_id, credits=a.estimated_credits) for i, a in attempts.items()},
-            film_path=str(Path(film_path).expanduser().resolve())
-            if film_path
-            else str(self._films() / f"{story_id}.mp4"),
-        )
-        await self.service.reserved(
-            self.store.reserve_story(record, list(attempts.values()), [self.service.budget, *limits])
-        )
-        self.service.wake_pollers()
-        return record
-
-    async def get(self, story_id: str) -> StoryRecord | None:
-        return await self.store.get_story(story_id)
-
-    async def recent(self, *, limit: int = 20, **filters: Any) -> list[StoryRecord]:
-        """Most recent first; `filters` as `TaskStore.recent_stories` takes them (origin kind, user, owner)."""
-        return await self.store.recent_stories(limit=limit, **filters)
-
-    async def retry(self, story_id: str, shot_id: str, *, limits: Sequence[SpendLimit] = ()) -> StoryRecord:
-        """Run a failed or released shot again, and every shot that needs it: their credits reserved anew
-        (all or nothing); a shot whose outcome is unknown must be resolved first (it may exist)."""
-        owner = f"retry-{uuid.uuid4().hex[:8]}"
-        for _ in range(50):  # a poller may hold the story for a moment
-            record = await self.store.lease_story(
-                story_id, owner=owner, now=time.time(), lease_seconds=self.service.settings.poller.lease_seconds
-            )
-            if record is not None or await self.store.get_story(story_id) is None:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise KlingError(f"{story_id} is busy; try again in a moment.")
-        if record is None:
-            raise KlingError(f"No story {story_id} (`kling3 story list` shows them).")
-        try:
-            attempts = await self._rerun(record, shot_id, limits)
-        finally:
-            await self.store.save_story(record, owner=owner)
-        self.service.wake_pollers()
-        log.info("%s: %s run again", story_id, ", ".join(attempts))
-        return record
-
-    async def _rerun(self, record: StoryRecord, shot_id: str, limits: Sequence[SpendLimit]) -> list[str]:
-        await self._refresh(record)
-        shot = record.shots.get(shot_id)
-        if shot is None:
-            raise KlingError(f"{record.story_id} has no shot `{shot_id}` ({', '.join(record.shots)}).")
-        if shot.state is ShotState.UNKNOWN:
-            raise KlingError(
-                f"Shot `{shot_id}` may have been created and charged ({shot.note}). Resolve it first: "
-                f"`kling3 tasks resolve {shot.attempt_id} --task-id ID` or `--release`."
-            )
-        if shot.state not in (ShotState.FAILED, ShotState.RELEASED):
-            raise KlingError(f"Shot `{shot_id}` is {shot.state.value}: only a failed or released shot runs again.")
-        story_plan = plan(record.story)
-        again = [i for i in record.shots if i == shot_id or shot_id in _needs(story_plan.dependencies, i)]
-        again = [i for i in again if record.shots[i].state in BLOCKING]
-        fresh = {
-            i: Attempt.new(
-                story_plan.requests[i],
-                api_url=record.api_url,
-                origin=record.origin,
-                deadline=0,
-                state=AttemptState.RESERVED,
-            )
-            for i in again
-        }
-        await self.service.reserved(
-            self.store.reserve_story(None, list(fresh.values()), [self.service.budget, *limits])
-        )
-        for i, attempt in fresh.items():
-            record.shots[i] = ShotRecord(attempt_id=attempt.attempt_id, credits=attempt.estimated_credits)
-        record.state, record.note, record.finished_at, record.due_at = StoryState.RUNNING, None, None, time.time()
-        record.delivery, record.delivery_attempts, record.delivery_error = Delivery.PENDING, 0, None
-        return again
-
-    # --- the pollers' side ---------------------------------------------------------------
 
     async def sweep(self, owner: str, kinds: list[str]) -> None:
         """Lease the due stories of these kinds and advance each (called from a poller's sweep)."""
@@ -190,9 +78,14 @@ class Stories:
         try:
             async with leases.kept(renew, lease, record.story_id):
                 await self.advance(record)
+            record.failing_since = None
         except Exception as exc:  # one story's trouble must not stop the others: it is looked at again later
-            log.warning("story %s: %s: %s; trying again later", record.story_id, type(exc).__name__, exc)
-            record.due_at = time.time() + self.service.scheduler.policy.max_interval
+            now, reason = time.time(), f"{type(exc).__name__}: {exc}"
+            record.failing_since = record.failing_since or now
+            log.warning("story %s: %s; trying again later", record.story_id, reason)
+            record.due_at = now + self.service.scheduler.policy.max_interval
+            if now - record.failing_since > DELIVERY_GIVE_UP_SECONDS and record.state is StoryState.RUNNING:
+                record.finish(StoryState.FAILED, f"stopped after a day of errors ({reason})")
         if not await self.store.save_story(record, owner=owner):
             log.warning("lease on %s was lost before it was saved", record.story_id)
             return
@@ -206,7 +99,7 @@ class Stories:
         """One step of the story (see the module's docstring); writes nothing itself."""
         now = time.time()
         if record.state is StoryState.RUNNING:
-            await self._refresh(record)
+            await self.refresh(record)
             story_plan = plan(record.story)
             await self._release_blocked(record, story_plan.stages, story_plan.dependencies)
             ready = [
@@ -215,7 +108,10 @@ class Stories:
                 if shot.state is ShotState.WAITING
                 and all(record.shots[need].state is ShotState.SUCCEEDED for need in story_plan.dependencies(shot_id))
             ]
-            await asyncio.gather(*(self._submit(record, shot_id) for shot_id in ready))
+            sent = await asyncio.gather(*(self._submit(record, shot_id) for shot_id in ready), return_exceptions=True)
+            failures = [result for result in sent if isinstance(result, BaseException)]
+            if failures:  # every send has ended before the story is saved and its lease released
+                raise failures[0]
             if all(shot.state.ended for shot in record.shots.values()):
                 await self._end(record)
             else:
@@ -223,11 +119,11 @@ class Stories:
         if record.state is not StoryState.RUNNING and record.delivery is Delivery.PENDING:
             await self._deliver(record)
 
-    async def _refresh(self, record: StoryRecord) -> None:
+    async def refresh(self, record: StoryRecord) -> None:
         """Each unfinished shot's state, from its attempt in the ledger and its task in the store."""
         now = time.time()
         for shot in record.shots.values():
-            if shot.state.ended:
+            if shot.state.ended and shot.state is not ShotState.UNKNOWN:  # an unknown one may be resolved
                 continue
             attempt = await self.store.get_attempt(shot.attempt_id)
             if attempt is None:
@@ -239,14 +135,19 @@ class Stories:
                 task = await self.service.get(attempt.task_id)
                 if task is None or task.outcome is None:
                     shot.state = ShotState.RUNNING
-                elif task.outcome is Outcome.SUCCEEDED:
+                elif task.outcome is Outcome.SUCCEEDED and task.video_url:
                     shot.state, shot.video_url = ShotState.SUCCEEDED, task.video_url
+                elif task.outcome is Outcome.SUCCEEDED:
+                    shot.state, shot.note = ShotState.FAILED, "the API said it succeeded but gave no video URL"
                 else:
                     shot.state = ShotState.FAILED
                     shot.note = task.error_message or f"the task {task.outcome.value.replace('_', ' ')}"
             elif state is AttemptState.UNKNOWN:
                 shot.state = ShotState.UNKNOWN
-                shot.note = f"{attempt.note or 'no answer'}; it may have been created and charged"
+                resolve = f"kling3 tasks resolve {attempt.attempt_id} " + (
+                    f"--task-id {shot.task_id}" if shot.task_id else "--task-id ID (or --release)"
+                )
+                shot.note = f"{attempt.note or 'no answer'}; it may have been created and charged: {resolve}"
             elif state is AttemptState.RELEASED:
                 shot.state, shot.note = ShotState.RELEASED, attempt.note
             else:
@@ -260,8 +161,8 @@ class Stories:
             blocked = [need for need in sorted(needs(shot_id)) if record.shots[need].state in BLOCKING]
             if shot.state is ShotState.WAITING and blocked:
                 note = f"not sent: shot `{blocked[0]}` {record.shots[blocked[0]].state.value}"
-                await self.store.close_attempt(shot.attempt_id, AttemptState.RELEASED, note)
-                shot.state, shot.note = ShotState.RELEASED, note
+                if await self.store.release_reserved(shot.attempt_id, note):
+                    shot.state, shot.note = ShotState.RELEASED, note
 
     async def _submit(self, record: StoryRecord, shot_id: str) -> None:
         shot = record.shots[shot_id]
@@ -276,17 +177,21 @@ class Stories:
                     urls[(field, index)] = source.video_url
             request = GenerateRequest.build(**with_urls(story.fields(story.shot(shot_id)), urls))
         except KlingError as exc:  # the input could not be made: the shot is not sent, its credits come back
-            await self.store.close_attempt(shot.attempt_id, AttemptState.RELEASED, f"not sent: {exc.message}")
-            shot.state, shot.note = ShotState.RELEASED, f"not sent: {exc.message}"
+            if await self.store.release_reserved(shot.attempt_id, f"not sent: {exc.message}"):
+                shot.state, shot.note = ShotState.RELEASED, f"not sent: {exc.message}"
             return
         attempt = await self.store.get_attempt(shot.attempt_id)
         if attempt is None:
             return
+
+        def created(task: Task) -> None:  # kept before anything is written: a failed record loses no id
+            shot.task_id = task.task_id
+
         try:
-            task = await self.service.submit_reserved(attempt, request)
+            task = await self.service.submit_reserved(attempt, request, on_created=created)
         except KlingError as exc:  # released (the API refused it) or unknown: the ledger tells at the next look
             log.warning("%s: shot %s was not sent: %s", record.story_id, shot_id, exc.message)
-            shot.state = ShotState.SUBMITTING
+            shot.state, shot.note = ShotState.SUBMITTING, exc.message
             return
         if task is not None:
             shot.state, shot.task_id = ShotState.RUNNING, task.task_id
@@ -297,11 +202,11 @@ class Stories:
         source = record.shots[shot_id]
         if which in source.stills:
             return source.stills[which]
-        media = _media()
+        media = media_module()
         assets = self.service.assets
         if assets is None or source.video_url is None:
             raise KlingError("no asset store to host the still in")
-        work = self._films() / record.story_id
+        work = self.films() / record.story_id
         clip = await self._fetch(source.video_url, work / f"{shot_id}.mp4")
         png = await asyncio.to_thread(media.still, clip, which)
         key = await assets.put(png, content_type="image/png", suffix=".png")
@@ -309,31 +214,34 @@ class Stories:
         return source.stills[which]
 
     async def _end(self, record: StoryRecord) -> None:
+        work = self.films() / record.story_id
         failed = record.failed_shot or next(((i, s) for i, s in record.shots.items() if s.state in BLOCKING), None)
         if failed is not None:
             shot_id, shot = failed
             record.finish(StoryState.FAILED, f"shot `{shot_id}` {shot.state.value}: {shot.note}")
-            return
-        media = _media()
-        work = self._films() / record.story_id
+        else:
+            target = Path(str(record.film_path))
+            try:
+                await self._film(record, work, target)
+            except (KlingError, OSError) as exc:  # a clip too large, gone or refused; no PyAV; a full disk
+                reason = exc.message if isinstance(exc, KlingError) else f"{target}: {exc.strerror or exc}"
+                record.finish(StoryState.FAILED, f"the film could not be made ({reason}); each shot's clip is above")
+            else:
+                record.finish(StoryState.SUCCEEDED)
+                log.info("%s: film %s", record.story_id, target)
+        shutil.rmtree(work, ignore_errors=True)
+
+    async def _film(self, record: StoryRecord, work: Path, target: Path) -> None:
+        media = media_module()
         clips = [
             await self._fetch(str(record.shots[i].video_url), work / f"{number:02d}-{i}.mp4")
             for number, i in enumerate(record.story.film)
         ]
-        target = Path(str(record.film_path))
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            await asyncio.to_thread(media.stitch, clips, target, record.story.cut.transition)
-        except (media.MediaError, OSError) as exc:
-            reason = exc.message if isinstance(exc, KlingError) else f"{target}: {exc.strerror or exc}"
-            record.finish(StoryState.FAILED, f"the film could not be made ({reason}); every shot's clip is above")
-            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(media.stitch, clips, target, record.story.cut.transition)
         if self.service.assets is not None:
             record.film_key = await self.service.assets.put(target, content_type="video/mp4", suffix=".mp4")
             record.film_url = await self.service.assets.url(record.film_key)
-        shutil.rmtree(work, ignore_errors=True)
-        record.finish(StoryState.SUCCEEDED)
-        log.info("%s: film %s", record.story_id, target)
 
     async def _fetch(self, url: str, target: Path) -> Path:
         if not target.exists():
@@ -359,12 +267,12 @@ class Stories:
             return
         record.delivery, record.delivery_error, record.due_at = Delivery.DELIVERED, None, None
 
-    def _films(self) -> Path:
+    def films(self) -> Path:
         media_dir = self.service.settings.poller.media_dir
         return Path(media_dir).expanduser() if media_dir else Path(platformdirs.user_data_dir("kling3")) / "films"
 
 
-def _needs(dependencies: Needs, shot_id: str) -> set[str]:
+def needs_of(dependencies: Needs, shot_id: str) -> set[str]:
     """Every shot `shot_id` needs, directly or through others."""
     seen: set[str] = set()
     todo = list(dependencies(shot_id))
@@ -376,7 +284,7 @@ def _needs(dependencies: Needs, shot_id: str) -> set[str]:
     return seen
 
 
-def _media() -> ModuleType:
+def media_module() -> ModuleType:
     """The media module (PyAV), loaded when a story first needs a still or its film."""
     try:
         from . import media
