@@ -9,7 +9,7 @@ import time
 import pytest
 
 from kling3_tools.errors import StoreError, TaskExistsError
-from kling3_tools.ledger import OPEN_STATES, Scope, SpendLimit
+from kling3_tools.ledger import OPEN_STATES, Attempt, AttemptState, Scope, SpendLimit
 from kling3_tools.models import GenerateRequest, Task, TaskStatus
 from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
 from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
@@ -182,7 +182,6 @@ async def test_a_stopping_poller_releases_every_lease_it_holds(store):
 
 
 async def test_prune_keeps_what_it_must(store):
-    from kling3_tools.ledger import Attempt, AttemptState
 
     day, now = 86400.0, time.time()
 
@@ -239,3 +238,22 @@ async def test_each_poller_applies_keep_days(sandbox, tmp_path):
 
             await eventually(pruned, timeout=20)
         assert await service.get("n75fresh") is not None
+
+
+async def test_settles_at_once_are_written_together_and_each_learns_its_own_fate(store):
+    """A burst of settles is grouped into few transactions; one that cannot land (its task is already
+    recorded) fails alone, and every other one is written."""
+    request = GenerateRequest.build(type="pro-text-to-video", prompt="x")
+    attempts = [Attempt.new(request, api_url=API, origin=CliOrigin(), deadline=60) for _ in range(20)]
+    for attempt in attempts:
+        await store.reserve(attempt, [])
+    await store.add(make_record("n75taken"))
+    ids = [f"n75settle{i}" for i in range(19)] + ["n75taken"]
+    results = await asyncio.gather(
+        *(store.settle(a.attempt_id, make_record(task_id)) for a, task_id in zip(attempts, ids, strict=True)),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [type(None)] * 19 + [TaskExistsError]
+    states = {a.attempt_id: (await store.get_attempt(a.attempt_id)).state for a in attempts}
+    assert list(states.values()) == [AttemptState.SUBMITTED] * 19 + [AttemptState.SUBMITTING]
+    assert all([await store.get(task_id) for task_id in ids])

@@ -31,6 +31,7 @@ from ..models import StatusFilter
 from ..ratelimit import RateLimiter
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
+from .group_commit import GroupCommit
 from .pg_ratelimit import Pool, PostgresRateLimiter
 from .pg_schema import SCHEMA_VERSION, Connection, connect, current_version, describe_url, too_new
 from .rows import (
@@ -92,6 +93,7 @@ class PostgresTaskStore(StoryTable):
         self._pool = pool
         self._limiters: dict[str, PostgresRateLimiter] = {}
         self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
+        self._settles = GroupCommit(self._settle_batch, self._settle_one)
 
     def __repr__(self) -> str:
         return f"PostgresTaskStore({describe_url(self.url)!r})"
@@ -150,20 +152,35 @@ class PostgresTaskStore(StoryTable):
     async def add(self, record: TaskRecord) -> None:
         await self._insert_task(record, attempt_id=None)
 
-    async def _insert_task(self, record: TaskRecord, *, attempt_id: str | None) -> None:
+    def _insert_task_sql(self) -> str:
         """One statement, so one round trip and atomic: the task in, its attempt (if any) marked
         `submitted`, and a NOTIFY that wakes idle workers."""
-        sql = (
+        return (
             f"WITH added AS (INSERT INTO tasks ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join(self._placeholder(c) for c in COLUMNS)}) RETURNING api_url), "
             "settled AS (UPDATE attempts SET state = 'submitted', task_id = %(task_id)s "
             "WHERE attempt_id = %(attempt_id)s) "
             "SELECT pg_notify(%(channel)s, api_url) FROM added"
         )
+
+    @staticmethod
+    def _insert_task_params(record: TaskRecord, attempt_id: str | None) -> dict[str, Any]:
+        return {**record_to_row(record), "channel": NEW_TASK_CHANNEL, "attempt_id": attempt_id}
+
+    async def _insert_task(self, record: TaskRecord, *, attempt_id: str | None) -> None:
         try:
-            await self._count(sql, {**record_to_row(record), "channel": NEW_TASK_CHANNEL, "attempt_id": attempt_id})
+            await self._count(self._insert_task_sql(), self._insert_task_params(record, attempt_id))
         except psycopg.errors.UniqueViolation as exc:
             raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+
+    async def _settle_batch(self, batch: list[tuple[str, TaskRecord]]) -> None:
+        rows = [self._insert_task_params(record, attempt_id) for attempt_id, record in batch]
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            await cursor.executemany(self._insert_task_sql(), rows)
+
+    async def _settle_one(self, settle: tuple[str, TaskRecord]) -> None:
+        attempt_id, record = settle
+        await self._insert_task(record, attempt_id=attempt_id)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         rows = await self._rows("SELECT * FROM tasks WHERE task_id = %(task_id)s", {"task_id": task_id})
@@ -281,7 +298,7 @@ class PostgresTaskStore(StoryTable):
                         await cursor.executemany(self._insert("stories", STORY_COLUMNS), stories)
 
     async def settle(self, attempt_id: str, record: TaskRecord) -> None:
-        await self._insert_task(record, attempt_id=attempt_id)
+        await self._settles.write((attempt_id, record))
 
     async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
         sql = (

@@ -29,6 +29,7 @@ from ..models import StatusFilter
 from ..ratelimit import RateLimiter, TokenBucket
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
+from .group_commit import GroupCommit
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
@@ -46,6 +47,7 @@ from .rows import (
 from .sqlite_schema import SCHEMA, add_columns
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
+SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
 SQLITE = SqlDialect(
     param=lambda name: f":{name}",
     json=lambda name: f":{name}",
@@ -76,6 +78,7 @@ class SQLiteTaskStore(StoryTable):
         self._lock = threading.Lock()
         self._limiters: dict[str, TokenBucket] = {}
         self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
+        self._settles = GroupCommit(self._settle_batch, self._settle_one)
         try:
             self._prepare(deadline=time.monotonic() + busy_timeout)
         except sqlite3.DatabaseError as exc:
@@ -287,17 +290,20 @@ class SQLiteTaskStore(StoryTable):
         await self._run(lambda: self._transaction(work))
 
     async def settle(self, attempt_id: str, record: TaskRecord) -> None:
-        insert = SQLITE.insert("tasks", COLUMNS)
-        mark = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
+        await self._settles.write((attempt_id, record))
 
+    async def _settle_batch(self, batch: list[tuple[str, TaskRecord]]) -> None:
         def work() -> None:
-            self._db.execute(insert, record_to_row(record))
-            self._db.execute(mark, (record.task_id, attempt_id))
+            self._db.executemany(SQLITE.insert("tasks", COLUMNS), [record_to_row(record) for _, record in batch])
+            self._db.executemany(SETTLED, [(record.task_id, attempt_id) for attempt_id, record in batch])
 
+        await self._run(lambda: self._transaction(work))
+
+    async def _settle_one(self, settle: tuple[str, TaskRecord]) -> None:
         try:
-            await self._run(lambda: self._transaction(work))
+            await self._settle_batch([settle])
         except sqlite3.IntegrityError as exc:
-            raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+            raise TaskExistsError(f"task {settle[1].task_id} is already recorded") from exc
 
     async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
         sql = f"UPDATE attempts SET state = ?, note = ? WHERE attempt_id = ? AND {OPEN_ATTEMPT}"

@@ -1,0 +1,207 @@
+"""Start-up, first answer, exit and memory of every entry point against the floor of its own libraries,
+measured side by side in one interleaved run.
+
+    python -m benchmarks.startup [--runs 21] [--calls 50]
+
+- MCP (`kling3-mcp` on a sandbox in its own process, over stdio, spoken to byte for byte so that the
+  process is ours to time and measure) against a minimal one-tool `MCPServer` on the same SDK:
+  cold start (spawn → initialize → tools/list answered), one cheap tool call (`estimate_video_cost`
+  against the minimal server's `add`, median of `--calls` after warm-up), exit (stdin closed → the
+  process gone) and peak RSS (VmHWM) after tools/list.
+- CLI: `kling3 --help`, `kling3 cost …` and `kling3 models` against `python -c "import pydantic, rich"`
+  (what they use: the request model and the terminal); `kling3 status ID` against a bare httpx GET of
+  the same status with the same key.
+
+Runs alternate between each measure and its floor; medians are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from .common import SANDBOX_KEY, sandbox_process
+from .mcp_server import MINIMAL_SERVER
+
+PROTOCOL = "2025-11-25"
+
+
+class StdioServer:
+    """An MCP server process spoken to in newline-delimited JSON-RPC."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.next_id = 0
+
+    @classmethod
+    async def spawn(cls, command: list[str], env: dict[str, str]) -> StdioServer:
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        return cls(process)
+
+    async def send(self, message: dict[str, object]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def request(self, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
+        self.next_id += 1
+        await self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
+        assert self.process.stdout is not None
+        while True:
+            answer = json.loads(await self.process.stdout.readline())
+            if answer.get("id") == self.next_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return dict(answer["result"])
+
+    async def handshake(self) -> None:
+        info = {"name": "bench", "version": "0"}
+        await self.request("initialize", {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": info})
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        await self.request("tools/list")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    async def close(self) -> float:
+        """Close stdin as a client that is done would; seconds until the process is gone."""
+        assert self.process.stdin is not None
+        started = time.perf_counter()
+        self.process.stdin.close()
+        await self.process.wait()
+        return time.perf_counter() - started
+
+
+async def mcp_round(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(cold start, exit, peak RSS in MB) of one server start."""
+    started = time.perf_counter()
+    server = await StdioServer.spawn(command, env)
+    await server.handshake()
+    cold = time.perf_counter() - started
+    rss = server.peak_rss_mb()
+    return cold, await server.close(), rss
+
+
+async def call_latency(
+    command: list[str], env: dict[str, str], tool: str, arguments: dict[str, object], n: int
+) -> float:
+    server = await StdioServer.spawn(command, env)
+    await server.handshake()
+    for _ in range(10):
+        await server.request("tools/call", {"name": tool, "arguments": arguments})
+    timings = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await server.request("tools/call", {"name": tool, "arguments": arguments})
+        timings.append(time.perf_counter() - started)
+    await server.close()
+    return statistics.median(timings)
+
+
+def seconds_of(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True)
+    took = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode()[-500:]}")
+    return took
+
+
+def ratio_line(name: str, ours: list[float], floor: list[float], target: float, unit: str = "ms") -> str:
+    mine, base = statistics.median(ours), statistics.median(floor)
+    scale = 1000 if unit == "ms" else 1
+    verdict = "ok" if mine / base <= target else "ABOVE"
+    return (
+        f"{name:34} {mine * scale:8.1f} {unit} vs {base * scale:8.1f} {unit}: "
+        f"{mine / base:5.2f}x (target {target:g}x) {verdict}"
+    )
+
+
+async def main(runs: int, calls: int) -> None:
+    python = sys.executable
+    with sandbox_process() as url, tempfile.TemporaryDirectory() as folder:
+        minimal_file = Path(folder) / "minimal_server.py"
+        minimal_file.write_text(MINIMAL_SERVER)
+        env = {
+            **os.environ,
+            "KLING_BASE_URL": url,
+            "KLING_API_KEY": SANDBOX_KEY,
+            "KLING_STORE__URL": f"sqlite:///{Path(folder) / 'tasks.db'}",
+        }
+        minimal, kling3 = [python, str(minimal_file)], [python, "-m", "kling3_tools.mcp"]
+        task_id = httpx.post(
+            f"{url}/api/generate",
+            json={"type": "std-text-to-video", "prompt": "x"},
+            headers={"Authorization": f"Bearer {SANDBOX_KEY}"},
+        ).json()["data"]["task_id"]
+        bare_get = (
+            "import httpx, sys; r = httpx.get(sys.argv[1], params={'task_id': sys.argv[2]}, "
+            "headers={'Authorization': 'Bearer ' + sys.argv[3]}); r.raise_for_status(); print(r.json()['data'])"
+        )
+        cli: dict[str, tuple[list[str], list[str]]] = {
+            "kling3 --help": ([python, "-m", "kling3_tools", "--help"], [python, "-c", "import pydantic, rich"]),
+            "kling3 cost -t std-text-to-video -d 5": (
+                [python, "-m", "kling3_tools", "cost", "-t", "std-text-to-video", "-d", "5"],
+                [python, "-c", "import pydantic, rich"],
+            ),
+            "kling3 models": ([python, "-m", "kling3_tools", "models"], [python, "-c", "import pydantic, rich"]),
+            "kling3 status ID": (
+                [python, "-m", "kling3_tools", "status", task_id],
+                [python, "-c", bare_get, f"{url}/api/status", task_id, SANDBOX_KEY],
+            ),
+        }
+        measures: dict[str, tuple[list[float], list[float]]] = {
+            name: ([], []) for name in ["cold start", "exit", "rss", *cli]
+        }
+
+        def add(name: str, ours: float, floor: float) -> None:
+            measures[name][0].append(ours)
+            measures[name][1].append(floor)
+
+        for _ in range(runs):
+            floor_round = await mcp_round(minimal, env)
+            our_round = await mcp_round(kling3, env)
+            for name, ours, floor in zip(["cold start", "exit", "rss"], our_round, floor_round, strict=True):
+                add(name, ours, floor)
+            for name, (ours_command, floor_command) in cli.items():
+                floor_seconds = seconds_of(floor_command, env)
+                add(name, seconds_of(ours_command, env), floor_seconds)
+        add_call = await call_latency(minimal, env, "add", {"a": 1, "b": 2}, calls)
+        estimate = {"type": "pro-text-to-video", "duration": 10}
+        our_call = await call_latency(kling3, env, "estimate_video_cost", estimate, calls)
+
+    targets: dict[str, tuple[float, str]] = {
+        "cold start": (1.05, "ms"),
+        "exit": (1.2, "ms"),
+        "rss": (1.1, "MB"),
+        **{name: (1.2, "ms") for name in cli},
+    }
+    print(f"{runs} interleaved runs on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    for name, (ours, floor) in measures.items():
+        target, unit = targets[name]
+        label = f"MCP {name}" if name in ("cold start", "exit", "rss") else name
+        print(ratio_line(label, ours, floor, target, unit))
+    print(ratio_line("MCP one tool call", [our_call], [add_call], 1.05))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--calls", type=int, default=50)
+    options = parser.parse_args()
+    asyncio.run(main(options.runs, options.calls))
