@@ -139,6 +139,7 @@ class McpSettings(_Section):
     http_token: SecretStr | None = None
     http_tokens: list[SecretStr] = Field(default_factory=list)
     share_tasks: bool = False
+    player_media_hosts: list[str] = Field(default_factory=list)  # more hosts the in-chat player may play from
 
     _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
 

@@ -115,6 +115,7 @@ def test_the_wheel_installs_only_our_own_top_level_names(tmp_path):
     names = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {n for n in names if not n.endswith(".dist-info")} == {"kling3_tools", "kling3_discord"}
     assert "kling3_discord/commands.py" in zipfile.ZipFile(wheel).namelist()
+    assert "kling3_tools/mcp/player/player.html" in zipfile.ZipFile(wheel).namelist()  # the in-chat player
 
 
 A_NEW_FIELD = """

@@ -73,6 +73,7 @@ async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
         "plan_story",
         "start_story",
         "get_story_status",
+        "player_status",
     }
     schema = tools["generate_video"].input_schema
     props, defs = schema["properties"], schema["$defs"]
@@ -315,7 +316,7 @@ async def test_streamable_http(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path)) as url:
         async with Client(url) as client:
             tools = await client.list_tools()
-            assert len(tools.tools) == 9
+            assert len(tools.tools) == 10
             made = await client.call_tool(
                 "generate_video", {"type": "o3-std-text-to-video", "prompt": "x", "duration": 3, "wait_seconds": 20}
             )
@@ -428,7 +429,7 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
             httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"}) as authorised,
             Client(streamable_http_client(url, http_client=authorised)) as client,
         ):
-            assert len((await client.list_tools()).tools) == 9
+            assert len((await client.list_tools()).tools) == 10
 
 
 def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):

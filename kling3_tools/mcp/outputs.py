@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -43,6 +43,14 @@ class VideoTask(BaseModel):
     expected_finish: datetime | None = Field(default=None, description="When the video is likely ready.")
     resource_uri: str
     next_step: str = Field(description="What to do next, in a sentence.")
+
+
+class PlayerTask(VideoTask):
+    """A task as the player card shows it: the video task, and what the card needs besides."""
+
+    prompt: str | None = None
+    duration: int | None = None
+    request: dict[str, Any] = Field(description="The request's fields, to make another of the same.")
 
 
 class CostEstimate(BaseModel):

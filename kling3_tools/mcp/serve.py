@@ -22,7 +22,7 @@ from ..config import Settings
 from ..errors import KlingError
 from ..service import KlingService
 from ..version import __version__
-from . import prompts, protocol, stories, tools
+from . import player, prompts, protocol, stories, tools
 from .http import BearerTokenMiddleware, is_loopback
 from .notifier import McpNotifier
 from .outputs import MODELS_URI, STORY_URI, TASK_URI
@@ -46,15 +46,17 @@ def build_server(deps: Deps) -> KlingMCPServer:
             "generate_video answers 'running', call wait_for_video with its task_id."
         ),
         subscriptions=deps.notifier.bus,
+        extensions=[player.extension(deps)],
     )
     server.add_tool(
         tools.generate_video,
         title="Generate a video (spends credits)",
         description=tools.GENERATE_DESCRIPTION,
         annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
+        meta=player.BOUND,
     )
-    server.add_tool(tools.wait_for_video, title="Wait for a video", annotations=READ_ONLY)
-    server.add_tool(tools.get_video_status, title="Video status", annotations=READ_ONLY)
+    server.add_tool(tools.wait_for_video, title="Wait for a video", annotations=READ_ONLY, meta=player.BOUND)
+    server.add_tool(tools.get_video_status, title="Video status", annotations=READ_ONLY, meta=player.BOUND)
     server.add_tool(tools.estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
     server.add_tool(tools.list_video_models, title="List video models", annotations=OFFLINE)
     server.add_tool(tools.list_videos, title="List my videos", annotations=OFFLINE)
