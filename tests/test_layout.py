@@ -153,7 +153,10 @@ from kling3_tools.mcp.server import Deps
 from kling3_tools.mcp.serve import build_server
 from kling3_tools.mcp.tools import checked_request
 
-server = build_server(Deps(None, McpNotifier(InMemorySubscriptionBus()), Settings()))
+class NoService:  # building the server reads only where results are served from
+    base_url = "https://kling3api.com"
+
+server = build_server(Deps(NoService(), McpNotifier(InMemorySubscriptionBus()), Settings()))
 tools = {tool.name: tool for tool in asyncio.run(server.list_tools())}
 schema = tools["generate_video"].input_schema["properties"]["seed"]
 seen["mcp"] = [s.get("maximum") for s in schema["anyOf"] if "maximum" in s]
