@@ -144,11 +144,13 @@ async def main(runs: int, calls: int) -> None:
             "KLING_STORE__URL": f"sqlite:///{Path(folder) / 'tasks.db'}",
         }
         minimal, kling3 = [python, str(minimal_file)], [python, "-m", "kling3_tools.mcp"]
-        task_id = httpx.post(
-            f"{url}/api/generate",
-            json={"type": "std-text-to-video", "prompt": "x"},
-            headers={"Authorization": f"Bearer {SANDBOX_KEY}"},
-        ).json()["data"]["task_id"]
+        async with httpx.AsyncClient() as http:
+            made = await http.post(
+                f"{url}/api/generate",
+                json={"type": "std-text-to-video", "prompt": "x"},
+                headers={"Authorization": f"Bearer {SANDBOX_KEY}"},
+            )
+        task_id = made.json()["data"]["task_id"]
         bare_get = (
             "import httpx, sys; r = httpx.get(sys.argv[1], params={'task_id': sys.argv[2]}, "
             "headers={'Authorization': 'Bearer ' + sys.argv[3]}); r.raise_for_status(); print(r.json()['data'])"

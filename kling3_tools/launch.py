@@ -17,6 +17,10 @@ if TYPE_CHECKING:  # loaded when needed: `kling3 --help` and `kling3 cost` read 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class UsageError(Exception):
+    """Bad flags or configuration: exit 2."""
+
+
 def say_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 

@@ -19,8 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..errors import KlingError, RequestValidationError, missing_part
-from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, load_settings
-from .output import UsageError, fail
+from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, load_settings
 from .parser import build_parser
 
 __all__ = ["build_parser", "discord_main", "main"]
@@ -47,6 +46,12 @@ def command(name: str) -> Callable[..., Any]:
     module, function = COMMANDS[name].split(":")
     found: Callable[..., Any] = getattr(importlib.import_module(f".{module}", __name__), function)
     return found
+
+
+def fail(message: str) -> None:
+    from .output import fail as say  # the terminal's styles load only when there is something to say
+
+    say(message)
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:

@@ -13,12 +13,12 @@ from rich.text import Text
 
 from ..assets import inputs
 from ..config import Settings
-from ..launch import EXIT_OK
+from ..launch import EXIT_OK, UsageError
 from ..models import GenerateRequest, Task
 from ..records import CliOrigin, WebhookOrigin
 from ..service import KlingService
 from . import output
-from .output import UsageError, describe_cost, elapsed, err, print_json, record_json, task_json
+from .output import describe_cost, elapsed, err, print_json, record_json, task_json
 
 
 @contextlib.asynccontextmanager

@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..errors import RequestValidationError
-from ..launch import EXIT_OK
+from ..launch import EXIT_OK, UsageError
 from ..models import GenerateRequest, duration_problem, quote
 from . import output
-from .output import UsageError, describe_cost, err, print_json
+from .output import describe_cost, err, print_json
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -19,10 +19,6 @@ out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
-class UsageError(Exception):
-    """Bad flags or configuration: exit 2."""
-
-
 def task_json(task: Task) -> dict[str, Any]:
     data = task.model_dump(mode="json")
     data["status"] = task.status.value

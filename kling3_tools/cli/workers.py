@@ -12,10 +12,10 @@ import sys
 
 from ..config import Settings
 from ..errors import missing_part
-from ..launch import EXIT_BAD_INPUT, EXIT_OK
+from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError
 from ..store import is_postgres_url
 from .commands import open_service
-from .output import UsageError, err
+from .output import err
 
 
 async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
