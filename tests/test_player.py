@@ -21,7 +21,7 @@ from mcp.client.stdio import StdioServerParameters
 
 from kling3_tools.mcp.player import PLAYER_URI
 
-from .conftest import set_options
+from .conftest import set_options, stats
 from .helpers import eventually
 from .test_mcp_server import http_server, server_env
 
@@ -243,3 +243,46 @@ async def _screenshot(page: Any, name: str) -> None:
     """For the README: written when KLING3_SCREENSHOTS names a folder."""
     if folder := os.environ.get("KLING3_SCREENSHOTS"):
         await page.locator("#app").screenshot(path=str(Path(folder) / name))
+
+
+async def test_a_hostile_video_address_never_reaches_the_page(browser, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3, video_url_template="javascript:parent.postMessage('x','*')//{task_id}")
+    arguments = {"type": "std-text-to-video", "prompt": "A fox"}
+    async with client_of(sandbox, tmp_path, apps=True) as client:
+        made = await client.call_tool("generate_video", arguments)
+        page, card = await open_card(browser, client, arguments, made)
+        await eventually(lambda: _has(card, '[data-status="succeeded"]'), timeout=60)
+        source = await card.get_attribute("#video", "src")
+        await card.click("#download")
+        opened = await page.evaluate("() => window.openedLinks")
+        note = await card.text_content("#video-note")
+        await page.close()
+    assert source is None and opened == []
+    assert note == "The video's address is not a web address; it is not shown."
+
+
+async def test_make_another_spends_once_however_often_it_is_clicked(browser, sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=0.3)
+    arguments = {"type": "std-text-to-video", "prompt": "A red fox", "duration": 5}
+    async with client_of(sandbox, tmp_path, apps=True) as client:
+        made = await client.call_tool("generate_video", arguments)
+        page, card = await open_card(browser, client, arguments, made)
+        await eventually(lambda: _has(card, '[data-status="succeeded"]'), timeout=60)
+        await card.click("#again")
+        set_options(sandbox, generate_delay=1.0)  # the second click lands while the first spend is on its way
+        await card.evaluate("() => { const b = document.getElementById('spend'); b.click(); b.click(); b.click(); }")
+        await eventually(lambda: _has(card, '[data-status="running"], [data-status="queued"]'), timeout=20)
+        await page.close()
+    assert stats(sandbox)["requests"]["generate"] == 2  # the first video and one more, not four
+
+
+async def test_a_status_that_cannot_be_read_is_not_called_a_video_that_never_started(browser, sandbox, tmp_path):
+    async with client_of(sandbox, tmp_path, apps=True) as client:
+        failed = await client.call_tool("get_video_status", {"task_id": "n75gone"})
+        page, card = await open_card(browser, client, {"task_id": "n75gone"}, failed)
+        await eventually(lambda: _has(card, "#problem:not([hidden])"), timeout=20)
+        state, money = await card.text_content("#state"), await card.text_content("#money")
+        await page.close()
+    assert failed.is_error
+    assert state in ("status unknown", "not followed")
+    assert money is not None and "Nothing was spent" not in money

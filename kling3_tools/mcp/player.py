@@ -28,20 +28,20 @@ BOUND = {"ui": {"resourceUri": PLAYER_URI}}  # the `_meta` of the tools the play
 
 
 def origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL (never its user or password), else None."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def media_hosts(deps: Deps) -> list[str]:
     """Where a result may be played from: the API (and the sandbox), the storage's public address, and
     `[mcp] player_media_hosts` (the API's result CDN, which its documentation does not name)."""
     storage = deps.settings.storage
-    candidates = [
-        deps.service.base_url,
-        storage.public_base_url,
-        storage.endpoint,
-        *deps.settings.mcp.player_media_hosts,
-    ]
+    signed_from = storage.public_base_url or storage.endpoint  # the endpoint signs when nothing is public
+    candidates = [deps.service.base_url, signed_from, *deps.settings.mcp.player_media_hosts]
     return sorted({host for url in candidates if url and (host := origin(url))})
 
 
@@ -52,9 +52,10 @@ async def player_status(
     call): what the card shows while it runs, the video when it is ready, and the request to make another."""
     deps = deps_of(ctx)
     record = await own_record(task_id, ctx)
-    if record is None:
+    if record is None or record.origin.kind != "mcp":  # like list_videos: never a CLI, Discord or webhook task
         raise ToolError(f"Task {task_id} is not one of this client's videos.")
     video = await to_video(deps.service, record)
+    video.video_urls = [url for url in video.video_urls if origin(url)]  # a page gets web addresses only
     request = GenerateRequest.fields_of(record.request)
     return PlayerTask(
         **video.model_dump(), prompt=record.request.get("prompt"), duration=record.duration, request=request
