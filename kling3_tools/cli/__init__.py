@@ -10,6 +10,7 @@ parser (flags) · commands (the API and the catalog) · tasks (the local store)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -22,7 +23,7 @@ from ..errors import KlingError, RequestValidationError, missing_part
 from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, load_settings
 from .parser import build_parser
 
-__all__ = ["build_parser", "discord_main", "main"]
+__all__ = ["build_parser", "discord_main", "main", "run"]
 
 
 # Each command's module is imported when the command runs: `kling3 cost` loads neither the HTTP client,
@@ -105,6 +106,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         fail(f"{type(exc).__name__}: {exc} (run with -v for the details)")
         return EXIT_API_ERROR
+
+
+def run() -> None:
+    """The `kling3` command: `main`, then the process ends at once. Every command has closed what it opened
+    (the store, the HTTP pool, a poller's leases) before `main` returns; tearing down each module after that
+    is time the user waits for and nothing else."""
+    code = main()
+    with contextlib.suppress(OSError):  # a reader that went away (`kling3 tasks | head -1`) wanted no more
+        sys.stdout.flush()
+        sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def discord_main() -> int:

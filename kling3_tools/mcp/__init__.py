@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ..errors import install_hint
@@ -22,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start the server from parsed arguments; returns the exit code."""
+    """Start the server from parsed arguments; the process ends with its exit code once it has stopped
+    (returns only when the arguments or the settings are bad)."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = load_settings(args)
     if settings is None:
@@ -32,10 +34,16 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         say_error(f"the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})")
         return EXIT_BAD_INPUT
-    return run_to_end(
+    code = run_to_end(
         lambda: serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port),
         logging.getLogger("kling3_tools.mcp"),
     )
+    # Everything was closed and handed back in `serve` (leases, the store, the pool): skip tearing down
+    # every module one by one, which clients wait for after they close stdin.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
