@@ -229,6 +229,20 @@ async def test_a_failing_shot_stops_what_needs_it_and_releases_their_credits(tmp
     assert receiver.events[0]["story"]["shots"]["snow"]["state"] == "released"
 
 
+def story_env(sandbox: Any, db: Path, **extra: str) -> dict[str, str]:
+    """`kling3` against this sandbox and store, its poller quick (the killed and resumed runs share it)."""
+    return {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{db}",
+        "KLING_POLLER__MEDIA_DIR": str(db.parent / "media"),
+        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+        "KLING_POLLER__LEASE_SECONDS": "3",
+        **extra,
+    }
+
+
 def kling3_story(env: dict[str, str], *args: str, output: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "kling3_tools", "story", *args], env=env, stdout=output, stderr=output, text=True
@@ -240,16 +254,7 @@ async def test_a_story_killed_mid_run_resumes_and_sends_no_shot_twice(sandbox, t
     story = tmp_path / "edits.toml"
     story.write_text(EDIT_CHAIN)
     db = tmp_path / "tasks.db"
-    env = {
-        **os.environ,
-        "KLING_BASE_URL": sandbox.url,
-        "KLING_API_KEY": sandbox.api_key,
-        "KLING_STORE__URL": f"sqlite:///{db}",
-        "KLING_POLLER__MEDIA_DIR": str(tmp_path / "media"),
-        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
-        "KLING_POLLER__EXPECTED_SECONDS": "[0.5, 3.0]",
-        "KLING_POLLER__LEASE_SECONDS": "3",
-    }
+    env = story_env(sandbox, db, KLING_POLLER__EXPECTED_SECONDS="[0.5, 3.0]")
     first = kling3_story(env, "run", str(story), "--wait", output=subprocess.DEVNULL)
     store = await open_store(f"sqlite:///{db}")
     try:
@@ -281,17 +286,9 @@ async def test_a_shot_whose_post_went_unanswered_is_never_sent_again(sandbox, tm
     story = tmp_path / "edits.toml"
     story.write_text(EDIT_CHAIN)
     db = tmp_path / "tasks.db"
-    env = {
-        **os.environ,
-        "KLING_BASE_URL": sandbox.url,
-        "KLING_API_KEY": sandbox.api_key,
-        "KLING_STORE__URL": f"sqlite:///{db}",
-        "KLING_TIMEOUT_SECONDS": "2",
-        "KLING_MAX_RETRIES": "0",
-        "KLING_POLLER__LEASE_SECONDS": "3",
-        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
-        "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
-    }
+    env = story_env(
+        sandbox, db, KLING_TIMEOUT_SECONDS="2", KLING_MAX_RETRIES="0", KLING_POLLER__EXPECTED_SECONDS="[0.3, 3.0]"
+    )
     first = kling3_story(env, "run", str(story), "--wait", output=subprocess.DEVNULL)
     store = await open_store(f"sqlite:///{db}")
     try:

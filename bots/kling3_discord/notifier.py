@@ -26,6 +26,7 @@ from .embeds import story_embed, task_embed
 from .views import result_view
 
 log = logging.getLogger("kling3_tools.discord")
+MENTION = discord.AllowedMentions(users=True, everyone=False, roles=False)  # the requester, never @everyone
 
 
 class DiscordNotifier:
@@ -41,12 +42,17 @@ class DiscordNotifier:
         self._last_edit: dict[str, float] = {}
         self._upload_limits: dict[int, int] = {}
 
-    async def progress(self, record: TaskRecord) -> None:
+    def _may_edit(self, key: str) -> bool:
+        """Well inside Discord's rate limits: at most one edit per message every few seconds."""
         now = time.monotonic()
-        if now - self._last_edit.get(record.task_id, 0.0) < self.min_edit_seconds:
-            return  # well inside Discord's rate limits: at most one edit per message every few seconds
-        self._last_edit[record.task_id] = now
-        await self._edit_embed(record)
+        if now - self._last_edit.get(key, 0.0) < self.min_edit_seconds:
+            return False
+        self._last_edit[key] = now
+        return True
+
+    async def progress(self, record: TaskRecord) -> None:
+        if self._may_edit(record.task_id):
+            await self._edit_embed(record)
 
     async def deliver(self, record: TaskRecord) -> None:
         origin = record.origin
@@ -54,29 +60,24 @@ class DiscordNotifier:
         self._last_edit.pop(record.task_id, None)
         with contextlib.suppress(discord.HTTPException):  # the embed may be gone; the message below matters
             await self._edit_embed(record)
-        channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
-        mention = f"<@{origin.user_id}>"
-        allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
+        channel, mention = self._channel(origin), f"<@{origin.user_id}>"
         if record.outcome is Outcome.SUCCEEDED:
             video = await self._attachment(record, origin.guild_id)
             text = f"{mention} your video is ready."
             if video is None:
                 text += f" {record.video_url}"
             files = [video] if video is not None else []
-            await channel.send(text, files=files, view=result_view(record.task_id), allowed_mentions=allowed)
+            await channel.send(text, files=files, view=result_view(record.task_id), allowed_mentions=MENTION)
         else:
             what = "timed out" if record.outcome is Outcome.TIMED_OUT else "failed"
             await channel.send(
                 f"{mention} your video {what} (task `{record.task_id}`): {record.error_message or 'no reason given'}",
-                allowed_mentions=allowed,
+                allowed_mentions=MENTION,
             )
 
     async def story_progress(self, record: StoryRecord) -> None:
-        now = time.monotonic()
-        if now - self._last_edit.get(record.story_id, 0.0) < self.min_edit_seconds:
-            return
-        self._last_edit[record.story_id] = now
-        await self._edit_story_embed(record)
+        if self._may_edit(record.story_id):
+            await self._edit_story_embed(record)
 
     async def deliver_story(self, record: StoryRecord) -> None:
         origin = record.origin
@@ -84,12 +85,10 @@ class DiscordNotifier:
         self._last_edit.pop(record.story_id, None)
         with contextlib.suppress(discord.HTTPException):
             await self._edit_story_embed(record)
-        channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
-        mention = f"<@{origin.user_id}>"
-        allowed = discord.AllowedMentions(users=True, everyone=False, roles=False)
+        channel, mention = self._channel(origin), f"<@{origin.user_id}>"
         if record.state is not StoryState.SUCCEEDED:
             text = f"{mention} your story `{record.story_id}` stopped: {record.note or 'no reason given'}"
-            await channel.send(text[:2000], allowed_mentions=allowed)
+            await channel.send(text[:2000], allowed_mentions=MENTION)
             return
         limit = await self._upload_limit(origin.guild_id)
         film = None
@@ -99,13 +98,15 @@ class DiscordNotifier:
         if film is None:
             text += f" {record.film_url or 'It is too large to attach here and no [storage] keeps a copy.'}"
         files = [discord.File(io.BytesIO(film), filename=f"{record.story_id}.mp4")] if film is not None else []
-        await channel.send(text, files=files, allowed_mentions=allowed)
+        await channel.send(text, files=files, allowed_mentions=MENTION)
 
     async def _edit_story_embed(self, record: StoryRecord) -> None:
         origin = record.origin
         if isinstance(origin, DiscordOrigin) and origin.message_id is not None:
-            channel = self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
-            await channel.get_partial_message(origin.message_id).edit(embed=story_embed(record))
+            await self._channel(origin).get_partial_message(origin.message_id).edit(embed=story_embed(record))
+
+    def _channel(self, origin: DiscordOrigin) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(origin.channel_id, guild_id=origin.guild_id)
 
     async def _edit_embed(self, record: TaskRecord) -> None:
         origin = record.origin
