@@ -113,6 +113,7 @@ class BudgetSettings(_Section):
 
 class PollerSettings(_Section):
     rate_limit_per_second: float = Field(default=5.0, gt=0)
+    rate_limit_burst: float = Field(default=0, ge=0)  # requests at once after idle; 0: a tenth of a second's
     concurrency: int = Field(default=8, ge=1, le=256)
     expected_seconds: tuple[float, float] = (120.0, 600.0)
     learn_schedule: bool = True

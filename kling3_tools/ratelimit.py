@@ -29,7 +29,9 @@ def refill(tokens: float, elapsed: float, *, rate: float, burst: float) -> float
 
 
 def default_burst(rate: float) -> float:
-    return max(1.0, rate)
+    """A tenth of a second of requests (at least one): after an idle spell the first second sends at most
+    1.1 × the rate, which a strict API's per-second window allows."""
+    return max(1.0, rate / 10)
 
 
 class TokenBucket:

@@ -109,8 +109,9 @@ class TaskStore(Protocol):
     async def usage(self, limit: SpendLimit) -> Usage:
         """What `limit`'s scope has spent and has running now, read without reserving anything."""
 
-    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
-        """The request budget that every poller of this store shares for `api_url`."""
+    def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
+        """The request budget that every poller of this store shares for `api_url` (`burst`: how many may go
+        at once after idle; default a tenth of a second's)."""
 
     def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
         """While entered, call `wake()` when another process adds a task (where the backend can tell)."""

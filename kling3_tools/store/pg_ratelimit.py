@@ -13,24 +13,40 @@ Pool = AsyncConnectionPool[Connection]
 
 
 class PostgresRateLimiter:
-    """A token bucket kept in a `rate_limits` row, on the database's clock, shared by every worker."""
+    """A token bucket kept in a `rate_limits` row, on the database's clock, shared by every worker.
 
-    def __init__(self, pool: Pool, api_url: str, rate: float) -> None:
+    A worker that finds no token takes the next one due (the row's tokens go below zero) and sleeps until
+    then: one transaction per take, however many workers wait, rather than all of them retrying the
+    row-locked transaction whenever a token might be there."""
+
+    def __init__(self, pool: Pool, api_url: str, rate: float, burst: float | None = None) -> None:
         self._pool = pool
         self.api_url = api_url
         self.rate = rate
-        self.burst = default_burst(rate)
+        self.burst = burst or default_burst(rate)
         self._lock = asyncio.Lock()  # one waiter per process; the row lock orders the processes
 
     async def take(self, most: int = 1) -> int:
         async with self._lock:
-            while True:
-                taken, wait = await self._try_take(most)
-                if taken:
-                    return taken
+            taken, wait = await self._reserve(most)
+            if wait > 0:
                 await asyncio.sleep(wait)
+                await self._sit_out_a_pause()  # a 429 that another worker saw meanwhile holds this token too
+            return taken
 
-    async def _try_take(self, most: int) -> tuple[int, float]:
+    async def _sit_out_a_pause(self) -> None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT paused_until - extract(epoch FROM clock_timestamp())::float8 FROM rate_limits "
+                "WHERE api_url = %(api_url)s",
+                {"api_url": self.api_url},
+            )
+            row = await cursor.fetchone()
+        if row is not None and float(row[0]) > 0:
+            await asyncio.sleep(float(row[0]))
+
+    async def _reserve(self, most: int) -> tuple[int, float]:
+        """Take what is there (up to `most`), or the next token due: (taken, seconds until it may be used)."""
         params = {"api_url": self.api_url, "burst": self.burst}
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
@@ -43,15 +59,15 @@ class PostgresRateLimiter:
             row = await cursor.fetchone()
             assert row is not None
             tokens, updated_at, paused_until, now = (float(value) for value in row)
-            if now < paused_until:
-                return 0, paused_until - now
-            tokens = refill(tokens, now - updated_at, rate=self.rate, burst=self.burst)
-            taken = min(most, int(tokens)) if tokens >= 1 else 0
+            start = max(now, updated_at, paused_until)  # nothing refills during a 429 pause
+            tokens = refill(tokens, now - max(updated_at, paused_until), rate=self.rate, burst=self.burst)
+            taken = min(most, int(tokens)) if tokens >= 1 else 1
+            wait = start - now + (0.0 if tokens >= 1 else (1 - tokens) / self.rate)
             await conn.execute(
-                "UPDATE rate_limits SET tokens = %(tokens)s, updated_at = %(now)s WHERE api_url = %(api_url)s",
-                {"tokens": tokens - taken, "now": now, "api_url": self.api_url},
+                "UPDATE rate_limits SET tokens = %(tokens)s, updated_at = %(at)s WHERE api_url = %(api_url)s",
+                {"tokens": tokens - taken, "at": max(now, updated_at), "api_url": self.api_url},
             )
-        return taken, (1 - tokens) / self.rate
+        return taken, wait
 
     async def give_back(self, count: int) -> None:
         if count <= 0:
@@ -65,7 +81,7 @@ class PostgresRateLimiter:
     async def pause(self, seconds: float) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE rate_limits SET tokens = 0, paused_until = GREATEST(paused_until, "
+                "UPDATE rate_limits SET tokens = LEAST(tokens, 0), paused_until = GREATEST(paused_until, "
                 "extract(epoch FROM clock_timestamp()) + %(seconds)s) WHERE api_url = %(api_url)s",
                 {"seconds": seconds, "api_url": self.api_url},
             )

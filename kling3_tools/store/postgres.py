@@ -318,9 +318,9 @@ class PostgresTaskStore(StoryTable):
         rows = await self._rows(*POSTGRES.usage(limit, time.time() - DAY_SECONDS, full=True))
         return usage_from_row(rows[0])
 
-    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+    def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
         if api_url not in self._limiters:
-            self._limiters[api_url] = PostgresRateLimiter(self._pool, api_url, rate)
+            self._limiters[api_url] = PostgresRateLimiter(self._pool, api_url, rate, burst)
         return self._limiters[api_url]
 
     @contextlib.asynccontextmanager

@@ -324,10 +324,10 @@ class SQLiteTaskStore(StoryTable):
         usage: Usage = await self._run(lambda: self._usage(limit, time.time(), full=True))
         return usage
 
-    def rate_limiter(self, api_url: str, rate: float) -> RateLimiter:
+    def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
         """Per process: pollers in separate processes on one file split the rate (`kling3 poller --workers`)."""
         if api_url not in self._limiters:
-            self._limiters[api_url] = TokenBucket(rate)
+            self._limiters[api_url] = TokenBucket(rate, burst)
         return self._limiters[api_url]
 
     def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
