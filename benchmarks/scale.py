@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 
 from kling3_tools.models import GenerateRequest, Task
-from kling3_tools.records import CliOrigin, TaskRecord
+from kling3_tools.records import AnyOrigin, CliOrigin, McpOrigin, TaskRecord
 from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
 from kling3_tools.store.rows import COLUMNS, record_to_row
 from tests.helpers import poller_env
@@ -50,10 +50,10 @@ KINDS = ["cli", "webhook"]
 # --- 1. the claim query ------------------------------------------------------------------
 
 
-def fill(url: str, count: int, due_share: float) -> None:
+def fill(url: str, count: int, due_share: float, *, origin: AnyOrigin | None = None, prefix: str = "n75") -> None:
     request = GenerateRequest.build(type="std-text-to-video", prompt="a fox", duration=5)
     template = TaskRecord.submitted(
-        Task(task_id="n75template", status="IN_PROGRESS"), request, api_url=API, origin=CliOrigin()
+        Task(task_id="n75template", status="IN_PROGRESS"), request, api_url=API, origin=origin or CliOrigin()
     )
     row = record_to_row(template)
     now = time.time()
@@ -61,7 +61,7 @@ def fill(url: str, count: int, due_share: float) -> None:
         with cursor.copy(f"COPY tasks ({', '.join(COLUMNS)}) FROM STDIN") as copy:  # type: ignore[arg-type]
             for i in range(count):
                 due = now - random.uniform(0, 60) if i < count * due_share else now + random.uniform(60, 3600)
-                copy.write_row([{**row, "task_id": f"n75{i:012d}", "due_at": due}[c] for c in COLUMNS])
+                copy.write_row([{**row, "task_id": f"{prefix}{i:012d}", "due_at": due}[c] for c in COLUMNS])
         conn.commit()
         cursor.execute("ANALYZE tasks")
         conn.commit()
@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1000, help="claims to time")
     parser.add_argument("--deliveries", type=int, default=1200, help="tasks per throughput run")
     parser.add_argument("--lease", type=float, default=5.0, help="lease seconds for the failover run")
+    parser.add_argument("--claims-only", action="store_true", help="only the claim query (about a minute)")
     args = parser.parse_args()
     bindir = find_bindir()
     if bindir is None:
@@ -229,6 +230,13 @@ def main() -> None:
         claim = asyncio.run(time_claims(url, args.rounds))
         print(claim.pop("plan"), file=sys.stderr)
         print(json.dumps({"claim": claim}, indent=2))
+        # MCP tasks while the MCP server is down: due, earlier than the rest, and of a kind these workers do not serve.
+        fill(url, args.tasks, due_share=1.0, origin=McpOrigin(session="down"), prefix="n75mcp")
+        unserved = asyncio.run(time_claims(url, args.rounds))
+        print(unserved.pop("plan"), file=sys.stderr)
+        print(json.dumps({f"claim_with_{args.tasks}_unserved_due": unserved}, indent=2))
+        if args.claims_only:
+            return
         with sandbox_process(0, status_delay="0.2", starting_balance=str(10**9)) as sandbox_url:
             rates = {n: throughput(cluster, sandbox_url, n, args.deliveries) for n in (1, 2, 4)}
             print(json.dumps({"deliveries_per_second": rates, "4_vs_1": rates[4] / rates[1]}, indent=2))

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from kling3_tools.errors import StoreError
-from kling3_tools.records import CliOrigin
+from kling3_tools.records import CliOrigin, McpOrigin
 from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
 from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
 
@@ -126,3 +126,28 @@ async def test_a_worker_without_a_token_waits_for_the_next_one_in_one_transactio
     assert taken == 60
     assert reserved == 60  # one transaction per token, however many wait (was: every waiter retrying)
     assert took >= (60 - 2) / 20 * 0.9  # the rate holds: a burst of 2 at 20/s
+
+
+async def test_due_tasks_nobody_here_serves_are_never_read_by_a_claim(postgres_url):
+    """MCP tasks while the MCP server is down: due, earlier than any other, and many."""
+    store = await PostgresTaskStore.open(postgres_url)
+    now = time.time()
+    unserved = [make_record(f"n75mcp{i}", due_at=now - 100 - i, origin=McpOrigin(session="s")) for i in range(2000)]
+    served = [make_record(f"n75cli{i}", due_at=now - 1) for i in range(5)]
+    await asyncio.gather(*(store.add(r) for r in [*unserved, *served]))
+    params = {"api_url": API, "now": now, "kinds": ["cli"], "limit": 8, "owner": "x", "until": now + 60}
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ANALYZE tasks")
+        plan = conn.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {CLAIM_SQL}", params).fetchall()[0][0]  # type: ignore[arg-type]
+        conn.execute("UPDATE tasks SET lease_owner = NULL, lease_until = NULL")  # EXPLAIN ANALYZE claimed them
+    claimed = await store.claim(owner="a", now=now, lease_seconds=30, limit=8, api_url=API, kinds=["cli"])
+    await store.close()
+    assert sorted(r.task_id for r in claimed) == sorted(r.task_id for r in served)
+    nodes = _nodes(plan[0]["Plan"])
+    [walk] = [node for node in nodes if node.get("Index Name") == "tasks_due_kind"]
+    assert walk["Actual Rows"] + walk.get("Rows Removed by Filter", 0) < 100  # not the 2,000 MCP tasks
+    assert not [node for node in nodes if node["Node Type"] == "Seq Scan"]
+
+
+def _nodes(node: dict) -> list[dict]:
+    return [node, *(child for sub in node.get("Plans", []) for child in _nodes(sub))]

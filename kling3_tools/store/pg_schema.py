@@ -104,6 +104,12 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX attempts_held ON attempts (created_at) WHERE state IN ('reserved', 'submitting', 'unknown')",
         "DROP INDEX attempts_open",
     ],
+    [
+        # Claims walk each served kind's due tasks in due_at order: tasks of a kind no running poller serves
+        # (an MCP server that is down) are never read, however many are due.
+        "CREATE INDEX tasks_due_kind ON tasks (api_url, origin_kind, due_at) WHERE due_at IS NOT NULL",
+        "DROP INDEX tasks_due",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

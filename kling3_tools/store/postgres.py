@@ -64,15 +64,21 @@ POSTGRES = SqlDialect(
     greatest="GREATEST",
 )
 
-# Uses tasks_due: an index range scan in due_at order that stops after `limit` unlocked rows.
+# One index walk per served kind (tasks_due_kind), each stopping after `limit` unlocked rows, then the soonest
+# `limit` of those: due tasks of kinds this worker does not serve are never read.
 CLAIM_SQL = """
     WITH due AS (
-        SELECT task_id FROM tasks
-        WHERE api_url = %(api_url)s AND due_at <= %(now)s AND origin_kind = ANY(%(kinds)s)
-          AND (lease_until IS NULL OR lease_until < %(now)s)
-        ORDER BY due_at
+        SELECT picked.task_id FROM unnest(%(kinds)s::text[]) AS kind(name)
+        CROSS JOIN LATERAL (
+            SELECT task_id, due_at FROM tasks
+            WHERE api_url = %(api_url)s AND origin_kind = kind.name AND due_at <= %(now)s
+              AND (lease_until IS NULL OR lease_until < %(now)s)
+            ORDER BY due_at
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS picked
+        ORDER BY picked.due_at
         LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
     )
     UPDATE tasks SET lease_owner = %(owner)s, lease_until = %(until)s
     FROM due WHERE tasks.task_id = due.task_id
@@ -219,13 +225,16 @@ class PostgresTaskStore(StoryTable):
         return sum([await self._count(sql.format(table), {"owner": owner}) for table in ("tasks", "stories")])
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
-        # Two index walks rather than one MIN over every tracked task: leased tasks are few (those in flight).
+        # An index walk per served kind, and one over the leased tasks (few: those in flight), rather than one MIN
+        # over every tracked task.
         sql = """
             SELECT LEAST(
-                (SELECT due_at FROM tasks
-                 WHERE api_url = %(api_url)s AND due_at IS NOT NULL AND origin_kind = ANY(%(kinds)s)
-                   AND (lease_until IS NULL OR lease_until < due_at)
-                 ORDER BY due_at LIMIT 1),
+                (SELECT min(first.due_at) FROM unnest(%(kinds)s::text[]) AS kind(name)
+                 CROSS JOIN LATERAL (
+                     SELECT due_at FROM tasks
+                     WHERE api_url = %(api_url)s AND origin_kind = kind.name AND due_at IS NOT NULL
+                       AND (lease_until IS NULL OR lease_until < due_at)
+                     ORDER BY due_at LIMIT 1) AS first),
                 (SELECT min(lease_until) FROM tasks
                  WHERE api_url = %(api_url)s AND lease_owner IS NOT NULL AND due_at IS NOT NULL
                    AND origin_kind = ANY(%(kinds)s) AND lease_until >= due_at)
