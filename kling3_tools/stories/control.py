@@ -89,15 +89,7 @@ class Stories:
         """Run a failed or released shot again, and every shot that needs it: their credits reserved anew
         (all or nothing); a shot whose outcome is unknown must be resolved first (it may exist)."""
         owner = f"retry-{uuid.uuid4().hex[:8]}"
-        for _ in range(50):  # a poller may hold the story for a moment
-            record = await self.store.lease_story(
-                story_id, owner=owner, now=time.time(), lease_seconds=self.service.settings.poller.lease_seconds
-            )
-            if record is not None or await self.store.get_story(story_id) is None:
-                break
-            await asyncio.sleep(0.2)
-        else:
-            raise KlingError(f"{story_id} is busy; try again in a moment.")
+        record = await self._leased(story_id, owner)
         if record is None:
             raise KlingError(f"No story {story_id} (`kling3 story list` shows them).")
         try:
@@ -109,25 +101,28 @@ class Stories:
                 await self.store.release_reserved(attempt.attempt_id, "the retry was not recorded")
             raise KlingError(f"{story_id} changed while it was being retried; nothing was spent. Try again.")
         self.service.wake_pollers()
-        log.info("%s: %s run again", story_id, ", ".join(record.shots[i].attempt_id for i in record.shots))
+        log.info("%s: %d shots run again", story_id, len(fresh))
         return record
 
     async def reopen(self, story_id: str) -> None:
         """Look at a story again after one of its shots was resolved by hand (`kling3 tasks resolve`): it
         may go on, or end again with what the shot became, and is delivered again."""
         owner = f"reopen-{uuid.uuid4().hex[:8]}"
+        record = await self._leased(story_id, owner)
+        if record is not None:
+            _running_again(record)
+            await self.store.save_story(record, owner=owner)
+            self.service.wake_pollers()
+
+    async def _leased(self, story_id: str, owner: str) -> StoryRecord | None:
+        """The story, leased to `owner` (a poller may hold it for a moment); None when there is none."""
         lease = self.service.settings.poller.lease_seconds
         for _ in range(50):
             record = await self.store.lease_story(story_id, owner=owner, now=time.time(), lease_seconds=lease)
-            if record is not None:
-                record.state, record.note, record.finished_at, record.due_at = StoryState.RUNNING, None, None, 0.0
-                record.delivery, record.delivery_attempts, record.delivery_error = Delivery.PENDING, 0, None
-                await self.store.save_story(record, owner=owner)
-                self.service.wake_pollers()
-                return
-            if await self.store.get_story(story_id) is None:
-                return
+            if record is not None or await self.store.get_story(story_id) is None:
+                return record
             await asyncio.sleep(0.2)
+        raise KlingError(f"{story_id} is busy; try again in a moment.")
 
     async def _rerun(self, record: StoryRecord, shot_id: str, limits: Sequence[SpendLimit]) -> list[Attempt]:
         await self.runner.refresh(record)
@@ -168,6 +163,11 @@ class Stories:
                 credits=attempt.estimated_credits,
                 earlier=[*old.earlier, old.task_id or old.attempt_id],  # a failed task may still be billed
             )
-        record.state, record.note, record.finished_at, record.due_at = StoryState.RUNNING, None, None, time.time()
-        record.delivery, record.delivery_attempts, record.delivery_error = Delivery.PENDING, 0, None
+        _running_again(record)
         return list(fresh.values())
+
+
+def _running_again(record: StoryRecord) -> None:
+    """Running, due now, its ending to be delivered again."""
+    record.state, record.note, record.finished_at, record.due_at = StoryState.RUNNING, None, None, time.time()
+    record.delivery, record.delivery_attempts, record.delivery_error = Delivery.PENDING, 0, None
