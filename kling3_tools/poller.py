@@ -230,7 +230,7 @@ class Poller:
         due = await self.store.next_story_due(api_url=self.api_url, kinds=kinds)
         if due is None or due > time.time():
             return due
-        job = self._story_job = asyncio.create_task(self.stories.sweep(self.owner, kinds))
+        job = self._story_job = asyncio.create_task(self._stories_sweep(self.stories, kinds))
         in_flight.add(job)
         job.add_done_callback(in_flight.discard)
         job.add_done_callback(lambda _: setattr(self, "_story_job", None))
@@ -278,6 +278,12 @@ class Poller:
                 await self.store.save(record, owner=self.owner)
             except Exception as again:  # the lease runs out and another sweep takes the task
                 log.warning("could not reschedule %s: %s", record.task_id, again)
+
+    async def _stories_sweep(self, stories: StoryRunner, kinds: list[str]) -> None:
+        try:
+            await stories.sweep(self.owner, kinds)
+        except Exception as exc:  # the store's trouble: the next sweep tries again
+            log.warning("advancing stories failed (%s: %s); trying again at the next sweep", type(exc).__name__, exc)
 
     def _renewer(self, task_id: str) -> Callable[[float], Awaitable[bool]]:
         return lambda until: self.store.renew(task_id, owner=self.owner, until=until)
