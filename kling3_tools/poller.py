@@ -33,6 +33,7 @@ from .notifiers import Notifiers
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
 from .store import TaskStore
+from .store.stats import capacity_warning
 
 if TYPE_CHECKING:
     from .stories.runner import StoryRunner
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kling3_tools.poller")
 
 DELIVERY_GIVE_UP_SECONDS = 24 * 3600
+CAPACITY_EVERY = 300.0  # seconds between two looks at whether the request budget can follow the backlog
 MAX_DELIVERY_BACKOFF = 300.0
 MAX_SWEEP_BACKOFF = 30.0
 
@@ -80,7 +82,7 @@ class Poller:
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self.archiver = archiver  # copies a finished video into [storage] before it is delivered
         self.keep_days = keep_days  # `[store] keep_days`: pruned once a day by each poller
-        self._pruned_at = 0.0
+        self._pruned_at = self._capacity_at = 0.0
         self.stories = stories  # advances the stories of the kinds this poller delivers
         self._story_job: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -202,6 +204,10 @@ class Poller:
             self._pruned_at = time.time()
             tasks, attempts = await self.store.prune(self._pruned_at - self.keep_days * DAY_SECONDS)
             log.info("pruned %d tasks and %d settled attempts older than %g days", tasks, attempts, self.keep_days)
+        if time.time() - self._capacity_at > CAPACITY_EVERY:
+            self._capacity_at = time.time()
+            if warning := capacity_warning(await self.store.stats(), self.settings.rate_limit_per_second):
+                log.warning(warning)
         if len(in_flight) >= self.concurrency:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             return

@@ -257,3 +257,35 @@ async def test_settles_at_once_are_written_together_and_each_learns_its_own_fate
     states = {a.attempt_id: (await store.get_attempt(a.attempt_id)).state for a in attempts}
     assert list(states.values()) == [AttemptState.SUBMITTED] * 19 + [AttemptState.SUBMITTING]
     assert all([await store.get(task_id) for task_id in ids])
+
+
+async def test_stats_count_the_backlog_and_measure_what_a_video_costs(store):
+    from kling3_tools.store.stats import capacity_of, capacity_warning
+
+    now = time.time()
+    for i in range(10):
+        done = make_record(f"n75done{i}", due_at=None)
+        done.poll_count = 30 + i  # 34.5 checks on average
+        done.submitted_at, done.finished_at, done.outcome, done.delivery = (
+            now - 300,
+            now - 300 + 120 + i,
+            Outcome.SUCCEEDED,
+            Delivery.DELIVERED,
+        )
+        await store.add(done)
+    late = [make_record(f"n75late{i}", due_at=now - 60 - i) for i in range(3)]
+    waiting = [make_record(f"n75wait{i}", due_at=now + 60) for i in range(40)]
+    for record in [*late, *waiting]:
+        await store.add(record)
+    stats = await store.stats()
+    assert (stats.running, stats.succeeded, stats.due_now) == (43, 10, 3)
+    assert stats.oldest_due_seconds is not None and 62 <= stats.oldest_due_seconds < 70
+    assert stats.checks_per_video == 34.5
+    assert stats.seconds_p50 == 125 and stats.seconds_p90 == 129
+    capacity = capacity_of(stats, rate=5)
+    assert capacity is not None
+    assert capacity.videos_per_day == int(5 * 86400 / 34.5)  # 12,521
+    assert capacity.running_at_once == int(5 * 125 / 34.5)  # 18: fewer than the 43 running
+    warning = capacity_warning(stats, rate=5)
+    assert warning is not None and "43 videos are running, more than the 18" in warning
+    assert capacity_warning(stats, rate=50) is None

@@ -229,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="create or upgrade the schema of the configured store (PostgreSQL); safe to run again",
     )
+    stats = store_commands.add_parser(
+        "stats",
+        parents=[common],
+        help="tasks by state, the due backlog, and how many videos the request budget can follow",
+    )
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
     prune = store_commands.add_parser(
         "prune",
         parents=[common],

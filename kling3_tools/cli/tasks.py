@@ -20,6 +20,7 @@ from ..store import (
     migrate_postgres,
     open_store,
 )
+from ..store.stats import capacity_of, capacity_warning
 from . import output
 from .commands import open_service
 from .output import age, err, print_json, record_json
@@ -112,6 +113,8 @@ async def cmd_resolve(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     if args.store_command == "prune":
         return await cmd_prune(args, settings)
+    if args.store_command == "stats":
+        return await cmd_stats(args, settings)
     url = settings.store.url
     if not is_postgres_url(url):
         store = await open_local_store(args, settings)
@@ -122,6 +125,36 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
     before, after = await migrate_postgres(url)
     change = f"migrated from version {before}" if before != after else "already current"
     output.out.print(f"PostgreSQL task store: schema version {after} ({change}).")
+    return EXIT_OK
+
+
+async def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """What an operator needs to size the pollers: the store's state and what its request budget can follow."""
+    store = await open_local_store(args, settings)
+    try:
+        stats = await store.stats()
+    finally:
+        await store.close()
+    rate = settings.poller.rate_limit_per_second
+    capacity = capacity_of(stats, rate)
+    warning = capacity_warning(stats, rate)
+    if args.json:
+        print_json({**stats.as_dict(), "capacity": capacity and capacity.as_dict(), "warning": warning})
+        return EXIT_OK
+    say = output.out.print
+    say(f"tasks: {stats.running} running, {stats.succeeded} succeeded, {stats.failed} failed, "
+        f"{stats.timed_out} timed out; {stats.to_deliver} ended and still to deliver")  # fmt: skip
+    late = f", the oldest {age(stats.oldest_due_seconds)} late" if stats.oldest_due_seconds is not None else ""
+    say(f"due now: {stats.due_now}{late}")
+    if capacity is None:
+        say(f"capacity: no successful video yet to measure ({rate:g} status checks/s budget)")
+    else:
+        say(f"history: {capacity.checks_per_video:.1f} checks per video; submission to success p50 "
+            f"{age(stats.seconds_p50 or 0)}, p90 {age(stats.seconds_p90 or 0)}")  # fmt: skip
+        say(f"capacity at {rate:g} checks/s: about {capacity.videos_per_day:,} videos a day, "
+            f"{capacity.running_at_once:,} running at once")  # fmt: skip
+    if warning:
+        err.print(f"warning: {warning}")
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ from ..ratelimit import RateLimiter
 from ..records import TaskRecord
 from ..stories.record import StoryRecord, StoryState
 from .sqlite import SQLiteTaskStore
+from .stats import StoreStats
 
 __all__ = [
     "DEFAULT_STORE",
@@ -158,6 +159,9 @@ class TaskStore(Protocol):
         owner: str | None = None,
         limit: int = 50,
     ) -> list[StoryRecord]: ...
+
+    async def stats(self) -> StoreStats:
+        """Tasks by state, the due backlog, and the measured checks and time per video (see `stats`)."""
 
     async def prune(self, before: float) -> tuple[int, int]:
         """Delete tasks that ended and were delivered before `before`, and settled attempts; never an open

@@ -48,6 +48,7 @@ from .rows import (
     stamp,
     usage_from_row,
 )
+from .stats import StatsQueries
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
 log = logging.getLogger("kling3_tools.store")
@@ -89,7 +90,7 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(StoryTable):
+class PostgresTaskStore(StoryTable, StatsQueries):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES

@@ -45,6 +45,7 @@ from .rows import (
     usage_from_row,
 )
 from .sqlite_schema import SCHEMA, add_columns
+from .stats import StatsQueries
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
 SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
@@ -58,7 +59,7 @@ SQLITE = SqlDialect(
 )
 
 
-class SQLiteTaskStore(StoryTable):
+class SQLiteTaskStore(StoryTable, StatsQueries):
     """`TaskStore` on one SQLite file; calls run in a worker thread, one connection per store."""
 
     _dialect = SQLITE
