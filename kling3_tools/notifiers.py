@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
 import time
 from typing import Any, Protocol
 
@@ -19,12 +20,23 @@ from .records import TaskRecord
 from .stories.record import StoryRecord
 from .version import __version__
 
+DELIVERY_GIVE_UP_SECONDS = 24 * 3600  # a destination down for a day is given up
+MAX_DELIVERY_BACKOFF = 300.0
+
 SIGNATURE_HEADER = "X-Kling3-Signature"
 EVENT_ID_HEADER = "X-Kling3-Event-Id"
 
 
 class DeliveryError(Exception):
     """The destination did not accept the result; it will be retried."""
+
+
+def next_delivery_at(attempts: int, finished_at: float | None, now: float) -> float | None:
+    """When to try a failed delivery again (after `attempts` failures, with jittered exponential backoff), or
+    None to give up: the result ended more than a day ago."""
+    if now - (finished_at or now) > DELIVERY_GIVE_UP_SECONDS:
+        return None
+    return now + min(2.0**attempts, MAX_DELIVERY_BACKOFF) * random.uniform(0.5, 1.0)
 
 
 class Notifier(Protocol):

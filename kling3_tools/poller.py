@@ -29,7 +29,7 @@ from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, TaskNotFoundError
 from .ledger import DAY_SECONDS
-from .notifiers import Notifiers
+from .notifiers import Notifiers, next_delivery_at
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
 from .store import TaskStore
@@ -40,9 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kling3_tools.poller")
 
-DELIVERY_GIVE_UP_SECONDS = 24 * 3600
 CAPACITY_EVERY = 300.0  # seconds between two looks at whether the request budget can follow the backlog
-MAX_DELIVERY_BACKOFF = 300.0
 MAX_SWEEP_BACKOFF = 30.0
 
 
@@ -357,14 +355,13 @@ class Poller:
         except Exception as exc:
             record.delivery_attempts += 1
             record.delivery_error = str(exc) or type(exc).__name__
-            if now - (record.finished_at or now) > DELIVERY_GIVE_UP_SECONDS:
+            record.due_at = next_delivery_at(record.delivery_attempts, record.finished_at, now)
+            if record.due_at is None:
                 record.delivery = Delivery.GIVEN_UP
-                record.due_at = None
                 log.warning("gave up delivering %s: %s", record.task_id, record.delivery_error)
             else:
-                backoff = min(2.0**record.delivery_attempts, MAX_DELIVERY_BACKOFF)
-                record.due_at = now + backoff * random.uniform(0.5, 1.0)
-                log.info("delivery of %s failed (%s); retry in %.0fs", record.task_id, record.delivery_error, backoff)
+                wait = record.due_at - now
+                log.info("delivery of %s failed (%s); retry in %.0fs", record.task_id, record.delivery_error, wait)
             return False
         record.delivery = Delivery.DELIVERED
         record.delivery_error = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from .. import downloads, leases
 from ..errors import KlingError, install_hint
 from ..ledger import AttemptState
 from ..models import GenerateRequest, Task, with_urls
-from ..poller import DELIVERY_GIVE_UP_SECONDS, MAX_DELIVERY_BACKOFF
+from ..notifiers import DELIVERY_GIVE_UP_SECONDS, next_delivery_at
 from ..records import Delivery, Outcome
 from .plan import plan
 from .record import ShotState, StoryRecord, StoryState
@@ -258,11 +257,9 @@ class StoryRunner:
         except Exception as exc:
             record.delivery_attempts += 1
             record.delivery_error = str(exc) or type(exc).__name__
-            if now - (record.finished_at or now) > DELIVERY_GIVE_UP_SECONDS:
-                record.delivery, record.due_at = Delivery.GIVEN_UP, None
-            else:
-                backoff = min(2.0**record.delivery_attempts, MAX_DELIVERY_BACKOFF)
-                record.due_at = now + backoff * random.uniform(0.5, 1.0)
+            record.due_at = next_delivery_at(record.delivery_attempts, record.finished_at, now)
+            if record.due_at is None:
+                record.delivery = Delivery.GIVEN_UP
             log.info("delivery of %s failed (%s)", record.story_id, record.delivery_error)
             return
         record.delivery, record.delivery_error, record.due_at = Delivery.DELIVERED, None, None
