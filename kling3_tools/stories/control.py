@@ -17,7 +17,7 @@ from ..records import AnyOrigin, CliOrigin, Delivery
 from .model import Story
 from .plan import plan
 from .record import ShotRecord, ShotState, StoryRecord, StoryState
-from .runner import BLOCKING, StoryRunner, media_module, needs_of
+from .runner import StoryRunner, media_module, needs_of
 
 if TYPE_CHECKING:
     from ..service import KlingService
@@ -138,11 +138,11 @@ class Stories:
             raise KlingError(f"Shot `{shot_id}` is {shot.state.value}: only a failed or released shot runs again.")
         story_plan = plan(record.story)
         # The shot, the failed shots it needs (it cannot run without them), and every shot that needs those.
-        roots = {shot_id} | {i for i in needs_of(story_plan.dependencies, shot_id) if record.shots[i].state in BLOCKING}
+        roots = {shot_id} | {i for i in needs_of(story_plan.dependencies, shot_id) if record.shots[i].state.blocks}
         if unknown := [i for i in roots if record.shots[i].state is ShotState.UNKNOWN]:
             raise KlingError(f"Shot `{unknown[0]}` (which `{shot_id}` needs) may have been charged: resolve it first.")
         needing = {i for i in record.shots if roots & (needs_of(story_plan.dependencies, i) | {i})}
-        again = [i for i in record.shots if i in needing and record.shots[i].state in BLOCKING]
+        again = [i for i in record.shots if i in needing and record.shots[i].state.blocks]
         fresh = {
             i: Attempt.new(
                 story_plan.requests[i],

@@ -32,6 +32,11 @@ class ShotState(StrEnum):
     def ended(self) -> bool:
         return self not in (ShotState.WAITING, ShotState.SUBMITTING, ShotState.RUNNING)
 
+    @property
+    def blocks(self) -> bool:
+        """It will give no input to the shots that need it."""
+        return self in (ShotState.FAILED, ShotState.RELEASED, ShotState.UNKNOWN)
+
 
 class ShotRecord(BaseModel):
     attempt_id: str
@@ -83,10 +88,13 @@ class StoryRecord(BaseModel):
         return sum(shot.credits for shot in self.shots.values() if shot.state is not ShotState.RELEASED)
 
     @property
-    def failed_shot(self) -> tuple[str, ShotRecord] | None:
-        """The first shot (in file order) that failed or may have been charged without a result."""
-        bad = (ShotState.FAILED, ShotState.UNKNOWN)
-        return next(((i, shot) for i, shot in self.shots.items() if shot.state in bad), None)
+    def stopped_by(self) -> tuple[str, ShotRecord] | None:
+        """The shot that keeps the film from being made: the first (in file order) that failed or may have been
+        charged without a result, else the first released."""
+        blocking = [(i, shot) for i, shot in self.shots.items() if shot.state.blocks]
+        charged = [(i, shot) for i, shot in blocking if shot.state is not ShotState.RELEASED]
+        first = charged or blocking
+        return first[0] if first else None
 
     def finish(self, state: StoryState, note: str | None = None) -> None:
         self.state, self.note, self.finished_at, self.due_at = state, note, time.time(), time.time()

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kling3_tools.stories")
 
 Needs = Callable[[str], set[str]]  # the shots a shot takes an input from
-BLOCKING = (ShotState.FAILED, ShotState.RELEASED, ShotState.UNKNOWN)
 CLAIM_LIMIT = 4  # stories advanced by one sweep
 
 
@@ -157,7 +156,7 @@ class StoryRunner:
         what depends on a released shot is released in the same pass)."""
         for shot_id in (shot_id for stage in stages for shot_id in stage):
             shot = record.shots[shot_id]
-            blocked = [need for need in sorted(needs(shot_id)) if record.shots[need].state in BLOCKING]
+            blocked = [need for need in sorted(needs(shot_id)) if record.shots[need].state.blocks]
             if shot.state is ShotState.WAITING and blocked:
                 note = f"not sent: shot `{blocked[0]}` {record.shots[blocked[0]].state.value}"
                 if await self.store.release_reserved(shot.attempt_id, note):
@@ -214,9 +213,8 @@ class StoryRunner:
 
     async def _end(self, record: StoryRecord) -> None:
         work = self.films() / record.story_id
-        failed = record.failed_shot or next(((i, s) for i, s in record.shots.items() if s.state in BLOCKING), None)
-        if failed is not None:
-            shot_id, shot = failed
+        if stopped := record.stopped_by:
+            shot_id, shot = stopped
             record.finish(StoryState.FAILED, f"shot `{shot_id}` {shot.state.value}: {shot.note}")
         else:
             target = Path(str(record.film_path))
