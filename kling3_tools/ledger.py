@@ -28,13 +28,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from .errors import APIConnectionError, APIError, OutcomeUnknownError, SpendingRefusedError
 from .models import GenerateRequest
 from .records import AnyOrigin, Origin
+
+if TYPE_CHECKING:
+    from .stories.record import StoryRecord
 
 DAY_SECONDS = 24 * 3600
 log = logging.getLogger("kling3_tools.ledger")
@@ -196,7 +199,7 @@ class Reservation:
 
     attempts: Sequence[Attempt]
     limits: Sequence[SpendLimit]
-    story: Any = None  # a `StoryRecord`, written with its shots' attempts
+    story: StoryRecord | None = None  # written with its shots' attempts
     refused: SpendingRefusedError | None = None
 
     @property
@@ -245,7 +248,9 @@ class ReservationQueue:
         self._waiting: list[tuple[Reservation, asyncio.Future[None]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    async def reserve(self, attempts: Sequence[Attempt], limits: Sequence[SpendLimit], story: Any = None) -> None:
+    async def reserve(
+        self, attempts: Sequence[Attempt], limits: Sequence[SpendLimit], story: StoryRecord | None = None
+    ) -> None:
         reservation = Reservation(attempts, limits, story)
         done = asyncio.get_running_loop().create_future()
         self._waiting.append((reservation, done))

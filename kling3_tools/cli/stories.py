@@ -109,7 +109,7 @@ async def _story(service: KlingService, story_id: str) -> StoryRecord:
 async def _follow_or_show(service: KlingService, record: StoryRecord, args: argparse.Namespace) -> int:
     if args.wait:
         record = await _advance_here(service, record.story_id, args.timeout)
-    elif args.command == "story" and args.story_command == "run" and args.sandbox:
+    elif args.story_command == "run" and args.sandbox:
         err.print("The embedded sandbox ends with this command: add --wait to see the story through.")
     if args.json:
         print_json(_story_json(record))
