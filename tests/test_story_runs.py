@@ -504,3 +504,70 @@ async def test_a_2025_session_follows_its_own_story_and_hears_how_it_ended(sandb
     assert uri in heard.updates
     [ended_line] = [entry for entry in heard.logs if entry.get("uri") == uri]
     assert "is ready" in ended_line["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('type = "std-text-to-video"\n[[shots]]\nid = "../../etc"\nprompt = "x"\n', "`shots.0.id`"),
+        ('type = "std-text-to-video"\n[[shots]]\nid = "a/b"\nprompt = "x"\n', "`shots.0.id`"),
+        ('[[shots]]\nid = "a"\nprompt = "<script>x</script>"\nimage = "@b.last_frame"\n', "no shot `b`"),
+        ('[[shots]]\nid = "a"\nprompt = "x"\nvideo = "file:///etc/passwd"\n', "`video`"),
+        ("\x00\xff not toml", "not valid TOML"),
+        ('title = 5\n[[shots]]\nid = "a"\n', "`title`"),
+    ],
+)
+def test_a_hostile_story_file_is_refused_with_every_problem_named(text, expected):
+    with pytest.raises(RequestValidationError) as refused:
+        plan(Story.from_text(text.encode("latin-1")))
+    assert expected in str(refused.value), str(refused.value)
+
+
+async def test_a_story_goes_on_after_its_store_was_locked(tmp_path, caplog):
+    from .test_resilience import locked
+
+    db = tmp_path / "tasks.db"
+    settings = Settings.load(
+        store={"url": f"sqlite:///{db}", "busy_timeout_seconds": 0.2},
+        sandbox={"finish_seconds": 0.5},
+        poller={"media_dir": str(tmp_path / "media"), "rate_limit_per_second": 100},
+    )
+    async with KlingService.open(settings, sandbox=True) as service, following(service):
+        started = await service.start_story(Story.from_text(EDIT_CHAIN))
+        await eventually(lambda: _shot_running(service, started.story_id), timeout=30)
+        with locked(db):  # another process holds the file: every sweep (stories too) fails for a while
+            await asyncio.sleep(2.0)
+        record = await ended(service, started.story_id)
+    assert record.state is StoryState.SUCCEEDED, record.note
+    assert "Task exception was never retrieved" not in caplog.text
+
+
+async def _shot_running(service: KlingService, story_id: str) -> bool:
+    record = await service.stories.get(story_id)
+    return record is not None and any(shot.state is ShotState.RUNNING for shot in record.shots.values())
+
+
+@pytest.mark.parametrize(
+    ("content", "size", "expected"),
+    [
+        (b"x" * 10, 100_000, "a story file is at most 65536"),  # what Discord says the file weighs
+        (b"\xff\xfe not toml", 12, "not valid TOML"),
+        (b'[[shots]]\nid = "a"\nprompt = "x"\nimage = "@nowhere.last_frame"\n', 60, "no shot `nowhere`"),
+    ],
+)
+async def test_a_bad_story_file_on_discord_is_refused_privately_and_spends_nothing(
+    monkeypatch, tmp_path, content, size, expected
+):
+    from . import fake_discord as fd
+    from .test_discord_bot import ALICE, deliver, fake_discord, followups, running_bot, texts
+
+    settings = Settings.load(store={"url": f"sqlite:///{tmp_path / 'bot.db'}"}, discord={"cooldown_seconds": 0})
+    async with fake_discord(monkeypatch) as fake, running_bot(settings, sandbox=True) as bot:
+        story = fake.host("story.toml", content, "text/plain")
+        story["size"] = size
+        command = fd.slash("story", ALICE, attachments={"file": story})
+        deliver(bot, command)
+        await eventually(lambda: bool(followups(fake, command)))
+        stories = await bot.service.stories.recent()
+    assert expected in texts(followups(fake, command)) and "nothing was spent" in texts(followups(fake, command))
+    assert fake.channel_posts() == [] and stories == []
