@@ -248,6 +248,20 @@ class SqlDialect:
         return f"SELECT * FROM attempts {where} ORDER BY created_at DESC LIMIT {self.param('limit')}", {"limit": limit}
 
 
+class Statements:
+    """What the queries mixed into each backend (`story_rows`, `stats`) run on: the backend supplies its
+    `_dialect`, `_fetch` (the rows of one statement, in a write transaction when `write`) and `_write` (how
+    many rows one statement changed)."""
+
+    _dialect: SqlDialect
+
+    async def _fetch(self, sql: str, params: dict[str, Any], *, write: bool = False) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def _write(self, sql: str, params: dict[str, Any]) -> int:
+        raise NotImplementedError
+
+
 def usage_from_row(row: dict[str, Any]) -> Usage:
     last = row["last_attempt_at"]
     return Usage(credits=int(row["credits"]), running=int(row["running"]), last_attempt_at=last and float(last))

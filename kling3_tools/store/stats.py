@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .rows import SqlDialect
+from .rows import Statements
 
 HISTORY = 500  # the latest successful tasks the measured figures come from
 
@@ -51,13 +51,8 @@ class Capacity:
         return {**asdict(self), "videos_per_day": self.videos_per_day, "running_at_once": self.running_at_once}
 
 
-class StatsQueries:
-    """Mixed into each backend beside `StoryTable` (which supplies `_dialect` and `_fetch`)."""
-
-    _dialect: SqlDialect
-
-    async def _fetch(self, sql: str, params: dict[str, Any], *, write: bool = False) -> list[dict[str, Any]]:
-        raise NotImplementedError
+class StatsQueries(Statements):
+    """The operator's figures, mixed into each backend."""
 
     async def stats(self) -> StoreStats:
         p = self._dialect.param

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from ..ledger import AttemptState
 from ..stories.record import StoryRecord, StoryState
-from .rows import SqlDialect
+from .rows import Statements
 
 log = logging.getLogger("kling3_tools.store")
 
@@ -55,17 +55,8 @@ def story_from_row(row: dict[str, Any]) -> StoryRecord | None:
     return record
 
 
-class StoryTable:
-    """Mixed into each backend, which supplies `_dialect`, `_fetch` (rows of one statement, in a write
-    transaction when `write`) and `_write` (the rows one statement changed)."""
-
-    _dialect: SqlDialect
-
-    async def _fetch(self, sql: str, params: dict[str, Any], *, write: bool = False) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    async def _write(self, sql: str, params: dict[str, Any]) -> int:
-        raise NotImplementedError
+class StoryTable(Statements):
+    """Stories' queries, mixed into each backend."""
 
     def _in(self, name: str, values: list[str], params: dict[str, Any]) -> str:
         """`(:name0, :name1, …)` with the values added to `params`."""
