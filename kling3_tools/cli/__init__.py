@@ -10,7 +10,6 @@ parser (flags) · commands (the API and the catalog) · tasks (the local store)
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
@@ -20,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..errors import KlingError, RequestValidationError, missing_part
-from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, load_settings
+from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, end_now, load_settings
 from .parser import build_parser
 
 __all__ = ["build_parser", "discord_main", "main", "run"]
@@ -109,15 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `kling3` command: `main`, then the process ends at once. Every command has closed what it opened
-    (the store, the HTTP pool, a poller's leases) before `main` returns; tearing down each module after that
-    is time the user waits for and nothing else."""
-    code = main()
-    with contextlib.suppress(OSError):  # a reader that went away (`kling3 tasks | head -1`) wanted no more
-        sys.stdout.flush()
-        sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
+    """The `kling3` command: `main`, then the process ends at once (`launch.end_now`): every command has closed
+    what it opened before `main` returns."""
+    end_now(main())
 
 
 def discord_main() -> int:

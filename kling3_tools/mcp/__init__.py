@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from ..errors import install_hint
-from ..launch import EXIT_BAD_INPUT, load_settings, run_to_end, say_error
+from ..launch import EXIT_BAD_INPUT, end_now, load_settings, run_to_end, say_error
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) -> None:
@@ -34,16 +33,12 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         say_error(f"the MCP server needs the mcp extra: {install_hint('mcp')} ({exc})")
         return EXIT_BAD_INPUT
-    code = run_to_end(
-        lambda: serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port),
-        logging.getLogger("kling3_tools.mcp"),
+    end_now(
+        run_to_end(
+            lambda: serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port),
+            logging.getLogger("kling3_tools.mcp"),
+        )
     )
-    # Everything was closed and handed back in `serve` (leases, the store, the pool): skip tearing down
-    # every module one by one, which clients wait for after they close stdin.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
