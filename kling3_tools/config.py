@@ -175,6 +175,27 @@ class DiscordSettings(_Section):
         return self
 
 
+class MetricsSettings(_Section):
+    """`/healthz`, `/readyz` and Prometheus `/metrics` of a long-running process (`kling3 poller`, the bot,
+    `kling3 mcp`); off while `listen` is empty."""
+
+    listen: str = ""  # host:port, e.g. 127.0.0.1:9464
+
+    @field_validator("listen")
+    @classmethod
+    def _host_and_port(cls, listen: str) -> str:
+        if listen:
+            host, _, port = listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be host:port, such as 127.0.0.1:9464 (0.0.0.0:9464 in a container)")
+        return listen
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class Settings(BaseSettings):
     """Everything configurable, for every front end."""
 
@@ -205,6 +226,7 @@ class Settings(BaseSettings):
     poller: PollerSettings = Field(default_factory=PollerSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

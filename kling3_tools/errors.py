@@ -209,6 +209,10 @@ class SpendingRefusedError(KlingError):
 
     default_code = "SPENDING_REFUSED"
 
+    def __init__(self, message: str, *, limit: str = "", **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.limit = limit  # the key that refused, `[section] key`; empty for a refused confirmation
+
 
 class StoreError(KlingError):
     """The task store cannot be opened or used as configured."""

@@ -162,11 +162,12 @@ class SpendLimit:
     def without_per_video(self) -> SpendLimit:
         return dataclasses.replace(self, max_credits_per_video=0)
 
-    def refusal(self, credits: int, usage: Usage, now: float, what: str = "This video") -> str | None:
-        """Why this limit forbids spending `credits` now (a sentence with the numbers), or None."""
+    def refusal(self, credits: int, usage: Usage, now: float, what: str = "This video") -> tuple[str, str] | None:
+        """Why this limit forbids spending `credits` now: the key that refuses (`[section] key`) and a sentence
+        with the numbers; None when it allows it."""
         where = f"[{self.section}]"
         if self.max_credits_per_video and credits > self.max_credits_per_video:
-            return (
+            return f"{where} {self.per_video_key}", (
                 f"{what} would cost {credits} credits, above the limit of {self.max_credits_per_video} "
                 f"credits per video ({where} {self.per_video_key}). Choose a shorter, silent or cheaper model, "
                 "or raise the limit."
@@ -174,17 +175,17 @@ class SpendLimit:
         if self.cooldown_seconds and usage.last_attempt_at is not None:
             wait = self.cooldown_seconds - (now - usage.last_attempt_at)
             if wait > 0:
-                return (
+                return f"{where} cooldown_seconds", (
                     f"Slow down: another video can start in {wait:.0f} s "
                     f"({where} cooldown_seconds = {self.cooldown_seconds:g})."
                 )
         if self.max_running and usage.running >= self.max_running:
-            return (
+            return f"{where} max_concurrent_tasks_per_user", (
                 f"{usage.running} videos in progress (the limit is {self.max_running}, "
                 f"{where} max_concurrent_tasks_per_user). Wait for one to finish."
             )
         if self.daily_credits and usage.credits + credits > self.daily_credits:
-            return (
+            return f"{where} {self.daily_key}", (
                 f"{what} would cost {credits} credits, but only {self.left(usage)} of the "
                 f"{self.daily_credits}-credit budget for 24 hours are left ({usage.credits} spent or reserved; "
                 f"{where} {self.daily_key}). Try later, or raise the limit."
@@ -307,7 +308,8 @@ def check_limits(
                 limit.without_per_video.refusal(credits, used, now, "This story")
             )
         if reason is not None:
-            raise SpendingRefusedError(f"{reason} Nothing was spent.")
+            key, sentence = reason
+            raise SpendingRefusedError(f"{sentence} Nothing was spent.", limit=key)
 
 
 def outcome_of(failure: BaseException) -> AttemptState:

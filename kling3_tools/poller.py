@@ -28,19 +28,18 @@ from . import leases
 from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, TaskNotFoundError
-from .ledger import DAY_SECONDS
 from .notifiers import Notifiers, next_delivery_at
+from .observe import Observer
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
 from .store import TaskStore
-from .store.stats import capacity_warning
+from .store.upkeep import Upkeep
 
 if TYPE_CHECKING:
     from .stories.runner import StoryRunner
 
 log = logging.getLogger("kling3_tools.poller")
 
-CAPACITY_EVERY = 300.0  # seconds between two looks at whether the request budget can follow the backlog
 MAX_SWEEP_BACKOFF = 30.0
 
 
@@ -62,6 +61,7 @@ class Poller:
         archiver: Callable[[TaskRecord], Awaitable[None]] | None = None,
         keep_days: float = 0,
         stories: StoryRunner | None = None,
+        observer: Observer | None = None,
     ) -> None:
         # No retries inside the client: a retry's wait would outlast the lease. The poller paces
         # itself, reschedules failed checks and pauses everyone on a 429.
@@ -79,9 +79,9 @@ class Poller:
         )
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self.archiver = archiver  # copies a finished video into [storage] before it is delivered
-        self.keep_days = keep_days  # `[store] keep_days`: pruned once a day by each poller
-        self._pruned_at = self._capacity_at = 0.0
+        self.upkeep = Upkeep(store, keep_days=keep_days, rate=self.settings.rate_limit_per_second)
         self.stories = stories  # advances the stories of the kinds this poller delivers
+        self.observer = observer or Observer()
         self._story_job: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -198,14 +198,7 @@ class Poller:
 
     async def _sweep(self, in_flight: set[asyncio.Task[None]], kinds: list[str]) -> None:
         self._wake.clear()
-        if self.keep_days and time.time() - self._pruned_at > DAY_SECONDS:
-            self._pruned_at = time.time()
-            tasks, attempts = await self.store.prune(self._pruned_at - self.keep_days * DAY_SECONDS)
-            log.info("pruned %d tasks and %d settled attempts older than %g days", tasks, attempts, self.keep_days)
-        if time.time() - self._capacity_at > CAPACITY_EVERY:
-            self._capacity_at = time.time()
-            if warning := capacity_warning(await self.store.stats(), self.settings.rate_limit_per_second):
-                log.warning(warning)
+        await self.upkeep.run()
         if len(in_flight) >= self.concurrency:
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             return
@@ -214,11 +207,13 @@ class Poller:
         if next_due is not None and next_due <= time.time():
             # Tokens are taken before claiming, so a lease covers an HTTP call, never a wait
             # in the rate limiter (a 429 pause would otherwise outlast it).
+            waiting_since = time.monotonic()
             allowance = await self.limiter.take(self.concurrency - len(in_flight))
             if self._stopping.is_set():
                 return
             claimed = await self._claim(allowance, kinds)
             await self.limiter.give_back(allowance - len(claimed))
+            self.observer.tokens_taken(len(claimed), time.monotonic() - waiting_since)
             for record in claimed:
                 job = asyncio.create_task(self._process(record))
                 in_flight.add(job)
@@ -270,6 +265,7 @@ class Poller:
                     sent = await self._deliver(record)
                 saved = await self.store.save(record, owner=self.owner)
             if not saved:
+                self.observer.lease_lost("task")
                 log.warning("lease on %s was lost before its result was saved; it may be sent again", record.task_id)
             elif sent:
                 log.info("delivered %s (%s) to %s", record.task_id, record.outcome, record.origin.kind)
@@ -297,28 +293,11 @@ class Poller:
         running past `max_task_minutes`, never by a backlog that kept us from asking."""
         try:
             task = await self.client.status(record.task_id)
-        except RateLimitError as exc:
-            pause = exc.retry_after if exc.retry_after is not None else self.scheduler.policy.dense_interval
-            pause = min(pause, self.settings.max_retry_after_seconds)
-            await self.limiter.pause(pause)
-            record.due_at = time.time() + pause
-            log.info("rate limited; every check paused for %.1fs", pause)
-            return
-        except TaskNotFoundError:
-            # The id came from the API's own answer, so a 404 is the API's hiccup, not a refund: the task is
-            # asked again, and only past max_task_minutes given up as timed out, which still counts.
-            now = time.time()
-            if now - record.submitted_at > self.settings.max_task_minutes * 60:
-                record.error_message = f"The API no longer knows task {record.task_id}; it may still have been billed."
-                record.finish(Outcome.TIMED_OUT, now)
-            else:
-                record.due_at = now + self.scheduler.policy.dense_interval
-            return
         except KlingError as exc:
-            log.info("status of %s failed (%s); will retry", record.task_id, exc.code)
-            record.due_at = time.time() + self.scheduler.policy.dense_interval
+            self.observer.status_answer(str(exc.status_code or "error"))
+            await self._failed_check(record, exc)
             return
-        record.poll_count += 1
+        self.observer.status_answer("200")
         now = time.time()
         changed = record.apply(task, now)
         if record.is_tracking and now - record.submitted_at > self.settings.max_task_minutes * 60:
@@ -335,6 +314,28 @@ class Poller:
                 await self.notifiers[record.origin.kind].progress(record)
             except Exception as exc:
                 log.info("progress update for %s failed: %s", record.task_id, exc)
+
+    async def _failed_check(self, record: TaskRecord, failure: KlingError) -> None:
+        """When to ask again: after a 429's pause (for every poller), soon after an API or network error."""
+        if isinstance(failure, RateLimitError):
+            pause = failure.retry_after if failure.retry_after is not None else self.scheduler.policy.dense_interval
+            pause = min(pause, self.settings.max_retry_after_seconds)
+            await self.limiter.pause(pause)
+            self.observer.paused(pause)
+            record.due_at = time.time() + pause
+            log.info("rate limited; every check paused for %.1fs", pause)
+        elif isinstance(failure, TaskNotFoundError):
+            # The id came from the API's own answer, so a 404 is the API's hiccup, not a refund: the task is
+            # asked again, and only past max_task_minutes given up as timed out, which still counts.
+            now = time.time()
+            if now - record.submitted_at > self.settings.max_task_minutes * 60:
+                record.error_message = f"The API no longer knows task {record.task_id}; it may still have been billed."
+                record.finish(Outcome.TIMED_OUT, now)
+            else:
+                record.due_at = now + self.scheduler.policy.dense_interval
+        else:
+            log.info("status of %s failed (%s); will retry", record.task_id, failure.code)
+            record.due_at = time.time() + self.scheduler.policy.dense_interval
 
     async def _deliver(self, record: TaskRecord) -> bool:
         """Hand the result to its origin; True when the destination accepted it."""
@@ -362,7 +363,10 @@ class Poller:
             else:
                 wait = record.due_at - now
                 log.info("delivery of %s failed (%s); retry in %.0fs", record.task_id, record.delivery_error, wait)
+            self.observer.delivery(record.origin.kind, "retrying" if record.due_at else "given_up")
             return False
+        if not record.origin.story_id:
+            self.observer.delivery(record.origin.kind, "delivered", time.time() - (record.finished_at or now))
         record.delivery = Delivery.DELIVERED
         record.delivery_error = None
         record.due_at = None

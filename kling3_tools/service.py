@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from . import downloads, resolution
 from .assets import inputs
 from .assets.archive import Archiver
 from .assets.inputs import LocalFiles
-from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
-from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy, UpdateCallback, WaitPolicy
+from .assets.store import AssetStore
+from .client import AsyncKlingClient, UpdateCallback, WaitPolicy
 from .config import Settings
-from .errors import KlingError, StoreError
+from .errors import KlingError, SpendingRefusedError, StoreError
 from .ledger import (
     DAY_SECONDS,
     Attempt,
@@ -40,11 +39,13 @@ from .ledger import (
 )
 from .models import GenerateRequest, Task
 from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
+from .observe import Observer
+from .parts import open_parts
 from .poller import Poller
 from .records import AnyOrigin, Checked, CliOrigin, Delivery, TaskRecord
 from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
-from .store import DEFAULT_STORE, SANDBOX_STORE, StatusFilter, TaskStore, open_store
+from .store import StatusFilter, TaskStore
 from .stories.control import Stories
 from .stories.model import Story
 from .stories.record import StoryRecord
@@ -63,18 +64,20 @@ class KlingService:
         schedule: SchedulePolicy | None = None,
         api_url: str | None = None,
         assets: AssetStore | None = None,
+        observer: Observer | None = None,
     ) -> None:
+        self.observer = observer or Observer()  # what an operator's metrics count (`kling3_tools.ops`)
         self.client = client
         self.assets = assets  # where local inputs go; None: only URLs are accepted
         self.api_url = api_url or client.base_url  # the API's name in the store: the embedded sandbox's is fixed
-        self.store = store
+        self.store = store = self.observer.watched(store)
         self.settings = settings
         self.http = http
         self.scheduler = Scheduler(store, schedule or SchedulePolicy.from_settings(settings.poller))
         self.notifiers = Notifiers(CliNotifier())
         if settings.poller.webhook_secret is not None:
             self.notifiers.register(WebhookNotifier(http, settings.poller.webhook_secret.get_secret_value()))
-        self._pollers: list[Poller] = []
+        self.pollers: list[Poller] = []
         self.budget = SpendLimit(
             "budget",
             daily_credits=settings.budget.daily_credits,
@@ -94,35 +97,26 @@ class KlingService:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, settings: Settings, *, sandbox: bool = False, schedule: SchedulePolicy | None = None
+        cls,
+        settings: Settings,
+        *,
+        sandbox: bool = False,
+        schedule: SchedulePolicy | None = None,
+        observer: Observer | None = None,
     ) -> AsyncIterator[KlingService]:
-        retry = RetryPolicy(max_retries=settings.max_retries)
+        """The service for the configured API, or for an embedded sandbox started with it (`sandbox=True`)."""
         async with contextlib.AsyncExitStack() as stack:
-            http = await stack.enter_async_context(
-                httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_seconds, connect=10), limits=DEFAULT_LIMITS)
+            parts = await open_parts(stack, settings, sandbox=sandbox)
+            yield cls(
+                parts.client,
+                parts.store,
+                settings,
+                http=parts.http,
+                schedule=schedule or parts.schedule,
+                api_url=parts.api_url,
+                assets=parts.assets,
+                observer=observer,
             )
-            api_url: str | None = None
-            key: SecretStr | None
-            assets: AssetStore | None = ObjectAssetStore(settings.storage) if settings.storage.url else None
-            if sandbox:
-                server = stack.enter_context(embedded.start(settings.sandbox))
-                api_url = embedded.API_URL
-                key, base_url = SecretStr(server.api_key), server.url
-                schedule = schedule or embedded.schedule(settings.sandbox.finish_seconds)
-                assets = assets or SandboxAssetStore(http, server.url, server.api_key)
-            else:
-                key, base_url = settings.api_key, settings.base_url
-            client = AsyncKlingClient(
-                key, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds
-            )
-            store = await open_store(
-                settings.store.url,
-                default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
-                pool_size=settings.store.pool_size,
-                busy_timeout=settings.store.busy_timeout_seconds,
-            )
-            stack.push_async_callback(store.close)
-            yield cls(client, store, settings, http=http, schedule=schedule, api_url=api_url, assets=assets)
 
     # --- spending: the one path every generate takes -----------------------------------
 
@@ -152,8 +146,8 @@ class KlingService:
 
     def check_following(self) -> None:
         """Refuse to spend when this process delivers its own results and no poller follows them now."""
-        if self._needs_follower and not any(poller.is_following for poller in self._pollers):
-            reasons = "; ".join(p.last_error for p in self._pollers if p.last_error) or "it is starting"
+        if self._needs_follower and not any(poller.is_following for poller in self.pollers):
+            reasons = "; ".join(p.last_error for p in self.pollers if p.last_error) or "it is starting"
             raise KlingError(
                 f"Not started, nothing was spent: no poller is following tasks right now ({reasons}), so the "
                 "result could not be delivered. Try again in a moment."
@@ -163,12 +157,17 @@ class KlingService:
         """Await a ledger reservation: a refusal as it is, a store failure as `StoreError` (nothing was sent)."""
         try:
             await reservation
+        except SpendingRefusedError as refused:
+            self.observer.reservation("refused", refused.limit)
+            raise
         except KlingError:
             raise
         except Exception as exc:
+            self.observer.reservation("store_failed")
             raise StoreError(
                 f"Nothing was sent: the task store {self.store!r} cannot record the spend ({exc})."
             ) from exc
+        self.observer.reservation("reserved")
 
     async def submit_reserved(
         self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
@@ -207,7 +206,7 @@ class KlingService:
         return record
 
     def wake_pollers(self) -> None:
-        for poller in self._pollers:
+        for poller in self.pollers:
             poller.wake()
 
     async def start_story(self, story: Story, origin: AnyOrigin | None = None, **options: Any) -> StoryRecord:
@@ -379,6 +378,7 @@ class KlingService:
             archiver=self.archiver,
             keep_days=self.settings.store.keep_days,
             stories=self.stories.runner,
+            observer=self.observer,
         )
-        self._pollers.append(poller)
+        self.pollers.append(poller)
         return poller

@@ -8,6 +8,7 @@ belongs to the `postgres` account the package creates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import pwd
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +54,24 @@ class PostgresCluster:
 
     def start(self) -> PostgresCluster:
         self._run("initdb", "-D", str(self.data), "-U", "kling3", "-A", "trust", "-E", "UTF8", "--locale=C", "-N")
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
-        return self
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped (every connection refused) while inside; started again on the way out."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        try:
+            yield
+        finally:
+            self._launch()
 
     def restart(self) -> None:
         """`pg_ctl restart -m fast`: every connection is cut, as in an operator's restart or a failover."""

@@ -11,7 +11,7 @@ from typing import Any
 import discord
 import pytest
 from aiohttp import web
-from kling3_discord import KlingBot
+from kling3_discord import KlingBot, opened
 
 from kling3_tools.config import Settings
 from kling3_tools.records import Delivery, DiscordOrigin, TaskRecord
@@ -59,8 +59,7 @@ def bot_settings(sandbox, tmp_path: Path, **discord_settings: Any) -> Settings:
 async def running_bot(settings: Settings, *, sandbox: bool = False) -> AsyncIterator[KlingBot]:
     """Log in (REST only), then receive the guild as the gateway would deliver it; with `sandbox`, on an
     embedded sandbox (which also hosts what the bot puts in storage)."""
-    async with KlingService.open(settings, schedule=FAST, sandbox=sandbox) as service:
-        bot = KlingBot(service, settings)
+    async with opened(settings, schedule=FAST, sandbox=sandbox) as bot:
         await bot.login("fake-bot-token")
         bot._connection.parse_guild_create(fd.guild_payload())
         try:

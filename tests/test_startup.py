@@ -33,7 +33,9 @@ MCP_EXTRA_PACKAGES = {
     "httpx", "httpcore", "h11", "certifi", "idna", "sniffio", "anyio",
     "pydantic_settings", "dotenv", "platformdirs", "rich", "pygments", "click", "markdown_it", "mdurl",
 }  # fmt: skip
-NEVER_AT_START = {"psycopg", "psycopg_pool", "obstore", "av", "numpy", "PIL", "discord", "boto3", "moto"}
+NEVER_AT_START = {
+    "psycopg", "psycopg_pool", "obstore", "av", "numpy", "PIL", "discord", "boto3", "moto", "prometheus_client",
+}  # fmt: skip
 
 
 def imported(script: str, env: dict[str, str] | None = None) -> set[str]:

@@ -10,28 +10,44 @@ buttons) · embeds · notifier (delivery) · policy (the owner's rules).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 
 import discord
 
+from kling3_tools import ops
 from kling3_tools.config import Settings
 from kling3_tools.launch import EXIT_BAD_INPUT, load_settings, run_to_end, say_error
+from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 
 from .bot import KlingBot
 
-__all__ = ["KlingBot", "main", "run"]
+__all__ = ["KlingBot", "main", "opened", "run"]
 
 log = logging.getLogger("kling3_tools.discord")
 
 
+@contextlib.asynccontextmanager
+async def opened(
+    settings: Settings, *, sandbox: bool = False, schedule: SchedulePolicy | None = None
+) -> AsyncIterator[KlingBot]:
+    """The bot on its service (with `/healthz`, `/readyz` and `/metrics` when `[metrics] listen` is set), not
+    yet logged in; its poller starts at login."""
+    observer = ops.observer_for(settings, "discord")
+    async with (
+        KlingService.open(settings, sandbox=sandbox, schedule=schedule, observer=observer) as service,
+        ops.exposed(service),
+    ):
+        yield KlingBot(service, settings)
+
+
 async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
-    async with KlingService.open(settings, sandbox=sandbox) as service:
-        bot = KlingBot(service, settings)
-        async with bot:
-            await bot.start(token)
+    async with opened(settings, sandbox=sandbox) as bot, bot:
+        await bot.start(token)
 
 
 def run(args: argparse.Namespace) -> int:

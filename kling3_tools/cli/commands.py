@@ -15,6 +15,7 @@ from ..assets import inputs
 from ..config import Settings
 from ..launch import EXIT_OK, UsageError
 from ..models import GenerateRequest, Task
+from ..observe import Observer
 from ..records import CliOrigin, WebhookOrigin
 from ..service import KlingService
 from . import output
@@ -22,9 +23,11 @@ from .output import describe_cost, elapsed, err, print_json, record_json, task_j
 
 
 @contextlib.asynccontextmanager
-async def open_service(args: argparse.Namespace, settings: Settings) -> AsyncIterator[KlingService]:
+async def open_service(
+    args: argparse.Namespace, settings: Settings, observer: Observer | None = None
+) -> AsyncIterator[KlingService]:
     """The service for the configured API, or for an embedded sandbox with --sandbox."""
-    async with KlingService.open(settings, sandbox=args.sandbox) as service:
+    async with KlingService.open(settings, sandbox=args.sandbox, observer=observer) as service:
         if args.sandbox:
             err.print(Text(f"Using the embedded sandbox at {service.base_url} (no credits are spent).", style="dim"))
         yield service

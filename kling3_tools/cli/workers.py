@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 
+from .. import ops
 from ..config import Settings
 from ..errors import missing_part
 from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError
@@ -24,7 +25,12 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1:
         return await _run_workers(args, settings)
     logging.getLogger("kling3_tools.poller").setLevel(logging.INFO)
-    async with open_service(args, settings) as service, contextlib.AsyncExitStack() as stack:
+    observer = ops.observer_for(settings, "poller")
+    async with (
+        open_service(args, settings, observer) as service,
+        ops.exposed(service),
+        contextlib.AsyncExitStack() as stack,
+    ):
         if token := os.environ.get("DISCORD_TOKEN"):
             try:
                 from kling3_discord.notifier import rest_notifier
@@ -65,6 +71,9 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
     command += ["-v"] * args.verbose + ["poller"]
 
     async def start(index: int) -> asyncio.subprocess.Process:
+        if settings.metrics.listen:  # one port each: worker i serves its endpoints on the port + i
+            host, port = settings.metrics.address
+            env["KLING_METRICS__LISTEN"] = f"{host}:{port + index}"
         worker = await asyncio.create_subprocess_exec(*command, env=env, stdin=asyncio.subprocess.DEVNULL)
         err.print(f"worker {index} started (pid {worker.pid})")
         return worker

@@ -18,6 +18,7 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 
+from .. import ops
 from ..config import Settings
 from ..errors import KlingError
 from ..service import KlingService
@@ -84,7 +85,8 @@ def build_server(deps: Deps) -> KlingMCPServer:
 
 @contextlib.asynccontextmanager
 async def open_deps(settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]:
-    async with KlingService.open(settings, sandbox=sandbox) as service:
+    observer = ops.observer_for(settings, "mcp")
+    async with KlingService.open(settings, sandbox=sandbox, observer=observer) as service, ops.exposed(service):
         notifier = McpNotifier(InMemorySubscriptionBus())
         service.register(notifier)
         async with service.polling():

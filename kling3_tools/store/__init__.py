@@ -167,6 +167,9 @@ class TaskStore(Protocol):
         """Delete tasks that ended and were delivered before `before`, and settled attempts; never an open
         attempt or a task still to deliver. Returns (tasks, attempts) deleted."""
 
+    async def check_schema(self) -> None:
+        """Raise `StoreError` unless the store answers with the schema this version needs (a readiness probe)."""
+
     async def close(self) -> None: ...
 
 

@@ -86,6 +86,16 @@ CLAIM_SQL = """
     RETURNING tasks.*"""
 
 
+def _check_version(version: int, url: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(too_new(version))
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"the task store at {describe_url(url)} has schema version {version}, this kling3-tools needs "
+            f"{SCHEMA_VERSION}: run `kling3 store migrate` once (it is safe to run again)"
+        )
+
+
 async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
@@ -109,14 +119,7 @@ class PostgresTaskStore(StoryTable, StatsQueries):
     async def open(cls, url: str, *, pool_size: int = 10) -> PostgresTaskStore:
         """Connect and check the schema; a schema that is missing or behind asks for `kling3 store migrate`."""
         async with await connect(url) as conn:
-            version = await current_version(conn)
-        if version > SCHEMA_VERSION:
-            raise StoreError(too_new(version))
-        if version < SCHEMA_VERSION:
-            raise StoreError(
-                f"the task store at {describe_url(url)} has schema version {version}, this kling3-tools needs "
-                f"{SCHEMA_VERSION}: run `kling3 store migrate` once (it is safe to run again)"
-            )
+            _check_version(await current_version(conn), url)
         pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -132,6 +135,10 @@ class PostgresTaskStore(StoryTable, StatsQueries):
             await pool.close()
             raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
         return cls(url, pool)
+
+    async def check_schema(self) -> None:
+        async with self._pool.connection() as conn:
+            _check_version(await current_version(conn), self.url)
 
     async def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:

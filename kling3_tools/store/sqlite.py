@@ -155,6 +155,9 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
 
     # --- the interface --------------------------------------------------------
 
+    async def check_schema(self) -> None:
+        await self._fetch("SELECT COUNT(*) FROM tasks WHERE 0", {})  # readable, and its tables are there
+
     async def add(self, record: TaskRecord) -> None:
         values = record_to_row(record)
         sql = SQLITE.insert("tasks", COLUMNS)

@@ -85,6 +85,7 @@ class StoryRunner:
             if now - record.failing_since > DELIVERY_GIVE_UP_SECONDS and record.state is StoryState.RUNNING:
                 record.finish(StoryState.FAILED, f"stopped after a day of errors ({reason})")
         if not await self.store.save_story(record, owner=owner):
+            self.service.observer.lease_lost("story")
             log.warning("lease on %s was lost before it was saved", record.story_id)
             return
         if record.state is StoryState.RUNNING and record.summary() != before:
@@ -259,8 +260,10 @@ class StoryRunner:
             if record.due_at is None:
                 record.delivery = Delivery.GIVEN_UP
             log.info("delivery of %s failed (%s)", record.story_id, record.delivery_error)
+            self.service.observer.delivery(f"{record.origin.kind}_story", "retrying" if record.due_at else "given_up")
             return
         record.delivery, record.delivery_error, record.due_at = Delivery.DELIVERED, None, None
+        self.service.observer.delivery(f"{record.origin.kind}_story", "delivered", now - (record.finished_at or now))
 
     def films(self) -> Path:
         media_dir = self.service.settings.poller.media_dir

@@ -1,0 +1,46 @@
+"""What an operator sees of a long-running process (`kling3 poller`, the Discord bot, `kling3 mcp`): `/healthz`,
+`/readyz` and Prometheus `/metrics` on `[metrics] listen`, when it is set.
+
+    async with KlingService.open(settings, observer=ops.observer_for(settings, "poller")) as service:
+        async with ops.exposed(service):
+            ...
+
+Nothing here is imported, nor is `prometheus_client`, by a process that leaves `[metrics] listen` empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from ..errors import missing_part
+from ..launch import UsageError
+from ..observe import Observer
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..service import KlingService
+
+
+def observer_for(settings: Settings, role: str) -> Observer | None:
+    """The observer that counts this process's events for `/metrics`; None when metrics are off."""
+    if not settings.metrics.listen:
+        return None
+    try:
+        from .metrics import PrometheusObserver
+    except ImportError as exc:
+        raise UsageError(f"[metrics] listen is set, but {missing_part('metrics', 'metrics', exc)}") from None
+    return PrometheusObserver(role, settings.poller.rate_limit_per_second)
+
+
+@contextlib.asynccontextmanager
+async def exposed(service: KlingService) -> AsyncIterator[None]:
+    """Serve the endpoints of `service` (opened with `observer_for`'s observer) while inside."""
+    if not service.settings.metrics.listen:
+        yield
+        return
+    from .endpoints import serving
+
+    async with serving(service):
+        yield

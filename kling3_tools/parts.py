@@ -1,0 +1,56 @@
+"""What a service is built from, opened from the settings: one pooled HTTP client, the API client (for the
+configured API, or for an embedded sandbox started here), the asset store and the task store."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import httpx
+from pydantic import SecretStr
+
+from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
+from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy
+from .config import Settings
+from .sandbox import embedded
+from .schedule import SchedulePolicy
+from .store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    http: httpx.AsyncClient
+    client: AsyncKlingClient
+    store: TaskStore
+    assets: AssetStore | None
+    api_url: str | None  # the embedded sandbox's fixed name in the store; None: the client's base URL
+    schedule: SchedulePolicy | None  # the embedded sandbox's quick one; None: from the settings
+
+
+async def open_parts(stack: contextlib.AsyncExitStack, settings: Settings, *, sandbox: bool) -> Parts:
+    """Open every part on `stack`, which closes them."""
+    http = await stack.enter_async_context(
+        httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_seconds, connect=10), limits=DEFAULT_LIMITS)
+    )
+    api_url: str | None = None
+    schedule: SchedulePolicy | None = None
+    key: SecretStr | None
+    assets: AssetStore | None = ObjectAssetStore(settings.storage) if settings.storage.url else None
+    if sandbox:
+        server = stack.enter_context(embedded.start(settings.sandbox))
+        api_url = embedded.API_URL
+        key, base_url = SecretStr(server.api_key), server.url
+        schedule = embedded.schedule(settings.sandbox.finish_seconds)
+        assets = assets or SandboxAssetStore(http, server.url, server.api_key)
+    else:
+        key, base_url = settings.api_key, settings.base_url
+    retry = RetryPolicy(max_retries=settings.max_retries)
+    client = AsyncKlingClient(key, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds)
+    store = await open_store(
+        settings.store.url,
+        default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
+        pool_size=settings.store.pool_size,
+        busy_timeout=settings.store.busy_timeout_seconds,
+    )
+    stack.push_async_callback(store.close)
+    return Parts(http, client, store, assets, api_url, schedule)
