@@ -19,6 +19,7 @@ import platformdirs
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -64,6 +65,40 @@ def _empty_is_unset(value: Any) -> Any:
     return value or None
 
 
+def read_secret_file(variable: str, path: str) -> str:
+    """A secret mounted as a file (Docker `secrets:`, a Kubernetes Secret volume): its content, stripped."""
+    try:
+        return Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{variable}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def discord_token() -> str:
+    """The bot's token, from DISCORD_TOKEN or the file DISCORD_TOKEN_FILE names; empty when neither is set."""
+    if path := os.environ.get("DISCORD_TOKEN_FILE"):
+        return read_secret_file("DISCORD_TOKEN_FILE", path)
+    return os.environ.get("DISCORD_TOKEN", "").strip()
+
+
+class EnvironmentSource(EnvSettingsSource):
+    """The `KLING_…` variables, but for the `KLING_…_FILE` ones, which `SecretFilesSource` reads."""
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        return {name: value for name, value in super()._load_env_vars().items() if not name.lower().endswith("_file")}
+
+
+class SecretFilesSource(EnvSettingsSource):
+    """`KLING_<KEY>_FILE=path` sets `KLING_<KEY>` to that file's content (`KLING_API_KEY_FILE`,
+    `KLING_STORE__PASSWORD_FILE`…), so a secret mounted as a file never sits in the environment."""
+
+    def _load_env_vars(self) -> dict[str, str | None]:
+        return {
+            name.lower().removesuffix("_file"): read_secret_file(name, path)
+            for name, path in os.environ.items()
+            if name.upper().startswith("KLING_") and name.upper().endswith("_FILE") and path
+        }
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -77,9 +112,12 @@ class SandboxSettings(SandboxOptions):
 
 class StoreSettings(_Section):
     url: str = ""
+    password: SecretStr | None = None  # PostgreSQL's, kept out of the URL (where `@` or `:` would break it)
     pool_size: int = Field(default=10, ge=1)
     busy_timeout_seconds: float = Field(default=30.0, gt=0)
     keep_days: float = Field(default=0, ge=0)  # 0: keep everything
+
+    _no_empty_password = field_validator("password", mode="before")(_empty_is_unset)
 
     @field_validator("keep_days")
     @classmethod
@@ -238,7 +276,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = _config_file.get()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            EnvironmentSource(settings_cls),
+            SecretFilesSource(settings_cls),
+        ]
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)

@@ -48,6 +48,7 @@ async def open_parts(stack: contextlib.AsyncExitStack, settings: Settings, *, sa
     client = AsyncKlingClient(key, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds)
     store = await open_store(
         settings.store.url,
+        password=settings.store.password,
         default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
         pool_size=settings.store.pool_size,
         busy_timeout=settings.store.busy_timeout_seconds,

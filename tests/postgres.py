@@ -86,6 +86,18 @@ class PostgresCluster:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://kling3@127.0.0.1:{self.port}/{dbname}"
 
+    def role_with_password(self, name: str, password: str) -> None:
+        """A role that must give `password` (SCRAM) to connect from loopback; every other role stays trusted."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                    psycopg.sql.Identifier(name), psycopg.sql.Literal(password)
+                )
+            )
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())  # the first match wins
+        self._run("pg_ctl", "-D", str(self.data), "reload")
+
     def new_database(self) -> str:
         """A fresh, empty database; its url."""
         name = f"kling3_{uuid.uuid4().hex[:12]}"

@@ -123,3 +123,21 @@ async def test_poller_concurrency_comes_from_the_settings(sandbox, tmp_path):
         assert service.poller(concurrency=5).concurrency == 5
     with pytest.raises(ConfigError, match="concurrency"):
         Settings.load(poller={"concurrency": 0})
+
+
+def test_settings_read_secrets_from_the_files_their_variables_name(tmp_path, monkeypatch):
+    (tmp_path / "key").write_text("sk-from-a-file\n")
+    (tmp_path / "password").write_text("p@ss:w/rd?")
+    monkeypatch.setenv("KLING_API_KEY_FILE", str(tmp_path / "key"))
+    monkeypatch.setenv("KLING_STORE__PASSWORD_FILE", str(tmp_path / "password"))
+    settings = Settings.load()
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "sk-from-a-file"
+    assert settings.store.password is not None and settings.store.password.get_secret_value() == "p@ss:w/rd?"
+    monkeypatch.setenv("KLING_API_KEY", "sk-from-the-environment")  # the variable itself wins over its file
+    assert Settings.load().api_key.get_secret_value() == "sk-from-the-environment"  # type: ignore[union-attr]
+
+
+def test_an_unreadable_secret_file_names_the_variable_never_a_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("KLING_POLLER__WEBHOOK_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"KLING_POLLER__WEBHOOK_SECRET_FILE: cannot read .*missing"):
+        Settings.load()

@@ -8,6 +8,7 @@ import time
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from kling3_tools.errors import StoreError
 from kling3_tools.records import CliOrigin, McpOrigin
@@ -151,3 +152,27 @@ async def test_due_tasks_nobody_here_serves_are_never_read_by_a_claim(postgres_u
 
 def _nodes(node: dict) -> list[dict]:
     return [node, *(child for sub in node.get("Plans", []) for child in _nodes(sub))]
+
+
+async def test_a_password_with_url_characters_is_given_apart_from_the_url(postgres_cluster, tmp_path, monkeypatch):
+    """`[store] password` (here from KLING_STORE__PASSWORD_FILE) reaches a SCRAM-checked role intact, though it
+    holds `@`, `:`, `/` and `?`, which would break a URL; a wrong one is refused without being shown."""
+    from kling3_tools.config import Settings
+    from kling3_tools.store import migrate_postgres, open_store
+
+    password = "p@ss:w/rd?#x"
+    postgres_cluster.role_with_password("guarded", password)
+    url = postgres_cluster.new_database().replace("kling3@", "guarded@")
+    (tmp_path / "password").write_text(password + "\n")
+    monkeypatch.setenv("KLING_STORE__PASSWORD_FILE", str(tmp_path / "password"))
+    settings = Settings.load(store={"url": url})
+    assert await migrate_postgres(url, settings.store.password) == (0, SCHEMA_VERSION)
+    store = await open_store(url, password=settings.store.password)
+    try:
+        assert await store.stats() is not None
+        await store.check_schema()
+    finally:
+        await store.close()
+    with pytest.raises(StoreError) as refused:
+        await open_store(url, password=SecretStr("wrong"))
+    assert "wrong" not in str(refused.value) and password not in str(refused.value)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 
 import discord
 
 from kling3_tools import ops
-from kling3_tools.config import Settings
+from kling3_tools.config import ConfigError, Settings, discord_token
 from kling3_tools.launch import EXIT_BAD_INPUT, load_settings, run_to_end, say_error
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
@@ -52,12 +51,16 @@ async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    token = os.environ.get("DISCORD_TOKEN", "").strip()
-    if not token:
-        say_error("set DISCORD_TOKEN to your bot's token (Discord developer portal → Bot).")
-        return EXIT_BAD_INPUT
     settings = load_settings(args)
     if settings is None:
+        return EXIT_BAD_INPUT
+    try:
+        token = discord_token()
+    except ConfigError as exc:
+        say_error(str(exc))
+        return EXIT_BAD_INPUT
+    if not token:
+        say_error("set DISCORD_TOKEN (or DISCORD_TOKEN_FILE) to your bot's token (Discord developer portal → Bot).")
         return EXIT_BAD_INPUT
     return run_to_end(lambda: run_bot(settings, token, sandbox=args.sandbox), log, _explain)
 

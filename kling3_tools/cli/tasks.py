@@ -30,6 +30,7 @@ async def open_local_store(args: argparse.Namespace, settings: Settings) -> Task
     """The configured store, or the default file of --sandbox runs or of real ones; no client, no key."""
     return await open_store(
         settings.store.url,
+        password=settings.store.password,
         default_name=SANDBOX_STORE if args.sandbox else DEFAULT_STORE,
         busy_timeout=settings.store.busy_timeout_seconds,
     )
@@ -122,7 +123,7 @@ async def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
         where = store.path if isinstance(store, SQLiteTaskStore) else url
         output.out.print(f"SQLite store {where} is ready (SQLite creates its schema when it opens).")
         return EXIT_OK
-    before, after = await migrate_postgres(url)
+    before, after = await migrate_postgres(url, settings.store.password)
     change = f"migrated from version {before}" if before != after else "already current"
     output.out.print(f"PostgreSQL task store: schema version {after} ({change}).")
     return EXIT_OK

@@ -11,7 +11,7 @@ import signal
 import sys
 
 from .. import ops
-from ..config import Settings
+from ..config import ConfigError, Settings, discord_token
 from ..errors import missing_part
 from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError
 from ..store import is_postgres_url
@@ -31,7 +31,11 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
         ops.exposed(service),
         contextlib.AsyncExitStack() as stack,
     ):
-        if token := os.environ.get("DISCORD_TOKEN"):
+        try:
+            token = discord_token()
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        if token:
             try:
                 from kling3_discord.notifier import rest_notifier
             except ImportError as exc:

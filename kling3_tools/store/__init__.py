@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import platformdirs
+from pydantic import SecretStr
 
 from ..errors import StoreError, install_hint
 from ..ledger import Attempt, AttemptState, SpendLimit, Usage
@@ -205,10 +206,17 @@ def _postgres(module: str = "postgres") -> ModuleType:
 
 
 async def open_store(
-    url: str = "", *, default_name: str = DEFAULT_STORE, pool_size: int = 10, busy_timeout: float = 30.0
+    url: str = "",
+    *,
+    password: SecretStr | None = None,
+    default_name: str = DEFAULT_STORE,
+    pool_size: int = 10,
+    busy_timeout: float = 30.0,
 ) -> TaskStore:
-    """The store a `[store] url` names; empty means the default SQLite file in the user data folder."""
+    """The store a `[store] url` names; empty means the default SQLite file in the user data folder. A
+    PostgreSQL `password` is given apart from the URL (`[store] password`)."""
     if is_postgres_url(url):
+        url = _with_password(url, password)
         store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
         return store
     try:
@@ -218,7 +226,14 @@ async def open_store(
         raise StoreError(str(exc)) from None
 
 
-async def migrate_postgres(url: str) -> tuple[int, int]:
+async def migrate_postgres(url: str, password: SecretStr | None = None) -> tuple[int, int]:
     """Create or upgrade a PostgreSQL store's schema: (version before, version after)."""
-    result: tuple[int, int] = await _postgres("pg_schema").migrate(url)
+    result: tuple[int, int] = await _postgres("pg_schema").migrate(_with_password(url, password))
     return result
+
+
+def _with_password(url: str, password: SecretStr | None) -> str:
+    if password is None or not password.get_secret_value():
+        return url
+    with_password: str = _postgres("pg_schema").with_password(url, password.get_secret_value())
+    return with_password

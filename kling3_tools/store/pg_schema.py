@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from ..errors import StoreError
@@ -121,6 +121,14 @@ def describe_url(url: str) -> str:
     except psycopg.ProgrammingError:
         return "an unparsable postgresql:// url"
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+def with_password(url: str, password: str) -> str:
+    """The connection string of `url` with `password`, quoted as libpq needs whatever characters it holds."""
+    try:
+        return make_conninfo(url, password=password)
+    except psycopg.ProgrammingError:
+        raise StoreError(f"cannot read the store url {describe_url(url)}") from None
 
 
 async def connect(url: str) -> Connection:
