@@ -74,22 +74,31 @@ def read_secret_file(variable: str, path: str) -> str:
 
 
 def discord_token() -> str:
-    """The bot's token, from DISCORD_TOKEN or the file DISCORD_TOKEN_FILE names; empty when neither is set."""
-    if path := os.environ.get("DISCORD_TOKEN_FILE"):
-        return read_secret_file("DISCORD_TOKEN_FILE", path)
-    return os.environ.get("DISCORD_TOKEN", "").strip()
+    """The bot's token: DISCORD_TOKEN, else the file DISCORD_TOKEN_FILE names (as for `KLING_…_FILE`); empty
+    when neither is set."""
+    if token := os.environ.get("DISCORD_TOKEN", "").strip():
+        return token
+    path = os.environ.get("DISCORD_TOKEN_FILE")
+    return read_secret_file("DISCORD_TOKEN_FILE", path) if path else ""
 
 
 class EnvironmentSource(EnvSettingsSource):
-    """The `KLING_…` variables, but for the `KLING_…_FILE` ones, which `SecretFilesSource` reads."""
+    """The `KLING_…` variables, but for the `KLING_…_FILE` ones, which `SecretFilesSource` reads, and for an
+    empty one whose `_FILE` twin is set (compose passes an unset variable as empty: the file then counts)."""
 
     def _load_env_vars(self) -> dict[str, str | None]:
-        return {name: value for name, value in super()._load_env_vars().items() if not name.lower().endswith("_file")}
+        found = super()._load_env_vars()
+        return {
+            name: value
+            for name, value in found.items()
+            if not name.endswith("_file") and (value or not found.get(f"{name}_file"))
+        }
 
 
 class SecretFilesSource(EnvSettingsSource):
     """`KLING_<KEY>_FILE=path` sets `KLING_<KEY>` to that file's content (`KLING_API_KEY_FILE`,
-    `KLING_STORE__PASSWORD_FILE`…), so a secret mounted as a file never sits in the environment."""
+    `KLING_STORE__PASSWORD_FILE`…), so a secret mounted as a file never sits in the environment. A non-empty
+    `KLING_<KEY>` wins over its file."""
 
     def _load_env_vars(self) -> dict[str, str | None]:
         return {

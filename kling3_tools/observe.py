@@ -30,5 +30,8 @@ class Observer:
     def lease_lost(self, what: str) -> None:
         """A worker lost its lease on a `task` or `story` while working on it."""
 
-    def reservation(self, result: str, limit: str = "") -> None:
-        """A ledger reservation `reserved`, `refused` by `limit` (`[section] key`) or failed in the `store`."""
+    def reservation(self, result: str) -> None:
+        """A ledger reservation `reserved`, `refused` or `store_failed`."""
+
+    def refusal(self, limit: str) -> None:
+        """A spend refused by `limit` (`[section] key`), when checked early or when reserving."""

@@ -158,7 +158,8 @@ class KlingService:
         try:
             await reservation
         except SpendingRefusedError as refused:
-            self.observer.reservation("refused", refused.limit)
+            self.observer.reservation("refused")
+            self.observer.refusal(refused.limit)
             raise
         except KlingError:
             raise
@@ -238,7 +239,11 @@ class KlingService:
         (a story), `credits` is their total and `dearest` the one the per-video limits judge."""
         every = [self.budget, *limits]
         usages = {limit: await self.store.usage(limit) for limit in every if limit.counts_usage}
-        check_limits(credits, time.time(), every, usages.__getitem__, dearest=dearest)
+        try:
+            check_limits(credits, time.time(), every, usages.__getitem__, dearest=dearest)
+        except SpendingRefusedError as refused:
+            self.observer.refusal(refused.limit)
+            raise
 
     async def usage(self, limit: SpendLimit) -> Usage:
         return await self.store.usage(limit)

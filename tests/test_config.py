@@ -141,3 +141,20 @@ def test_an_unreadable_secret_file_names_the_variable_never_a_value(tmp_path, mo
     monkeypatch.setenv("KLING_POLLER__WEBHOOK_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match=r"KLING_POLLER__WEBHOOK_SECRET_FILE: cannot read .*missing"):
         Settings.load()
+
+
+def test_an_empty_variable_leaves_its_secret_file_in_charge(tmp_path, monkeypatch):
+    """Compose passes an unset variable as empty: `KLING_X=` beside `KLING_X_FILE` must not blank the secret."""
+    (tmp_path / "secret").write_text("from-the-file")
+    for name in ("KLING_API_KEY", "KLING_POLLER__WEBHOOK_SECRET", "DISCORD_TOKEN"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.setenv(f"{name}_FILE", str(tmp_path / "secret"))
+    settings = Settings.load()
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "from-the-file"
+    assert settings.poller.webhook_secret is not None
+    assert settings.poller.webhook_secret.get_secret_value() == "from-the-file"
+    from kling3_tools.config import discord_token
+
+    assert discord_token() == "from-the-file"
+    monkeypatch.setenv("DISCORD_TOKEN", "from-the-variable")  # as for KLING_…, a set variable wins
+    assert discord_token() == "from-the-variable"

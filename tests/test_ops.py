@@ -3,6 +3,7 @@ move as tasks move, and readiness that follows the store down and back up."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kling3_tools.config import ConfigError, MetricsSettings, Settings
+from kling3_tools.models import GenerateRequest
 from kling3_tools.records import Outcome
 
 from .conftest import set_options
@@ -185,7 +187,7 @@ async def test_the_discord_bot_serves_its_endpoints(monkeypatch, sandbox, tmp_pa
 
 async def test_a_backlog_beyond_the_budget_reads_degraded_not_down(sandbox, tmp_path):
     """Readiness degrades (200, `degraded`) when more videos run than the status-check budget can follow."""
-    from kling3_tools.ops.endpoints import readiness
+    from kling3_tools.ops.endpoints import Readiness
     from kling3_tools.ops.metrics import PrometheusObserver
     from kling3_tools.service import KlingService
 
@@ -195,7 +197,8 @@ async def test_a_backlog_beyond_the_budget_reads_degraded_not_down(sandbox, tmp_
     observer = PrometheusObserver("test", settings.poller.rate_limit_per_second)
     async with KlingService.open(settings, observer=observer) as service, service.polling():
         await eventually(lambda: all(p.is_following for p in service.pollers))
-        assert (await readiness(service, observer))[0] == "ready"
+        await observer.figures.refresh(service.store)
+        assert (await Readiness(service, observer).verdict())[0] == "ready"
         now = time.time()
         for i in range(10):  # 30 checks and 120 s a video: 5 checks/s follow 20 running at once
             done = make_record(f"done{i}", due_at=None)
@@ -205,7 +208,8 @@ async def test_a_backlog_beyond_the_budget_reads_degraded_not_down(sandbox, tmp_
         for i in range(25):
             await service.store.add(make_record(f"running{i}", due_at=now + 3600))
         observer.figures.latest = None  # read the store again now
-        status, checks = await readiness(service, observer)
+        await observer.figures.refresh(service.store)
+        status, checks = await Readiness(service, observer).verdict()
     assert status == "degraded" and "rate_limit_per_second" in checks["capacity"]
 
 
@@ -227,7 +231,7 @@ def test_a_taken_metrics_port_is_one_clear_line(sandbox, tmp_path):
         done = subprocess.run(
             [sys.executable, "-m", "kling3_tools", "poller"], env=env, capture_output=True, text=True, timeout=60
         )
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # a configuration error: `--workers` does not restart it
     assert f"cannot listen on [metrics] listen = {address}" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
@@ -238,7 +242,8 @@ def test_the_metric_names_are_those_the_dashboard_charts():
 
     observer = PrometheusObserver("test", 5.0)
     observer.delivery("cli", "delivered", 1.0)
-    observer.reservation("refused", "[budget] daily_credits")
+    observer.reservation("refused")
+    observer.refusal("[budget] daily_credits")
     observer.status_answer("200")
     exposed = {family.name for family in text_string_to_metric_families(observer.exposition().decode())}
     exposed |= {"kling3_tasks", "kling3_tasks_due", "kling3_oldest_due_seconds", "kling3_capacity_running_videos"}
@@ -252,3 +257,114 @@ def test_the_metric_names_are_those_the_dashboard_charts():
     assert queried, "the dashboard queries nothing"
     suffixes = ("_total", "_bucket", "_count", "_sum")
     assert {name.removesuffix(next((s for s in suffixes if name.endswith(s)), "")) for name in queried} <= exposed
+
+
+@contextlib.asynccontextmanager
+async def exposed_service(sandbox, tmp_path: Path, listen: str | None = None):
+    from kling3_tools.ops.endpoints import serving
+    from kling3_tools.ops.metrics import PrometheusObserver
+    from kling3_tools.service import KlingService
+
+    address = listen or f"127.0.0.1:{free_port()}"
+    loaded = Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{tmp_path / 't.db'}", "busy_timeout_seconds": 30},
+        metrics={"listen": address},
+    )
+    observer = PrometheusObserver("test", 5)
+    async with KlingService.open(loaded, observer=observer) as service, service.polling(), serving(service):
+        await eventually(lambda: all(p.is_following for p in service.pollers))
+        yield service, observer, address
+
+
+async def test_a_crowd_of_probes_and_scrapes_costs_the_store_one_query_at_a_time(sandbox, tmp_path):
+    async with exposed_service(sandbox, tmp_path) as (_, _, address):
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=16)) as http:  # under the cap of 32
+            answers = await asyncio.gather(
+                *(http.get(f"http://{address}{path}", timeout=30) for path in ["/readyz", "/metrics"] * 100)
+            )
+        assert {answer.status_code for answer in answers} == {200}
+        metrics = await scrape(address)
+    assert value(metrics, "kling3_store_seconds_count", operation="stats") <= 2
+    assert value(metrics, "kling3_store_seconds_count", operation="check_schema") <= 2
+
+
+async def test_more_connections_than_the_cap_are_refused_not_held(sandbox, tmp_path):
+    async with exposed_service(sandbox, tmp_path) as (_, _, address):
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as http:
+            answers = await asyncio.gather(*(http.get(f"http://{address}/healthz", timeout=30) for _ in range(200)))
+        codes = [answer.status_code for answer in answers]
+        assert 503 in codes and set(codes) <= {200, 503}  # answered at once, not held open
+        assert (await get(address, "/healthz")).status_code == 200  # and served again once the crowd is gone
+        assert (await get(address, "/healthz")).status_code == 200  # and it serves again at once
+
+
+async def test_probes_on_a_locked_sqlite_file_never_pile_up_threads(sandbox, tmp_path):
+    import threading
+
+    from .test_resilience import locked
+
+    async with exposed_service(sandbox, tmp_path) as (service, _, address):
+        assert (await ready(address))[0] == 200
+        before = threading.active_count()
+        with locked(tmp_path / "t.db"):
+            writes = asyncio.create_task(service.store.release_all(owner="nobody"))  # waits on the lock
+            for _ in range(3):
+                await asyncio.sleep(1.1)  # past the last verdict's age: probes ask the store again
+                answers = await asyncio.gather(*(ready(address) for _ in range(20)))
+                assert {code for code, _ in answers} == {503}
+            assert threading.active_count() <= before + 3  # the write, one stuck check, the executor's spare
+        await writes
+        await eventually(lambda: is_ready(address), timeout=30)
+
+
+async def is_ready(address: str) -> bool:
+    return (await ready(address))[0] == 200
+
+
+async def test_a_client_that_never_reads_cannot_hold_the_process_at_stop(sandbox, tmp_path):
+    import signal
+    import socket
+
+    address = f"127.0.0.1:{free_port()}"
+    env = {**worker_env(sandbox, f"sqlite:///{tmp_path / 't.db'}"), "KLING_METRICS__LISTEN": address}
+    process = start_kling3(["poller"], env, tmp_path / "poller.log")
+    try:
+        await until_ready(address)
+        host, port = address.split(":")
+        stuck = socket.create_connection((host, int(port)))
+        stuck.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)  # pipelined, never read
+        await asyncio.sleep(1)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+        assert time.monotonic() - started < 10 and process.returncode == 0, (tmp_path / "poller.log").read_text()
+        stuck.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+async def test_refusals_are_counted_by_limit_wherever_they_are_decided(sandbox, tmp_path):
+    from kling3_tools.errors import SpendingRefusedError
+    from kling3_tools.ledger import SpendLimit
+
+    limit = SpendLimit("discord", daily_credits=100, daily_key="daily_credit_budget_per_user")
+    async with exposed_service(sandbox, tmp_path) as (service, _, address):
+        with pytest.raises(SpendingRefusedError):
+            await service.check_spend(300, [limit])  # early, before asking anyone to confirm
+        with pytest.raises(SpendingRefusedError):
+            await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="x"), limits=[limit])
+        metrics = await scrape(address)
+    assert value(metrics, "kling3_refusals_total", limit="[discord] daily_credit_budget_per_user") == 2
+    assert value(metrics, "kling3_reservations_total", result="refused") == 1
+    assert value(metrics, "kling3_store_errors_total") == 0  # a refusal is the store answering, not failing
+
+
+@pytest.mark.skipif(not __import__("socket").has_dualstack_ipv6(), reason="no dual-stack IPv6 here")
+async def test_listening_on_every_ipv6_address_takes_ipv4_too(sandbox, tmp_path):
+    port = free_port()
+    async with exposed_service(sandbox, tmp_path, f"[::]:{port}"):
+        assert (await get(f"127.0.0.1:{port}", "/healthz")).status_code == 200
+        assert (await get(f"[::1]:{port}", "/healthz")).status_code == 200

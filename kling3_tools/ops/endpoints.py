@@ -3,7 +3,8 @@
 - `/healthz`: 200 while the event loop answers (a liveness probe restarts a wedged process).
 - `/readyz`: 503 while the store does not answer, its schema is not the one this version needs, or a poller
   of this process is not following tasks; 200 `degraded` when more videos run than the status-check budget
-  can follow (results will be late: add budget, not workers); else 200 `ready`. The body says which check.
+  can follow (results will be late: add budget, not workers); else 200 `ready`. The body says which check
+  (`Readiness`).
 - `/metrics`: the Prometheus text format.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..errors import KlingError
+from ..launch import UsageError
 from ..store.stats import capacity_warning
 from .metrics import PrometheusObserver
 
@@ -33,41 +36,86 @@ if TYPE_CHECKING:
 log = logging.getLogger("kling3_tools.ops")
 
 CHECK_SECONDS = 2.0  # a store slower than this to answer a probe or a scrape counts as down
+VERDICT_MAX_AGE = 1.0  # seconds a readiness verdict answers every probe that asks
+MAX_CONNECTIONS = 32  # at once; more are refused (503) rather than held
+SHUTDOWN_SECONDS = 2  # open connections get this long once the process stops, then are cut
 
 
-async def readiness(service: KlingService, observer: PrometheusObserver) -> tuple[str, dict[str, str]]:
-    """(`ready`, `degraded` or `not ready`, what each check found)."""
-    checks: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(CHECK_SECONDS):
-            await service.store.check_schema()
-            stats = await observer.figures.refresh(service.store)
-    except TimeoutError:
-        checks["store"] = f"no answer within {CHECK_SECONDS:g} s"
-        return "not ready", checks
-    except Exception as exc:
-        checks["store"] = exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
-        return "not ready", checks
-    checks["store"] = "ok"
-    stalled = [poller for poller in service.pollers if not poller.is_following]
-    checks["poller"] = (
-        "; ".join(f"{p.owner}: {p.last_error or 'not running'}" for p in stalled)
-        if stalled
-        else f"{len(service.pollers)} following"
-    )
-    if stalled or not service.pollers:
-        return "not ready", checks
-    warning = capacity_warning(stats, service.settings.poller.rate_limit_per_second)
-    checks["capacity"] = warning or "ok"
-    return ("degraded" if warning else "ready"), checks
+class Readiness:
+    """The process's readiness, judged at most once a second with at most one store query in flight, so no
+    number of probes (or clients of an exposed port) loads the store or piles up threads on a locked file.
+
+    Not ready: the store does not answer within CHECK_SECONDS or its schema is not this version's, or a
+    poller of this process is not following. Degraded: the last known figures say more videos run than the
+    status-check budget can follow (the figures are read in the background, never inside the probe)."""
+
+    def __init__(self, service: KlingService, observer: PrometheusObserver) -> None:
+        self.service = service
+        self.observer = observer
+        self._verdict: tuple[str, dict[str, str]] | None = None
+        self._judged_at = 0.0
+        self._judging: asyncio.Task[tuple[str, dict[str, str]]] | None = None
+        self._schema_check: asyncio.Task[None] | None = None
+
+    async def verdict(self) -> tuple[str, dict[str, str]]:
+        """(`ready`, `degraded` or `not ready`, what each check found)."""
+        if self._verdict is not None and time.monotonic() - self._judged_at < VERDICT_MAX_AGE:
+            return self._verdict
+        if self._judging is None:
+            self._judging = asyncio.create_task(self._judge())
+        return await asyncio.shield(self._judging)
+
+    async def _judge(self) -> tuple[str, dict[str, str]]:
+        try:
+            self._verdict = await self._checks()
+            self._judged_at = time.monotonic()
+            return self._verdict
+        finally:
+            self._judging = None
+
+    async def _checks(self) -> tuple[str, dict[str, str]]:
+        checks: dict[str, str] = {}
+        if problem := await self._store_problem():
+            checks["store"] = problem
+            return "not ready", checks
+        checks["store"] = "ok"
+        pollers = self.service.pollers
+        stalled = [poller for poller in pollers if not poller.is_following]
+        checks["poller"] = (
+            "; ".join(f"{p.owner}: {p.last_error or 'not running'}" for p in stalled)
+            if stalled or not pollers
+            else f"{len(pollers)} following"
+        ) or "none started yet"
+        if stalled or not pollers:
+            return "not ready", checks
+        self.observer.figures.refresh_soon(self.service.store)
+        stats = self.observer.figures.latest
+        warning = stats and capacity_warning(stats, self.service.settings.poller.rate_limit_per_second)
+        checks["capacity"] = warning or "ok"
+        return ("degraded" if warning else "ready"), checks
+
+    async def _store_problem(self) -> str | None:
+        if self._schema_check is None or self._schema_check.done():  # a check still stuck is waited on again
+            self._schema_check = asyncio.create_task(self.service.store.check_schema())
+            self._schema_check.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            async with asyncio.timeout(CHECK_SECONDS):
+                await asyncio.shield(self._schema_check)
+        except TimeoutError:
+            return f"no answer within {CHECK_SECONDS:g} s"
+        except Exception as exc:
+            return exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def app(service: KlingService, observer: PrometheusObserver) -> Starlette:
+    readiness = Readiness(service, observer)
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
     async def readyz(request: Request) -> Response:
-        status, checks = await readiness(service, observer)
+        status, checks = await readiness.verdict()
         return JSONResponse({"status": status, "checks": checks}, status_code=503 if status == "not ready" else 200)
 
     async def metrics(request: Request) -> Response:
@@ -86,18 +134,31 @@ class _Server(uvicorn.Server):
         yield  # the process's own SIGTERM handling (a graceful stop of its poller) stays in charge
 
 
+def bound(listen: str, host: str, port: int) -> socket.socket:
+    """A listening socket, bound here so that a taken port is a configuration error (exit 2, which also stops
+    `--workers` from restarting the worker) rather than uvicorn ending the process. `::` takes IPv4 too."""
+    try:
+        if ":" in host:
+            return socket.create_server((host, port), family=socket.AF_INET6, dualstack_ipv6=host == "::")
+        return socket.create_server((host, port))
+    except OSError as exc:
+        raise UsageError(f"cannot listen on [metrics] listen = {listen}: {exc.strerror or exc}") from None
+
+
 @contextlib.asynccontextmanager
 async def serving(service: KlingService) -> AsyncIterator[None]:
     observer = service.observer
     if not isinstance(observer, PrometheusObserver):
         raise TypeError("open the service with ops.observer_for(settings, role) to expose its metrics")
-    host, port = service.settings.metrics.address
-    try:  # bound here, so a taken port is a clear error rather than uvicorn ending the process
-        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-    except OSError as exc:
-        raise KlingError(f"cannot listen on [metrics] listen = {service.settings.metrics.listen}: {exc}") from None
+    listener = bound(service.settings.metrics.listen, *service.settings.metrics.address)
     config: Any = uvicorn.Config(
-        app(service, observer), log_config=None, access_log=False, lifespan="off", log_level="warning"
+        app(service, observer),
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        log_level="warning",
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,  # a client that never reads must not keep the process
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))

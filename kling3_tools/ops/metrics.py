@@ -5,6 +5,7 @@ Each process has its own registry, so two services in one process (tests) never 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..errors import SpendingRefusedError
 from ..observe import Observer
 from ..store import TaskStore
 from ..store.stats import StoreStats, capacity_of
@@ -29,17 +31,33 @@ TASK_STATES = ("running", "succeeded", "failed", "timed_out", "to_deliver")
 
 
 class StoreFigures(Collector):
-    """The latest `StoreStats` as gauges; `refresh` reads them again when they are older than STATS_MAX_AGE."""
+    """The latest `StoreStats` as gauges. They are read again when older than STATS_MAX_AGE, one read at a
+    time however many scrapes and probes ask: the store never sees more than one of these queries at once."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate  # the poller's status checks per second, which the capacity is measured against
         self.latest: StoreStats | None = None
         self.read_at = 0.0
+        self._reading: asyncio.Task[None] | None = None
 
-    async def refresh(self, store: TaskStore) -> StoreStats:
-        if self.latest is None or time.monotonic() - self.read_at > STATS_MAX_AGE:
-            self.latest, self.read_at = await store.stats(), time.monotonic()
+    async def refresh(self, store: TaskStore) -> StoreStats | None:
+        """Fresh figures, waiting for the read in flight (a caller that gives up does not cancel it)."""
+        self.refresh_soon(store)
+        if self._reading is not None:
+            await asyncio.shield(self._reading)
         return self.latest
+
+    def refresh_soon(self, store: TaskStore) -> None:
+        """Start a read when the figures are stale and none is in flight."""
+        if self._reading is None and (self.latest is None or time.monotonic() - self.read_at > STATS_MAX_AGE):
+            self._reading = asyncio.create_task(self._read(store))
+            self._reading.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen: no warning
+
+    async def _read(self, store: TaskStore) -> None:
+        try:
+            self.latest, self.read_at = await store.stats(), time.monotonic()
+        finally:
+            self._reading = None
 
     def collect(self) -> Iterator[Metric]:
         stats = self.latest
@@ -121,10 +139,11 @@ class PrometheusObserver(Observer):
     def lease_lost(self, what: str) -> None:
         self.leases_lost.labels(what).inc()
 
-    def reservation(self, result: str, limit: str = "") -> None:
+    def reservation(self, result: str) -> None:
         self.reservations.labels(result).inc()
-        if limit:
-            self.refusals.labels(limit).inc()
+
+    def refusal(self, limit: str) -> None:
+        self.refusals.labels(limit).inc()
 
 
 class TimedStore:
@@ -154,6 +173,8 @@ class TimedStore:
             started = time.perf_counter()
             try:
                 return await method(*args, **kwargs)
+            except SpendingRefusedError:  # a limit said no: the store answered
+                raise
             except Exception:
                 errors.inc()
                 raise
