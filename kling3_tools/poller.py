@@ -298,6 +298,7 @@ class Poller:
             await self._failed_check(record, exc)
             return
         self.observer.status_answer("200")
+        record.poll_count += 1
         now = time.time()
         changed = record.apply(task, now)
         if record.is_tracking and now - record.submitted_at > self.settings.max_task_minutes * 60:
