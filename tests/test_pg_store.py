@@ -176,3 +176,11 @@ async def test_a_password_with_url_characters_is_given_apart_from_the_url(postgr
     with pytest.raises(StoreError) as refused:
         await open_store(url, password=SecretStr("wrong"))
     assert "wrong" not in str(refused.value) and password not in str(refused.value)
+
+
+async def test_an_unreadable_url_with_a_password_is_one_line_without_it():
+    from kling3_tools.store import open_store
+
+    with pytest.raises(StoreError) as refused:
+        await open_store("postgresql://kling3@127.0.0.1/db?notanoption=1", password=SecretStr("s3cret"))
+    assert str(refused.value) == "[store] url is not a PostgreSQL connection URL that libpq can read"

@@ -128,7 +128,7 @@ def with_password(url: str, password: str) -> str:
     try:
         return make_conninfo(url, password=password)
     except psycopg.ProgrammingError:
-        raise StoreError(f"cannot read the store url {describe_url(url)}") from None
+        raise StoreError("[store] url is not a PostgreSQL connection URL that libpq can read") from None
 
 
 async def connect(url: str) -> Connection:
