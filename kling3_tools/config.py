@@ -161,6 +161,7 @@ class BudgetSettings(_Section):
 class PollerSettings(_Section):
     rate_limit_per_second: float = Field(default=5.0, gt=0)
     rate_limit_burst: float = Field(default=0, ge=0)  # requests at once after idle; 0: a tenth of a second's
+    rate_shared_by: int = Field(default=1, ge=1)  # set by `--workers N` on SQLite: this process sends 1/N
     concurrency: int = Field(default=8, ge=1, le=256)
     expected_seconds: tuple[float, float] = (120.0, 600.0)
     learn_schedule: bool = True
@@ -176,6 +177,12 @@ class PollerSettings(_Section):
     webhook_secret: SecretStr | None = None
 
     _no_empty_secret = field_validator("webhook_secret", mode="before")(_empty_is_unset)
+
+    @property
+    def own_rate(self) -> float:
+        """The status checks per second this process sends: its share of `rate_limit_per_second` (which the
+        capacity figures, about the whole store, keep using)."""
+        return self.rate_limit_per_second / self.rate_shared_by
 
 
 class McpSettings(_Section):

@@ -74,9 +74,7 @@ class Poller:
         self.idle_seconds = idle_seconds
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
         self.api_url = api_url or self.client.base_url  # what the store's records name the API by
-        self.limiter = store.rate_limiter(
-            self.api_url, self.settings.rate_limit_per_second, self.settings.rate_limit_burst or None
-        )
+        self.limiter = store.rate_limiter(self.api_url, self.settings.own_rate, self.settings.rate_limit_burst or None)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self.archiver = archiver  # copies a finished video into [storage] before it is delivered
         self.upkeep = Upkeep(store, keep_days=keep_days, rate=self.settings.rate_limit_per_second)

@@ -119,6 +119,18 @@ async def test_each_poller_worker_serves_its_endpoints_and_metrics_follow_the_ta
         assert value(after, "kling3_tasks", state="succeeded") + value(after, "kling3_tasks", state="failed") == 4
         assert value(after, "kling3_tasks", state="running") == 0
         assert value(after, "kling3_tasks_due") == 0
+        # Each SQLite worker sends half the rate, but the capacity is the whole rate's (400/s here).
+        from kling3_tools.store import open_store
+        from kling3_tools.store.stats import capacity_of
+
+        store = await open_store(store_url)
+        try:
+            capacity = capacity_of(await store.stats(), 400)
+        finally:
+            await store.close()
+        assert capacity is not None
+        for address in addresses:
+            assert value(await scrape(address), "kling3_capacity_running_videos") == capacity.running_at_once
 
 
 async def test_readiness_fails_while_postgresql_is_down_and_recovers(sandbox, postgres_cluster, postgres_url, tmp_path):

@@ -66,7 +66,7 @@ async def _run_workers(args: argparse.Namespace, settings: Settings) -> int:
         )
     env = dict(os.environ)
     if not is_postgres_url(settings.store.url):  # SQLite cannot share a bucket between processes: split it
-        env["KLING_POLLER__RATE_LIMIT_PER_SECOND"] = str(settings.poller.rate_limit_per_second / args.workers)
+        env["KLING_POLLER__RATE_SHARED_BY"] = str(args.workers)
     command = [sys.executable, "-m", "kling3_tools"]
     if args.config:
         command += ["--config", args.config]
