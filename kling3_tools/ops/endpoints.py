@@ -28,6 +28,7 @@ from starlette.routing import Route
 from ..errors import KlingError
 from ..launch import UsageError
 from ..store.stats import capacity_warning
+from .inflight import OneAtATime
 from .metrics import PrometheusObserver
 
 if TYPE_CHECKING:
@@ -54,24 +55,19 @@ class Readiness:
         self.observer = observer
         self._verdict: tuple[str, dict[str, str]] | None = None
         self._judged_at = 0.0
-        self._judging: asyncio.Task[tuple[str, dict[str, str]]] | None = None
-        self._schema_check: asyncio.Task[None] | None = None
+        self._judging: OneAtATime[tuple[str, dict[str, str]]] = OneAtATime()
+        self._schema_checks: OneAtATime[None] = OneAtATime()
 
     async def verdict(self) -> tuple[str, dict[str, str]]:
         """(`ready`, `degraded` or `not ready`, what each check found)."""
         if self._verdict is not None and time.monotonic() - self._judged_at < VERDICT_MAX_AGE:
             return self._verdict
-        if self._judging is None:
-            self._judging = asyncio.create_task(self._judge())
-        return await asyncio.shield(self._judging)
+        return await self._judging.run(self._judge)
 
     async def _judge(self) -> tuple[str, dict[str, str]]:
-        try:
-            self._verdict = await self._checks()
-            self._judged_at = time.monotonic()
-            return self._verdict
-        finally:
-            self._judging = None
+        self._verdict = await self._checks()
+        self._judged_at = time.monotonic()
+        return self._verdict
 
     async def _checks(self) -> tuple[str, dict[str, str]]:
         checks: dict[str, str] = {}
@@ -81,13 +77,11 @@ class Readiness:
         checks["store"] = "ok"
         pollers = self.service.pollers
         stalled = [poller for poller in pollers if not poller.is_following]
-        checks["poller"] = (
-            "; ".join(f"{p.owner}: {p.last_error or 'not running'}" for p in stalled)
-            if stalled or not pollers
-            else f"{len(pollers)} following"
-        ) or "none started yet"
-        if stalled or not pollers:
+        if not pollers or stalled:
+            reasons = "; ".join(f"{p.owner}: {p.last_error or 'not running'}" for p in stalled)
+            checks["poller"] = reasons or "none started yet"
             return "not ready", checks
+        checks["poller"] = f"{len(pollers)} following"
         self.observer.figures.refresh_soon(self.service.store)
         stats = self.observer.figures.latest
         warning = stats and capacity_warning(stats, self.service.settings.poller.rate_limit_per_second)
@@ -95,12 +89,9 @@ class Readiness:
         return ("degraded" if warning else "ready"), checks
 
     async def _store_problem(self) -> str | None:
-        if self._schema_check is None or self._schema_check.done():  # a check still stuck is waited on again
-            self._schema_check = asyncio.create_task(self.service.store.check_schema())
-            self._schema_check.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
+        try:  # a check still stuck on the store is waited on again, never doubled
             async with asyncio.timeout(CHECK_SECONDS):
-                await asyncio.shield(self._schema_check)
+                await self._schema_checks.run(self.service.store.check_schema)
         except TimeoutError:
             return f"no answer within {CHECK_SECONDS:g} s"
         except Exception as exc:

@@ -5,7 +5,6 @@ Each process has its own registry, so two services in one process (tests) never 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import time
@@ -21,6 +20,7 @@ from ..observe import Observer
 from ..store import TaskStore
 from ..store.stats import StoreStats, capacity_of
 from ..version import __version__
+from .inflight import OneAtATime
 
 PREFIX = "kling3"
 STATS_MAX_AGE = 5.0  # seconds a scrape reuses the store's figures: scrapers and probes never load the store
@@ -38,26 +38,25 @@ class StoreFigures(Collector):
         self.rate = rate  # the poller's status checks per second, which the capacity is measured against
         self.latest: StoreStats | None = None
         self.read_at = 0.0
-        self._reading: asyncio.Task[None] | None = None
+        self._reads: OneAtATime[None] = OneAtATime()
+
+    @property
+    def stale(self) -> bool:
+        return self.latest is None or time.monotonic() - self.read_at > STATS_MAX_AGE
 
     async def refresh(self, store: TaskStore) -> StoreStats | None:
         """Fresh figures, waiting for the read in flight (a caller that gives up does not cancel it)."""
-        self.refresh_soon(store)
-        if self._reading is not None:
-            await asyncio.shield(self._reading)
+        if self.stale:
+            await self._reads.run(lambda: self._read(store))
         return self.latest
 
     def refresh_soon(self, store: TaskStore) -> None:
         """Start a read when the figures are stale and none is in flight."""
-        if self._reading is None and (self.latest is None or time.monotonic() - self.read_at > STATS_MAX_AGE):
-            self._reading = asyncio.create_task(self._read(store))
-            self._reading.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen: no warning
+        if self.stale:
+            self._reads.start(lambda: self._read(store))
 
     async def _read(self, store: TaskStore) -> None:
-        try:
-            self.latest, self.read_at = await store.stats(), time.monotonic()
-        finally:
-            self._reading = None
+        self.latest, self.read_at = await store.stats(), time.monotonic()
 
     def collect(self) -> Iterator[Metric]:
         stats = self.latest
