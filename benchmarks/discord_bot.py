@@ -1,80 +1,131 @@
-"""50 `/kling generate` interactions arriving at once: time from arrival to the defer call, p50/p99.
+"""`/kling generate` interactions arriving at once (200 by default): time from arrival to the defer call,
+p50/p99, for the first burst after login (every connection to Discord opened at once) and for the bursts after it.
 
-    python -m benchmarks.discord_bot [--interactions 50] [--rounds 5]
+    python -m benchmarks.discord_bot [--interactions 200] [--rounds 5]
 
-The bot runs for real (discord.py's own dispatch, the core, the store) against
-the fake Discord REST API the tests use and a sandbox in its own process.
-Arrival is when discord.py is handed INTERACTION_CREATE; the defer is when the
-fake Discord receives the callback. Discord allows 3 s.
+The bot runs for real (discord.py's own dispatch, the core, the store) against the fake Discord REST API the
+tests use, in its own process as Discord is, and a sandbox in its own process. Arrival is when discord.py is
+handed INTERACTION_CREATE; the defer is when the fake Discord receives the callback. Discord allows 3 s;
+the target is a p99 under 100 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import discord
-from aiohttp import web
+import httpx
 from kling3_discord import KlingBot
 
 from kling3_tools.config import Settings
 from kling3_tools.service import KlingService
 from tests import fake_discord as fd
+from tests.helpers import free_port
 
 from .common import SANDBOX_KEY, sandbox_process
 
+TARGET_P99_MS = 100
 
-async def measure(url: str, folder: str, interactions: int, rounds: int) -> list[float]:
-    fake = fd.FakeDiscord()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    discord.http.Route.BASE = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/api/v10"  # type: ignore[union-attr]
+
+FAKE_DISCORD = """
+import sys
+from aiohttp import web
+from tests import fake_discord as fd
+
+fake = fd.FakeDiscord()
+app = fake.app()
+
+
+async def callbacks(request: web.Request) -> web.Response:
+    return web.json_response({c.path.split("/")[2]: c.at for c in fake.calls if c.path.endswith("/callback")})
+
+
+app.router.add_get("/bench/callbacks", callbacks)
+# Discord takes any burst; aiohttp's default backlog (128) would drop the SYNs past it, for a 1 s retry.
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), backlog=1024, print=None)
+"""
+
+
+@contextlib.contextmanager
+def fake_discord_process() -> Iterator[str]:
+    """The tests' fake Discord in its own process, as Discord is: its work is not the bot's loop's. Yields its
+    URL; `GET /bench/callbacks` answers when each interaction's callback arrived (`time.monotonic`, which is
+    one clock for every process on Linux)."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", FAKE_DISCORD, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                httpx.get(f"{url}/bench/callbacks")
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+async def measure(url: str, discord_url: str, folder: str, interactions: int, rounds: int) -> list[list[float]]:
+    """Arrival-to-defer delays, one list per burst."""
+    discord.http.Route.BASE = f"{discord_url}/api/v10"
     settings = Settings.load(
         api_key=SANDBOX_KEY,
         base_url=url,
         store={"url": f"sqlite:///{Path(folder) / 'bot.db'}"},
         discord={"cooldown_seconds": 0, "max_concurrent_tasks_per_user": 0},
     )
-    delays: list[float] = []
-    async with KlingService.open(settings) as service:
+    bursts: list[list[float]] = []
+    async with KlingService.open(settings) as service, httpx.AsyncClient() as http:
         bot = KlingBot(service, settings)
         await bot.login("benchmark-token")
         bot._connection.parse_guild_create(fd.guild_payload())
-        for _ in range(rounds):
-            payloads = [fd.slash("generate", 800000000000000000 + i, prompt=f"clip {i}") for i in range(interactions)]
+        for burst in range(rounds):
+            first = 800000000000000000 + burst * interactions
+            payloads = [fd.slash("generate", first + i, prompt=f"clip {i}") for i in range(interactions)]
             arrived: dict[str, float] = {}
             for payload in payloads:
                 arrived[payload["id"]] = time.monotonic()
                 bot._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
             await asyncio.sleep(2)  # a burst is deferred within milliseconds; its submissions settle meanwhile
-            deferred = {c.path.split("/")[2]: c.at for c in fake.calls if c.path.endswith("/callback")}
+            deferred = (await http.get(f"{discord_url}/bench/callbacks")).json()
             assert set(arrived) <= set(deferred), "some interactions were never acknowledged"
-            delays += [deferred[interaction_id] - at for interaction_id, at in arrived.items()]
+            bursts.append([deferred[interaction_id] - at for interaction_id, at in arrived.items()])
         await bot.close()
-    await runner.cleanup()
-    return delays
+    return bursts
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--interactions", type=int, default=50)
+    parser.add_argument("--interactions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with sandbox_process(60) as url, tempfile.TemporaryDirectory() as folder:
-        delays = asyncio.run(measure(url, folder, args.interactions, args.rounds))
-    ordered = sorted(delays)
-    p50 = statistics.median(ordered) * 1000
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
-    print(
-        f"{len(ordered)} interactions ({args.rounds} bursts of {args.interactions}): arrival to defer "
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ordered[-1] * 1000:.1f} ms (target: p99 under 250 ms; Discord: 3 s)"
-    )
+    with sandbox_process(60) as url, fake_discord_process() as discord_url, tempfile.TemporaryDirectory() as folder:
+        bursts = asyncio.run(measure(url, discord_url, folder, args.interactions, args.rounds))
+    for name, delays in [("first burst", bursts[0]), ("later bursts", [d for b in bursts[1:] for d in b])]:
+        if not delays:
+            continue
+        ordered = sorted(delays)
+        p50, p99 = statistics.median(ordered) * 1000, percentile(ordered, 0.99)
+        print(
+            f"{name:12} {len(ordered):5} interactions: arrival to defer p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
+            f"max {ordered[-1] * 1000:.1f} ms "
+            f"(target p99 < {TARGET_P99_MS} ms: {'ok' if p99 < TARGET_P99_MS else 'ABOVE'}; Discord allows 3 s)"
+        )
 
 
 if __name__ == "__main__":
