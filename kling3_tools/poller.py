@@ -84,6 +84,7 @@ class Poller:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._running = False
+        self.started = asyncio.Event()  # set once `run` has begun following
         self.failing_since: float | None = None
         self.last_error = ""
 
@@ -134,6 +135,7 @@ class Poller:
             "poller %s started for %s (%s); %s", self.owner, self.api_url, ", ".join(kinds), await self._outlook(kinds)
         )
         self._running = True
+        self.started.set()
         try:
             async with self.store.watch_new_tasks(self.wake):
                 sweeping = asyncio.create_task(self._loop(in_flight, kinds))

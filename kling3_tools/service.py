@@ -358,11 +358,12 @@ class KlingService:
 
     @contextlib.asynccontextmanager
     async def polling(self) -> AsyncIterator[Poller]:
-        """An in-process poller for a front end that delivers its own results (MCP, Discord): restarted
-        whenever it crashes, stopped gracefully on exit. While it is not following, `submit` refuses."""
+        """An in-process poller for a front end that delivers its own results (MCP, Discord), once begun:
+        restarted whenever it crashes, stopped gracefully on exit. While it is not following, `submit` refuses."""
         poller = self.poller()
         self._needs_follower = True
         supervisor = asyncio.create_task(poller.run_supervised())
+        await poller.started.wait()  # one store read away: a store that does not answer is a poller failing
         try:
             yield poller
         finally:

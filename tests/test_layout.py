@@ -145,20 +145,19 @@ args = build_parser().parse_args(["generate", "a fox", "--seed", "7"])
 seen["cli"] = GenerateRequest.fields_of(vars(args))["seed"]
 
 # MCP: a parameter of generate_video with the model's bounds, taken by the resolver.
-from mcp.server.subscriptions import InMemorySubscriptionBus
+import tempfile
 from mcp_types import ListRootsResult
 from kling3_tools.config import Settings
-from kling3_tools.mcp.notifier import McpNotifier
-from kling3_tools.mcp.server import Deps
-from kling3_tools.mcp.serve import build_server
+from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.mcp.tools import checked_request
 
-class NoService:  # building the server reads only where results are served from
-    base_url = "https://kling3api.com"
+async def listed():
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings.load(store={"url": f"sqlite:///{folder}/tasks.db"})
+        async with loaded_server(settings, sandbox=True) as server:
+            return {tool.name: tool for tool in await server.list_tools()}
 
-server = build_server(Deps(NoService(), McpNotifier(InMemorySubscriptionBus()), Settings()))
-tools = {tool.name: tool for tool in asyncio.run(server.list_tools())}
-schema = tools["generate_video"].input_schema["properties"]["seed"]
+schema = asyncio.run(listed())["generate_video"].input_schema["properties"]["seed"]
 seen["mcp"] = [s.get("maximum") for s in schema["anyOf"] if "maximum" in s]
 class Stdio:  # the one thing the resolver reads of its context here
     headers = None

@@ -462,3 +462,36 @@ async def test_a_wrong_key_is_a_readable_error_that_never_shows_the_key(sandbox,
         assert "API key is missing or invalid" in text(answer)
         assert "sk-live-wrong-and-secret" not in text(answer)
     assert stats(sandbox)["tasks"] == 0
+
+
+async def test_the_tools_listed_before_the_core_loads_are_the_tools_it_serves(sandbox, tmp_path):
+    """`tools/list` is answered from the manifest until the first request that needs the core; both answers
+    are one list, and the manifest is that of this code."""
+    from kling3_tools.mcp import manifest
+    from kling3_tools.mcp.serve import current_manifest
+
+    async with connect(sandbox, tmp_path) as client:
+        before = (await client.list_tools()).tools
+        await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})  # loads the core
+        after = (await client.list_tools()).tools
+    assert [tool.model_dump() for tool in before] == [tool.model_dump() for tool in after]
+    assert len(before) == 10
+    written = (Path(manifest.__file__).parent / manifest.MANIFEST).read_text()
+    assert written == await current_manifest(), "the manifest is stale: run `python scripts/write_mcp_manifest.py`"
+
+
+async def test_a_core_that_cannot_open_is_a_one_line_error_and_the_next_request_tries_again(sandbox, tmp_path):
+    """A store that cannot be opened no longer stops the server before its handshake: each request that needs
+    the core says why in one line (nothing spent), and once the store can be opened the next one works."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    env = server_env(sandbox, tmp_path, KLING_STORE__URL=f"sqlite:///{blocker / 'tasks.db'}")
+    async with connect(sandbox, tmp_path, env) as client:
+        assert len((await client.list_tools()).tools) == 10
+        with pytest.raises(Exception, match="kling3 could not start: ") as refused:
+            await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
+        assert "\n" not in str(refused.value) and sandbox.api_key not in str(refused.value)
+        blocker.unlink()
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
+    assert not made.is_error, text(made)
+    assert stats(sandbox)["requests"]["generate"] == 1  # the refused call sent nothing

@@ -25,13 +25,15 @@ HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model an
     "kling3_tools.version",
 }
 
-# What the MCP server may load before its first answer beyond the SDK's own modules (measured from a minimal
-# one-tool server on the same SDK): the HTTP client (httpx imports rich, pygments and click when click is
-# installed), the settings, the data folder, and these modules of ours. Never a front end's extra that this
-# server does not use (PostgreSQL, object storage, PyAV, Pillow, discord).
-MCP_EXTRA_PACKAGES = {
-    "httpx", "httpcore", "h11", "certifi", "idna", "sniffio", "anyio",
-    "pydantic_settings", "dotenv", "platformdirs", "rich", "pygments", "click", "markdown_it", "mdurl",
+# What the MCP server loads before it has listed its tools, beyond a minimal one-tool server on the same SDK:
+# the settings (validated before the handshake, so a bad config is exit 2) and these light modules of ours.
+# The core (the service, the store, the HTTP client, the tools) loads at the first request that needs it.
+MCP_EXTRA_PACKAGES = {"pydantic_settings", "dotenv", "platformdirs"}
+MCP_MODULES = {
+    "kling3_tools", "kling3_tools.catalog", "kling3_tools.config", "kling3_tools.errors", "kling3_tools.launch",
+    "kling3_tools.models", "kling3_tools.sandbox", "kling3_tools.sandbox.options", "kling3_tools.version",
+    "kling3_tools.mcp", "kling3_tools.mcp.http", "kling3_tools.mcp.manifest", "kling3_tools.mcp.serve",
+    "kling3_tools.mcp.server",
 }  # fmt: skip
 NEVER_AT_START = {
     "psycopg", "psycopg_pool", "obstore", "av", "numpy", "PIL", "discord", "boto3", "moto", "prometheus_client",
@@ -58,23 +60,35 @@ def test_kling3_help_loads_only_the_parser_and_the_request_model():
     assert {name for name in modules if name.startswith("kling3_tools")} == HELP_MODULES
 
 
-def test_the_mcp_server_loads_nothing_it_does_not_use_before_its_first_answer(sandbox, tmp_path: Path):
+LISTED = """
+import asyncio, json, sys
+from mcp import Client
+{server}
+async def main():
+    async with {held}Client(server) as client:
+        await client.list_tools()
+        print(json.dumps(sorted(sys.modules)))
+asyncio.run(main())
+"""
+
+
+def test_the_mcp_server_lists_its_tools_before_loading_its_core(sandbox, tmp_path: Path):
     floor = imported(
-        "import json, sys\nfrom mcp.server.mcpserver import MCPServer\nimport asyncio\n"
-        "server = MCPServer('minimal')\nserver.add_tool(lambda a, b: a + b, name='add')\n"
-        "asyncio.run(server.list_tools())\nprint(json.dumps(sorted(sys.modules)))"
+        LISTED.format(
+            server="from mcp.server.mcpserver import MCPServer\nserver = MCPServer('minimal')\n"
+            "server.add_tool(lambda a, b: a + b, name='add')",
+            held="",
+        )
     )
     ours = imported(
-        "import asyncio, json, sys\nfrom kling3_tools.config import Settings\n"
-        "from kling3_tools.mcp.serve import build_server, open_deps\n"
-        "async def main():\n"
-        "    async with open_deps(Settings.load(), sandbox=False) as deps:\n"
-        "        await build_server(deps).list_tools()\n"
-        "        print(json.dumps(sorted(sys.modules)))\n"
-        "asyncio.run(main())",
+        LISTED.format(
+            server="import kling3_tools.mcp\nfrom kling3_tools.config import Settings\n"
+            "from kling3_tools.mcp.serve import shell\n"
+            "server = shell(Settings.load(), sandbox=False, warm_up_seconds=None)",
+            held="server.core_held(), ",
+        ),
         env=server_env(sandbox, tmp_path),
     )
-    beyond = packages(ours) - packages(floor) - {"kling3_tools"}
-    assert beyond <= MCP_EXTRA_PACKAGES, beyond - MCP_EXTRA_PACKAGES
-    assert not packages(ours) & NEVER_AT_START
-    assert not {name for name in ours if name.startswith(("kling3_tools.cli.", "kling3_tools.stories.media"))}
+    assert packages(ours) - packages(floor) - {"kling3_tools"} <= MCP_EXTRA_PACKAGES
+    assert {name for name in ours if name.startswith("kling3_tools")} == MCP_MODULES
+    assert not packages(ours) & (NEVER_AT_START | {"httpx"})  # the core's HTTP client

@@ -1,44 +1,56 @@
-"""Assembling the server (tools, resources, prompts, protocol methods) and running it: the service, the notifier
-and an in-process poller for its whole life, on stdio or HTTP."""
+"""Running the server on stdio or HTTP. Its core (`core.py`) loads when a request needs it over stdio
+(`server.py` says why), before the first request over HTTP."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
-from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server.apps import Apps
+from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CompleteRequestParams,
+    EmptyResult,
     SetLevelRequestParams,
     SubscribeRequestParams,
-    SubscriptionsListenRequestParams,
-    ToolAnnotations,
     UnsubscribeRequestParams,
 )
+from pydantic import BaseModel
 
-from .. import ops
 from ..config import Settings
 from ..errors import KlingError
-from ..service import KlingService
 from ..version import __version__
-from . import player, prompts, protocol, stories, tools
+from . import manifest
 from .http import BearerTokenMiddleware, is_loopback
-from .notifier import McpNotifier
-from .outputs import MODELS_URI, STORY_URI, TASK_URI
-from .server import Deps, KlingMCPServer
+from .server import WARM_UP_SECONDS, Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
 
+# Served by the core; named before it loads because the handshake advertises what the server serves.
+PROTOCOL_METHODS: dict[str, type[BaseModel]] = {
+    "resources/subscribe": SubscribeRequestParams,
+    "resources/unsubscribe": UnsubscribeRequestParams,
+    "logging/setLevel": SetLevelRequestParams,
+    "completion/complete": CompleteRequestParams,
+}
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
-OFFLINE = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
+def shell(settings: Settings, *, sandbox: bool, warm_up_seconds: float | None = WARM_UP_SECONDS) -> KlingMCPServer:
+    """The server as the handshake sees it, its core not yet loaded."""
 
-def build_server(deps: Deps) -> KlingMCPServer:
+    def open_core(server: KlingMCPServer) -> AbstractAsyncContextManager[Deps]:
+        from .core import opened  # the core's modules load with it, at first need
+
+        return opened(server, settings, sandbox=sandbox)
+
     server = KlingMCPServer(
-        deps,
+        open_core,
+        warm_up_seconds=warm_up_seconds,
         name="kling3",
         version=__version__,
         instructions=(
@@ -46,64 +58,47 @@ def build_server(deps: Deps) -> KlingMCPServer:
             "generate_video: every generate spends the user's credits. Videos take minutes; when "
             "generate_video answers 'running', call wait_for_video with its task_id."
         ),
-        subscriptions=deps.notifier.bus,
-        extensions=[player.extension(deps)],
+        extensions=[Apps()],  # its page and tool are the core's
     )
-    server.add_tool(
-        tools.generate_video,
-        title="Generate a video (spends credits)",
-        description=tools.GENERATE_DESCRIPTION,
-        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
-        meta=player.BOUND,
-    )
-    server.add_tool(tools.wait_for_video, title="Wait for a video", annotations=READ_ONLY, meta=player.BOUND)
-    server.add_tool(tools.get_video_status, title="Video status", annotations=READ_ONLY, meta=player.BOUND)
-    server.add_tool(tools.estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)
-    server.add_tool(tools.list_video_models, title="List video models", annotations=OFFLINE)
-    server.add_tool(tools.list_videos, title="List my videos", annotations=OFFLINE)
-    server.add_tool(stories.plan_story, title="Plan a story (spends nothing)", annotations=OFFLINE)
-    server.add_tool(
-        stories.start_story,
-        title="Start a story (spends credits)",
-        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True),
-    )
-    server.add_tool(stories.get_story_status, title="Story status", annotations=OFFLINE)
-    server.resource(MODELS_URI, name="models", mime_type="application/json")(tools.models_resource)
-    server.resource(TASK_URI, name="task", mime_type="application/json")(tools.task_resource)
-    server.resource(STORY_URI, name="story", mime_type="application/json")(stories.story_resource)
-    server.prompt(title="Make a video")(prompts.make_video)
-    server.prompt(title="Edit or continue one of my videos")(prompts.remix_video)
-    server.add_request_handler(
-        "subscriptions/listen", SubscriptionsListenRequestParams, protocol.Listen(deps.notifier.bus)
-    )
-    server.add_request_handler("resources/subscribe", SubscribeRequestParams, protocol.subscribe)
-    server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, protocol.unsubscribe)
-    server.add_request_handler("logging/setLevel", SetLevelRequestParams, protocol.set_level)
-    server.add_request_handler("completion/complete", CompleteRequestParams, protocol.complete)
+    for method, params_type in PROTOCOL_METHODS.items():
+        server.add_request_handler(method, params_type, not_yet_loaded)
     return server
 
 
 @contextlib.asynccontextmanager
-async def open_deps(settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]:
-    observer = ops.observer_for(settings, "mcp")
-    async with KlingService.open(settings, sandbox=sandbox, observer=observer) as service, ops.exposed(service):
-        notifier = McpNotifier(InMemorySubscriptionBus())
-        service.register(notifier)
-        async with service.polling():
-            yield Deps(service, notifier, settings)
+async def loaded_server(settings: Settings, *, sandbox: bool) -> AsyncIterator[KlingMCPServer]:
+    """A server whose core is open, for a test or the manifest (the served one opens it at first need)."""
+    server = shell(settings, sandbox=sandbox, warm_up_seconds=None)
+    async with server.core_held():
+        await server.core()
+        yield server
+
+
+async def current_manifest() -> str:
+    """The manifest of this code: the tools of a server loaded on a throwaway sandbox and store."""
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings.load(store={"url": f"sqlite:///{Path(folder) / 'manifest.db'}"})
+        async with loaded_server(settings, sandbox=True) as server:
+            return manifest.dumped(await server.list_tools())
+
+
+async def not_yet_loaded(ctx: Any, params: Any) -> EmptyResult:
+    raise AssertionError("the core registers this method before any request reaches it")
 
 
 async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> None:
     tokens = settings.mcp.bearer_tokens
     if transport == "http" and not is_loopback(host) and not tokens:
         raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
-    async with open_deps(settings, sandbox=sandbox) as deps:
-        server = build_server(deps)
-        if sandbox:
-            log.warning("kling3 MCP server on the embedded sandbox at %s: no credits are spent", deps.service.base_url)
+    server = shell(settings, sandbox=sandbox)
+    async with server.core_held():
         if transport == "stdio":
             await server.run_stdio_async()
             return
+        try:
+            await server.core()
+        except MCPError as exc:
+            raise KlingError(exc.message) from None
         import uvicorn
 
         app: Any = server.streamable_http_app(host=host)

@@ -1,30 +1,52 @@
-"""The SDK's `MCPServer` with what every tool needs: the service, the notifier and `[mcp]`'s limits.
+"""The SDK's `MCPServer` with what every tool needs: the service, the notifier and `[mcp]`'s limits, opened
+only when a request needs them.
 
-Tools reach these through `deps_of(ctx)`; argument errors read like the core's own.
+A client starts this server at the beginning of every session and lists its tools at once; it calls one,
+if ever, after the model has thought. So the server answers the handshake and `tools/list` (from the
+checked-in manifest, `manifest.py`) before the core is imported or the store opened: those load at the first
+request that needs them, or `WARM_UP_SECONDS` after start, whichever comes first. Tools reach the core
+through `deps_of(ctx)`; argument errors read like the core's own.
+
+This module imports only the SDK and light modules of ours; what it names from the core is for type checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, Tool
 from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
-from ..errors import RequestValidationError
-from ..ledger import Scope, SpendLimit
+from ..errors import KlingError, RequestValidationError
 from ..models import describe_validation_error
-from ..records import TaskRecord
-from ..service import KlingService
-from ..stories.record import StoryRecord
+from . import manifest
 from .http import client_identity
-from .notifier import McpNotifier
+
+if TYPE_CHECKING:
+    from ..ledger import SpendLimit
+    from ..records import TaskRecord
+    from ..service import KlingService
+    from ..stories.record import StoryRecord
+    from .notifier import McpNotifier
 
 Params = TypeVar("Params", bound=BaseModel)
+
+log = logging.getLogger("kling3_tools.mcp")
+
+WARM_UP_SECONDS = 1.0
+SERVED_WITHOUT_CORE = {"initialize", "server/discover", "ping", "tools/list"}  # the handshake of either era
 
 
 @dataclass
@@ -36,6 +58,8 @@ class Deps:
     @property
     def limit(self) -> SpendLimit:
         """`[mcp]`'s limits, over every MCP task of the store."""
+        from ..ledger import Scope, SpendLimit
+
         limits = self.settings.mcp
         return SpendLimit(
             "mcp",
@@ -75,13 +99,82 @@ class NotYours(Exception):
     """A task this client may not see; the message says so."""
 
 
-class KlingMCPServer(MCPServer):
-    """`MCPServer` holding the `Deps`, whose argument errors say which field, which rule, and that nothing was
-    spent (the SDK's default is pydantic's dump, with links)."""
+OpenCore = Callable[["KlingMCPServer"], AbstractAsyncContextManager[Deps]]
 
-    def __init__(self, deps: Deps, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.deps = deps
+
+class KlingMCPServer(MCPServer):
+    """`MCPServer` that opens its core (`open_core`: the service, the notifier, the registered tools) when a
+    request needs it and holds it until `core_held()` ends; whose argument errors say which field, which rule,
+    and that nothing was spent (the SDK's default is pydantic's dump, with links)."""
+
+    def __init__(self, open_core: OpenCore, *, warm_up_seconds: float | None = WARM_UP_SECONDS, **kwargs: Any) -> None:
+        self.bus = InMemorySubscriptionBus()
+        super().__init__(subscriptions=self.bus, **kwargs)
+        self.deps: Deps | None = None
+        self.open_core = open_core
+        self.warm_up_seconds = warm_up_seconds
+        self._opened: asyncio.Future[Deps] | None = None
+        self._holder: asyncio.Task[None] | None = None
+        self._release = asyncio.Event()
+        self.middleware.append(self._core_first)
+
+    async def core(self) -> Deps:
+        """The opened core, opening it on first need; a failure to open is said in one line and the next
+        request tries again."""
+        try:
+            return await asyncio.shield(self._open())
+        except Exception as exc:
+            raise MCPError(code=INTERNAL_ERROR, message=f"kling3 could not start: {one_line(exc)}") from None
+
+    def _open(self) -> asyncio.Future[Deps]:
+        if self._opened is None or (self._opened.done() and self._opened.exception() is not None):
+            self._opened = asyncio.get_running_loop().create_future()
+            self._holder = asyncio.create_task(self._hold(self._opened), name="kling3-mcp-core")
+        return self._opened
+
+    async def _hold(self, opened: asyncio.Future[Deps]) -> None:
+        """Open the core in this one task (its context is entered and left in the same task), hand it over,
+        and hold it until `core_held()` ends."""
+        try:
+            async with self.open_core(self) as deps:
+                self.deps = deps
+                opened.set_result(deps)
+                await self._release.wait()
+        except Exception as exc:
+            log.warning("the core did not open: %s", one_line(exc))
+            log.debug("the core did not open", exc_info=True)
+            if opened.done():
+                raise
+            opened.set_exception(exc)
+            opened.exception()  # said above; a warm-up that nobody awaits leaves nothing for asyncio to say
+
+    @contextlib.asynccontextmanager
+    async def core_held(self) -> AsyncIterator[None]:
+        """While serving: warm the core up `warm_up_seconds` after start; at the end, close it if it opened
+        (leases released, the store and the pool closed)."""
+        warm_up = None
+        if self.warm_up_seconds is not None:
+            warm_up = asyncio.get_running_loop().call_later(self.warm_up_seconds, self._warm_up)
+        try:
+            yield
+        finally:
+            if warm_up is not None:
+                warm_up.cancel()
+            self._release.set()
+            if self._holder is not None:
+                await self._holder
+
+    def _warm_up(self) -> None:
+        if self._opened is None:
+            self._open()
+
+    async def _core_first(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
+        if not ctx.method.startswith("notifications/") and ctx.method not in SERVED_WITHOUT_CORE:
+            await self.core()
+        return await call_next(ctx)
+
+    async def list_tools(self) -> list[Tool]:
+        return await super().list_tools() if self.deps is not None else manifest.tools()
 
     def add_request_handler(
         self, method: str, params_type: type[Params], handler: Callable[[Context[Any, Any], Params], Awaitable[Any]]
@@ -108,7 +201,12 @@ class KlingMCPServer(MCPServer):
             raise ToolError(message + spent) from None
 
 
+def one_line(exc: Exception) -> str:
+    return exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+
+
 def deps_of(ctx: Context[Any, Any]) -> Deps:
     server = ctx.mcp_server
     assert isinstance(server, KlingMCPServer)
+    assert server.deps is not None
     return server.deps
