@@ -251,15 +251,18 @@ class AsyncKlingClient:
     async def _read_capped(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The answer, read whole only while it stays under `MAX_ANSWER_BYTES`."""
         async with self._http.stream(method, self.base_url + path, **kwargs) as streamed:
-            too_large = APIError(
-                f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; it was not read.",
-                status_code=streamed.status_code,
-            )
+            if _declared_small(streamed.headers):
+                await streamed.aread()  # h11 reads a plain body up to its Content-Length, never past it
+                return streamed
             body = bytearray()  # decoded bytes are counted: a small compressed answer may unpack to gigabytes
             async for chunk in streamed.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_ANSWER_BYTES:
-                    raise too_large
+                    raise APIError(
+                        f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; "
+                        "it was not read.",
+                        status_code=streamed.status_code,
+                    )
         return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body))
 
     async def _with_retries(self, send: Callable[[], Coroutine[Any, Any, T]], *, what: str, safe_after_send: bool) -> T:
@@ -291,6 +294,13 @@ class AsyncKlingClient:
             delay = self.retry.delay(attempt, retry_after)
             log.info("%s failed (%s); retry %d/%d in %.1fs", what, failure.code, attempt, self.retry.max_retries, delay)
             await asyncio.sleep(delay)
+
+
+def _declared_small(headers: httpx.Headers) -> bool:
+    """A body neither compressed nor chunked, whose Content-Length is within the cap."""
+    length = headers.get("content-length", "")
+    plain = "content-encoding" not in headers and "transfer-encoding" not in headers
+    return plain and length.isdigit() and int(length) <= MAX_ANSWER_BYTES
 
 
 class KlingClient:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -178,6 +179,40 @@ async def test_a_huge_answer_is_not_read(sandbox, client):
     add_fault(sandbox, endpoint="status", status=200, pad_bytes=3_000_000)
     with pytest.raises(errors.APIError, match="larger than 1024 KB"):
         await client.status("n75whatever")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"Content-Length: 40\r\nTransfer-Encoding: chunked\r\n",  # a small length beside a body without end
+        b"Content-Length: 40\r\nContent-Encoding: identity\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+    ],
+)
+async def test_an_answer_that_declares_itself_small_but_streams_without_end_is_cut(headers: bytes):
+    """Only a plain body within its Content-Length is read in one go; anything else is counted as it comes."""
+    chunk = b"x" * 65536
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + headers + b"\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(64):  # 4 MB
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with (
+        server,
+        AsyncKlingClient("k", base_url=f"http://127.0.0.1:{port}", retry=RetryPolicy(max_retries=0)) as api,
+    ):
+        with pytest.raises(errors.APIError) as cut:
+            await api.status("n75x")
+    assert "larger than 1024 KB" in str(cut.value)
 
 
 def test_markup_from_the_api_is_printed_as_text(sandbox, tmp_path):
