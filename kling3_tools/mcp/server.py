@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -55,7 +56,7 @@ class Deps:
     notifier: McpNotifier
     settings: Settings
 
-    @property
+    @functools.cached_property
     def limit(self) -> SpendLimit:
         """`[mcp]`'s limits, over every MCP task of the store."""
         from ..ledger import Scope, SpendLimit
