@@ -31,7 +31,7 @@ HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model an
 MCP_EXTRA_PACKAGES = {"pydantic_settings", "dotenv", "platformdirs"}
 MCP_MODULES = {
     "kling3_tools", "kling3_tools.catalog", "kling3_tools.config", "kling3_tools.errors", "kling3_tools.launch",
-    "kling3_tools.models", "kling3_tools.sandbox", "kling3_tools.sandbox.options", "kling3_tools.version",
+    "kling3_tools.sandbox", "kling3_tools.sandbox.options", "kling3_tools.version",
     "kling3_tools.mcp", "kling3_tools.mcp.http", "kling3_tools.mcp.manifest", "kling3_tools.mcp.serve",
     "kling3_tools.mcp.server",
 }  # fmt: skip

@@ -31,7 +31,6 @@ from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
 from ..errors import KlingError, RequestValidationError
-from ..models import describe_validation_error
 from . import manifest
 from .http import client_identity
 
@@ -197,6 +196,8 @@ class KlingMCPServer(MCPServer):
         except ToolError as exc:
             if not isinstance(exc.__cause__, ValidationError):  # our own words, without the SDK's prefix
                 raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
+            from ..models import describe_validation_error  # the tool's module has loaded it
+
             message = str(RequestValidationError(describe_validation_error(exc.__cause__)))
             spent = "\nNothing was spent." if name == "generate_video" else ""
             raise ToolError(message + spent) from None
