@@ -23,6 +23,14 @@ class UsageError(Exception):
     """Bad flags or configuration: exit 2."""
 
 
+def own_process() -> None:
+    """What an entry point does first, for a process that is ours: httpx's package import also loads httpx's
+    own command line (click, pygments, rich's progress and syntax: ~25 ms) whenever those are installed
+    (encode/httpx#3547), and no process of ours runs it. A module set to None in `sys.modules` is one that
+    cannot be imported, which httpx already handles."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
 def end_now(code: int) -> NoReturn:
     """End the process at once with `code`, once it has closed what it opened (leases, the store, the pool):
     tearing every module down one by one is time a user or an MCP client waits for, and nothing else."""

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .helpers import kling3
 from .test_mcp_server import server_env
 
 PYTHON_PACKAGES = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
@@ -92,3 +93,17 @@ def test_the_mcp_server_lists_its_tools_before_loading_its_core(sandbox, tmp_pat
     assert packages(ours) - packages(floor) - {"kling3_tools"} <= MCP_EXTRA_PACKAGES
     assert {name for name in ours if name.startswith("kling3_tools")} == MCP_MODULES
     assert not packages(ours) & (NEVER_AT_START | {"httpx"})  # the core's HTTP client
+
+
+def test_a_command_that_calls_the_api_loads_httpx_without_its_command_line(sandbox, tmp_path: Path):
+    """httpx loads click, pygments and rich's progress bars for its own CLI unless told it cannot."""
+    env = {
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path}/t.db",
+    }
+    made = kling3("generate", "a fox", "-t", "std-text-to-video", **env, PYTHONPROFILEIMPORTTIME="1")
+    assert made.returncode == 0, made.stderr
+    imports = {line.rsplit("|", 1)[-1].strip() for line in made.stderr.splitlines() if line.startswith("import time:")}
+    assert "httpx._client" in imports  # the walk sees real imports
+    assert not imports & {"click", "pygments", "rich.syntax", "rich.progress"}

@@ -19,7 +19,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..errors import KlingError, RequestValidationError, missing_part
-from ..launch import EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, UsageError, end_now, load_settings
+from ..launch import (
+    EXIT_API_ERROR,
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    UsageError,
+    end_now,
+    load_settings,
+    own_process,
+)
 from .parser import build_parser
 
 __all__ = ["build_parser", "discord_main", "main", "run"]
@@ -110,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The `kling3` command: `main`, then the process ends at once (`launch.end_now`): every command has closed
     what it opened before `main` returns."""
+    own_process()
     end_now(main())
 
 
 def discord_main() -> int:
     """`kling3-discord`: the bot, or one line saying how to install it."""
+    own_process()
     try:
         from kling3_discord import main as bot_main
     except ImportError as exc:

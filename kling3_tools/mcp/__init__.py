@@ -8,7 +8,7 @@ import logging
 import sys
 
 from ..errors import install_hint
-from ..launch import EXIT_BAD_INPUT, end_now, load_settings, run_to_end, say_error
+from ..launch import EXIT_BAD_INPUT, end_now, load_settings, own_process, run_to_end, say_error
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) -> None:
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    own_process()
     parser = argparse.ArgumentParser(
         prog="kling3-mcp",
         description="MCP server: Kling 3.0 and O3 video generation as tools for AI assistants.",
