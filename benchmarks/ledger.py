@@ -1,7 +1,7 @@
 """Submissions per second through the spend ledger vs the unguarded path it replaced, in one run.
 
     python -m benchmarks.ledger [--submitters 50] [--submissions 1000] [--rounds 3] [--no-postgres]
-                                [--generate-delay SECONDS]
+                                [--generate-delay SECONDS] [--volumes 1000,10000,50000]
 
 Both paths run against one sandbox in its own process, on the same store:
 - unguarded: POST, then insert the task (what `KlingService.submit` did before the ledger);
@@ -11,6 +11,9 @@ Rounds alternate between the paths and the best round of each is compared. Both 
 file, and a throwaway PostgreSQL cluster when its server binaries are installed. By default the sandbox
 answers a generate at once (the worst case for the ledger, whose extra round trip is then a large share
 of the total); `--generate-delay 0.05` holds each answer 50 ms, still far quicker than the real API.
+
+Then, on a fresh store of each backend, one reservation under a `[budget]` limit is timed with 1,000, 10,000
+and 50,000 tasks submitted in the last 24 hours (`--volumes`): the budget is a sum over that window.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +31,8 @@ import httpx
 
 from kling3_tools.client import AsyncKlingClient
 from kling3_tools.config import Settings
-from kling3_tools.models import GenerateRequest
+from kling3_tools.ledger import Attempt, AttemptState, Scope, SpendLimit
+from kling3_tools.models import GenerateRequest, Task
 from kling3_tools.records import CliOrigin, TaskRecord
 from kling3_tools.service import KlingService
 from kling3_tools.store import TaskStore, migrate_postgres, open_store
@@ -84,11 +89,43 @@ async def compare(url: str, store_url: str, *, submitters: int, submissions: int
     return max(bare), max(ledger)
 
 
+async def reservation_by_volume(store_url: str, volumes: list[int], reservations: int = 200) -> list[float]:
+    """Median ms of one reservation under a `[budget]` limit (its 24-hour sum and the attempt's insert, in one
+    locked transaction) with `volume` tasks submitted in the last 24 hours, for each volume."""
+    store = await open_store(store_url, pool_size=4)
+    budget = SpendLimit("budget", Scope(), daily_credits=10**12)
+    medians, recorded = [], 0
+    try:
+        for volume in volumes:
+            while recorded < volume:
+                batch = range(recorded, min(volume, recorded + 100))
+                await asyncio.gather(*(store.add(submitted(f"n75volume{n}")) for n in batch))
+                recorded += len(batch)
+            timings = []
+            for _ in range(reservations):
+                attempt = Attempt.new(REQUEST, api_url="benchmark", origin=CliOrigin(), deadline=60)
+                started = time.perf_counter()
+                await store.reserve(attempt, [budget])
+                timings.append(time.perf_counter() - started)
+                await store.close_attempt(attempt.attempt_id, AttemptState.RELEASED, "benchmark")
+            medians.append(statistics.median(timings) * 1000)
+    finally:
+        await store.close()
+    return medians
+
+
+def submitted(task_id: str) -> TaskRecord:
+    task = Task(task_id=task_id, status="IN_PROGRESS", type=REQUEST.type.value, consumed_credits=150)
+    return TaskRecord.submitted(task, REQUEST, api_url="benchmark", origin=CliOrigin())
+
+
 def report(backend: str, bare: float, ledger: float, rounds: int) -> None:
     print(f"{backend:10} unguarded {bare:7.0f}/s   ledger {ledger:7.0f}/s   cost {bare / ledger - 1:+.1%}")
 
 
-async def main(submitters: int, submissions: int, rounds: int, postgres: bool, generate_delay: float) -> None:
+async def main(
+    submitters: int, submissions: int, rounds: int, postgres: bool, generate_delay: float, volumes: list[int]
+) -> None:
     print(
         f"{submitters} concurrent submitters, best of {rounds} rounds of {submissions} submissions, "
         f"generate answered after {generate_delay * 1000:.0f} ms (target: <10 %)"
@@ -97,22 +134,32 @@ async def main(submitters: int, submissions: int, rounds: int, postgres: bool, g
         sandbox_process(finish_seconds=3600, starting_balance=str(10**12), generate_delay=str(generate_delay)) as url,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        bare, ledger = await compare(
-            url, f"sqlite:///{Path(tmp) / 'tasks.db'}", submitters=submitters, submissions=submissions, rounds=rounds
-        )
-        report("SQLite", bare, ledger, rounds)
+        stores: dict[str, Callable[[str], str]] = {"SQLite": lambda name: f"sqlite:///{Path(tmp) / name}.db"}
         bindir = find_bindir() if postgres else None
-        if bindir is None:
-            print("PostgreSQL  skipped (no server binaries)" if postgres else "")
-            return
-        cluster = PostgresCluster(bindir).start()
+        cluster = PostgresCluster(bindir).start() if bindir is not None else None
+        if cluster is not None:
+            stores["PostgreSQL"] = lambda name: cluster.new_database()
         try:
-            store_url = cluster.new_database()
-            await migrate_postgres(store_url)
-            bare, ledger = await compare(url, store_url, submitters=submitters, submissions=submissions, rounds=rounds)
+            for backend, new_store in stores.items():
+                store_url = new_store("throughput")
+                if backend == "PostgreSQL":
+                    await migrate_postgres(store_url)
+                bare, ledger = await compare(
+                    url, store_url, submitters=submitters, submissions=submissions, rounds=rounds
+                )
+                report(backend, bare, ledger, rounds)
+                if volumes:
+                    store_url = new_store("volume")
+                    if backend == "PostgreSQL":
+                        await migrate_postgres(store_url)
+                    medians = await reservation_by_volume(store_url, volumes)
+                    by_volume = ", ".join(f"{v:,} tasks {ms:.2f} ms" for v, ms in zip(volumes, medians, strict=True))
+                    print(f"{backend:10} one reservation under a budget, by the last 24 hours' volume: {by_volume}")
         finally:
-            cluster.stop()
-        report("PostgreSQL", bare, ledger, rounds)
+            if cluster is not None:
+                cluster.stop()
+        if postgres and cluster is None:
+            print("PostgreSQL skipped (no server binaries)")
 
 
 if __name__ == "__main__":
@@ -122,5 +169,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     parser.add_argument("--generate-delay", type=float, default=0.0, help="seconds the sandbox holds each generate")
+    parser.add_argument(
+        "--volumes", default="1000,10000,50000", help="tasks in the last 24 hours at which to time a reservation"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.submitters, args.submissions, args.rounds, args.postgres, args.generate_delay))
+    volumes = [int(v) for v in args.volumes.split(",") if v]
+    asyncio.run(main(args.submitters, args.submissions, args.rounds, args.postgres, args.generate_delay, volumes))
