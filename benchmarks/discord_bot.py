@@ -15,11 +15,9 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import discord
@@ -31,7 +29,7 @@ from kling3_tools.service import KlingService
 from tests import fake_discord as fd
 from tests.helpers import free_port
 
-from .common import SANDBOX_KEY, sandbox_process
+from .common import SANDBOX_KEY, sandbox_process, server_process
 
 TARGET_P99_MS = 100
 
@@ -55,25 +53,12 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), backlog=1024, print=No
 """
 
 
-@contextlib.contextmanager
-def fake_discord_process() -> Iterator[str]:
+def fake_discord_process() -> contextlib.AbstractContextManager[str]:
     """The tests' fake Discord in its own process, as Discord is: its work is not the bot's loop's. Yields its
     URL; `GET /bench/callbacks` answers when each interaction's callback arrived (`time.monotonic`, which is
     one clock for every process on Linux)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", FAKE_DISCORD, str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                httpx.get(f"{url}/bench/callbacks")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait()
+    return server_process([sys.executable, "-c", FAKE_DISCORD, str(port)], port, "/bench/callbacks")
 
 
 async def measure(url: str, discord_url: str, folder: str, interactions: int, rounds: int) -> list[list[float]]:
