@@ -363,8 +363,8 @@ class KlingService:
         poller = self.poller()
         self._needs_follower = True
         supervisor = asyncio.create_task(poller.run_supervised())
-        await poller.started.wait()  # one store read away: a store that does not answer is a poller failing
         try:
+            await poller.started.wait()  # one store read away: a store that does not answer is a poller failing
             yield poller
         finally:
             poller.stop()

@@ -495,3 +495,109 @@ async def test_a_core_that_cannot_open_is_a_one_line_error_and_the_next_request_
         made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
     assert not made.is_error, text(made)
     assert stats(sandbox)["requests"]["generate"] == 1  # the refused call sent nothing
+
+
+class RawStdio:
+    """The server spoken to in newline-delimited JSON-RPC, so that the process is ours to close and time."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process, self.next_id = process, 0
+
+    @classmethod
+    async def spawn(cls, env: dict[str, str]) -> RawStdio:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kling3_tools.mcp", env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        server = cls(process)
+        info = {"name": "raw", "version": "0"}
+        await server.ask("initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info})
+        await server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return server
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def ask(self, method: str, params: dict[str, Any] | None = None, *, answer: bool = True) -> Any:
+        self.next_id += 1
+        await self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
+        assert self.process.stdout is not None
+        while answer:
+            message = json.loads(await asyncio.wait_for(self.process.stdout.readline(), 30))
+            if message.get("id") == self.next_id:
+                return message
+        return None
+
+
+@contextlib.contextmanager
+def silent_postgres() -> Any:
+    """A PostgreSQL address that accepts connections and never answers (a store that hangs)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        yield f"postgresql://kling@127.0.0.1:{listener.getsockname()[1]}/kling?connect_timeout=30"
+    finally:
+        listener.close()
+
+
+async def test_closing_stdin_while_the_core_opens_on_a_store_that_hangs_ends_at_once(sandbox, tmp_path):
+    pytest.importorskip("psycopg")
+    with silent_postgres() as store_url:
+        server = await RawStdio.spawn(server_env(sandbox, tmp_path, KLING_STORE__URL=store_url))
+        await server.ask("tools/call", {"name": "list_videos", "arguments": {}}, answer=False)  # the core opens
+        await asyncio.sleep(0.5)
+        assert server.process.stdin is not None
+        started = time.monotonic()
+        server.process.stdin.close()
+        _, stderr = await asyncio.wait_for(server.process.communicate(), 30)
+    assert time.monotonic() - started < 5, "the exit waited on the store's 30 s connect timeout"
+    assert server.process.returncode == 0 and b"Traceback" not in stderr
+
+
+async def test_a_request_the_core_does_not_serve_never_opens_it(sandbox, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a store that cannot open: opening it would be said on stderr")
+    server = await RawStdio.spawn(server_env(sandbox, tmp_path, KLING_STORE__URL=f"sqlite:///{blocker / 't.db'}"))
+    unknown = await server.ask("videos/make", {})
+    listed = await server.ask("tools/list")
+    assert server.process.stdin is not None
+    server.process.stdin.close()
+    _, stderr = await asyncio.wait_for(server.process.communicate(), 30)
+    assert unknown["error"]["code"] == types.METHOD_NOT_FOUND
+    assert len(listed["result"]["tools"]) == 10
+    assert b"could not start" not in stderr
+
+
+UNOPENABLE = ["postgres refusing", "sqlite under a file"]
+
+
+def unopenable_store(tmp_path: Path, store: str) -> str:
+    if store == "postgres refusing":
+        pytest.importorskip("psycopg")
+        return f"postgresql://kling@127.0.0.1:{free_port()}/kling"  # libpq's message spans lines
+    (tmp_path / "not-a-folder").write_text("")
+    return f"sqlite:///{tmp_path / 'not-a-folder' / 't.db'}"
+
+
+@pytest.mark.parametrize("store", UNOPENABLE)
+async def test_a_core_that_cannot_open_is_said_in_one_line(sandbox, tmp_path, store):
+    env = server_env(sandbox, tmp_path, KLING_STORE__URL=unopenable_store(tmp_path, store))
+    async with connect(sandbox, tmp_path, env) as client:
+        with pytest.raises(Exception, match="kling3 could not start: ") as refused:
+            await client.call_tool("list_videos", {})
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("store", UNOPENABLE)
+def test_over_http_a_core_that_cannot_open_is_exit_1_in_one_line(sandbox, tmp_path, store):
+    served = subprocess.run(
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(free_port())],
+        env=server_env(sandbox, tmp_path, KLING_STORE__URL=unopenable_store(tmp_path, store)),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert served.returncode == 1
+    [line] = served.stderr.splitlines()
+    assert line.startswith("error: kling3 could not start: ")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,7 +47,13 @@ Params = TypeVar("Params", bound=BaseModel)
 log = logging.getLogger("kling3_tools.mcp")
 
 WARM_UP_SECONDS = 1.0
-SERVED_WITHOUT_CORE = {"initialize", "server/discover", "ping", "tools/list"}  # the handshake of either era
+# What the core serves. The handshake of either era, ping and tools/list are answered without it; any other
+# method goes straight to the SDK, which answers it as it would (an unknown one is "Method not found").
+NEEDS_CORE = frozenset({
+    "tools/call", "resources/list", "resources/read", "resources/templates/list", "resources/subscribe",
+    "resources/unsubscribe", "prompts/list", "prompts/get", "completion/complete", "logging/setLevel",
+    "subscriptions/listen",
+})  # fmt: skip
 
 
 @dataclass
@@ -115,22 +122,27 @@ class KlingMCPServer(MCPServer):
         self.warm_up_seconds = warm_up_seconds
         self._opened: asyncio.Future[Deps] | None = None
         self._holder: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._release = asyncio.Event()
         self.middleware.append(self._core_first)
 
     async def core(self) -> Deps:
-        """The opened core, opening it on first need; a failure to open is said in one line and the next
-        request tries again."""
+        """The opened core, opening it on first need; a failure to open is one line and the next request
+        tries again."""
         try:
             return await asyncio.shield(self._open())
         except Exception as exc:
             raise MCPError(code=INTERNAL_ERROR, message=f"kling3 could not start: {one_line(exc)}") from None
 
     def _open(self) -> asyncio.Future[Deps]:
-        if self._opened is None or (self._opened.done() and self._opened.exception() is not None):
-            self._opened = asyncio.get_running_loop().create_future()
-            self._holder = asyncio.create_task(self._hold(self._opened), name="kling3-mcp-core")
-        return self._opened
+        opened = self._opened
+        if opened is None or opened.cancelled() or (opened.done() and opened.exception() is not None):
+            self._opened = opened = asyncio.get_running_loop().create_future()
+            # A context of its own: the core outlives the request that opened it (and that request's trace).
+            self._holder = asyncio.create_task(
+                self._hold(opened), name="kling3-mcp-core", context=contextvars.Context()
+            )
+        return opened
 
     async def _hold(self, opened: asyncio.Future[Deps]) -> None:
         """Open the core in this one task (its context is entered and left in the same task), hand it over,
@@ -141,20 +153,22 @@ class KlingMCPServer(MCPServer):
                 opened.set_result(deps)
                 await self._release.wait()
         except Exception as exc:
-            log.warning("the core did not open: %s", one_line(exc))
-            log.debug("the core did not open", exc_info=True)
             if opened.done():
-                raise
+                log.warning("the core did not close cleanly: %s", one_line(exc))
+                return
+            log.debug("the core did not open", exc_info=True)
             opened.set_exception(exc)
-            opened.exception()  # said above; a warm-up that nobody awaits leaves nothing for asyncio to say
+            opened.exception()  # each request that needs the core says it, and the warm-up logs it
+        except BaseException:
+            opened.cancel()
+            raise
 
     @contextlib.asynccontextmanager
     async def core_held(self) -> AsyncIterator[None]:
         """While serving: warm the core up `warm_up_seconds` after start; at the end, close it if it opened
-        (leases released, the store and the pool closed)."""
-        warm_up = None
-        if self.warm_up_seconds is not None:
-            warm_up = asyncio.get_running_loop().call_later(self.warm_up_seconds, self._warm_up)
+        (leases released, the store and the pool closed), or stop opening it."""
+        loop = asyncio.get_running_loop()
+        warm_up = None if self.warm_up_seconds is None else loop.call_later(self.warm_up_seconds, self._warm_up)
         try:
             yield
         finally:
@@ -162,15 +176,29 @@ class KlingMCPServer(MCPServer):
                 warm_up.cancel()
             self._release.set()
             if self._holder is not None:
-                await self._holder
+                if self._opened is not None and not self._opened.done():
+                    self._holder.cancel()  # a store that hangs must not hold the exit: what it entered unwinds
+                await asyncio.gather(self._holder, return_exceptions=True)
 
     def _warm_up(self) -> None:
         if self._opened is None:
-            self._open()
+            self._warming = asyncio.create_task(self._warm())
+
+    async def _warm(self) -> None:
+        with contextlib.suppress(MCPError, asyncio.CancelledError):  # said; the next request tries again
+            await self._core_said()
+
+    async def _core_said(self) -> Deps:
+        """`core()`, with a failure also in the log (the client sees it in its answer)."""
+        try:
+            return await self.core()
+        except MCPError as exc:
+            log.warning("%s", exc.message)
+            raise
 
     async def _core_first(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
-        if not ctx.method.startswith("notifications/") and ctx.method not in SERVED_WITHOUT_CORE:
-            await self.core()
+        if ctx.method in NEEDS_CORE:
+            await self._core_said()
         return await call_next(ctx)
 
     async def list_tools(self) -> list[Tool]:
@@ -204,7 +232,8 @@ class KlingMCPServer(MCPServer):
 
 
 def one_line(exc: Exception) -> str:
-    return exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+    text = exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
 
 
 def deps_of(ctx: Context[Any, Any]) -> Deps:
