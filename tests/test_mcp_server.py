@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -287,7 +288,8 @@ async def test_bad_input_is_an_error_result_naming_the_field(sandbox, tmp_path, 
 
 
 @contextlib.contextmanager
-def http_server(env: dict[str, str]):
+def http_server(env: dict[str, str], started: list[subprocess.Popen[bytes]] | None = None):
+    """`kling3-mcp --transport http` once it answers; yields its URL (`started` gets the process)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
@@ -296,6 +298,8 @@ def http_server(env: dict[str, str]):
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/mcp"
+    if started is not None:
+        started.append(process)
     try:
         for _ in range(200):
             try:
@@ -601,3 +605,28 @@ def test_over_http_a_core_that_cannot_open_is_exit_1_in_one_line(sandbox, tmp_pa
     assert served.returncode == 1
     [line] = served.stderr.splitlines()
     assert line.startswith("error: kling3 could not start: ")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_ctrl_c_or_sigterm_closes_the_core_and_ends_though_stdin_stays_open(sandbox, tmp_path, signum):
+    """The SDK reads stdin in a thread that no signal ends: the server closed its core and then waited forever."""
+    server = await RawStdio.spawn(server_env(sandbox, tmp_path))
+    listed = await server.ask("tools/call", {"name": "list_videos", "arguments": {}})  # the core is open
+    assert "result" in listed
+    server.process.send_signal(signum)
+    _, stderr = await asyncio.wait_for(server.process.communicate(), 30)
+    assert server.process.returncode == 130
+    assert b"Traceback" not in stderr
+    assert not (tmp_path / "mcp.db-wal").exists()  # the store was closed, not dropped
+
+
+async def test_sigterm_over_http_closes_the_core_before_the_process_ends(sandbox, tmp_path):
+    """uvicorn raises the signal again once it has stopped: under Python's own handler that killed the process
+    before the core was closed."""
+    started: list[subprocess.Popen[bytes]] = []
+    with http_server(server_env(sandbox, tmp_path), started) as url:
+        async with Client(url) as client:
+            await client.call_tool("list_videos", {})
+        started[0].send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(started[0].wait, 30) == 130
+    assert not (tmp_path / "mcp.db-wal").exists()

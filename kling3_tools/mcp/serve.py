@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -24,12 +26,15 @@ from pydantic import BaseModel
 
 from ..config import Settings
 from ..errors import KlingError
+from ..launch import EXIT_INTERRUPTED, end_now
 from ..version import __version__
 from . import manifest
 from .http import BearerTokenMiddleware, is_loopback
 from .server import WARM_UP_SECONDS, Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # Served by the core; named before it loads because the handshake advertises what the server serves.
 PROTOCOL_METHODS: dict[str, type[BaseModel]] = {
@@ -93,17 +98,51 @@ async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str,
     server = shell(settings, sandbox=sandbox)
     async with server.core_held():
         if transport == "stdio":
-            await server.run_stdio_async()
-            return
-        try:
-            await server.core()
-        except MCPError as exc:
-            raise KlingError(exc.message) from None
-        import uvicorn
+            interrupted = await until_stdin_closes_or_a_signal(server)
+        else:
+            interrupted = await serve_http(server, host, port, tokens)
+    if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
+        end_now(EXIT_INTERRUPTED)
 
-        app: Any = server.streamable_http_app(host=host)
-        if tokens:
-            app = BearerTokenMiddleware(app, tokens)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-        log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
+
+async def until_stdin_closes_or_a_signal(server: KlingMCPServer) -> bool:
+    """Serve on stdio until the client closes stdin (False), or Ctrl-C or SIGTERM (True)."""
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, signalled.set)
+    serving = asyncio.create_task(server.run_stdio_async())
+    waiting = asyncio.create_task(signalled.wait())
+    await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not signalled.is_set():
+        serving.result()
+        return False
+    for signum in STOP_SIGNALS:  # a second one while the core closes: at once
+        loop.add_signal_handler(signum, end_now, EXIT_INTERRUPTED)
+    return True
+
+
+async def serve_http(server: KlingMCPServer, host: str, port: int, tokens: list[str]) -> bool:
+    """The core first (a failure is exit 1), then streamable HTTP until Ctrl-C or SIGTERM (True)."""
+    try:
+        await server.core()
+    except MCPError as exc:
+        raise KlingError(exc.message) from None
+    import uvicorn
+
+    app: Any = server.streamable_http_app(host=host)
+    if tokens:
+        app = BearerTokenMiddleware(app, tokens)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
+    # uvicorn stops gracefully on a signal, then raises it again under the handler it found: with Python's
+    # own, SIGTERM would end the process before the core is closed (leases held until they run out).
+    signalled: list[int] = []
+    found = {signum: signal.signal(signum, lambda signum, _: signalled.append(signum)) for signum in STOP_SIGNALS}
+    try:
         await uvicorn.Server(config).serve()
+    finally:
+        for signum, handler in found.items():
+            signal.signal(signum, handler)
+    return bool(signalled)
