@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -472,3 +476,50 @@ async def test_the_bot_runs_the_configured_slice_of_shards(sandbox, tmp_path):
         bot = KlingBot(service, settings)
         assert isinstance(bot, discord.AutoShardedClient)
         assert (bot.shard_count, bot.shard_ids) == (4, [2, 3])
+
+
+BOT_PROCESS = """
+import asyncio, os, sys
+import discord
+import kling3_discord
+
+discord.http.Route.BASE = os.environ["FAKE_DISCORD_API"]
+
+
+async def connect(self, *, reconnect=True):  # the gateway, which the fake Discord does not speak
+    while not self.is_closed():
+        await asyncio.sleep(0.05)
+
+
+kling3_discord.KlingBot.connect = connect
+sys.exit(kling3_discord.main([]))
+"""
+
+
+def start_bot_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-c", BOT_PROCESS], env=env, stderr=stderr, cwd=Path(__file__).parents[1]
+        )
+
+
+async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path):
+    """`docker stop`: the poller stops and the store closes before the process ends (Python's own SIGTERM
+    handler ended it at once)."""
+    log = tmp_path / "bot.log"
+    async with fake_discord(monkeypatch) as fake:
+        env = {
+            **os.environ, "FAKE_DISCORD_API": f"{fake.url}/api/v10", "DISCORD_TOKEN": "fake-bot-token",
+            "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key,
+            "KLING_STORE__URL": f"sqlite:///{tmp_path / 'bot.db'}",
+        }  # fmt: skip
+        bot = start_bot_process(env, log)
+        try:
+            await eventually(lambda: "started for" in log.read_text(), timeout=30)  # its poller follows
+            bot.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(bot.wait, 30) == 0, log.read_text()
+        finally:
+            if bot.poll() is None:
+                bot.kill()
+    assert "Traceback" not in log.read_text()
+    assert not (tmp_path / "bot.db-wal").exists()  # the store was closed, not dropped

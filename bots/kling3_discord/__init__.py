@@ -10,8 +10,10 @@ buttons) · embeds · notifier (delivery) · policy (the owner's rules).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator
 
@@ -45,7 +47,13 @@ async def opened(
 
 
 async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
+    """Until Ctrl-C, or SIGTERM (`docker stop`, Kubernetes), which closes the bot as gracefully: its poller
+    stops and hands back its leases, the store and the pool close (Python's own handler ended the process)."""
     async with opened(settings, sandbox=sandbox) as bot, bot:
+        stopping: list[asyncio.Task[None]] = []
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, lambda: stopping.append(asyncio.create_task(bot.close()))
+        )
         await bot.start(token)
 
 
