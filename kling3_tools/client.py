@@ -31,6 +31,7 @@ from . import downloads
 from .answers import raise_for_answer, task_from
 from .catalog import DEFAULT_BASE_URL
 from .errors import (
+    NO_API_KEY,
     APIConnectionError,
     APIError,
     AuthenticationError,
@@ -109,10 +110,7 @@ class AsyncKlingClient:
         key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
         secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
         if not secret.get_secret_value():
-            raise AuthenticationError(
-                "No API key: pass api_key=..., set KLING_API_KEY, or set api_key in the config file "
-                "(or try everything with no key and no cost: add --sandbox)."
-            )
+            raise AuthenticationError(NO_API_KEY)
         self._api_key = secret
         self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.retry = retry or RetryPolicy()

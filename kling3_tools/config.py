@@ -65,6 +65,13 @@ def _empty_is_unset(value: Any) -> Any:
     return value or None
 
 
+def known_store_url(url: str) -> str:
+    """A store URL of a kind the stores open: a SQLite file (`sqlite:///…` or a plain path) or PostgreSQL."""
+    if "://" in url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db or postgresql://…")
+    return url
+
+
 def read_secret_file(variable: str, path: str) -> str:
     """A secret mounted as a file (Docker `secrets:`, a Kubernetes Secret volume): its content, stripped."""
     try:
@@ -127,6 +134,7 @@ class StoreSettings(_Section):
     keep_days: float = Field(default=0, ge=0)  # 0: keep everything
 
     _no_empty_password = field_validator("password", mode="before")(_empty_is_unset)
+    _known_url = field_validator("url")(known_store_url)
 
     @field_validator("keep_days")
     @classmethod

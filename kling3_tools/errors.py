@@ -120,6 +120,12 @@ class AuthenticationError(APIError):
     default_code = "INVALID_API_KEY"
 
 
+NO_API_KEY = (
+    "No API key: pass api_key=..., set KLING_API_KEY, or set api_key in the config file "
+    "(or try everything with no key and no cost: add --sandbox)."
+)
+
+
 class InsufficientCreditsError(APIError):
     """402 INSUFFICIENT_CREDITS: not enough credits for this operation."""
 

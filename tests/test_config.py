@@ -158,3 +158,15 @@ def test_an_empty_variable_leaves_its_secret_file_in_charge(tmp_path, monkeypatc
     assert discord_token() == "from-the-file"
     monkeypatch.setenv("DISCORD_TOKEN", "from-the-variable")  # as for KLING_…, a set variable wins
     assert discord_token() == "from-the-variable"
+
+
+@pytest.mark.parametrize("url", ["mysql://kling@db/tasks", "sqlite://relative.db", "redis://cache"])
+def test_a_store_url_no_store_opens_is_bad_configuration(url):
+    """Said when the settings load (exit 2 in every front end), not at the first request that opens the store."""
+    with pytest.raises(ConfigError, match=r"store\.url: unsupported store url"):
+        Settings.load(store={"url": url})
+
+
+@pytest.mark.parametrize("url", ["sqlite:////tmp/tasks.db", "postgresql://kling@db/kling", "postgres://db/k", "t.db"])
+def test_the_store_urls_the_stores_open_are_taken(url):
+    assert Settings.load(store={"url": url}).store.url == url

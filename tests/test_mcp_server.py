@@ -630,3 +630,17 @@ async def test_sigterm_over_http_closes_the_core_before_the_process_ends(sandbox
         started[0].send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(started[0].wait, 30) == 130
     assert not (tmp_path / "mcp.db-wal").exists()
+
+
+def test_bad_settings_end_the_server_before_its_handshake(sandbox, tmp_path):
+    """What no request could fix is said at start (the core, which opens later, cannot say it earlier)."""
+    bad_store = subprocess.run(
+        [sys.executable, "-m", "kling3_tools.mcp"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env=server_env(sandbox, tmp_path, KLING_STORE__URL="mysql://kling@db/tasks"), timeout=60,
+    )  # fmt: skip
+    assert bad_store.returncode == 2 and bad_store.stderr.count("\n") == 1 and "store.url" in bad_store.stderr
+    no_key = subprocess.run(
+        [sys.executable, "-m", "kling3_tools.mcp"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env=server_env(sandbox, tmp_path, KLING_API_KEY=""), timeout=60,
+    )  # fmt: skip
+    assert no_key.returncode == 1 and "--sandbox" in no_key.stderr and no_key.stderr.count("\n") == 1

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import platformdirs
 from pydantic import SecretStr
 
+from ..config import known_store_url
 from ..errors import StoreError, install_hint
 from ..ledger import Attempt, AttemptState, SpendLimit, Usage
 from ..models import StatusFilter
@@ -184,10 +185,8 @@ def default_store_path(name: str = DEFAULT_STORE) -> Path:
 
 def path_from_url(url: str) -> Path:
     """`sqlite:///abs/path.db` (or a plain path) to a Path."""
-    if url.startswith("sqlite:///"):
+    if known_store_url(url).startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///")).expanduser()
-    if "://" in url:
-        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db or postgresql://…")
     return Path(url).expanduser()
 
 
