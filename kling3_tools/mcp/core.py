@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from mcp_types import (
-    CompleteRequestParams,
-    SetLevelRequestParams,
-    SubscribeRequestParams,
-    SubscriptionsListenRequestParams,
-    ToolAnnotations,
-    UnsubscribeRequestParams,
-)
+from mcp.server.mcpserver import Context
+from mcp_types import SubscriptionsListenRequestParams, ToolAnnotations
 
 from .. import ops
 from ..config import Settings
@@ -22,7 +17,7 @@ from ..service import KlingService
 from . import player, prompts, protocol, stories, tools
 from .notifier import McpNotifier
 from .outputs import MODELS_URI, STORY_URI, TASK_URI
-from .server import Deps, KlingMCPServer
+from .server import PROTOCOL_METHODS, Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
 
@@ -60,10 +55,14 @@ def register(server: KlingMCPServer, deps: Deps) -> None:
     server.prompt(title="Make a video")(prompts.make_video)
     server.prompt(title="Edit or continue one of my videos")(prompts.remix_video)
     server.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, protocol.Listen(server.bus))
-    server.add_request_handler("resources/subscribe", SubscribeRequestParams, protocol.subscribe)
-    server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, protocol.unsubscribe)
-    server.add_request_handler("logging/setLevel", SetLevelRequestParams, protocol.set_level)
-    server.add_request_handler("completion/complete", CompleteRequestParams, protocol.complete)
+    handlers: dict[str, Callable[[Context[Any, Any], Any], Awaitable[Any]]] = {
+        "resources/subscribe": protocol.subscribe,
+        "resources/unsubscribe": protocol.unsubscribe,
+        "logging/setLevel": protocol.set_level,
+        "completion/complete": protocol.complete,
+    }
+    for method, params_type in PROTOCOL_METHODS.items():
+        server.add_request_handler(method, params_type, handlers[method])
 
 
 @contextlib.asynccontextmanager

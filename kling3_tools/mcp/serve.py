@@ -15,14 +15,7 @@ from typing import Any
 
 from mcp.server.apps import Apps
 from mcp.shared.exceptions import MCPError
-from mcp_types import (
-    CompleteRequestParams,
-    EmptyResult,
-    SetLevelRequestParams,
-    SubscribeRequestParams,
-    UnsubscribeRequestParams,
-)
-from pydantic import BaseModel
+from mcp_types import EmptyResult
 
 from ..config import Settings
 from ..errors import NO_API_KEY, AuthenticationError, KlingError
@@ -30,19 +23,11 @@ from ..launch import EXIT_INTERRUPTED, end_now
 from ..version import __version__
 from . import manifest
 from .http import BearerTokenMiddleware, is_loopback
-from .server import WARM_UP_SECONDS, Deps, KlingMCPServer
+from .server import PROTOCOL_METHODS, WARM_UP_SECONDS, Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-# Served by the core; named before it loads because the handshake advertises what the server serves.
-PROTOCOL_METHODS: dict[str, type[BaseModel]] = {
-    "resources/subscribe": SubscribeRequestParams,
-    "resources/unsubscribe": UnsubscribeRequestParams,
-    "logging/setLevel": SetLevelRequestParams,
-    "completion/complete": CompleteRequestParams,
-}
 
 
 def shell(settings: Settings, *, sandbox: bool, warm_up_seconds: float | None = WARM_UP_SECONDS) -> KlingMCPServer:

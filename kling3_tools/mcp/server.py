@@ -27,7 +27,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, Tool
+from mcp_types import (
+    INTERNAL_ERROR,
+    CompleteRequestParams,
+    SetLevelRequestParams,
+    SubscribeRequestParams,
+    Tool,
+    UnsubscribeRequestParams,
+)
 from pydantic import BaseModel, ValidationError
 
 from ..config import Settings
@@ -47,6 +54,14 @@ Params = TypeVar("Params", bound=BaseModel)
 log = logging.getLogger("kling3_tools.mcp")
 
 WARM_UP_SECONDS = 1.0
+# Protocol methods the core serves, with their parameters: registered before it loads, because the handshake
+# advertises what the server serves, and again with their handlers when it loads.
+PROTOCOL_METHODS: dict[str, type[BaseModel]] = {
+    "resources/subscribe": SubscribeRequestParams,
+    "resources/unsubscribe": UnsubscribeRequestParams,
+    "logging/setLevel": SetLevelRequestParams,
+    "completion/complete": CompleteRequestParams,
+}
 # What the core serves. The handshake of either era, ping and tools/list are answered without it; any other
 # method goes straight to the SDK, which answers it as it would (an unknown one is "Method not found").
 NEEDS_CORE = frozenset({
