@@ -68,7 +68,8 @@ def _empty_is_unset(value: Any) -> Any:
 def known_store_url(url: str) -> str:
     """A store URL of a kind the stores open: a SQLite file (`sqlite:///…` or a plain path) or PostgreSQL."""
     if "://" in url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
-        raise ValueError(f"unsupported store url {url!r}: use sqlite:///path/to/tasks.db or postgresql://…")
+        scheme = url.split("://", 1)[0][:20]  # never the rest, where a password may be
+        raise ValueError(f"unsupported store url ({scheme}://…): use sqlite:///path/to/tasks.db or postgresql://…")
     return url
 
 
