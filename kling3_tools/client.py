@@ -108,7 +108,7 @@ class AsyncKlingClient:
         deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
-        secret = key if isinstance(key, SecretStr) else SecretStr(key or "")
+        secret = SecretStr((key.get_secret_value() if isinstance(key, SecretStr) else key or "").strip())
         if not secret.get_secret_value():
             raise AuthenticationError(NO_API_KEY)
         self._api_key = secret
@@ -272,6 +272,12 @@ class AsyncKlingClient:
                 return await send()
             except _NOT_SENT as exc:
                 failure: KlingError = APIConnectionError(f"Could not reach the API ({what}): {type(exc).__name__}.")
+            except httpx.LocalProtocolError:  # h11 refused to write it (its text quotes the header: never shown)
+                raise APIConnectionError(
+                    f"{what} was not sent: a header is not valid HTTP (is there a space or a line break in the "
+                    "API key?).",
+                    retryable=False,
+                ) from None
             except httpx.TransportError as exc:
                 if not safe_after_send:
                     raise OutcomeUnknownError(

@@ -272,6 +272,12 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     base_url: str = DEFAULT_BASE_URL
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_space_around_the_key(cls, value: Any) -> Any:
+        """`KLING_API_KEY="key "` or a pasted line break: never part of a key, and not valid in a header."""
+        return (value.strip() or None) if isinstance(value, str) else value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:

@@ -278,3 +278,24 @@ async def test_the_sync_client_works_inside_a_running_loop(sandbox):
     with KlingClient(sandbox.api_key, base_url=sandbox.url, retry=FAST_RETRY) as blocking:
         task = blocking.generate(REQUEST)  # a loop is running here, as in a notebook
         assert blocking.status(task.task_id).task_id == task.task_id
+
+
+async def test_a_key_that_is_not_valid_in_a_header_sends_nothing_and_counts_nothing(sandbox, tmp_path):
+    """h11 refuses to write such a request: certainly nothing sent, so no 'outcome unknown' held against the
+    budgets (it was one, of 300 credits, until resolved by hand), and the key never in the message."""
+    settings = Settings.load(
+        api_key="sandbox-key\r\nX-Injected: 1", base_url=sandbox.url, store={"url": f"sqlite:///{tmp_path / 't.db'}"}
+    )
+    async with KlingService.open(settings) as service:
+        with pytest.raises(errors.APIConnectionError) as refused:
+            await service.submit(REQUEST)
+        assert await service.store.attempts() == []
+    assert "sandbox-key" not in str(refused.value) and "API key" in str(refused.value)
+    assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
+
+
+def test_spaces_around_the_api_key_are_not_part_of_it(sandbox, tmp_path):
+    env = api_env(sandbox, tmp_path, KLING_API_KEY=f"  {sandbox.api_key} \n")
+    made = kling3("generate", "x", **env)
+    assert made.returncode == 0, made.stderr
+    assert Settings.load(api_key="   ").api_key is None  # only spaces: no key (so --sandbox is suggested)
