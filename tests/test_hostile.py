@@ -22,7 +22,7 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .helpers import SECRET, eventually, kling3
+from .helpers import SECRET, eventually, free_port, kling3
 from .test_poller import FAST
 
 REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
@@ -299,3 +299,18 @@ def test_spaces_around_the_api_key_are_not_part_of_it(sandbox, tmp_path):
     made = kling3("generate", "x", **env)
     assert made.returncode == 0, made.stderr
     assert Settings.load(api_key="   ").api_key is None  # only spaces: no key (so --sandbox is suggested)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://kling:S3cr%et!pw@127.0.0.1:{port}/kling",  # libpq quoted the token it could not decode
+        "postgresql://kling:S3cr3t!pw@[::1/kling",
+        "postgresql://kling:S3cr3t!pw@127.0.0.1:{port}/kling",  # well formed, nobody listening
+    ],
+)
+def test_a_postgres_store_that_cannot_open_never_shows_its_password(sandbox, tmp_path, url):
+    pytest.importorskip("psycopg")
+    done = kling3("tasks", **api_env(sandbox, tmp_path, KLING_STORE__URL=url.format(port=free_port())))
+    assert done.returncode == 1 and done.stderr.startswith("error: ")
+    assert "S3cr" not in done.stderr and "Traceback" not in done.stderr

@@ -123,19 +123,36 @@ def describe_url(url: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
+NOT_A_CONNECTION_URL = "[store] url is not a PostgreSQL connection URL that libpq can read"
+
+
 def with_password(url: str, password: str) -> str:
     """The connection string of `url` with `password`, quoted as libpq needs whatever characters it holds."""
     try:
         return make_conninfo(url, password=password)
     except psycopg.ProgrammingError:
-        raise StoreError("[store] url is not a PostgreSQL connection URL that libpq can read") from None
+        raise StoreError(NOT_A_CONNECTION_URL) from None
 
 
 async def connect(url: str) -> Connection:
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.ProgrammingError:  # libpq quotes the part it could not read, which may be the password
+        raise StoreError(NOT_A_CONNECTION_URL) from None
     except psycopg.OperationalError as exc:
-        raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
+        raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {without_password(str(exc), url)}") from None
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` with the URL's password (as written, and as libpq reads it) masked, should a message quote it."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        return text
+    written = url.partition("://")[2].rpartition("@")[0].partition(":")[2]
+    for secret in {str(password or ""), written} - {""}:
+        text = text.replace(secret, "***")
+    return text
 
 
 async def current_version(conn: Connection) -> int:
