@@ -7,6 +7,7 @@ own `parse_interaction_create`, as the gateway would deliver them.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -84,6 +85,7 @@ class FakeDiscord:
     premium_tier: int = 0
     files: dict[str, bytes] = field(default_factory=dict)  # Discord's CDN: attachments by file name
     url: str = ""  # where this fake listens, once it does
+    delays: dict[str, float] = field(default_factory=dict)  # seconds before answering, by path (`/users/@me`)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -114,6 +116,7 @@ class FakeDiscord:
                 else:
                     files.append((part.filename or "", len(data)))  # type: ignore[union-attr]
         path = "/" + request.match_info["tail"]
+        await asyncio.sleep(self.delays.get(path, 0))
         call = Call(request.method, path, body, files, time.monotonic())
         self.calls.append(call)
         call.answer = self.answer(request.method, path.split("/")[1:], body)

@@ -503,23 +503,58 @@ def start_bot_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
         )
 
 
-async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path):
+def bot_process_env(fake: fd.FakeDiscord, sandbox, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ, "FAKE_DISCORD_API": f"{fake.url}/api/v10", "DISCORD_TOKEN": "fake-bot-token",
+        "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'bot.db'}",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("when", ["following", "logging in"])
+async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path, when):
     """`docker stop`: the poller stops and the store closes before the process ends (Python's own SIGTERM
-    handler ended it at once)."""
+    handler ended it at once). During login too (that ended with 'Connector is closed', exit 1)."""
     log = tmp_path / "bot.log"
     async with fake_discord(monkeypatch) as fake:
-        env = {
-            **os.environ, "FAKE_DISCORD_API": f"{fake.url}/api/v10", "DISCORD_TOKEN": "fake-bot-token",
-            "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key,
-            "KLING_STORE__URL": f"sqlite:///{tmp_path / 'bot.db'}",
-        }  # fmt: skip
-        bot = start_bot_process(env, log)
+        if when == "logging in":
+            fake.delays["/users/@me"] = 30
+        bot = start_bot_process(bot_process_env(fake, sandbox, tmp_path), log)
         try:
-            await eventually(lambda: "started for" in log.read_text(), timeout=30)  # its poller follows
+            marker = "started for" if when == "following" else "logging in using static token"
+            await eventually(lambda: marker in log.read_text(), timeout=30)
             bot.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(bot.wait, 30) == 0, log.read_text()
+            assert await asyncio.to_thread(bot.wait, 20) == 0, log.read_text()
+        finally:
+            if bot.poll() is None:
+                bot.kill()
+    assert "Traceback" not in log.read_text() and "error:" not in log.read_text()
+    assert not (tmp_path / "bot.db-wal").exists()  # the store was closed, not dropped
+
+
+async def test_a_second_sigterm_while_the_bot_closes_ends_it_at_once(monkeypatch, sandbox, tmp_path):
+    """The poller gives a status check in flight `stop_grace_seconds` (10) to finish; a second SIGTERM does not
+    wait for it (it closed the store under the stopping poller, whose leases then stayed held)."""
+    from kling3_tools.models import GenerateRequest
+
+    set_options(sandbox, status_delay=30)
+    request = GenerateRequest.build(type="std-text-to-video", prompt="x")
+    async with KlingService.open(bot_settings(sandbox, tmp_path)) as service:  # a Discord task, due now
+        task = await service.client.generate(request)
+        origin = DiscordOrigin(guild_id=1, channel_id=2, message_id=3, user_id=4)
+        record = TaskRecord.submitted(task, request, api_url=service.base_url, origin=origin)
+        record.due_at = record.submitted_at
+        await service.store.add(record)
+    log = tmp_path / "bot.log"
+    async with fake_discord(monkeypatch) as fake:
+        bot = start_bot_process(bot_process_env(fake, sandbox, tmp_path), log)
+        try:
+            await eventually(lambda: stats(sandbox)["requests"].get("status", 0) >= 1, timeout=30)  # in flight
+            bot.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            bot.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(bot.wait, 5) == 130, log.read_text()
         finally:
             if bot.poll() is None:
                 bot.kill()
     assert "Traceback" not in log.read_text()
-    assert not (tmp_path / "bot.db-wal").exists()  # the store was closed, not dropped

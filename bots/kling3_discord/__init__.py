@@ -21,7 +21,7 @@ import discord
 
 from kling3_tools import ops
 from kling3_tools.config import ConfigError, Settings, discord_token
-from kling3_tools.launch import EXIT_BAD_INPUT, load_settings, run_to_end, say_error
+from kling3_tools.launch import EXIT_BAD_INPUT, EXIT_INTERRUPTED, end_now, load_settings, run_to_end, say_error
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 
@@ -48,13 +48,35 @@ async def opened(
 
 async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
     """Until Ctrl-C, or SIGTERM (`docker stop`, Kubernetes), which closes the bot as gracefully: its poller
-    stops and hands back its leases, the store and the pool close (Python's own handler ended the process)."""
+    stops and hands back its leases, the store and the pool close (Python's own handler ended the process).
+    A SIGTERM while it starts stops it as cleanly; a second one ends the process at once."""
+    stop = Stop()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.request)
     async with opened(settings, sandbox=sandbox) as bot, bot:
-        stopping: list[asyncio.Task[None]] = []
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGTERM, lambda: stopping.append(asyncio.create_task(bot.close()))
-        )
-        await bot.start(token)
+        stop.bot = bot
+        if stop.requested:
+            return
+        try:
+            await bot.start(token)
+        except Exception:
+            if not stop.requested:  # a stop during login: its requests end with the closed session
+                raise
+
+
+class Stop:
+    """SIGTERM's handler: close the bot (once it exists); a second signal ends the process at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.bot: KlingBot | None = None
+        self.closing: asyncio.Task[None] | None = None
+
+    def request(self) -> None:
+        if self.requested:
+            end_now(EXIT_INTERRUPTED)
+        self.requested = True
+        if self.bot is not None:
+            self.closing = asyncio.create_task(self.bot.close())
 
 
 def run(args: argparse.Namespace) -> int:
