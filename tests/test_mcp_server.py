@@ -644,3 +644,29 @@ def test_bad_settings_end_the_server_before_its_handshake(sandbox, tmp_path):
         env=server_env(sandbox, tmp_path, KLING_API_KEY=""), timeout=60,
     )  # fmt: skip
     assert no_key.returncode == 1 and "--sandbox" in no_key.stderr and no_key.stderr.count("\n") == 1
+
+
+async def test_a_second_sigterm_while_the_core_closes_over_http_ends_it_at_once(sandbox, tmp_path):
+    """The poller gives a status check in flight `stop_grace_seconds` (10) to finish; a second SIGTERM does not
+    wait for it (over HTTP it met Python's own handler: exit 143)."""
+    from kling3_tools.config import Settings
+    from kling3_tools.models import GenerateRequest
+    from kling3_tools.records import McpOrigin, TaskRecord
+    from kling3_tools.service import KlingService
+
+    env = server_env(sandbox, tmp_path)
+    set_options(sandbox, status_delay=30)
+    request = GenerateRequest.build(type="std-text-to-video", prompt="x")
+    settings = Settings.load(api_key=sandbox.api_key, base_url=sandbox.url, store={"url": env["KLING_STORE__URL"]})
+    async with KlingService.open(settings) as service:  # an MCP task, due now
+        task = await service.client.generate(request)
+        record = TaskRecord.submitted(task, request, api_url=service.base_url, origin=McpOrigin(session="gone"))
+        record.due_at = record.submitted_at
+        await service.store.add(record)
+    started: list[subprocess.Popen[bytes]] = []
+    with http_server(env, started):
+        await eventually(lambda: stats(sandbox)["requests"].get("status", 0) >= 1, timeout=30)  # one in flight
+        started[0].send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        started[0].send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(started[0].wait, 5) == 130

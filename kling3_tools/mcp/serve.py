@@ -88,6 +88,9 @@ async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str,
             interrupted = await until_stdin_closes_or_a_signal(server)
         else:
             interrupted = await serve_http(server, host, port, tokens)
+        if interrupted:
+            for signum in STOP_SIGNALS:  # a second one while the core closes: at once
+                asyncio.get_running_loop().add_signal_handler(signum, end_now, EXIT_INTERRUPTED)
     if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
         end_now(EXIT_INTERRUPTED)
 
@@ -104,31 +107,31 @@ async def until_stdin_closes_or_a_signal(server: KlingMCPServer) -> bool:
     waiting.cancel()
     if not signalled.is_set():
         serving.result()
-        return False
-    for signum in STOP_SIGNALS:  # a second one while the core closes: at once
-        loop.add_signal_handler(signum, end_now, EXIT_INTERRUPTED)
-    return True
+    return signalled.is_set()
 
 
 async def serve_http(server: KlingMCPServer, host: str, port: int, tokens: list[str]) -> bool:
-    """The core first (a failure is exit 1), then streamable HTTP until Ctrl-C or SIGTERM (True)."""
-    try:
-        await server.core()
-    except MCPError as exc:
-        raise KlingError(exc.message) from None
-    import uvicorn
+    """The core first (a failure is exit 1), then streamable HTTP until Ctrl-C or SIGTERM (True).
 
-    app: Any = server.streamable_http_app(host=host)
-    if tokens:
-        app = BearerTokenMiddleware(app, tokens)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
-    log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
-    # uvicorn stops gracefully on a signal, then raises it again under the handler it found: with Python's
-    # own, SIGTERM would end the process before the core is closed (leases held until they run out).
+    uvicorn stops gracefully on a signal, then raises it again under the handler it found: with Python's own,
+    SIGTERM ended the process before the core was closed (leases held until they run out). Ours only notes
+    it, from before the core opens (a signal meanwhile: no serving at all)."""
     signalled: list[int] = []
     found = {signum: signal.signal(signum, lambda signum, _: signalled.append(signum)) for signum in STOP_SIGNALS}
     try:
-        await uvicorn.Server(config).serve()
+        try:
+            await server.core()
+        except MCPError as exc:
+            raise KlingError(exc.message) from None
+        if not signalled:
+            import uvicorn
+
+            app: Any = server.streamable_http_app(host=host)
+            if tokens:
+                app = BearerTokenMiddleware(app, tokens)
+            config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+            log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
+            await uvicorn.Server(config).serve()
     finally:
         for signum, handler in found.items():
             signal.signal(signum, handler)
