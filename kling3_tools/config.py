@@ -70,6 +70,8 @@ def known_store_url(url: str) -> str:
     if "://" in url and not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
         scheme = url.split("://", 1)[0][:20]  # never the rest, where a password may be
         raise ValueError(f"unsupported store url ({scheme}://…): use sqlite:///path/to/tasks.db or postgresql://…")
+    if url.removeprefix("sqlite:///").strip() == "" and url != "":
+        raise ValueError("names no file: use sqlite:///path/to/tasks.db (or leave it empty for the default)")
     return url
 
 

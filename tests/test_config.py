@@ -160,11 +160,13 @@ def test_an_empty_variable_leaves_its_secret_file_in_charge(tmp_path, monkeypatc
     assert discord_token() == "from-the-variable"
 
 
-@pytest.mark.parametrize("url", ["mysql://kling:s3cret@db/tasks", "sqlite://relative.db", "redis://cache"])
+@pytest.mark.parametrize(
+    "url", ["mysql://kling:s3cret@db/tasks", "sqlite://relative.db", "redis://cache", "sqlite:///", "   "]
+)
 def test_a_store_url_no_store_opens_is_bad_configuration(url):
     """Said when the settings load (exit 2 in every front end), not at the first request that opens the store;
     never with the URL's password."""
-    with pytest.raises(ConfigError, match=r"store\.url: unsupported store url") as refused:
+    with pytest.raises(ConfigError, match=r"store\.url: (unsupported store url|names no file)") as refused:
         Settings.load(store={"url": url})
     assert "s3cret" not in str(refused.value)
 

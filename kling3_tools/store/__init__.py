@@ -184,7 +184,7 @@ def default_store_path(name: str = DEFAULT_STORE) -> Path:
 
 
 def path_from_url(url: str) -> Path:
-    """`sqlite:///abs/path.db` (or a plain path) to a Path."""
+    """`sqlite:///relative.db`, `sqlite:////absolute.db` (SQLAlchemy's convention) or a plain path, to a Path."""
     if known_store_url(url).startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///")).expanduser()
     return Path(url).expanduser()
