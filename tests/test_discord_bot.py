@@ -518,7 +518,7 @@ async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path, 
     log = tmp_path / "bot.log"
     async with fake_discord(monkeypatch) as fake:
         if when == "logging in":
-            fake.delays["/users/@me"] = 30
+            fake.delays["/users/@me"] = 5  # the SIGTERM comes first; closing must not wait for it
         bot = start_bot_process(bot_process_env(fake, sandbox, tmp_path), log)
         try:
             marker = "started for" if when == "following" else "logging in using static token"
