@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -17,6 +18,7 @@ if TYPE_CHECKING:  # loaded when needed: `kling3 --help` and `kling3 cost` read 
     from .config import Settings
 
 EXIT_OK, EXIT_API_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class UsageError(Exception):
@@ -39,6 +41,27 @@ def end_now(code: int) -> NoReturn:
         sys.stderr.flush()
     logging.shutdown()
     os._exit(code)
+
+
+def on_stop_signals(first: Callable[[], None], signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+    """On the running loop: `first()` on the first of `signals` (a graceful stop); any after it ends the
+    process at once."""
+    import asyncio
+
+    def stop() -> None:
+        end_at_once_on(signals)
+        first()
+
+    for signum in signals:
+        asyncio.get_running_loop().add_signal_handler(signum, stop)
+
+
+def end_at_once_on(signals: tuple[int, ...] = STOP_SIGNALS) -> None:
+    """From now on, any of `signals` ends the process at once (exit 130): one more while it closes gracefully."""
+    import asyncio
+
+    for signum in signals:
+        asyncio.get_running_loop().add_signal_handler(signum, end_now, EXIT_INTERRUPTED)
 
 
 def say_error(message: str) -> None:

@@ -21,7 +21,7 @@ import discord
 
 from kling3_tools import ops
 from kling3_tools.config import ConfigError, Settings, discord_token
-from kling3_tools.launch import EXIT_BAD_INPUT, EXIT_INTERRUPTED, end_now, load_settings, run_to_end, say_error
+from kling3_tools.launch import EXIT_BAD_INPUT, load_settings, on_stop_signals, run_to_end, say_error
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 
@@ -51,7 +51,7 @@ async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
     stops and hands back its leases, the store and the pool close (Python's own handler ended the process).
     A SIGTERM while it starts stops it as cleanly; a second one ends the process at once."""
     stop = Stop()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.request)
+    on_stop_signals(stop.request, (signal.SIGTERM,))
     async with opened(settings, sandbox=sandbox) as bot, bot:
         stop.bot = bot
         if stop.requested:
@@ -64,7 +64,7 @@ async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
 
 
 class Stop:
-    """SIGTERM's handler: close the bot (once it exists); a second signal ends the process at once."""
+    """SIGTERM's graceful stop: close the bot, once it exists."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -72,8 +72,6 @@ class Stop:
         self.closing: asyncio.Task[None] | None = None
 
     def request(self) -> None:
-        if self.requested:
-            end_now(EXIT_INTERRUPTED)
         self.requested = True
         if self.bot is not None:
             self.closing = asyncio.create_task(self.bot.close())

@@ -19,15 +19,13 @@ from mcp_types import EmptyResult
 
 from ..config import Settings
 from ..errors import NO_API_KEY, AuthenticationError, KlingError
-from ..launch import EXIT_INTERRUPTED, end_now
+from ..launch import EXIT_INTERRUPTED, STOP_SIGNALS, end_at_once_on, end_now, on_stop_signals
 from ..version import __version__
 from . import manifest
 from .http import BearerTokenMiddleware, is_loopback
 from .server import PROTOCOL_METHODS, WARM_UP_SECONDS, Deps, KlingMCPServer
 
 log = logging.getLogger("kling3_tools.mcp")
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def shell(settings: Settings, *, sandbox: bool, warm_up_seconds: float | None = WARM_UP_SECONDS) -> KlingMCPServer:
@@ -88,19 +86,14 @@ async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str,
             interrupted = await until_stdin_closes_or_a_signal(server)
         else:
             interrupted = await serve_http(server, host, port, tokens)
-        if interrupted:
-            for signum in STOP_SIGNALS:  # a second one while the core closes: at once
-                asyncio.get_running_loop().add_signal_handler(signum, end_now, EXIT_INTERRUPTED)
     if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
         end_now(EXIT_INTERRUPTED)
 
 
 async def until_stdin_closes_or_a_signal(server: KlingMCPServer) -> bool:
     """Serve on stdio until the client closes stdin (False), or Ctrl-C or SIGTERM (True)."""
-    loop = asyncio.get_running_loop()
     signalled = asyncio.Event()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, signalled.set)
+    on_stop_signals(signalled.set)
     serving = asyncio.create_task(server.run_stdio_async())
     waiting = asyncio.create_task(signalled.wait())
     await asyncio.wait([serving, waiting], return_when=asyncio.FIRST_COMPLETED)
@@ -135,4 +128,6 @@ async def serve_http(server: KlingMCPServer, host: str, port: int, tokens: list[
     finally:
         for signum, handler in found.items():
             signal.signal(signum, handler)
+    if signalled:
+        end_at_once_on()  # one more while the core closes
     return bool(signalled)
