@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -32,71 +31,50 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers import RawStdio
+
 from .common import SANDBOX_KEY, sandbox_process
 from .mcp_server import MINIMAL_SERVER
 
-PROTOCOL = "2025-11-25"
+
+async def mcp_session(command: list[str], env: dict[str, str]) -> RawStdio:
+    """A server past its handshake, tools listed."""
+    server = await RawStdio.spawn(command, env, stderr=subprocess.DEVNULL)
+    await server.handshake()
+    await answered(server, "tools/list")
+    return server
 
 
-class StdioServer:
-    """An MCP server process spoken to in newline-delimited JSON-RPC."""
+async def answered(server: RawStdio, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
+    answer = await server.ask(method, params)
+    if "error" in answer:
+        raise SystemExit(f"{method}: {answer['error']}")
+    return dict(answer["result"])
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.next_id = 0
 
-    @classmethod
-    async def spawn(cls, command: list[str], env: dict[str, str]) -> StdioServer:
-        process = await asyncio.create_subprocess_exec(
-            *command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
-        return cls(process)
+def peak_rss_mb(server: RawStdio) -> float:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
-    async def send(self, message: dict[str, object]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message).encode() + b"\n")
-        await self.process.stdin.drain()
 
-    async def request(self, method: str, params: dict[str, object] | None = None) -> dict[str, object]:
-        self.next_id += 1
-        await self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
-        assert self.process.stdout is not None
-        while True:
-            answer = json.loads(await self.process.stdout.readline())
-            if answer.get("id") == self.next_id:
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return dict(answer["result"])
-
-    async def handshake(self) -> None:
-        info = {"name": "bench", "version": "0"}
-        await self.request("initialize", {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": info})
-        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        await self.request("tools/list")
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    async def close(self) -> float:
-        """Close stdin as a client that is done would; seconds until the process is gone."""
-        assert self.process.stdin is not None
-        started = time.perf_counter()
-        self.process.stdin.close()
-        await self.process.wait()
-        return time.perf_counter() - started
+async def closed(server: RawStdio) -> float:
+    """Close stdin as a client that is done would; seconds until the process is gone."""
+    assert server.process.stdin is not None
+    started = time.perf_counter()
+    server.process.stdin.close()
+    await server.process.wait()
+    return time.perf_counter() - started
 
 
 async def mcp_round(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(cold start, exit, peak RSS in MB) of one server start."""
     started = time.perf_counter()
-    server = await StdioServer.spawn(command, env)
-    await server.handshake()
+    server = await mcp_session(command, env)
     cold = time.perf_counter() - started
-    rss = server.peak_rss_mb()
-    return cold, await server.close(), rss
+    rss = peak_rss_mb(server)
+    return cold, await closed(server), rss
 
 
 async def session_round(
@@ -104,20 +82,19 @@ async def session_round(
 ) -> tuple[float, float, float, float]:
     """A session that uses a tool: (its first call, which opens our core; the median of `n` calls after 10 of
     warm-up; exit once stdin closes, the core open; peak RSS in MB)."""
-    server = await StdioServer.spawn(command, env)
-    await server.handshake()
+    server = await mcp_session(command, env)
 
     async def call() -> float:
         started = time.perf_counter()
-        await server.request("tools/call", {"name": tool, "arguments": arguments})
+        await answered(server, "tools/call", {"name": tool, "arguments": arguments})
         return time.perf_counter() - started
 
     first = await call()
     for _ in range(10):
         await call()
     median = statistics.median([await call() for _ in range(n)])
-    rss = server.peak_rss_mb()
-    return first, median, await server.close(), rss
+    rss = peak_rss_mb(server)
+    return first, median, await closed(server), rss
 
 
 def seconds_of(command: list[str], env: dict[str, str]) -> float:

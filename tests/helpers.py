@@ -115,3 +115,39 @@ async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+class RawStdio:
+    """An MCP server process spoken to in newline-delimited JSON-RPC (2025-11-25), so that the process is ours
+    to time, signal and close."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process, self.next_id = process, 0
+
+    @classmethod
+    async def spawn(cls, command: list[str], env: dict[str, str], *, stderr: int = subprocess.PIPE) -> RawStdio:
+        process = await asyncio.create_subprocess_exec(
+            *command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+        )
+        return cls(process)
+
+    async def handshake(self) -> None:
+        info = {"name": "raw", "version": "0"}
+        await self.ask("initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info})
+        await self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message).encode() + b"\n")
+        await self.process.stdin.drain()
+
+    async def ask(self, method: str, params: dict[str, Any] | None = None, *, answer: bool = True) -> Any:
+        """The whole answer (`result` or `error`); None without waiting for one when `answer` is False."""
+        self.next_id += 1
+        await self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
+        assert self.process.stdout is not None
+        while answer:
+            message = json.loads(await asyncio.wait_for(self.process.stdout.readline(), 30))
+            if message.get("id") == self.next_id:
+                return message
+        return None

@@ -26,7 +26,7 @@ from mcp.client.streamable_http import streamable_http_client
 from kling3_tools import catalog
 
 from .conftest import set_options, stats
-from .helpers import eventually, free_port
+from .helpers import RawStdio, eventually, free_port
 from .test_resilience import locked
 
 FAST_POLLER = {
@@ -501,38 +501,11 @@ async def test_a_core_that_cannot_open_is_a_one_line_error_and_the_next_request_
     assert stats(sandbox)["requests"]["generate"] == 1  # the refused call sent nothing
 
 
-class RawStdio:
-    """The server spoken to in newline-delimited JSON-RPC, so that the process is ours to close and time."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process, self.next_id = process, 0
-
-    @classmethod
-    async def spawn(cls, env: dict[str, str]) -> RawStdio:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kling3_tools.mcp", env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        server = cls(process)
-        info = {"name": "raw", "version": "0"}
-        await server.ask("initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info})
-        await server.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        return server
-
-    async def send(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps(message).encode() + b"\n")
-        await self.process.stdin.drain()
-
-    async def ask(self, method: str, params: dict[str, Any] | None = None, *, answer: bool = True) -> Any:
-        self.next_id += 1
-        await self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params or {}})
-        assert self.process.stdout is not None
-        while answer:
-            message = json.loads(await asyncio.wait_for(self.process.stdout.readline(), 30))
-            if message.get("id") == self.next_id:
-                return message
-        return None
+async def raw_server(env: dict[str, str]) -> RawStdio:
+    """`kling3-mcp` past its handshake, spoken to byte for byte (its stderr kept)."""
+    server = await RawStdio.spawn([sys.executable, "-m", "kling3_tools.mcp"], env)
+    await server.handshake()
+    return server
 
 
 @contextlib.contextmanager
@@ -550,7 +523,7 @@ def silent_postgres() -> Any:
 async def test_closing_stdin_while_the_core_opens_on_a_store_that_hangs_ends_at_once(sandbox, tmp_path):
     pytest.importorskip("psycopg")
     with silent_postgres() as store_url:
-        server = await RawStdio.spawn(server_env(sandbox, tmp_path, KLING_STORE__URL=store_url))
+        server = await raw_server(server_env(sandbox, tmp_path, KLING_STORE__URL=store_url))
         await server.ask("tools/call", {"name": "list_videos", "arguments": {}}, answer=False)  # the core opens
         await asyncio.sleep(0.5)
         assert server.process.stdin is not None
@@ -564,7 +537,7 @@ async def test_closing_stdin_while_the_core_opens_on_a_store_that_hangs_ends_at_
 async def test_a_request_the_core_does_not_serve_never_opens_it(sandbox, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a store that cannot open: opening it would be said on stderr")
-    server = await RawStdio.spawn(server_env(sandbox, tmp_path, KLING_STORE__URL=f"sqlite:///{blocker / 't.db'}"))
+    server = await raw_server(server_env(sandbox, tmp_path, KLING_STORE__URL=f"sqlite:///{blocker / 't.db'}"))
     unknown = await server.ask("videos/make", {})
     listed = await server.ask("tools/list")
     assert server.process.stdin is not None
@@ -610,7 +583,7 @@ def test_over_http_a_core_that_cannot_open_is_exit_1_in_one_line(sandbox, tmp_pa
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_ctrl_c_or_sigterm_closes_the_core_and_ends_though_stdin_stays_open(sandbox, tmp_path, signum):
     """The SDK reads stdin in a thread that no signal ends: the server closed its core and then waited forever."""
-    server = await RawStdio.spawn(server_env(sandbox, tmp_path))
+    server = await raw_server(server_env(sandbox, tmp_path))
     listed = await server.ask("tools/call", {"name": "list_videos", "arguments": {}})  # the core is open
     assert "result" in listed
     server.process.send_signal(signum)
