@@ -418,6 +418,11 @@ async def test_a_member_runs_a_story_from_discord_after_seeing_its_plan(monkeypa
         buttons = {b["label"]: b["custom_id"] for row in question.body["components"] for b in row["components"]}
         deliver(bot, fd.button(buttons["Confirm"], ALICE, question.answer))
         await eventually(lambda: any("film is ready" in str(c.body) for c in fake.channel_posts()), timeout=60)
+
+        async def saved_as_ended() -> bool:  # the poller saves the story after posting the film
+            return all(story.state is not StoryState.RUNNING for story in await bot.service.stories.recent())
+
+        await eventually(saved_as_ended)
         [record] = await bot.service.stories.recent()
     total = plan(Story.from_text(LIGHTHOUSE)).total
     assert f"{total} credits" in question.body["content"] and "step 3: `ship`" in question.body["content"]
