@@ -112,9 +112,18 @@ class Scope:
     origin_kind: str | None = None
     user_id: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.user_id is not None and self.origin_kind is None:
+            raise ValueError("a user's scope names its front end (origin_kind)")
+
+    @property
+    def name(self) -> str:
+        """`*:*`, `mcp:*`, `discord:42`: the scope's row in the store's hourly spend totals."""
+        return f"{self.origin_kind or '*'}:{'*' if self.user_id is None else self.user_id}"
+
     @property
     def key(self) -> str:
-        return f"kling3-ledger:{self.origin_kind or '*'}:{self.user_id or '*'}"
+        return f"kling3-ledger:{self.name}"
 
     def covers(self, attempt: Attempt) -> bool:
         return (self.origin_kind in (None, attempt.origin.kind)) and (self.user_id in (None, attempt.user_id))

@@ -110,6 +110,56 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_due_kind ON tasks (api_url, origin_kind, due_at) WHERE due_at IS NOT NULL",
         "DROP INDEX tasks_due",
     ],
+    [
+        # The hourly spend totals the budgets read, kept by triggers on `tasks`: a task counts in the hour it
+        # was submitted, for every scope it falls under (`Scope.name`), what `SqlDialect.credits` says unless
+        # it failed. The triggers come before the count of the tasks already there: creating them locks out
+        # every write to `tasks` until this migration commits, so no task is counted twice or missed.
+        "CREATE TABLE spend_hours (scope text NOT NULL, hour bigint NOT NULL, credits bigint NOT NULL, "
+        "PRIMARY KEY (scope, hour))",
+        """
+        CREATE FUNCTION kling3_counted(outcome text, estimated integer, consumed integer) RETURNS integer
+        LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE WHEN outcome = 'failed' THEN 0
+                        WHEN outcome IS NULL THEN GREATEST(estimated, COALESCE(consumed, 0))
+                        ELSE COALESCE(consumed, estimated) END
+        $$""",
+        """
+        CREATE FUNCTION kling3_spend(kind text, user_id_text text, at double precision, amount bigint)
+        RETURNS void LANGUAGE sql AS $$
+            INSERT INTO spend_hours (scope, hour, credits)
+            SELECT scope, floor(at / 3600)::bigint, amount
+            FROM (VALUES ('*:*'), (kind || ':*'), (kind || ':' || user_id_text)) AS scopes (scope)
+            WHERE scope IS NOT NULL
+            ON CONFLICT (scope, hour) DO UPDATE SET credits = spend_hours.credits + excluded.credits
+        $$""",
+        """
+        CREATE FUNCTION kling3_tasks_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP <> 'INSERT' THEN
+                PERFORM kling3_spend(OLD.origin_kind, OLD.origin->>'user_id', OLD.submitted_at,
+                                     -kling3_counted(OLD.outcome, OLD.estimated_credits, OLD.consumed_credits));
+            END IF;
+            IF TG_OP <> 'DELETE' THEN
+                PERFORM kling3_spend(NEW.origin_kind, NEW.origin->>'user_id', NEW.submitted_at,
+                                     kling3_counted(NEW.outcome, NEW.estimated_credits, NEW.consumed_credits));
+            END IF;
+            RETURN NULL;
+        END
+        $$""",
+        "CREATE TRIGGER tasks_spend_added_or_removed AFTER INSERT OR DELETE ON tasks "
+        "FOR EACH ROW EXECUTE FUNCTION kling3_tasks_spend()",
+        """
+        CREATE TRIGGER tasks_spend_changed AFTER UPDATE ON tasks FOR EACH ROW
+        WHEN (kling3_counted(OLD.outcome, OLD.estimated_credits, OLD.consumed_credits)
+                  IS DISTINCT FROM kling3_counted(NEW.outcome, NEW.estimated_credits, NEW.consumed_credits)
+              OR OLD.origin_kind IS DISTINCT FROM NEW.origin_kind
+              OR OLD.origin->>'user_id' IS DISTINCT FROM NEW.origin->>'user_id'
+              OR OLD.submitted_at IS DISTINCT FROM NEW.submitted_at)
+        EXECUTE FUNCTION kling3_tasks_spend()""",
+        "SELECT kling3_spend(origin_kind, origin->>'user_id', submitted_at, "
+        "kling3_counted(outcome, estimated_credits, consumed_credits)) FROM tasks",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

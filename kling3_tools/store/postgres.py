@@ -63,6 +63,7 @@ POSTGRES = SqlDialect(
     owner="(origin->>'owner')",
     story_id="(origin->>'story_id')",
     greatest="GREATEST",
+    hour=lambda column: f"floor({column} / 3600)::bigint",
 )
 
 # One index walk per served kind (tasks_due_kind), each stopping after `limit` unlocked rows, then the soonest
@@ -364,7 +365,7 @@ class PostgresTaskStore(StoryTable, StatsQueries):
 
     async def prune(self, before: float) -> tuple[int, int]:
         async with self._pool.connection() as conn, conn.transaction():
-            tasks, attempts, _ = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
+            tasks, attempts, *_ = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
         return tasks, attempts
 
     async def close(self) -> None:

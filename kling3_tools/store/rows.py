@@ -8,6 +8,7 @@ what `SqlDialect` holds.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from ..ledger import Attempt, Scope, SpendLimit, Usage
+from ..ledger import DAY_SECONDS, Attempt, Scope, SpendLimit, Usage
 from ..models import StatusFilter
 from ..records import Delivery, Origin, Outcome, TaskRecord
 
@@ -119,6 +120,7 @@ def attempt_from_row(row: dict[str, Any]) -> Attempt:
     return Attempt.model_validate(data)
 
 
+HOUR_SECONDS = 3600
 _NOT_FAILED = "(outcome IS NULL OR outcome != 'failed')"
 OPEN_ATTEMPT = "state IN ('reserved', 'submitting', 'unknown')"  # counted against the budgets
 SENT_ATTEMPT = "state IN ('submitting', 'unknown')"  # counted as running too: a reserved shot is not yet
@@ -135,14 +137,20 @@ class SqlDialect:
     owner: str
     story_id: str
     greatest: str
+    hour: Callable[[str], str]  # the hour a time column falls in (seconds // 3600), as `spend_hours` files it
 
     @property
     def credits(self) -> str:
-        """What a task counts: while it runs, the estimate unless the API says more (a 0 or a low figure
-        reported mid-run never frees a budget); once it ended, what the API says it consumed."""
+        return self.credits_of("")
+
+    def credits_of(self, row: str) -> str:
+        """What a task not failed counts (`row`: a prefix such as `NEW.`): while it runs, the estimate unless
+        the API says more (a 0 or a low figure reported mid-run never frees a budget); once it ended, what the
+        API says it consumed."""
         return (
-            f"CASE WHEN outcome IS NULL THEN {self.greatest}(estimated_credits, COALESCE(consumed_credits, 0)) "
-            "ELSE COALESCE(consumed_credits, estimated_credits) END"
+            f"CASE WHEN {row}outcome IS NULL "
+            f"THEN {self.greatest}({row}estimated_credits, COALESCE({row}consumed_credits, 0)) "
+            f"ELSE COALESCE({row}consumed_credits, {row}estimated_credits) END"
         )
 
     def _filter(
@@ -184,17 +192,27 @@ class SqlDialect:
 
     def usage(self, limit: SpendLimit, since: float, *, full: bool = False) -> tuple[str, dict[str, Any]]:
         """One row (credits, running, last_attempt_at) for the limit's scope. Unless `full` (for showing),
-        parts the limit does not check are constants: a budget never scans the running tasks."""
+        parts the limit does not check are constants: a budget never scans the running tasks.
+
+        The tasks' credits since `since` are the scope's hourly totals (`spend_hours`, kept by triggers on
+        `tasks`) for the hours after the one `since` falls in, plus the tasks of that first hour from `since`
+        on, summed row by row: exact, and at most an hour of rows whatever the day's volume."""
+        first_hour = math.floor(since / HOUR_SECONDS)
         params: dict[str, Any] = {"since": since}
         tasks = self._scope(params, limit.scope, user_column=self.user_id)
         attempts = self._scope(params, limit.scope, user_column="user_id")
-        since_sql = self.param("since")
+        since_sql, hour_sql = self.param("since"), self.param("first_hour")
         open_attempts = f"FROM attempts WHERE created_at >= {since_sql} AND {OPEN_ATTEMPT} AND {attempts}"
         credits = "0"
         if limit.daily_credits or full:
+            # `before` only bounds the index walk; the hour test decides, as the triggers do.
+            params.update(scope=limit.scope.name, first_hour=first_hour, before=(first_hour + 1) * HOUR_SECONDS + 1)
             credits = (
-                f"(SELECT COALESCE(SUM({self.credits}), 0) FROM tasks "
-                f"WHERE submitted_at >= {since_sql} AND {_NOT_FAILED} AND {tasks}) "
+                f"(SELECT COALESCE(SUM(credits), 0) FROM spend_hours "
+                f"WHERE scope = {self.param('scope')} AND hour > {hour_sql}) "
+                f"+ (SELECT COALESCE(SUM({self.credits}), 0) FROM tasks WHERE submitted_at >= {since_sql} "
+                f"AND submitted_at < {self.param('before')} AND {self.hour('submitted_at')} <= {hour_sql} "
+                f"AND {_NOT_FAILED} AND {tasks}) "
                 f"+ (SELECT COALESCE(SUM(estimated_credits), 0) {open_attempts})"
             )
         running = "0"
@@ -232,8 +250,9 @@ class SqlDialect:
         """What retention deletes: tasks that ended and were delivered (or given up) before `before`, and
         attempts settled before it (`submitted` ones have their task; `released` ones spent nothing), and
         stories that ended and were delivered. Open attempts (`reserved`, `submitting`, `unknown`) stay until
-        resolved, whatever their age."""
+        resolved, whatever their age. Then the hourly spend totals no budget reads any more."""
         params, since = {"before": before}, self.param("before")
+        past_hour = math.floor(min(before, time.time() - DAY_SECONDS) / HOUR_SECONDS)
         return [
             (
                 f"DELETE FROM tasks WHERE outcome IS NOT NULL AND delivery != 'pending' AND finished_at < {since}",
@@ -241,6 +260,7 @@ class SqlDialect:
             ),
             (f"DELETE FROM attempts WHERE state IN ('submitted', 'released') AND created_at < {since}", params),
             (f"DELETE FROM stories WHERE due_at IS NULL AND state != 'running' AND created_at < {since}", params),
+            (f"DELETE FROM spend_hours WHERE hour < {self.param('hour')}", {"hour": past_hour}),
         ]
 
     def attempts(self, *, open_only: bool, limit: int) -> tuple[str, dict[str, Any]]:

@@ -44,7 +44,7 @@ from .rows import (
     stamp,
     usage_from_row,
 )
-from .sqlite_schema import SCHEMA, add_columns
+from .sqlite_schema import SCHEMA, add_columns, add_spend_hours
 from .stats import StatsQueries
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
@@ -56,6 +56,7 @@ SQLITE = SqlDialect(
     owner="json_extract(origin, '$.owner')",
     story_id="json_extract(origin, '$.story_id')",
     greatest="MAX",
+    hour=lambda column: f"CAST({column} / 3600 AS INTEGER)",
 )
 
 
@@ -115,6 +116,7 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
                     self._db.execute("PRAGMA synchronous=NORMAL")
                     self._db.executescript(SCHEMA)
                     add_columns(self._db)
+                    add_spend_hours(self._db, SQLITE)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -340,7 +342,7 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
 
     async def prune(self, before: float) -> tuple[int, int]:
         statements = SQLITE.prune(before)
-        tasks, attempts, _ = await self._run(
+        tasks, attempts, *_ = await self._run(
             lambda: self._transaction(lambda: [self._db.execute(*s).rowcount for s in statements])
         )
         return tasks, attempts

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rows import SqlDialect
 
 ADDED_COLUMNS = ("archive_key", "archived_url")  # in SCHEMA too; added to older files when they open
 SCHEMA = """
@@ -84,3 +88,66 @@ def add_columns(db: sqlite3.Connection) -> None:
         if column not in present:
             with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
                 db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
+
+
+def add_spend_hours(db: sqlite3.Connection, dialect: SqlDialect) -> None:
+    """The hourly spend totals the budgets read, and the triggers on `tasks` that keep them, made once per
+    file in one write transaction with their count of the tasks already there: however many processes open
+    an older file at once, no task is counted twice or missed."""
+    if _has_table(db, "spend_hours"):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not _has_table(db, "spend_hours"):
+            for statement in spend_hours_schema(dialect):
+                db.execute(statement)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def spend_hours_schema(dialect: SqlDialect) -> list[str]:
+    """A task counts in the hour it was submitted, for every scope it falls under (`Scope.name`: everyone's,
+    its front end's, its user's); a failed one counts nothing."""
+
+    def scopes(row: str) -> list[str]:
+        return [
+            "'*:*'",
+            f"{row}origin_kind || ':*'",
+            f"{row}origin_kind || ':' || json_extract({row}origin, '$.user_id')",
+        ]
+
+    def counted(row: str) -> str:
+        return f"(CASE WHEN {row}outcome = 'failed' THEN 0 ELSE {dialect.credits_of(row)} END)"
+
+    def add(row: str, sign: str = "") -> str:
+        each = " UNION ALL ".join(f"SELECT {scope} AS scope" for scope in scopes(row))
+        return (
+            f"INSERT INTO spend_hours (scope, hour, credits) SELECT scope, {dialect.hour(f'{row}submitted_at')}, "
+            f"{sign}{counted(row)} FROM ({each}) WHERE scope IS NOT NULL "
+            "ON CONFLICT (scope, hour) DO UPDATE SET credits = credits + excluded.credits"
+        )
+
+    changed = " OR ".join(
+        f"{old} IS NOT {old.replace('OLD.', 'NEW.')}"
+        for old in (counted("OLD."), "OLD.origin_kind", "json_extract(OLD.origin, '$.user_id')", "OLD.submitted_at")
+    )
+    every_task = " UNION ALL ".join(
+        f"SELECT {scope} AS scope, {dialect.hour('submitted_at')} AS hour, {counted('')} AS credits FROM tasks"
+        for scope in scopes("")
+    )
+    return [
+        "CREATE TABLE spend_hours (scope TEXT NOT NULL, hour INTEGER NOT NULL, credits INTEGER NOT NULL, "
+        "PRIMARY KEY (scope, hour)) WITHOUT ROWID",
+        f"CREATE TRIGGER tasks_spend_added AFTER INSERT ON tasks BEGIN {add('NEW.')}; END",
+        f"CREATE TRIGGER tasks_spend_removed AFTER DELETE ON tasks BEGIN {add('OLD.', '-')}; END",
+        "CREATE TRIGGER tasks_spend_changed AFTER UPDATE OF outcome, consumed_credits, estimated_credits, origin, "
+        f"origin_kind, submitted_at ON tasks WHEN {changed} BEGIN {add('OLD.', '-')}; {add('NEW.')}; END",
+        "INSERT INTO spend_hours (scope, hour, credits) "
+        f"SELECT scope, hour, SUM(credits) FROM ({every_task}) WHERE scope IS NOT NULL GROUP BY scope, hour",
+    ]
