@@ -13,7 +13,8 @@ answers a generate at once (the worst case for the ledger, whose extra round tri
 of the total); `--generate-delay 0.05` holds each answer 50 ms, still far quicker than the real API.
 
 Then, on a fresh store of each backend, one reservation under a `[budget]` limit is timed with 1,000, 10,000
-and 50,000 tasks submitted in the last 24 hours (`--volumes`): the budget is a sum over that window.
+and 50,000 tasks submitted evenly over the last 24 hours (`--volumes`): the budget is a sum over that window
+(hourly totals, plus the tasks of the window's first, partial hour one by one).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import httpx
 
 from kling3_tools.client import AsyncKlingClient
 from kling3_tools.config import Settings
-from kling3_tools.ledger import Attempt, AttemptState, Scope, SpendLimit
+from kling3_tools.ledger import DAY_SECONDS, Attempt, AttemptState, Scope, SpendLimit
 from kling3_tools.models import GenerateRequest, Task
 from kling3_tools.records import CliOrigin, TaskRecord
 from kling3_tools.service import KlingService
@@ -40,6 +41,7 @@ from tests.postgres import PostgresCluster, find_bindir
 
 from .common import SANDBOX_KEY, sandbox_process
 
+GOLDEN_RATIO = (5**0.5 - 1) / 2
 REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="benchmark", duration=3, sound=False)
 
 
@@ -99,7 +101,7 @@ async def reservation_by_volume(store_url: str, volumes: list[int], reservations
         for volume in volumes:
             while recorded < volume:
                 batch = range(recorded, min(volume, recorded + 100))
-                await asyncio.gather(*(store.add(submitted(f"n75volume{n}")) for n in batch))
+                await asyncio.gather(*(store.add(submitted(n)) for n in batch))
                 recorded += len(batch)
             timings = []
             for _ in range(reservations):
@@ -114,9 +116,12 @@ async def reservation_by_volume(store_url: str, volumes: list[int], reservations
     return medians
 
 
-def submitted(task_id: str) -> TaskRecord:
-    task = Task(task_id=task_id, status="IN_PROGRESS", type=REQUEST.type.value, consumed_credits=150)
-    return TaskRecord.submitted(task, REQUEST, api_url="benchmark", origin=CliOrigin())
+def submitted(n: int) -> TaskRecord:
+    """The `n`th task of the volume, at a time spread evenly over the last 24 hours whatever the volume."""
+    task = Task(task_id=f"n75volume{n}", status="IN_PROGRESS", type=REQUEST.type.value, consumed_credits=150)
+    record = TaskRecord.submitted(task, REQUEST, api_url="benchmark", origin=CliOrigin())
+    record.submitted_at -= DAY_SECONDS * (n * GOLDEN_RATIO % 1)
+    return record
 
 
 def report(backend: str, bare: float, ledger: float, rounds: int) -> None:

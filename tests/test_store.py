@@ -141,7 +141,8 @@ async def test_history_credits_and_listing(store):
     assert await store.completion_times("pro-text-to-video", 10) == []
     everyone = SpendLimit("budget", daily_credits=1)
     assert (await store.usage(everyone)).credits == 270 + 270 + 400  # the failed one is not counted
-    assert (await store.usage(everyone)).running == 1
+    assert (await store.usage(SpendLimit("budget", max_running=5))).running == 1
+    assert (await store.usage(everyone)).running == 0  # a budget alone never counts what runs
     assert (await store.usage(SpendLimit("discord", Scope("discord", 9)))).credits == 400
     assert [r.task_id for r in await store.recent(status="running")] == ["n75run"]
     assert {r.task_id for r in await store.recent(status="succeeded")} == {"n750", "n751"}

@@ -110,7 +110,8 @@ class TaskStore(Protocol):
         """Most recent first; by default only those still open (`submitting`, `unknown`)."""
 
     async def usage(self, limit: SpendLimit) -> Usage:
-        """What `limit`'s scope has spent and has running now, read without reserving anything."""
+        """What `limit`'s scope has spent in the last 24 hours, and what the limit checks besides (videos
+        running, the last attempt's time; 0 and None when it checks neither), read without reserving anything."""
 
     def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
         """The request budget that every poller of this store shares for `api_url` (`burst`: how many may go

@@ -333,7 +333,7 @@ class PostgresTaskStore(StoryTable, StatsQueries):
         return [attempt_from_row(row) for row in await self._rows(*POSTGRES.attempts(open_only=open_only, limit=limit))]
 
     async def usage(self, limit: SpendLimit) -> Usage:
-        rows = await self._rows(*POSTGRES.usage(limit, time.time() - DAY_SECONDS, full=True))
+        rows = await self._rows(*POSTGRES.usage(limit, time.time() - DAY_SECONDS, credits=True))
         return usage_from_row(rows[0])
 
     def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:

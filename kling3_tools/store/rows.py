@@ -190,9 +190,9 @@ class SqlDialect:
         )
         return " AND ".join(clauses)
 
-    def usage(self, limit: SpendLimit, since: float, *, full: bool = False) -> tuple[str, dict[str, Any]]:
-        """One row (credits, running, last_attempt_at) for the limit's scope. Unless `full` (for showing),
-        parts the limit does not check are constants: a budget never scans the running tasks.
+    def usage(self, limit: SpendLimit, since: float, *, credits: bool = False) -> tuple[str, dict[str, Any]]:
+        """One row (credits, running, last_attempt_at) for the limit's scope. Parts the limit does not check
+        are constants (a budget never scans the running tasks), but the credits when asked for (to show them).
 
         The tasks' credits since `since` are the scope's hourly totals (`spend_hours`, kept by triggers on
         `tasks`) for the hours after the one `since` falls in, plus the tasks of that first hour from `since`
@@ -203,11 +203,11 @@ class SqlDialect:
         attempts = self._scope(params, limit.scope, user_column="user_id")
         since_sql, hour_sql = self.param("since"), self.param("first_hour")
         open_attempts = f"FROM attempts WHERE created_at >= {since_sql} AND {OPEN_ATTEMPT} AND {attempts}"
-        credits = "0"
-        if limit.daily_credits or full:
+        spent = "0"
+        if limit.daily_credits or credits:
             # `before` only bounds the index walk; the hour test decides, as the triggers do.
             params.update(scope=limit.scope.name, first_hour=first_hour, before=(first_hour + 1) * HOUR_SECONDS + 1)
-            credits = (
+            spent = (
                 f"(SELECT COALESCE(SUM(credits), 0) FROM spend_hours "
                 f"WHERE scope = {self.param('scope')} AND hour > {hour_sql}) "
                 f"+ (SELECT COALESCE(SUM({self.credits}), 0) FROM tasks WHERE submitted_at >= {since_sql} "
@@ -216,7 +216,7 @@ class SqlDialect:
                 f"+ (SELECT COALESCE(SUM(estimated_credits), 0) {open_attempts})"
             )
         running = "0"
-        if limit.max_running or full:  # a story counts once while any of its shots is held, sent or running
+        if limit.max_running:  # a story counts once while any of its shots is held, sent or running
             alone = f"{self.story_id} IS NULL"
             stories = (
                 f"SELECT {self.story_id} AS story FROM tasks WHERE outcome IS NULL AND {tasks} AND NOT {alone} "
@@ -227,8 +227,8 @@ class SqlDialect:
                 f"+ (SELECT COUNT(*) {open_attempts} AND {SENT_ATTEMPT} AND {alone}) "
                 f"+ (SELECT COUNT(*) FROM ({stories}) AS held)"
             )
-        last = f"(SELECT MAX(created_at) FROM attempts WHERE {attempts})" if limit.cooldown_seconds or full else "NULL"
-        return f"SELECT {credits} AS credits, {running} AS running, {last} AS last_attempt_at", params
+        last = f"(SELECT MAX(created_at) FROM attempts WHERE {attempts})" if limit.cooldown_seconds else "NULL"
+        return f"SELECT {spent} AS credits, {running} AS running, {last} AS last_attempt_at", params
 
     def credits_by_user(self, since: float, *, origin_kind: str) -> tuple[str, dict[str, Any]]:
         params: dict[str, Any] = {"since": since, "origin_kind": origin_kind}

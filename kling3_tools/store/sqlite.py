@@ -266,8 +266,8 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
 
-    def _usage(self, limit: SpendLimit, now: float, *, full: bool = False) -> Usage:
-        sql, params = SQLITE.usage(limit, now - DAY_SECONDS, full=full)
+    def _usage(self, limit: SpendLimit, now: float, *, credits: bool = False) -> Usage:
+        sql, params = SQLITE.usage(limit, now - DAY_SECONDS, credits=credits)
         return usage_from_row(self._db.execute(sql, params).fetchone())
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
@@ -327,7 +327,7 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         return [attempt_from_row(row) for row in rows]
 
     async def usage(self, limit: SpendLimit) -> Usage:
-        usage: Usage = await self._run(lambda: self._usage(limit, time.time(), full=True))
+        usage: Usage = await self._run(lambda: self._usage(limit, time.time(), credits=True))
         return usage
 
     def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
