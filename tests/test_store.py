@@ -56,6 +56,53 @@ async def test_sqlite_file_is_in_wal_mode_and_shared(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_a_quick_read_never_waits_for_a_writer_of_another_process(tmp_path):
+    store = SQLiteTaskStore(tmp_path / "tasks.db", busy_timeout=5)
+    await store.add(make_record("n75a"))
+    holder = sqlite3.connect(store.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer in the middle of its transaction
+    holder.execute("UPDATE tasks SET poll_count = 7")
+    started = time.monotonic()
+    assert (await store.get("n75a")).poll_count == 0  # what was committed, at once
+    assert time.monotonic() - started < 1
+    holder.execute("COMMIT")
+    assert (await store.get("n75a")).poll_count == 7
+    holder.close()
+    await store.close()
+
+
+class BusyReader:
+    """A read connection that finds the file busy, as one does while another process recovers it after a crash
+    (which cannot be timed from a test)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, *args: object) -> sqlite3.Cursor:
+        busy = sqlite3.OperationalError("database is locked")
+        busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+        raise busy
+
+    def close(self) -> None:
+        self.real.close()
+
+
+async def test_a_quick_read_of_a_busy_file_waits_off_the_event_loop(tmp_path):
+    store = SQLiteTaskStore(tmp_path / "tasks.db", busy_timeout=5)
+    await store.add(make_record("n75a"))
+    store._reader = BusyReader(store._reader)
+    store._lock.acquire()  # the worker thread's connection is in use too: the read must wait there
+    reading = asyncio.create_task(store.get("n75a"))
+    ticks = 0
+    for _ in range(20):  # the event loop runs on meanwhile
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20 and not reading.done()
+    store._lock.release()
+    assert (await reading).task_id == "n75a"  # read through the worker thread's connection
+    await store.close()
+
+
 async def test_a_second_store_sees_what_the_first_added(store, other):
     await store.add(make_record("n75a", origin=WebhookOrigin(url="https://e.com/h")))
     assert (await other.get("n75a")).origin == WebhookOrigin(url="https://e.com/h")

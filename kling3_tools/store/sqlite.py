@@ -1,5 +1,11 @@
 """The task store on one SQLite file: WAL mode with a busy timeout, so the bot, the MCP server, the CLI and
-standalone pollers on one machine can share it; reservations under `BEGIN IMMEDIATE`."""
+standalone pollers on one machine can share it; reservations under `BEGIN IMMEDIATE`.
+
+Calls run in a worker thread on one connection, except the reads one index answers in microseconds (a task,
+an attempt, a scope's spend): those run on the event loop, on a second, read-only connection that never
+waits. Handing a call to a thread and back costs about ten times such a read (75 µs against 8 on a 2-core
+machine), and in WAL mode a reader does not wait for writers; should the file be busy all the same (another
+process recovering it after a crash), the read goes to the worker thread and waits there like the rest."""
 
 from __future__ import annotations
 
@@ -61,7 +67,7 @@ SQLITE = SqlDialect(
 
 
 class SQLiteTaskStore(StoryTable, StatsQueries):
-    """`TaskStore` on one SQLite file; calls run in a worker thread, one connection per store."""
+    """`TaskStore` on one SQLite file: a connection for the worker thread, and one for quick reads."""
 
     _dialect = SQLITE
 
@@ -91,6 +97,9 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
                 f"The task store {self.path} is not a usable SQLite file ({exc}); it was left untouched. "
                 "Restore it from a backup, or move it aside to start a new store."
             ) from None
+        self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+        self._reader.row_factory = _dict_row
+        self._reader.execute("PRAGMA query_only = ON")
 
     def _create(self) -> None:
         """A new store is built under a temporary name and linked into place, so that a file at `path` is
@@ -151,6 +160,15 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
             return rows
         return await self._run(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
 
+    async def _read_at_once(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[dict[str, Any]]:
+        """The rows of a read that one index answers, read on the event loop (see the module's doc)."""
+        try:
+            return self._reader.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+        return await self._run(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
+
     async def _write(self, sql: str, params: dict[str, Any]) -> int:
         cursor = await self._run(lambda: self._transaction(lambda: self._db.execute(sql, params)))
         return int(cursor.rowcount)
@@ -169,8 +187,8 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
             raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
 
     async def get(self, task_id: str) -> TaskRecord | None:
-        row = await self._run(lambda: self._db.execute("SELECT * FROM tasks WHERE task_id = ?", (task_id,)).fetchone())
-        return None if row is None else record_from_row(row)
+        rows = await self._read_at_once("SELECT * FROM tasks WHERE task_id = ?", (task_id,))
+        return record_from_row(rows[0]) if rows else None
 
     async def save(self, record: TaskRecord, *, owner: str | None = None) -> bool:
         values = record_to_row(record)
@@ -237,8 +255,8 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
             "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < due_at THEN due_at ELSE lease_until END) AS due "
             f"FROM tasks WHERE due_at IS NOT NULL AND api_url = ? AND origin_kind IN ({marks})"
         )
-        row = await self._run(lambda: self._db.execute(sql, (api_url, *kinds)).fetchone())
-        return None if row["due"] is None else float(row["due"])
+        due = (await self._read_at_once(sql, (api_url, *kinds)))[0]["due"]
+        return None if due is None else float(due)
 
     async def recent(
         self,
@@ -266,8 +284,8 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
         return {int(row["user_id"]): int(row["credits"]) for row in rows if row["user_id"] is not None}
 
-    def _usage(self, limit: SpendLimit, now: float, *, credits: bool = False) -> Usage:
-        sql, params = SQLITE.usage(limit, now - DAY_SECONDS, credits=credits)
+    def _usage(self, limit: SpendLimit, now: float) -> Usage:
+        sql, params = SQLITE.usage(limit, now - DAY_SECONDS)
         return usage_from_row(self._db.execute(sql, params).fetchone())
 
     async def reserve(self, attempt: Attempt, limits: Sequence[SpendLimit]) -> None:
@@ -318,8 +336,8 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
 
     async def get_attempt(self, attempt_id: str) -> Attempt | None:
         sql = "SELECT * FROM attempts WHERE attempt_id = ?"
-        row = await self._run(lambda: self._db.execute(sql, (attempt_id,)).fetchone())
-        return None if row is None else attempt_from_row(row)
+        rows = await self._read_at_once(sql, (attempt_id,))
+        return attempt_from_row(rows[0]) if rows else None
 
     async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
         sql, params = SQLITE.attempts(open_only=open_only, limit=limit)
@@ -327,8 +345,9 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         return [attempt_from_row(row) for row in rows]
 
     async def usage(self, limit: SpendLimit) -> Usage:
-        usage: Usage = await self._run(lambda: self._usage(limit, time.time(), credits=True))
-        return usage
+        return usage_from_row(
+            (await self._read_at_once(*SQLITE.usage(limit, time.time() - DAY_SECONDS, credits=True)))[0]
+        )
 
     def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
         """Per process: pollers in separate processes on one file split the rate (`kling3 poller --workers`)."""
@@ -348,6 +367,7 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         return tasks, attempts
 
     async def close(self) -> None:
+        self._reader.close()
         await self._run(self._db.close)
 
 
