@@ -110,7 +110,7 @@ def ratio_line(name: str, ours: list[float], floor: list[float], target: float |
     mine, base = statistics.median(ours), statistics.median(floor)
     scale = 1000 if unit == "ms" else 1
     verdict = "" if target is None else f"(target {target:g}x) " + ("ok" if mine / base <= target else "ABOVE")
-    return f"{name:38} {mine * scale:8.1f} {unit} vs {base * scale:8.1f} {unit}: {mine / base:5.2f}x {verdict}"
+    return f"{name:38} {mine * scale:8.2f} {unit} vs {base * scale:8.2f} {unit}: {mine / base:5.2f}x {verdict}"
 
 
 async def main(runs: int, calls: int) -> None:

@@ -11,7 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from kling3_tools.errors import StoreError
-from kling3_tools.records import CliOrigin, McpOrigin
+from kling3_tools.ledger import SpendLimit
+from kling3_tools.records import CliOrigin, McpOrigin, TaskRecord
+from kling3_tools.store import open_store
 from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
 from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
 
@@ -184,3 +186,29 @@ async def test_an_unreadable_url_with_a_password_is_one_line_without_it():
     with pytest.raises(StoreError) as refused:
         await open_store("postgresql://kling3@127.0.0.1/db?notanoption=1", password=SecretStr("s3cret"))
     assert str(refused.value) == "[store] url is not a PostgreSQL connection URL that libpq can read"
+
+
+async def test_settle_batches_across_an_hour_take_its_spend_totals_in_one_order(postgres_url):
+    """Each task's insert locks its hour's `spend_hours` rows: a batch straddling an hour must lock them in time
+    order, as another process's batch does, or the two deadlock."""
+    store = await open_store(postgres_url)
+    hour = 3600 * (int(time.time()) // 3600)
+
+    def at(task_id: str, submitted_at: float) -> TaskRecord:
+        record = make_record(task_id)
+        record.submitted_at = submitted_at
+        return record
+
+    other = await psycopg.AsyncConnection.connect(postgres_url)  # another process's batch, in time order
+    try:
+        await other.execute(store._insert_task_sql(), store._insert_task_params(at("o1", hour - 1), None))
+        settling = asyncio.create_task(store._settle_batch([("a1", at("s1", hour + 1)), ("a2", at("s2", hour - 1))]))
+        await asyncio.sleep(0.3)
+        insert = store._insert_task_sql(), store._insert_task_params(at("o2", hour + 1), None)
+        await asyncio.wait_for(other.execute(*insert), 10)
+        await other.commit()
+        await asyncio.wait_for(settling, 10)
+    finally:
+        await other.close()
+    assert (await store.usage(SpendLimit("budget", daily_credits=1))).credits == 4 * 400
+    await store.close()

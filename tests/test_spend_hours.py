@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import sqlite3
 import time
@@ -52,7 +53,8 @@ def a_history(rng: random.Random, count: int) -> dict[str, TaskRecord]:
     now = time.time()
     edge = now - DAY_SECONDS
     hour = 3600 * (int(now) // 3600)
-    times = [edge + 120, edge - 120, hour, hour - 3600 * 23, hour - 3600 * 24, hour - 3600 * 25, now + 300]
+    times = [edge + 120, edge - 120, hour, math.nextafter(hour, 0), hour - 1e-6, hour - 3600 * 23, hour - 3600 * 24]
+    times += [math.nextafter(hour - 3600 * 23, 0), hour - 3600 * 25, now + 300]
     records = {}
     for i in range(count):
         origin = rng.choice(
@@ -96,7 +98,7 @@ async def test_the_hourly_totals_follow_every_change_to_the_tasks(store):
     await assert_budgets_match(store, records)
 
 
-async def test_an_older_sqlite_file_gains_its_totals_once_however_many_processes_open_it(tmp_path):
+async def test_an_older_sqlite_file_gains_its_totals_once_however_many_stores_open_it_at_once(tmp_path):
     path = tmp_path / "tasks.db"
     store = SQLiteTaskStore(path)
     records = a_history(random.Random(3), 60)
@@ -118,6 +120,17 @@ async def test_an_older_sqlite_file_gains_its_totals_once_however_many_processes
     await assert_budgets_match(stores[1], {**records, "late": late})
     for opened in stores:
         await opened.close()
+
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:  # as counted by another rule
+        db.execute("DROP TRIGGER tasks_spend_changed")
+        db.execute("CREATE TRIGGER tasks_spend_changed AFTER UPDATE ON tasks BEGIN SELECT 1; END")
+        db.execute("UPDATE spend_hours SET credits = credits + 1")
+    store = SQLiteTaskStore(path)
+    await assert_budgets_match(store, {**records, "late": late})
+    late.finish(Outcome.FAILED, time.time())
+    await store.save(late)
+    await assert_budgets_match(store, records)
+    await store.close()
 
 
 async def test_a_postgres_store_gains_its_totals_when_migrated(postgres_url):

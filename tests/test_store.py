@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 
 import pytest
@@ -71,35 +72,57 @@ async def test_a_quick_read_never_waits_for_a_writer_of_another_process(tmp_path
     await store.close()
 
 
-class BusyReader:
-    """A read connection that finds the file busy, as one does while another process recovers it after a crash
-    (which cannot be timed from a test)."""
-
-    def __init__(self, real: sqlite3.Connection) -> None:
-        self.real = real
-
-    def execute(self, *args: object) -> sqlite3.Cursor:
-        busy = sqlite3.OperationalError("database is locked")
-        busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
-        raise busy
-
-    def close(self) -> None:
-        self.real.close()
+RECOVERING = """
+import fcntl, os, sys, time
+shm = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(shm, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 128)  # attached to the file, as every connection is
+fcntl.lockf(shm, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 122)  # the WAL recovery lock
+os.pwrite(shm, bytes(96), 0)  # the WAL index's header as a crash leaves it
+print("recovering", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
 
 
-async def test_a_quick_read_of_a_busy_file_waits_off_the_event_loop(tmp_path):
-    store = SQLiteTaskStore(tmp_path / "tasks.db", busy_timeout=5)
+async def test_a_quick_read_while_another_process_recovers_the_file_waits_off_the_event_loop(tmp_path):
+    """Another process recovering the file after a crash (as SQLite's unix locks say it is) makes a reader
+    meet SQLITE_BUSY_RECOVERY: the quick read goes to the worker thread and waits there."""
+    store = SQLiteTaskStore(tmp_path / "tasks.db", busy_timeout=10)
     await store.add(make_record("n75a"))
-    store._reader = BusyReader(store._reader)
-    store._lock.acquire()  # the worker thread's connection is in use too: the read must wait there
-    reading = asyncio.create_task(store.get("n75a"))
-    ticks = 0
-    for _ in range(20):  # the event loop runs on meanwhile
-        await asyncio.sleep(0.01)
-        ticks += 1
-    assert ticks == 20 and not reading.done()
-    store._lock.release()
-    assert (await reading).task_id == "n75a"  # read through the worker thread's connection
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RECOVERING, f"{store.path}-shm", "1.0", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert await holder.stdout.readline() == b"recovering\n"
+        reading = asyncio.create_task(store.get("n75a"))
+        ticks = 0
+        for _ in range(20):  # the event loop runs on meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not reading.done()
+        assert (await reading).task_id == "n75a"
+    finally:
+        await holder.communicate()
+        await store.close()
+
+
+async def test_a_read_that_walks_many_rows_stays_off_the_event_loop(tmp_path):
+    store = SQLiteTaskStore(tmp_path / "tasks.db")
+    await store.add(make_record("n75a", origin=DiscordOrigin(guild_id=1, channel_id=2, user_id=9)))
+    discord = SpendLimit("discord", Scope("discord", 9), daily_credits=1000, max_running=2, cooldown_seconds=5)
+    store._lock.acquire()  # the worker thread's connection is in use
+    try:
+        assert (await store.get("n75a")).task_id == "n75a"  # one index: at once
+        assert (await store.usage(SpendLimit("budget", daily_credits=1))).credits == 400
+        walking = [
+            asyncio.create_task(store.usage(discord)),  # every running task of the user
+            asyncio.create_task(store.next_due(api_url=API, kinds=KINDS)),  # every due task of these kinds
+        ]
+        await asyncio.sleep(0.2)
+        assert not any(task.done() for task in walking)
+    finally:
+        store._lock.release()
+    assert (await walking[0]).running == 1
+    assert await walking[1] == 0.0
     await store.close()
 
 

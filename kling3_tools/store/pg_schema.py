@@ -147,8 +147,8 @@ MIGRATIONS: list[list[str]] = [
             RETURN NULL;
         END
         $$""",
-        "CREATE TRIGGER tasks_spend_added_or_removed AFTER INSERT OR DELETE ON tasks "
-        "FOR EACH ROW EXECUTE FUNCTION kling3_tasks_spend()",
+        "CREATE TRIGGER tasks_spend_added AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION kling3_tasks_spend()",
+        "CREATE TRIGGER tasks_spend_removed AFTER DELETE ON tasks FOR EACH ROW EXECUTE FUNCTION kling3_tasks_spend()",
         """
         CREATE TRIGGER tasks_spend_changed AFTER UPDATE ON tasks FOR EACH ROW
         WHEN (kling3_counted(OLD.outcome, OLD.estimated_credits, OLD.consumed_credits)
@@ -157,8 +157,14 @@ MIGRATIONS: list[list[str]] = [
               OR OLD.origin->>'user_id' IS DISTINCT FROM NEW.origin->>'user_id'
               OR OLD.submitted_at IS DISTINCT FROM NEW.submitted_at)
         EXECUTE FUNCTION kling3_tasks_spend()""",
-        "SELECT kling3_spend(origin_kind, origin->>'user_id', submitted_at, "
-        "kling3_counted(outcome, estimated_credits, consumed_credits)) FROM tasks",
+        """
+        INSERT INTO spend_hours (scope, hour, credits)
+        SELECT scope, floor(submitted_at / 3600)::bigint,
+               SUM(kling3_counted(outcome, estimated_credits, consumed_credits))
+        FROM tasks CROSS JOIN LATERAL
+             (VALUES ('*:*'), (origin_kind || ':*'), (origin_kind || ':' || (origin->>'user_id'))) AS scopes (scope)
+        WHERE scope IS NOT NULL
+        GROUP BY 1, 2""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,6 +37,7 @@ from .pg_schema import SCHEMA_VERSION, Connection, connect, current_version, des
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
+    HOUR_SECONDS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
     SqlDialect,
@@ -63,7 +64,7 @@ POSTGRES = SqlDialect(
     owner="(origin->>'owner')",
     story_id="(origin->>'story_id')",
     greatest="GREATEST",
-    hour=lambda column: f"floor({column} / 3600)::bigint",
+    hour=lambda column: f"floor({column} / {HOUR_SECONDS})::bigint",
 )
 
 # One index walk per served kind (tasks_due_kind), each stopping after `limit` unlocked rows, then the soonest
@@ -189,7 +190,10 @@ class PostgresTaskStore(StoryTable, StatsQueries):
             raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
 
     async def _settle_batch(self, batch: list[tuple[str, TaskRecord]]) -> None:
-        rows = [self._insert_task_params(record, attempt_id) for attempt_id, record in batch]
+        # In time order: each task's insert locks the `spend_hours` rows of its hour, so two batches that straddle
+        # an hour must take them in one order, or they deadlock.
+        in_order = sorted(batch, key=lambda settle: settle[1].submitted_at)
+        rows = [self._insert_task_params(record, attempt_id) for attempt_id, record in in_order]
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             await cursor.executemany(self._insert_task_sql(), rows)
 

@@ -205,7 +205,8 @@ class SqlDialect:
         open_attempts = f"FROM attempts WHERE created_at >= {since_sql} AND {OPEN_ATTEMPT} AND {attempts}"
         spent = "0"
         if limit.daily_credits or credits:
-            # `before` only bounds the index walk; the hour test decides, as the triggers do.
+            # The hour test decides which tasks are the first hour's, exactly as the triggers file them; `before`
+            # (a second past that hour, so float rounding never leaves one out) only bounds the index walk.
             params.update(scope=limit.scope.name, first_hour=first_hour, before=(first_hour + 1) * HOUR_SECONDS + 1)
             spent = (
                 f"(SELECT COALESCE(SUM(credits), 0) FROM spend_hours "

@@ -2,7 +2,7 @@
 standalone pollers on one machine can share it; reservations under `BEGIN IMMEDIATE`.
 
 Calls run in a worker thread on one connection, except the reads one index answers in microseconds (a task,
-an attempt, a scope's spend): those run on the event loop, on a second, read-only connection that never
+an attempt, a scope's spend in credits): those run on the event loop, on a second, read-only connection that never
 waits. Handing a call to a thread and back costs about ten times such a read (75 µs against 8 on a 2-core
 machine), and in WAL mode a reader does not wait for writers; should the file be busy all the same (another
 process recovering it after a crash), the read goes to the worker thread and waits there like the rest."""
@@ -39,6 +39,7 @@ from .group_commit import GroupCommit
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
+    HOUR_SECONDS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
     SqlDialect,
@@ -62,7 +63,7 @@ SQLITE = SqlDialect(
     owner="json_extract(origin, '$.owner')",
     story_id="json_extract(origin, '$.story_id')",
     greatest="MAX",
-    hour=lambda column: f"CAST({column} / 3600 AS INTEGER)",
+    hour=lambda column: f"CAST({column} / {HOUR_SECONDS} AS INTEGER)",  # times are positive: truncating floors
 )
 
 
@@ -165,7 +166,7 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         try:
             return self._reader.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if exc.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):  # extended codes too
                 raise
         return await self._run(lambda: self._db.execute(sql, params).fetchall())  # type: ignore[no-any-return]
 
@@ -255,8 +256,8 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
             "SELECT MIN(CASE WHEN lease_until IS NULL OR lease_until < due_at THEN due_at ELSE lease_until END) AS due "
             f"FROM tasks WHERE due_at IS NOT NULL AND api_url = ? AND origin_kind IN ({marks})"
         )
-        due = (await self._read_at_once(sql, (api_url, *kinds)))[0]["due"]
-        return None if due is None else float(due)
+        row = await self._run(lambda: self._db.execute(sql, (api_url, *kinds)).fetchone())
+        return None if row["due"] is None else float(row["due"])
 
     async def recent(
         self,
@@ -345,9 +346,10 @@ class SQLiteTaskStore(StoryTable, StatsQueries):
         return [attempt_from_row(row) for row in rows]
 
     async def usage(self, limit: SpendLimit) -> Usage:
-        return usage_from_row(
-            (await self._read_at_once(*SQLITE.usage(limit, time.time() - DAY_SECONDS, credits=True)))[0]
-        )
+        sql, params = SQLITE.usage(limit, time.time() - DAY_SECONDS, credits=True)
+        if limit.max_running or limit.cooldown_seconds:  # these read every running task, every attempt of a scope
+            return usage_from_row(await self._run(lambda: self._db.execute(sql, params).fetchone()))
+        return usage_from_row((await self._read_at_once(sql, params))[0])
 
     def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
         """Per process: pollers in separate processes on one file split the rate (`kling3 poller --workers`)."""

@@ -91,15 +91,20 @@ def add_columns(db: sqlite3.Connection) -> None:
 
 
 def add_spend_hours(db: sqlite3.Connection, dialect: SqlDialect) -> None:
-    """The hourly spend totals the budgets read, and the triggers on `tasks` that keep them, made once per
-    file in one write transaction with their count of the tasks already there: however many processes open
-    an older file at once, no task is counted twice or missed."""
-    if _has_table(db, "spend_hours"):
+    """The hourly spend totals the budgets read, and the triggers on `tasks` that keep them: made when a file
+    lacks them, or made again when its triggers are not the ones this version writes (an older rule), in one
+    write transaction with a new count of the tasks already there. However many processes open the file at
+    once, no task is counted twice or missed."""
+    table, triggers, count = spend_hours_schema(dialect)
+    if _triggers(db) == triggers:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        if not _has_table(db, "spend_hours"):
-            for statement in spend_hours_schema(dialect):
+        if _triggers(db) != triggers:
+            for name in triggers:
+                db.execute(f"DROP TRIGGER IF EXISTS {name}")
+            db.execute("DROP TABLE IF EXISTS spend_hours")
+            for statement in (table, *triggers.values(), count):
                 db.execute(statement)
     except BaseException:
         db.execute("ROLLBACK")
@@ -107,13 +112,17 @@ def add_spend_hours(db: sqlite3.Connection, dialect: SqlDialect) -> None:
     db.execute("COMMIT")
 
 
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+def _triggers(db: sqlite3.Connection) -> dict[str, str]:
+    cursor = db.cursor()
+    cursor.row_factory = None
+    sql = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'tasks_spend_%'"
+    return dict(cursor.execute(sql).fetchall())
 
 
-def spend_hours_schema(dialect: SqlDialect) -> list[str]:
-    """A task counts in the hour it was submitted, for every scope it falls under (`Scope.name`: everyone's,
-    its front end's, its user's); a failed one counts nothing."""
+def spend_hours_schema(dialect: SqlDialect) -> tuple[str, dict[str, str], str]:
+    """The table, its triggers by name, and the count of the tasks already there. A task counts in the hour
+    it was submitted, for every scope it falls under (`Scope.name`: everyone's, its front end's, its user's);
+    a failed one counts nothing."""
 
     def scopes(row: str) -> list[str]:
         return [
@@ -141,13 +150,16 @@ def spend_hours_schema(dialect: SqlDialect) -> list[str]:
         f"SELECT {scope} AS scope, {dialect.hour('submitted_at')} AS hour, {counted('')} AS credits FROM tasks"
         for scope in scopes("")
     )
-    return [
+    triggers = {
+        "tasks_spend_added": f"AFTER INSERT ON tasks BEGIN {add('NEW.')}; END",
+        "tasks_spend_removed": f"AFTER DELETE ON tasks BEGIN {add('OLD.', '-')}; END",
+        "tasks_spend_changed": "AFTER UPDATE OF outcome, consumed_credits, estimated_credits, origin, origin_kind, "
+        f"submitted_at ON tasks WHEN {changed} BEGIN {add('OLD.', '-')}; {add('NEW.')}; END",
+    }
+    return (
         "CREATE TABLE spend_hours (scope TEXT NOT NULL, hour INTEGER NOT NULL, credits INTEGER NOT NULL, "
         "PRIMARY KEY (scope, hour)) WITHOUT ROWID",
-        f"CREATE TRIGGER tasks_spend_added AFTER INSERT ON tasks BEGIN {add('NEW.')}; END",
-        f"CREATE TRIGGER tasks_spend_removed AFTER DELETE ON tasks BEGIN {add('OLD.', '-')}; END",
-        "CREATE TRIGGER tasks_spend_changed AFTER UPDATE OF outcome, consumed_credits, estimated_credits, origin, "
-        f"origin_kind, submitted_at ON tasks WHEN {changed} BEGIN {add('OLD.', '-')}; {add('NEW.')}; END",
+        {name: f"CREATE TRIGGER {name} {body}" for name, body in triggers.items()},
         "INSERT INTO spend_hours (scope, hour, credits) "
         f"SELECT scope, hour, SUM(credits) FROM ({every_task}) WHERE scope IS NOT NULL GROUP BY scope, hour",
-    ]
+    )
