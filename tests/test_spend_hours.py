@@ -14,7 +14,7 @@ import psycopg
 
 from kling3_tools.ledger import DAY_SECONDS, Scope, SpendLimit
 from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord
-from kling3_tools.store import SQLiteTaskStore, TaskStore, open_store
+from kling3_tools.store import SQLiteTaskStore, TaskStore, open_store, path_from_url
 from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
 
 from .test_store import make_record
@@ -67,9 +67,24 @@ def a_history(rng: random.Random, count: int) -> dict[str, TaskRecord]:
     return records
 
 
-async def test_the_hourly_totals_follow_every_change_to_the_tasks(store):
+def oldest_hour(store_url: str) -> int | None:
+    sql = "SELECT MIN(hour) FROM spend_hours"
+    if store_url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(path_from_url(store_url))) as db:
+            return db.execute(sql).fetchone()[0]
+    with psycopg.connect(store_url) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+async def test_the_hourly_totals_follow_every_change_to_the_tasks(store, store_url):
     rng = random.Random(12)
     records = a_history(rng, 160)
+    long_ago = make_record("long-ago")  # its hour is gone with it when pruned
+    long_ago.submitted_at = time.time() - 3 * DAY_SECONDS
+    long_ago.finish(Outcome.SUCCEEDED, long_ago.submitted_at + 100)
+    long_ago.delivery = Delivery.DELIVERED
+    await store.add(long_ago)
+    assert oldest_hour(store_url) == math.floor(long_ago.submitted_at / 3600)
     for record in records.values():
         await store.add(record)
     await assert_budgets_match(store, records)
@@ -90,6 +105,7 @@ async def test_the_hourly_totals_follow_every_change_to_the_tasks(store):
     before = time.time() - DAY_SECONDS - 3600
     pruned, _ = await store.prune(before)
     assert pruned
+    assert oldest_hour(store_url) >= math.floor((time.time() - 2 * DAY_SECONDS) / 3600)
     records = {
         i: r
         for i, r in records.items()

@@ -253,7 +253,7 @@ class SqlDialect:
         stories that ended and were delivered. Open attempts (`reserved`, `submitting`, `unknown`) stay until
         resolved, whatever their age. Then the hourly spend totals no budget reads any more."""
         params, since = {"before": before}, self.param("before")
-        past_hour = math.floor(min(before, time.time() - DAY_SECONDS) / HOUR_SECONDS)
+        past_hour = math.floor(min(before, time.time() - 2 * DAY_SECONDS) / HOUR_SECONDS)  # a day to spare for clocks
         return [
             (
                 f"DELETE FROM tasks WHERE outcome IS NOT NULL AND delivery != 'pending' AND finished_at < {since}",
