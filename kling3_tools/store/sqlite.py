@@ -2,10 +2,10 @@
 standalone pollers on one machine can share it; reservations under `BEGIN IMMEDIATE`.
 
 Calls run in a worker thread on one connection, except the reads one index answers in microseconds (a task,
-an attempt, a scope's spend in credits): those run on the event loop, on a second, read-only connection that never
-waits. Handing a call to a thread and back costs about ten times such a read (75 µs against 8 on a 2-core
-machine), and in WAL mode a reader does not wait for writers; should the file be busy all the same (another
-process recovering it after a crash), the read goes to the worker thread and waits there like the rest."""
+an attempt, a scope's spend in credits): those run on the event loop, on a second, read-only connection that
+never waits. Handing a call to a thread and back costs about ten times such a read (75 µs against 8 on a
+2-core machine), and in WAL mode a reader does not wait for writers; should the file be busy all the same
+(another process recovering it after a crash), the read goes to the worker thread and waits there."""
 
 from __future__ import annotations
 
