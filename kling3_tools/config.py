@@ -277,7 +277,10 @@ class Settings(BaseSettings):
     @field_validator("api_key", mode="before")
     @classmethod
     def _no_space_around_the_key(cls, value: Any) -> Any:
-        """`KLING_API_KEY="key "` or a pasted line break: never part of a key, and not valid in a header."""
+        """`KLING_API_KEY="key "` or a pasted line break: never part of a key, and not valid in a header. An empty
+        key is no key."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         return (value.strip() or None) if isinstance(value, str) else value
 
     @field_validator("base_url")

@@ -78,7 +78,7 @@ async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str,
     tokens = settings.mcp.bearer_tokens
     if transport == "http" and not is_loopback(host) and not tokens:
         raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
-    if not sandbox and (settings.api_key is None or not settings.api_key.get_secret_value()):
+    if not sandbox and settings.api_key is None:
         raise AuthenticationError(NO_API_KEY)  # before the handshake: no request could ever succeed
     server = shell(settings, sandbox=sandbox)
     async with server.core_held():
