@@ -307,3 +307,12 @@ async def test_a_5xx_that_says_rate_limited_is_never_resent(store, sandbox):
         with pytest.raises(OutcomeUnknownError):
             await service.submit(REQUEST)
     assert stats(sandbox)["requests"]["generate"] == 1
+
+
+def test_a_user_scope_names_its_front_end():
+    """The hourly totals file a user's spend under their front end (`discord:42`): a scope of a user alone would
+    read a row no task is ever filed under, and see nothing spent."""
+    assert Scope("discord", 42).name == "discord:42"
+    assert Scope("mcp").name == "mcp:*" and Scope().name == "*:*"
+    with pytest.raises(ValueError, match="names its front end"):
+        Scope(user_id=42)
