@@ -68,13 +68,21 @@ def say_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-def load_settings(args: argparse.Namespace) -> Settings | None:
-    """The settings `--config` and `--base-url` name; None once the reason they cannot load was said."""
+def read_settings(args: argparse.Namespace) -> Settings:
+    """The settings `--config` and `--base-url` name, or `UsageError` saying why they cannot load (never a value)."""
     from .config import ConfigError, Settings
 
     try:
         return Settings.load(args.config, base_url=getattr(args, "base_url", None))
-    except (FileNotFoundError, ConfigError) as exc:  # never echoing a value
+    except (FileNotFoundError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load_settings(args: argparse.Namespace) -> Settings | None:
+    """`read_settings`, or None once the reason they cannot load was said."""
+    try:
+        return read_settings(args)
+    except UsageError as exc:
         say_error(str(exc))
         return None
 
@@ -91,6 +99,9 @@ def run_to_end(
         asyncio.run(work())
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except UsageError as exc:
+        say_error(str(exc))
+        return EXIT_BAD_INPUT
     except Exception as exc:
         message = explain(exc)
         if message is None and isinstance(exc, KlingError):

@@ -605,18 +605,46 @@ async def test_sigterm_over_http_closes_the_core_before_the_process_ends(sandbox
     assert not (tmp_path / "mcp.db-wal").exists()
 
 
-def test_bad_settings_end_the_server_before_its_handshake(sandbox, tmp_path):
-    """What no request could fix is said at start (the core, which opens later, cannot say it earlier)."""
+async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed_file_is_read_again(
+    sandbox, tmp_path
+):
+    """Over stdio the settings are read when the core opens, not before the handshake (which needs none of
+    them): a bad one is one line in each answer that needs the core (the chat shows it, not only the host's
+    log), nothing is spent, and once the file is fixed the next request works without a restart."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "mysql://kling@db/tasks"\n')
+    env = {k: v for k, v in server_env(sandbox, tmp_path).items() if k != "KLING_STORE__URL"}
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "kling3_tools.mcp", "--config", str(config)], env=env
+    )
+    async with Client(params, read_timeout_seconds=60) as client:
+        assert len((await client.list_tools()).tools) == 10
+        for _ in range(2):
+            with pytest.raises(Exception, match=r"kling3 could not start: invalid configuration .*store\.url") as bad:
+                await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
+            assert "\n" not in str(bad.value) and str(config) in str(bad.value) and "kling@db" not in str(bad.value)
+        config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "fixed.db"}"\n')
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
+    assert not made.is_error, text(made)
+    assert stats(sandbox)["requests"]["generate"] == 1  # the refused calls sent nothing
+
+
+async def test_no_api_key_is_said_in_every_answer_that_needs_the_core(sandbox, tmp_path):
+    async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_API_KEY="")) as client:
+        assert len((await client.list_tools()).tools) == 10
+        with pytest.raises(Exception, match="kling3 could not start: No API key.*--sandbox"):
+            await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
+
+
+def test_bad_settings_end_the_http_server_before_it_listens(sandbox, tmp_path):
+    """Over HTTP the settings are read first: nothing listens on a configuration that cannot serve."""
     bad_store = subprocess.run(
-        [sys.executable, "-m", "kling3_tools.mcp"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        env=server_env(sandbox, tmp_path, KLING_STORE__URL="mysql://kling@db/tasks"), timeout=60,
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(free_port())],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env=server_env(sandbox, tmp_path, KLING_STORE__URL="mysql://kling@db/tasks"),
     )  # fmt: skip
     assert bad_store.returncode == 2 and bad_store.stderr.count("\n") == 1 and "store.url" in bad_store.stderr
-    no_key = subprocess.run(
-        [sys.executable, "-m", "kling3_tools.mcp"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        env=server_env(sandbox, tmp_path, KLING_API_KEY=""), timeout=60,
-    )  # fmt: skip
-    assert no_key.returncode == 1 and "--sandbox" in no_key.stderr and no_key.stderr.count("\n") == 1
+    assert "kling@db" not in bad_store.stderr
 
 
 async def test_a_second_sigterm_while_the_core_closes_over_http_ends_it_at_once(sandbox, tmp_path):

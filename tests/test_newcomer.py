@@ -61,7 +61,8 @@ def one_clean_line(result: subprocess.CompletedProcess[str]) -> str:
 def test_every_entry_point_names_the_broken_config_file(tmp_path, entry, content, says):
     config = tmp_path / "config.toml"
     config.write_text(content)
-    args = ["--config", str(config)] + (["tasks"] if entry == "kling3" else [])
+    over_http = ["--transport", "http", "--port", "0"]  # over stdio it is said in the answers (test_mcp_server)
+    args = ["--config", str(config)] + {"kling3": ["tasks"], "kling3-mcp": over_http}.get(entry, [])
     result = run(ENTRY_POINTS[entry], *args, home=tmp_path, DISCORD_TOKEN="x")
     line = one_clean_line(result)
     assert result.returncode == 2 and says in line and str(config) in line
@@ -291,5 +292,5 @@ async def test_a_sandbox_video_recorded_by_one_process_is_served_by_the_next(tmp
 def test_common_flags_work_after_a_sub_action_and_reach_every_front_end(tmp_path):
     resolve = run(ENTRY_POINTS["kling3"], "tasks", "resolve", "attempt-x", "--release", "--sandbox", home=tmp_path)
     assert resolve.returncode == 1 and "No attempt attempt-x" in one_clean_line(resolve)
-    mcp = run(ENTRY_POINTS["kling3"], "mcp", "--base-url", "kling3api.com", home=tmp_path)
-    assert mcp.returncode == 2 and "base_url" in one_clean_line(mcp)
+    mcp = run(ENTRY_POINTS["kling3"], "mcp", "--base-url", "kling3api.com", "--transport", "http", home=tmp_path)
+    assert mcp.returncode == 2 and "base_url" in one_clean_line(mcp)  # over HTTP, read before it listens

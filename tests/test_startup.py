@@ -27,12 +27,10 @@ HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model an
 }
 
 # What the MCP server loads before it has listed its tools, beyond a minimal one-tool server on the same SDK:
-# the settings (validated before the handshake, so a bad config is exit 2) and these light modules of ours.
-# The core (the service, the store, the HTTP client, the tools) loads at the first request that needs it.
-MCP_EXTRA_PACKAGES = {"pydantic_settings", "dotenv", "platformdirs"}
+# these light modules of ours, and no other package. The settings (pydantic-settings, our sections) and the
+# core (the service, the store, the HTTP client, the tools) load at the first request that needs them.
 MCP_MODULES = {
-    "kling3_tools", "kling3_tools.catalog", "kling3_tools.config", "kling3_tools.errors", "kling3_tools.launch",
-    "kling3_tools.sandbox", "kling3_tools.sandbox.options", "kling3_tools.version",
+    "kling3_tools", "kling3_tools.errors", "kling3_tools.launch", "kling3_tools.version",
     "kling3_tools.mcp", "kling3_tools.mcp.http", "kling3_tools.mcp.manifest", "kling3_tools.mcp.serve",
     "kling3_tools.mcp.server",
 }  # fmt: skip
@@ -83,14 +81,14 @@ def test_the_mcp_server_lists_its_tools_before_loading_its_core(sandbox, tmp_pat
     )
     ours = imported(
         LISTED.format(
-            server="import kling3_tools.mcp\nfrom kling3_tools.config import Settings\n"
-            "from kling3_tools.mcp.serve import shell\n"
-            "server = shell(Settings.load(), sandbox=False, warm_up_seconds=None)",
+            server="import argparse, functools\nimport kling3_tools.mcp\nfrom kling3_tools.launch import read_settings\n"
+            "from kling3_tools.mcp.serve import shell\nread = functools.partial(read_settings, argparse.Namespace(config=None))\n"
+            "server = shell(read, sandbox=False, warm_up_seconds=None)",
             held="server.core_held(), ",
         ),
         env=server_env(sandbox, tmp_path),
     )
-    assert packages(ours) - packages(floor) - {"kling3_tools"} <= MCP_EXTRA_PACKAGES
+    assert packages(ours) - packages(floor) == {"kling3_tools"}
     assert {name for name in ours if name.startswith("kling3_tools")} == MCP_MODULES
     assert not packages(ours) & (NEVER_AT_START | {"httpx"})  # the core's HTTP client
 

@@ -4,11 +4,12 @@ import) loads only once the arguments are known to be good."""
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 
 from ..errors import install_hint
-from ..launch import EXIT_BAD_INPUT, end_now, load_settings, own_process, run_to_end, say_error
+from ..launch import EXIT_BAD_INPUT, end_now, own_process, read_settings, run_to_end, say_error
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) -> None:
@@ -23,11 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_common: bool = True) 
 
 def run(args: argparse.Namespace) -> int:
     """Start the server from parsed arguments; the process ends with its exit code once it has stopped
-    (returns only when the arguments or the settings are bad)."""
+    (returns only when the mcp extra is missing). The settings are read by `serve`."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    settings = load_settings(args)
-    if settings is None:
-        return EXIT_BAD_INPUT
     try:
         from .serve import serve
     except ImportError as exc:
@@ -35,7 +33,13 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     end_now(
         run_to_end(
-            lambda: serve(settings, sandbox=args.sandbox, transport=args.transport, host=args.host, port=args.port),
+            lambda: serve(
+                functools.partial(read_settings, args),
+                sandbox=args.sandbox,
+                transport=args.transport,
+                host=args.host,
+                port=args.port,
+            ),
             logging.getLogger("kling3_tools.mcp"),
         )
     )

@@ -1,5 +1,5 @@
-"""Running the server on stdio or HTTP. Its core (`core.py`) loads when a request needs it over stdio
-(`server.py` says why), before the first request over HTTP."""
+"""Running the server on stdio or HTTP. Its settings and its core (`core.py`) load when a request needs them
+over stdio (`server.py` says why), before the server listens over HTTP."""
 
 from __future__ import annotations
 
@@ -8,33 +8,39 @@ import contextlib
 import logging
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server.apps import Apps
 from mcp.shared.exceptions import MCPError
 from mcp_types import EmptyResult
 
-from ..config import Settings
-from ..errors import NO_API_KEY, AuthenticationError, KlingError
+from ..errors import KlingError
 from ..launch import EXIT_INTERRUPTED, STOP_SIGNALS, end_at_once_on, end_now, on_stop_signals
 from ..version import __version__
 from . import manifest
 from .http import BearerTokenMiddleware, is_loopback
 from .server import PROTOCOL_METHODS, WARM_UP_SECONDS, Deps, KlingMCPServer
 
+if TYPE_CHECKING:
+    from ..config import Settings
+
 log = logging.getLogger("kling3_tools.mcp")
 
 
-def shell(settings: Settings, *, sandbox: bool, warm_up_seconds: float | None = WARM_UP_SECONDS) -> KlingMCPServer:
-    """The server as the handshake sees it, its core not yet loaded."""
+def shell(
+    read_settings: Callable[[], Settings], *, sandbox: bool, warm_up_seconds: float | None = WARM_UP_SECONDS
+) -> KlingMCPServer:
+    """The server as the handshake sees it: its settings (`read_settings()`, which raises `UsageError`) are read
+    when its core opens, so that a bad one is said in every answer that needs the core and a fixed file is
+    read again at the next."""
 
     def open_core(server: KlingMCPServer) -> AbstractAsyncContextManager[Deps]:
         from .core import opened  # the core's modules load with it, at first need
 
-        return opened(server, settings, sandbox=sandbox)
+        return opened(server, read_settings(), sandbox=sandbox)
 
     server = KlingMCPServer(
         open_core,
@@ -56,7 +62,7 @@ def shell(settings: Settings, *, sandbox: bool, warm_up_seconds: float | None = 
 @contextlib.asynccontextmanager
 async def loaded_server(settings: Settings, *, sandbox: bool) -> AsyncIterator[KlingMCPServer]:
     """A server whose core is open, for a test or the manifest (the served one opens it at first need)."""
-    server = shell(settings, sandbox=sandbox, warm_up_seconds=None)
+    server = shell(lambda: settings, sandbox=sandbox, warm_up_seconds=None)
     async with server.core_held():
         await server.core()
         yield server
@@ -64,6 +70,8 @@ async def loaded_server(settings: Settings, *, sandbox: bool) -> AsyncIterator[K
 
 async def current_manifest() -> str:
     """The manifest of this code: the tools of a server loaded on a throwaway sandbox and store."""
+    from ..config import Settings
+
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings.load(store={"url": f"sqlite:///{Path(folder) / 'manifest.db'}"})
         async with loaded_server(settings, sandbox=True) as server:
@@ -74,17 +82,19 @@ async def not_yet_loaded(ctx: Any, params: Any) -> EmptyResult:
     raise AssertionError("the core registers this method before any request reaches it")
 
 
-async def serve(settings: Settings, *, sandbox: bool, transport: str, host: str, port: int) -> None:
-    tokens = settings.mcp.bearer_tokens
-    if transport == "http" and not is_loopback(host) and not tokens:
-        raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
-    if not sandbox and settings.api_key is None:
-        raise AuthenticationError(NO_API_KEY)  # before the handshake: no request could ever succeed
-    server = shell(settings, sandbox=sandbox)
-    async with server.core_held():
-        if transport == "stdio":
+async def serve(read_settings: Callable[[], Settings], *, sandbox: bool, transport: str, host: str, port: int) -> None:
+    """Over stdio, the settings are read when the core opens; over HTTP, first (bad ones: exit 2)."""
+    if transport == "stdio":
+        server = shell(read_settings, sandbox=sandbox)
+        async with server.core_held():
             interrupted = await until_stdin_closes_or_a_signal(server)
-        else:
+    else:
+        settings = read_settings()
+        tokens = settings.mcp.bearer_tokens
+        if not is_loopback(host) and not tokens:
+            raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
+        server = shell(lambda: settings, sandbox=sandbox)
+        async with server.core_held():
             interrupted = await serve_http(server, host, port, tokens)
     if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
         end_now(EXIT_INTERRUPTED)

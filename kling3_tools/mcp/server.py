@@ -37,12 +37,13 @@ from mcp_types import (
 )
 from pydantic import BaseModel, ValidationError
 
-from ..config import Settings
 from ..errors import KlingError, RequestValidationError
+from ..launch import UsageError
 from . import manifest
 from .http import client_identity
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..ledger import SpendLimit
     from ..records import TaskRecord
     from ..service import KlingService
@@ -247,7 +248,10 @@ class KlingMCPServer(MCPServer):
 
 
 def one_line(exc: Exception) -> str:
-    text = exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KlingError):
+        text = exc.message
+    else:
+        text = str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
 
 
