@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from .catalog import MAX_RETRY_AFTER
 from .errors import APIError, RateLimitError, error_class_for
-from .models import Envelope, Task
+from .models import Envelope, Task, TaskAnswer
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -93,3 +94,18 @@ def task_from(data: Any) -> Task:
     if not isinstance(data, dict) or "task_id" not in data:
         raise APIError("The API answered without a task id.", status_code=200)
     return Task.model_validate(data)
+
+
+def task_answer(response: httpx.Response) -> Task:
+    """The task in a successful answer, parsed and checked from its bytes in one pass. An answer this pass does
+    not take whole (an error, an odd envelope, no task id, not JSON) is decided by `raise_for_answer` and
+    `task_from` instead, whose rules it follows: it returns only what they would have returned."""
+    if response.status_code < 400:
+        try:
+            answer = TaskAnswer.model_validate_json(response.content)
+        except ValidationError:
+            pass
+        else:
+            if not (isinstance(answer.code, int) and answer.code >= 400):
+                return answer.data
+    return task_from(raise_for_answer(response))

@@ -367,6 +367,12 @@ class Envelope(BaseModel):
     data: Any = None
 
 
+class TaskAnswer(Envelope):
+    """An envelope around a task (the answer to generate and to status), read from its bytes in one pass."""
+
+    data: Task
+
+
 def quote(type_: TaskType | str, duration: int | None = None, sound: bool | None = None) -> int:
     """Credits for a type, duration and sound choice, checked like a request but needing no prompt."""
     try:

@@ -10,7 +10,7 @@ import httpx
 from pydantic import SecretStr
 
 from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
-from .client import DEFAULT_LIMITS, AsyncKlingClient, RetryPolicy
+from .client import AsyncKlingClient, RetryPolicy, http_pool
 from .config import Settings
 from .sandbox import embedded
 from .schedule import SchedulePolicy
@@ -29,9 +29,7 @@ class Parts:
 
 async def open_parts(stack: contextlib.AsyncExitStack, settings: Settings, *, sandbox: bool) -> Parts:
     """Open every part on `stack`, which closes them."""
-    http = await stack.enter_async_context(
-        httpx.AsyncClient(timeout=httpx.Timeout(settings.timeout_seconds, connect=10), limits=DEFAULT_LIMITS)
-    )
+    http = await stack.enter_async_context(http_pool(httpx.Timeout(settings.timeout_seconds, connect=10)))
     api_url: str | None = None
     schedule: SchedulePolicy | None = None
     key: SecretStr | None

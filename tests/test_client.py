@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 import kling3_tools
 from kling3_tools import catalog, errors
-from kling3_tools.answers import raise_for_answer
-from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
+from kling3_tools.answers import raise_for_answer, task_answer, task_from
+from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy, http_pool
 from kling3_tools.models import GenerateRequest, TaskStatus
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.sandbox.server import SandboxServer
@@ -343,3 +346,102 @@ async def test_api_requests_name_the_tool_even_on_a_shared_http_client(sandbox):
         client = AsyncKlingClient(sandbox.api_key, base_url=sandbox.url, http_client=shared)
         await client.generate(GenerateRequest.build(type="pro-text-to-video", prompt="x"))
     assert seen == [f"kling3-tools/{kling3_tools.__version__}"]
+
+
+# --- reading answers: one pass for a task, the full rules for anything else -------------------------------
+
+TASK = {"task_id": "n75a", "status": "SUCCESS", "consumed_credits": 400, "response": ["https://cdn.example/a.mp4"]}
+ODD_TASKS = [
+    TASK,
+    {**TASK, "created_at": "2026-11-30T10:00:00Z", "request": {"prompt": "x"}, "type": "std-text-to-video"},
+    {**TASK, "consumed_credits": -5, "response": [{"url": "https://cdn.example/b.mp4"}, 7, None]},
+    {**TASK, "consumed_credits": "400", "status": 3, "created_at": 1764496800, "extra": {"deep": [1.5, None]}},
+    {**TASK, "response": "https://cdn.example/c.mp4", "error_message": "<b>markup</b>"},
+    {**TASK, "task_id": 123},
+    {**TASK, "task_id": "../../etc", "status": None, "response": None},
+    {**TASK, "created_at": "yesterday"},
+    {**TASK, "consumed_credits": 1e400},
+    {key: value for key, value in TASK.items() if key != "task_id"},
+    None,
+    [],
+    "n75a",
+]
+ODD_CODES = [None, 0, 200, "200", 200.0, 299, 400, 402, 500, "500", True, "RATE_LIMITED", [200]]
+ODD_BODIES = [
+    b"",
+    b"not json",
+    b'{"code": 200, "data": {"task_id": "n75a"}} trailing',
+    b'{"code": 200, "data": {"task_id": "n75a", "task_id": "n75b"}}',
+    b'{"code": 200, "data": {"task_id": "n75a", "status": "\\ud800"}}',
+    b'{"code": 200, "data": {"task_id": "n75a", "status": "\xff"}}',
+    b'\xef\xbb\xbf{"code": 200, "data": {"task_id": "n75a"}}',
+    '{"code": 200, "data": {"task_id": "n75a"}}'.encode("utf-16"),
+    b'{"code": NaN, "data": {"task_id": "n75a", "consumed_credits": Infinity}}',
+    b'{"code": 200, "data": {"task_id": "n75a", "consumed_credits": 123456789012345678901234567890}}',
+    b"[" * 5000 + b"]" * 5000,
+]
+
+
+def outcome(read: Callable[[httpx.Response], Any], response: httpx.Response) -> tuple[Any, ...]:
+    try:
+        task = read(response)
+    except Exception as exc:
+        return ("raised", type(exc), str(exc))
+    return ("task", type(task), task.model_dump())
+
+
+def test_the_one_pass_reading_of_a_task_decides_every_answer_as_the_full_rules_do():
+    """`task_answer` parses generate's and status's answers from their bytes in one pass (jiter, in pydantic);
+    whatever it would not take whole goes to `raise_for_answer` and `task_from`. Over envelopes, codes and
+    bodies that lie, both readings give the same task or the same error."""
+    bodies = [
+        json.dumps({"code": code, "message": "m", "data": data}).encode() for code in ODD_CODES for data in ODD_TASKS
+    ]
+    bodies += [json.dumps(data).encode() for data in ODD_TASKS] + ODD_BODIES
+    compared = 0
+    for status in (200, 201, 302, 400, 402, 429, 500):
+        for body in bodies:
+            response = httpx.Response(status, content=body)
+            assert outcome(task_answer, response) == outcome(lambda r: task_from(raise_for_answer(r)), response), (
+                status,
+                body[:200],
+            )
+            compared += 1
+    assert compared > 1000
+
+
+async def test_the_pooled_client_keeps_no_cookies():
+    """Nothing an answer sets is kept or sent back: the API authenticates by key, video hosts by signed URL. Plain
+    httpx sends the cookie back, which shows the server sets one."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from kling3_tools.sandbox.server import ThreadedServer
+
+    cookies_seen: list[str | None] = []
+
+    async def status(request: Request) -> JSONResponse:
+        cookies_seen.append(request.headers.get("cookie"))
+        answer = JSONResponse({"code": 200, "data": {"task_id": request.query_params["task_id"], "status": "SUCCESS"}})
+        answer.set_cookie("session", "planted-by-the-server")
+        return answer
+
+    server = ThreadedServer(Starlette(routes=[Route("/api/status", status)])).start()
+    try:
+        async with AsyncKlingClient("key", base_url=server.url) as ours:
+            for _ in range(2):
+                assert (await ours.status("n75a")).task_id == "n75a"
+        assert cookies_seen == [None, None]
+        async with (
+            httpx.AsyncClient() as plain,
+            AsyncKlingClient("key", base_url=server.url, http_client=plain) as theirs,
+        ):
+            for _ in range(2):
+                await theirs.status("n75a")
+        assert cookies_seen[2:] == [None, "session=planted-by-the-server"]
+        with pytest.raises(TypeError):
+            http_pool().cookies = {"session": "x"}
+    finally:
+        server.stop()

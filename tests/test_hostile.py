@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .helpers import SECRET, eventually, free_port, kling3
+from .helpers import SECRET, RawStdio, eventually, free_port, kling3
 from .test_poller import FAST
 
 REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
@@ -247,21 +248,33 @@ def test_a_webhook_that_can_never_be_called_is_refused_before_spending(sandbox, 
         '[mcp]\nhttp_token = 5\nsekrit = "sekrit-123"\n',
     ],
 )
-def test_config_errors_never_echo_a_value(tmp_path, content):
+async def test_config_errors_never_echo_a_value(tmp_path, content):
     config = tmp_path / "config.toml"
     config.write_text(content)
-    cli = kling3("--config", str(config), "tasks")
-    mcp = subprocess.run(
-        [sys.executable, "-m", "kling3_tools.mcp", "--config", str(config)],
+    cli = await asyncio.to_thread(kling3, "--config", str(config), "tasks")
+    mcp_http = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "kling3_tools.mcp", "--config", str(config), "--transport", "http", "--port", "0"],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    for result in (cli, mcp):
+    for result in (cli, mcp_http):
         assert result.returncode == 2, result.stderr
         assert "sekrit-123" not in result.stderr and "Traceback" not in result.stderr
         assert "invalid configuration" in result.stderr and str(config) in result.stderr
+    # Over stdio it is said in the answer that needs the settings, and in the log once the warm-up tried them.
+    mcp = await RawStdio.spawn([sys.executable, "-m", "kling3_tools.mcp", "--config", str(config)], dict(os.environ))
+    await mcp.handshake()
+    answer = await mcp.ask("tools/call", {"name": "list_videos", "arguments": {}})
+    await asyncio.sleep(1.5)  # past the warm-up
+    assert mcp.process.stdin is not None
+    mcp.process.stdin.close()
+    _, stderr = await asyncio.wait_for(mcp.process.communicate(), 30)
+    said = answer["error"]["message"]
+    assert "invalid configuration" in said and str(config) in said and "sekrit-123" not in said
+    assert b"invalid configuration" in stderr and b"sekrit-123" not in stderr and b"Traceback" not in stderr
 
 
 @pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (b"garbage" * 100, "not a usable SQLite file")])

@@ -605,9 +605,7 @@ async def test_sigterm_over_http_closes_the_core_before_the_process_ends(sandbox
     assert not (tmp_path / "mcp.db-wal").exists()
 
 
-async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed_file_is_read_again(
-    sandbox, tmp_path
-):
+async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed_file_is_read_again(sandbox, tmp_path):
     """Over stdio the settings are read when the core opens, not before the handshake (which needs none of
     them): a bad one is one line in each answer that needs the core (the chat shows it, not only the host's
     log), nothing is spent, and once the file is fixed the next request works without a restart."""
@@ -632,7 +630,7 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
 async def test_no_api_key_is_said_in_every_answer_that_needs_the_core(sandbox, tmp_path):
     async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_API_KEY="")) as client:
         assert len((await client.list_tools()).tools) == 10
-        with pytest.raises(Exception, match="kling3 could not start: No API key.*--sandbox"):
+        with pytest.raises(Exception, match=r"kling3 could not start: No API key.*--sandbox"):
             await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
 
 

@@ -62,7 +62,7 @@ def test_every_entry_point_names_the_broken_config_file(tmp_path, entry, content
     config = tmp_path / "config.toml"
     config.write_text(content)
     over_http = ["--transport", "http", "--port", "0"]  # over stdio it is said in the answers (test_mcp_server)
-    args = ["--config", str(config)] + {"kling3": ["tasks"], "kling3-mcp": over_http}.get(entry, [])
+    args = ["--config", str(config), *{"kling3": ["tasks"], "kling3-mcp": over_http}.get(entry, [])]
     result = run(ENTRY_POINTS[entry], *args, home=tmp_path, DISCORD_TOKEN="x")
     line = one_clean_line(result)
     assert result.returncode == 2 and says in line and str(config) in line

@@ -81,8 +81,9 @@ def test_the_mcp_server_lists_its_tools_before_loading_its_core(sandbox, tmp_pat
     )
     ours = imported(
         LISTED.format(
-            server="import argparse, functools\nimport kling3_tools.mcp\nfrom kling3_tools.launch import read_settings\n"
-            "from kling3_tools.mcp.serve import shell\nread = functools.partial(read_settings, argparse.Namespace(config=None))\n"
+            server="import argparse, functools\nimport kling3_tools.mcp\n"
+            "from kling3_tools.launch import read_settings\nfrom kling3_tools.mcp.serve import shell\n"
+            "read = functools.partial(read_settings, argparse.Namespace(config=None))\n"
             "server = shell(read, sandbox=False, warm_up_seconds=None)",
             held="server.core_held(), ",
         ),
