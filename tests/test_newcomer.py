@@ -244,7 +244,8 @@ async def test_the_readme_walk_from_an_empty_home(tmp_path):
 
 
 def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
-    result = run(ENTRY_POINTS["kling3-mcp"], home=tmp_path)
+    """Over HTTP before it listens (over stdio, in each answer: test_mcp_server)."""
+    result = run(ENTRY_POINTS["kling3-mcp"], "--transport", "http", "--port", "0", home=tmp_path)
     assert result.returncode == 1 and "--sandbox" in one_clean_line(result) and "KLING_API_KEY" in result.stderr
 
 
