@@ -213,7 +213,7 @@ class KlingMCPServer(MCPServer):
             raise
 
     async def _core_first(self, ctx: ServerRequestContext[Any, Any], call_next: Callable[..., Awaitable[Any]]) -> Any:
-        if ctx.method in NEEDS_CORE:
+        if self.deps is None and ctx.method in NEEDS_CORE:  # once open, the core stays open to the end
             await self._core_said()
         return await call_next(ctx)
 
