@@ -4,10 +4,14 @@ timings themselves are in `benchmarks/startup.py`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from kling3_tools.models import GenerateRequest
 
 from .helpers import kling3
 from .test_mcp_server import server_env
@@ -106,3 +110,26 @@ def test_a_command_that_calls_the_api_loads_httpx_without_its_command_line(sandb
     imports = {line.rsplit("|", 1)[-1].strip() for line in made.stderr.splitlines() if line.startswith("import time:")}
     assert "httpx._client" in imports  # the walk sees real imports
     assert not imports & {"click", "pygments", "rich.syntax", "rich.progress"}
+
+
+FIRST_REQUEST = """
+import asyncio, json, sys
+from kling3_tools.config import Settings
+from kling3_tools.service import KlingService
+async def main():
+    settings = Settings.load(store={{"url": "sqlite:///{store}"}})
+    async with KlingService.open(settings) as service:
+        before = set(sys.modules)
+        await service.status("{task_id}")
+        print(json.dumps(sorted(set(sys.modules) - before)))
+asyncio.run(main())
+"""
+
+
+async def test_a_service_loads_what_its_first_request_needs_when_it_opens(sandbox, client, tmp_path: Path):
+    """A long-lived process (the bot, the MCP core, a poller) opens its service at start; its first answers
+    (a burst of Discord commands right after login) then wait on no import (anyio's backend was ~14 ms)."""
+    task = await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+    env = {**os.environ, "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
+    script = FIRST_REQUEST.format(store=tmp_path / "t.db", task_id=task.task_id)
+    assert await asyncio.to_thread(imported, script, env) == set()
