@@ -59,29 +59,31 @@ UpdateCallback = Callable[[Task], Awaitable[None] | None]
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
-class _NoCookies(httpx.Cookies):
-    """A jar that keeps nothing: a `Set-Cookie` in an answer is dropped unread."""
+class _NoneFromAnswers(httpx.Cookies):
+    """A jar that never takes a cookie from an answer: `Set-Cookie` is dropped unread."""
 
     def extract_cookies(self, response: httpx.Response) -> None:
         pass
 
 
 class CookielessClient(httpx.AsyncClient):
-    """`httpx.AsyncClient` that keeps no cookies. The API authenticates by key and video hosts by signed URL,
-    so nothing a server sets is kept or sent back to it; and httpx 0.28's cookie bookkeeping, done for every
-    answer even without a `Set-Cookie` (about 7 % of a status call's CPU), is skipped."""
+    """`httpx.AsyncClient` that takes no cookie from an answer (those given to it are sent as usual). The API
+    authenticates by key and video hosts by signed URL, so nothing a server sets is kept or sent back to it;
+    and httpx 0.28's cookie bookkeeping, done for every answer even without a `Set-Cookie` (about 7 % of a
+    status call's CPU), is skipped. A host that sets a cookie on a redirect and wants it back at the next hop
+    cannot be fetched: the redirects then run out."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, cookies: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._none_kept = _NoCookies()
+        self._jar = _NoneFromAnswers(cookies)
 
     @property
     def cookies(self) -> httpx.Cookies:
-        return self._none_kept
+        return self._jar
 
     @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        raise TypeError("this client keeps no cookies")
+    def cookies(self, cookies: Any) -> None:  # what httpx.Cookies takes
+        self._jar = _NoneFromAnswers(cookies)
 
 
 def http_pool(timeout: float | httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:

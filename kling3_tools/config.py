@@ -22,6 +22,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -334,6 +335,10 @@ class Settings(BaseSettings):
             raise ConfigError.from_validation(exc, path) from None
         except tomllib.TOMLDecodeError as exc:  # its message gives the line and column
             raise ConfigError(f"invalid configuration ({path}): not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"invalid configuration ({path}): not UTF-8 text (byte {exc.start})") from None
+        except SettingsError as exc:  # a section given whole in one variable (KLING_MCP='{…') that is not JSON
+            raise ConfigError(f"invalid configuration: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"cannot read the configuration {path}: {exc.strerror or exc}") from None
         finally:

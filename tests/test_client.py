@@ -434,14 +434,17 @@ async def test_the_pooled_client_keeps_no_cookies():
             for _ in range(2):
                 assert (await ours.status("n75a")).task_id == "n75a"
         assert cookies_seen == [None, None]
+        async with http_pool() as pool, AsyncKlingClient("key", base_url=server.url, http_client=pool) as given:
+            pool.cookies = {"mine": "1"}  # cookies given to the client are sent as usual
+            for _ in range(2):
+                await given.status("n75a")
+        assert cookies_seen[2:] == ["mine=1", "mine=1"]
         async with (
             httpx.AsyncClient() as plain,
             AsyncKlingClient("key", base_url=server.url, http_client=plain) as theirs,
         ):
             for _ in range(2):
                 await theirs.status("n75a")
-        assert cookies_seen[2:] == [None, "session=planted-by-the-server"]
-        with pytest.raises(TypeError):
-            http_pool().cookies = {"session": "x"}
+        assert cookies_seen[4:] == [None, "session=planted-by-the-server"]
     finally:
         server.stop()

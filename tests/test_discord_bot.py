@@ -511,6 +511,21 @@ def bot_process_env(fake: fd.FakeDiscord, sandbox, tmp_path: Path) -> dict[str, 
     }  # fmt: skip
 
 
+async def test_a_taken_metrics_port_ends_the_bot_with_one_line_and_exit_2(monkeypatch, sandbox, tmp_path):
+    """A configuration error, as for the poller (the bot said `UsageError: …` and exit 1)."""
+    import socket
+
+    log = tmp_path / "bot.log"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        async with fake_discord(monkeypatch) as fake:
+            env = {**bot_process_env(fake, sandbox, tmp_path), "KLING_METRICS__LISTEN": address}
+            code = await asyncio.to_thread(start_bot_process(env, log).wait, 60)
+    said = log.read_text()
+    assert code == 2, said
+    assert said.startswith(f"error: cannot listen on [metrics] listen = {address}") and said.count("\n") == 1
+
+
 @pytest.mark.parametrize("when", ["following", "logging in"])
 async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path, when):
     """`docker stop`: the poller stops and the store closes before the process ends (Python's own SIGTERM

@@ -277,6 +277,18 @@ async def test_config_errors_never_echo_a_value(tmp_path, content):
     assert b"invalid configuration" in stderr and b"sekrit-123" not in stderr and b"Traceback" not in stderr
 
 
+def test_a_config_file_not_in_utf8_and_a_section_variable_not_in_json_are_bad_configuration(tmp_path):
+    """Each was a traceback-like `UnicodeDecodeError: …` / `SettingsError: …` and exit 1."""
+    config = tmp_path / "config.toml"
+    config.write_bytes(b'api_key = "sk-\xffLEAK"\n')
+    not_utf8 = kling3("--config", str(config), "tasks")
+    not_json = kling3("tasks", KLING_MCP='{"http_token": "sk-LEAK"')
+    assert not_utf8.returncode == 2 and f"invalid configuration ({config}): not UTF-8" in not_utf8.stderr
+    assert not_json.returncode == 2 and 'invalid configuration: error parsing value for field "mcp"' in not_json.stderr
+    for result in (not_utf8, not_json):
+        assert result.stderr.count("\n") == 1 and "LEAK" not in result.stderr
+
+
 @pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (b"garbage" * 100, "not a usable SQLite file")])
 def test_a_broken_store_file_is_named_and_left_untouched(tmp_path, content, says):
     store = tmp_path / "tasks.db"
