@@ -30,11 +30,6 @@ class Parts:
 async def open_parts(stack: contextlib.AsyncExitStack, settings: Settings, *, sandbox: bool) -> Parts:
     """Open every part on `stack`, which closes them."""
     http = await stack.enter_async_context(http_pool(httpx.Timeout(settings.timeout_seconds, connect=10)))
-    # httpcore's first request loads anyio and its asyncio backend (~15 ms): a long-lived process loads them
-    # here, not while its first answers wait (a burst of Discord commands right after login).
-    import anyio.lowlevel
-
-    await anyio.lowlevel.checkpoint()
     api_url: str | None = None
     schedule: SchedulePolicy | None = None
     key: SecretStr | None

@@ -119,17 +119,24 @@ from kling3_tools.service import KlingService
 async def main():
     settings = Settings.load(store={{"url": "sqlite:///{store}"}})
     async with KlingService.open(settings) as service:
-        before = set(sys.modules)
-        await service.status("{task_id}")
-        print(json.dumps(sorted(set(sys.modules) - before)))
+        if {polling}:
+            async with service.polling():
+                before = set(sys.modules)
+                await service.status("{task_id}")
+                print(json.dumps(sorted(set(sys.modules) - before)))
+        else:
+            print(json.dumps(sorted(sys.modules)))
 asyncio.run(main())
 """
 
 
-async def test_a_service_loads_what_its_first_request_needs_when_it_opens(sandbox, client, tmp_path: Path):
-    """A long-lived process (the bot, the MCP core, a poller) opens its service at start; its first answers
-    (a burst of Discord commands right after login) then wait on no import (anyio's backend was ~14 ms)."""
+async def test_a_long_lived_process_loads_what_its_first_request_needs_when_it_starts(sandbox, client, tmp_path):
+    """A long-lived process (the bot, the MCP core, `kling3 poller`) runs a poller from its start; its first
+    answers (a burst of Discord commands right after login) then wait on no import (anyio's backend was ~14 ms).
+    A one-shot command that makes no request does not load it."""
     task = await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
     env = {**os.environ, "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
-    script = FIRST_REQUEST.format(store=tmp_path / "t.db", task_id=task.task_id)
+    script = FIRST_REQUEST.format(store=tmp_path / "t.db", task_id=task.task_id, polling=True)
     assert await asyncio.to_thread(imported, script, env) == set()
+    opened_only = FIRST_REQUEST.format(store=tmp_path / "t.db", task_id=task.task_id, polling=False)
+    assert "anyio._backends._asyncio" not in await asyncio.to_thread(imported, opened_only, env)
