@@ -23,7 +23,8 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .helpers import SECRET, RawStdio, eventually, free_port, kling3
+from .helpers import SECRET, eventually, free_port, kling3
+from .test_mcp_server import raw_server
 from .test_poller import FAST
 
 REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
@@ -265,8 +266,7 @@ async def test_config_errors_never_echo_a_value(tmp_path, content):
         assert "sekrit-123" not in result.stderr and "Traceback" not in result.stderr
         assert "invalid configuration" in result.stderr and str(config) in result.stderr
     # Over stdio it is said in the answer that needs the settings, and in the log once the warm-up tried them.
-    mcp = await RawStdio.spawn([sys.executable, "-m", "kling3_tools.mcp", "--config", str(config)], dict(os.environ))
-    await mcp.handshake()
+    mcp = await raw_server({**os.environ, "KLING_CONFIG": str(config)})
     answer = await mcp.ask("tools/call", {"name": "list_videos", "arguments": {}})
     await asyncio.sleep(1.5)  # past the warm-up
     assert mcp.process.stdin is not None

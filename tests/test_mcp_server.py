@@ -611,11 +611,8 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
     log), nothing is spent, and once the file is fixed the next request works without a restart."""
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "mysql://kling@db/tasks"\n')
-    env = {k: v for k, v in server_env(sandbox, tmp_path).items() if k != "KLING_STORE__URL"}
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "kling3_tools.mcp", "--config", str(config)], env=env
-    )
-    async with Client(params, read_timeout_seconds=60) as client:
+    env = {k: v for k, v in server_env(sandbox, tmp_path, KLING_CONFIG=str(config)).items() if k != "KLING_STORE__URL"}
+    async with connect(sandbox, tmp_path, env) as client:
         assert len((await client.list_tools()).tools) == 10
         for _ in range(2):
             with pytest.raises(Exception, match=r"kling3 could not start: invalid configuration .*store\.url") as bad:
