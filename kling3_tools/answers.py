@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 from pydantic import ValidationError
@@ -67,6 +67,11 @@ def error_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+def _wraps_an_error(envelope_code: Any) -> TypeGuard[int]:
+    """An error wrapped in an HTTP 200: the envelope's numeric code is one of 4xx or 5xx."""
+    return isinstance(envelope_code, int) and envelope_code >= 400
+
+
 def raise_for_answer(response: httpx.Response) -> Any:
     """Return the `data` of a successful answer; raise the matching `APIError` otherwise."""
     try:
@@ -75,8 +80,8 @@ def raise_for_answer(response: httpx.Response) -> Any:
         body = None
     envelope_code = body.get("code") if isinstance(body, dict) else None
     status = response.status_code
-    if status < 400 and isinstance(envelope_code, int) and envelope_code >= 400:
-        status = envelope_code  # an error wrapped in an HTTP 200
+    if status < 400 and _wraps_an_error(envelope_code):
+        status = envelope_code
     if status < 400:
         if body is None:
             raise APIError(f"The API answered {status} with a body that is not JSON.", status_code=status)
@@ -106,6 +111,6 @@ def task_answer(response: httpx.Response) -> Task:
         except ValidationError:
             pass
         else:
-            if not (isinstance(answer.code, int) and answer.code >= 400):
+            if not _wraps_an_error(answer.code):
                 return answer.data
     return task_from(raise_for_answer(response))

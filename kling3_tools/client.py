@@ -264,12 +264,10 @@ class AsyncKlingClient:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> Task:
-        headers = self._headers
-
         async def send() -> Task:
             try:
                 async with asyncio.timeout(self.deadline):
-                    response = await self._read_capped(method, path, json=json, params=params, headers=headers)
+                    response = await self._read_capped(method, path, json=json, params=params, headers=self._headers)
             except TimeoutError:
                 raise httpx.ReadTimeout(f"no whole answer within {self.deadline:g} s") from None
             log.debug("%s %s -> %s", method, path, response.status_code)
