@@ -6,7 +6,7 @@ The sandbox runs in its own process so that the server's work does not share
 this interpreter. Rounds alternate between the clients and the best round
 of each is compared, which keeps a noisy machine's hiccups out of the ratio.
 
-Our pool keeps no cookies (`client.CookielessClient`), which spares httpx's
+Our pool keeps no cookies (`pool.CookielessClient`), which spares httpx's
 per-answer cookie bookkeeping; the same bare GET on that pool is timed too, so
 the cost of our own layers (deadline, size cap, validation, retries) shows apart.
 """
@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from kling3_tools.client import AsyncKlingClient, http_pool
+from kling3_tools.client import AsyncKlingClient
 from kling3_tools.models import GenerateRequest
+from kling3_tools.pool import http_pool
 
 from .common import SANDBOX_KEY, sandbox_process
 

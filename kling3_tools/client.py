@@ -43,10 +43,9 @@ from .errors import (
     WaitTimeoutError,
 )
 from .models import GenerateRequest, Task, TaskStatus
+from .pool import DEFAULT_TIMEOUT, http_pool
 from .version import __version__
 
-DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-DEFAULT_LIMITS = httpx.Limits(max_connections=20, max_keepalive_connections=10)
 DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer is a small JSON object; anything larger is not read
 
@@ -57,38 +56,6 @@ UpdateCallback = Callable[[Task], Awaitable[None] | None]
 
 # Raised before a single byte of the request left this machine.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-class _NoneFromAnswers(httpx.Cookies):
-    """A jar that never takes a cookie from an answer: `Set-Cookie` is dropped unread."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        pass
-
-
-class CookielessClient(httpx.AsyncClient):
-    """`httpx.AsyncClient` that takes no cookie from an answer (those given to it are sent as usual). The API
-    authenticates by key and video hosts by signed URL, so nothing a server sets is kept or sent back to it;
-    and httpx 0.28's cookie bookkeeping, done for every answer even without a `Set-Cookie` (about 7 % of a
-    status call's CPU), is skipped. A host that sets a cookie on a redirect and wants it back at the next hop
-    cannot be fetched: the redirects then run out."""
-
-    def __init__(self, *, cookies: Any = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._jar = _NoneFromAnswers(cookies)
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._jar
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:  # what httpx.Cookies takes
-        self._jar = _NoneFromAnswers(cookies)
-
-
-def http_pool(timeout: float | httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
-    """The process's one pooled HTTP client (the API, video downloads, the sandbox's assets)."""
-    return CookielessClient(timeout=timeout, limits=DEFAULT_LIMITS)
 
 
 @dataclass(frozen=True, slots=True)

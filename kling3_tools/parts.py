@@ -10,8 +10,9 @@ import httpx
 from pydantic import SecretStr
 
 from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
-from .client import AsyncKlingClient, RetryPolicy, http_pool
+from .client import AsyncKlingClient, RetryPolicy
 from .config import Settings
+from .pool import http_pool
 from .sandbox import embedded
 from .schedule import SchedulePolicy
 from .store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store

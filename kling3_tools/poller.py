@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import platformdirs
 
-from . import leases
+from . import leases, pool
 from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, TaskNotFoundError
@@ -129,11 +129,7 @@ class Poller:
 
         A store or network error in a sweep is logged and the sweep retried with capped backoff: a locked
         SQLite file or a restarting PostgreSQL delays the work, it never ends it."""
-        # httpcore's first request loads anyio and its asyncio backend (~15 ms). Every long-lived process runs a
-        # poller: it loads them here, not while its first answers wait (a burst of Discord commands after login).
-        import anyio.lowlevel
-
-        await anyio.lowlevel.checkpoint()
+        await pool.load_backend()
         in_flight: set[asyncio.Task[None]] = set()
         kinds = self.notifiers.kinds()
         log.info(

@@ -17,8 +17,9 @@ import pytest
 import kling3_tools
 from kling3_tools import catalog, errors
 from kling3_tools.answers import raise_for_answer, task_answer, task_from
-from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy, http_pool
+from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
 from kling3_tools.models import GenerateRequest, TaskStatus
+from kling3_tools.pool import http_pool
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.sandbox.server import SandboxServer
 
