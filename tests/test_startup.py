@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from kling3_tools.models import GenerateRequest
 
-from .helpers import kling3
-from .test_mcp_server import server_env
+from .helpers import eventually, kling3, start_kling3
+from .test_discord_bot import bot_process_env, fake_discord, start_bot_process
+from .test_mcp_server import connect, server_env
 
 PYTHON_PACKAGES = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
 
@@ -140,3 +143,63 @@ async def test_a_long_lived_process_loads_what_its_first_request_needs_when_it_s
     assert await asyncio.to_thread(imported, script, env) == set()
     opened_only = FIRST_REQUEST.format(store=tmp_path / "t.db", task_id=task.task_id, polling=False)
     assert "anyio._backends._asyncio" not in await asyncio.to_thread(imported, opened_only, env)
+
+
+# Loaded into a front end's process by `sitecustomize` (nothing in the front end is changed): it writes how many
+# objects the process has exempted from the cyclic collector (`gc.get_freeze_count()`) whenever that changes.
+FROZEN_WATCH = """
+import gc, os, threading, time
+
+def watch(path, written=None):
+    while True:
+        count = gc.get_freeze_count()
+        if count != written:
+            with open(path + ".new", "w") as file:
+                file.write(str(count))
+            os.replace(path + ".new", path)
+            written = count
+        time.sleep(0.02)
+
+threading.Thread(target=watch, args=(os.environ["FROZEN_COUNT_FILE"],), daemon=True).start()
+"""
+CORE_LOADED = 20_000  # objects alive once a front end's core is loaded: ~70,000 in the bot
+
+
+def frozen_watch(folder: Path) -> tuple[dict[str, str], Callable[[], int]]:
+    """The environment that loads `FROZEN_WATCH` into a Python process (one process per folder), and what it
+    last wrote."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(FROZEN_WATCH)
+    count = folder / "frozen"
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "FROZEN_COUNT_FILE": str(count)}
+    return env, lambda: int(count.read_text()) if count.exists() else 0
+
+
+async def test_each_long_lived_front_end_exempts_what_it_loaded_from_full_collections(monkeypatch, sandbox, tmp_path):
+    """Once its core is loaded, the bot, the MCP server and `kling3 poller` freeze what is alive (modules,
+    classes, the service): a full collection walked all of it, ~50 ms that fell in the bot's first burst of
+    commands after login and held every defer back. Frozen in each process, never in an embedder's."""
+    watch, frozen = frozen_watch(tmp_path / "mcp")
+    async with connect(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
+        assert not (await client.call_tool("estimate_video_cost", {"type": "std-text-to-video"})).is_error
+        await eventually(lambda: frozen() > CORE_LOADED, timeout=10)
+
+    watch, frozen = frozen_watch(tmp_path / "poller")
+    env = {**os.environ, **watch, "KLING_STORE__URL": f"sqlite:///{tmp_path / 'poller.db'}"}
+    poller = start_kling3(["--sandbox", "poller"], env, tmp_path / "poller.log")
+    try:
+        await eventually(lambda: frozen() > CORE_LOADED, timeout=30)
+    finally:
+        poller.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(poller.wait, 20) == 0, (tmp_path / "poller.log").read_text()
+
+    watch, frozen = frozen_watch(tmp_path / "bot")
+    async with fake_discord(monkeypatch) as fake:
+        bot = start_bot_process({**bot_process_env(fake, sandbox, tmp_path), **watch}, tmp_path / "bot.log")
+        try:
+            await eventually(lambda: "started for" in (tmp_path / "bot.log").read_text(), timeout=30)
+            await eventually(lambda: frozen() > CORE_LOADED, timeout=10)
+        finally:
+            bot.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(bot.wait, 20) == 0, (tmp_path / "bot.log").read_text()

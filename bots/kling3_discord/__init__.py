@@ -21,7 +21,14 @@ import discord
 
 from kling3_tools import ops
 from kling3_tools.config import ConfigError, Settings, discord_token
-from kling3_tools.launch import EXIT_BAD_INPUT, load_settings, on_stop_signals, run_to_end, say_error
+from kling3_tools.launch import (
+    EXIT_BAD_INPUT,
+    exempt_loaded_objects_from_gc,
+    load_settings,
+    on_stop_signals,
+    run_to_end,
+    say_error,
+)
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 
@@ -56,6 +63,7 @@ async def run_bot(settings: Settings, token: str, *, sandbox: bool) -> None:
         stop.bot = bot
         if stop.requested:
             return
+        exempt_loaded_objects_from_gc()
         try:
             await bot.start(token)
         except Exception:

@@ -13,7 +13,7 @@ import sys
 from .. import ops
 from ..config import ConfigError, Settings, discord_token
 from ..errors import missing_part
-from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError
+from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError, exempt_loaded_objects_from_gc
 from ..store import is_postgres_url
 from .commands import open_service
 from .output import err
@@ -51,6 +51,7 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
             f"Polling for {', '.join(service.delivered_kinds())} tasks of {service.base_url} "
             f"as {poller.owner}; Ctrl-C stops."
         )
+        exempt_loaded_objects_from_gc()
         await poller.run()
     return EXIT_OK
 

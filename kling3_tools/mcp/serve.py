@@ -18,7 +18,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import EmptyResult
 
 from ..errors import KlingError
-from ..launch import EXIT_INTERRUPTED, STOP_SIGNALS, end_at_once_on, end_now, on_stop_signals
+from ..launch import (
+    EXIT_INTERRUPTED,
+    STOP_SIGNALS,
+    end_at_once_on,
+    end_now,
+    exempt_loaded_objects_from_gc,
+    on_stop_signals,
+)
 from ..version import __version__
 from . import manifest
 from .http import BearerTokenMiddleware, is_loopback
@@ -85,7 +92,7 @@ async def not_yet_loaded(ctx: Any, params: Any) -> EmptyResult:
 async def serve(read_settings: Callable[[], Settings], *, sandbox: bool, transport: str, host: str, port: int) -> None:
     """Over stdio, the settings are read when the core opens; over HTTP, first (bad ones: exit 2)."""
     if transport == "stdio":
-        server = shell(read_settings, sandbox=sandbox)
+        server = served(shell(read_settings, sandbox=sandbox))
         async with server.core_held():
             interrupted = await until_stdin_closes_or_a_signal(server)
     else:
@@ -93,11 +100,25 @@ async def serve(read_settings: Callable[[], Settings], *, sandbox: bool, transpo
         tokens = settings.mcp.bearer_tokens
         if not is_loopback(host) and not tokens:
             raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
-        server = shell(lambda: settings, sandbox=sandbox)
+        server = served(shell(lambda: settings, sandbox=sandbox))
         async with server.core_held():
             interrupted = await serve_http(server, host, port, tokens)
     if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
         end_now(EXIT_INTERRUPTED)
+
+
+def served(server: KlingMCPServer) -> KlingMCPServer:
+    """The server of this process: what its core loads lives as long as the process."""
+    open_core = server.open_core
+
+    @contextlib.asynccontextmanager
+    async def opened_for_life(server: KlingMCPServer) -> AsyncIterator[Deps]:
+        async with open_core(server) as deps:
+            exempt_loaded_objects_from_gc()
+            yield deps
+
+    server.open_core = opened_for_life
+    return server
 
 
 async def until_stdin_closes_or_a_signal(server: KlingMCPServer) -> bool:
