@@ -36,10 +36,10 @@ def own_process() -> None:
 
 def exempt_loaded_objects_from_gc() -> None:
     """What a long-lived process of ours does once its core is loaded: every object alive now (modules,
-    classes, the service, the bot) lives as long as the process, so the cyclic collector's full collections
-    stop walking them (`gc.freeze`). One over them took ~50 ms on a 2-core machine; falling in the first burst
-    of Discord commands after login, it held every defer back that long. Never done in an embedder's
-    process: its heap is its own."""
+    classes, the service, the bot; whatever is in flight too, a few KB once) lives as long as the process,
+    so the cyclic garbage collector stops walking them (`gc.freeze`). A full collection over them took
+    ~50 ms in the Discord benchmark's process and fell in the first burst of commands after login, holding
+    every defer back that long. Never done in an embedder's process: its heap is its own."""
     import gc
 
     gc.freeze()

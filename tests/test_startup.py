@@ -5,6 +5,8 @@ timings themselves are in `benchmarks/startup.py`)."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
 import os
 import signal
@@ -13,11 +15,16 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from kling3_tools.config import Settings
+from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.models import GenerateRequest
+from kling3_tools.service import KlingService
 
 from .helpers import eventually, kling3, start_kling3
 from .test_discord_bot import bot_process_env, fake_discord, start_bot_process
-from .test_mcp_server import connect, server_env
+from .test_mcp_server import connect, http_server, server_env
 
 PYTHON_PACKAGES = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
 
@@ -162,7 +169,7 @@ def watch(path, written=None):
 
 threading.Thread(target=watch, args=(os.environ["FROZEN_COUNT_FILE"],), daemon=True).start()
 """
-CORE_LOADED = 20_000  # objects alive once a front end's core is loaded: ~70,000 in the bot
+CORE_LOADED = 20_000  # objects alive once a front end's core is loaded: 50,000 to 100,000
 
 
 def frozen_watch(folder: Path) -> tuple[dict[str, str], Callable[[], int]]:
@@ -176,30 +183,46 @@ def frozen_watch(folder: Path) -> tuple[dict[str, str], Callable[[], int]]:
     return env, lambda: int(count.read_text()) if count.exists() else 0
 
 
-async def test_each_long_lived_front_end_exempts_what_it_loaded_from_full_collections(monkeypatch, sandbox, tmp_path):
-    """Once its core is loaded, the bot, the MCP server and `kling3 poller` freeze what is alive (modules,
-    classes, the service): a full collection walked all of it, ~50 ms that fell in the bot's first burst of
-    commands after login and held every defer back. Frozen in each process, never in an embedder's."""
-    watch, frozen = frozen_watch(tmp_path / "mcp")
-    async with connect(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
-        assert not (await client.call_tool("estimate_video_cost", {"type": "std-text-to-video"})).is_error
-        await eventually(lambda: frozen() > CORE_LOADED, timeout=10)
-
-    watch, frozen = frozen_watch(tmp_path / "poller")
-    env = {**os.environ, **watch, "KLING_STORE__URL": f"sqlite:///{tmp_path / 'poller.db'}"}
-    poller = start_kling3(["--sandbox", "poller"], env, tmp_path / "poller.log")
-    try:
-        await eventually(lambda: frozen() > CORE_LOADED, timeout=30)
-    finally:
-        poller.send_signal(signal.SIGINT)
-        assert await asyncio.to_thread(poller.wait, 20) == 0, (tmp_path / "poller.log").read_text()
-
-    watch, frozen = frozen_watch(tmp_path / "bot")
-    async with fake_discord(monkeypatch) as fake:
-        bot = start_bot_process({**bot_process_env(fake, sandbox, tmp_path), **watch}, tmp_path / "bot.log")
+@pytest.mark.parametrize("front_end", ["mcp over stdio", "mcp over http", "kling3 poller", "discord bot"])
+async def test_each_long_lived_front_end_exempts_what_it_loaded_from_the_collector(
+    monkeypatch, sandbox, tmp_path, front_end
+):
+    """Once its core is loaded, each freezes what is alive (modules, classes, the service): a full collection
+    walked all of it, ~50 ms that fell in the bot's first burst of commands after login and held every defer
+    back."""
+    watch, frozen = frozen_watch(tmp_path / "watch")
+    loaded = functools.partial(eventually, lambda: frozen() > CORE_LOADED, timeout=30)
+    if front_end == "mcp over stdio":
+        async with connect(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
+            assert not (await client.call_tool("estimate_video_cost", {"type": "std-text-to-video"})).is_error
+            await loaded()
+    elif front_end == "mcp over http":
+        with http_server(server_env(sandbox, tmp_path, **watch)):
+            await loaded()
+    elif front_end == "kling3 poller":
+        env = {**os.environ, **watch, "KLING_STORE__URL": f"sqlite:///{tmp_path / 'poller.db'}"}
+        poller = start_kling3(["--sandbox", "poller"], env, tmp_path / "poller.log")
         try:
-            await eventually(lambda: "started for" in (tmp_path / "bot.log").read_text(), timeout=30)
-            await eventually(lambda: frozen() > CORE_LOADED, timeout=10)
+            await loaded()
         finally:
-            bot.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(bot.wait, 20) == 0, (tmp_path / "bot.log").read_text()
+            poller.send_signal(signal.SIGINT)
+            assert await asyncio.to_thread(poller.wait, 20) == 0, (tmp_path / "poller.log").read_text()
+    else:
+        async with fake_discord(monkeypatch) as fake:
+            bot = start_bot_process({**bot_process_env(fake, sandbox, tmp_path), **watch}, tmp_path / "bot.log")
+            try:
+                await loaded()
+            finally:
+                bot.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(bot.wait, 20) == 0, (tmp_path / "bot.log").read_text()
+
+
+async def test_an_embedder_s_heap_is_never_frozen(sandbox, tmp_path):
+    """The service, its poller and a loaded MCP server, in a program of someone else's: nothing frozen."""
+    before = gc.get_freeze_count()
+    settings = Settings.load(
+        api_key=sandbox.api_key, base_url=sandbox.url, store={"url": f"sqlite:///{tmp_path / 'own.db'}"}
+    )
+    async with KlingService.open(settings) as service, service.polling(), loaded_server(settings, sandbox=True):
+        await asyncio.sleep(0.1)
+        assert gc.get_freeze_count() == before

@@ -100,7 +100,7 @@ async def serve(read_settings: Callable[[], Settings], *, sandbox: bool, transpo
         tokens = settings.mcp.bearer_tokens
         if not is_loopback(host) and not tokens:
             raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
-        server = served(shell(lambda: settings, sandbox=sandbox))
+        server = shell(lambda: settings, sandbox=sandbox)
         async with server.core_held():
             interrupted = await serve_http(server, host, port, tokens)
     if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
@@ -108,7 +108,7 @@ async def serve(read_settings: Callable[[], Settings], *, sandbox: bool, transpo
 
 
 def served(server: KlingMCPServer) -> KlingMCPServer:
-    """The server of this process: what its core loads lives as long as the process."""
+    """The server of this process over stdio: what its core loads lives as long as the process."""
     open_core = server.open_core
 
     @contextlib.asynccontextmanager
@@ -155,6 +155,7 @@ async def serve_http(server: KlingMCPServer, host: str, port: int, tokens: list[
                 app = BearerTokenMiddleware(app, tokens)
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
             log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
+            exempt_loaded_objects_from_gc()  # the core, uvicorn and the app: they live as long as the process
             await uvicorn.Server(config).serve()
     finally:
         for signum, handler in found.items():
