@@ -1,6 +1,7 @@
 """Starting a long-lived front end (the MCP server, the Discord bot) the same way: its settings or exit 2 (the
 MCP server over stdio reads them when its core opens, and says a failure in its answers), one line per error
-and exit 1 (the traceback at debug level), 130 on Ctrl-C. Exit codes are the CLI's too."""
+and exit 1 (the traceback at debug level), 130 on Ctrl-C; once its core is loaded, that heap is kept out of
+the garbage collector's walks. Exit codes are the CLI's too."""
 
 from __future__ import annotations
 
