@@ -226,3 +226,21 @@ async def test_an_embedder_s_heap_is_never_frozen(sandbox, tmp_path):
     async with KlingService.open(settings) as service, service.polling(), loaded_server(settings, sandbox=True):
         await asyncio.sleep(0.1)
         assert gc.get_freeze_count() == before
+
+
+async def test_an_mcp_core_whose_store_cannot_open_freezes_nothing_until_it_opens(sandbox, tmp_path):
+    """A store that fails the core's opening (here a file that is not SQLite) leaves the heap as it was, each
+    time: what a failed opening left behind is garbage to collect, not to keep. The first opening that works
+    freezes."""
+    watch, frozen = frozen_watch(tmp_path / "watch")
+    store = tmp_path / "mcp.db"
+    store.write_bytes(b"garbage" * 100)
+    async with connect(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
+        for _ in range(3):
+            with pytest.raises(Exception, match=r"kling3 could not start: .*not a usable SQLite file"):
+                await client.call_tool("list_videos", {})
+        await asyncio.sleep(0.5)  # the watcher writes within 20 ms of a change
+        assert frozen() == 0
+        store.unlink()
+        assert not (await client.call_tool("list_videos", {})).is_error
+        await eventually(lambda: frozen() > CORE_LOADED, timeout=30)
