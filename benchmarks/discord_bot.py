@@ -2,7 +2,7 @@
 p50/p99, for the first burst after login (every connection to Discord opened at once) and for the bursts after it.
 
     python -m benchmarks.discord_bot [--interactions 200] [--rounds 5]
-    python -m benchmarks.discord_bot --side-by-side 6   # first bursts, with and without `gc.freeze`
+    python -m benchmarks.discord_bot --side-by-side 10  # first bursts, with and without `gc.freeze`
 
 The bot runs for real (discord.py's own dispatch, the core, the store) against the fake Discord REST API the
 tests use, in its own process as Discord is, and a sandbox in its own process. Arrival is when discord.py is
@@ -10,7 +10,7 @@ handed INTERACTION_CREATE; the defer is when the fake Discord receives the callb
 the target is a p99 under 100 ms.
 
 `--side-by-side N` runs N fresh bot processes of each kind, alternating: as `run_bot` starts one (what it
-loaded exempted from the collector's full collections), and without that step.
+loaded exempted from the garbage collector's walks), and without that step.
 """
 
 from __future__ import annotations
