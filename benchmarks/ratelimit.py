@@ -59,7 +59,7 @@ async def main(rate: float, workers: int, seconds: float) -> None:
         url = cluster.new_database()
         await migrate_postgres(url)
         store = await PostgresTaskStore.open(url, pool_size=min(workers, 50))
-        pool = store._pool
+        pool = store._db
         burst = [Counted(pool, "http://burst.bench", rate) for _ in range(3)]
         await takes_within(burst, 0.5)
         await asyncio.sleep(2.0)  # idle: the bucket refills to its burst

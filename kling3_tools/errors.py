@@ -21,6 +21,7 @@
     ├── WaitTimeoutError            the task was still running when the wait ended
     ├── SpendingRefusedError        a local budget or confirmation rule stopped a generate
     └── StoreError                  the task store cannot be used (missing extra, not migrated, down)
+        ├── StoreUnavailableError   the store's server did not answer, retried as long as the call allowed
         └── TaskExistsError         a task id is already recorded
 
 Every error carries `status_code` (or None), `code`, `message` and
@@ -224,6 +225,12 @@ class StoreError(KlingError):
     """The task store cannot be opened or used as configured."""
 
     default_code = "STORE_ERROR"
+
+
+class StoreUnavailableError(StoreError):
+    """The store's server could not be reached (down, restarting, failing over) for as long as the call waited."""
+
+    default_retryable = True
 
 
 class TaskExistsError(StoreError):

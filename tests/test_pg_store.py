@@ -117,7 +117,7 @@ async def test_a_worker_without_a_token_waits_for_the_next_one_in_one_transactio
 
     monkeypatch.setattr(PostgresRateLimiter, "_reserve", counted)
     store = await PostgresTaskStore.open(postgres_url, pool_size=20)
-    workers = [PostgresRateLimiter(store._pool, "http://burst.test", rate=20) for _ in range(20)]  # 20 processes
+    workers = [PostgresRateLimiter(store._db, "http://burst.test", rate=20) for _ in range(20)]  # 20 processes
 
     async def take_three(limiter: PostgresRateLimiter) -> int:
         return sum([await limiter.take() for _ in range(3)])

@@ -1,12 +1,15 @@
 """Group commit: while one batch of writes holds the store, the next one gathers, so a burst of N writes
 from one process costs a few transactions rather than N lock hand-overs (the settles of many generates
-answered at once). A batch that fails is written again one by one, so each caller learns its own fate."""
+answered at once). A batch that fails is written again one by one, so each caller learns its own fate,
+unless the store did not answer at all (then no item would fare better alone)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from ..errors import StoreUnavailableError
 
 Item = TypeVar("Item")
 
@@ -35,6 +38,10 @@ class GroupCommit(Generic[Item]):
                 batch, self._waiting = self._waiting, []
                 try:
                     await self._write_batch([item for item, _ in batch])
+                except StoreUnavailableError as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
                 except Exception:
                     for item, done in batch:
                         await self._one(item, done)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from psycopg_pool import AsyncConnectionPool
-
 from ..ratelimit import default_burst, refill
+from .pg_connections import Connections
 from .pg_schema import Connection
-
-Pool = AsyncConnectionPool[Connection]
 
 
 class PostgresRateLimiter:
@@ -19,8 +16,8 @@ class PostgresRateLimiter:
     then: one transaction per take, however many workers wait, rather than all of them retrying the
     row-locked transaction whenever a token might be there."""
 
-    def __init__(self, pool: Pool, api_url: str, rate: float, burst: float | None = None) -> None:
-        self._pool = pool
+    def __init__(self, connections: Connections, api_url: str, rate: float, burst: float | None = None) -> None:
+        self._db = connections
         self.api_url = api_url
         self.rate = rate
         self.burst = burst or default_burst(rate)
@@ -35,20 +32,25 @@ class PostgresRateLimiter:
             return taken
 
     async def _sit_out_a_pause(self) -> None:
-        async with self._pool.connection() as conn:
+        async def paused_for(conn: Connection) -> tuple[float] | None:
             cursor = await conn.execute(
                 "SELECT paused_until - extract(epoch FROM clock_timestamp())::float8 FROM rate_limits "
                 "WHERE api_url = %(api_url)s",
                 {"api_url": self.api_url},
             )
-            row = await cursor.fetchone()
+            return await cursor.fetchone()
+
+        row = await self._db.run(paused_for)
         if row is not None and float(row[0]) > 0:
             await asyncio.sleep(float(row[0]))
 
     async def _reserve(self, most: int) -> tuple[int, float]:
         """Take what is there (up to `most`), or the next token due: (taken, seconds until it may be used)."""
         params = {"api_url": self.api_url, "burst": self.burst}
-        async with self._pool.connection() as conn, conn.transaction():
+        return await self._db.run(lambda conn: self._reserve_on(conn, most, params))
+
+    async def _reserve_on(self, conn: Connection, most: int, params: dict[str, object]) -> tuple[int, float]:
+        async with conn.transaction():
             cursor = await conn.execute(
                 "INSERT INTO rate_limits AS r "
                 "VALUES (%(api_url)s, %(burst)s, extract(epoch FROM clock_timestamp()), 0) "
@@ -72,16 +74,20 @@ class PostgresRateLimiter:
     async def give_back(self, count: int) -> None:
         if count <= 0:
             return
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE rate_limits SET tokens = LEAST(%(burst)s, tokens + %(count)s) WHERE api_url = %(api_url)s",
-                {"burst": self.burst, "count": count, "api_url": self.api_url},
-            )
+        await self._execute(
+            "UPDATE rate_limits SET tokens = LEAST(%(burst)s, tokens + %(count)s) WHERE api_url = %(api_url)s",
+            {"burst": self.burst, "count": count, "api_url": self.api_url},
+        )
 
     async def pause(self, seconds: float) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE rate_limits SET tokens = LEAST(tokens, 0), paused_until = GREATEST(paused_until, "
-                "extract(epoch FROM clock_timestamp()) + %(seconds)s) WHERE api_url = %(api_url)s",
-                {"seconds": seconds, "api_url": self.api_url},
-            )
+        await self._execute(
+            "UPDATE rate_limits SET tokens = LEAST(tokens, 0), paused_until = GREATEST(paused_until, "
+            "extract(epoch FROM clock_timestamp()) + %(seconds)s) WHERE api_url = %(api_url)s",
+            {"seconds": seconds, "api_url": self.api_url},
+        )
+
+    async def _execute(self, sql: str, params: dict[str, object]) -> None:
+        async def execute(conn: Connection) -> None:
+            await conn.execute(sql, params)
+
+        await self._db.run(execute)

@@ -13,17 +13,15 @@ keep the workers' clocks synchronised (NTP), as with any lease.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, TaskExistsError
 from ..ledger import DAY_SECONDS, Attempt, AttemptState, Reservation, ReservationQueue, SpendLimit, Usage, decide
@@ -32,7 +30,12 @@ from ..ratelimit import RateLimiter
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
 from .group_commit import GroupCommit
-from .pg_ratelimit import Pool, PostgresRateLimiter
+from .pg_connections import (
+    PATIENCE_SECONDS,
+    RECORD_PATIENCE_SECONDS,
+    Connections,
+)
+from .pg_ratelimit import PostgresRateLimiter
 from .pg_schema import SCHEMA_VERSION, Connection, connect, current_version, describe_url, too_new
 from .rows import (
     ATTEMPT_COLUMNS,
@@ -56,6 +59,10 @@ log = logging.getLogger("kling3_tools.store")
 
 NEW_TASK_CHANNEL = "kling3_new_task"
 _JSON_COLUMNS = {"request", "video_urls", "origin"}  # in tasks and attempts
+_ATTEMPT_EXISTS = "SELECT 1 FROM attempts WHERE attempt_id = %(id)s"
+_SETTLED_AS = (
+    "SELECT 1 FROM attempts WHERE attempt_id = %(attempt_id)s AND state = 'submitted' AND task_id = %(task_id)s"
+)
 
 POSTGRES = SqlDialect(
     param=lambda name: f"%({name})s",
@@ -107,9 +114,9 @@ class PostgresTaskStore(StoryTable, StatsQueries):
 
     _dialect = POSTGRES
 
-    def __init__(self, url: str, pool: Pool) -> None:
+    def __init__(self, url: str, connections: Connections) -> None:
         self.url = url
-        self._pool = pool
+        self._db = connections
         self._limiters: dict[str, PostgresRateLimiter] = {}
         self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
         self._settles = GroupCommit(self._settle_batch, self._settle_one)
@@ -122,35 +129,29 @@ class PostgresTaskStore(StoryTable, StatsQueries):
         """Connect and check the schema; a schema that is missing or behind asks for `kling3 store migrate`."""
         async with await connect(url) as conn:
             _check_version(await current_version(conn), url)
-        pool = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_size,
-            kwargs={"autocommit": True},
-            configure=_configure,
-            open=False,
-            name="kling3",
-        )
-        try:
-            await pool.open(wait=True, timeout=10)
-        except PoolTimeout as exc:
-            await pool.close()
-            raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
-        return cls(url, pool)
+        return cls(url, await Connections.open(url, pool_size=pool_size, configure=_configure))
 
     async def check_schema(self) -> None:
-        async with self._pool.connection() as conn:
+        async def check(conn: Connection) -> None:
             _check_version(await current_version(conn), self.url)
 
-    async def _rows(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(sql, params)
-            return await cursor.fetchall()
+        await self._db.run(check)
 
-    async def _count(self, sql: str, params: dict[str, Any]) -> int:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return cursor.rowcount
+    async def _rows(
+        self, sql: str, params: dict[str, Any], *, patience: float = PATIENCE_SECONDS
+    ) -> list[dict[str, Any]]:
+        async def rows(conn: Connection) -> list[dict[str, Any]]:
+            async with conn.cursor(row_factory=dict_row) as cursor:
+                await cursor.execute(sql, params)
+                return await cursor.fetchall()
+
+        return await self._db.run(rows, patience=patience)
+
+    async def _count(self, sql: str, params: dict[str, Any], *, patience: float = PATIENCE_SECONDS) -> int:
+        async def count(conn: Connection) -> int:
+            return (await conn.execute(sql, params)).rowcount
+
+        return await self._db.run(count, patience=patience)
 
     async def _fetch(self, sql: str, params: dict[str, Any], *, write: bool = False) -> list[dict[str, Any]]:
         return await self._rows(sql, params)  # autocommit: one statement is its own transaction
@@ -194,12 +195,22 @@ class PostgresTaskStore(StoryTable, StatsQueries):
         # an hour must take them in one order, or they deadlock.
         in_order = sorted(batch, key=lambda settle: settle[1].submitted_at)
         rows = [self._insert_task_params(record, attempt_id) for attempt_id, record in in_order]
-        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            await cursor.executemany(self._insert_task_sql(), rows)
+
+        async def insert(conn: Connection) -> None:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.executemany(self._insert_task_sql(), rows)
+
+        await self._db.run(insert, patience=RECORD_PATIENCE_SECONDS)
 
     async def _settle_one(self, settle: tuple[str, TaskRecord]) -> None:
+        """Idempotent: a try whose commit landed but whose answer was lost is found settled by the next."""
         attempt_id, record = settle
-        await self._insert_task(record, attempt_id=attempt_id)
+        params = self._insert_task_params(record, attempt_id)
+        try:
+            await self._count(self._insert_task_sql(), params, patience=RECORD_PATIENCE_SECONDS)
+        except psycopg.errors.UniqueViolation as exc:
+            if not await self._rows(_SETTLED_AS, params, patience=RECORD_PATIENCE_SECONDS):
+                raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
 
     async def get(self, task_id: str) -> TaskRecord | None:
         rows = await self._rows("SELECT * FROM tasks WHERE task_id = %(task_id)s", {"task_id": task_id})
@@ -302,22 +313,33 @@ class PostgresTaskStore(StoryTable, StatsQueries):
         for attempt in (attempt for reservation in batch for attempt in reservation.attempts):
             stamp(attempt)
         since = batch[0].attempts[0].created_at - DAY_SECONDS
-        async with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
-            for key in sorted({limit.scope.key for limit in counted}):
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
-            cursors = [await conn.cursor(row_factory=dict_row).execute(*POSTGRES.usage(c, since)) for c in counted]
-            usages = {
-                limit: usage_from_row(await cursor.fetchone() or {})
-                for limit, cursor in zip(counted, cursors, strict=True)
-            }
-            accepted = decide(batch, usages.__getitem__)
-            if accepted:
-                async with conn.cursor() as cursor:
-                    rows = [attempt_to_row(attempt) for reservation in accepted for attempt in reservation.attempts]
-                    await cursor.executemany(self._insert("attempts", ATTEMPT_COLUMNS), rows)
-                    stories = [story_to_row(r.story) for r in accepted if r.story is not None]
-                    if stories:
-                        await cursor.executemany(self._insert("stories", STORY_COLUMNS), stories)
+        written: list[str] = []  # what the last try wrote, which may have committed before its answer was lost
+
+        async def reserve(conn: Connection) -> None:
+            if written and await (await conn.execute(_ATTEMPT_EXISTS, {"id": written[0]})).fetchone():
+                return  # it did: its decisions stand
+            for reservation in batch:
+                reservation.refused = None
+            async with conn.pipeline(), conn.transaction():
+                for key in sorted({limit.scope.key for limit in counted}):
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+                cursors = [await conn.cursor(row_factory=dict_row).execute(*POSTGRES.usage(c, since)) for c in counted]
+                usages = {
+                    limit: usage_from_row(await cursor.fetchone() or {})
+                    for limit, cursor in zip(counted, cursors, strict=True)
+                }
+                accepted = decide(batch, usages.__getitem__)
+                attempts = [attempt for reservation in accepted for attempt in reservation.attempts]
+                written[:] = [attempt.attempt_id for attempt in attempts]
+                if accepted:
+                    async with conn.cursor() as cursor:
+                        insert = self._insert("attempts", ATTEMPT_COLUMNS)
+                        await cursor.executemany(insert, [attempt_to_row(attempt) for attempt in attempts])
+                        stories = [story_to_row(r.story) for r in accepted if r.story is not None]
+                        if stories:
+                            await cursor.executemany(self._insert("stories", STORY_COLUMNS), stories)
+
+        await self._db.run(reserve)
 
     async def settle(self, attempt_id: str, record: TaskRecord) -> None:
         await self._settles.write((attempt_id, record))
@@ -342,35 +364,19 @@ class PostgresTaskStore(StoryTable, StatsQueries):
 
     def rate_limiter(self, api_url: str, rate: float, burst: float | None = None) -> RateLimiter:
         if api_url not in self._limiters:
-            self._limiters[api_url] = PostgresRateLimiter(self._pool, api_url, rate, burst)
+            self._limiters[api_url] = PostgresRateLimiter(self._db, api_url, rate, burst)
         return self._limiters[api_url]
 
-    @contextlib.asynccontextmanager
-    async def watch_new_tasks(self, wake: Callable[[], None]) -> AsyncIterator[None]:
-        listener = asyncio.create_task(self._listen(wake))
-        try:
-            yield
-        finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
-
-    async def _listen(self, wake: Callable[[], None], *, retry_seconds: float = 5.0) -> None:
-        """LISTEN on a connection of its own; when it drops, the poller's sweeps carry on until it is back."""
-        while True:
-            try:
-                async with await connect(self.url) as conn:
-                    await conn.execute(f"LISTEN {NEW_TASK_CHANNEL}")
-                    wake()  # tasks added while nobody was listening
-                    async for _ in conn.notifies():
-                        wake()
-            except (psycopg.Error, StoreError) as exc:
-                log.warning("new-task notifications lost (%s); listening again in %.0fs", exc, retry_seconds)
-                await asyncio.sleep(retry_seconds)
+    def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._db.listening(NEW_TASK_CHANNEL, wake)
 
     async def prune(self, before: float) -> tuple[int, int]:
-        async with self._pool.connection() as conn, conn.transaction():
-            tasks, attempts, *_ = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
-        return tasks, attempts
+        async def prune(conn: Connection) -> tuple[int, int]:
+            async with conn.transaction():
+                counts = [(await conn.execute(*statement)).rowcount for statement in POSTGRES.prune(before)]
+            return counts[0], counts[1]
+
+        return await self._db.run(prune)
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self._db.close()
