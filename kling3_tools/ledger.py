@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from .errors import APIConnectionError, APIError, OutcomeUnknownError, SpendingRefusedError
-from .models import GenerateRequest
-from .records import AnyOrigin, Origin
+from .models import GenerateRequest, Task
+from .records import AnyOrigin, Origin, TaskRecord
 
 if TYPE_CHECKING:
     from .stories.record import StoryRecord
@@ -99,10 +99,26 @@ class Attempt(BaseModel):
         return user_id if isinstance(user_id, int) else None
 
     def state_at(self, now: float) -> AttemptState:
-        """`submitting` past its deadline means its process died mid-request: the outcome is unknown."""
-        if self.state is AttemptState.SUBMITTING and now > self.expires_at:
+        """`submitting` past its deadline with no task id means its process died mid-request: the outcome is
+        unknown. One with a task id had its answer: a poller records the task (`awaiting_record`)."""
+        if self.state is AttemptState.SUBMITTING and self.task_id is None and now > self.expires_at:
             return AttemptState.UNKNOWN
         return self.state
+
+    @property
+    def awaiting_record(self) -> bool:
+        """The API created its task, but the task could not be recorded with it: the next poller sweep does."""
+        return self.state is AttemptState.SUBMITTING and self.task_id is not None
+
+    def shown_state(self, now: float) -> str:
+        return "created" if self.awaiting_record else self.state_at(now).value
+
+    def recorded_as(self, task: Task) -> TaskRecord:
+        """The record of the task this attempt created, dated when the attempt was sent."""
+        request = GenerateRequest.model_validate(self.request)
+        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=self.origin)
+        record.submitted_at = self.created_at
+        return record
 
 
 @dataclass(frozen=True, slots=True)

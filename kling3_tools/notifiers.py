@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .records import TaskRecord
+from .records import Delivery, TaskRecord
 from .stories.record import StoryRecord
 from .version import __version__
 
@@ -37,6 +37,22 @@ def next_delivery_at(attempts: int, finished_at: float | None, now: float) -> fl
     if now - (finished_at or now) > DELIVERY_GIVE_UP_SECONDS:
         return None
     return now + min(2.0**attempts, MAX_DELIVERY_BACKOFF) * random.uniform(0.5, 1.0)
+
+
+def delivery_failed(record: TaskRecord | StoryRecord, failure: Exception, now: float) -> str:
+    """The one rule for a task's or a story's failed delivery: counted, and tried again with backoff until a day
+    after its end, then given up. Returns what became of it (`retrying`, `given_up`)."""
+    record.delivery_attempts += 1
+    record.delivery_error = str(failure) or type(failure).__name__
+    record.due_at = next_delivery_at(record.delivery_attempts, record.finished_at, now)
+    if record.due_at is None:
+        record.delivery = Delivery.GIVEN_UP
+        return "given_up"
+    return "retrying"
+
+
+def delivered(record: TaskRecord | StoryRecord) -> None:
+    record.delivery, record.delivery_error, record.due_at = Delivery.DELIVERED, None, None
 
 
 class Notifier(Protocol):

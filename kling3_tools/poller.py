@@ -27,12 +27,12 @@ import platformdirs
 from . import leases, pool
 from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
-from .errors import KlingError, RateLimitError, TaskNotFoundError
-from .notifiers import Notifiers, next_delivery_at
+from .errors import KlingError, RateLimitError, StoreUnavailableError, TaskNotFoundError
+from .notifiers import Notifiers, delivered, delivery_failed
 from .observe import Observer
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
-from .store import TaskStore
+from .store import RETRY_FIRST_SECONDS, RETRY_LAST_SECONDS, TaskStore
 from .store.upkeep import Upkeep
 
 if TYPE_CHECKING:
@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("kling3_tools.poller")
 
 MAX_SWEEP_BACKOFF = 30.0
+
+
+def level_of(failure: Exception) -> int:
+    """A store that does not answer was logged by the store itself, once: the sweeps it fails are details."""
+    return logging.INFO if isinstance(failure, StoreUnavailableError) else logging.WARNING
 
 
 class Poller:
@@ -77,7 +82,7 @@ class Poller:
         self.limiter = store.rate_limiter(self.api_url, self.settings.own_rate, self.settings.rate_limit_burst or None)
         self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
         self.archiver = archiver  # copies a finished video into [storage] before it is delivered
-        self.upkeep = Upkeep(store, keep_days=keep_days, rate=self.settings.rate_limit_per_second)
+        self.upkeep = Upkeep(store, api_url=self.api_url, keep_days=keep_days, rate=self.settings.rate_limit_per_second)
         self.stories = stories  # advances the stories of the kinds this poller delivers
         self.observer = observer or Observer()
         self._story_job: asyncio.Task[None] | None = None
@@ -121,23 +126,21 @@ class Poller:
 
     @property
     def is_following(self) -> bool:
-        """Running, and its last sweep reached the store."""
+        """Running, and its last sweep reached the store or found only that the store does not answer: a spend
+        needs the store as well, so it cannot get ahead of a poller that sweeps again as soon as it answers."""
         return self._running and self.failing_since is None
 
     async def run(self) -> None:
-        """Follow tasks until `stop()` (graceful) or cancellation (the leases of unfinished jobs are released).
-
-        A store or network error in a sweep is logged and the sweep retried with capped backoff: a locked
-        SQLite file or a restarting PostgreSQL delays the work, it never ends it."""
+        """Follow tasks until `stop()` (graceful) or cancellation (the leases of unfinished jobs are released); a
+        failed sweep is retried with capped backoff: a locked or restarting store delays the work, never ends it."""
         await pool.load_backend()
         in_flight: set[asyncio.Task[None]] = set()
         kinds = self.notifiers.kinds()
-        log.info(
-            "poller %s started for %s (%s); %s", self.owner, self.api_url, ", ".join(kinds), await self._outlook(kinds)
-        )
         self._running = True
         self.started.set()
         try:
+            outlook = await self._outlook(kinds)
+            log.info("poller %s started for %s (%s); %s", self.owner, self.api_url, ", ".join(kinds), outlook)
             async with self.store.watch_new_tasks(self.wake):
                 sweeping = asyncio.create_task(self._loop(in_flight, kinds))
                 stopping = asyncio.create_task(self._stopping.wait())
@@ -162,8 +165,7 @@ class Poller:
             return f"the store does not answer yet ({exc})"
         if due is None:
             return "no task to follow yet"
-        wait = due - time.time()
-        return "work is due now" if wait <= 0 else f"the next check is due in {wait:.0f} s"
+        return "work is due now" if due <= time.time() else f"the next check is due in {due - time.time():.0f} s"
 
     async def _release(self, in_flight: set[asyncio.Task[None]]) -> None:
         """Cancel what is left and hand back every lease this poller still holds (those of cancelled jobs,
@@ -187,10 +189,13 @@ class Poller:
                 await self._sweep(in_flight, kinds)
             except Exception as exc:
                 failures += 1
-                self.failing_since = self.failing_since or time.time()
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = min(2.0**failures, MAX_SWEEP_BACKOFF) * random.uniform(0.5, 1.0)
-                log.warning("poller sweep failed (%s); trying again in %.1fs", self.last_error, delay)
+                if isinstance(exc, StoreUnavailableError):  # it waited for its server already (and said so)
+                    delay = min(RETRY_FIRST_SECONDS * 2.0 ** (failures - 1), RETRY_LAST_SECONDS)
+                else:
+                    self.failing_since = self.failing_since or time.time()
+                log.log(level_of(exc), "poller sweep failed (%s); trying again in %.1fs", self.last_error, delay)
                 await self.stopped_within(delay)
                 continue
             if failures:
@@ -356,22 +361,14 @@ class Poller:
                     record.local_path = str(await self._download(record))
                 await self.notifiers[record.origin.kind].deliver(record)
         except Exception as exc:
-            record.delivery_attempts += 1
-            record.delivery_error = str(exc) or type(exc).__name__
-            record.due_at = next_delivery_at(record.delivery_attempts, record.finished_at, now)
-            if record.due_at is None:
-                record.delivery = Delivery.GIVEN_UP
-                log.warning("gave up delivering %s: %s", record.task_id, record.delivery_error)
-            else:
-                wait = record.due_at - now
-                log.info("delivery of %s failed (%s); retry in %.0fs", record.task_id, record.delivery_error, wait)
-            self.observer.delivery(record.origin.kind, "retrying" if record.due_at else "given_up")
+            result = delivery_failed(record, exc, now)
+            level = logging.WARNING if result == "given_up" else logging.INFO
+            log.log(level, "delivery of %s failed (%s): %s", record.task_id, record.delivery_error, result)
+            self.observer.delivery(record.origin.kind, result)
             return False
         if not record.origin.story_id:
             self.observer.delivery(record.origin.kind, "delivered", time.time() - (record.finished_at or now))
-        record.delivery = Delivery.DELIVERED
-        record.delivery_error = None
-        record.due_at = None
+        delivered(record)
         return True
 
     async def _archive(self, record: TaskRecord) -> None:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 from .errors import KlingError
 from .ledger import OPEN_STATES, AttemptState
-from .models import GenerateRequest
 from .records import TaskRecord
 
 if TYPE_CHECKING:
@@ -34,9 +33,7 @@ async def resolve(service: KlingService, attempt_id: str, *, task_id: str | None
     if attempt.api_url != service.api_url:
         raise KlingError(f"{attempt_id} was sent to {attempt.api_url}; resolve it with that API (--base-url).")
     task = await service.client.status(task_id)
-    request = GenerateRequest.model_validate(attempt.request)
-    record = TaskRecord.submitted(task, request, api_url=attempt.api_url, origin=attempt.origin)
-    record.submitted_at = attempt.created_at
+    record = attempt.recorded_as(task)
     record.apply(task, time.time())
     if record.is_tracking:
         record.due_at = await service.first_check(record)

@@ -25,26 +25,22 @@ from .assets.inputs import LocalFiles
 from .assets.store import AssetStore
 from .client import AsyncKlingClient, UpdateCallback, WaitPolicy
 from .config import Settings
-from .errors import KlingError, SpendingRefusedError, StoreError
+from .errors import KlingError
 from .ledger import (
     DAY_SECONDS,
     Attempt,
-    AttemptState,
     SpendLimit,
     Usage,
-    check_limits,
-    failure_note,
-    outcome_of,
-    unknown_outcome,
 )
 from .models import GenerateRequest, Task
 from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .observe import Observer
 from .parts import open_parts
 from .poller import Poller
-from .records import AnyOrigin, Checked, CliOrigin, Delivery, TaskRecord
+from .records import AnyOrigin, Checked, Delivery, TaskRecord
 from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
+from .spending import Spending
 from .store import StatusFilter, TaskStore
 from .stories.control import Stories
 from .stories.model import Story
@@ -78,13 +74,16 @@ class KlingService:
         if settings.poller.webhook_secret is not None:
             self.notifiers.register(WebhookNotifier(http, settings.poller.webhook_secret.get_secret_value()))
         self.pollers: list[Poller] = []
-        self.budget = SpendLimit(
-            "budget",
-            daily_credits=settings.budget.daily_credits,
-            max_credits_per_video=settings.budget.max_credits_per_video,
+        self.spending = Spending(
+            client,
+            store,
+            self.scheduler,
+            self.observer,
+            settings.budget,
+            api_url=self.api_url,
+            wake=self.wake_pollers,
         )
-        # A generate past this (its client's own retries included, and a margin) has an unknown outcome.
-        self.attempt_deadline = client.retry.longest(client.deadline) + 5
+        self.budget = self.spending.budget
         self._needs_follower = False
         self.max_download_bytes = int(settings.poller.max_download_mb * 1024 * 1024)
         self.archiver = (
@@ -138,11 +137,7 @@ class KlingService:
         it, before anything is written (a CLI prints its id there). Raises `SpendingRefusedError` or `StoreError`
         with nothing sent, and `OutcomeUnknownError` (with its `attempt_id`) when the POST may have created one."""
         self.check_following()
-        attempt = Attempt.new(
-            request, api_url=self.api_url, origin=origin or CliOrigin(), deadline=self.attempt_deadline
-        )
-        await self.reserved(self.store.reserve(attempt, [self.budget, *limits]))
-        return await self._send(attempt, request, on_created)
+        return await self.spending.submit(request, origin, limits=limits, on_created=on_created)
 
     def check_following(self) -> None:
         """Refuse to spend when this process delivers its own results and no poller follows them now."""
@@ -154,57 +149,14 @@ class KlingService:
             )
 
     async def reserved(self, reservation: Awaitable[None]) -> None:
-        """Await a ledger reservation: a refusal as it is, a store failure as `StoreError` (nothing was sent)."""
-        try:
-            await reservation
-        except SpendingRefusedError as refused:
-            self.observer.reservation("refused")
-            self.observer.refusal(refused.limit)
-            raise
-        except KlingError:
-            raise
-        except Exception as exc:
-            self.observer.reservation("store_failed")
-            raise StoreError(
-                f"Nothing was sent: the task store {self.store!r} cannot record the spend ({exc})."
-            ) from exc
-        self.observer.reservation("reserved")
+        """Await a ledger reservation (see `Spending.reserved`)."""
+        await self.spending.reserved(reservation)
 
     async def submit_reserved(
         self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
     ) -> TaskRecord | None:
-        """Send a story's reserved shot with its real inputs: `reserved` → `submitting` in one conditional
-        update (so it is sent once, whoever tries), then on as `submit`. None when it is no longer reserved."""
-        expires_at = time.time() + self.attempt_deadline
-        if not await self.store.start_reserved(attempt.attempt_id, request.recorded(), expires_at=expires_at):
-            return None
-        started = attempt.model_copy(update={"state": AttemptState.SUBMITTING, "expires_at": expires_at})
-        return await self._send(started, request, on_created)
-
-    async def _send(
-        self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
-    ) -> TaskRecord:
-        """POST a reserved attempt's request, then record the task and its attempt `submitted` at once."""
-        try:
-            async with asyncio.timeout(attempt.expires_at - time.time()):
-                task = await self.client.generate(request)
-        except BaseException as exc:
-            raise await self._unsettled(attempt, exc) from None
-        if on_created is not None:
-            on_created(task)
-        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=attempt.origin)
-        record.due_at = await self.first_check(record)
-        try:
-            await self.store.settle(attempt.attempt_id, record)
-        except Exception as exc:
-            raise KlingError(
-                f"Task {task.task_id} was created ({task.consumed_credits} credits) but could not be recorded: {exc}. "
-                f"It stays in the ledger as {attempt.attempt_id}: record it with "
-                f"`kling3 tasks resolve {attempt.attempt_id} --task-id {task.task_id}`, or follow it with "
-                f"`kling3 wait {task.task_id}`."
-            ) from exc
-        self.wake_pollers()
-        return record
+        """Send a story's reserved shot (see `Spending.submit_reserved`); None when it is no longer reserved."""
+        return await self.spending.submit_reserved(attempt, request, on_created)
 
     def wake_pollers(self) -> None:
         for poller in self.pollers:
@@ -214,36 +166,14 @@ class KlingService:
         """Reserve a whole story and record it; the pollers run it (see `Stories.start`)."""
         return await self.stories.start(story, origin, **options)
 
-    async def _unsettled(self, attempt: Attempt, failure: BaseException) -> BaseException:
-        """Close the attempt of a generate that returned no task; the exception to raise in its place."""
-        state, note = outcome_of(failure), failure_note(attempt, failure)
-        try:  # shielded: a Ctrl-C that cancelled the POST must still leave the attempt marked
-            await asyncio.shield(self.store.close_attempt(attempt.attempt_id, state, note))
-        except Exception as exc:  # it stays `submitting`, which reads as `unknown` after its deadline
-            log.warning("could not mark %s %s: %s", attempt.attempt_id, state.value, exc)
-        if state is AttemptState.RELEASED or not isinstance(failure, Exception):
-            return failure
-        return unknown_outcome(attempt, note)
-
     async def first_check(self, record: TaskRecord) -> float:
-        """When to check the new task first; a failed history read must not lose the task: then at once."""
-        try:
-            return await self.scheduler.next_check(record, record.submitted_at)
-        except Exception as exc:
-            log.warning("no schedule for %s (%s): it is checked at once", record.task_id, exc)
-            return record.submitted_at
+        return await self.spending.first_check(record)
 
     async def check_spend(self, credits: int, limits: Sequence[SpendLimit] = (), *, dearest: int | None = None) -> None:
         """Refuse early (before asking a person to confirm) by the limits `submit` will enforce. Advisory:
         only `submit`'s reservation decides, so this may pass and `submit` still refuse. For several videos
         (a story), `credits` is their total and `dearest` the one the per-video limits judge."""
-        every = [self.budget, *limits]
-        usages = {limit: await self.store.usage(limit) for limit in every if limit.counts_usage}
-        try:
-            check_limits(credits, time.time(), every, usages.__getitem__, dearest=dearest)
-        except SpendingRefusedError as refused:
-            self.observer.refusal(refused.limit)
-            raise
+        await self.spending.check_spend(credits, limits, dearest=dearest)
 
     async def usage(self, limit: SpendLimit) -> Usage:
         return await self.store.usage(limit)

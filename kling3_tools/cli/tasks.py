@@ -52,18 +52,20 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
             records = await service.refresh_urls(records)
     now = time.time()
     if args.json:
-        unsettled = [{**a.model_dump(mode="json"), "state": a.state_at(now).value} for a in attempts]
+        unsettled = [{**a.model_dump(mode="json"), "state": a.shown_state(now)} for a in attempts]
         print_json({"tasks": [record_json(r) for r in records], "attempts": unsettled})
         return EXIT_OK
     rows = [
         (
             a.attempt_id,
             a.type,
-            a.state_at(now).value,
+            a.shown_state(now),
             age(now - a.created_at),
             str(a.estimated_credits),
             "-",
-            f"may have been charged: check the dashboard, then kling3 tasks resolve {a.attempt_id} "
+            f"task {a.task_id}: the next poller sweep records and follows it"
+            if a.awaiting_record
+            else f"may have been charged: check the dashboard, then kling3 tasks resolve {a.attempt_id} "
             "--task-id ID (or --release)",
         )
         for a in attempts

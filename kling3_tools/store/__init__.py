@@ -104,6 +104,14 @@ class TaskStore(Protocol):
     async def close_attempt(self, attempt_id: str, state: AttemptState, note: str) -> bool:
         """Mark an open attempt `released` or `unknown`; False when it is no longer open."""
 
+    async def keep_task_id(self, attempt_id: str, task_id: str) -> bool:
+        """Write the task id the API returned onto its `submitting` attempt, when the task itself could not be
+        recorded with it; False when the attempt is no longer `submitting` or already has one."""
+
+    async def kept_task_ids(self, *, api_url: str, limit: int) -> list[Attempt]:
+        """`submitting` attempts of `api_url` that hold a task id: tasks created but not recorded yet, oldest
+        first."""
+
     async def get_attempt(self, attempt_id: str) -> Attempt | None: ...
 
     async def attempts(self, *, open_only: bool = True, limit: int = 50) -> list[Attempt]:
@@ -175,6 +183,11 @@ class TaskStore(Protocol):
 
     async def close(self) -> None: ...
 
+
+# A store whose server did not answer is asked again after this, doubling up to the last: by its own
+# statements (`pg_connections`) and by the pollers' sweeps.
+RETRY_FIRST_SECONDS = 0.1
+RETRY_LAST_SECONDS = 2.0
 
 DEFAULT_STORE = "tasks.db"
 SANDBOX_STORE = "sandbox-tasks.db"  # tasks of an embedded sandbox, which ends with its process

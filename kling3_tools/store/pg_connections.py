@@ -24,6 +24,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailableError
+from . import RETRY_FIRST_SECONDS, RETRY_LAST_SECONDS
 from .pg_schema import Connection, connect, describe_url, without_password
 
 log = logging.getLogger("kling3_tools.store")
@@ -34,8 +35,6 @@ if logging.getLogger("psycopg.pool").level == logging.NOTSET:
 
 Result = TypeVar("Result")
 
-FIRST_RETRY_SECONDS = 0.1
-LAST_RETRY_SECONDS = 2.0
 RECONNECT_SECONDS = 1.0  # a reconnection the pool started gives up after this; the next statement starts another
 PATIENCE_SECONDS = 10.0  # how long a statement waits for a server that does not answer, unless told otherwise
 # How long a process holds a task the API created, waiting for the store to record it, before it says so.
@@ -84,9 +83,9 @@ class Connections:
         """`work` on a pooled connection; after a connection error, again on another, for up to `patience`
         seconds in all."""
         deadline = time.monotonic() + patience
-        delay = FIRST_RETRY_SECONDS
+        delay = RETRY_FIRST_SECONDS
         while True:
-            wait = max(min(deadline - time.monotonic(), LAST_RETRY_SECONDS), 0.01)
+            wait = max(min(deadline - time.monotonic(), RETRY_LAST_SECONDS), 0.01)
             try:
                 async with self.pool.connection(timeout=wait) as conn:
                     result = await work(conn)
@@ -101,7 +100,7 @@ class Connections:
                     ) from None
                 await self.pool.check()  # the other pooled connections the restart cut, replaced now
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, LAST_RETRY_SECONDS)
+                delay = min(delay * 2, RETRY_LAST_SECONDS)
                 continue
             self._regained()
             return result
@@ -135,20 +134,20 @@ class Connections:
 
     async def _listen(self, channel: str, wake: Callable[[], None]) -> None:
         """On a connection of its own; when it drops, tried again as statements are (0.1 s, doubling to 2 s)."""
-        delay = FIRST_RETRY_SECONDS
+        delay = RETRY_FIRST_SECONDS
         while True:
             try:
                 async with await connect(self.url) as conn:
                     await conn.execute(f"LISTEN {channel}")
-                    delay = FIRST_RETRY_SECONDS
+                    delay = RETRY_FIRST_SECONDS
                     wake()  # what was sent while nobody listened
                     async for _ in conn.notifies():
                         wake()
             except (psycopg.Error, StoreError) as exc:
-                if delay == FIRST_RETRY_SECONDS:
+                if delay == RETRY_FIRST_SECONDS:
                     log.warning("notifications on %s lost (%s); listening again once the server answers", channel, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, LAST_RETRY_SECONDS)
+                delay = min(delay * 2, RETRY_LAST_SECONDS)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -30,6 +30,7 @@ from ..ratelimit import RateLimiter
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
 from .group_commit import GroupCommit
+from .kept_ids import KeptTaskIds
 from .pg_connections import (
     PATIENCE_SECONDS,
     RECORD_PATIENCE_SECONDS,
@@ -109,7 +110,7 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(StoryTable, StatsQueries):
+class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES

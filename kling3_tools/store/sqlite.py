@@ -36,6 +36,7 @@ from ..ratelimit import RateLimiter, TokenBucket
 from ..records import TaskRecord
 from ..stories.record import StoryRecord
 from .group_commit import GroupCommit
+from .kept_ids import KeptTaskIds
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
@@ -67,7 +68,7 @@ SQLITE = SqlDialect(
 )
 
 
-class SQLiteTaskStore(StoryTable, StatsQueries):
+class SQLiteTaskStore(KeptTaskIds, StoryTable, StatsQueries):
     """`TaskStore` on one SQLite file: a connection for the worker thread, and one for quick reads."""
 
     _dialect = SQLITE

@@ -32,7 +32,7 @@ from .. import downloads, leases
 from ..errors import KlingError, install_hint
 from ..ledger import AttemptState
 from ..models import GenerateRequest, Task, with_urls
-from ..notifiers import DELIVERY_GIVE_UP_SECONDS, next_delivery_at
+from ..notifiers import DELIVERY_GIVE_UP_SECONDS, delivered, delivery_failed
 from ..records import Delivery, Outcome
 from .plan import plan
 from .record import ShotState, StoryRecord, StoryState
@@ -254,15 +254,11 @@ class StoryRunner:
         try:
             await self.service.notifiers[record.origin.kind].deliver_story(record)
         except Exception as exc:
-            record.delivery_attempts += 1
-            record.delivery_error = str(exc) or type(exc).__name__
-            record.due_at = next_delivery_at(record.delivery_attempts, record.finished_at, now)
-            if record.due_at is None:
-                record.delivery = Delivery.GIVEN_UP
+            result = delivery_failed(record, exc, now)
             log.info("delivery of %s failed (%s)", record.story_id, record.delivery_error)
-            self.service.observer.delivery(f"{record.origin.kind}_story", "retrying" if record.due_at else "given_up")
+            self.service.observer.delivery(f"{record.origin.kind}_story", result)
             return
-        record.delivery, record.delivery_error, record.due_at = Delivery.DELIVERED, None, None
+        delivered(record)
         self.service.observer.delivery(f"{record.origin.kind}_story", "delivered", now - (record.finished_at or now))
 
     def films(self) -> Path:
