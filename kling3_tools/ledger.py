@@ -1,10 +1,11 @@
 """The spend ledger: every generate is written down before it leaves, and counted against every limit.
 
-`KlingService.submit` owns the order, for every front end:
+`spending.Spending` owns the order, for every front end and for stories:
 
     reserve   one store transaction: check each limit that applies, write the attempt `submitting`
     POST      /api/generate
-    settle    one store transaction: the task row in, the attempt `submitted`
+    settle    one store transaction: the task row in, the attempt `submitted` (or, failing that, the task
+              id kept on the attempt for a poller to record)
       or      release (the API certainly created nothing), or `unknown` (it may have)
 
 A story reserves every shot at once (`reserved`: its credits held, no deadline, nothing sent), all or
@@ -15,7 +16,8 @@ Concurrent reservations are serialised on the store (SQLite: `BEGIN IMMEDIATE`; 
 lock per limit scope), so N requests at once never start more than a limit allows. An attempt that is
 open (`submitting`, `unknown`) counts against every limit exactly like a task; settling moves the spend
 from the attempt to the task in one transaction, so it is never counted twice nor missed. An attempt
-left `submitting` by a process that died reads as `unknown` once its deadline has passed.
+left `submitting` by a process that died reads as `unknown` once its deadline has passed, unless it holds
+the task id the API returned (its task could not be recorded at once): a poller records that task.
 """
 
 from __future__ import annotations
