@@ -28,8 +28,11 @@ class Parts:
     schedule: SchedulePolicy | None  # the embedded sandbox's quick one; None: from the settings
 
 
-async def open_parts(stack: contextlib.AsyncExitStack, settings: Settings, *, sandbox: bool) -> Parts:
-    """Open every part on `stack`, which closes them."""
+async def open_parts(
+    stack: contextlib.AsyncExitStack, settings: Settings, *, sandbox: bool, wait_for_store: bool = False
+) -> Parts:
+    """Open every part on `stack`, which closes them; with `wait_for_store`, a store server that does not
+    answer yet is waited for (a long-lived worker started before its database)."""
     http = await stack.enter_async_context(http_pool(httpx.Timeout(settings.timeout_seconds, connect=10)))
     api_url: str | None = None
     schedule: SchedulePolicy | None = None
@@ -51,6 +54,7 @@ async def open_parts(stack: contextlib.AsyncExitStack, settings: Settings, *, sa
         default_name=SANDBOX_STORE if sandbox else DEFAULT_STORE,
         pool_size=settings.store.pool_size,
         busy_timeout=settings.store.busy_timeout_seconds,
+        wait=wait_for_store,
     )
     stack.push_async_callback(store.close)
     return Parts(http, client, store, assets, api_url, schedule)

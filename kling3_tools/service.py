@@ -102,10 +102,12 @@ class KlingService:
         sandbox: bool = False,
         schedule: SchedulePolicy | None = None,
         observer: Observer | None = None,
+        wait_for_store: bool = False,
     ) -> AsyncIterator[KlingService]:
-        """The service for the configured API, or for an embedded sandbox started with it (`sandbox=True`)."""
+        """The service for the configured API, or for an embedded sandbox started with it (`sandbox=True`);
+        `wait_for_store`: a store server that does not answer yet is waited for (long-lived processes)."""
         async with contextlib.AsyncExitStack() as stack:
-            parts = await open_parts(stack, settings, sandbox=sandbox)
+            parts = await open_parts(stack, settings, sandbox=sandbox, wait_for_store=wait_for_store)
             yield cls(
                 parts.client,
                 parts.store,

@@ -63,6 +63,7 @@ async def test_three_pollers_survive_a_postgresql_restart(sandbox, receiver, pos
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     workers = [start_kling3(["-v", "poller"], worker_env(sandbox, store_url), log) for log in logs]
     try:
+        await eventually(lambda: all("Polling for" in log.read_text() for log in logs), timeout=60)
         await eventually(lambda: len(receiver.events) >= 5, timeout=60)
         postgres_cluster.restart()
         await eventually(lambda: len(set(receiver.counts())) == len(ids), timeout=120)
@@ -79,6 +80,28 @@ async def test_three_pollers_survive_a_postgresql_restart(sandbox, receiver, pos
     repeats = sum(receiver.counts().values()) - len(ids)
     assert repeats <= 3 * 8  # at most the jobs in flight when the connections were cut, each once more
     assert set(receiver.counts()) == set(ids)
+
+
+async def test_a_poller_started_while_postgresql_is_down_waits_for_it_and_delivers(
+    sandbox, receiver, postgres_cluster, postgres_url, tmp_path
+):
+    """In Kubernetes or compose a worker often starts before its database: it waits, saying so once."""
+    set_options(sandbox, finish_seconds=0.5)
+    settings = Settings.load(api_key=sandbox.api_key, base_url=sandbox.url, store={"url": postgres_url})
+    async with KlingService.open(settings, schedule=FAST) as service:
+        ids = await submit(service, receiver.url, 5)
+    log = tmp_path / "poller.log"
+    with postgres_cluster.down():
+        worker = start_kling3(["poller"], worker_env(sandbox, postgres_url), log)
+        await eventually(lambda: "waiting for the task store" in log.read_text(), timeout=30)
+        await asyncio.sleep(2)
+        assert worker.poll() is None, log.read_text()
+    try:
+        await eventually(lambda: set(receiver.counts()) == set(ids), timeout=30)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+    assert log.read_text().count("waiting for the task store") == 1
 
 
 async def _all_delivered(service: KlingService, count: int) -> bool:

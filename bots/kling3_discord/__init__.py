@@ -47,7 +47,9 @@ async def opened(
     yet logged in; its poller starts at login."""
     observer = ops.observer_for(settings, "discord")
     async with (
-        KlingService.open(settings, sandbox=sandbox, schedule=schedule, observer=observer) as service,
+        KlingService.open(
+            settings, sandbox=sandbox, schedule=schedule, observer=observer, wait_for_store=True
+        ) as service,
         ops.exposed(service),
     ):
         yield KlingBot(service, settings)

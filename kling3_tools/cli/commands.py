@@ -24,10 +24,12 @@ from .output import describe_cost, elapsed, err, print_json, record_json, task_j
 
 @contextlib.asynccontextmanager
 async def open_service(
-    args: argparse.Namespace, settings: Settings, observer: Observer | None = None
+    args: argparse.Namespace, settings: Settings, observer: Observer | None = None, *, wait_for_store: bool = False
 ) -> AsyncIterator[KlingService]:
     """The service for the configured API, or for an embedded sandbox with --sandbox."""
-    async with KlingService.open(settings, sandbox=args.sandbox, observer=observer) as service:
+    async with KlingService.open(
+        settings, sandbox=args.sandbox, observer=observer, wait_for_store=wait_for_store
+    ) as service:
         if args.sandbox:
             err.print(Text(f"Using the embedded sandbox at {service.base_url} (no credits are spent).", style="dim"))
         yield service

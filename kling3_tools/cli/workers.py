@@ -27,7 +27,7 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("kling3_tools.poller").setLevel(logging.INFO)
     observer = ops.observer_for(settings, "poller")
     async with (
-        open_service(args, settings, observer) as service,
+        open_service(args, settings, observer, wait_for_store=True) as service,
         ops.exposed(service),
         contextlib.AsyncExitStack() as stack,
     ):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +23,7 @@ import platformdirs
 from pydantic import SecretStr
 
 from ..config import known_store_url
-from ..errors import StoreError, install_hint
+from ..errors import StoreError, StoreUnavailableError, install_hint
 from ..ledger import Attempt, AttemptState, SpendLimit, Usage
 from ..models import StatusFilter
 from ..ratelimit import RateLimiter
@@ -184,6 +185,8 @@ class TaskStore(Protocol):
     async def close(self) -> None: ...
 
 
+log = logging.getLogger("kling3_tools.store")
+
 # A store whose server did not answer is asked again after this, doubling up to the last: by its own
 # statements (`pg_connections`) and by the pollers' sweeps.
 RETRY_FIRST_SECONDS = 0.1
@@ -225,18 +228,33 @@ async def open_store(
     default_name: str = DEFAULT_STORE,
     pool_size: int = 10,
     busy_timeout: float = 30.0,
+    wait: bool = False,
 ) -> TaskStore:
     """The store a `[store] url` names; empty means the default SQLite file in the user data folder. A
-    PostgreSQL `password` is given apart from the URL (`[store] password`)."""
+    PostgreSQL `password` is given apart from the URL (`[store] password`). With `wait`, a PostgreSQL server
+    that does not answer yet is waited for (a worker started before its database), saying so once."""
     if is_postgres_url(url):
-        url = _with_password(url, password)
-        store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
-        return store
+        return await _open_postgres(_with_password(url, password), pool_size=pool_size, wait=wait)
     try:
         path = path_from_url(url) if url else default_store_path(default_name)
         return await asyncio.to_thread(SQLiteTaskStore, path, busy_timeout=busy_timeout)
     except ValueError as exc:
         raise StoreError(str(exc)) from None
+
+
+async def _open_postgres(url: str, *, pool_size: int, wait: bool) -> TaskStore:
+    delay = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
+            return store
+        except StoreUnavailableError as exc:
+            if not wait:
+                raise
+            if delay == RETRY_FIRST_SECONDS:
+                log.warning("waiting for the task store: %s", exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_LAST_SECONDS)
 
 
 async def migrate_postgres(url: str, password: SecretStr | None = None) -> tuple[int, int]:

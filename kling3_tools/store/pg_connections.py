@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailableError
 from . import RETRY_FIRST_SECONDS, RETRY_LAST_SECONDS
-from .pg_schema import Connection, connect, describe_url, without_password
+from .pg_schema import Connection, connect, describe_url, is_connection_error, without_password
 
 log = logging.getLogger("kling3_tools.store")
 # psycopg_pool logs every failed reconnection (dozens in one restart); `Connections` says once when the server
@@ -39,15 +39,6 @@ RECONNECT_SECONDS = 1.0  # a reconnection the pool started gives up after this; 
 PATIENCE_SECONDS = 10.0  # how long a statement waits for a server that does not answer, unless told otherwise
 # How long a process holds a task the API created, waiting for the store to record it, before it says so.
 RECORD_PATIENCE_SECONDS = 300.0
-# SQLSTATEs of a connection lost or refused: class 08, and a server shutting down, crashed or starting up.
-_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """The server or the connection to it failed, not the statement (which may then run again)."""
-    if isinstance(exc, PoolTimeout):
-        return True
-    return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "08").startswith(_CONNECTION_STATES)
 
 
 class Connections:
@@ -74,7 +65,7 @@ class Connections:
             await pool.open(wait=True, timeout=10)
         except PoolTimeout as exc:
             await pool.close()
-            raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
+            raise StoreUnavailableError(f"cannot reach PostgreSQL at {describe_url(url)}: {exc}") from None
         return cls(url, pool)
 
     async def run(

@@ -6,8 +6,9 @@ from __future__ import annotations
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
+from psycopg_pool import PoolTimeout
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -190,13 +191,27 @@ def with_password(url: str, password: str) -> str:
         raise StoreError(NOT_A_CONNECTION_URL) from None
 
 
+# SQLSTATEs of a connection lost or refused: class 08, and a server shutting down, crashed or starting up.
+_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """The server or the connection to it failed, not the statement (which may then run again); a refused
+    password or a missing database is not one."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and (exc.sqlstate or "08").startswith(_CONNECTION_STATES)
+
+
 async def connect(url: str) -> Connection:
+    """A connection of its own; `StoreUnavailableError` when the server does not answer (it may later)."""
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.ProgrammingError:  # libpq quotes the part it could not read, which may be the password
         raise StoreError(NOT_A_CONNECTION_URL) from None
     except psycopg.OperationalError as exc:
-        raise StoreError(f"cannot reach PostgreSQL at {describe_url(url)}: {without_password(str(exc), url)}") from None
+        error = StoreUnavailableError if is_connection_error(exc) else StoreError
+        raise error(f"cannot reach PostgreSQL at {describe_url(url)}: {without_password(str(exc), url)}") from None
 
 
 def without_password(text: str, url: str) -> str:
