@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from . import downloads, resolution
+from . import downloads
 from .assets import inputs
 from .assets.archive import Archiver
 from .assets.inputs import LocalFiles
@@ -45,6 +46,7 @@ from .store import StatusFilter, TaskStore
 from .stories.control import Stories
 from .stories.model import Story
 from .stories.record import StoryRecord
+from .stories.runner import StoryParts
 
 log = logging.getLogger("kling3_tools")
 
@@ -91,7 +93,21 @@ class KlingService:
             if assets is not None and settings.storage.archive_videos
             else None
         )
-        self.stories = Stories(self)  # start, follow and retry stories; the pollers advance them
+        fetch = functools.partial(downloads.to_file, http, policy=client.url_policy, max_bytes=self.max_download_bytes)
+        self.stories = Stories(  # start, follow and retry stories; the pollers advance them
+            StoryParts(
+                self.spending,
+                self.notifiers,
+                self.scheduler,
+                self.observer,
+                settings.poller,
+                assets,
+                fetch=fetch,
+                get=self.get,
+                wake_pollers=self.wake_pollers,
+                check_following=self.check_following,
+            )
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -185,8 +201,12 @@ class KlingService:
         return await self.store.credits_by_user(time.time() - DAY_SECONDS, origin_kind=origin_kind)
 
     async def resolve(self, attempt_id: str, *, task_id: str | None) -> TaskRecord | None:
-        """Settle an open attempt by hand (see `resolution.resolve`)."""
-        return await resolution.resolve(self, attempt_id, task_id=task_id)
+        """Settle an open attempt by hand (see `Spending.resolve`); a story's shot reopens its story, which may
+        then go on, or end again with what the shot became."""
+        attempt, record = await self.spending.resolve(attempt_id, task_id=task_id)
+        if attempt.origin.story_id:
+            await self.stories.reopen(attempt.origin.story_id)
+        return record
 
     # --- following tasks ----------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The one path every generate takes, for every front end and for stories: reserve → POST → record.
+"""The one path every generate takes, for every front end and for stories: reserve → POST → record; and
+settling by hand what the ledger cannot know (`resolve`: a generate whose outcome is unknown).
 
 `Spending` is built from the parts it uses (client, store, scheduler, observer) and knows nothing of
 front ends or stories; see `ledger` for the states an attempt goes through. A task id the API returned
@@ -18,7 +19,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from .client import AsyncKlingClient
 from .config import BudgetSettings
 from .errors import KlingError, SpendingRefusedError, StoreError, StoreUnavailableError
-from .ledger import Attempt, AttemptState, SpendLimit, check_limits, failure_note, outcome_of, unknown_outcome
+from .ledger import (
+    OPEN_STATES,
+    Attempt,
+    AttemptState,
+    SpendLimit,
+    check_limits,
+    failure_note,
+    outcome_of,
+    unknown_outcome,
+)
 from .models import GenerateRequest, Task
 from .observe import Observer
 from .records import AnyOrigin, CliOrigin, TaskRecord
@@ -141,6 +151,31 @@ class Spending:
             f"`kling3 tasks resolve {attempt.attempt_id} --task-id {task.task_id}`, or follow it with "
             f"`kling3 wait {task.task_id}`."
         )
+
+    async def resolve(self, attempt_id: str, *, task_id: str | None) -> tuple[Attempt, TaskRecord | None]:
+        """Settle an open attempt by hand (`kling3 tasks resolve`): attach the task the dashboard shows (checked
+        with the API), or, with no `task_id`, release it because nothing was created. The attempt as it was,
+        and the task's record (None when released)."""
+        attempt = await self.store.get_attempt(attempt_id)
+        if attempt is None:
+            raise KlingError(f"No attempt {attempt_id} in the ledger (`kling3 tasks` lists the open ones).")
+        if attempt.state not in OPEN_STATES:
+            already = f"{attempt_id} is already {attempt.state.value}"
+            raise KlingError(already + (f" as {attempt.task_id}." if attempt.task_id else "."))
+        if task_id is None:
+            await self.store.close_attempt(attempt_id, AttemptState.RELEASED, "released by hand: nothing was created")
+            return attempt, None
+        if attempt.state is AttemptState.RESERVED:
+            raise KlingError(f"{attempt_id} is a story's shot that was never sent: release it, or let the story run.")
+        if attempt.api_url != self.api_url:
+            raise KlingError(f"{attempt_id} was sent to {attempt.api_url}; resolve it with that API (--base-url).")
+        task = await self.client.status(task_id)
+        record = attempt.recorded_as(task)
+        record.apply(task, time.time())
+        if record.is_tracking:
+            record.due_at = await self.first_check(record)
+        await self.store.settle(attempt_id, record)
+        return attempt, record
 
     async def first_check(self, record: TaskRecord) -> float:
         """When to check the new task first; a failed history read must not lose the task: then at once."""

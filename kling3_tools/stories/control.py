@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import KlingError
 from ..ledger import Attempt, AttemptState, SpendLimit
@@ -17,10 +17,7 @@ from ..records import AnyOrigin, CliOrigin, Delivery
 from .model import Story
 from .plan import plan
 from .record import ShotRecord, ShotState, StoryRecord, StoryState
-from .runner import StoryRunner, media_module, needs_of
-
-if TYPE_CHECKING:
-    from ..service import KlingService
+from .runner import StoryParts, StoryRunner, media_module, needs_of
 
 log = logging.getLogger("kling3_tools.stories")
 
@@ -28,10 +25,10 @@ log = logging.getLogger("kling3_tools.stories")
 class Stories:
     """A service's stories: `service.stories`."""
 
-    def __init__(self, service: KlingService) -> None:
-        self.service = service
-        self.store = service.store
-        self.runner = StoryRunner(service)  # what the pollers call
+    def __init__(self, parts: StoryParts) -> None:
+        self.parts = parts
+        self.store = parts.spending.store
+        self.runner = StoryRunner(parts)  # what the pollers call
 
     # --- front ends --------------------------------------------------------------------
 
@@ -48,23 +45,23 @@ class Stories:
         `StoreError`, with nothing spent."""
         story_plan = plan(story)
         media_module()  # the film needs PyAV: refused now, before anything is reserved, when it is missing
-        if self.service.assets is None and any(r.still for s in story.shots for _, _, r in story.references(s)):
+        if self.parts.assets is None and any(r.still for s in story.shots for _, _, r in story.references(s)):
             raise KlingError(
                 "Not started, nothing was spent: a still (`@shot.last_frame`) must be hosted where the API can "
                 "fetch it; set [storage] url (see the README) or use `--sandbox`."
             )
-        self.service.check_following()
+        self.parts.check_following()
         story_id = StoryRecord.new_id()
         origin = (origin or CliOrigin()).model_copy(update={"story_id": story_id})
         attempts = {
             shot_id: Attempt.new(
-                request, api_url=self.service.api_url, origin=origin, deadline=0, state=AttemptState.RESERVED
+                request, api_url=self.parts.spending.api_url, origin=origin, deadline=0, state=AttemptState.RESERVED
             )
             for shot_id, request in story_plan.requests.items()
         }
         record = StoryRecord(
             story_id=story_id,
-            api_url=self.service.api_url,
+            api_url=self.parts.spending.api_url,
             story=story,
             origin=origin,
             shots={i: ShotRecord(attempt_id=a.attempt_id, credits=a.estimated_credits) for i, a in attempts.items()},
@@ -72,10 +69,10 @@ class Stories:
             if film_path
             else str(self.runner.films() / f"{story_id}.mp4"),
         )
-        await self.service.reserved(
-            self.store.reserve_story(record, list(attempts.values()), [self.service.budget, *limits])
+        await self.parts.spending.reserved(
+            self.store.reserve_story(record, list(attempts.values()), [self.parts.spending.budget, *limits])
         )
-        self.service.wake_pollers()
+        self.parts.wake_pollers()
         return record
 
     async def get(self, story_id: str) -> StoryRecord | None:
@@ -100,7 +97,7 @@ class Stories:
             for attempt in fresh:
                 await self.store.release_reserved(attempt.attempt_id, "the retry was not recorded")
             raise KlingError(f"{story_id} changed while it was being retried; nothing was spent. Try again.")
-        self.service.wake_pollers()
+        self.parts.wake_pollers()
         log.info("%s: %d shots run again", story_id, len(fresh))
         return record
 
@@ -112,11 +109,11 @@ class Stories:
         if record is not None:
             _running_again(record)
             await self.store.save_story(record, owner=owner)
-            self.service.wake_pollers()
+            self.parts.wake_pollers()
 
     async def _leased(self, story_id: str, owner: str) -> StoryRecord | None:
         """The story, leased to `owner` (a poller may hold it for a moment); None when there is none."""
-        lease = self.service.settings.poller.lease_seconds
+        lease = self.parts.settings.lease_seconds
         for _ in range(50):
             record = await self.store.lease_story(story_id, owner=owner, now=time.time(), lease_seconds=lease)
             if record is not None or await self.store.get_story(story_id) is None:
@@ -153,8 +150,8 @@ class Stories:
             )
             for i in again
         }
-        await self.service.reserved(
-            self.store.reserve_story(None, list(fresh.values()), [self.service.budget, *limits])
+        await self.parts.spending.reserved(
+            self.store.reserve_story(None, list(fresh.values()), [self.parts.spending.budget, *limits])
         )
         for i, attempt in fresh.items():
             old = record.shots[i]

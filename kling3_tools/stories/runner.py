@@ -21,24 +21,27 @@ import asyncio
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import platformdirs
 
-from .. import downloads, leases
+from .. import leases
+from ..assets.store import AssetStore
+from ..config import PollerSettings
 from ..errors import KlingError, install_hint
 from ..ledger import AttemptState
 from ..models import GenerateRequest, Task, with_urls
-from ..notifiers import DELIVERY_GIVE_UP_SECONDS, delivered, delivery_failed
-from ..records import Delivery, Outcome
+from ..notifiers import DELIVERY_GIVE_UP_SECONDS, Notifiers, delivered, delivery_failed
+from ..observe import Observer
+from ..records import Delivery, Outcome, TaskRecord
+from ..schedule import Scheduler
+from ..spending import Spending
 from .plan import plan
 from .record import ShotState, StoryRecord, StoryState
-
-if TYPE_CHECKING:
-    from ..service import KlingService
 
 log = logging.getLogger("kling3_tools.stories")
 
@@ -46,28 +49,44 @@ Needs = Callable[[str], set[str]]  # the shots a shot takes an input from
 CLAIM_LIMIT = 4  # stories advanced by one sweep
 
 
+@dataclass(frozen=True, slots=True)
+class StoryParts:
+    """What stories run on, handed over by the service that keeps them (never the service itself)."""
+
+    spending: Spending
+    notifiers: Notifiers
+    scheduler: Scheduler
+    observer: Observer
+    settings: PollerSettings
+    assets: AssetStore | None
+    fetch: Callable[[str, Path], Awaitable[object]]  # a video into a file, by the rules of `downloads`
+    get: Callable[[str], Awaitable[TaskRecord | None]]  # a task's record, its videos reachable from here
+    wake_pollers: Callable[[], None]
+    check_following: Callable[[], None]  # raises while no poller would advance a new story
+
+
 class StoryRunner:
     """The pollers' side of stories: each sweep advances the due ones (see the module's docstring)."""
 
-    def __init__(self, service: KlingService) -> None:
-        self.service = service
-        self.store = service.store
+    def __init__(self, parts: StoryParts) -> None:
+        self.parts = parts
+        self.store = parts.spending.store
 
     async def sweep(self, owner: str, kinds: list[str]) -> None:
         """Lease the due stories of these kinds and advance each (called from a poller's sweep)."""
-        lease = self.service.settings.poller.lease_seconds
+        lease = self.parts.settings.lease_seconds
         claimed = await self.store.claim_stories(
             owner=owner,
             now=time.time(),
             lease_seconds=lease,
             limit=CLAIM_LIMIT,
-            api_url=self.service.api_url,
+            api_url=self.parts.spending.api_url,
             kinds=kinds,
         )
         await asyncio.gather(*(self._work(owner, record) for record in claimed))
 
     async def _work(self, owner: str, record: StoryRecord) -> None:
-        lease = self.service.settings.poller.lease_seconds
+        lease = self.parts.settings.lease_seconds
         before = record.summary()
 
         async def renew(until: float) -> bool:
@@ -81,16 +100,16 @@ class StoryRunner:
             now, reason = time.time(), f"{type(exc).__name__}: {exc}"
             record.failing_since = record.failing_since or now
             log.warning("story %s: %s; trying again later", record.story_id, reason)
-            record.due_at = now + self.service.scheduler.policy.max_interval
+            record.due_at = now + self.parts.scheduler.policy.max_interval
             if now - record.failing_since > DELIVERY_GIVE_UP_SECONDS and record.state is StoryState.RUNNING:
                 record.finish(StoryState.FAILED, f"stopped after a day of errors ({reason})")
         if not await self.store.save_story(record, owner=owner):
-            self.service.observer.lease_lost("story")
+            self.parts.observer.lease_lost("story")
             log.warning("lease on %s was lost before it was saved", record.story_id)
             return
         if record.state is StoryState.RUNNING and record.summary() != before:
             try:
-                await self.service.notifiers[record.origin.kind].story_progress(record)
+                await self.parts.notifiers[record.origin.kind].story_progress(record)
             except Exception as exc:
                 log.info("progress of %s not shown: %s", record.story_id, exc)
 
@@ -114,7 +133,7 @@ class StoryRunner:
             if all(shot.state.ended for shot in record.shots.values()):
                 await self._end(record)
             else:
-                record.due_at = now + self.service.scheduler.policy.dense_interval
+                record.due_at = now + self.parts.scheduler.policy.dense_interval
         if record.state is not StoryState.RUNNING and record.delivery is Delivery.PENDING:
             await self._deliver(record)
 
@@ -131,7 +150,7 @@ class StoryRunner:
             state = attempt.state_at(now)
             if state is AttemptState.SUBMITTED and attempt.task_id:
                 shot.task_id = attempt.task_id
-                task = await self.service.get(attempt.task_id)
+                task = await self.parts.get(attempt.task_id)
                 if task is None or task.outcome is None:
                     shot.state = ShotState.RUNNING
                 elif task.outcome is Outcome.SUCCEEDED and task.video_url:
@@ -187,7 +206,7 @@ class StoryRunner:
             shot.task_id = task.task_id
 
         try:
-            task = await self.service.submit_reserved(attempt, request, on_created=created)
+            task = await self.parts.spending.submit_reserved(attempt, request, on_created=created)
         except KlingError as exc:  # released (the API refused it) or unknown: the ledger tells at the next look
             log.warning("%s: shot %s was not sent: %s", record.story_id, shot_id, exc.message)
             shot.state, shot.note = ShotState.SUBMITTING, exc.message
@@ -202,7 +221,7 @@ class StoryRunner:
         if which in source.stills:
             return source.stills[which]
         media = media_module()
-        assets = self.service.assets
+        assets = self.parts.assets
         if assets is None or source.video_url is None:
             raise KlingError("no asset store to host the still in")
         work = self.films() / record.story_id
@@ -237,32 +256,29 @@ class StoryRunner:
         ]
         target.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(media.stitch, clips, target, record.story.cut.transition)
-        if self.service.assets is not None:
-            record.film_key = await self.service.assets.put(target, content_type="video/mp4", suffix=".mp4")
-            record.film_url = await self.service.assets.url(record.film_key)
+        if self.parts.assets is not None:
+            record.film_key = await self.parts.assets.put(target, content_type="video/mp4", suffix=".mp4")
+            record.film_url = await self.parts.assets.url(record.film_key)
 
     async def _fetch(self, url: str, target: Path) -> Path:
         if not target.exists():
-            service = self.service
-            await downloads.to_file(
-                service.http, url, target, policy=service.client.url_policy, max_bytes=service.max_download_bytes
-            )
+            await self.parts.fetch(url, target)
         return target
 
     async def _deliver(self, record: StoryRecord) -> None:
         now = time.time()
         try:
-            await self.service.notifiers[record.origin.kind].deliver_story(record)
+            await self.parts.notifiers[record.origin.kind].deliver_story(record)
         except Exception as exc:
             result = delivery_failed(record, exc, now)
             log.info("delivery of %s failed (%s)", record.story_id, record.delivery_error)
-            self.service.observer.delivery(f"{record.origin.kind}_story", result)
+            self.parts.observer.delivery(f"{record.origin.kind}_story", result)
             return
         delivered(record)
-        self.service.observer.delivery(f"{record.origin.kind}_story", "delivered", now - (record.finished_at or now))
+        self.parts.observer.delivery(f"{record.origin.kind}_story", "delivered", now - (record.finished_at or now))
 
     def films(self) -> Path:
-        media_dir = self.service.settings.poller.media_dir
+        media_dir = self.parts.settings.media_dir
         return Path(media_dir).expanduser() if media_dir else Path(platformdirs.user_data_dir("kling3")) / "films"
 
 
