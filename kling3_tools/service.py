@@ -22,7 +22,7 @@ import httpx
 from . import downloads
 from .assets import inputs
 from .assets.archive import Archiver
-from .assets.inputs import LocalFiles
+from .assets.inputs import CheckedRequest, LocalFiles
 from .assets.store import AssetStore
 from .client import AsyncKlingClient, UpdateCallback, WaitPolicy
 from .config import Settings
@@ -137,10 +137,20 @@ class KlingService:
 
     # --- spending: the one path every generate takes -----------------------------------
 
-    async def prepare(self, fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH) -> GenerateRequest:
+    @staticmethod
+    def check(fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH) -> CheckedRequest:
         """A request from a front end's fields (`GenerateRequest.fields_of`), its local files (paths, data:
-        URIs) checked with everything else, then uploaded: nothing is uploaded while any problem remains."""
-        return await inputs.prepare(fields, self.assets, files)
+        URIs) checked with everything else, without I/O: priced, not yet uploaded. Raises
+        `RequestValidationError` with every problem at once."""
+        return inputs.examine(fields, files)
+
+    async def prepare(
+        self, request: CheckedRequest | Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH
+    ) -> GenerateRequest:
+        """The request to `submit`: a checked one's local files uploaded (fields are checked first, `files`
+        saying which local paths they may name); nothing is uploaded while any problem remains."""
+        checked = request if isinstance(request, CheckedRequest) else self.check(request, files)
+        return await inputs.prepare(checked, self.assets)
 
     async def submit(
         self,

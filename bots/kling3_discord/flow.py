@@ -12,7 +12,6 @@ import discord
 from kling3_tools.assets.inputs import LocalFiles
 from kling3_tools.config import Settings
 from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
-from kling3_tools.models import GenerateRequest
 from kling3_tools.records import DiscordOrigin
 from kling3_tools.service import KlingService
 from kling3_tools.stories.model import Story
@@ -61,25 +60,27 @@ class VideoFlow:
         try:
             self.policy.check_place(interaction.guild_id, interaction.channel_id)
             self._check_uploads(uploads)
-            request = GenerateRequest.build(**fields)
-            credits = request.estimated_credits()
+            if self.settings.storage.url:  # copies in storage: the buttons outlive Discord's links (about 24 h)
+                fields = await self._attached(interaction, fields, uploads)
+            checked = self.service.check(fields, ATTACHED_ONLY)
+            credits = checked.request.estimated_credits()
             await self.service.check_spend(credits, [limit])  # before a public embed is posted
         except (Refused, RequestValidationError, SpendingRefusedError) as exc:
             await interaction.followup.send(str(exc), ephemeral=True)
             return
+        except _NotFetched:
+            return
         if self.policy.needs_confirmation(credits):
             confirm = ConfirmView()
-            question = f"This will spend **{credits} credits** ({request.type}). Continue?"
+            question = f"This will spend **{credits} credits** ({checked.request.type}). Continue?"
             await interaction.followup.send(question, view=confirm, ephemeral=True)
             if await confirm.wait() or not confirm.confirmed:
                 return
-        if self.settings.storage.url:  # copies in storage: the buttons outlive Discord's links (about 24 h)
-            try:
-                request = await self.service.prepare(await _with_contents(fields, uploads), ATTACHED_ONLY)
-            except Exception as exc:  # checks, Discord's CDN, the bucket: one line, nothing spent
-                reason = exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
-                await interaction.followup.send(f"Not started, nothing was spent: {reason}"[:2000], ephemeral=True)
-                return
+        try:
+            request = await self.service.prepare(checked)  # the attachments put in storage
+        except Exception as exc:  # the bucket: one line, nothing spent
+            await _not_started(interaction, exc)
+            return
         assert interaction.channel_id is not None
         channel = interaction.client.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
         message = await channel.send(embed=starting_embed(request.prompt, user_id))
@@ -145,6 +146,16 @@ class VideoFlow:
         limit = self.policy.limit(user_id)
         return limit.left(await self.service.usage(limit)) if limit.daily_credits else None
 
+    async def _attached(
+        self, interaction: discord.Interaction, fields: dict[str, Any], uploads: Uploads
+    ) -> dict[str, Any]:
+        """`fields` with the attachments' contents, to be checked and kept; Discord's CDN failing is one line."""
+        try:
+            return await _with_contents(fields, uploads)
+        except Exception as exc:
+            await _not_started(interaction, exc)
+            raise _NotFetched from exc
+
     def _check_uploads(self, uploads: Uploads) -> None:
         limit_mb = self.settings.discord.max_attachment_mb
         for attachment, kind in uploads:
@@ -158,6 +169,15 @@ class VideoFlow:
 
 
 ATTACHED_ONLY = LocalFiles(paths=False, refusal="only attachments and URLs are accepted")
+
+
+class _NotFetched(Exception):
+    """An attachment could not be read from Discord (said to the user already)."""
+
+
+async def _not_started(interaction: discord.Interaction, exc: Exception) -> None:
+    reason = exc.message if isinstance(exc, KlingError) else f"{type(exc).__name__}: {exc}"
+    await interaction.followup.send(f"Not started, nothing was spent: {reason}"[:2000], ephemeral=True)
 
 
 async def _with_contents(fields: dict[str, Any], uploads: Uploads) -> dict[str, Any]:

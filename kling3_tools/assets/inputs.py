@@ -128,9 +128,19 @@ def placeholder(field: str) -> str:
 Checked = list[tuple[LocalInput, CheckedFile]]
 
 
-def examine(fields: Mapping[str, Any], files: LocalFiles) -> tuple[GenerateRequest, Checked]:
-    """The request with stand-in URLs for its local files (its price and rules are those of the real one), and
-    the files, checked; `RequestValidationError` lists every problem of the request and of its files at once."""
+@dataclass(frozen=True)
+class CheckedRequest:
+    """A front end's fields that passed every check, with their local files: `request` has stand-in URLs for
+    those files, and its price and rules are those of the real one (`prepare` uploads the files)."""
+
+    fields: Mapping[str, Any]
+    request: GenerateRequest
+    files: Checked
+
+
+def examine(fields: Mapping[str, Any], files: LocalFiles) -> CheckedRequest:
+    """The request and its local files, checked (no file is uploaded, nothing is sent);
+    `RequestValidationError` lists every problem of the request and of its files at once."""
     local, problems = find_local(fields, files)
     checked: Checked = []
     for entry in local:
@@ -148,19 +158,18 @@ def examine(fields: Mapping[str, Any], files: LocalFiles) -> tuple[GenerateReque
         problems = exc.problems + problems
     if problems:
         raise RequestValidationError(problems)
-    return request, checked
+    return CheckedRequest(fields, request, checked)
 
 
-async def prepare(fields: Mapping[str, Any], assets: AssetStore | None, files: LocalFiles) -> GenerateRequest:
-    """The request, its local files uploaded once nothing is wrong with it or with them."""
-    request, checked = examine(fields, files)
-    if not checked:
-        return request
+async def prepare(checked: CheckedRequest, assets: AssetStore | None) -> GenerateRequest:
+    """The request to send: `checked`'s own when it has no local file, else one with its files uploaded."""
+    if not checked.files:
+        return checked.request
     if assets is None:
         raise RequestValidationError([STORAGE_NEEDED])
     uploaded = {}
-    for entry, kind in checked:
+    for entry, kind in checked.files:
         assert entry.source is not None
         key = await assets.put(entry.source, content_type=kind.content_type, suffix=kind.suffix)
         uploaded[(entry.field, entry.index)] = await assets.url(key)
-    return GenerateRequest.build(**with_urls(fields, uploaded))
+    return GenerateRequest.build(**with_urls(checked.fields, uploaded))

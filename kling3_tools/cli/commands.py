@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pydantic import ValidationError
 from rich.text import Text
 
-from ..assets import inputs
 from ..config import Settings
 from ..launch import EXIT_OK, UsageError
 from ..models import GenerateRequest, Task
@@ -98,16 +97,15 @@ def origin_of(args: argparse.Namespace, settings: Settings) -> CliOrigin | Webho
 async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     if args.download and not args.wait:
         raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
-    fields = GenerateRequest.fields_of(vars(args))
-    request, _ = inputs.examine(fields, inputs.ANY_PATH)  # every problem, before anything starts
+    checked = KlingService.check(GenerateRequest.fields_of(vars(args)))  # every problem, before anything starts
     origin = origin_of(args, settings)
-    err.print(f"Cost: {describe_cost(request)}")
+    err.print(f"Cost: {describe_cost(checked.request)}")
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost
         err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
 
     async with open_service(args, settings) as service:
-        request = await service.prepare(fields)  # local files uploaded
+        request = await service.prepare(checked)  # local files uploaded
         record = await service.submit(request, origin, on_created=created)
         if args.notify_webhook:
             err.print("The result will be POSTed to the webhook by a running `kling3 poller`.")

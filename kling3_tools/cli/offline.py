@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     if args.prompt is not None:
-        from ..assets import inputs  # local files are examined only when a whole request is given
+        from ..service import KlingService  # a whole request is checked as `generate` checks it, files included
 
-        request, _ = inputs.examine(GenerateRequest.fields_of(vars(args)), inputs.ANY_PATH)
+        request = KlingService.check(GenerateRequest.fields_of(vars(args))).request
         credits, text = request.estimated_credits(), describe_cost(request)
     else:
         if not isinstance(args.duration, int | None):

@@ -24,7 +24,7 @@ from mcp_types import ListRootsResult
 from pydantic import Field
 
 from .. import catalog
-from ..assets.inputs import LocalFiles, examine, names_paths
+from ..assets.inputs import CheckedRequest, LocalFiles, names_paths
 from ..catalog import TaskType
 from ..errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..models import GenerateRequest, quote
@@ -156,17 +156,18 @@ def local_files(ctx: Context[Any, Any], roots: ListRootsResult) -> LocalFiles:
 @takes_request_fields
 def checked_request(
     ctx: Context[Any, Any], roots: Annotated[ListRootsResult, Resolve(client_roots)], **fields: Any
-) -> GenerateRequest:
+) -> CheckedRequest:
     """The request as it will be priced and approved (local inputs checked, not yet uploaded)."""
     try:
-        return examine(fields, local_files(ctx, roots))[0]
+        return deps_of(ctx).service.check(fields, local_files(ctx, roots))
     except RequestValidationError as exc:
         raise ToolError(f"{exc}\nNothing was spent.") from None
 
 
 async def approve_spending(
-    ctx: Context[Any, Any], request: Annotated[GenerateRequest, Resolve(checked_request)]
+    ctx: Context[Any, Any], checked: Annotated[CheckedRequest, Resolve(checked_request)]
 ) -> Elicit[SpendApproval] | SpendApproval:
+    request = checked.request
     return await approval(ctx, request.estimated_credits(), detail=str(request.type), what="This video")
 
 
@@ -200,9 +201,8 @@ async def approval(
 @takes_request_fields
 async def generate_video(
     ctx: Context[Any, Any],
-    request: Annotated[GenerateRequest, Resolve(checked_request)],
+    checked: Annotated[CheckedRequest, Resolve(checked_request)],
     approval: Annotated[ElicitationResult[SpendApproval], Resolve(approve_spending)],
-    roots: Annotated[ListRootsResult, Resolve(client_roots)],
     *,
     wait_seconds: Annotated[
         float | None,
@@ -211,11 +211,12 @@ async def generate_video(
     **fields: Any,
 ) -> VideoTask:
     if not (isinstance(approval, AcceptedElicitation) and approval.data.approve):
-        raise ToolError(f"Not started: the user did not approve spending {request.estimated_credits()} credits.")
+        credits = checked.request.estimated_credits()
+        raise ToolError(f"Not started: the user did not approve spending {credits} credits.")
     deps = deps_of(ctx)
     origin = mcp_origin(ctx)
     try:
-        request = await deps.service.prepare(fields, local_files(ctx, roots))  # local inputs uploaded now
+        request = await deps.service.prepare(checked)  # local inputs uploaded now
         record = await deps.service.submit(request, origin, limits=[deps.limit])
     except KlingError as exc:
         raise ToolError(exc.message) from None
