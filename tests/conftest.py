@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,6 +20,33 @@ from .postgres import PostgresCluster, find_bindir
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.5)
 FAST_WAIT = WaitPolicy(first_interval=0.05, factor=1.5, max_interval=0.2)
+
+
+SLOW_TIERS = ("process", "postgres", "browser")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tiers by what a test needs: `postgres` (the throwaway cluster) and `browser` (Chromium) from its
+    fixtures; `process` (processes of its own) is marked by hand, and `_quick_tier_starts_no_process` holds it."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if fixtures & {"postgres_cluster", "postgres_url"} or params.get("store_url") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+
+
+class _NoProcess(subprocess.Popen):  # type: ignore[type-arg]
+    def __init__(self, args: Any, *rest: Any, **options: Any) -> None:
+        raise AssertionError(f"this test starts a process ({args!r}): mark it `process` (see conftest)")
+
+
+@pytest.fixture(autouse=True)
+def _quick_tier_starts_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test outside the slow tiers that starts a process fails, so `-m "not process and ..."` stays quick."""
+    if not any(request.node.get_closest_marker(tier) for tier in SLOW_TIERS):
+        monkeypatch.setattr(subprocess, "Popen", _NoProcess)
 
 
 @pytest.fixture(autouse=True)

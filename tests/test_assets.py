@@ -133,6 +133,7 @@ async def test_an_input_the_api_cannot_fetch_fails_the_task_and_says_which(sandb
     assert f"Could not fetch `image` ({unreachable})" in (checked.task.error_message or "")
 
 
+@pytest.mark.process
 def test_the_cli_takes_a_local_file_on_the_sandbox_with_no_configuration(tmp_path):
     cat = picture(tmp_path / "cat.jpg")
     result = kling3(
@@ -143,6 +144,7 @@ def test_the_cli_takes_a_local_file_on_the_sandbox_with_no_configuration(tmp_pat
     assert json.loads(result.stdout)["status"] == "succeeded"
 
 
+@pytest.mark.process
 def test_a_local_file_for_the_real_api_without_storage_is_refused_before_spending(sandbox, tmp_path):
     cat = picture(tmp_path / "cat.jpg")
     result = kling3(
@@ -159,6 +161,7 @@ def _png_data_uri() -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+@pytest.mark.process
 async def test_an_mcp_stdio_client_may_give_paths_inside_its_roots_only(sandbox, s3, tmp_path):
     set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
     real, private = tmp_path / "real", tmp_path / "private"
@@ -190,6 +193,7 @@ async def test_an_mcp_stdio_client_may_give_paths_inside_its_roots_only(sandbox,
     assert stats(sandbox)["requests"]["generate"] == 2
 
 
+@pytest.mark.process
 async def test_an_http_mcp_client_cannot_read_server_files_but_may_send_a_data_uri(sandbox, s3, tmp_path):
     set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
     secret = picture(tmp_path / "server-side.jpg")
@@ -204,6 +208,7 @@ async def test_an_http_mcp_client_cannot_read_server_files_but_may_send_a_data_u
     assert any(key.endswith(".png") for key in objects(s3))
 
 
+@pytest.mark.process
 async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandbox, s3, tmp_path):
     set_options(sandbox, finish_seconds=0.2)
     fast = {"expected_seconds": [0.1, 1.0], "dense_interval_seconds": 0.1, "max_interval_seconds": 0.3}

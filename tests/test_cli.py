@@ -18,6 +18,7 @@ def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return run_kling3(*args, **{"KLING_SANDBOX__FINISH_SECONDS": "0.5", **env})
 
 
+@pytest.mark.process
 def test_sandbox_generate_wait_download(tmp_path):
     target = tmp_path / "fox.mp4"
     result = kling3("--sandbox", "generate", "A red fox in the snow", "--wait", "--download", str(target))
@@ -30,6 +31,7 @@ def test_sandbox_generate_wait_download(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_json_is_one_object_and_nothing_else():
     result = kling3("--sandbox", "generate", "A fox", "-t", "o3-std-text-to-video", "-d", "4", "--json", "--wait")
     assert result.returncode == 0, result.stderr
@@ -39,6 +41,7 @@ def test_json_is_one_object_and_nothing_else():
     assert data["video_urls"][0].endswith(f"{data['task_id']}.mp4")
 
 
+@pytest.mark.process
 def test_generate_without_wait_prints_the_task_id():
     result = kling3("--sandbox", "generate", "A fox", "--no-sound")
     assert result.returncode == 0, result.stderr
@@ -46,6 +49,7 @@ def test_generate_without_wait_prints_the_task_id():
     assert "270 credits" in result.stderr and "silent" in result.stderr
 
 
+@pytest.mark.process
 def test_bad_input_exits_2_with_every_problem_and_no_traceback():
     result = kling3("--sandbox", "generate", " ", "-t", "o3-pro-text-to-video", "-d", "40", "--cfg-scale", "0.4")
     assert result.returncode == 2
@@ -55,10 +59,12 @@ def test_bad_input_exits_2_with_every_problem_and_no_traceback():
     assert "Submitted" not in result.stderr
 
 
+@pytest.mark.process
 def test_unknown_flag_exits_2():
     assert kling3("generate", "x", "--colour", "red").returncode == 2
 
 
+@pytest.mark.process
 def test_wrong_key_exits_1_and_never_prints_it(sandbox):
     result = kling3("generate", "A fox", KLING_BASE_URL=sandbox.url, KLING_API_KEY="sk-wrong-secret-key")
     assert result.returncode == 1
@@ -68,12 +74,14 @@ def test_wrong_key_exits_1_and_never_prints_it(sandbox):
     assert stats(sandbox)["tasks"] == 0
 
 
+@pytest.mark.process
 def test_no_key_at_all_exits_1_and_says_how_to_set_one():
     result = kling3("status", "n75x")
     assert result.returncode == 1
     assert "KLING_API_KEY" in result.stderr
 
 
+@pytest.mark.process
 def test_status_and_wait_against_a_running_sandbox(sandbox):
     env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
     task_id = kling3("generate", "A fox", "-t", "std-text-to-video", **env).stdout.strip()
@@ -86,6 +94,7 @@ def test_status_and_wait_against_a_running_sandbox(sandbox):
     assert missing.returncode == 1 and "n75nope" in missing.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("args", "credits"),
     [
@@ -100,6 +109,7 @@ def test_cost_spends_nothing(args, credits):
     assert json.loads(result.stdout)["credits"] == credits
 
 
+@pytest.mark.process
 def test_models_json_lists_all_twelve():
     data = json.loads(kling3("models", "--json").stdout)
     assert len(data["models"]) == 12
@@ -107,6 +117,7 @@ def test_models_json_lists_all_twelve():
     assert edit["credits_default"] == 360 and edit["duration"] == "source video"
 
 
+@pytest.mark.process
 def test_help_explains():
     result = kling3("generate", "--help")
     assert result.returncode == 0
@@ -114,6 +125,7 @@ def test_help_explains():
         assert text in result.stdout or text in kling3("--help").stdout
 
 
+@pytest.mark.process
 def test_notify_webhook_needs_a_secret_before_anything_is_spent(sandbox):
     env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
     result = kling3("generate", "A fox", "--notify-webhook", "http://127.0.0.1:9/hook", **env)
@@ -122,6 +134,7 @@ def test_notify_webhook_needs_a_secret_before_anything_is_spent(sandbox):
     assert stats(sandbox)["tasks"] == 0
 
 
+@pytest.mark.process
 def test_notify_webhook_records_and_returns_at_once(sandbox):
     env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key, "KLING_POLLER__WEBHOOK_SECRET": "s"}
     result = kling3("generate", "A fox", "--notify-webhook", "http://127.0.0.1:9/hook", "--json", **env)
@@ -134,6 +147,7 @@ def test_notify_webhook_records_and_returns_at_once(sandbox):
     assert listed[0]["delivery"] == "pending"
 
 
+@pytest.mark.process
 def test_wait_records_the_result_and_a_stopped_wait_can_be_resumed(sandbox):
     env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key}
     waited = json.loads(kling3("generate", "First", "--wait", "--json", **env).stdout)
@@ -151,6 +165,7 @@ def test_wait_records_the_result_and_a_stopped_wait_can_be_resumed(sandbox):
     assert task_id in table and "succeeded" in table
 
 
+@pytest.mark.process
 def test_tasks_reads_the_local_store_without_a_key():
     result = kling3("tasks", "--json")
     assert result.returncode == 0, result.stderr
@@ -169,17 +184,20 @@ def test_store_migrate_creates_then_keeps_the_postgres_schema(postgres_cluster):
     assert kling3("tasks", KLING_STORE__URL=url).returncode == 0
 
 
+@pytest.mark.process
 def test_store_migrate_on_sqlite_says_nothing_is_needed(tmp_path):
     result = kling3("store", "migrate", KLING_STORE__URL=f"sqlite:///{tmp_path}/t.db")
     assert result.returncode == 0 and "ready" in result.stdout
     assert (tmp_path / "t.db").is_file()
 
 
+@pytest.mark.process
 def test_workers_refuse_an_embedded_sandbox():
     result = kling3("--sandbox", "poller", "--workers", "2")
     assert result.returncode == 2 and "kling3 sandbox" in result.stderr
 
 
+@pytest.mark.process
 def test_store_prune_needs_at_least_a_day_and_says_what_it_deleted(tmp_path):
     env = {"KLING_STORE__URL": f"sqlite:///{tmp_path / 'tasks.db'}"}
     too_soon = kling3("store", "prune", "--older-than", "0.5", **env)

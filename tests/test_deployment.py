@@ -37,6 +37,7 @@ def docker_compose() -> bool:
         return False
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["compose.yaml", "compose.workers.yaml"])
 def test_every_compose_service_is_pinned_checked_and_given_secrets_as_files(name, tmp_path):
     if docker_compose():  # in a copy, with the secret files an operator writes first

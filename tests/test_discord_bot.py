@@ -511,6 +511,7 @@ def bot_process_env(fake: fd.FakeDiscord, sandbox, tmp_path: Path) -> dict[str, 
     }  # fmt: skip
 
 
+@pytest.mark.process
 async def test_a_taken_metrics_port_ends_the_bot_with_one_line_and_exit_2(monkeypatch, sandbox, tmp_path):
     """A configuration error, as for the poller (the bot said `UsageError: …` and exit 1)."""
     import socket
@@ -526,6 +527,7 @@ async def test_a_taken_metrics_port_ends_the_bot_with_one_line_and_exit_2(monkey
     assert said.startswith(f"error: cannot listen on [metrics] listen = {address}") and said.count("\n") == 1
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("when", ["following", "logging in"])
 async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path, when):
     """`docker stop`: the poller stops and the store closes before the process ends (Python's own SIGTERM
@@ -547,6 +549,7 @@ async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path, 
     assert not (tmp_path / "bot.db-wal").exists()  # the store was closed, not dropped
 
 
+@pytest.mark.process
 async def test_a_second_sigterm_while_the_bot_closes_ends_it_at_once(monkeypatch, sandbox, tmp_path):
     """The poller gives a status check in flight `stop_grace_seconds` (10) to finish; a second SIGTERM does not
     wait for it (it closed the store under the stopping poller, whose leases then stayed held)."""

@@ -59,6 +59,7 @@ async def test_a_path_like_task_id_never_writes_outside_the_folder(sandbox, clie
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [path.name]
 
 
+@pytest.mark.process
 def test_the_cli_download_stays_in_its_folder(sandbox, tmp_path):
     set_options(sandbox, task_id_template="../../cli-escape{n}")
     env = api_env(sandbox, tmp_path)
@@ -217,6 +218,7 @@ async def test_an_answer_that_declares_itself_small_but_streams_without_end_is_c
     assert "larger than 1024 KB" in str(cut.value)
 
 
+@pytest.mark.process
 def test_markup_from_the_api_is_printed_as_text(sandbox, tmp_path):
     env = api_env(sandbox, tmp_path)
     add_fault(sandbox, endpoint="status", status=400, message="[/bold] broken [red]markup")
@@ -230,6 +232,7 @@ def test_markup_from_the_api_is_printed_as_text(sandbox, tmp_path):
     assert listed.returncode == 0 and "[bold]odd[/bold]0" in listed.stdout
 
 
+@pytest.mark.process
 def test_a_webhook_that_can_never_be_called_is_refused_before_spending(sandbox, tmp_path):
     env = api_env(sandbox, tmp_path, KLING_POLLER__WEBHOOK_SECRET=SECRET)
     for url in ("not a url", "ftp://example.com/hook", "http://"):
@@ -241,6 +244,7 @@ def test_a_webhook_that_can_never_be_called_is_refused_before_spending(sandbox, 
 # --- configuration, store, sync client --------------------------------------------------------
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "content",
     [
@@ -277,6 +281,7 @@ async def test_config_errors_never_echo_a_value(tmp_path, content):
     assert b"invalid configuration" in stderr and b"sekrit-123" not in stderr and b"Traceback" not in stderr
 
 
+@pytest.mark.process
 def test_a_config_file_not_in_utf8_and_a_section_variable_not_in_json_are_bad_configuration(tmp_path):
     """Each was a traceback-like `UnicodeDecodeError: …` / `SettingsError: …` and exit 1."""
     config = tmp_path / "config.toml"
@@ -289,6 +294,7 @@ def test_a_config_file_not_in_utf8_and_a_section_variable_not_in_json_are_bad_co
         assert result.stderr.count("\n") == 1 and "LEAK" not in result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("content", "says"), [(b"", "empty file"), (b"garbage" * 100, "not a usable SQLite file")])
 def test_a_broken_store_file_is_named_and_left_untouched(tmp_path, content, says):
     store = tmp_path / "tasks.db"
@@ -319,6 +325,7 @@ async def test_a_key_that_is_not_valid_in_a_header_sends_nothing_and_counts_noth
     assert stats(sandbox).get("requests", {}).get("generate", 0) == 0
 
 
+@pytest.mark.process
 def test_spaces_around_the_api_key_are_not_part_of_it(sandbox, tmp_path):
     env = api_env(sandbox, tmp_path, KLING_API_KEY=f"  {sandbox.api_key} \n")
     made = kling3("generate", "x", **env)
@@ -326,6 +333,7 @@ def test_spaces_around_the_api_key_are_not_part_of_it(sandbox, tmp_path):
     assert Settings.load(api_key="   ").api_key is None  # only spaces: no key (so --sandbox is suggested)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     "url",
     [

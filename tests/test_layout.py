@@ -105,6 +105,7 @@ def test_no_file_is_long():
     assert long == {}
 
 
+@pytest.mark.process
 def test_the_wheel_installs_only_our_own_top_level_names(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
@@ -164,7 +165,7 @@ class Stdio:  # the one thing the resolver reads of its context here
     headers = None
 
 no_roots = ListRootsResult(roots=[])
-seen["mcp_request"] = checked_request(Stdio(), no_roots, type="pro-text-to-video", prompt="a fox", seed=7).seed
+seen["mcp_request"] = checked_request(Stdio(), no_roots, type="pro-text-to-video", prompt="a fox", seed=7).request.seed
 
 # Discord: an option of every spending command, bounded as the model says.
 from kling3_discord.commands import SPENDING_COMMANDS, spending_command
@@ -177,6 +178,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.process
 def test_a_field_added_to_the_request_model_reaches_every_front_end():
     pytest.importorskip("discord")
     result = subprocess.run(

@@ -195,6 +195,7 @@ def kling3(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.process
 async def test_a_generate_killed_mid_request_leaves_an_unknown_attempt_that_blocks_the_budget(
     store_url,
     sandbox,
@@ -237,6 +238,7 @@ async def test_a_generate_killed_mid_request_leaves_an_unknown_attempt_that_bloc
     assert after["attempts"] == [] and [t["task_id"] for t in after["tasks"]] == [task_id]
 
 
+@pytest.mark.process
 async def test_ten_cli_processes_at_once_share_the_budget(store_url, sandbox):
     set_options(sandbox, generate_delay=0.2, finish_seconds=60)
     env = kling3_env(sandbox, store_url, KLING_BUDGET__DAILY_CREDITS=str(3 * PRICE))
@@ -253,6 +255,7 @@ async def test_ten_cli_processes_at_once_share_the_budget(store_url, sandbox):
     assert stats(sandbox)["requests"]["generate"] == 3
 
 
+@pytest.mark.process
 async def test_the_task_id_is_printed_before_anything_is_written(tmp_path, sandbox):
     env = kling3_env(sandbox, f"sqlite:///{tmp_path}/t.db")
     result = kling3(env, "generate", "A lighthouse")

@@ -81,6 +81,7 @@ async def wait_until_finished(client: Client, task_id: str) -> None:
     raise AssertionError(f"{task_id} did not finish")
 
 
+@pytest.mark.process
 async def test_a_2025_session_is_told_of_what_it_subscribed_to_and_its_own_endings(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     heard = Heard()
@@ -96,6 +97,7 @@ async def test_a_2025_session_is_told_of_what_it_subscribed_to_and_its_own_endin
     assert heard.updates.count(f"kling://tasks/{watched}") >= 1
 
 
+@pytest.mark.process
 async def test_an_unsubscribed_uri_is_no_longer_announced(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     heard = Heard()
@@ -108,6 +110,7 @@ async def test_an_unsubscribed_uri_is_no_longer_announced(sandbox, tmp_path):
     assert uri not in heard.updates
 
 
+@pytest.mark.process
 async def test_set_level_error_silences_the_info_lines(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     heard = Heard()
@@ -121,6 +124,7 @@ async def test_set_level_error_silences_the_info_lines(sandbox, tmp_path):
     assert heard.logs == []
 
 
+@pytest.mark.process
 async def test_a_2026_session_hears_through_its_listen_stream(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     async with connect(sandbox, tmp_path, mode="2026-07-28") as client:
@@ -144,6 +148,7 @@ async def http_client(url: str, mode: str, token: str | None) -> AsyncIterator[C
 
 
 # Two 2026-07-28 clients without a token carry nothing that tells them apart: isolating them takes a token each.
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("mode", "other_mode", "tokens"),
     [
@@ -191,6 +196,7 @@ async def test_completions_and_subscriptions_see_only_the_callers_own_tasks(
     assert f"/media/{first}.mp4" in message.text
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("mode", ERAS)
 async def test_prompts_list_get_and_complete(sandbox, tmp_path, mode):
     async with connect(sandbox, tmp_path, mode=mode) as client:
@@ -237,6 +243,7 @@ def conformance() -> Path:
     return binary
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("spec_version", ["2025-11-25", "2025-06-18"])
 def test_the_conformance_suite_passes_the_general_server_scenarios(sandbox, tmp_path, conformance, spec_version):
     env = {**os.environ, "PATH": f"{conformance.parent}{os.pathsep}{os.environ['PATH']}"}

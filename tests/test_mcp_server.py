@@ -29,6 +29,8 @@ from .conftest import set_options, stats
 from .helpers import RawStdio, eventually, free_port
 from .test_resilience import locked
 
+pytestmark = pytest.mark.process  # every test here starts processes of its own
+
 FAST_POLLER = {
     "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
     "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",

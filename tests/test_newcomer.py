@@ -49,6 +49,7 @@ def one_clean_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize(
     ("content", "says"),
@@ -70,6 +71,7 @@ def test_every_entry_point_names_the_broken_config_file(tmp_path, entry, content
         assert "line 1" in line
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("entry", ["kling3", "kling3-discord"])
 def test_a_missing_config_file_is_one_line(tmp_path, entry):
     args = ["--config", str(tmp_path / "missing.toml")] + (["tasks"] if entry == "kling3" else [])
@@ -77,11 +79,13 @@ def test_a_missing_config_file_is_one_line(tmp_path, entry):
     assert result.returncode == 2 and "missing.toml" in one_clean_line(result)
 
 
+@pytest.mark.process
 def test_a_base_url_without_a_scheme_says_what_it_should_be(tmp_path):
     result = run(ENTRY_POINTS["kling3"], "--base-url", "kling3api.com", "status", "n75x", home=tmp_path)
     assert result.returncode == 2 and "base_url: must be an http(s) URL" in one_clean_line(result)
 
 
+@pytest.mark.process
 def test_the_sandbox_on_a_busy_port_is_one_line(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -91,6 +95,7 @@ def test_the_sandbox_on_a_busy_port_is_one_line(tmp_path):
     assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in one_clean_line(result)
 
 
+@pytest.mark.process
 def test_a_closed_pipe_is_not_an_error(tmp_path):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")}
     process = subprocess.Popen(
@@ -105,17 +110,20 @@ def test_a_closed_pipe_is_not_an_error(tmp_path):
     assert process.returncode in (0, 1) and b"Traceback" not in stderr and b"BrokenPipe" not in stderr
 
 
+@pytest.mark.process
 def test_sandbox_is_accepted_after_the_command_too(tmp_path):
     result = run(ENTRY_POINTS["kling3"], "generate", "A fox", "--sandbox", "--wait", home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(".mp4")
 
 
+@pytest.mark.process
 def test_download_without_wait_is_refused_before_spending(tmp_path):
     result = run(ENTRY_POINTS["kling3"], "--sandbox", "generate", "A fox", "--download", "x.mp4", home=tmp_path)
     assert result.returncode == 2 and "--download needs --wait" in one_clean_line(result)
 
 
+@pytest.mark.process
 def test_a_download_that_cannot_be_written_is_one_line(tmp_path):
     result = run(
         ENTRY_POINTS["kling3"], "--sandbox", "generate", "A fox", "--wait", "--download", "/proc/x.mp4", home=tmp_path
@@ -123,6 +131,7 @@ def test_a_download_that_cannot_be_written_is_one_line(tmp_path):
     assert result.returncode == 1 and "Cannot write /proc/x.mp4" in one_clean_line(result)
 
 
+@pytest.mark.process
 def test_a_trailing_slash_means_a_new_folder(tmp_path):
     target = tmp_path / "videos"
     result = run(
@@ -133,6 +142,7 @@ def test_a_trailing_slash_means_a_new_folder(tmp_path):
     assert video.suffix == ".mp4" and video.stat().st_size > 0
 
 
+@pytest.mark.process
 def test_install_hints_work_from_a_checkout(tmp_path):
     result = run(
         ENTRY_POINTS["kling3"], "tasks", home=tmp_path, KLING_STORE__URL="postgresql://nobody@127.0.0.1:1/none"
@@ -144,6 +154,7 @@ def test_install_hints_work_from_a_checkout(tmp_path):
     assert "pip install -e '.[postgres]'" in install_hint("postgres")
 
 
+@pytest.mark.process
 async def test_the_embedded_sandbox_keeps_its_tasks_across_commands_and_a_poller(tmp_path, receiver):
     """generate without waiting, then wait, then a poller, then tasks: four processes, one sandbox account."""
     home = tmp_path / "home"
@@ -198,6 +209,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
     assert url in cells  # folded over several lines, every character kept
 
 
+@pytest.mark.process
 async def test_the_readme_walk_from_an_empty_home(tmp_path):
     """The README's own commands, in order, as a new user types them."""
     home = tmp_path / "home"
@@ -243,6 +255,7 @@ async def test_the_readme_walk_from_an_empty_home(tmp_path):
     assert "no task to follow yet" in started and poller.returncode == 0
 
 
+@pytest.mark.process
 def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
     """Over HTTP before it listens (over stdio, in each answer: test_mcp_server)."""
     result = run(ENTRY_POINTS["kling3-mcp"], "--transport", "http", "--port", "0", home=tmp_path)
@@ -290,6 +303,7 @@ async def test_a_sandbox_video_recorded_by_one_process_is_served_by_the_next(tmp
         assert (await later.download((await later.status(record.task_id)).task, tmp_path)).stat().st_size > 0
 
 
+@pytest.mark.process
 def test_common_flags_work_after_a_sub_action_and_reach_every_front_end(tmp_path):
     resolve = run(ENTRY_POINTS["kling3"], "tasks", "resolve", "attempt-x", "--release", "--sandbox", home=tmp_path)
     assert resolve.returncode == 1 and "No attempt attempt-x" in one_clean_line(resolve)

@@ -83,6 +83,7 @@ def pollers(args: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
         process.wait(timeout=30)
 
 
+@pytest.mark.process
 async def test_each_poller_worker_serves_its_endpoints_and_metrics_follow_the_tasks(sandbox, receiver, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
@@ -162,6 +163,7 @@ async def test_readiness_names_a_schema_that_is_behind(sandbox, postgres_url, tm
         assert "kling3 store migrate" in (await ready(address))[1]["checks"]["store"]
 
 
+@pytest.mark.process
 async def test_the_mcp_server_counts_reservations_and_refusals_by_limit(sandbox, tmp_path):
     address = f"127.0.0.1:{free_port()}"
     env = server_env(sandbox, tmp_path, KLING_METRICS__LISTEN=address, KLING_MCP__DAILY_CREDIT_BUDGET="500")
@@ -232,6 +234,7 @@ def test_a_metrics_address_must_be_host_and_port():
     assert Settings.load(metrics={"listen": "[::1]:9464"}).metrics.address == ("::1", 9464)
 
 
+@pytest.mark.process
 def test_a_taken_metrics_port_is_one_clear_line(sandbox, tmp_path):
     import socket
     import subprocess
@@ -335,6 +338,7 @@ async def is_ready(address: str) -> bool:
     return (await ready(address))[0] == 200
 
 
+@pytest.mark.process
 async def test_a_client_that_never_reads_cannot_hold_the_process_at_stop(sandbox, tmp_path):
     import signal
     import socket

@@ -54,6 +54,7 @@ async def client_of(sandbox, tmp_path: Path, *, apps: bool, transport: str = "st
         yield client
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_the_video_tools_are_bound_to_the_player_and_its_status_tool_is_app_only(sandbox, tmp_path, transport):
     async with client_of(sandbox, tmp_path, apps=True, transport=transport) as client:
@@ -76,6 +77,7 @@ async def test_the_video_tools_are_bound_to_the_player_and_its_status_tool_is_ap
     assert stranger.is_error
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_without_apps_the_results_are_what_they_were(sandbox, tmp_path, transport):
     async with client_of(sandbox, tmp_path, apps=False, transport=transport) as client:

@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.poller import Poller
@@ -224,6 +226,7 @@ def start_poller(sandbox, db: Path, log: Path) -> subprocess.Popen[bytes]:
     return start_kling3(["poller"], poller_env(sandbox.url, sandbox.api_key, f"sqlite:///{db}", poller), log)
 
 
+@pytest.mark.process
 async def test_sigkill_and_restart_loses_nothing_and_redelivers_nothing_delivered(sandbox, receiver, tmp_path):
     set_options(sandbox, finish_seconds=2.0, finish_spread=0.9)
     db = tmp_path / "t.db"

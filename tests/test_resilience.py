@@ -9,6 +9,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from kling3_tools.config import Settings
 from kling3_tools.records import Outcome
 from kling3_tools.service import KlingService
@@ -32,6 +34,7 @@ def locked(db: Path):
         holder.close()
 
 
+@pytest.mark.process
 async def test_a_standalone_poller_survives_a_locked_sqlite_file(sandbox, receiver, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     db = tmp_path / "tasks.db"
@@ -128,6 +131,7 @@ async def test_a_backlog_is_never_reported_timed_out_without_asking_the_api(sand
     assert records[slow].outcome is Outcome.TIMED_OUT and "Still" in records[slow].error_message
 
 
+@pytest.mark.process
 async def test_sigterm_lets_jobs_finish_or_hands_their_tasks_back_at_once(sandbox, receiver, tmp_path):
     set_options(sandbox, finish_seconds=0.2, status_delay=5)
     db = tmp_path / "tasks.db"

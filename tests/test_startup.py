@@ -64,6 +64,7 @@ def packages(modules: set[str]) -> set[str]:
     return {top for top in tops if top not in sys.stdlib_module_names and not top.startswith("_")}
 
 
+@pytest.mark.process
 def test_kling3_help_loads_only_the_parser_and_the_request_model():
     modules = imported(
         "import json, sys\nfrom kling3_tools.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
@@ -85,6 +86,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.process
 def test_the_mcp_server_lists_its_tools_before_loading_its_core(sandbox, tmp_path: Path):
     floor = imported(
         LISTED.format(
@@ -108,6 +110,7 @@ def test_the_mcp_server_lists_its_tools_before_loading_its_core(sandbox, tmp_pat
     assert not packages(ours) & (NEVER_AT_START | {"httpx"})  # the core's HTTP client
 
 
+@pytest.mark.process
 def test_a_command_that_calls_the_api_loads_httpx_without_its_command_line(sandbox, tmp_path: Path):
     """httpx loads click, pygments and rich's progress bars for its own CLI unless told it cannot."""
     env = {
@@ -140,6 +143,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.process
 async def test_a_long_lived_process_loads_what_its_first_request_needs_when_it_starts(sandbox, client, tmp_path):
     """A long-lived process (the bot, the MCP core, `kling3 poller`) runs a poller from its start; its first
     answers (a burst of Discord commands right after login) then wait on no import (anyio's backend was ~14 ms).
@@ -183,6 +187,7 @@ def frozen_watch(folder: Path) -> tuple[dict[str, str], Callable[[], int]]:
     return env, lambda: int(count.read_text()) if count.exists() else 0
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("front_end", ["mcp over stdio", "mcp over http", "kling3 poller", "discord bot"])
 async def test_each_long_lived_front_end_exempts_what_it_loaded_from_the_collector(
     monkeypatch, sandbox, tmp_path, front_end
@@ -228,6 +233,7 @@ async def test_an_embedder_s_heap_is_never_frozen(sandbox, tmp_path):
         assert gc.get_freeze_count() == before
 
 
+@pytest.mark.process
 async def test_an_mcp_core_whose_store_cannot_open_freezes_nothing_until_it_opens(sandbox, tmp_path):
     """A store that fails the core's opening (here a file that is not SQLite) leaves the heap as it was, each
     time: what a failed opening left behind is garbage to collect, not to keep. The first opening that works

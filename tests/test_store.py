@@ -83,6 +83,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@pytest.mark.process
 async def test_a_quick_read_while_another_process_recovers_the_file_waits_off_the_event_loop(tmp_path):
     """Another process recovering the file after a crash (as SQLite's unix locks say it is) makes a reader
     meet SQLITE_BUSY_RECOVERY: the quick read goes to the worker thread and waits there."""

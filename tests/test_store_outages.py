@@ -115,6 +115,7 @@ def _settings(sandbox, store_url: str) -> Settings:
     )
 
 
+@pytest.mark.process
 async def test_a_task_id_kept_on_its_attempt_is_recorded_followed_and_delivered_by_the_next_sweep(
     sandbox, receiver, store_url
 ):

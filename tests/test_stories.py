@@ -122,6 +122,7 @@ def test_unknown_keys_and_bad_files_are_named():
         Story.from_mapping({"title": "empty"})
 
 
+@pytest.mark.process
 def test_kling3_story_plan_prints_the_order_and_the_total_and_spends_nothing(sandbox, tmp_path):
     env = {"KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key, "HOME": str(tmp_path)}
     planned = kling3("story", "plan", str(story_file(tmp_path)), "--json", **env)
@@ -226,6 +227,7 @@ def test_a_clip_of_another_rate_and_no_sound_keeps_its_length(tmp_path):
         assert container.streams.audio  # silence where the clip had none
 
 
+@pytest.mark.process
 async def test_an_assistant_plans_a_story_over_mcp_and_spends_nothing(sandbox, tmp_path):
     import tomllib
 

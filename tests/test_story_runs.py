@@ -139,6 +139,7 @@ async def test_a_story_runs_end_to_end_and_its_last_frame_is_the_clips_last_deco
     assert record.film_url  # kept in the (sandbox's) asset store
 
 
+@pytest.mark.process
 def test_the_cli_runs_a_story_and_hands_back_the_film(tmp_path):
     story = tmp_path / "lighthouse.toml"
     story.write_text(LIGHTHOUSE)
@@ -249,6 +250,7 @@ def kling3_story(env: dict[str, str], *args: str, output: int | None = subproces
     )
 
 
+@pytest.mark.process
 async def test_a_story_killed_mid_run_resumes_and_sends_no_shot_twice(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     story = tmp_path / "edits.toml"
@@ -281,6 +283,7 @@ async def test_a_story_killed_mid_run_resumes_and_sends_no_shot_twice(sandbox, t
     assert len({shot["task_id"] for shot in record["shots"].values()}) == 3
 
 
+@pytest.mark.process
 async def test_a_shot_whose_post_went_unanswered_is_never_sent_again(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=0.3)
     story = tmp_path / "edits.toml"
@@ -354,6 +357,7 @@ def lighthouse_json() -> dict[str, Any]:
     return tomllib.loads(LIGHTHOUSE)
 
 
+@pytest.mark.process
 async def test_an_assistant_plans_approves_and_follows_a_story_over_mcp(tmp_path):
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
@@ -492,6 +496,7 @@ async def test_an_unreadable_story_row_is_set_aside_and_the_others_go_on(store):
     assert await store.next_story_due(api_url="x", kinds=["cli"]) is not None  # the good one, leased
 
 
+@pytest.mark.process
 @pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
 async def test_a_2025_session_follows_its_own_story_and_hears_how_it_ended(sandbox, tmp_path):
     import tomllib

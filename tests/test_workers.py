@@ -113,6 +113,7 @@ async def test_three_workers_one_killed_deliver_every_task_once(sandbox, receive
     assert time.time() - killed_at > LEASE_SECONDS
 
 
+@pytest.mark.process
 async def test_workers_flag_supervises_and_restarts_a_dead_worker(sandbox, receiver, tmp_path):
     set_options(sandbox, finish_seconds=2.0, finish_spread=0.5)
     db = tmp_path / "t.db"

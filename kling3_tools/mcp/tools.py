@@ -158,8 +158,10 @@ def checked_request(
     ctx: Context[Any, Any], roots: Annotated[ListRootsResult, Resolve(client_roots)], **fields: Any
 ) -> CheckedRequest:
     """The request as it will be priced and approved (local inputs checked, not yet uploaded)."""
+    from ..service import KlingService  # loaded with the core, which any tool that spends has opened
+
     try:
-        return deps_of(ctx).service.check(fields, local_files(ctx, roots))
+        return KlingService.check(fields, local_files(ctx, roots))
     except RequestValidationError as exc:
         raise ToolError(f"{exc}\nNothing was spent.") from None
 

@@ -27,8 +27,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+# A stop waits this long for requests in flight (a client killed mid-request may hold one open for good).
+GRACEFUL_STOP_SECONDS = 0.5
+
+
 def _uvicorn(app: ASGIApp, log_level: str) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off"))
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="off", timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS
+    )
+    return uvicorn.Server(config)
 
 
 class ThreadedServer:
