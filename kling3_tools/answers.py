@@ -12,11 +12,27 @@ import time
 from typing import Any, TypeGuard
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .catalog import MAX_RETRY_AFTER
 from .errors import APIError, RateLimitError, error_class_for
-from .models import Envelope, Task, TaskAnswer
+from .models import Task
+
+
+class Envelope(BaseModel):
+    """The `{code, message, data}` wrapper of every answer."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    code: int | str | None = None
+    message: str | None = None
+    data: Any = None
+
+
+class TaskAnswer(Envelope):
+    """An envelope around a task (the answer to generate and to status), read from its bytes in one pass."""
+
+    data: Task
 
 
 def parse_retry_after(value: str | None) -> float | None:

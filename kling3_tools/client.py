@@ -220,8 +220,6 @@ class AsyncKlingClient:
         """Credits the request will spend, from the catalog; no HTTP."""
         return request.estimated_credits()
 
-    # --- plumbing --------------------------------------------------------
-
     async def _api(
         self,
         method: str,

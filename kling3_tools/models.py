@@ -8,7 +8,7 @@ mapped onto four states instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Self, get_args
@@ -66,37 +66,6 @@ def normalise_status(word: str | None) -> TaskStatus:
         if key in words:
             return status
     return TaskStatus.RUNNING
-
-
-URL_FIELDS = ("image", "end_image", "video", "images")  # the request fields that take URLs; `images` a list
-
-
-def url_label(field: str, index: int | None) -> str:
-    """How a problem names one URL value: `image`, or `images[2]`."""
-    return field if index is None else f"{field}[{index}]"
-
-
-def url_values(fields: Mapping[str, Any]) -> Iterator[tuple[str, int | None, Any]]:
-    """Each value of the URL fields: (field, index in a list or None, value)."""
-    for field in URL_FIELDS:
-        value = fields.get(field)
-        yield from (
-            ((field, i, item) for i, item in enumerate(value))
-            if isinstance(value, list | tuple)
-            else [(field, None, value)]
-        )
-
-
-def with_urls(fields: Mapping[str, Any], urls: Mapping[tuple[str, int | None], str]) -> dict[str, Any]:
-    """`fields` with the URL values at (field, index) replaced; the lists are copies."""
-    result = dict(fields)
-    for (field, index), url in urls.items():
-        if index is None:
-            result[field] = url
-        else:
-            result[field] = [*result[field]]
-            result[field][index] = url
-    return result
 
 
 def _check_url(value: str) -> str:
@@ -355,22 +324,6 @@ class Task(BaseModel):
     @property
     def video_url(self) -> str | None:
         return self.video_urls[0] if self.video_urls else None
-
-
-class Envelope(BaseModel):
-    """The `{code, message, data}` wrapper of every answer."""
-
-    model_config = ConfigDict(extra="allow", defer_build=True)
-
-    code: int | str | None = None
-    message: str | None = None
-    data: Any = None
-
-
-class TaskAnswer(Envelope):
-    """An envelope around a task (the answer to generate and to status), read from its bytes in one pass."""
-
-    data: Task
 
 
 def quote(type_: TaskType | str, duration: int | None = None, sound: bool | None = None) -> int:

@@ -19,15 +19,13 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-import platformdirs
 
 from . import leases, pool
 from .client import AsyncKlingClient, RetryPolicy
 from .config import PollerSettings
 from .errors import KlingError, RateLimitError, StoreUnavailableError, TaskNotFoundError
+from .finishing import Finishing
 from .notifiers import Notifiers, delivered, delivery_failed
 from .observe import Observer
 from .records import Delivery, Outcome, TaskRecord
@@ -80,8 +78,7 @@ class Poller:
         self.owner = owner or f"poller-{uuid.uuid4().hex[:12]}"
         self.api_url = api_url or self.client.base_url  # what the store's records name the API by
         self.limiter = store.rate_limiter(self.api_url, self.settings.own_rate, self.settings.rate_limit_burst or None)
-        self.media_dir = Path(self.settings.media_dir).expanduser() if self.settings.media_dir else None
-        self.archiver = archiver  # copies a finished video into [storage] before it is delivered
+        self.finishing = Finishing(self.client, self.settings, archiver)
         self.upkeep = Upkeep(store, api_url=self.api_url, keep_days=keep_days, rate=self.settings.rate_limit_per_second)
         self.stories = stories  # advances the stories of the kinds this poller delivers
         self.observer = observer or Observer()
@@ -139,7 +136,7 @@ class Poller:
         self._running = True
         self.started.set()
         try:
-            outlook = await self._outlook(kinds)
+            outlook = await self.upkeep.outlook(kinds)
             log.info("poller %s started for %s (%s); %s", self.owner, self.api_url, ", ".join(kinds), outlook)
             async with self.store.watch_new_tasks(self.wake):
                 sweeping = asyncio.create_task(self._loop(in_flight, kinds))
@@ -156,16 +153,6 @@ class Poller:
         finally:
             self._running = False
             await self._release(in_flight)
-
-    async def _outlook(self, kinds: list[str]) -> str:
-        """When there is work next, in words, for the start-up line (a quiet poller is not a broken one)."""
-        try:
-            due = await self.store.next_due(api_url=self.api_url, kinds=kinds)
-        except Exception as exc:
-            return f"the store does not answer yet ({exc})"
-        if due is None:
-            return "no task to follow yet"
-        return "work is due now" if due <= time.time() else f"the next check is due in {due - time.time():.0f} s"
 
     async def _release(self, in_flight: set[asyncio.Task[None]]) -> None:
         """Cancel what is left and hand back every lease this poller still holds (those of cancelled jobs,
@@ -235,7 +222,7 @@ class Poller:
         due = await self.store.next_story_due(api_url=self.api_url, kinds=kinds)
         if due is None or due > time.time():
             return due
-        job = self._story_job = asyncio.create_task(self._stories_sweep(self.stories, kinds))
+        job = self._story_job = asyncio.create_task(self.stories.sweep(self.owner, kinds))
         in_flight.add(job)
         job.add_done_callback(in_flight.discard)
         job.add_done_callback(lambda _: setattr(self, "_story_job", None))
@@ -284,12 +271,6 @@ class Poller:
                 await self.store.save(record, owner=self.owner)
             except Exception as again:  # the lease runs out and another sweep takes the task
                 log.warning("could not reschedule %s: %s", record.task_id, again)
-
-    async def _stories_sweep(self, stories: StoryRunner, kinds: list[str]) -> None:
-        try:
-            await stories.sweep(self.owner, kinds)
-        except Exception as exc:  # the store's trouble: the next sweep tries again
-            log.warning("advancing stories failed (%s: %s); trying again at the next sweep", type(exc).__name__, exc)
 
     def _renewer(self, task_id: str) -> Callable[[float], Awaitable[bool]]:
         return lambda until: self.store.renew(task_id, owner=self.owner, until=until)
@@ -355,10 +336,7 @@ class Poller:
                 await self.store.wake_story(record.origin.story_id, now)
                 self.wake()
             else:
-                if self.archiver and record.outcome is Outcome.SUCCEEDED and not record.archive_key:
-                    await self._archive(record)
-                if self.settings.download and record.outcome is Outcome.SUCCEEDED and not record.local_path:
-                    record.local_path = str(await self._download(record))
+                await self.finishing.keep(record)
                 await self.notifiers[record.origin.kind].deliver(record)
         except Exception as exc:
             result = delivery_failed(record, exc, now)
@@ -370,18 +348,3 @@ class Poller:
             self.observer.delivery(record.origin.kind, "delivered", time.time() - (record.finished_at or now))
         delivered(record)
         return True
-
-    async def _archive(self, record: TaskRecord) -> None:
-        """Best effort: a bucket that is down or a video over the cap must not hold back the delivery, which
-        then hands out the API's own URL."""
-        assert self.archiver is not None
-        try:
-            await self.archiver(record)
-        except Exception as exc:
-            log.warning("could not archive the video of %s (%s); delivering the API's URL", record.task_id, exc)
-
-    async def _download(self, record: TaskRecord) -> Path:
-        folder = self.media_dir or Path(platformdirs.user_data_dir("kling3")) / "videos"
-        folder.mkdir(parents=True, exist_ok=True)
-        max_bytes = int(self.settings.max_download_mb * 1024 * 1024)
-        return await self.client.download(record.to_task(), folder, max_bytes=max_bytes)

@@ -13,7 +13,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from .config import Settings
 from .errors import KlingError
 from .ledger import (
     DAY_SECONDS,
-    Attempt,
     SpendLimit,
     Usage,
 )
@@ -176,16 +175,6 @@ class KlingService:
                 "result could not be delivered. Try again in a moment."
             )
 
-    async def reserved(self, reservation: Awaitable[None]) -> None:
-        """Await a ledger reservation (see `Spending.reserved`)."""
-        await self.spending.reserved(reservation)
-
-    async def submit_reserved(
-        self, attempt: Attempt, request: GenerateRequest, on_created: Callable[[Task], None] | None = None
-    ) -> TaskRecord | None:
-        """Send a story's reserved shot (see `Spending.submit_reserved`); None when it is no longer reserved."""
-        return await self.spending.submit_reserved(attempt, request, on_created)
-
     def wake_pollers(self) -> None:
         for poller in self.pollers:
             poller.wake()
@@ -193,9 +182,6 @@ class KlingService:
     async def start_story(self, story: Story, origin: AnyOrigin | None = None, **options: Any) -> StoryRecord:
         """Reserve a whole story and record it; the pollers run it (see `Stories.start`)."""
         return await self.stories.start(story, origin, **options)
-
-    async def first_check(self, record: TaskRecord) -> float:
-        return await self.spending.first_check(record)
 
     async def check_spend(self, credits: int, limits: Sequence[SpendLimit] = (), *, dearest: int | None = None) -> None:
         """Refuse early (before asking a person to confirm) by the limits `submit` will enforce. Advisory:

@@ -20,9 +20,10 @@ import pytest
 from kling3_tools.client import AsyncKlingClient
 from kling3_tools.config import Settings
 from kling3_tools.errors import OutcomeUnknownError, SpendingRefusedError, StoreError
-from kling3_tools.ledger import Attempt, AttemptState, Reservation, Scope, SpendLimit, Usage, decide
+from kling3_tools.ledger import Attempt, AttemptState, Scope, SpendLimit, Usage
 from kling3_tools.models import GenerateRequest, Task, quote
 from kling3_tools.records import CliOrigin, DiscordOrigin, McpOrigin, TaskRecord
+from kling3_tools.reservations import Reservation, decide
 from kling3_tools.service import KlingService
 from kling3_tools.store import TaskStore, open_store
 

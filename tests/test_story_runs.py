@@ -346,7 +346,7 @@ async def test_a_reserved_shot_is_sent_once_whoever_tries(sandbox, tmp_path):
         attempt = await service.store.get_attempt(started.shots["storm"].attempt_id)
         assert attempt is not None
         request = plan(started.story).requests["storm"]
-        sent = await asyncio.gather(*(service.submit_reserved(attempt, request) for _ in range(5)))
+        sent = await asyncio.gather(*(service.spending.submit_reserved(attempt, request) for _ in range(5)))
     assert len([record for record in sent if record is not None]) == 1
     assert stats(sandbox)["requests"]["generate"] == 1
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..models import URL_FIELDS
+from ..url_fields import URL_FIELDS
 
 Kind = Literal["image", "video"]
 

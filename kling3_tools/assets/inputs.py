@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..errors import RequestValidationError
-from ..models import GenerateRequest, url_label, url_values, with_urls
+from ..models import GenerateRequest
+from ..url_fields import url_label, url_values, with_urls
 from .checks import KIND_OF_FIELD, CheckedFile, check
 from .store import AssetStore
 

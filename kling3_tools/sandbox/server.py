@@ -28,7 +28,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 # A stop waits this long for requests in flight (a client killed mid-request may hold one open for good).
-GRACEFUL_STOP_SECONDS = 0.5
+GRACEFUL_STOP_SECONDS = 1
 
 
 def _uvicorn(app: ASGIApp, log_level: str) -> uvicorn.Server:

@@ -24,10 +24,11 @@ from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 
 from ..errors import StoreError, TaskExistsError
-from ..ledger import DAY_SECONDS, Attempt, AttemptState, Reservation, ReservationQueue, SpendLimit, Usage, decide
+from ..ledger import DAY_SECONDS, Attempt, AttemptState, SpendLimit, Usage
 from ..models import StatusFilter
 from ..ratelimit import RateLimiter
 from ..records import TaskRecord
+from ..reservations import Reservation, ReservationQueue, decide
 from ..stories.record import StoryRecord
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
@@ -36,15 +37,14 @@ from .pg_connections import (
     RECORD_PATIENCE_SECONDS,
     Connections,
 )
+from .pg_queries import ATTEMPT_EXISTS, CLAIM_SQL, NEXT_DUE_SQL, POSTGRES, SETTLED_AS
 from .pg_ratelimit import PostgresRateLimiter
 from .pg_schema import SCHEMA_VERSION, Connection, connect, current_version, describe_url, too_new
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
-    HOUR_SECONDS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
-    SqlDialect,
     attempt_from_row,
     attempt_to_row,
     progress_columns,
@@ -60,40 +60,6 @@ log = logging.getLogger("kling3_tools.store")
 
 NEW_TASK_CHANNEL = "kling3_new_task"
 _JSON_COLUMNS = {"request", "video_urls", "origin"}  # in tasks and attempts
-_ATTEMPT_EXISTS = "SELECT 1 FROM attempts WHERE attempt_id = %(id)s"
-_SETTLED_AS = (
-    "SELECT 1 FROM attempts WHERE attempt_id = %(attempt_id)s AND state = 'submitted' AND task_id = %(task_id)s"
-)
-
-POSTGRES = SqlDialect(
-    param=lambda name: f"%({name})s",
-    json=lambda name: f"%({name})s::jsonb",
-    user_id="(origin->>'user_id')::bigint",
-    owner="(origin->>'owner')",
-    story_id="(origin->>'story_id')",
-    greatest="GREATEST",
-    hour=lambda column: f"floor({column} / {HOUR_SECONDS})::bigint",
-)
-
-# One index walk per served kind (tasks_due_kind), each stopping after `limit` unlocked rows, then the soonest
-# `limit` of those: due tasks of kinds this worker does not serve are never read.
-CLAIM_SQL = """
-    WITH due AS (
-        SELECT picked.task_id FROM unnest(%(kinds)s::text[]) AS kind(name)
-        CROSS JOIN LATERAL (
-            SELECT task_id, due_at FROM tasks
-            WHERE api_url = %(api_url)s AND origin_kind = kind.name AND due_at <= %(now)s
-              AND (lease_until IS NULL OR lease_until < %(now)s)
-            ORDER BY due_at
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ) AS picked
-        ORDER BY picked.due_at
-        LIMIT %(limit)s
-    )
-    UPDATE tasks SET lease_owner = %(owner)s, lease_until = %(until)s
-    FROM due WHERE tasks.task_id = due.task_id
-    RETURNING tasks.*"""
 
 
 def _check_version(version: int, url: str) -> None:
@@ -210,7 +176,7 @@ class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
         try:
             await self._count(self._insert_task_sql(), params, patience=RECORD_PATIENCE_SECONDS)
         except psycopg.errors.UniqueViolation as exc:
-            if not await self._rows(_SETTLED_AS, params, patience=RECORD_PATIENCE_SECONDS):
+            if not await self._rows(SETTLED_AS, params, patience=RECORD_PATIENCE_SECONDS):
                 raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
 
     async def get(self, task_id: str) -> TaskRecord | None:
@@ -250,21 +216,7 @@ class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
         return sum([await self._count(sql.format(table), {"owner": owner}) for table in ("tasks", "stories")])
 
     async def next_due(self, *, api_url: str, kinds: list[str]) -> float | None:
-        # An index walk per served kind, and one over the leased tasks (few: those in flight), rather than one MIN
-        # over every tracked task.
-        sql = """
-            SELECT LEAST(
-                (SELECT min(first.due_at) FROM unnest(%(kinds)s::text[]) AS kind(name)
-                 CROSS JOIN LATERAL (
-                     SELECT due_at FROM tasks
-                     WHERE api_url = %(api_url)s AND origin_kind = kind.name AND due_at IS NOT NULL
-                       AND (lease_until IS NULL OR lease_until < due_at)
-                     ORDER BY due_at LIMIT 1) AS first),
-                (SELECT min(lease_until) FROM tasks
-                 WHERE api_url = %(api_url)s AND lease_owner IS NOT NULL AND due_at IS NOT NULL
-                   AND origin_kind = ANY(%(kinds)s) AND lease_until >= due_at)
-            ) AS due"""
-        rows = await self._rows(sql, {"api_url": api_url, "kinds": kinds})
+        rows = await self._rows(NEXT_DUE_SQL, {"api_url": api_url, "kinds": kinds})
         due = rows[0]["due"]
         return None if due is None else float(due)
 
@@ -317,7 +269,7 @@ class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
         written: list[str] = []  # what the last try wrote, which may have committed before its answer was lost
 
         async def reserve(conn: Connection) -> None:
-            if written and await (await conn.execute(_ATTEMPT_EXISTS, {"id": written[0]})).fetchone():
+            if written and await (await conn.execute(ATTEMPT_EXISTS, {"id": written[0]})).fetchone():
                 return  # it did: its decisions stand
             for reservation in batch:
                 reservation.refused = None

@@ -11,39 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError, TaskExistsError
-from ..ledger import (
-    DAY_SECONDS,
-    Attempt,
-    AttemptState,
-    Reservation,
-    ReservationQueue,
-    SpendLimit,
-    Usage,
-    decide,
-)
+from ..ledger import DAY_SECONDS, Attempt, AttemptState, SpendLimit, Usage
 from ..models import StatusFilter
 from ..ratelimit import RateLimiter, TokenBucket
 from ..records import TaskRecord
+from ..reservations import Reservation, ReservationQueue, decide
 from ..stories.record import StoryRecord
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
-    HOUR_SECONDS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
-    SqlDialect,
     attempt_from_row,
     attempt_to_row,
     progress_columns,
@@ -52,20 +40,11 @@ from .rows import (
     stamp,
     usage_from_row,
 )
-from .sqlite_schema import SCHEMA, add_columns, add_spend_hours
+from .sqlite_schema import SQLITE, create, prepare
 from .stats import StatsQueries
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
 SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
-SQLITE = SqlDialect(
-    param=lambda name: f":{name}",
-    json=lambda name: f":{name}",
-    user_id="json_extract(origin, '$.user_id')",
-    owner="json_extract(origin, '$.owner')",
-    story_id="json_extract(origin, '$.story_id')",
-    greatest="MAX",
-    hour=lambda column: f"CAST({column} / {HOUR_SECONDS} AS INTEGER)",  # times are positive: truncating floors
-)
 
 
 class SQLiteTaskStore(KeptTaskIds, StoryTable, StatsQueries):
@@ -77,7 +56,7 @@ class SQLiteTaskStore(KeptTaskIds, StoryTable, StatsQueries):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
-            self._create()
+            create(self.path)
         if self.path.stat().st_size == 0:  # SQLite would take it for a new, empty store
             raise StoreError(
                 f"The task store {self.path} is an empty file (0 bytes): it was probably truncated, and its tasks "
@@ -90,7 +69,8 @@ class SQLiteTaskStore(KeptTaskIds, StoryTable, StatsQueries):
         self._reservations = ReservationQueue(self._reserve_batch, self._abandon)
         self._settles = GroupCommit(self._settle_batch, self._settle_one)
         try:
-            self._prepare(deadline=time.monotonic() + busy_timeout)
+            with self._lock:
+                prepare(self._db, deadline=time.monotonic() + busy_timeout)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
@@ -102,37 +82,6 @@ class SQLiteTaskStore(KeptTaskIds, StoryTable, StatsQueries):
         self._reader = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
         self._reader.row_factory = _dict_row
         self._reader.execute("PRAGMA query_only = ON")
-
-    def _create(self) -> None:
-        """A new store is built under a temporary name and linked into place, so that a file at `path` is
-        never a half-made store: an empty one there was truncated. Losing the race to another process is
-        fine: its store is the same."""
-        building = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.new")
-        try:
-            with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(SCHEMA)
-            with contextlib.suppress(FileExistsError):
-                os.link(building, self.path)
-        finally:
-            building.unlink(missing_ok=True)
-
-    def _prepare(self, *, deadline: float) -> None:
-        """WAL mode and the schema. Switching a new file to WAL does not wait for a busy lock as other
-        statements do, so processes opening one file at once retry it until the busy timeout."""
-        while True:
-            try:
-                with self._lock:
-                    self._db.execute("PRAGMA journal_mode=WAL")
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                    self._db.executescript(SCHEMA)
-                    add_columns(self._db)
-                    add_spend_hours(self._db, SQLITE)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
     def __repr__(self) -> str:
         return f"SQLiteTaskStore({str(self.path)!r})"

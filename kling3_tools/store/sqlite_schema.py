@@ -1,14 +1,17 @@
-"""The SQLite store's schema: created if missing each time a file opens, with the columns added since a
-file was made (SQLite has no migrations of its own; PostgreSQL's are in `pg_schema`)."""
+"""The SQLite store's schema and dialect: a file created whole (`create`), its schema made if missing each time
+it opens, with the columns added since it was made (`prepare`: SQLite has no migrations of its own;
+PostgreSQL's are in `pg_schema`)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
-from typing import TYPE_CHECKING
+import time
+import uuid
+from pathlib import Path
 
-if TYPE_CHECKING:
-    from .rows import SqlDialect
+from .rows import HOUR_SECONDS, SqlDialect
 
 ADDED_COLUMNS = ("archive_key", "archived_url")  # in SCHEMA too; added to older files when they open
 SCHEMA = """
@@ -163,3 +166,46 @@ def spend_hours_schema(dialect: SqlDialect) -> tuple[str, dict[str, str], str]:
         "INSERT INTO spend_hours (scope, hour, credits) "
         f"SELECT scope, hour, SUM(credits) FROM ({every_task}) WHERE scope IS NOT NULL GROUP BY scope, hour",
     )
+
+
+SQLITE = SqlDialect(
+    param=lambda name: f":{name}",
+    json=lambda name: f":{name}",
+    user_id="json_extract(origin, '$.user_id')",
+    owner="json_extract(origin, '$.owner')",
+    story_id="json_extract(origin, '$.story_id')",
+    greatest="MAX",
+    hour=lambda column: f"CAST({column} / {HOUR_SECONDS} AS INTEGER)",  # times are positive: truncating floors
+)
+
+
+def create(path: Path) -> None:
+    """A new store is built under a temporary name and linked into place, so that a file at `path` is never a
+    half-made store: an empty one there was truncated. Losing the race to another process is fine: its store
+    is the same."""
+    building = path.with_name(f".{path.name}.{uuid.uuid4().hex}.new")
+    try:
+        with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+        with contextlib.suppress(FileExistsError):
+            os.link(building, path)
+    finally:
+        building.unlink(missing_ok=True)
+
+
+def prepare(db: sqlite3.Connection, *, deadline: float) -> None:
+    """WAL mode and the schema. Switching a new file to WAL does not wait for a busy lock as other statements
+    do, so processes opening one file at once retry it until the busy timeout."""
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            add_columns(db)
+            add_spend_hours(db, SQLITE)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

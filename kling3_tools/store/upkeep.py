@@ -45,6 +45,16 @@ class Upkeep:
             if warning := capacity_warning(await self.store.stats(), self.rate):
                 log.warning(warning)
 
+    async def outlook(self, kinds: list[str]) -> str:
+        """When there is work next, in words, for a poller's start-up line (a quiet poller is not a broken one)."""
+        try:
+            due = await self.store.next_due(api_url=self.api_url, kinds=kinds)
+        except Exception as exc:
+            return f"the store does not answer yet ({exc})"
+        if due is None:
+            return "no task to follow yet"
+        return "work is due now" if due <= time.time() else f"the next check is due in {due - time.time():.0f} s"
+
     async def adopt(self) -> None:
         """Record each task whose id was kept on its attempt, due for a check at once; an id the store already
         has for another generate leaves its attempt `unknown` (the API may have charged twice)."""

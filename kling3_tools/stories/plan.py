@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import RequestValidationError
-from ..models import GenerateRequest, url_label, with_urls
+from ..models import GenerateRequest
+from ..url_fields import url_label, with_urls
 from .model import Shot, Story
 
 STAND_IN = "https://story.invalid/{shot}{suffix}"  # a referenced input, until its shot has run

@@ -34,12 +34,13 @@ from ..assets.store import AssetStore
 from ..config import PollerSettings
 from ..errors import KlingError, install_hint
 from ..ledger import AttemptState
-from ..models import GenerateRequest, Task, with_urls
+from ..models import GenerateRequest, Task
 from ..notifiers import DELIVERY_GIVE_UP_SECONDS, Notifiers, delivered, delivery_failed
 from ..observe import Observer
 from ..records import Delivery, Outcome, TaskRecord
 from ..schedule import Scheduler
 from ..spending import Spending
+from ..url_fields import with_urls
 from .plan import plan
 from .record import ShotState, StoryRecord, StoryState
 
@@ -73,17 +74,21 @@ class StoryRunner:
         self.store = parts.spending.store
 
     async def sweep(self, owner: str, kinds: list[str]) -> None:
-        """Lease the due stories of these kinds and advance each (called from a poller's sweep)."""
+        """Lease the due stories of these kinds and advance each (called from a poller's sweep); the store failing
+        is logged, and the next sweep tries again."""
         lease = self.parts.settings.lease_seconds
-        claimed = await self.store.claim_stories(
-            owner=owner,
-            now=time.time(),
-            lease_seconds=lease,
-            limit=CLAIM_LIMIT,
-            api_url=self.parts.spending.api_url,
-            kinds=kinds,
-        )
-        await asyncio.gather(*(self._work(owner, record) for record in claimed))
+        try:
+            claimed = await self.store.claim_stories(
+                owner=owner,
+                now=time.time(),
+                lease_seconds=lease,
+                limit=CLAIM_LIMIT,
+                api_url=self.parts.spending.api_url,
+                kinds=kinds,
+            )
+            await asyncio.gather(*(self._work(owner, record) for record in claimed))
+        except Exception as exc:
+            log.warning("advancing stories failed (%s: %s); trying again at the next sweep", type(exc).__name__, exc)
 
     async def _work(self, owner: str, record: StoryRecord) -> None:
         lease = self.parts.settings.lease_seconds
