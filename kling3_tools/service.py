@@ -247,6 +247,20 @@ class KlingService:
     async def expected_finish(self, record: TaskRecord) -> float:
         return await self.scheduler.expected_finish(record)
 
+    async def follow(self, task_id: str, *, asked_at: float) -> tuple[TaskRecord | None, float]:
+        """A tracked task as fresh as a person waiting on it needs: the store's record (the pollers keep it
+        current), or the API's answer when no poller will look within the dense interval, asked at most once
+        an interval. `asked_at` is when it was last asked (`time.monotonic()`); returns it, updated."""
+        record = await self.get(task_id)
+        dense = self.scheduler.policy.dense_interval
+        if record is None or not record.is_tracking or time.monotonic() - asked_at <= dense:
+            return record, asked_at
+        if (record.due_at or 0) - time.time() > dense:  # the pollers will not look for a while: ask now
+            with contextlib.suppress(KlingError):
+                record = (await self.status(task_id)).record or record
+            asked_at = time.monotonic()
+        return record, asked_at
+
     async def status(self, task_id: str) -> Checked:
         """Ask the API now, and record what it said when the task is tracked here."""
         task = await self.client.status(task_id)
@@ -286,11 +300,6 @@ class KlingService:
             record.due_at = None
         await self.store.save_progress(record)
         return record
-
-    @property
-    def check_interval(self) -> float:
-        """Seconds between checks of a task near its expected finish."""
-        return self.scheduler.policy.dense_interval
 
     @property
     def base_url(self) -> str:

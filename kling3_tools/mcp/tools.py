@@ -9,7 +9,6 @@ fields (description, bounds), so the tool schema and the core always agree.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import Callable
@@ -121,13 +120,8 @@ async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> Vide
             message=f"{record.raw_status or 'running'} for {int(age // 60)}:{int(age % 60):02d}",
         )
         await asyncio.sleep(min(PROGRESS_EVERY, timeout - waited))
-        record = await service.get(task_id) or record
-        dense = service.check_interval
-        stale = (record.due_at or 0) - time.time() > dense and time.monotonic() - asked > dense
-        if record.is_tracking and stale:  # the poller will not look for a while: ask now, once per interval
-            asked = time.monotonic()
-            with contextlib.suppress(KlingError):
-                record = (await service.status(task_id)).record or record
+        fresh, asked = await service.follow(task_id, asked_at=asked)
+        record = fresh or record
     return await to_video(service, record)
 
 
