@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 from pydantic import SecretStr
 
+from harness.helpers import free_port
 from kling3_tools.assets.store import ObjectAssetStore
 from kling3_tools.config import StorageSettings
-from tests.helpers import free_port
 
 BUCKET = "kling3-bench"
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from tests.helpers import free_port
+from harness.helpers import free_port
 
 SANDBOX_KEY = "sandbox-key"
 

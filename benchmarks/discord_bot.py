@@ -30,10 +30,10 @@ import discord
 import httpx
 from kling3_discord import opened
 
+from harness import fake_discord as fd
+from harness.helpers import free_port
 from kling3_tools.config import Settings
 from kling3_tools.launch import exempt_loaded_objects_from_gc
-from tests import fake_discord as fd
-from tests.helpers import free_port
 
 from .common import SANDBOX_KEY, sandbox_process, server_process
 
@@ -43,7 +43,7 @@ TARGET_P99_MS = 100
 FAKE_DISCORD = """
 import sys
 from aiohttp import web
-from tests import fake_discord as fd
+from harness import fake_discord as fd
 
 fake = fd.FakeDiscord()
 app = fake.app()

@@ -35,13 +35,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from harness.helpers import SECRET, poller_env
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.notifiers import SIGNATURE_HEADER, verify_signature
 from kling3_tools.records import WebhookOrigin
 from kling3_tools.sandbox.server import ThreadedServer
 from kling3_tools.service import KlingService
-from tests.helpers import SECRET, poller_env
 
 from .common import SANDBOX_KEY, sandbox_process
 

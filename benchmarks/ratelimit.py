@@ -17,10 +17,10 @@ import argparse
 import asyncio
 import time
 
+from harness.postgres import PostgresCluster, find_bindir
 from kling3_tools.store import migrate_postgres
 from kling3_tools.store.pg_ratelimit import PostgresRateLimiter
 from kling3_tools.store.postgres import PostgresTaskStore
-from tests.postgres import PostgresCluster, find_bindir
 
 
 class Counted(PostgresRateLimiter):

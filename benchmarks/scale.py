@@ -33,12 +33,12 @@ from typing import Any
 
 import psycopg
 
+from harness.helpers import poller_env
+from harness.postgres import PostgresCluster, find_bindir
 from kling3_tools.models import GenerateRequest, Task
 from kling3_tools.records import AnyOrigin, CliOrigin, McpOrigin, TaskRecord
 from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
 from kling3_tools.store.rows import COLUMNS, record_to_row
-from tests.helpers import poller_env
-from tests.postgres import PostgresCluster, find_bindir
 
 from .common import SANDBOX_KEY, sandbox_process
 from .poller import Receiver, percentile, stop, submit

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import RawStdio
+from harness.helpers import RawStdio
 
 from .common import SANDBOX_KEY, sandbox_process
 from .mcp_server import MINIMAL_SERVER

@@ -18,13 +18,13 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from harness.helpers import eventually, free_port, kling3
 from kling3_tools.config import Settings
 from kling3_tools.errors import RequestValidationError
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .helpers import eventually, free_port, kling3
 from .test_mcp_server import connect, http_server, server_env, text
 
 BUCKET = "kling3-assets"
@@ -239,7 +239,8 @@ async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandb
 
 
 async def test_discord_attachments_are_kept_in_storage_when_it_is_configured(monkeypatch, sandbox, s3, tmp_path):
-    from . import fake_discord as fd
+    from harness import fake_discord as fd
+
     from .test_discord_bot import ALICE, bot_settings, deliver, fake_discord, followups, running_bot, texts
 
     buffer = io.BytesIO()

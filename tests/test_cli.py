@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
+from harness.helpers import kling3 as run_kling3
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.store.pg_schema import SCHEMA_VERSION
 
 from .conftest import stats
-from .helpers import kling3 as run_kling3
 
 
 def kling3(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 import kling3_tools
+from harness.helpers import free_port
 from kling3_tools import catalog, errors
 from kling3_tools.answers import raise_for_answer, task_answer, task_from
 from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
@@ -24,7 +25,6 @@ from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.sandbox.server import SandboxServer
 
 from .conftest import FAST_RETRY, FAST_WAIT, add_fault, set_options, stats
-from .helpers import free_port
 
 IMG = "https://example.com/a.jpg"
 VID = "https://example.com/a.mp4"

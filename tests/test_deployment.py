@@ -14,10 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from harness.helpers import free_port
 from kling3_tools.cli import build_parser
 from kling3_tools.ops import probe
-
-from .helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

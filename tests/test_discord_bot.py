@@ -17,15 +17,15 @@ import pytest
 from aiohttp import web
 from kling3_discord import KlingBot, opened
 
+from harness import fake_discord as fd
+from harness.helpers import eventually
 from kling3_tools.config import Settings
 from kling3_tools.records import Delivery, DiscordOrigin, TaskRecord
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 
-from . import fake_discord as fd
 from .conftest import set_options, stats
-from .helpers import eventually
 from .test_resilience import locked
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)

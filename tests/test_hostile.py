@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from harness.helpers import SECRET, eventually, free_port, kling3
 from kling3_tools import downloads, errors
 from kling3_tools.answers import parse_retry_after
 from kling3_tools.catalog import MAX_RETRY_AFTER
@@ -23,7 +24,6 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .helpers import SECRET, eventually, free_port, kling3
 from .test_mcp_server import raw_server
 from .test_poller import FAST
 

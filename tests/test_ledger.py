@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 
+from harness.helpers import eventually
 from kling3_tools.client import AsyncKlingClient
 from kling3_tools.config import Settings
 from kling3_tools.errors import OutcomeUnknownError, SpendingRefusedError, StoreError
@@ -28,7 +29,6 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import TaskStore, open_store
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .helpers import eventually
 from .test_resilience import locked
 
 REQUEST = GenerateRequest.build(type="pro-text-to-video", prompt="A lighthouse", duration=5)

@@ -20,8 +20,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from harness.helpers import eventually
+
 from .conftest import set_options
-from .helpers import eventually
 from .test_mcp_server import connect, http_server, server_env
 
 ROOT = Path(__file__).resolve().parents[1]

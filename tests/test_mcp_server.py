@@ -23,10 +23,10 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
+from harness.helpers import RawStdio, eventually, free_port
 from kling3_tools import catalog
 
 from .conftest import set_options, stats
-from .helpers import RawStdio, eventually, free_port
 from .test_resilience import locked
 
 pytestmark = pytest.mark.process  # every test here starts processes of its own

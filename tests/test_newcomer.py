@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.helpers import SECRET, eventually
 from kling3_tools import catalog
-
-from .helpers import SECRET, eventually
 
 ENTRY_POINTS = {
     "kling3": [sys.executable, "-m", "kling3_tools"],

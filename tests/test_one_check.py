@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 from mcp.client import Client
 
+from harness import fake_discord as fd
+from harness.helpers import eventually
 from kling3_tools.assets import inputs
 from kling3_tools.cli import main
 from kling3_tools.config import Settings
 from kling3_tools.mcp.serve import loaded_server
 
-from . import fake_discord as fd
-from .helpers import eventually
 from .test_discord_bot import ALICE, bot_settings, deliver, fake, running_bot  # noqa: F401 (a fixture)
 
 

@@ -15,12 +15,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.helpers import eventually, free_port, start_kling3
 from kling3_tools.config import ConfigError, MetricsSettings, Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.records import Outcome
 
 from .conftest import set_options
-from .helpers import eventually, free_port, start_kling3
 from .test_discord_bot import bot_settings, fake_discord
 from .test_mcp_server import connect, server_env
 from .test_poller import FAST

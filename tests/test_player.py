@@ -19,10 +19,10 @@ from mcp import Client
 from mcp.client.extension import ClientExtension
 from mcp.client.stdio import StdioServerParameters
 
+from harness.helpers import eventually
 from kling3_tools.mcp.player import PLAYER_URI
 
 from .conftest import set_options, stats
-from .helpers import eventually
 from .test_mcp_server import http_server, server_env
 
 APP_MIME = "text/html;profile=mcp-app"

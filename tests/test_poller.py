@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.helpers import SECRET, eventually, poller_env, start_kling3
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.poller import Poller
@@ -23,7 +24,6 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
-from .helpers import SECRET, eventually, poller_env, start_kling3
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
 TYPES = ["pro-text-to-video", "std-text-to-video", "o3-pro-text-to-video", "o3-std-text-to-video"]

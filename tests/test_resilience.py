@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.helpers import eventually, poller_env, start_kling3
 from kling3_tools.config import Settings
 from kling3_tools.records import Outcome
 from kling3_tools.service import KlingService
 from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
-from .helpers import eventually, poller_env, start_kling3
 from .test_poller import FAST, settings_for, submit_batch
 from .test_workers import delivered, submit, worker_env
 

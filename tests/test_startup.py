@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.helpers import eventually, kling3, start_kling3
 from kling3_tools.config import Settings
 from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.models import GenerateRequest
 from kling3_tools.service import KlingService
 
-from .helpers import eventually, kling3, start_kling3
 from .test_discord_bot import bot_process_env, fake_discord, start_bot_process
 from .test_mcp_server import connect, http_server, server_env
 

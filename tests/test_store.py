@@ -288,10 +288,9 @@ async def test_prune_keeps_what_it_must(store):
 
 
 async def test_each_poller_applies_keep_days(sandbox, tmp_path):
+    from harness.helpers import eventually
     from kling3_tools.config import Settings
     from kling3_tools.service import KlingService
-
-    from .helpers import eventually
 
     settings = Settings.load(
         api_key=sandbox.api_key, base_url=sandbox.url, store={"url": f"sqlite:///{tmp_path / 't.db'}", "keep_days": 30}

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from harness.helpers import SECRET, eventually, kling3, start_kling3
 from kling3_tools.config import Settings
 from kling3_tools.errors import KlingError
 from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
@@ -20,7 +21,6 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import open_store
 
 from .conftest import set_options, stats
-from .helpers import SECRET, eventually, kling3, start_kling3
 from .test_mcp_server import connect, server_env, text
 from .test_poller import FAST
 from .test_workers import worker_env

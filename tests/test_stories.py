@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness.helpers import kling3
 from kling3_tools.errors import RequestValidationError
 from kling3_tools.models import quote
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
@@ -17,7 +18,6 @@ from kling3_tools.stories.model import Story
 from kling3_tools.stories.plan import plan
 
 from .conftest import stats
-from .helpers import kling3
 
 av = pytest.importorskip("av")
 media = pytest.importorskip("kling3_tools.stories.media")

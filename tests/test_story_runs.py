@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.helpers import SECRET, eventually
 from kling3_tools.config import Settings
 from kling3_tools.errors import RequestValidationError, SpendingRefusedError
 from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
@@ -32,7 +33,6 @@ from kling3_tools.stories.plan import plan
 from kling3_tools.stories.record import ShotState, StoryRecord, StoryState
 
 from .conftest import set_options, stats
-from .helpers import SECRET, eventually
 
 av = pytest.importorskip("av")
 np = pytest.importorskip("numpy")
@@ -410,7 +410,7 @@ async def test_a_member_runs_a_story_from_discord_after_seeing_its_plan(monkeypa
         poller={"media_dir": str(tmp_path / "media"), "rate_limit_per_second": 100, "lease_seconds": 2},
         discord={"cooldown_seconds": 0},
     )
-    from . import fake_discord as fd
+    from harness import fake_discord as fd
 
     async with fake_discord(monkeypatch) as fake, running_bot(settings, sandbox=True) as bot:
         story = fake.host("lighthouse.toml", LIGHTHOUSE.encode(), "text/plain")
@@ -568,7 +568,8 @@ async def _shot_running(service: KlingService, story_id: str) -> bool:
 async def test_a_bad_story_file_on_discord_is_refused_privately_and_spends_nothing(
     monkeypatch, tmp_path, content, size, expected
 ):
-    from . import fake_discord as fd
+    from harness import fake_discord as fd
+
     from .test_discord_bot import ALICE, deliver, fake_discord, followups, running_bot, texts
 
     settings = Settings.load(store={"url": f"sqlite:///{tmp_path / 'bot.db'}"}, discord={"cooldown_seconds": 0})

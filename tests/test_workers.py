@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from harness.helpers import SECRET, eventually, poller_env, start_kling3
 from kling3_tools.config import Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.poller import Poller
@@ -19,7 +20,6 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .helpers import SECRET, eventually, poller_env, start_kling3
 from .test_poller import FAST, TYPES
 
 LEASE_SECONDS = 2.0
