@@ -437,9 +437,9 @@ async def test_status_autocompletes_your_tasks_and_tasks_lists_them(fake, sandbo
 
 
 async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeypatch, sandbox, postgres_url):
-    """What `kling3 poller` does with DISCORD_TOKEN set: the bot token over REST, no gateway, no commands."""
-    from kling3_discord.notifier import rest_notifier
-
+    """What `kling3 poller` does with DISCORD_TOKEN set, through the notifier the bot registers as an entry
+    point: the bot token over REST, no gateway, no commands."""
+    from kling3_tools.cli.workers import worker_notifiers
     from kling3_tools.models import GenerateRequest
 
     settings = Settings.load(
@@ -451,8 +451,11 @@ async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeyp
     origin = DiscordOrigin(guild_id=fd.GUILD_ID, channel_id=fd.CHANNEL_ID, user_id=ALICE)
     async with fake_discord(monkeypatch) as fake, KlingService.open(settings, schedule=FAST) as service:
         record = await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="a fox"), origin)
-        async with rest_notifier(service, "fake-bot-token") as notifier:
-            service.notifiers.register(notifier)
+        async with contextlib.AsyncExitStack() as stack:
+            assert await worker_notifiers(service, stack) == []  # no token: no Discord delivery
+            monkeypatch.setenv("DISCORD_TOKEN", "fake-bot-token")
+            [notifier] = await worker_notifiers(service, stack)
+            service.register(notifier)
             worker = asyncio.create_task(service.poller().run())
             try:
                 await eventually(lambda: len(fake.channel_posts()) == 1, timeout=30)
@@ -468,6 +471,18 @@ async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeyp
     assert not fake.find("GET", "/gateway")  # never asked where the gateway is: no gateway connection
     assert not fake.find("PUT", "/commands")  # and registered no commands
     assert record.task_id in post.body["components"][0]["components"][0]["custom_id"]
+
+
+async def test_a_worker_with_a_token_but_no_discord_extra_says_so_in_one_line(monkeypatch, sandbox, tmp_path):
+    from kling3_tools.cli.workers import worker_notifiers
+    from kling3_tools.launch import UsageError
+
+    monkeypatch.setenv("DISCORD_TOKEN", "fake-bot-token")
+    monkeypatch.delitem(sys.modules, "kling3_discord.notifier", raising=False)
+    monkeypatch.setitem(sys.modules, "discord", None)  # as if discord.py were not installed
+    async with KlingService.open(bot_settings(sandbox, tmp_path)) as service, contextlib.AsyncExitStack() as stack:
+        with pytest.raises(UsageError, match="DISCORD_TOKEN is set, but delivery to Discord needs the discord extra"):
+            await worker_notifiers(service, stack)
 
 
 async def test_the_bot_runs_the_configured_slice_of_shards(sandbox, tmp_path):

@@ -194,3 +194,7 @@ def test_a_field_added_to_the_request_model_reaches_every_front_end():
         name: [0, 99, "Random seed; the same seed, the same video"]
         for name in ("generate", "animate", "reference", "edit")
     }
+
+
+def test_the_poller_command_finds_discord_delivery_through_an_entry_point_not_an_import():
+    assert not {target for target in graph()["kling3_tools.cli.workers"] if target.startswith("kling3_discord")}

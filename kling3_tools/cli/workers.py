@@ -1,4 +1,5 @@
-"""`kling3 poller`: one poller in this process, or N worker processes kept running; Discord delivery over REST."""
+"""`kling3 poller`: one poller in this process, or N worker processes kept running; the notifiers other packages
+add (Discord delivery over REST) found through their entry points."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from .. import ops
-from ..config import ConfigError, Settings, discord_token
-from ..errors import missing_part
+from ..config import ConfigError, Settings
 from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError, exempt_loaded_objects_from_gc
 from ..store import is_postgres_url
 from .commands import open_service
 from .output import err
+
+if TYPE_CHECKING:
+    from ..notifiers import Notifier
+    from ..service import KlingService
 
 
 async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,18 +37,8 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
         ops.exposed(service),
         contextlib.AsyncExitStack() as stack,
     ):
-        try:
-            token = discord_token()
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        if token:
-            try:
-                from kling3_discord.notifier import rest_notifier
-            except ImportError as exc:
-                raise UsageError(
-                    f"DISCORD_TOKEN is set, but {missing_part('delivery to Discord', 'discord', exc)}"
-                ) from None
-            service.register(await stack.enter_async_context(rest_notifier(service, token)))
+        for notifier in await worker_notifiers(service, stack):
+            service.register(notifier)
         poller = service.poller()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):  # graceful: finish or hand back what is in flight
@@ -54,6 +50,21 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
         exempt_loaded_objects_from_gc()
         await poller.run()
     return EXIT_OK
+
+
+async def worker_notifiers(service: KlingService, stack: contextlib.AsyncExitStack) -> list[Notifier]:
+    """The notifiers other packages add to a worker (`[project.entry-points."kling3_tools.notifiers"]`): each
+    entry opens one for `service`, or yields None when it is not configured; a wrong configuration is one
+    line, exit 2."""
+    notifiers = []
+    for entry in entry_points(group="kling3_tools.notifiers"):
+        try:
+            notifier = await stack.enter_async_context(entry.load()(service))
+        except (ConfigError, ImportError) as exc:
+            raise UsageError(str(exc)) from None
+        if notifier is not None:
+            notifiers.append(notifier)
+    return notifiers
 
 
 WORKER_RESTART_SECONDS = 2.0
