@@ -4,6 +4,8 @@ configured API, or for an embedded sandbox started here), the asset store and th
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -13,9 +15,28 @@ from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
 from .client import AsyncKlingClient, RetryPolicy
 from .config import Settings
 from .pool import http_pool
+from .records import TaskRecord
 from .sandbox import embedded
 from .schedule import SchedulePolicy
 from .store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
+
+
+def _as_they_are(urls: list[str]) -> list[str]:
+    return urls
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The API as this process reaches it: its name in the store, and its videos' URLs as reached from here
+    (an embedded sandbox listens on a new port in every process, and serves the videos of earlier ones)."""
+
+    api_url: str
+    videos: Callable[[list[str]], list[str]] = _as_they_are
+
+    def reachable(self, record: TaskRecord) -> TaskRecord:
+        if record.api_url == self.api_url:
+            record.video_urls = self.videos(record.video_urls)
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +45,7 @@ class Parts:
     client: AsyncKlingClient
     store: TaskStore
     assets: AssetStore | None
-    api_url: str | None  # the embedded sandbox's fixed name in the store; None: the client's base URL
+    endpoint: Endpoint
     schedule: SchedulePolicy | None  # the embedded sandbox's quick one; None: from the settings
 
 
@@ -34,20 +55,21 @@ async def open_parts(
     """Open every part on `stack`, which closes them; with `wait_for_store`, a store server that does not
     answer yet is waited for (a long-lived worker started before its database)."""
     http = await stack.enter_async_context(http_pool(httpx.Timeout(settings.timeout_seconds, connect=10)))
-    api_url: str | None = None
     schedule: SchedulePolicy | None = None
+    endpoint: Endpoint | None = None
     key: SecretStr | None
     assets: AssetStore | None = ObjectAssetStore(settings.storage) if settings.storage.url else None
     if sandbox:
         server = stack.enter_context(embedded.start(settings.sandbox))
-        api_url = embedded.API_URL
         key, base_url = SecretStr(server.api_key), server.url
+        endpoint = Endpoint(embedded.API_URL, functools.partial(embedded.served_by, server.url))
         schedule = embedded.schedule(settings.sandbox.finish_seconds)
         assets = assets or SandboxAssetStore(http, server.url, server.api_key)
     else:
         key, base_url = settings.api_key, settings.base_url
     retry = RetryPolicy(max_retries=settings.max_retries)
     client = AsyncKlingClient(key, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds)
+    endpoint = endpoint or Endpoint(client.base_url)
     store = await open_store(
         settings.store.url,
         password=settings.store.password,
@@ -57,4 +79,4 @@ async def open_parts(
         wait=wait_for_store,
     )
     stack.push_async_callback(store.close)
-    return Parts(http, client, store, assets, api_url, schedule)
+    return Parts(http, client, store, assets, endpoint, schedule)

@@ -35,10 +35,9 @@ from .ledger import (
 from .models import GenerateRequest, Task
 from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .observe import Observer
-from .parts import open_parts
+from .parts import Endpoint, open_parts
 from .poller import Poller
 from .records import AnyOrigin, Checked, Delivery, TaskRecord
-from .sandbox import embedded
 from .schedule import SchedulePolicy, Scheduler
 from .spending import Spending
 from .store import StatusFilter, TaskStore
@@ -59,14 +58,15 @@ class KlingService:
         *,
         http: httpx.AsyncClient,
         schedule: SchedulePolicy | None = None,
-        api_url: str | None = None,
+        endpoint: Endpoint | None = None,
         assets: AssetStore | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.observer = observer or Observer()  # what an operator's metrics count (`kling3_tools.ops`)
         self.client = client
         self.assets = assets  # where local inputs go; None: only URLs are accepted
-        self.api_url = api_url or client.base_url  # the API's name in the store: the embedded sandbox's is fixed
+        self.endpoint = endpoint or Endpoint(client.base_url)
+        self.api_url = self.endpoint.api_url  # the API's name in the store
         self.store = store = self.observer.watched(store)
         self.settings = settings
         self.http = http
@@ -129,7 +129,7 @@ class KlingService:
                 settings,
                 http=parts.http,
                 schedule=schedule or parts.schedule,
-                api_url=parts.api_url,
+                endpoint=parts.endpoint,
                 assets=parts.assets,
                 observer=observer,
             )
@@ -208,13 +208,7 @@ class KlingService:
 
     async def get(self, task_id: str) -> TaskRecord | None:
         record = await self.store.get(task_id)
-        return None if record is None else self._reachable(record)
-
-    def _reachable(self, record: TaskRecord) -> TaskRecord:
-        """The embedded sandbox listens on a new port in every process: its videos are served by this one."""
-        if record.api_url == embedded.API_URL:
-            record.video_urls = embedded.served_by(self.base_url, record.video_urls)
-        return record
+        return None if record is None else self.endpoint.reachable(record)
 
     async def recent(
         self,
@@ -228,7 +222,7 @@ class KlingService:
         records = await self.store.recent(
             status=status, origin_kind=origin_kind, user_id=user_id, owner=owner, limit=limit
         )
-        return [self._reachable(record) for record in records]
+        return [self.endpoint.reachable(record) for record in records]
 
     async def lasting_url(self, record: TaskRecord) -> str | None:
         """The URL to hand out now: the archived copy's, signed afresh, when there is one."""

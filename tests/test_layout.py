@@ -198,3 +198,12 @@ def test_a_field_added_to_the_request_model_reaches_every_front_end():
 
 def test_the_poller_command_finds_discord_delivery_through_an_entry_point_not_an_import():
     assert not {target for target in graph()["kling3_tools.cli.workers"] if target.startswith("kling3_discord")}
+
+
+def test_only_parts_knows_the_embedded_sandbox():
+    """The sandbox's options are settings and `kling3 sandbox` serves one; otherwise `parts` alone opens one and
+    hands out an endpoint, so nothing above it knows the sandbox exists."""
+    allowed = {"kling3_tools.parts", "kling3_tools.config", "kling3_tools.cli.offline"}
+    for module, targets in graph().items():
+        if not module.startswith("kling3_tools.sandbox") and module not in allowed:
+            assert not {t for t in targets if t.startswith("kling3_tools.sandbox")}, module
