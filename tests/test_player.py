@@ -173,6 +173,7 @@ async def test_the_card_shows_progress_then_plays_the_video(browser, sandbox, tm
         await eventually(lambda: _text(card, "#state"), timeout=20)
         assert (await card.text_content("#state")) in ("running", "queued")
         assert await card.is_visible("#progress")
+        await eventually(lambda: _text(card, "#price"), timeout=20)  # drawn from the task, maybe after the state
         assert (await card.text_content("#price")) == "300 credits"
         assert (await card.text_content("#prompt")) == HOSTILE_PROMPT  # markup shown as text
         assert await card.locator("#card img, #card b").count() == 0

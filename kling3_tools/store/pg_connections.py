@@ -8,7 +8,10 @@ again after 0.1 s, doubling to 2 s, until the server answers or the caller's pat
 after `RECONNECT_SECONDS` instead of backing off for minutes, and the next statement asks for a new one.
 
 Every statement given to `run` must be safe to run twice (a connection may be cut after a commit and
-before its answer): reads, and writes that are idempotent by their ids, as the stores' are.
+before its answer): reads, and writes that are idempotent by their ids, as the stores' are. A conditional
+write whose commit landed in that instant reads as "changed nothing" on its retry (a lease `save` then logs
+a lost lease; a story shot's `start_reserved` leaves the shot to be resolved as `unknown`): rare, and never
+a spend sent twice.
 """
 
 from __future__ import annotations
