@@ -136,3 +136,12 @@ def set_options(sandbox: SandboxServer, **options: Any) -> None:
 
 def add_fault(sandbox: SandboxServer, **fault: Any) -> None:
     httpx.post(f"{sandbox.url}/sandbox/faults", json=fault).raise_for_status()
+
+
+@pytest.fixture
+async def fake(monkeypatch):
+    """A fake Discord API on a loopback port, which discord.py is pointed at."""
+    from .support import fake_discord
+
+    async with fake_discord(monkeypatch) as server:
+        yield server

@@ -25,7 +25,7 @@ from kling3_tools.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .test_mcp_server import connect, http_server, server_env, text
+from .support import connect, http_server, server_env, text
 
 BUCKET = "kling3-assets"
 KEYS = {"access_key_id": "test-key", "secret_access_key": "test-secret"}
@@ -241,7 +241,8 @@ async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandb
 async def test_discord_attachments_are_kept_in_storage_when_it_is_configured(monkeypatch, sandbox, s3, tmp_path):
     from harness import fake_discord as fd
 
-    from .test_discord_bot import ALICE, bot_settings, deliver, fake_discord, followups, running_bot, texts
+    from .support import ALICE, bot_settings, deliver, fake_discord, running_bot
+    from .test_discord_bot import followups, texts
 
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (1, 2, 3)).save(buffer, "PNG")

@@ -4,77 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
-from aiohttp import web
-from kling3_discord import KlingBot, opened
+from kling3_discord import KlingBot
 
 from harness import fake_discord as fd
 from harness.helpers import eventually
 from kling3_tools.config import Settings
 from kling3_tools.records import Delivery, DiscordOrigin, TaskRecord
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
-from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .test_resilience import locked
+from .support import (
+    ALICE,
+    BOB,
+    FAST,
+    bot_process_env,
+    bot_settings,
+    deliver,
+    fake_discord,
+    locked,
+    running_bot,
+    start_bot_process,
+)
 
-FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
-ALICE, BOB = 800000000000000001, 800000000000000002
 EPHEMERAL = 64
-
-
-@contextlib.asynccontextmanager
-async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[fd.FakeDiscord]:
-    fake = fd.FakeDiscord()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        await runner.cleanup()
-
-
-def bot_settings(sandbox, tmp_path: Path, **discord_settings: Any) -> Settings:
-    return Settings.load(
-        api_key=sandbox.api_key,
-        base_url=sandbox.url,
-        store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
-        poller={"rate_limit_per_second": 100, "lease_seconds": 2},
-        discord={"cooldown_seconds": 0, **discord_settings},
-    )
-
-
-@contextlib.asynccontextmanager
-async def running_bot(settings: Settings, *, sandbox: bool = False) -> AsyncIterator[KlingBot]:
-    """Log in (REST only), then receive the guild as the gateway would deliver it; with `sandbox`, on an
-    embedded sandbox (which also hosts what the bot puts in storage)."""
-    async with opened(settings, schedule=FAST, sandbox=sandbox) as bot:
-        await bot.login("fake-bot-token")
-        bot._connection.parse_guild_create(fd.guild_payload())
-        try:
-            yield bot
-        finally:
-            await bot.close()
-
-
-def deliver(bot: KlingBot, payload: dict[str, Any]) -> None:
-    """Hand an INTERACTION_CREATE to discord.py, exactly as its gateway handler does."""
-    bot._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
 
 
 async def delivered_record(bot: KlingBot) -> TaskRecord:
@@ -99,12 +58,6 @@ def followups(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
 
 def texts(calls: list[fd.Call]) -> str:
     return " | ".join(str((c.body or {}).get("content")) for c in calls)
-
-
-@pytest.fixture
-async def fake(monkeypatch):
-    async with fake_discord(monkeypatch) as server:
-        yield server
 
 
 async def test_generate_defers_first_posts_one_embed_and_delivers_the_video(fake, sandbox, tmp_path):
@@ -491,39 +444,6 @@ async def test_the_bot_runs_the_configured_slice_of_shards(sandbox, tmp_path):
         bot = KlingBot(service, settings)
         assert isinstance(bot, discord.AutoShardedClient)
         assert (bot.shard_count, bot.shard_ids) == (4, [2, 3])
-
-
-BOT_PROCESS = """
-import asyncio, os, sys
-import discord
-import kling3_discord
-
-discord.http.Route.BASE = os.environ["FAKE_DISCORD_API"]
-
-
-async def connect(self, *, reconnect=True):  # the gateway, which the fake Discord does not speak
-    while not self.is_closed():
-        await asyncio.sleep(0.05)
-
-
-kling3_discord.KlingBot.connect = connect
-sys.exit(kling3_discord.main([]))
-"""
-
-
-def start_bot_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-c", BOT_PROCESS], env=env, stderr=stderr, cwd=Path(__file__).parents[1]
-        )
-
-
-def bot_process_env(fake: fd.FakeDiscord, sandbox, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ, "FAKE_DISCORD_API": f"{fake.url}/api/v10", "DISCORD_TOKEN": "fake-bot-token",
-        "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key,
-        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'bot.db'}",
-    }  # fmt: skip
 
 
 @pytest.mark.process

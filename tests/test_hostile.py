@@ -24,8 +24,7 @@ from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .test_mcp_server import raw_server
-from .test_poller import FAST
+from .support import FAST, raw_server
 
 REQUEST = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3)
 

@@ -29,7 +29,7 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import TaskStore, open_store
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
-from .test_resilience import locked
+from .support import locked
 
 REQUEST = GenerateRequest.build(type="pro-text-to-video", prompt="A lighthouse", duration=5)
 PRICE = quote("pro-text-to-video", 5)

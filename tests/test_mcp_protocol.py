@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from harness.helpers import eventually
 
 from .conftest import set_options
-from .test_mcp_server import connect, http_server, server_env
+from .support import connect, http_server, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # The 2025-11-25 methods are deprecated in the client for 2026-07-28; here they are used on purpose.

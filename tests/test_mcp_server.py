@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,47 +18,15 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from harness.helpers import RawStdio, eventually, free_port
+from harness.helpers import eventually, free_port
 from kling3_tools import catalog
 
 from .conftest import set_options, stats
-from .test_resilience import locked
+from .support import connect, http_server, locked, raw_server, server_env, text
 
 pytestmark = pytest.mark.process  # every test here starts processes of its own
-
-FAST_POLLER = {
-    "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
-    "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
-    "KLING_POLLER__MAX_INTERVAL_SECONDS": "0.5",
-    "KLING_POLLER__RATE_LIMIT_PER_SECOND": "50",
-}
-
-
-def server_env(sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KLING_BASE_URL": sandbox.url,
-        "KLING_API_KEY": sandbox.api_key,
-        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'mcp.db'}",
-        **FAST_POLLER,
-        **extra,
-    }
-
-
-@contextlib.asynccontextmanager
-async def connect(sandbox, tmp_path: Path, env: dict[str, str] | None = None, **client: Any) -> AsyncIterator[Client]:
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "kling3_tools.mcp"], env=env or server_env(sandbox, tmp_path)
-    )
-    async with Client(params, read_timeout_seconds=60, **client) as session:
-        yield session
-
-
-def text(result: types.CallToolResult) -> str:
-    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
 
 
 async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
@@ -289,34 +255,6 @@ async def test_bad_input_is_an_error_result_naming_the_field(sandbox, tmp_path, 
 # --- streamable HTTP ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def http_server(env: dict[str, str], started: list[subprocess.Popen[bytes]] | None = None):
-    """`kling3-mcp --transport http` once it answers; yields its URL (`started` gets the process)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-    if started is not None:
-        started.append(process)
-    try:
-        for _ in range(200):
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    raise RuntimeError("the MCP server exited") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 async def test_streamable_http(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=0.5)
     with http_server(server_env(sandbox, tmp_path)) as url:
@@ -501,13 +439,6 @@ async def test_a_core_that_cannot_open_is_a_one_line_error_and_the_next_request_
         made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
     assert not made.is_error, text(made)
     assert stats(sandbox)["requests"]["generate"] == 1  # the refused call sent nothing
-
-
-async def raw_server(env: dict[str, str]) -> RawStdio:
-    """`kling3-mcp` past its handshake, spoken to byte for byte (its stderr kept)."""
-    server = await RawStdio.spawn([sys.executable, "-m", "kling3_tools.mcp"], env)
-    await server.handshake()
-    return server
 
 
 @contextlib.contextmanager

@@ -186,7 +186,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
     from kling3_tools.config import Settings
     from kling3_tools.store import open_store
 
-    from .test_store import make_record
+    from .support import make_record
 
     screen = io.StringIO()
     monkeypatch.setattr(output, "out", Console(file=screen, width=100, force_terminal=True, markup=False))

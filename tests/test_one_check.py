@@ -13,7 +13,7 @@ from kling3_tools.cli import main
 from kling3_tools.config import Settings
 from kling3_tools.mcp.serve import loaded_server
 
-from .test_discord_bot import ALICE, bot_settings, deliver, fake, running_bot  # noqa: F401 (a fixture)
+from .support import ALICE, bot_settings, deliver, running_bot
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ async def test_the_mcp_server_examines_a_generate_once(sandbox, tmp_path, examin
     assert examined == ["a fox over mcp"]
 
 
-async def test_the_discord_bot_examines_a_generate_once(fake, sandbox, tmp_path, examined):  # noqa: F811
+async def test_the_discord_bot_examines_a_generate_once(fake, sandbox, tmp_path, examined):
     async with running_bot(bot_settings(sandbox, tmp_path)) as bot:
         deliver(bot, fd.slash("generate", ALICE, prompt="a fox on discord", duration=5))
 

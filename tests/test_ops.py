@@ -21,11 +21,7 @@ from kling3_tools.models import GenerateRequest
 from kling3_tools.records import Outcome
 
 from .conftest import set_options
-from .test_discord_bot import bot_settings, fake_discord
-from .test_mcp_server import connect, server_env
-from .test_poller import FAST
-from .test_store import make_record
-from .test_workers import submit, worker_env
+from .support import FAST, bot_settings, connect, fake_discord, make_record, server_env, submit, worker_env
 
 
 async def get(address: str, path: str) -> httpx.Response:
@@ -318,7 +314,7 @@ async def test_more_connections_than_the_cap_are_refused_not_held(sandbox, tmp_p
 async def test_probes_on_a_locked_sqlite_file_never_pile_up_threads(sandbox, tmp_path):
     import threading
 
-    from .test_resilience import locked
+    from .support import locked
 
     async with exposed_service(sandbox, tmp_path) as (service, _, address):
         assert (await ready(address))[0] == 200

@@ -17,7 +17,7 @@ from kling3_tools.store import open_store
 from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
 from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
 
-from .test_store import API, KINDS, make_record
+from .support import API, KINDS, make_record
 
 
 async def test_a_database_without_the_schema_asks_for_migrate(postgres_cluster):

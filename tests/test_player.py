@@ -23,7 +23,7 @@ from harness.helpers import eventually
 from kling3_tools.mcp.player import PLAYER_URI
 
 from .conftest import set_options, stats
-from .test_mcp_server import http_server, server_env
+from .support import http_server, server_env
 
 APP_MIME = "text/html;profile=mcp-app"
 BRIDGE = Path(__file__).parent / "apps_host" / "bridge.js"

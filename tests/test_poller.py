@@ -12,30 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from harness.helpers import SECRET, eventually, poller_env, start_kling3
-from kling3_tools.config import Settings
+from harness.helpers import eventually, poller_env, start_kling3
 from kling3_tools.models import GenerateRequest
 from kling3_tools.poller import Poller
 from kling3_tools.ratelimit import TokenBucket
-from kling3_tools.records import Delivery, Outcome, WebhookOrigin
+from kling3_tools.records import Delivery, Outcome
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
-from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
-
-FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
-TYPES = ["pro-text-to-video", "std-text-to-video", "o3-pro-text-to-video", "o3-std-text-to-video"]
-
-
-def settings_for(sandbox, db: Path, **poller) -> Settings:
-    return Settings.load(
-        api_key=sandbox.api_key,
-        base_url=sandbox.url,
-        store={"url": f"sqlite:///{db}"},
-        poller={"webhook_secret": SECRET, "lease_seconds": 2, "rate_limit_per_second": 100, **poller},
-    )
+from .support import FAST, settings_for, submit_batch
 
 
 @contextlib.asynccontextmanager
@@ -47,14 +34,6 @@ async def running(service: KlingService) -> AsyncIterator[None]:
         job.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await job
-
-
-async def submit_batch(service: KlingService, url: str, count: int) -> list[str]:
-    ids = []
-    for i in range(count):
-        request = GenerateRequest.build(type=TYPES[i % len(TYPES)], prompt=f"clip {i}", duration=3 + i % 13)
-        ids.append((await service.submit(request, WebhookOrigin(url=url))).task_id)
-    return ids
 
 
 async def all_delivered(store: SQLiteTaskStore, ids: list[str]) -> bool:

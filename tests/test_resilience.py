@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,20 +15,7 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
-from .test_poller import FAST, settings_for, submit_batch
-from .test_workers import delivered, submit, worker_env
-
-
-@contextlib.contextmanager
-def locked(db: Path):
-    """Another process's write transaction on the SQLite file, held until the block ends."""
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+from .support import FAST, delivered, locked, settings_for, submit, submit_batch, worker_env
 
 
 @pytest.mark.process

@@ -17,7 +17,7 @@ from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, 
 from kling3_tools.store import SQLiteTaskStore, TaskStore, open_store, path_from_url
 from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
 
-from .test_store import make_record
+from .support import make_record
 
 USERS = [7, 8, 1234567890123456789]
 SCOPES = [Scope(), Scope("cli"), Scope("mcp"), Scope("discord"), *(Scope("discord", user) for user in USERS)]

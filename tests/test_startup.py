@@ -23,8 +23,7 @@ from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.models import GenerateRequest
 from kling3_tools.service import KlingService
 
-from .test_discord_bot import bot_process_env, fake_discord, start_bot_process
-from .test_mcp_server import connect, http_server, server_env
+from .support import bot_process_env, connect, fake_discord, http_server, server_env, start_bot_process
 
 PYTHON_PACKAGES = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
 

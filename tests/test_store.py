@@ -15,16 +15,7 @@ from kling3_tools.models import GenerateRequest, Task, TaskStatus
 from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
 from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
 
-API = "http://127.0.0.1:1"
-KINDS = ["cli", "discord", "mcp", "webhook"]
-
-
-def make_record(task_id: str, *, origin=None, due_at: float | None = 0.0, type_="pro-text-to-video", **fields):
-    request = GenerateRequest.build(type=type_, prompt="x", **fields)
-    task = Task(task_id=task_id, status="IN_PROGRESS", consumed_credits=request.estimated_credits())
-    record = TaskRecord.submitted(task, request, api_url=API, origin=origin or CliOrigin())
-    record.due_at = due_at
-    return record
+from .support import API, KINDS, make_record
 
 
 @pytest.mark.parametrize(

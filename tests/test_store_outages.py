@@ -21,9 +21,7 @@ from kling3_tools.service import KlingService
 from kling3_tools.store import open_store
 
 from .conftest import set_options, stats
-from .test_mcp_server import connect, server_env, text
-from .test_poller import FAST
-from .test_workers import worker_env
+from .support import FAST, connect, server_env, text, worker_env
 
 HOLD_SECONDS = 4.0  # the sandbox holds each generate's answer this long after creating the task
 

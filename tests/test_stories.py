@@ -18,32 +18,10 @@ from kling3_tools.stories.model import Story
 from kling3_tools.stories.plan import plan
 
 from .conftest import stats
+from .support import LIGHTHOUSE
 
 av = pytest.importorskip("av")
 media = pytest.importorskip("kling3_tools.stories.media")
-
-LIGHTHOUSE = """
-title = "The lighthouse"
-type = "o3-pro-text-to-video"
-aspect_ratio = "16:9"
-
-[[shots]]
-id = "storm"
-prompt = "A lighthouse in a storm, waves crashing"
-duration = 5
-
-[[shots]]
-id = "snow"
-type = "o3-pro-video-edit"
-video = "@storm"
-prompt = "Turn the storm into heavy snowfall"
-
-[[shots]]
-id = "ship"
-type = "pro-image-to-video"
-image = "@snow.last_frame"
-prompt = "A tall ship sails past the snowy lighthouse"
-"""
 
 
 def story_file(tmp_path: Path, text: str = LIGHTHOUSE) -> Path:
@@ -231,7 +209,7 @@ def test_a_clip_of_another_rate_and_no_sound_keeps_its_length(tmp_path):
 async def test_an_assistant_plans_a_story_over_mcp_and_spends_nothing(sandbox, tmp_path):
     import tomllib
 
-    from .test_mcp_server import connect, server_env, text
+    from .support import connect, server_env, text
 
     story = tomllib.loads(LIGHTHOUSE)
     env = server_env(sandbox, tmp_path, KLING_MCP__DAILY_CREDIT_BUDGET="1000")

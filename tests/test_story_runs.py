@@ -25,7 +25,6 @@ from kling3_tools.errors import RequestValidationError, SpendingRefusedError
 from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
 from kling3_tools.records import CliOrigin, WebhookOrigin
 from kling3_tools.sandbox.app import SAMPLE_VIDEO
-from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
 from kling3_tools.store import open_store
 from kling3_tools.stories.model import Story
@@ -38,9 +37,8 @@ av = pytest.importorskip("av")
 np = pytest.importorskip("numpy")
 Image = pytest.importorskip("PIL.Image")
 
-from .test_stories import LIGHTHOUSE  # noqa: E402
+from .support import FAST, LIGHTHOUSE  # noqa: E402
 
-FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
 EDIT_CHAIN = """
 title = "Three edits"
 type = "o3-pro-text-to-video"
@@ -362,7 +360,8 @@ async def test_an_assistant_plans_approves_and_follows_a_story_over_mcp(tmp_path
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
-    from .test_mcp_server import FAST_POLLER, elicitation
+    from .support import FAST_POLLER
+    from .test_mcp_server import elicitation
 
     env = {
         **os.environ,
@@ -402,7 +401,8 @@ async def test_an_assistant_plans_approves_and_follows_a_story_over_mcp(tmp_path
 
 
 async def test_a_member_runs_a_story_from_discord_after_seeing_its_plan(monkeypatch, tmp_path):
-    from .test_discord_bot import ALICE, deliver, fake_discord, followups, running_bot, texts
+    from .support import ALICE, deliver, fake_discord, running_bot
+    from .test_discord_bot import followups, texts
 
     settings = Settings.load(
         store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
@@ -534,7 +534,7 @@ def test_a_hostile_story_file_is_refused_with_every_problem_named(text, expected
 
 
 async def test_a_story_goes_on_after_its_store_was_locked(tmp_path, caplog):
-    from .test_resilience import locked
+    from .support import locked
 
     db = tmp_path / "tasks.db"
     settings = Settings.load(
@@ -570,7 +570,8 @@ async def test_a_bad_story_file_on_discord_is_refused_privately_and_spends_nothi
 ):
     from harness import fake_discord as fd
 
-    from .test_discord_bot import ALICE, deliver, fake_discord, followups, running_bot, texts
+    from .support import ALICE, deliver, fake_discord, running_bot
+    from .test_discord_bot import followups, texts
 
     settings = Settings.load(store={"url": f"sqlite:///{tmp_path / 'bot.db'}"}, discord={"cooldown_seconds": 0})
     async with fake_discord(monkeypatch) as fake, running_bot(settings, sandbox=True) as bot:

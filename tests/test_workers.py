@@ -12,45 +12,13 @@ import time
 import psycopg
 import pytest
 
-from harness.helpers import SECRET, eventually, poller_env, start_kling3
+from harness.helpers import SECRET, eventually, start_kling3
 from kling3_tools.config import Settings
-from kling3_tools.models import GenerateRequest
 from kling3_tools.poller import Poller
-from kling3_tools.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .test_poller import FAST, TYPES
-
-LEASE_SECONDS = 2.0
-
-
-def worker_env(sandbox, store_url: str) -> dict[str, str]:
-    poller = {
-        "lease_seconds": LEASE_SECONDS,
-        "rate_limit_per_second": 400,
-        "expected_seconds": [1.0, 4.0],
-        "dense_interval_seconds": 0.3,
-        "max_interval_seconds": 1.0,
-    }
-    return poller_env(sandbox.url, sandbox.api_key, store_url, poller)
-
-
-async def submit(service: KlingService, url: str, count: int) -> list[str]:
-    async def one(i: int) -> str:
-        # 3 s clips: 500 of them fit the sandbox's starting balance
-        request = GenerateRequest.build(type=TYPES[i % len(TYPES)], prompt=f"clip {i}", duration=3)
-        return (await service.submit(request, WebhookOrigin(url=url))).task_id
-
-    ids: list[str] = []
-    for first in range(0, count, 50):
-        ids += await asyncio.gather(*(one(i) for i in range(first, min(first + 50, count))))
-    return ids
-
-
-async def delivered(service: KlingService) -> set[str]:
-    records = await service.store.recent(limit=100_000)
-    return {r.task_id for r in records if r.delivery is Delivery.DELIVERED}
+from .support import FAST, LEASE_SECONDS, delivered, submit, worker_env
 
 
 async def test_three_workers_one_killed_deliver_every_task_once(sandbox, receiver, postgres_url, tmp_path):

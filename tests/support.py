@@ -1,0 +1,282 @@
+"""Helpers the test modules share: MCP, poller, worker, store and Discord set-ups (what benchmarks also need lives in
+`harness/`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import discord
+import httpx
+import mcp_types as types
+import pytest
+from aiohttp import web
+from kling3_discord import KlingBot, opened
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from harness import fake_discord as fd
+from harness.helpers import SECRET, RawStdio, free_port, poller_env
+from kling3_tools.config import Settings
+from kling3_tools.models import GenerateRequest, Task
+from kling3_tools.records import CliOrigin, Delivery, TaskRecord, WebhookOrigin
+from kling3_tools.schedule import SchedulePolicy
+from kling3_tools.service import KlingService
+
+FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
+
+
+@contextlib.asynccontextmanager
+async def fake_discord(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[fd.FakeDiscord]:
+    fake = fd.FakeDiscord()
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{port}/api/v10")
+    fake.url = f"http://127.0.0.1:{port}"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+def bot_settings(sandbox, tmp_path: Path, **discord_settings: Any) -> Settings:
+    return Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
+        poller={"rate_limit_per_second": 100, "lease_seconds": 2},
+        discord={"cooldown_seconds": 0, **discord_settings},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_bot(settings: Settings, *, sandbox: bool = False) -> AsyncIterator[KlingBot]:
+    """Log in (REST only), then receive the guild as the gateway would deliver it; with `sandbox`, on an
+    embedded sandbox (which also hosts what the bot puts in storage)."""
+    async with opened(settings, schedule=FAST, sandbox=sandbox) as bot:
+        await bot.login("fake-bot-token")
+        bot._connection.parse_guild_create(fd.guild_payload())
+        try:
+            yield bot
+        finally:
+            await bot.close()
+
+
+def deliver(bot: KlingBot, payload: dict[str, Any]) -> None:
+    """Hand an INTERACTION_CREATE to discord.py, exactly as its gateway handler does."""
+    bot._connection.parse_interaction_create(payload)  # type: ignore[arg-type]
+
+
+BOT_PROCESS = """
+import asyncio, os, sys
+import discord
+import kling3_discord
+
+discord.http.Route.BASE = os.environ["FAKE_DISCORD_API"]
+
+
+async def connect(self, *, reconnect=True):  # the gateway, which the fake Discord does not speak
+    while not self.is_closed():
+        await asyncio.sleep(0.05)
+
+
+kling3_discord.KlingBot.connect = connect
+sys.exit(kling3_discord.main([]))
+"""
+
+
+def start_bot_process(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-c", BOT_PROCESS], env=env, stderr=stderr, cwd=Path(__file__).parents[1]
+        )
+
+
+def bot_process_env(fake: fd.FakeDiscord, sandbox, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ, "FAKE_DISCORD_API": f"{fake.url}/api/v10", "DISCORD_TOKEN": "fake-bot-token",
+        "KLING_BASE_URL": sandbox.url, "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'bot.db'}",
+    }  # fmt: skip
+
+
+FAST_POLLER = {
+    "KLING_POLLER__EXPECTED_SECONDS": "[0.3, 3.0]",
+    "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+    "KLING_POLLER__MAX_INTERVAL_SECONDS": "0.5",
+    "KLING_POLLER__RATE_LIMIT_PER_SECOND": "50",
+}
+
+
+def server_env(sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'mcp.db'}",
+        **FAST_POLLER,
+        **extra,
+    }
+
+
+@contextlib.asynccontextmanager
+async def connect(sandbox, tmp_path: Path, env: dict[str, str] | None = None, **client: Any) -> AsyncIterator[Client]:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "kling3_tools.mcp"], env=env or server_env(sandbox, tmp_path)
+    )
+    async with Client(params, read_timeout_seconds=60, **client) as session:
+        yield session
+
+
+def text(result: types.CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+@contextlib.contextmanager
+def http_server(env: dict[str, str], started: list[subprocess.Popen[bytes]] | None = None):
+    """`kling3-mcp --transport http` once it answers; yields its URL (`started` gets the process)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    if started is not None:
+        started.append(process)
+    try:
+        for _ in range(200):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    raise RuntimeError("the MCP server exited") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def raw_server(env: dict[str, str]) -> RawStdio:
+    """`kling3-mcp` past its handshake, spoken to byte for byte (its stderr kept)."""
+    server = await RawStdio.spawn([sys.executable, "-m", "kling3_tools.mcp"], env)
+    await server.handshake()
+    return server
+
+
+TYPES = ["pro-text-to-video", "std-text-to-video", "o3-pro-text-to-video", "o3-std-text-to-video"]
+
+
+def settings_for(sandbox, db: Path, **poller) -> Settings:
+    return Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{db}"},
+        poller={"webhook_secret": SECRET, "lease_seconds": 2, "rate_limit_per_second": 100, **poller},
+    )
+
+
+async def submit_batch(service: KlingService, url: str, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        request = GenerateRequest.build(type=TYPES[i % len(TYPES)], prompt=f"clip {i}", duration=3 + i % 13)
+        ids.append((await service.submit(request, WebhookOrigin(url=url))).task_id)
+    return ids
+
+
+@contextlib.contextmanager
+def locked(db: Path):
+    """Another process's write transaction on the SQLite file, held until the block ends."""
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+API = "http://127.0.0.1:1"
+
+
+KINDS = ["cli", "discord", "mcp", "webhook"]
+
+
+def make_record(task_id: str, *, origin=None, due_at: float | None = 0.0, type_="pro-text-to-video", **fields):
+    request = GenerateRequest.build(type=type_, prompt="x", **fields)
+    task = Task(task_id=task_id, status="IN_PROGRESS", consumed_credits=request.estimated_credits())
+    record = TaskRecord.submitted(task, request, api_url=API, origin=origin or CliOrigin())
+    record.due_at = due_at
+    return record
+
+
+LIGHTHOUSE = """
+title = "The lighthouse"
+type = "o3-pro-text-to-video"
+aspect_ratio = "16:9"
+
+[[shots]]
+id = "storm"
+prompt = "A lighthouse in a storm, waves crashing"
+duration = 5
+
+[[shots]]
+id = "snow"
+type = "o3-pro-video-edit"
+video = "@storm"
+prompt = "Turn the storm into heavy snowfall"
+
+[[shots]]
+id = "ship"
+type = "pro-image-to-video"
+image = "@snow.last_frame"
+prompt = "A tall ship sails past the snowy lighthouse"
+"""
+
+
+LEASE_SECONDS = 2.0
+
+
+def worker_env(sandbox, store_url: str) -> dict[str, str]:
+    poller = {
+        "lease_seconds": LEASE_SECONDS,
+        "rate_limit_per_second": 400,
+        "expected_seconds": [1.0, 4.0],
+        "dense_interval_seconds": 0.3,
+        "max_interval_seconds": 1.0,
+    }
+    return poller_env(sandbox.url, sandbox.api_key, store_url, poller)
+
+
+async def submit(service: KlingService, url: str, count: int) -> list[str]:
+    async def one(i: int) -> str:
+        # 3 s clips: 500 of them fit the sandbox's starting balance
+        request = GenerateRequest.build(type=TYPES[i % len(TYPES)], prompt=f"clip {i}", duration=3)
+        return (await service.submit(request, WebhookOrigin(url=url))).task_id
+
+    ids: list[str] = []
+    for first in range(0, count, 50):
+        ids += await asyncio.gather(*(one(i) for i in range(first, min(first + 50, count))))
+    return ids
+
+
+async def delivered(service: KlingService) -> set[str]:
+    records = await service.store.recent(limit=100_000)
+    return {r.task_id for r in records if r.delivery is Delivery.DELIVERED}
+
+
+ALICE, BOB = 800000000000000001, 800000000000000002  # two Discord users
