@@ -30,7 +30,7 @@ from .notifiers import Notifiers, delivered, delivery_failed
 from .observe import Observer
 from .records import Delivery, Outcome, TaskRecord
 from .schedule import Scheduler
-from .store import RETRY_FIRST_SECONDS, RETRY_LAST_SECONDS, TaskStore
+from .store import TaskStore, retry_delay
 from .store.upkeep import Upkeep
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class Poller:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 delay = min(2.0**failures, MAX_SWEEP_BACKOFF) * random.uniform(0.5, 1.0)
                 if isinstance(exc, StoreUnavailableError):  # it waited for its server already (and said so)
-                    delay = min(RETRY_FIRST_SECONDS * 2.0 ** (failures - 1), RETRY_LAST_SECONDS)
+                    delay = retry_delay(failures - 1)
                 else:
                     self.failing_since = self.failing_since or time.time()
                 log.log(level_of(exc), "poller sweep failed (%s); trying again in %.1fs", self.last_error, delay)

@@ -187,10 +187,15 @@ class TaskStore(Protocol):
 
 log = logging.getLogger("kling3_tools.store")
 
-# A store whose server did not answer is asked again after this, doubling up to the last: by its own
-# statements (`pg_connections`) and by the pollers' sweeps.
 RETRY_FIRST_SECONDS = 0.1
 RETRY_LAST_SECONDS = 2.0
+
+
+def retry_delay(tries: int) -> float:
+    """Seconds before asking a store whose server did not answer again, after `tries` earlier retries: 0.1,
+    doubling to 2. Its own statements, its notifications, a worker's start and the pollers' sweeps all wait so."""
+    return min(RETRY_FIRST_SECONDS * 2.0**tries, RETRY_LAST_SECONDS)
+
 
 DEFAULT_STORE = "tasks.db"
 SANDBOX_STORE = "sandbox-tasks.db"  # tasks of an embedded sandbox, which ends with its process
@@ -243,7 +248,7 @@ async def open_store(
 
 
 async def _open_postgres(url: str, *, pool_size: int, wait: bool) -> TaskStore:
-    delay = RETRY_FIRST_SECONDS
+    tries = 0
     while True:
         try:
             store: TaskStore = await _postgres().PostgresTaskStore.open(url, pool_size=pool_size)
@@ -251,10 +256,10 @@ async def _open_postgres(url: str, *, pool_size: int, wait: bool) -> TaskStore:
         except StoreUnavailableError as exc:
             if not wait:
                 raise
-            if delay == RETRY_FIRST_SECONDS:
+            if tries == 0:
                 log.warning("waiting for the task store: %s", exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RETRY_LAST_SECONDS)
+        await asyncio.sleep(retry_delay(tries))
+        tries += 1
 
 
 async def migrate_postgres(url: str, password: SecretStr | None = None) -> tuple[int, int]:

@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreUnavailableError
-from . import RETRY_FIRST_SECONDS, RETRY_LAST_SECONDS
+from . import RETRY_LAST_SECONDS, retry_delay
 from .pg_schema import Connection, connect, describe_url, is_connection_error, without_password
 
 log = logging.getLogger("kling3_tools.store")
@@ -77,7 +77,7 @@ class Connections:
         """`work` on a pooled connection; after a connection error, again on another, for up to `patience`
         seconds in all."""
         deadline = time.monotonic() + patience
-        delay = RETRY_FIRST_SECONDS
+        tries = 0
         while True:
             wait = max(min(deadline - time.monotonic(), RETRY_LAST_SECONDS), 0.01)
             try:
@@ -87,6 +87,7 @@ class Connections:
                 if not is_connection_error(exc):
                     raise
                 self._lost(exc)
+                delay = retry_delay(tries)
                 if time.monotonic() + delay > deadline:
                     raise StoreUnavailableError(
                         f"PostgreSQL at {describe_url(self.url)} did not answer for {patience:g} s "
@@ -94,7 +95,7 @@ class Connections:
                     ) from None
                 await self.pool.check()  # the other pooled connections the restart cut, replaced now
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_LAST_SECONDS)
+                tries += 1
                 continue
             self._regained()
             return result
@@ -128,20 +129,20 @@ class Connections:
 
     async def _listen(self, channel: str, wake: Callable[[], None]) -> None:
         """On a connection of its own; when it drops, tried again as statements are (0.1 s, doubling to 2 s)."""
-        delay = RETRY_FIRST_SECONDS
+        tries = 0
         while True:
             try:
                 async with await connect(self.url) as conn:
                     await conn.execute(f"LISTEN {channel}")
-                    delay = RETRY_FIRST_SECONDS
+                    tries = 0
                     wake()  # what was sent while nobody listened
                     async for _ in conn.notifies():
                         wake()
             except (psycopg.Error, StoreError) as exc:
-                if delay == RETRY_FIRST_SECONDS:
+                if tries == 0:
                     log.warning("notifications on %s lost (%s); listening again once the server answers", channel, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_LAST_SECONDS)
+                await asyncio.sleep(retry_delay(tries))
+                tries += 1
 
     async def close(self) -> None:
         await self.pool.close()
