@@ -151,9 +151,11 @@ class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
     def _insert_task_params(record: TaskRecord, attempt_id: str | None) -> dict[str, Any]:
         return {**record_to_row(record), "channel": NEW_TASK_CHANNEL, "attempt_id": attempt_id}
 
-    async def _insert_task(self, record: TaskRecord, *, attempt_id: str | None) -> None:
+    async def _insert_task(
+        self, record: TaskRecord, *, attempt_id: str | None, patience: float = PATIENCE_SECONDS
+    ) -> None:
         try:
-            await self._count(self._insert_task_sql(), self._insert_task_params(record, attempt_id))
+            await self._count(self._insert_task_sql(), self._insert_task_params(record, attempt_id), patience=patience)
         except psycopg.errors.UniqueViolation as exc:
             raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
 
@@ -172,12 +174,12 @@ class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
     async def _settle_one(self, settle: tuple[str, TaskRecord]) -> None:
         """Idempotent: a try whose commit landed but whose answer was lost is found settled by the next."""
         attempt_id, record = settle
-        params = self._insert_task_params(record, attempt_id)
         try:
-            await self._count(self._insert_task_sql(), params, patience=RECORD_PATIENCE_SECONDS)
-        except psycopg.errors.UniqueViolation as exc:
-            if not await self._rows(SETTLED_AS, params, patience=RECORD_PATIENCE_SECONDS):
-                raise TaskExistsError(f"task {record.task_id} is already recorded") from exc
+            await self._insert_task(record, attempt_id=attempt_id, patience=RECORD_PATIENCE_SECONDS)
+        except TaskExistsError:
+            settled = {"attempt_id": attempt_id, "task_id": record.task_id}
+            if not await self._rows(SETTLED_AS, settled, patience=RECORD_PATIENCE_SECONDS):
+                raise
 
     async def get(self, task_id: str) -> TaskRecord | None:
         rows = await self._rows("SELECT * FROM tasks WHERE task_id = %(task_id)s", {"task_id": task_id})
