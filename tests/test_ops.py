@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness.helpers import eventually, free_port, start_kling3
+from harness.helpers import eventually, free_port, free_ports, start_kling3
 from kling3_tools.config import ConfigError, MetricsSettings, Settings
 from kling3_tools.models import GenerateRequest
 from kling3_tools.records import Outcome
@@ -83,7 +83,7 @@ def pollers(args: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
 async def test_each_poller_worker_serves_its_endpoints_and_metrics_follow_the_tasks(sandbox, receiver, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     store_url = f"sqlite:///{tmp_path / 'tasks.db'}"
-    port = free_port()
+    port = free_ports(2)
     env = {**worker_env(sandbox, store_url), "KLING_METRICS__LISTEN": f"127.0.0.1:{port}"}
     addresses = [f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"]  # worker i listens on the port + i
     with pollers(["-v", "poller", "--workers", "2"], env, tmp_path / "poller.log"):
