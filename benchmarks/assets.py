@@ -24,7 +24,7 @@ import httpx
 from pydantic import SecretStr
 
 from harness.helpers import free_port
-from kling3_tools.assets.store import ObjectAssetStore
+from kling3_tools.adapters.assets.store import ObjectAssetStore
 from kling3_tools.config import StorageSettings
 
 BUCKET = "kling3-bench"

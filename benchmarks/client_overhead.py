@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from kling3_tools.client import AsyncKlingClient
-from kling3_tools.models import GenerateRequest
-from kling3_tools.pool import http_pool
+from kling3_tools.adapters.client import AsyncKlingClient
+from kling3_tools.adapters.pool import http_pool
+from kling3_tools.domain.models import GenerateRequest
 
 from .common import SANDBOX_KEY, sandbox_process
 

@@ -31,13 +31,13 @@ from pathlib import Path
 import httpx
 
 from harness.postgres import PostgresCluster, find_bindir
-from kling3_tools.client import AsyncKlingClient
+from kling3_tools.adapters.client import AsyncKlingClient
+from kling3_tools.adapters.store import TaskStore, migrate_postgres, open_store
 from kling3_tools.config import Settings
-from kling3_tools.ledger import DAY_SECONDS, Attempt, AttemptState, Scope, SpendLimit
-from kling3_tools.models import GenerateRequest, Task
-from kling3_tools.records import CliOrigin, TaskRecord
+from kling3_tools.domain.ledger import DAY_SECONDS, Attempt, AttemptState, Scope, SpendLimit
+from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.records import CliOrigin, TaskRecord
 from kling3_tools.service import KlingService
-from kling3_tools.store import TaskStore, migrate_postgres, open_store
 
 from .common import SANDBOX_KEY, sandbox_process
 

@@ -36,12 +36,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from harness.helpers import SECRET, poller_env
+from kling3_tools.adapters.sandbox.server import ThreadedServer
 from kling3_tools.config import Settings
-from kling3_tools.models import GenerateRequest
-from kling3_tools.notifiers import SIGNATURE_HEADER, verify_signature
-from kling3_tools.records import WebhookOrigin
-from kling3_tools.sandbox.server import ThreadedServer
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.records import WebhookOrigin
 from kling3_tools.service import KlingService
+from kling3_tools.workflows.notifiers import SIGNATURE_HEADER, verify_signature
 
 from .common import SANDBOX_KEY, sandbox_process
 

@@ -18,9 +18,9 @@ import asyncio
 import time
 
 from harness.postgres import PostgresCluster, find_bindir
-from kling3_tools.store import migrate_postgres
-from kling3_tools.store.pg_ratelimit import PostgresRateLimiter
-from kling3_tools.store.postgres import PostgresTaskStore
+from kling3_tools.adapters.store import migrate_postgres
+from kling3_tools.adapters.store.pg_ratelimit import PostgresRateLimiter
+from kling3_tools.adapters.store.postgres import PostgresTaskStore
 
 
 class Counted(PostgresRateLimiter):

@@ -35,10 +35,10 @@ import psycopg
 
 from harness.helpers import poller_env
 from harness.postgres import PostgresCluster, find_bindir
-from kling3_tools.models import GenerateRequest, Task
-from kling3_tools.records import AnyOrigin, CliOrigin, McpOrigin, TaskRecord
-from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
-from kling3_tools.store.rows import COLUMNS, record_to_row
+from kling3_tools.adapters.store.postgres import CLAIM_SQL, PostgresTaskStore
+from kling3_tools.adapters.store.rows import COLUMNS, record_to_row
+from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.records import AnyOrigin, CliOrigin, McpOrigin, TaskRecord
 
 from .common import SANDBOX_KEY, sandbox_process
 from .poller import Receiver, percentile, stop, submit

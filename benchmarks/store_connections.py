@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable
 from psycopg.rows import dict_row
 
 from harness.postgres import PostgresCluster, find_bindir
-from kling3_tools.store import open_store
-from kling3_tools.store.postgres import PostgresTaskStore
+from kling3_tools.adapters.store import open_store
+from kling3_tools.adapters.store.postgres import PostgresTaskStore
 
 SQL = "SELECT 1 AS one"
 

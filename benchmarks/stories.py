@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from kling3_tools.stories import media
+from kling3_tools.workflows.stories import media
 
 RATE = 24
 
@@ -104,7 +104,7 @@ def bare_encode(clips: list[Path], target: Path, width: int, height: int) -> Non
 def stitch_rss_mb(clips: list[Path], target: Path) -> float:
     """Peak RSS of a fresh process that stitches `clips` (each measure in its own process: a peak only grows)."""
     script = (
-        "import resource, sys; from pathlib import Path; from kling3_tools.stories import media; "
+        "import resource, sys; from pathlib import Path; from kling3_tools.workflows.stories import media; "
         "media.stitch([Path(p) for p in sys.argv[2:]], Path(sys.argv[1])); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kling3_tools.notifiers import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
-from kling3_tools.sandbox.server import ThreadedServer
+from kling3_tools.adapters.sandbox.server import ThreadedServer
+from kling3_tools.workflows.notifiers import EVENT_ID_HEADER, SIGNATURE_HEADER, verify_signature
 
 SECRET = "whsec-test-secret"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from kling3_tools.store.pg_schema import migrate
+from kling3_tools.adapters.store.pg_schema import migrate
 
 from .helpers import free_port
 

@@ -10,10 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .catalog import AspectRatio, Family, Mode, ModelSpec, TaskType, Tier, get_model, list_models
-    from .client import AsyncKlingClient, KlingClient, RetryPolicy, WaitPolicy
+    from .adapters.client import AsyncKlingClient, KlingClient, RetryPolicy, WaitPolicy
     from .config import Settings
-    from .errors import (
+    from .domain.catalog import AspectRatio, Family, Mode, ModelSpec, TaskType, Tier, get_model, list_models
+    from .domain.errors import (
         APIConnectionError,
         APIError,
         AuthenticationError,
@@ -38,51 +38,51 @@ if TYPE_CHECKING:
         TaskNotFoundError,
         WaitTimeoutError,
     )
-    from .models import GenerateRequest, Task, TaskStatus, quote
+    from .domain.models import GenerateRequest, Task, TaskStatus, quote
     from .version import __version__
 
 _HOMES = {
-    "APIConnectionError": "errors",
-    "APIError": "errors",
-    "AspectRatio": "catalog",
-    "AsyncKlingClient": "client",
-    "AuthenticationError": "errors",
-    "BadRequestError": "errors",
-    "DownloadError": "errors",
-    "Family": "catalog",
-    "GenerateRequest": "models",
-    "InsufficientCreditsError": "errors",
-    "InternalServerError": "errors",
-    "InvalidDurationError": "errors",
-    "InvalidPromptError": "errors",
-    "InvalidTypeError": "errors",
-    "KlingClient": "client",
-    "KlingError": "errors",
-    "MissingImageError": "errors",
-    "MissingVideoError": "errors",
-    "Mode": "catalog",
-    "ModelSpec": "catalog",
-    "OutcomeUnknownError": "errors",
-    "RateLimitError": "errors",
-    "RequestValidationError": "errors",
-    "RetryPolicy": "client",
+    "APIConnectionError": "domain.errors",
+    "APIError": "domain.errors",
+    "AspectRatio": "domain.catalog",
+    "AsyncKlingClient": "adapters.client",
+    "AuthenticationError": "domain.errors",
+    "BadRequestError": "domain.errors",
+    "DownloadError": "domain.errors",
+    "Family": "domain.catalog",
+    "GenerateRequest": "domain.models",
+    "InsufficientCreditsError": "domain.errors",
+    "InternalServerError": "domain.errors",
+    "InvalidDurationError": "domain.errors",
+    "InvalidPromptError": "domain.errors",
+    "InvalidTypeError": "domain.errors",
+    "KlingClient": "adapters.client",
+    "KlingError": "domain.errors",
+    "MissingImageError": "domain.errors",
+    "MissingVideoError": "domain.errors",
+    "Mode": "domain.catalog",
+    "ModelSpec": "domain.catalog",
+    "OutcomeUnknownError": "domain.errors",
+    "RateLimitError": "domain.errors",
+    "RequestValidationError": "domain.errors",
+    "RetryPolicy": "adapters.client",
     "Settings": "config",
-    "SpendingRefusedError": "errors",
-    "StoreError": "errors",
-    "StoreUnavailableError": "errors",
-    "Task": "models",
-    "TaskExistsError": "errors",
-    "TaskFailedError": "errors",
-    "TaskNotFoundError": "errors",
-    "TaskStatus": "models",
-    "TaskType": "catalog",
-    "Tier": "catalog",
-    "WaitPolicy": "client",
-    "WaitTimeoutError": "errors",
+    "SpendingRefusedError": "domain.errors",
+    "StoreError": "domain.errors",
+    "StoreUnavailableError": "domain.errors",
+    "Task": "domain.models",
+    "TaskExistsError": "domain.errors",
+    "TaskFailedError": "domain.errors",
+    "TaskNotFoundError": "domain.errors",
+    "TaskStatus": "domain.models",
+    "TaskType": "domain.catalog",
+    "Tier": "domain.catalog",
+    "WaitPolicy": "adapters.client",
+    "WaitTimeoutError": "domain.errors",
     "__version__": "version",
-    "get_model": "catalog",
-    "list_models": "catalog",
-    "quote": "models",
+    "get_model": "domain.catalog",
+    "list_models": "domain.catalog",
+    "quote": "domain.models",
 }
 
 __all__ = [

@@ -26,8 +26,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER
-from .sandbox.options import SandboxOptions
+from .adapters.sandbox.options import SandboxOptions
+from .domain.catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER
 
 APP_NAME = "kling3"
 _config_file: ContextVar[Path | None] = ContextVar("kling3_config_file", default=None)

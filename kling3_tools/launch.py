@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import KlingError
+from .domain.errors import KlingError
 
 if TYPE_CHECKING:  # loaded when needed: `kling3 --help` and `kling3 cost` read no settings
     from .config import Settings

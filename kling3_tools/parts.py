@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
-from .assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
-from .client import AsyncKlingClient, RetryPolicy
+from .adapters.assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
+from .adapters.client import AsyncKlingClient, RetryPolicy
+from .adapters.pool import http_pool
+from .adapters.sandbox import embedded
+from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
 from .config import Settings
-from .pool import http_pool
-from .records import TaskRecord
-from .sandbox import embedded
-from .schedule import SchedulePolicy
-from .store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
+from .domain.records import TaskRecord
+from .workflows.schedule import SchedulePolicy
 
 
 def _as_they_are(urls: list[str]) -> list[str]:
@@ -63,7 +63,7 @@ async def open_parts(
         server = stack.enter_context(embedded.start(settings.sandbox))
         key, base_url = SecretStr(server.api_key), server.url
         endpoint = Endpoint(embedded.API_URL, functools.partial(embedded.served_by, server.url))
-        schedule = embedded.schedule(settings.sandbox.finish_seconds)
+        schedule = SchedulePolicy.sized_for(settings.sandbox.finish_seconds)
         assets = assets or SandboxAssetStore(http, server.url, server.api_key)
     else:
         key, base_url = settings.api_key, settings.base_url

@@ -19,32 +19,32 @@ from typing import Any
 
 import httpx
 
-from . import downloads
-from .assets import inputs
-from .assets.archive import Archiver
-from .assets.inputs import CheckedRequest, LocalFiles
-from .assets.store import AssetStore
-from .client import AsyncKlingClient, UpdateCallback, WaitPolicy
+from .adapters import downloads
+from .adapters.assets import inputs
+from .adapters.assets.archive import Archiver
+from .adapters.assets.inputs import CheckedRequest, LocalFiles
+from .adapters.assets.store import AssetStore
+from .adapters.client import AsyncKlingClient, UpdateCallback, WaitPolicy
+from .adapters.store import StatusFilter, TaskStore
 from .config import Settings
-from .errors import KlingError
-from .ledger import (
+from .domain.errors import KlingError
+from .domain.ledger import (
     DAY_SECONDS,
     SpendLimit,
     Usage,
 )
-from .models import GenerateRequest, Task
-from .notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
-from .observe import Observer
+from .domain.models import GenerateRequest, Task
+from .domain.records import AnyOrigin, Checked, Delivery, TaskRecord
+from .domain.story import Story
+from .domain.story_record import StoryRecord
 from .parts import Endpoint, open_parts
-from .poller import Poller
-from .records import AnyOrigin, Checked, Delivery, TaskRecord
-from .schedule import SchedulePolicy, Scheduler
-from .spending import Spending
-from .store import StatusFilter, TaskStore
-from .stories.control import Stories
-from .stories.model import Story
-from .stories.record import StoryRecord
-from .stories.runner import StoryParts
+from .workflows.notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
+from .workflows.observe import Observer
+from .workflows.poller import Poller
+from .workflows.schedule import SchedulePolicy, Scheduler
+from .workflows.spending import Spending
+from .workflows.stories.control import Stories
+from .workflows.stories.runner import StoryParts
 
 log = logging.getLogger("kling3_tools")
 

@@ -12,10 +12,10 @@ import pytest
 
 from harness.helpers import Receiver, start_receiver
 from harness.postgres import PostgresCluster, find_bindir
-from kling3_tools.client import AsyncKlingClient, RetryPolicy, WaitPolicy
-from kling3_tools.sandbox.options import SandboxOptions
-from kling3_tools.sandbox.server import SandboxServer
-from kling3_tools.store import open_store
+from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy, WaitPolicy
+from kling3_tools.adapters.sandbox.options import SandboxOptions
+from kling3_tools.adapters.sandbox.server import SandboxServer
+from kling3_tools.adapters.store import open_store
 
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay=0.01, max_delay=0.5)
 FAST_WAIT = WaitPolicy(first_interval=0.05, factor=1.5, max_interval=0.2)

@@ -26,10 +26,10 @@ from mcp.client.stdio import StdioServerParameters
 from harness import fake_discord as fd
 from harness.helpers import SECRET, RawStdio, free_port, poller_env
 from kling3_tools.config import Settings
-from kling3_tools.models import GenerateRequest, Task
-from kling3_tools.records import CliOrigin, Delivery, TaskRecord, WebhookOrigin
-from kling3_tools.schedule import SchedulePolicy
+from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.records import CliOrigin, Delivery, TaskRecord, WebhookOrigin
 from kling3_tools.service import KlingService
+from kling3_tools.workflows.schedule import SchedulePolicy
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
 

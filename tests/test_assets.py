@@ -19,9 +19,9 @@ from mcp import Client
 from PIL import Image
 
 from harness.helpers import eventually, free_port, kling3
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.config import Settings
-from kling3_tools.errors import RequestValidationError
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.domain.errors import RequestValidationError
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats

@@ -1,7 +1,7 @@
 import pytest
 
-from kling3_tools import catalog
-from kling3_tools.catalog import Family, Mode, TaskType, Tier
+from kling3_tools.domain import catalog
+from kling3_tools.domain.catalog import Family, Mode, TaskType, Tier
 
 # The price table of the API page, typed out again on purpose: the catalog must agree with it.
 PAGE_PRICES = {

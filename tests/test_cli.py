@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from harness.helpers import kling3 as run_kling3
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
-from kling3_tools.store.pg_schema import SCHEMA_VERSION
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.adapters.store.pg_schema import SCHEMA_VERSION
 
 from .conftest import stats
 

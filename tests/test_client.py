@@ -16,13 +16,13 @@ import pytest
 
 import kling3_tools
 from harness.helpers import free_port
-from kling3_tools import catalog, errors
-from kling3_tools.answers import raise_for_answer, task_answer, task_from
-from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
-from kling3_tools.models import GenerateRequest, TaskStatus
-from kling3_tools.pool import http_pool
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
-from kling3_tools.sandbox.server import SandboxServer
+from kling3_tools.adapters.answers import raise_for_answer, task_answer, task_from
+from kling3_tools.adapters.client import AsyncKlingClient, KlingClient, RetryPolicy
+from kling3_tools.adapters.pool import http_pool
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.adapters.sandbox.server import SandboxServer
+from kling3_tools.domain import catalog, errors
+from kling3_tools.domain.models import GenerateRequest, TaskStatus
 
 from .conftest import FAST_RETRY, FAST_WAIT, add_fault, set_options, stats
 
@@ -419,7 +419,7 @@ async def test_the_pooled_client_keeps_no_cookies():
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from kling3_tools.sandbox.server import ThreadedServer
+    from kling3_tools.adapters.sandbox.server import ThreadedServer
 
     cookies_seen: list[str | None] = []
 

@@ -14,9 +14,9 @@ from kling3_discord import KlingBot
 
 from harness import fake_discord as fd
 from harness.helpers import eventually
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.config import Settings
-from kling3_tools.records import Delivery, DiscordOrigin, TaskRecord
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.domain.records import Delivery, DiscordOrigin, TaskRecord
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
@@ -393,7 +393,7 @@ async def test_a_poller_worker_posts_results_over_rest_without_a_gateway(monkeyp
     """What `kling3 poller` does with DISCORD_TOKEN set, through the notifier the bot registers as an entry
     point: the bot token over REST, no gateway, no commands."""
     from kling3_tools.cli.workers import worker_notifiers
-    from kling3_tools.models import GenerateRequest
+    from kling3_tools.domain.models import GenerateRequest
 
     settings = Settings.load(
         api_key=sandbox.api_key,
@@ -488,7 +488,7 @@ async def test_sigterm_stops_the_bot_gracefully(monkeypatch, sandbox, tmp_path, 
 async def test_a_second_sigterm_while_the_bot_closes_ends_it_at_once(monkeypatch, sandbox, tmp_path):
     """The poller gives a status check in flight `stop_grace_seconds` (10) to finish; a second SIGTERM does not
     wait for it (it closed the store under the stopping poller, whose leases then stayed held)."""
-    from kling3_tools.models import GenerateRequest
+    from kling3_tools.domain.models import GenerateRequest
 
     set_options(sandbox, status_delay=30)
     request = GenerateRequest.build(type="std-text-to-video", prompt="x")

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from harness.helpers import SECRET, eventually, free_port, kling3
-from kling3_tools import downloads, errors
-from kling3_tools.answers import parse_retry_after
-from kling3_tools.catalog import MAX_RETRY_AFTER
-from kling3_tools.client import AsyncKlingClient, KlingClient, RetryPolicy
+from kling3_tools.adapters import downloads
+from kling3_tools.adapters.answers import parse_retry_after
+from kling3_tools.adapters.client import AsyncKlingClient, KlingClient, RetryPolicy
 from kling3_tools.config import Settings
-from kling3_tools.models import GenerateRequest
-from kling3_tools.records import Delivery, WebhookOrigin
+from kling3_tools.domain import errors
+from kling3_tools.domain.catalog import MAX_RETRY_AFTER
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats

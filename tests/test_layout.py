@@ -17,8 +17,11 @@ PACKAGES = {"kling3_tools": ROOT / "kling3_tools", "kling3_discord": ROOT / "bot
 FRONT_ENDS = ("kling3_tools.__main__", "kling3_tools.cli", "kling3_tools.mcp", "kling3_discord")
 MAX_LINES = 350
 # The one circle allowed: an error carries the task it is about, and a request's validation raises an error.
-ANNOTATION_CIRCLE = ["kling3_tools.errors", "kling3_tools.models", "kling3_tools.errors"]
-WORKFLOWS = ("kling3_tools.poller", "kling3_tools.spending", "kling3_tools.stories")
+ANNOTATION_CIRCLE = ["kling3_tools.domain.errors", "kling3_tools.domain.models", "kling3_tools.domain.errors"]
+# Each folder is a layer and imports only from those below it; `config` and `version` are read by all but the
+# domain, and the modules left at the top (`parts`, `service`, `launch`) put the layers together for front ends.
+LAYERS = ("domain", "adapters", "workflows")
+SHARED = {"kling3_tools.config", "kling3_tools.version"}
 
 
 def is_front_end(module: str) -> bool:
@@ -68,7 +71,7 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_import_graph_has_no_circle():
     edges = graph()
-    assert "kling3_tools.client" in edges["kling3_tools.service"]  # the walk sees real imports
+    assert "kling3_tools.adapters.client" in edges["kling3_tools.service"]  # the walk sees real imports
     circles = []
     state: dict[str, str] = {}
 
@@ -87,10 +90,26 @@ def test_the_import_graph_has_no_circle():
     assert circles == [ANNOTATION_CIRCLE]
 
 
-def test_the_workflows_never_import_the_service():
-    for module, targets in graph().items():
-        if module.startswith(WORKFLOWS):
-            assert "kling3_tools.service" not in targets, module
+def layer_of(module: str) -> int | None:
+    """The layer's rank (domain 0, adapters 1, workflows 2), or None above them (the top and front ends)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if parts[0] == "kling3_tools" and len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    edges = graph()
+    assert edges["kling3_tools.workflows.spending"] & {"kling3_tools.adapters.client", "kling3_tools.domain.ledger"}
+    upward = []
+    for module, targets in edges.items():
+        rank = layer_of(module)
+        if rank is None:
+            continue
+        allowed_shared = SHARED if rank > 0 else set()
+        for target in targets - allowed_shared - {f"kling3_tools.{layer}" for layer in LAYERS}:
+            target_rank = layer_of(target)
+            if target_rank is None or target_rank > rank:
+                upward.append((module, target))
+    assert upward == []
 
 
 def test_the_core_never_imports_a_front_end():
@@ -125,7 +144,7 @@ import asyncio, json
 
 from pydantic import Field, create_model
 
-from kling3_tools import catalog, models
+from kling3_tools.domain import catalog, models
 
 models.GenerateRequest = create_model(
     "GenerateRequest",
@@ -205,5 +224,5 @@ def test_only_parts_knows_the_embedded_sandbox():
     hands out an endpoint, so nothing above it knows the sandbox exists."""
     allowed = {"kling3_tools.parts", "kling3_tools.config", "kling3_tools.cli.offline"}
     for module, targets in graph().items():
-        if not module.startswith("kling3_tools.sandbox") and module not in allowed:
-            assert not {t for t in targets if t.startswith("kling3_tools.sandbox")}, module
+        if not module.startswith("kling3_tools.adapters.sandbox") and module not in allowed:
+            assert not {t for t in targets if t.startswith("kling3_tools.adapters.sandbox")}, module

@@ -18,15 +18,15 @@ import psycopg
 import pytest
 
 from harness.helpers import eventually
-from kling3_tools.client import AsyncKlingClient
+from kling3_tools.adapters.client import AsyncKlingClient
+from kling3_tools.adapters.store import TaskStore, open_store
 from kling3_tools.config import Settings
-from kling3_tools.errors import OutcomeUnknownError, SpendingRefusedError, StoreError
-from kling3_tools.ledger import Attempt, AttemptState, Scope, SpendLimit, Usage
-from kling3_tools.models import GenerateRequest, Task, quote
-from kling3_tools.records import CliOrigin, DiscordOrigin, McpOrigin, TaskRecord
-from kling3_tools.reservations import Reservation, decide
+from kling3_tools.domain.errors import OutcomeUnknownError, SpendingRefusedError, StoreError
+from kling3_tools.domain.ledger import Attempt, AttemptState, Scope, SpendLimit, Usage
+from kling3_tools.domain.models import GenerateRequest, Task, quote
+from kling3_tools.domain.records import CliOrigin, DiscordOrigin, McpOrigin, TaskRecord
+from kling3_tools.domain.reservations import Reservation, decide
 from kling3_tools.service import KlingService
-from kling3_tools.store import TaskStore, open_store
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats
 from .support import locked
@@ -157,7 +157,7 @@ async def test_a_store_that_cannot_be_written_sends_nothing(store_url, sandbox):
 
 
 async def open_store_for(url: str) -> TaskStore:
-    from kling3_tools.store import SQLiteTaskStore, open_store
+    from kling3_tools.adapters.store import SQLiteTaskStore, open_store
 
     opened = await open_store(url)
     if isinstance(opened, SQLiteTaskStore):

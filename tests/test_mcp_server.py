@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from harness.helpers import eventually, free_port
-from kling3_tools import catalog
+from kling3_tools.domain import catalog
 
 from .conftest import set_options, stats
 from .support import connect, http_server, locked, raw_server, server_env, text
@@ -579,8 +579,8 @@ async def test_a_second_sigterm_while_the_core_closes_over_http_ends_it_at_once(
     """The poller gives a status check in flight `stop_grace_seconds` (10) to finish; a second SIGTERM does not
     wait for it (over HTTP it met Python's own handler: exit 143)."""
     from kling3_tools.config import Settings
-    from kling3_tools.models import GenerateRequest
-    from kling3_tools.records import McpOrigin, TaskRecord
+    from kling3_tools.domain.models import GenerateRequest
+    from kling3_tools.domain.records import McpOrigin, TaskRecord
     from kling3_tools.service import KlingService
 
     env = server_env(sandbox, tmp_path)

@@ -1,8 +1,8 @@
 import pytest
 
-from kling3_tools.catalog import END_FRAME_WIRE_FIELD, TaskType
-from kling3_tools.errors import RequestValidationError
-from kling3_tools.models import GenerateRequest, Task, TaskStatus, normalise_status, quote
+from kling3_tools.domain.catalog import END_FRAME_WIRE_FIELD, TaskType
+from kling3_tools.domain.errors import RequestValidationError
+from kling3_tools.domain.models import GenerateRequest, Task, TaskStatus, normalise_status, quote
 
 IMG = "https://example.com/a.jpg"
 VID = "https://example.com/a.mp4"

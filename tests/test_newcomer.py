@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.helpers import SECRET, eventually
-from kling3_tools import catalog
+from kling3_tools.domain import catalog
 
 ENTRY_POINTS = {
     "kling3": [sys.executable, "-m", "kling3_tools"],
@@ -148,7 +148,7 @@ def test_install_hints_work_from_a_checkout(tmp_path):
     )
     assert result.returncode == 1
     assert "cannot reach PostgreSQL" in one_clean_line(result)
-    from kling3_tools.errors import install_hint
+    from kling3_tools.domain.errors import install_hint
 
     assert "pip install -e '.[postgres]'" in install_hint("postgres")
 
@@ -182,9 +182,9 @@ async def test_the_embedded_sandbox_keeps_its_tasks_across_commands_and_a_poller
 async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, monkeypatch):
     from rich.console import Console
 
+    from kling3_tools.adapters.store import open_store
     from kling3_tools.cli import offline, output, tasks
     from kling3_tools.config import Settings
-    from kling3_tools.store import open_store
 
     from .support import make_record
 
@@ -262,8 +262,8 @@ def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
 
 
 def test_two_sandbox_processes_share_one_account_without_losing_credits(tmp_path):
-    from kling3_tools.sandbox.options import SandboxOptions
-    from kling3_tools.sandbox.state import SandboxState, SandboxTask
+    from kling3_tools.adapters.sandbox.options import SandboxOptions
+    from kling3_tools.adapters.sandbox.state import SandboxState, SandboxTask
 
     options = SandboxOptions(starting_balance=1000, task_id_template="t{n}")
     first, second = (SandboxState(options, path=tmp_path / "account.db") for _ in range(2))
@@ -287,7 +287,7 @@ def test_two_sandbox_processes_share_one_account_without_losing_credits(tmp_path
 
 async def test_a_sandbox_video_recorded_by_one_process_is_served_by_the_next(tmp_path):
     from kling3_tools.config import Settings
-    from kling3_tools.models import GenerateRequest
+    from kling3_tools.domain.models import GenerateRequest
     from kling3_tools.service import KlingService
 
     settings = Settings.load(sandbox={"finish_seconds": 0.2})

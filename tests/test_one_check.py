@@ -8,7 +8,7 @@ from mcp.client import Client
 
 from harness import fake_discord as fd
 from harness.helpers import eventually
-from kling3_tools.assets import inputs
+from kling3_tools.adapters.assets import inputs
 from kling3_tools.cli import main
 from kling3_tools.config import Settings
 from kling3_tools.mcp.serve import loaded_server

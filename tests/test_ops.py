@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.helpers import eventually, free_port, free_ports, start_kling3
 from kling3_tools.config import ConfigError, MetricsSettings, Settings
-from kling3_tools.models import GenerateRequest
-from kling3_tools.records import Outcome
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.records import Outcome
 
 from .conftest import set_options
 from .support import FAST, bot_settings, connect, fake_discord, make_record, server_env, submit, worker_env
@@ -117,8 +117,8 @@ async def test_each_poller_worker_serves_its_endpoints_and_metrics_follow_the_ta
         assert value(after, "kling3_tasks", state="running") == 0
         assert value(after, "kling3_tasks_due") == 0
         # Each SQLite worker sends half the rate, but the capacity is the whole rate's (400/s here).
-        from kling3_tools.store import open_store
-        from kling3_tools.store.stats import capacity_of
+        from kling3_tools.adapters.store import open_store
+        from kling3_tools.adapters.store.stats import capacity_of
 
         store = await open_store(store_url)
         try:
@@ -359,8 +359,8 @@ async def test_a_client_that_never_reads_cannot_hold_the_process_at_stop(sandbox
 
 
 async def test_refusals_are_counted_by_limit_wherever_they_are_decided(sandbox, tmp_path):
-    from kling3_tools.errors import SpendingRefusedError
-    from kling3_tools.ledger import SpendLimit
+    from kling3_tools.domain.errors import SpendingRefusedError
+    from kling3_tools.domain.ledger import SpendLimit
 
     limit = SpendLimit("discord", daily_credits=100, daily_key="daily_credit_budget_per_user")
     async with exposed_service(sandbox, tmp_path) as (service, _, address):

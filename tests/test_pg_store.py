@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from kling3_tools.errors import StoreError
-from kling3_tools.ledger import SpendLimit
-from kling3_tools.records import CliOrigin, McpOrigin, TaskRecord
-from kling3_tools.store import open_store
-from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
-from kling3_tools.store.postgres import CLAIM_SQL, PostgresTaskStore
+from kling3_tools.adapters.store import open_store
+from kling3_tools.adapters.store.pg_schema import SCHEMA_VERSION, migrate
+from kling3_tools.adapters.store.postgres import CLAIM_SQL, PostgresTaskStore
+from kling3_tools.domain.errors import StoreError
+from kling3_tools.domain.ledger import SpendLimit
+from kling3_tools.domain.records import CliOrigin, McpOrigin, TaskRecord
 
 from .support import API, KINDS, make_record
 
@@ -105,7 +105,7 @@ async def test_the_rate_limit_is_shared_by_stores_in_different_processes(postgre
 
 
 async def test_a_worker_without_a_token_waits_for_the_next_one_in_one_transaction(postgres_url, monkeypatch):
-    from kling3_tools.store.pg_ratelimit import PostgresRateLimiter
+    from kling3_tools.adapters.store.pg_ratelimit import PostgresRateLimiter
 
     reserved = 0
     reserve = PostgresRateLimiter._reserve
@@ -159,8 +159,8 @@ def _nodes(node: dict) -> list[dict]:
 async def test_a_password_with_url_characters_is_given_apart_from_the_url(postgres_cluster, tmp_path, monkeypatch):
     """`[store] password` (here from KLING_STORE__PASSWORD_FILE) reaches a SCRAM-checked role intact, though it
     holds `@`, `:`, `/` and `?`, which would break a URL; a wrong one is refused without being shown."""
+    from kling3_tools.adapters.store import migrate_postgres, open_store
     from kling3_tools.config import Settings
-    from kling3_tools.store import migrate_postgres, open_store
 
     password = "p@ss:w/rd?#x"
     postgres_cluster.role_with_password("guarded", password)
@@ -181,7 +181,7 @@ async def test_a_password_with_url_characters_is_given_apart_from_the_url(postgr
 
 
 async def test_an_unreadable_url_with_a_password_is_one_line_without_it():
-    from kling3_tools.store import open_store
+    from kling3_tools.adapters.store import open_store
 
     with pytest.raises(StoreError) as refused:
         await open_store("postgresql://kling3@127.0.0.1/db?notanoption=1", password=SecretStr("s3cret"))

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from harness.helpers import eventually, poller_env, start_kling3
-from kling3_tools.models import GenerateRequest
-from kling3_tools.poller import Poller
-from kling3_tools.ratelimit import TokenBucket
-from kling3_tools.records import Delivery, Outcome
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.adapters.ratelimit import TokenBucket
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.adapters.store import SQLiteTaskStore
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.records import Delivery, Outcome
 from kling3_tools.service import KlingService
-from kling3_tools.store import SQLiteTaskStore
+from kling3_tools.workflows.poller import Poller
 
 from .conftest import set_options, stats
 from .support import FAST, settings_for, submit_batch

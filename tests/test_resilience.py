@@ -9,10 +9,10 @@ import time
 import pytest
 
 from harness.helpers import eventually, poller_env, start_kling3
+from kling3_tools.adapters.store import SQLiteTaskStore
 from kling3_tools.config import Settings
-from kling3_tools.records import Outcome
+from kling3_tools.domain.records import Outcome
 from kling3_tools.service import KlingService
-from kling3_tools.store import SQLiteTaskStore
 
 from .conftest import set_options, stats
 from .support import FAST, delivered, locked, settings_for, submit, submit_batch, worker_env

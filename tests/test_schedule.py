@@ -2,7 +2,7 @@ import statistics
 
 import pytest
 
-from kling3_tools.schedule import SchedulePolicy
+from kling3_tools.workflows.schedule import SchedulePolicy
 
 POLICY = SchedulePolicy(prior_window=(120, 600), dense_interval=8, max_interval=60, jitter=0)
 

@@ -12,10 +12,10 @@ import time
 
 import psycopg
 
-from kling3_tools.ledger import DAY_SECONDS, Scope, SpendLimit
-from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord
-from kling3_tools.store import SQLiteTaskStore, TaskStore, open_store, path_from_url
-from kling3_tools.store.pg_schema import SCHEMA_VERSION, migrate
+from kling3_tools.adapters.store import SQLiteTaskStore, TaskStore, open_store, path_from_url
+from kling3_tools.adapters.store.pg_schema import SCHEMA_VERSION, migrate
+from kling3_tools.domain.ledger import DAY_SECONDS, Scope, SpendLimit
+from kling3_tools.domain.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord
 
 from .support import make_record
 

@@ -19,8 +19,8 @@ import pytest
 
 from harness.helpers import eventually, kling3, start_kling3
 from kling3_tools.config import Settings
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.mcp.serve import loaded_server
-from kling3_tools.models import GenerateRequest
 from kling3_tools.service import KlingService
 
 from .support import bot_process_env, connect, fake_discord, http_server, server_env, start_bot_process
@@ -29,13 +29,14 @@ PYTHON_PACKAGES = {"pydantic", "pydantic_core", "annotated_types", "typing_exten
 
 HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model and the catalog; nothing else
     "kling3_tools",
-    "kling3_tools.catalog",
+    "kling3_tools.domain",
+    "kling3_tools.domain.catalog",
     "kling3_tools.cli",
     "kling3_tools.cli.parser",
-    "kling3_tools.errors",
+    "kling3_tools.domain.errors",
     "kling3_tools.launch",
     "kling3_tools.mcp",  # its argument definitions only (the server module loads in `kling3 mcp`)
-    "kling3_tools.models",
+    "kling3_tools.domain.models",
     "kling3_tools.version",
 }
 
@@ -43,7 +44,7 @@ HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model an
 # these light modules of ours, and no other package. The settings (pydantic-settings, our sections) and the
 # core (the service, the store, the HTTP client, the tools) load at the first request that needs them.
 MCP_MODULES = {
-    "kling3_tools", "kling3_tools.errors", "kling3_tools.launch", "kling3_tools.version",
+    "kling3_tools", "kling3_tools.domain", "kling3_tools.domain.errors", "kling3_tools.launch", "kling3_tools.version",
     "kling3_tools.mcp", "kling3_tools.mcp.http", "kling3_tools.mcp.manifest", "kling3_tools.mcp.serve",
     "kling3_tools.mcp.server",
 }  # fmt: skip

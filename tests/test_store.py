@@ -9,11 +9,19 @@ import time
 
 import pytest
 
-from kling3_tools.errors import StoreError, TaskExistsError
-from kling3_tools.ledger import OPEN_STATES, Attempt, AttemptState, Scope, SpendLimit
-from kling3_tools.models import GenerateRequest, Task, TaskStatus
-from kling3_tools.records import CliOrigin, Delivery, DiscordOrigin, McpOrigin, Outcome, TaskRecord, WebhookOrigin
-from kling3_tools.store import SQLiteTaskStore, open_store, path_from_url
+from kling3_tools.adapters.store import SQLiteTaskStore, open_store, path_from_url
+from kling3_tools.domain.errors import StoreError, TaskExistsError
+from kling3_tools.domain.ledger import OPEN_STATES, Attempt, AttemptState, Scope, SpendLimit
+from kling3_tools.domain.models import GenerateRequest, Task, TaskStatus
+from kling3_tools.domain.records import (
+    CliOrigin,
+    Delivery,
+    DiscordOrigin,
+    McpOrigin,
+    Outcome,
+    TaskRecord,
+    WebhookOrigin,
+)
 
 from .support import API, KINDS, make_record
 
@@ -322,7 +330,7 @@ async def test_settles_at_once_are_written_together_and_each_learns_its_own_fate
 
 
 async def test_stats_count_the_backlog_and_measure_what_a_video_costs(store):
-    from kling3_tools.store.stats import capacity_of, capacity_warning
+    from kling3_tools.adapters.store.stats import capacity_of, capacity_warning
 
     now = time.time()
     for i in range(10):

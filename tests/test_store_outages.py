@@ -12,13 +12,13 @@ import time
 import pytest
 
 from harness.helpers import SECRET, eventually, kling3, start_kling3
+from kling3_tools.adapters.store import open_store
 from kling3_tools.config import Settings
-from kling3_tools.errors import KlingError
-from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
-from kling3_tools.models import GenerateRequest
-from kling3_tools.records import Delivery, WebhookOrigin
+from kling3_tools.domain.errors import KlingError
+from kling3_tools.domain.ledger import Attempt, AttemptState, SpendLimit
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
-from kling3_tools.store import open_store
 
 from .conftest import set_options, stats
 from .support import FAST, connect, server_env, text, worker_env

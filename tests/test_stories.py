@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 
 from harness.helpers import kling3
-from kling3_tools.errors import RequestValidationError
-from kling3_tools.models import quote
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
-from kling3_tools.stories.model import Story
-from kling3_tools.stories.plan import plan
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.domain.errors import RequestValidationError
+from kling3_tools.domain.models import quote
+from kling3_tools.domain.story import Story
+from kling3_tools.domain.story_plan import plan
 
 from .conftest import stats
 from .support import LIGHTHOUSE
 
 av = pytest.importorskip("av")
-media = pytest.importorskip("kling3_tools.stories.media")
+media = pytest.importorskip("kling3_tools.workflows.stories.media")
 
 
 def story_file(tmp_path: Path, text: str = LIGHTHOUSE) -> Path:

@@ -20,16 +20,16 @@ import httpx
 import pytest
 
 from harness.helpers import SECRET, eventually
+from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.adapters.store import open_store
 from kling3_tools.config import Settings
-from kling3_tools.errors import RequestValidationError, SpendingRefusedError
-from kling3_tools.ledger import Attempt, AttemptState, SpendLimit
-from kling3_tools.records import CliOrigin, WebhookOrigin
-from kling3_tools.sandbox.app import SAMPLE_VIDEO
+from kling3_tools.domain.errors import RequestValidationError, SpendingRefusedError
+from kling3_tools.domain.ledger import Attempt, AttemptState, SpendLimit
+from kling3_tools.domain.records import CliOrigin, WebhookOrigin
+from kling3_tools.domain.story import Story
+from kling3_tools.domain.story_plan import plan
+from kling3_tools.domain.story_record import ShotState, StoryRecord, StoryState
 from kling3_tools.service import KlingService
-from kling3_tools.store import open_store
-from kling3_tools.stories.model import Story
-from kling3_tools.stories.plan import plan
-from kling3_tools.stories.record import ShotState, StoryRecord, StoryState
 
 from .conftest import set_options, stats
 

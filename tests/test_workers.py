@@ -14,8 +14,8 @@ import pytest
 
 from harness.helpers import SECRET, eventually, start_kling3
 from kling3_tools.config import Settings
-from kling3_tools.poller import Poller
 from kling3_tools.service import KlingService
+from kling3_tools.workflows.poller import Poller
 
 from .conftest import set_options, stats
 from .support import FAST, LEASE_SECONDS, delivered, submit, worker_env

@@ -22,8 +22,8 @@ from kling3_tools.launch import (
     run_to_end,
     say_error,
 )
-from kling3_tools.schedule import SchedulePolicy
 from kling3_tools.service import KlingService
+from kling3_tools.workflows.schedule import SchedulePolicy
 
 from .bot import KlingBot
 

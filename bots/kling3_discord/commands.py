@@ -17,11 +17,11 @@ import annotated_types
 import discord
 from discord import app_commands
 
-from kling3_tools import catalog
-from kling3_tools.catalog import Mode, TaskType
-from kling3_tools.errors import KlingError, RequestValidationError
-from kling3_tools.models import GenerateRequest, quote
-from kling3_tools.records import DiscordOrigin
+from kling3_tools.domain import catalog
+from kling3_tools.domain.catalog import Mode, TaskType
+from kling3_tools.domain.errors import KlingError, RequestValidationError
+from kling3_tools.domain.models import GenerateRequest, quote
+from kling3_tools.domain.records import DiscordOrigin
 
 from .embeds import task_embed
 from .flow import VideoFlow

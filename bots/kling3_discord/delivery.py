@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from kling3_tools.config import ConfigError, discord_token
-from kling3_tools.errors import missing_part
+from kling3_tools.domain.errors import missing_part
 
 if TYPE_CHECKING:
-    from kling3_tools.notifiers import Notifier
     from kling3_tools.service import KlingService
+    from kling3_tools.workflows.notifiers import Notifier
 
 
 @contextlib.asynccontextmanager

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import discord
 
-from kling3_tools.records import DiscordOrigin, TaskRecord
-from kling3_tools.stories.plan import Plan
-from kling3_tools.stories.record import ShotState, StoryRecord
+from kling3_tools.domain.records import DiscordOrigin, TaskRecord
+from kling3_tools.domain.story_plan import Plan
+from kling3_tools.domain.story_record import ShotState, StoryRecord
 
 STATUS_COLOURS = {
     "queued": discord.Colour.light_grey(),

@@ -9,13 +9,13 @@ from typing import Any, Literal
 
 import discord
 
-from kling3_tools.assets.inputs import LocalFiles
+from kling3_tools.adapters.assets.inputs import LocalFiles
 from kling3_tools.config import Settings
-from kling3_tools.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
-from kling3_tools.records import DiscordOrigin
+from kling3_tools.domain.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
+from kling3_tools.domain.records import DiscordOrigin
+from kling3_tools.domain.story import Story
+from kling3_tools.domain.story_plan import plan
 from kling3_tools.service import KlingService
-from kling3_tools.stories.model import Story
-from kling3_tools.stories.plan import plan
 
 from .embeds import not_started_embed, plan_text, starting_embed, story_embed, task_embed, unknown_embed
 from .policy import Policy, Refused

@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 
 import discord
 
-from kling3_tools.errors import KlingError
-from kling3_tools.records import DiscordOrigin, Outcome, TaskRecord
+from kling3_tools.domain.errors import KlingError
+from kling3_tools.domain.records import DiscordOrigin, Outcome, TaskRecord
+from kling3_tools.domain.story_record import StoryRecord, StoryState
 from kling3_tools.service import KlingService
-from kling3_tools.stories.record import StoryRecord, StoryState
 
 from .embeds import story_embed, task_embed
 from .views import result_view

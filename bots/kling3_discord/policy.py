@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kling3_tools.config import DiscordSettings
-from kling3_tools.ledger import Scope, SpendLimit
+from kling3_tools.domain.ledger import Scope, SpendLimit
 
 
 class Refused(Exception):

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import discord
 
-from kling3_tools.catalog import TaskType
-from kling3_tools.models import GenerateRequest
-from kling3_tools.records import DiscordOrigin, TaskRecord
+from kling3_tools.domain.catalog import TaskType
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.records import DiscordOrigin, TaskRecord
 
 from .flow import flow_of
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..errors import KlingError, RequestValidationError, missing_part
+from ..domain.errors import KlingError, RequestValidationError, missing_part
 from ..launch import (
     EXIT_API_ERROR,
     EXIT_BAD_INPUT,

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 from rich.text import Text
 
 from ..config import Settings
+from ..domain.models import GenerateRequest, Task
+from ..domain.records import CliOrigin, WebhookOrigin
 from ..launch import EXIT_OK, UsageError
-from ..models import GenerateRequest, Task
-from ..observe import Observer
-from ..records import CliOrigin, WebhookOrigin
 from ..service import KlingService
+from ..workflows.observe import Observer
 from . import output
 from .output import describe_cost, elapsed, err, print_json, record_json, task_json
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from .. import catalog
-from ..errors import RequestValidationError
+from ..domain import catalog
+from ..domain.errors import RequestValidationError
+from ..domain.models import GenerateRequest, duration_problem, quote
 from ..launch import EXIT_OK, UsageError
-from ..models import GenerateRequest, duration_problem, quote
 from . import output
 from .output import describe_cost, err, print_json
 
@@ -59,7 +59,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from ..sandbox.server import serve_forever
+    from ..adapters.sandbox.server import serve_forever
 
     overrides = {
         "host": args.host,

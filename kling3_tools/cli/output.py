@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.text import Text
 
-from ..models import GenerateRequest, Task
+from ..domain.models import GenerateRequest, Task
 
 if TYPE_CHECKING:
-    from ..records import TaskRecord
+    from ..domain.records import TaskRecord
 
 # No markup or emoji codes: task ids, URLs and messages come from the API and are printed as they are.
 out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)

@@ -7,8 +7,8 @@ import argparse
 import functools
 from typing import Any, get_args, get_origin
 
-from .. import catalog
-from ..models import GenerateRequest, StatusFilter
+from ..domain import catalog
+from ..domain.models import GenerateRequest, StatusFilter
 from ..version import __version__
 
 

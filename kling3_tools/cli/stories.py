@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 from ..config import Settings
-from ..errors import KlingError, SpendingRefusedError
+from ..domain.errors import KlingError, SpendingRefusedError
+from ..domain.story import Story
+from ..domain.story_plan import Plan, plan
+from ..domain.story_record import StoryRecord, StoryState
 from ..launch import EXIT_API_ERROR, EXIT_OK
 from ..service import KlingService
-from ..stories.model import Story
-from ..stories.plan import Plan, plan
-from ..stories.record import StoryRecord, StoryState
 from . import output
 from .commands import open_service, origin_of
 from .output import err, print_json

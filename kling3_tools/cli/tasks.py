@@ -8,10 +8,7 @@ import time
 
 from rich.table import Column, Table
 
-from ..config import Settings
-from ..launch import EXIT_OK
-from ..ledger import DAY_SECONDS
-from ..store import (
+from ..adapters.store import (
     DEFAULT_STORE,
     SANDBOX_STORE,
     SQLiteTaskStore,
@@ -20,7 +17,10 @@ from ..store import (
     migrate_postgres,
     open_store,
 )
-from ..store.stats import capacity_of, capacity_warning
+from ..adapters.store.stats import capacity_of, capacity_warning
+from ..config import Settings
+from ..domain.ledger import DAY_SECONDS
+from ..launch import EXIT_OK
 from . import output
 from .commands import open_service
 from .output import age, err, print_json, record_json

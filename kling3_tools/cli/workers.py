@@ -14,15 +14,15 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from .. import ops
+from ..adapters.store import is_postgres_url
 from ..config import ConfigError, Settings
 from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError, exempt_loaded_objects_from_gc
-from ..store import is_postgres_url
 from .commands import open_service
 from .output import err
 
 if TYPE_CHECKING:
-    from ..notifiers import Notifier
     from ..service import KlingService
+    from ..workflows.notifiers import Notifier
 
 
 async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:

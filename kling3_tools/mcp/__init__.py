@@ -8,7 +8,7 @@ import functools
 import logging
 import sys
 
-from ..errors import install_hint
+from ..domain.errors import install_hint
 from ..launch import EXIT_BAD_INPUT, end_now, own_process, read_settings, run_to_end, say_error
 
 

@@ -13,7 +13,7 @@ from mcp_types import SubscriptionsListenRequestParams, ToolAnnotations
 
 from .. import ops
 from ..config import Settings
-from ..errors import NO_API_KEY, AuthenticationError
+from ..domain.errors import NO_API_KEY, AuthenticationError
 from ..service import KlingService
 from . import player, prompts, protocol, stories, tools
 from .notifier import McpNotifier

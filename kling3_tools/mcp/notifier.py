@@ -20,8 +20,8 @@ from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import LoggingLevel
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from ..records import McpOrigin, Outcome, TaskRecord
-from ..stories.record import StoryRecord, StoryState
+from ..domain.records import McpOrigin, Outcome, TaskRecord
+from ..domain.story_record import StoryRecord, StoryState
 from .outputs import finished_sentence, story_sentence, story_uri, task_uri
 
 log = logging.getLogger("kling3_tools.mcp")

@@ -7,11 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from .. import catalog
-from ..models import Task
-from ..records import Outcome, TaskRecord
+from ..domain import catalog
+from ..domain.models import Task
+from ..domain.records import Outcome, TaskRecord
+from ..domain.story_record import StoryRecord, StoryState
 from ..service import KlingService
-from ..stories.record import StoryRecord, StoryState
 
 TASK_URI = "kling://tasks/{task_id}"
 STORY_URI = "kling://stories/{story_id}"

@@ -18,7 +18,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from ..models import GenerateRequest
+from ..domain.models import GenerateRequest
 from .outputs import PlayerTask, to_video
 from .server import Deps, deps_of
 from .tools import own_record

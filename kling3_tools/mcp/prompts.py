@@ -10,8 +10,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS
 from pydantic import Field
 
-from .. import catalog
-from ..catalog import AspectRatio, TaskType
+from ..domain import catalog
+from ..domain.catalog import AspectRatio, TaskType
 from .server import NotYours, deps_of
 
 TEXT_TYPES = [spec.type.value for spec in catalog.list_models() if spec.mode is catalog.Mode.TEXT]

@@ -25,7 +25,7 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 
-from .. import catalog
+from ..domain import catalog
 from . import prompts
 from .outputs import MODELS_URI, STORY_URI, TASK_URI
 from .server import NotYours, deps_of

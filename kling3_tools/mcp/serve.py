@@ -17,7 +17,7 @@ from mcp.server.apps import Apps
 from mcp.shared.exceptions import MCPError
 from mcp_types import EmptyResult
 
-from ..errors import KlingError
+from ..domain.errors import KlingError
 from ..launch import (
     EXIT_INTERRUPTED,
     STOP_SIGNALS,

@@ -37,17 +37,17 @@ from mcp_types import (
 )
 from pydantic import BaseModel, ValidationError
 
-from ..errors import KlingError, RequestValidationError
+from ..domain.errors import KlingError, RequestValidationError
 from ..launch import UsageError
 from . import manifest
 from .http import client_identity
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..ledger import SpendLimit
-    from ..records import TaskRecord
+    from ..domain.ledger import SpendLimit
+    from ..domain.records import TaskRecord
+    from ..domain.story_record import StoryRecord
     from ..service import KlingService
-    from ..stories.record import StoryRecord
     from .notifier import McpNotifier
 
 Params = TypeVar("Params", bound=BaseModel)
@@ -81,7 +81,7 @@ class Deps:
     @functools.cached_property
     def limit(self) -> SpendLimit:
         """`[mcp]`'s limits, over every MCP task of the store."""
-        from ..ledger import Scope, SpendLimit
+        from ..domain.ledger import Scope, SpendLimit
 
         limits = self.settings.mcp
         return SpendLimit(
@@ -240,7 +240,7 @@ class KlingMCPServer(MCPServer):
         except ToolError as exc:
             if not isinstance(exc.__cause__, ValidationError):  # our own words, without the SDK's prefix
                 raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
-            from ..models import describe_validation_error  # the tool's module has loaded it
+            from ..domain.models import describe_validation_error  # the tool's module has loaded it
 
             message = str(RequestValidationError(describe_validation_error(exc.__cause__)))
             spent = "\nNothing was spent." if name == "generate_video" else ""

@@ -9,10 +9,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Resolve
 from pydantic import Field
 
-from ..errors import KlingError, RequestValidationError, SpendingRefusedError
-from ..stories.model import Story
-from ..stories.plan import Plan, plan
-from ..stories.record import StoryRecord
+from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError
+from ..domain.story import Story
+from ..domain.story_plan import Plan, plan
+from ..domain.story_record import StoryRecord
 from .outputs import SpendApproval, StoryPlan, StoryStatus, to_story
 from .server import NotYours, deps_of
 from .tools import approval, mcp_origin

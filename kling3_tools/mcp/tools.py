@@ -22,13 +22,13 @@ from mcp.server.mcpserver.resolve import ListRoots, Resolve
 from mcp_types import ListRootsResult
 from pydantic import Field
 
-from .. import catalog
-from ..assets.inputs import CheckedRequest, LocalFiles, names_paths
-from ..catalog import TaskType
-from ..errors import KlingError, RequestValidationError, SpendingRefusedError
-from ..models import GenerateRequest, quote
-from ..records import McpOrigin, TaskRecord
-from ..store import StatusFilter
+from ..adapters.assets.inputs import CheckedRequest, LocalFiles, names_paths
+from ..adapters.store import StatusFilter
+from ..domain import catalog
+from ..domain.catalog import TaskType
+from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError
+from ..domain.models import GenerateRequest, quote
+from ..domain.records import McpOrigin, TaskRecord
 from .outputs import (
     CostEstimate,
     ModelList,

@@ -14,9 +14,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ..errors import missing_part
+from ..domain.errors import missing_part
 from ..launch import UsageError
-from ..observe import Observer
+from ..workflows.observe import Observer
 
 if TYPE_CHECKING:
     from ..config import Settings

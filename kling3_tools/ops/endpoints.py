@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..errors import KlingError
+from ..adapters.store.stats import capacity_warning
+from ..domain.errors import KlingError
 from ..launch import UsageError
-from ..store.stats import capacity_warning
 from .inflight import OneAtATime
 from .metrics import PrometheusObserver
 

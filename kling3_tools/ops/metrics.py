@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..errors import SpendingRefusedError
-from ..observe import Observer
-from ..store import TaskStore
-from ..store.stats import StoreStats, capacity_of
+from ..adapters.store import TaskStore
+from ..adapters.store.stats import StoreStats, capacity_of
+from ..domain.errors import SpendingRefusedError
 from ..version import __version__
+from ..workflows.observe import Observer
 from .inflight import OneAtATime
 
 PREFIX = "kling3"

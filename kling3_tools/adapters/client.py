@@ -1,0 +1,349 @@
+"""The HTTP client: one pooled `httpx.AsyncClient`, typed results, a retry policy that respects money.
+
+Retries:
+- `GET /api/status` and downloads are safe to repeat: they retry on 429
+  (honouring `Retry-After`), 5xx and connection errors, with capped
+  exponential backoff and jitter.
+- `POST /api/generate` spends credits, so it retries only when the API
+  certainly created nothing: a 429, or a connection that failed before the
+  request was sent. If the request went out and no answer came back (read
+  timeout, dropped connection), it raises `OutcomeUnknownError` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from ..domain.catalog import DEFAULT_BASE_URL
+from ..domain.errors import (
+    NO_API_KEY,
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    InternalServerError,
+    KlingError,
+    OutcomeUnknownError,
+    RateLimitError,
+    TaskFailedError,
+    WaitTimeoutError,
+)
+from ..domain.models import GenerateRequest, Task, TaskStatus
+from ..version import __version__
+from . import downloads
+from .answers import task_answer
+from .pool import DEFAULT_TIMEOUT, http_pool
+
+DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
+MAX_ANSWER_BYTES = 1024 * 1024  # an API answer is a small JSON object; anything larger is not read
+
+log = logging.getLogger("kling3_tools")
+
+T = TypeVar("T")
+UpdateCallback = Callable[[Task], Awaitable[None] | None]
+
+# Raised before a single byte of the request left this machine.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many times, and how patiently, safe requests are repeated."""
+
+    max_retries: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+    def longest(self, per_try: float) -> float:
+        """The most a call may take, every try at `per_try` seconds and every wait between them included."""
+        return per_try * (self.max_retries + 1) + self.max_delay * self.max_retries
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        backoff = min(self.base_delay * 2.0 ** (attempt - 1), self.max_delay)
+        return backoff * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """How `wait` spaces its status checks: growing intervals with jitter."""
+
+    first_interval: float = 2.0
+    factor: float = 1.5
+    max_interval: float = 15.0
+
+    def intervals(self) -> Iterator[float]:
+        interval = self.first_interval
+        while True:
+            yield interval * random.uniform(0.8, 1.2)
+            interval = min(interval * self.factor, self.max_interval)
+
+
+class AsyncKlingClient:
+    """Async client for the Kling 3.0 / O3 API. Use one per process and close it."""
+
+    def __init__(
+        self,
+        api_key: str | SecretStr | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
+        secret = SecretStr((key.get_secret_value() if isinstance(key, SecretStr) else key or "").strip())
+        if not secret.get_secret_value():
+            raise AuthenticationError(NO_API_KEY)
+        self._api_key = secret
+        # Sent with each request, not set on the httpx client: a shared client (the service's pool) is not ours.
+        self._headers = {
+            "Authorization": f"Bearer {secret.get_secret_value()}",
+            "User-Agent": f"kling3-tools/{__version__}",
+        }
+        self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.deadline = deadline
+        self.url_policy = downloads.UrlPolicy.for_api(self.base_url)
+        self._owns_http = http_client is None
+        self._http = http_client or http_pool(timeout)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def with_options(self, *, retry: RetryPolicy) -> AsyncKlingClient:
+        """A client sharing this one's key and connection pool, with another retry policy.
+
+        Closing it leaves the pool open; the original client owns it.
+        """
+        return AsyncKlingClient(
+            self._api_key, base_url=self.base_url, retry=retry, http_client=self._http, deadline=self.deadline
+        )
+
+    async def __aenter__(self) -> AsyncKlingClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    # --- API calls -------------------------------------------------------
+
+    async def generate(self, request: GenerateRequest) -> Task:
+        """Submit a task (spends credits). Never repeated once the request may have arrived."""
+        return await self._api("POST", "/api/generate", json=request.to_payload(), safe_after_send=False)
+
+    async def status(self, task_id: str) -> Task:
+        """The task's current state, as the API reports it."""
+        return await self._api("GET", "/api/status", params={"task_id": task_id}, safe_after_send=True)
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float = 900.0,
+        on_update: UpdateCallback | None = None,
+        policy: WaitPolicy | None = None,
+    ) -> Task:
+        """Poll until the task ends; return it when it succeeded.
+
+        `on_update` is called (sync or async) with the task after every check.
+        Raises `TaskFailedError` when it failed and `WaitTimeoutError` (holding
+        the last known task) when `timeout` seconds pass first.
+        """
+        started = time.monotonic()
+        for interval in (policy or WaitPolicy()).intervals():
+            task = await self.status(task_id)
+            if on_update is not None:
+                result = on_update(task)
+                if inspect.isawaitable(result):
+                    await result
+            if task.status is TaskStatus.SUCCEEDED:
+                return task
+            if task.status is TaskStatus.FAILED:
+                raise TaskFailedError(task)
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0:
+                raise WaitTimeoutError(task, time.monotonic() - started)
+            await asyncio.sleep(min(interval, remaining))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def generate_and_wait(
+        self,
+        request: GenerateRequest,
+        *,
+        timeout: float = 900.0,
+        on_update: UpdateCallback | None = None,
+        policy: WaitPolicy | None = None,
+    ) -> Task:
+        """Submit, then wait for the result."""
+        task = await self.generate(request)
+        return await self.wait(task.task_id, timeout=timeout, on_update=on_update, policy=policy)
+
+    async def download(self, task: Task, path: str | Path, *, max_bytes: int = downloads.DEFAULT_MAX_BYTES) -> Path:
+        """Stream the task's video to `path` (a file, or a folder for `<task id>.mp4`), atomically and safely:
+        see `downloads` for the rules an API-supplied URL and task id must pass."""
+        url = task.video_url
+        if not url:
+            raise KlingError(f"Task {task.task_id} has no video to download (status {task.raw_status}).")
+        target = Path(path).expanduser()
+        if target.is_dir() or str(path).endswith(("/", os.sep)):
+            target = downloads.target_in(target, task.task_id)
+        policy, http = self.url_policy, self._http
+        await self._with_retries(
+            lambda: downloads.to_file(http, url, target, policy=policy, max_bytes=max_bytes),
+            what=f"GET the video of {task.task_id}",
+            safe_after_send=True,
+        )
+        return target
+
+    @staticmethod
+    def estimate_cost(request: GenerateRequest) -> int:
+        """Credits the request will spend, from the catalog; no HTTP."""
+        return request.estimated_credits()
+
+    async def _api(
+        self,
+        method: str,
+        path: str,
+        *,
+        safe_after_send: bool,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Task:
+        async def send() -> Task:
+            try:
+                async with asyncio.timeout(self.deadline):
+                    response = await self._read_capped(method, path, json=json, params=params, headers=self._headers)
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"no whole answer within {self.deadline:g} s") from None
+            log.debug("%s %s -> %s", method, path, response.status_code)
+            return task_answer(response)
+
+        return await self._with_retries(send, what=f"{method} {path}", safe_after_send=safe_after_send)
+
+    async def _read_capped(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer, read whole only while it stays under `MAX_ANSWER_BYTES`."""
+        async with self._http.stream(method, self.base_url + path, **kwargs) as streamed:
+            if _declared_small(streamed.headers):
+                await streamed.aread()  # h11 reads a plain body up to its Content-Length, never past it
+                return streamed
+            body = bytearray()  # decoded bytes are counted: a small compressed answer may unpack to gigabytes
+            async for chunk in streamed.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise APIError(
+                        f"The API's answer to {method} {path} is larger than {MAX_ANSWER_BYTES // 1024} KB; "
+                        "it was not read.",
+                        status_code=streamed.status_code,
+                    )
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(body))
+
+    async def _with_retries(self, send: Callable[[], Coroutine[Any, Any, T]], *, what: str, safe_after_send: bool) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                return await send()
+            except _NOT_SENT as exc:
+                failure: KlingError = APIConnectionError(f"Could not reach the API ({what}): {type(exc).__name__}.")
+            except httpx.LocalProtocolError:  # h11 refused to write it (its text quotes the header: never shown)
+                raise APIConnectionError(
+                    f"{what} was not sent: a header is not valid HTTP (is there a space or a line break in the "
+                    "API key?).",
+                    retryable=False,
+                ) from None
+            except httpx.TransportError as exc:
+                if not safe_after_send:
+                    raise OutcomeUnknownError(
+                        f"{what} was sent but no answer came back ({type(exc).__name__}). A task may have "
+                        "been created and billed: check your dashboard before trying again."
+                    ) from None
+                failure = APIConnectionError(f"The connection failed during {what}: {type(exc).__name__}.")
+            except RateLimitError as exc:
+                if not safe_after_send and exc.status_code != 429:  # "rate limited" in a 5xx body: it may exist
+                    raise
+                failure, retry_after = exc, exc.retry_after
+            except InternalServerError as exc:
+                if not safe_after_send:
+                    raise
+                failure = exc
+            if attempt > self.retry.max_retries:
+                raise failure
+            delay = self.retry.delay(attempt, retry_after)
+            log.info("%s failed (%s); retry %d/%d in %.1fs", what, failure.code, attempt, self.retry.max_retries, delay)
+            await asyncio.sleep(delay)
+
+
+def _declared_small(headers: httpx.Headers) -> bool:
+    """A body neither compressed nor chunked, whose Content-Length is within the cap."""
+    length = headers.get("content-length", "")
+    plain = "content-encoding" not in headers and "transfer-encoding" not in headers
+    return plain and length.isdigit() and int(length) <= MAX_ANSWER_BYTES
+
+
+class KlingClient:
+    """Blocking facade over `AsyncKlingClient`, for scripts and notebooks. Its calls run on a private event
+    loop in a thread of its own, so it also works where a loop is already running (Jupyter, an async app)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kling3-client", daemon=True)
+        self._thread.start()
+        self._client = AsyncKlingClient(*args, **kwargs)
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    def __enter__(self) -> KlingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KlingClient(base_url={self._client.base_url!r})"
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def generate(self, request: GenerateRequest) -> Task:
+        return self._run(self._client.generate(request))
+
+    def status(self, task_id: str) -> Task:
+        return self._run(self._client.status(task_id))
+
+    def wait(self, task_id: str, **kwargs: Any) -> Task:
+        return self._run(self._client.wait(task_id, **kwargs))
+
+    def generate_and_wait(self, request: GenerateRequest, **kwargs: Any) -> Task:
+        return self._run(self._client.generate_and_wait(request, **kwargs))
+
+    def download(self, task: Task, path: str | Path) -> Path:
+        return self._run(self._client.download(task, path))
+
+    estimate_cost = staticmethod(AsyncKlingClient.estimate_cost)
