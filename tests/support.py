@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import discord
 import httpx
@@ -28,6 +29,7 @@ from harness.helpers import SECRET, RawStdio, free_port, poller_env
 from kling3_tools.config import Settings
 from kling3_tools.domain.models import GenerateRequest, Task
 from kling3_tools.domain.records import CliOrigin, Delivery, TaskRecord, WebhookOrigin
+from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.service import KlingService
 from kling3_tools.workflows.schedule import SchedulePolicy
 
@@ -130,8 +132,26 @@ def server_env(sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def settings_in(env: dict[str, str]) -> Settings:
+    """The settings a server started with the environment `env` reads."""
+    with mock.patch.dict(os.environ, env, clear=True):
+        return Settings.load()
+
+
 @contextlib.asynccontextmanager
 async def connect(sandbox, tmp_path: Path, env: dict[str, str] | None = None, **client: Any) -> AsyncIterator[Client]:
+    """The SDK's client on the server object in this process (the SDK's in-memory transport), its core opened
+    from the settings `env` says, as `kling3-mcp` would read them."""
+    settings = settings_in(env or server_env(sandbox, tmp_path))
+    async with loaded_server(settings, sandbox=False) as server, Client(server, **client) as session:
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def connect_stdio(
+    sandbox, tmp_path: Path, env: dict[str, str] | None = None, **client: Any
+) -> AsyncIterator[Client]:
+    """`kling3-mcp` as a process, over stdio."""
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "kling3_tools.mcp"], env=env or server_env(sandbox, tmp_path)
     )
@@ -280,3 +300,44 @@ async def delivered(service: KlingService) -> set[str]:
 
 
 ALICE, BOB = 800000000000000001, 800000000000000002  # two Discord users
+
+
+def followups(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
+    return [c for c in fake.calls if c.path.startswith(f"/webhooks/{fd.APP_ID}/{payload['token']}")]
+
+
+def texts(calls: list[fd.Call]) -> str:
+    return " | ".join(str((c.body or {}).get("content")) for c in calls)
+
+
+def elicitation(action: str):
+    asked: list[str] = []
+
+    async def answer(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action=action, content={"approve": True} if action == "accept" else None)
+
+    return answer, asked
+
+
+class Heard:
+    """What a client was told outside its requests."""
+
+    def __init__(self) -> None:
+        self.updates: list[str] = []
+        self.logs: list[dict[str, Any]] = []
+
+    async def on_message(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.updates.append(str(message.params.uri))
+
+    async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        self.logs.append(params.data)
+
+    def ready(self, task_id: str) -> bool:
+        return any(entry.get("task_id") == task_id and "ready" in entry["message"] for entry in self.logs)
+
+
+def legacy_client(sandbox, tmp_path: Path, heard: Heard) -> Any:
+    """A 2025-11-25 client, in this process, that records what it is told."""
+    return connect(sandbox, tmp_path, mode="legacy", message_handler=heard.on_message, logging_callback=heard.on_log)

@@ -161,7 +161,6 @@ def _png_data_uri() -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.mark.process
 async def test_an_mcp_stdio_client_may_give_paths_inside_its_roots_only(sandbox, s3, tmp_path):
     set_options(sandbox, fetch_inputs=True, finish_seconds=0.2)
     real, private = tmp_path / "real", tmp_path / "private"
@@ -241,8 +240,7 @@ async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandb
 async def test_discord_attachments_are_kept_in_storage_when_it_is_configured(monkeypatch, sandbox, s3, tmp_path):
     from harness import fake_discord as fd
 
-    from .support import ALICE, bot_settings, deliver, fake_discord, running_bot
-    from .test_discord_bot import followups, texts
+    from .support import ALICE, bot_settings, deliver, fake_discord, followups, running_bot, texts
 
     buffer = io.BytesIO()
     Image.new("RGB", (640, 480), (1, 2, 3)).save(buffer, "PNG")

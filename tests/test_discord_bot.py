@@ -28,9 +28,11 @@ from .support import (
     bot_settings,
     deliver,
     fake_discord,
+    followups,
     locked,
     running_bot,
     start_bot_process,
+    texts,
 )
 
 EPHEMERAL = 64
@@ -50,14 +52,6 @@ async def delivered_record(bot: KlingBot) -> TaskRecord:
 
 def callbacks(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
     return fake.find("POST", f"/interactions/{payload['id']}/")
-
-
-def followups(fake: fd.FakeDiscord, payload: dict[str, Any]) -> list[fd.Call]:
-    return [c for c in fake.calls if c.path.startswith(f"/webhooks/{fd.APP_ID}/{payload['token']}")]
-
-
-def texts(calls: list[fd.Call]) -> str:
-    return " | ".join(str((c.body or {}).get("content")) for c in calls)
 
 
 async def test_generate_defers_first_posts_one_embed_and_delivers_the_video(fake, sandbox, tmp_path):

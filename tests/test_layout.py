@@ -226,3 +226,19 @@ def test_only_parts_knows_the_embedded_sandbox():
     for module, targets in graph().items():
         if not module.startswith("kling3_tools.adapters.sandbox") and module not in allowed:
             assert not {t for t in targets if t.startswith("kling3_tools.adapters.sandbox")}, module
+
+
+def test_test_modules_share_helpers_only_through_support_and_the_harness():
+    """A test module imports no other test module, and benchmarks nothing from tests/ (what both need is in
+    `harness/`)."""
+    found = []
+    for path in [*(ROOT / "tests").glob("*.py"), *(ROOT / "benchmarks").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                names = [alias.name for alias in node.names]
+                if module.startswith("tests") or (path.parent.name == "benchmarks" and node.level and module == "."):
+                    found.append((path.name, module))
+                elif any(n.startswith("test_") for n in [module.lstrip("."), *names]) or "test_" in module:
+                    found.append((path.name, module))
+    assert found == []

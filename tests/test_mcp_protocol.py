@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from harness.helpers import eventually
 
 from .conftest import set_options
-from .support import connect, http_server, server_env
+from .support import Heard, connect, http_server, legacy_client, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # The 2025-11-25 methods are deprecated in the client for 2026-07-28; here they are used on purpose.
@@ -44,29 +44,6 @@ GENERAL_SCENARIOS = [
 ]
 
 
-class Heard:
-    """What a client was told outside its requests."""
-
-    def __init__(self) -> None:
-        self.updates: list[str] = []
-        self.logs: list[dict[str, Any]] = []
-
-    async def on_message(self, message: Any) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            self.updates.append(str(message.params.uri))
-
-    async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
-        self.logs.append(params.data)
-
-    def ready(self, task_id: str) -> bool:
-        return any(entry.get("task_id") == task_id and "ready" in entry["message"] for entry in self.logs)
-
-
-def legacy_client(sandbox, tmp_path: Path, heard: Heard) -> Any:
-    """A 2025-11-25 client over stdio that records what it is told."""
-    return connect(sandbox, tmp_path, mode="legacy", message_handler=heard.on_message, logging_callback=heard.on_log)
-
-
 async def generate(client: Client, prompt: str = "x") -> str:
     made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": prompt, "wait_seconds": 0})
     assert not made.is_error, made.content
@@ -82,7 +59,6 @@ async def wait_until_finished(client: Client, task_id: str) -> None:
     raise AssertionError(f"{task_id} did not finish")
 
 
-@pytest.mark.process
 async def test_a_2025_session_is_told_of_what_it_subscribed_to_and_its_own_endings(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     heard = Heard()
@@ -98,7 +74,6 @@ async def test_a_2025_session_is_told_of_what_it_subscribed_to_and_its_own_endin
     assert heard.updates.count(f"kling://tasks/{watched}") >= 1
 
 
-@pytest.mark.process
 async def test_an_unsubscribed_uri_is_no_longer_announced(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     heard = Heard()
@@ -111,7 +86,6 @@ async def test_an_unsubscribed_uri_is_no_longer_announced(sandbox, tmp_path):
     assert uri not in heard.updates
 
 
-@pytest.mark.process
 async def test_set_level_error_silences_the_info_lines(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     heard = Heard()
@@ -125,7 +99,6 @@ async def test_set_level_error_silences_the_info_lines(sandbox, tmp_path):
     assert heard.logs == []
 
 
-@pytest.mark.process
 async def test_a_2026_session_hears_through_its_listen_stream(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=1.0)
     async with connect(sandbox, tmp_path, mode="2026-07-28") as client:
@@ -197,7 +170,6 @@ async def test_completions_and_subscriptions_see_only_the_callers_own_tasks(
     assert f"/media/{first}.mp4" in message.text
 
 
-@pytest.mark.process
 @pytest.mark.parametrize("mode", ERAS)
 async def test_prompts_list_get_and_complete(sandbox, tmp_path, mode):
     async with connect(sandbox, tmp_path, mode=mode) as client:

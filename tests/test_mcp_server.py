@@ -1,4 +1,5 @@
-"""The real MCP server as a subprocess, driven by the SDK's real client, against the sandbox over loopback."""
+"""The real MCP server driven by the SDK's real client: in this process over the SDK's in-memory transport, and as a
+process over stdio or HTTP where the process itself is what is tested (start-up, signals, transports)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,7 @@ from harness.helpers import eventually, free_port
 from kling3_tools.domain import catalog
 
 from .conftest import set_options, stats
-from .support import connect, http_server, locked, raw_server, server_env, text
-
-pytestmark = pytest.mark.process  # every test here starts processes of its own
+from .support import connect, connect_stdio, elicitation, http_server, locked, raw_server, server_env, text
 
 
 async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
@@ -168,16 +167,6 @@ async def test_legacy_clients_that_subscribe_get_the_notification_and_a_log_line
 # --- spending guard -----------------------------------------------------------------
 
 
-def elicitation(action: str):
-    asked: list[str] = []
-
-    async def answer(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
-        asked.append(params.message)
-        return types.ElicitResult(action=action, content={"approve": True} if action == "accept" else None)
-
-    return answer, asked
-
-
 @pytest.mark.parametrize(("action", "spends"), [("accept", True), ("decline", False), ("cancel", False)])
 async def test_confirmation_above_the_threshold(sandbox, tmp_path, action, spends):
     env = server_env(sandbox, tmp_path, KLING_MCP__CONFIRM_ABOVE_CREDITS="300", KLING_MCP__WAIT_SECONDS="0")
@@ -255,6 +244,7 @@ async def test_bad_input_is_an_error_result_naming_the_field(sandbox, tmp_path, 
 # --- streamable HTTP ----------------------------------------------------------------------
 
 
+@pytest.mark.process
 async def test_streamable_http(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=0.5)
     with http_server(server_env(sandbox, tmp_path)) as url:
@@ -268,6 +258,7 @@ async def test_streamable_http(sandbox, tmp_path):
     assert made.structured_content["consumed_credits"] == 108
 
 
+@pytest.mark.process
 async def test_ten_calls_at_once_over_http_never_beat_the_budget(sandbox, tmp_path):
     set_options(sandbox, generate_delay=0.2, finish_seconds=60)
     env = server_env(sandbox, tmp_path, KLING_MCP__DAILY_CREDIT_BUDGET="1000", KLING_MCP__WAIT_SECONDS="0")
@@ -305,6 +296,7 @@ async def test_the_servers_poller_outlives_a_store_outage(sandbox, tmp_path):
     assert stats(sandbox)["requests"]["generate"] == 1
 
 
+@pytest.mark.process
 async def test_http_clients_see_only_their_own_videos(sandbox, tmp_path):
     set_options(sandbox, finish_seconds=0.3)
     env = server_env(sandbox, tmp_path, KLING_MCP__WAIT_SECONDS="0")
@@ -364,6 +356,7 @@ async def test_wait_for_video_asks_the_api_when_the_poller_will_not_look_soon(sa
     assert done.structured_content["status"] == "succeeded" and time.monotonic() - started < 20
 
 
+@pytest.mark.process
 async def test_http_token_is_required_when_set(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="tok-123")) as url:
         async with httpx.AsyncClient() as plain:
@@ -376,6 +369,7 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
             assert len((await client.list_tools()).tools) == 10
 
 
+@pytest.mark.process
 def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--host", "0.0.0.0"],
@@ -388,6 +382,7 @@ def test_listening_beyond_loopback_needs_a_token(sandbox, tmp_path):
     assert "http_token" in result.stderr
 
 
+@pytest.mark.process
 def test_kling3_mcp_subcommand_help():
     result = subprocess.run(
         [sys.executable, "-m", "kling3_tools", "mcp", "--help"], capture_output=True, text=True, timeout=30
@@ -424,13 +419,14 @@ async def test_the_tools_listed_before_the_core_loads_are_the_tools_it_serves(sa
     assert written == await current_manifest(), "the manifest is stale: run `python scripts/write_mcp_manifest.py`"
 
 
+@pytest.mark.process
 async def test_a_core_that_cannot_open_is_a_one_line_error_and_the_next_request_tries_again(sandbox, tmp_path):
     """A store that cannot be opened no longer stops the server before its handshake: each request that needs
     the core says why in one line (nothing spent), and once the store can be opened the next one works."""
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store's folder should be")
     env = server_env(sandbox, tmp_path, KLING_STORE__URL=f"sqlite:///{blocker / 'tasks.db'}")
-    async with connect(sandbox, tmp_path, env) as client:
+    async with connect_stdio(sandbox, tmp_path, env) as client:
         assert len((await client.list_tools()).tools) == 10
         with pytest.raises(Exception, match="kling3 could not start: ") as refused:
             await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
@@ -453,6 +449,7 @@ def silent_postgres() -> Any:
         listener.close()
 
 
+@pytest.mark.process
 async def test_closing_stdin_while_the_core_opens_on_a_store_that_hangs_ends_at_once(sandbox, tmp_path):
     pytest.importorskip("psycopg")
     with silent_postgres() as store_url:
@@ -467,6 +464,7 @@ async def test_closing_stdin_while_the_core_opens_on_a_store_that_hangs_ends_at_
     assert server.process.returncode == 0 and b"Traceback" not in stderr
 
 
+@pytest.mark.process
 async def test_a_request_the_core_does_not_serve_never_opens_it(sandbox, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a store that cannot open: opening it would be said on stderr")
@@ -492,15 +490,17 @@ def unopenable_store(tmp_path: Path, store: str) -> str:
     return f"sqlite:///{tmp_path / 'not-a-folder' / 't.db'}"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("store", UNOPENABLE)
 async def test_a_core_that_cannot_open_is_said_in_one_line(sandbox, tmp_path, store):
     env = server_env(sandbox, tmp_path, KLING_STORE__URL=unopenable_store(tmp_path, store))
-    async with connect(sandbox, tmp_path, env) as client:
+    async with connect_stdio(sandbox, tmp_path, env) as client:
         with pytest.raises(Exception, match="kling3 could not start: ") as refused:
             await client.call_tool("list_videos", {})
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("store", UNOPENABLE)
 def test_over_http_a_core_that_cannot_open_is_exit_1_in_one_line(sandbox, tmp_path, store):
     served = subprocess.run(
@@ -513,6 +513,7 @@ def test_over_http_a_core_that_cannot_open_is_exit_1_in_one_line(sandbox, tmp_pa
     assert line.startswith("error: kling3 could not start: ")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_ctrl_c_or_sigterm_closes_the_core_and_ends_though_stdin_stays_open(sandbox, tmp_path, signum):
     """The SDK reads stdin in a thread that no signal ends: the server closed its core and then waited forever."""
@@ -526,6 +527,7 @@ async def test_ctrl_c_or_sigterm_closes_the_core_and_ends_though_stdin_stays_ope
     assert not (tmp_path / "mcp.db-wal").exists()  # the store was closed, not dropped
 
 
+@pytest.mark.process
 async def test_sigterm_over_http_closes_the_core_before_the_process_ends(sandbox, tmp_path):
     """uvicorn raises the signal again once it has stopped: under Python's own handler that killed the process
     before the core was closed."""
@@ -538,6 +540,7 @@ async def test_sigterm_over_http_closes_the_core_before_the_process_ends(sandbox
     assert not (tmp_path / "mcp.db-wal").exists()
 
 
+@pytest.mark.process
 async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed_file_is_read_again(sandbox, tmp_path):
     """Over stdio the settings are read when the core opens, not before the handshake (which needs none of
     them): a bad one is one line in each answer that needs the core (the chat shows it, not only the host's
@@ -545,7 +548,7 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
     config = tmp_path / "config.toml"
     config.write_text('[store]\nurl = "mysql://kling@db/tasks"\n')
     env = {k: v for k, v in server_env(sandbox, tmp_path, KLING_CONFIG=str(config)).items() if k != "KLING_STORE__URL"}
-    async with connect(sandbox, tmp_path, env) as client:
+    async with connect_stdio(sandbox, tmp_path, env) as client:
         assert len((await client.list_tools()).tools) == 10
         for _ in range(2):
             with pytest.raises(Exception, match=r"kling3 could not start: invalid configuration .*store\.url") as bad:
@@ -557,13 +560,15 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
     assert stats(sandbox)["requests"]["generate"] == 1  # the refused calls sent nothing
 
 
+@pytest.mark.process
 async def test_no_api_key_is_said_in_every_answer_that_needs_the_core(sandbox, tmp_path):
-    async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_API_KEY="")) as client:
+    async with connect_stdio(sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_API_KEY="")) as client:
         assert len((await client.list_tools()).tools) == 10
         with pytest.raises(Exception, match=r"kling3 could not start: No API key.*--sandbox"):
             await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
 
 
+@pytest.mark.process
 def test_bad_settings_end_the_http_server_before_it_listens(sandbox, tmp_path):
     """Over HTTP the settings are read first: nothing listens on a configuration that cannot serve."""
     bad_store = subprocess.run(
@@ -575,6 +580,7 @@ def test_bad_settings_end_the_http_server_before_it_listens(sandbox, tmp_path):
     assert "kling@db" not in bad_store.stderr
 
 
+@pytest.mark.process
 async def test_a_second_sigterm_while_the_core_closes_over_http_ends_it_at_once(sandbox, tmp_path):
     """The poller gives a status check in flight `stop_grace_seconds` (10) to finish; a second SIGTERM does not
     wait for it (over HTTP it met Python's own handler: exit 143)."""

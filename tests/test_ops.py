@@ -159,7 +159,6 @@ async def test_readiness_names_a_schema_that_is_behind(sandbox, postgres_url, tm
         assert "kling3 store migrate" in (await ready(address))[1]["checks"]["store"]
 
 
-@pytest.mark.process
 async def test_the_mcp_server_counts_reservations_and_refusals_by_limit(sandbox, tmp_path):
     address = f"127.0.0.1:{free_port()}"
     env = server_env(sandbox, tmp_path, KLING_METRICS__LISTEN=address, KLING_MCP__DAILY_CREDIT_BUDGET="500")

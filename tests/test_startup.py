@@ -23,7 +23,7 @@ from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.service import KlingService
 
-from .support import bot_process_env, connect, fake_discord, http_server, server_env, start_bot_process
+from .support import bot_process_env, connect_stdio, fake_discord, http_server, server_env, start_bot_process
 
 PYTHON_PACKAGES = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
 
@@ -198,7 +198,7 @@ async def test_each_long_lived_front_end_exempts_what_it_loaded_from_the_collect
     watch, frozen = frozen_watch(tmp_path / "watch")
     loaded = functools.partial(eventually, lambda: frozen() > CORE_LOADED, timeout=30)
     if front_end == "mcp over stdio":
-        async with connect(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
+        async with connect_stdio(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
             assert not (await client.call_tool("estimate_video_cost", {"type": "std-text-to-video"})).is_error
             await loaded()
     elif front_end == "mcp over http":
@@ -241,7 +241,7 @@ async def test_an_mcp_core_whose_store_cannot_open_freezes_nothing_until_it_open
     watch, frozen = frozen_watch(tmp_path / "watch")
     store = tmp_path / "mcp.db"
     store.write_bytes(b"garbage" * 100)
-    async with connect(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
+    async with connect_stdio(sandbox, tmp_path, env=server_env(sandbox, tmp_path, **watch)) as client:
         for _ in range(3):
             with pytest.raises(Exception, match=r"kling3 could not start: .*not a usable SQLite file"):
                 await client.call_tool("list_videos", {})

@@ -21,7 +21,7 @@ from kling3_tools.domain.records import Delivery, WebhookOrigin
 from kling3_tools.service import KlingService
 
 from .conftest import set_options, stats
-from .support import FAST, connect, server_env, text, worker_env
+from .support import FAST, connect_stdio, server_env, text, worker_env
 
 HOLD_SECONDS = 4.0  # the sandbox holds each generate's answer this long after creating the task
 
@@ -60,7 +60,7 @@ async def test_an_mcp_generate_answered_across_a_postgresql_restart_is_recorded_
     set_options(sandbox, finish_seconds=0.5)
     env = server_env(sandbox, tmp_path, KLING_STORE__URL=postgres_url)
     video = {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0}
-    async with connect(sandbox, tmp_path, env) as client:
+    async with connect_stdio(sandbox, tmp_path, env) as client:
         warm = await asyncio.gather(
             *(client.call_tool("generate_video", video) for _ in range(6)),
             *(client.call_tool("list_videos", {}) for _ in range(20)),
@@ -185,7 +185,7 @@ async def test_the_mcp_server_accepts_a_generate_within_2_s_of_postgresql_answer
 ):
     """Down longer than a statement waits (so the server's poller fails sweeps meanwhile), then back."""
     env = server_env(sandbox, tmp_path, KLING_STORE__URL=postgres_url)
-    async with connect(sandbox, tmp_path, env) as client:
+    async with connect_stdio(sandbox, tmp_path, env) as client:
         warm = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0})
         assert not warm.is_error, text(warm)
         with postgres_cluster.down():
@@ -212,7 +212,7 @@ async def test_chaos_every_billed_task_is_recorded_and_every_webhook_delivered_o
     mcp_bursts: list[asyncio.Task[list[object]]] = []
     video = {"type": "std-text-to-video", "prompt": "chaos", "wait_seconds": 0}
     try:
-        async with connect(
+        async with connect_stdio(
             sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_STORE__URL=postgres_url, **limits)
         ) as client:
             for round_ in range(12):

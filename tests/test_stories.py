@@ -205,7 +205,6 @@ def test_a_clip_of_another_rate_and_no_sound_keeps_its_length(tmp_path):
         assert container.streams.audio  # silence where the clip had none
 
 
-@pytest.mark.process
 async def test_an_assistant_plans_a_story_over_mcp_and_spends_nothing(sandbox, tmp_path):
     import tomllib
 

@@ -360,8 +360,7 @@ async def test_an_assistant_plans_approves_and_follows_a_story_over_mcp(tmp_path
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
-    from .support import FAST_POLLER
-    from .test_mcp_server import elicitation
+    from .support import FAST_POLLER, elicitation
 
     env = {
         **os.environ,
@@ -401,8 +400,7 @@ async def test_an_assistant_plans_approves_and_follows_a_story_over_mcp(tmp_path
 
 
 async def test_a_member_runs_a_story_from_discord_after_seeing_its_plan(monkeypatch, tmp_path):
-    from .support import ALICE, deliver, fake_discord, running_bot
-    from .test_discord_bot import followups, texts
+    from .support import ALICE, deliver, fake_discord, followups, running_bot, texts
 
     settings = Settings.load(
         store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
@@ -501,7 +499,7 @@ async def test_an_unreadable_story_row_is_set_aside_and_the_others_go_on(store):
 async def test_a_2025_session_follows_its_own_story_and_hears_how_it_ended(sandbox, tmp_path):
     import tomllib
 
-    from .test_mcp_protocol import Heard, legacy_client
+    from .support import Heard, legacy_client
 
     set_options(sandbox, finish_seconds=0.3)
     heard = Heard()
@@ -570,8 +568,7 @@ async def test_a_bad_story_file_on_discord_is_refused_privately_and_spends_nothi
 ):
     from harness import fake_discord as fd
 
-    from .support import ALICE, deliver, fake_discord, running_bot
-    from .test_discord_bot import followups, texts
+    from .support import ALICE, deliver, fake_discord, followups, running_bot, texts
 
     settings = Settings.load(store={"url": f"sqlite:///{tmp_path / 'bot.db'}"}, discord={"cooldown_seconds": 0})
     async with fake_discord(monkeypatch) as fake, running_bot(settings, sandbox=True) as bot:
