@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .adapters.client import AsyncKlingClient, KlingClient, RetryPolicy, WaitPolicy
+    from .adapters.client import AsyncKlingClient, RetryPolicy, WaitPolicy
+    from .adapters.sync_client import KlingClient
     from .config import Settings
     from .domain.catalog import AspectRatio, Family, Mode, ModelSpec, TaskType, Tier, get_model, list_models
     from .domain.errors import (
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         KlingError,
         MissingImageError,
         MissingVideoError,
+        NoAPIKeyError,
         OutcomeUnknownError,
         RateLimitError,
         RequestValidationError,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
         WaitTimeoutError,
     )
     from .domain.models import GenerateRequest, Task, TaskStatus, quote
+    from .service import KlingService
     from .version import __version__
 
 _HOMES = {
@@ -56,10 +59,12 @@ _HOMES = {
     "InvalidDurationError": "domain.errors",
     "InvalidPromptError": "domain.errors",
     "InvalidTypeError": "domain.errors",
-    "KlingClient": "adapters.client",
+    "KlingClient": "adapters.sync_client",
     "KlingError": "domain.errors",
+    "KlingService": "service",
     "MissingImageError": "domain.errors",
     "MissingVideoError": "domain.errors",
+    "NoAPIKeyError": "domain.errors",
     "Mode": "domain.catalog",
     "ModelSpec": "domain.catalog",
     "OutcomeUnknownError": "domain.errors",
@@ -102,10 +107,12 @@ __all__ = [
     "InvalidTypeError",
     "KlingClient",
     "KlingError",
+    "KlingService",
     "MissingImageError",
     "MissingVideoError",
     "Mode",
     "ModelSpec",
+    "NoAPIKeyError",
     "OutcomeUnknownError",
     "RateLimitError",
     "RequestValidationError",

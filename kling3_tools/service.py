@@ -104,7 +104,7 @@ class KlingService:
                 fetch=fetch,
                 get=self.get,
                 wake_pollers=self.wake_pollers,
-                check_following=self.check_following,
+                check_ready_to_spend=self.check_ready_to_spend,
             )
         )
 
@@ -163,11 +163,13 @@ class KlingService:
         own, checked with `[budget]` in the reservation; `on_created` sees the task the moment the API returns
         it, before anything is written (a CLI prints its id there). Raises `SpendingRefusedError` or `StoreError`
         with nothing sent, and `OutcomeUnknownError` (with its `attempt_id`) when the POST may have created one."""
-        self.check_following()
+        self.check_ready_to_spend()
         return await self.spending.submit(request, origin, limits=limits, on_created=on_created)
 
-    def check_following(self) -> None:
-        """Refuse to spend when this process delivers its own results and no poller follows them now."""
+    def check_ready_to_spend(self) -> None:
+        """What stops a generate before anything is reserved or sent: no API key (`NoAPIKeyError`), or this
+        process delivers its own results and no poller follows them now (`KlingError`)."""
+        self.client.require_key()
         if self._needs_follower and not any(poller.is_following for poller in self.pollers):
             reasons = "; ".join(p.last_error for p in self.pollers if p.last_error) or "it is starting"
             raise KlingError(

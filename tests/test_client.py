@@ -17,10 +17,11 @@ import pytest
 import kling3_tools
 from harness.helpers import free_port
 from kling3_tools.adapters.answers import raise_for_answer, task_answer, task_from
-from kling3_tools.adapters.client import AsyncKlingClient, KlingClient, RetryPolicy
+from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy
 from kling3_tools.adapters.pool import http_pool
 from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.adapters.sandbox.server import SandboxServer
+from kling3_tools.adapters.sync_client import KlingClient
 from kling3_tools.domain import catalog, errors
 from kling3_tools.domain.models import GenerateRequest, TaskStatus
 
@@ -316,10 +317,14 @@ async def test_the_key_never_appears_in_errors_reprs_or_logs(sandbox, caplog):
         assert SECRET[::-1] not in text
 
 
-def test_missing_key_names_every_way_to_give_one():
-    with pytest.raises(errors.AuthenticationError, match="KLING_API_KEY") as info:
-        AsyncKlingClient(None)
-    assert "api_key" in str(info.value)
+async def test_a_client_without_a_key_estimates_and_names_every_way_to_give_one_before_sending(monkeypatch):
+    monkeypatch.delenv("KLING_API_KEY", raising=False)
+    request = GenerateRequest.build(type="std-text-to-video", prompt="a fox")
+    async with AsyncKlingClient(None, base_url="http://127.0.0.1:9") as client:  # nothing listens on port 9
+        assert client.estimate_cost(request) == 300
+        with pytest.raises(errors.NoAPIKeyError, match="KLING_API_KEY") as info:
+            await client.generate(request)
+    assert "api_key=" in str(info.value) and "sandbox=True" in str(info.value)
 
 
 def test_sync_facade(sandbox, tmp_path: Path):

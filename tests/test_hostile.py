@@ -16,7 +16,8 @@ import pytest
 from harness.helpers import SECRET, eventually, free_port, kling3
 from kling3_tools.adapters import downloads
 from kling3_tools.adapters.answers import parse_retry_after
-from kling3_tools.adapters.client import AsyncKlingClient, KlingClient, RetryPolicy
+from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy
+from kling3_tools.adapters.sync_client import KlingClient
 from kling3_tools.config import Settings
 from kling3_tools.domain import errors
 from kling3_tools.domain.catalog import MAX_RETRY_AFTER

@@ -237,8 +237,11 @@ def test_test_modules_share_helpers_only_through_support_and_the_harness():
             if isinstance(node, ast.ImportFrom):
                 module = "." * node.level + (node.module or "")
                 names = [alias.name for alias in node.names]
-                if module.startswith("tests") or (path.parent.name == "benchmarks" and node.level and module == "."):
-                    found.append((path.name, module))
-                elif any(n.startswith("test_") for n in [module.lstrip("."), *names]) or "test_" in module:
+                if (
+                    module.startswith("tests")
+                    or (path.parent.name == "benchmarks" and node.level and module == ".")
+                    or any(n.startswith("test_") for n in [module.lstrip("."), *names])
+                    or "test_" in module
+                ):
                     found.append((path.name, module))
     assert found == []

@@ -561,11 +561,14 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
 
 
 @pytest.mark.process
-async def test_no_api_key_is_said_in_every_answer_that_needs_the_core(sandbox, tmp_path):
+async def test_with_no_api_key_the_server_estimates_and_a_generate_says_how_to_give_one(sandbox, tmp_path):
     async with connect_stdio(sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_API_KEY="")) as client:
         assert len((await client.list_tools()).tools) == 10
-        with pytest.raises(Exception, match=r"kling3 could not start: No API key.*--sandbox"):
-            await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
+        cost = await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
+    assert not cost.is_error and made.is_error
+    assert "No API key" in text(made) and "--sandbox" in text(made)
+    assert stats(sandbox)["requests"]["generate"] == 0
 
 
 @pytest.mark.process

@@ -254,13 +254,6 @@ async def test_the_readme_walk_from_an_empty_home(tmp_path):
     assert "no task to follow yet" in started and poller.returncode == 0
 
 
-@pytest.mark.process
-def test_the_mcp_server_without_a_key_points_at_its_own_sandbox_flag(tmp_path):
-    """Over HTTP before it listens (over stdio, in each answer: test_mcp_server)."""
-    result = run(ENTRY_POINTS["kling3-mcp"], "--transport", "http", "--port", "0", home=tmp_path)
-    assert result.returncode == 1 and "--sandbox" in one_clean_line(result) and "KLING_API_KEY" in result.stderr
-
-
 def test_two_sandbox_processes_share_one_account_without_losing_credits(tmp_path):
     from kling3_tools.adapters.sandbox.options import SandboxOptions
     from kling3_tools.adapters.sandbox.state import SandboxState, SandboxTask
@@ -308,3 +301,108 @@ def test_common_flags_work_after_a_sub_action_and_reach_every_front_end(tmp_path
     assert resolve.returncode == 1 and "No attempt attempt-x" in one_clean_line(resolve)
     mcp = run(ENTRY_POINTS["kling3"], "mcp", "--base-url", "kling3api.com", "--transport", "http", home=tmp_path)
     assert mcp.returncode == 2 and "base_url" in one_clean_line(mcp)  # over HTTP, read before it listens
+
+
+# What spends nothing works without a key; what needs one says so in each front end's own terms, first.
+
+
+@pytest.fixture
+def no_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No key anywhere: an empty home (no config file) and no KLING_ variables; the store in `tmp_path`."""
+    for name in [n for n in os.environ if n.startswith("KLING_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.setenv("KLING_STORE__URL", f"sqlite:///{tmp_path / 'tasks.db'}")
+    return tmp_path
+
+
+def kling3(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from kling3_tools.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_story_is_planned_and_stories_listed_with_no_key(no_key, capsys):
+    from .support import LIGHTHOUSE
+
+    (no_key / "lighthouse.toml").write_text(LIGHTHOUSE)
+    code, _, stderr = kling3(capsys, "story", "plan", str(no_key / "lighthouse.toml"))
+    assert code == 0, stderr
+    code, out, stderr = kling3(capsys, "story", "list")
+    assert code == 0 and "No stories yet" in out + stderr
+
+
+def test_generate_with_no_key_says_so_in_cli_terms_before_the_price_and_reserves_nothing(no_key, capsys):
+    code, _, stderr = kling3(capsys, "generate", "a fox")
+    assert code == 2
+    assert "Cost" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error")]
+    assert "KLING_API_KEY" in line and "--sandbox" in line and "api_key=" not in line
+    assert asyncio.run(attempts_recorded()) == []
+
+
+async def attempts_recorded() -> list[object]:
+    from kling3_tools import KlingService, Settings
+
+    async with KlingService.open(Settings.load()) as service:
+        return list(await service.store.attempts(open_only=False))
+
+
+async def test_python_says_what_to_do_in_python_and_reserves_nothing(no_key):
+    from kling3_tools import GenerateRequest, KlingService, NoAPIKeyError, Settings
+
+    async with KlingService.open(Settings.load()) as service:
+        request = GenerateRequest.build(type="std-text-to-video", prompt="a fox")
+        assert service.check(GenerateRequest.fields_of(request.recorded())).request.estimated_credits() == 300
+        with pytest.raises(NoAPIKeyError) as info:
+            await service.submit(request)
+        assert await service.store.attempts() == []
+    assert "sandbox=True" in info.value.message and "--sandbox" not in info.value.message
+
+
+async def test_mcp_estimates_with_no_key_and_a_generate_says_what_to_do_in_mcp_terms(no_key):
+    from .support import connect, text
+
+    env = {**os.environ, "KLING_API_KEY": ""}
+    async with connect(None, no_key, env) as client:
+        cost = await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
+        assert not cost.is_error, text(cost)
+        made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
+    assert made.is_error
+    assert "MCP client" in text(made) and "--sandbox" in text(made) and "api_key=" not in text(made)
+
+
+def test_the_bot_without_a_key_refuses_to_start_in_its_own_terms(no_key, capsys, monkeypatch):
+    pytest.importorskip("discord")
+    from kling3_discord.app import main
+
+    monkeypatch.setenv("DISCORD_TOKEN", "fake-bot-token")
+    assert main([]) == 2
+    stderr = capsys.readouterr().err
+    assert "KLING_API_KEY" in stderr and "--sandbox" in stderr and "api_key=" not in stderr
+
+
+def test_the_discord_help_does_not_promise_no_network(capsys):
+    from kling3_tools.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["discord", "--help"])
+    sandbox_help = " ".join(capsys.readouterr().out.split())
+    assert "no network" not in sandbox_help and "no Kling key" in sandbox_help
+
+
+async def test_a_text_only_bot_starts_without_voice_warnings(sandbox, tmp_path, caplog):
+    pytest.importorskip("discord")
+    import discord
+    from kling3_discord import KlingBot, opened
+
+    from .support import bot_settings
+
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = True  # as a fresh process finds them
+    with caplog.at_level("WARNING"):
+        async with opened(bot_settings(sandbox, tmp_path)) as bot:
+            assert isinstance(bot, KlingBot)
+    assert "voice will NOT be supported" not in caplog.text

@@ -91,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         say_error("set DISCORD_TOKEN (or DISCORD_TOKEN_FILE) to your bot's token (Discord developer portal → Bot).")
         return EXIT_BAD_INPUT
+    if settings.api_key is None and not args.sandbox:
+        say_error(
+            "No API key: set KLING_API_KEY in the bot's environment, or start it with --sandbox to try it with no key."
+        )
+        return EXIT_BAD_INPUT
     return run_to_end(lambda: run_bot(settings, token, sandbox=args.sandbox), log, _explain)
 
 
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="kling3-discord", description="Discord bot: /kling slash commands for Kling 3.0 and O3 videos."
     )
-    parser.add_argument("--sandbox", action="store_true", help="use an embedded sandbox: no Kling key, no cost")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="use an embedded local sandbox instead of the API: no Kling key, no credits spent",
+    )
     parser.add_argument("--config", metavar="PATH", help="TOML config file (default: $KLING_CONFIG)")
     return run(parser.parse_args(argv))

@@ -22,6 +22,7 @@ class KlingBot(discord.AutoShardedClient):
     with a slice of `shard_ids` per process when one bot runs as several processes."""
 
     def __init__(self, service: KlingService, settings: Settings, *, sync_commands: bool = True) -> None:
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # a text-only bot needs no voice
         intents = discord.Intents.none()
         intents.guilds = True  # guild objects (upload limits, roles) arrive with the gateway's GUILD_CREATE
         super().__init__(

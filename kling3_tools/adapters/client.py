@@ -17,7 +17,6 @@ import inspect
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -29,12 +28,11 @@ from pydantic import SecretStr
 
 from ..domain.catalog import DEFAULT_BASE_URL
 from ..domain.errors import (
-    NO_API_KEY,
     APIConnectionError,
     APIError,
-    AuthenticationError,
     InternalServerError,
     KlingError,
+    NoAPIKeyError,
     OutcomeUnknownError,
     RateLimitError,
     TaskFailedError,
@@ -108,8 +106,6 @@ class AsyncKlingClient:
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
         secret = SecretStr((key.get_secret_value() if isinstance(key, SecretStr) else key or "").strip())
-        if not secret.get_secret_value():
-            raise AuthenticationError(NO_API_KEY)
         self._api_key = secret
         # Sent with each request, not set on the httpx client: a shared client (the service's pool) is not ours.
         self._headers = {
@@ -215,6 +211,11 @@ class AsyncKlingClient:
         )
         return target
 
+    def require_key(self) -> None:
+        """Raise `NoAPIKeyError` when no key was given: a client without one still estimates and checks."""
+        if not self._api_key.get_secret_value():
+            raise NoAPIKeyError
+
     @staticmethod
     def estimate_cost(request: GenerateRequest) -> int:
         """Credits the request will spend, from the catalog; no HTTP."""
@@ -229,6 +230,8 @@ class AsyncKlingClient:
         json: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
     ) -> Task:
+        self.require_key()
+
         async def send() -> Task:
             try:
                 async with asyncio.timeout(self.deadline):
@@ -299,51 +302,3 @@ def _declared_small(headers: httpx.Headers) -> bool:
     length = headers.get("content-length", "")
     plain = "content-encoding" not in headers and "transfer-encoding" not in headers
     return plain and length.isdigit() and int(length) <= MAX_ANSWER_BYTES
-
-
-class KlingClient:
-    """Blocking facade over `AsyncKlingClient`, for scripts and notebooks. Its calls run on a private event
-    loop in a thread of its own, so it also works where a loop is already running (Jupyter, an async app)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="kling3-client", daemon=True)
-        self._thread.start()
-        self._client = AsyncKlingClient(*args, **kwargs)
-
-    def _run(self, call: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
-
-    def __enter__(self) -> KlingClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"KlingClient(base_url={self._client.base_url!r})"
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._run(self._client.aclose())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def generate(self, request: GenerateRequest) -> Task:
-        return self._run(self._client.generate(request))
-
-    def status(self, task_id: str) -> Task:
-        return self._run(self._client.status(task_id))
-
-    def wait(self, task_id: str, **kwargs: Any) -> Task:
-        return self._run(self._client.wait(task_id, **kwargs))
-
-    def generate_and_wait(self, request: GenerateRequest, **kwargs: Any) -> Task:
-        return self._run(self._client.generate_and_wait(request, **kwargs))
-
-    def download(self, task: Task, path: str | Path) -> Path:
-        return self._run(self._client.download(task, path))
-
-    estimate_cost = staticmethod(AsyncKlingClient.estimate_cost)

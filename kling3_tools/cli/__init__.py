@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..domain.errors import KlingError, RequestValidationError, missing_part
+from ..domain.errors import KlingError, NoAPIKeyError, RequestValidationError, missing_part
 from ..launch import (
     EXIT_API_ERROR,
     EXIT_BAD_INPUT,
@@ -48,6 +48,10 @@ COMMANDS = {
     "models": "offline:cmd_models",
     "sandbox": "offline:cmd_sandbox",
 }
+NO_API_KEY = (
+    "No API key: set KLING_API_KEY, or api_key in the config file (--config PATH); "
+    "add --sandbox to try everything with no key and no cost. Nothing was spent."
+)
 WITHOUT_SETTINGS = {"cost", "models"}  # the catalog alone: no config read, no event loop
 
 
@@ -100,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except (RequestValidationError, UsageError) as exc:
         fail(str(exc))
+        return EXIT_BAD_INPUT
+    except NoAPIKeyError:
+        fail(NO_API_KEY)
         return EXIT_BAD_INPUT
     except KlingError as exc:
         fail(exc.message)

@@ -99,12 +99,13 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
     checked = KlingService.check(GenerateRequest.fields_of(vars(args)))  # every problem, before anything starts
     origin = origin_of(args, settings)
-    err.print(f"Cost: {describe_cost(checked.request)}")
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost
         err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
 
     async with open_service(args, settings) as service:
+        service.check_ready_to_spend()  # a missing key is said before the price, not after it
+        err.print(f"Cost: {describe_cost(checked.request)}")
         request = await service.prepare(checked)  # local files uploaded
         record = await service.submit(request, origin, on_created=created)
         if args.notify_webhook:

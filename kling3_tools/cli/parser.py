@@ -98,7 +98,7 @@ def _add_common_flags(parser: argparse.ArgumentParser, *, after_command: bool) -
         "--sandbox",
         action="store_true",
         default=argparse.SUPPRESS if after_command else False,
-        help="run against an embedded local sandbox: no key, no network, no cost",
+        help="use an embedded local sandbox instead of the API: no Kling key, no credits spent",
     )
     parser.add_argument(
         "-v",

@@ -121,10 +121,19 @@ class AuthenticationError(APIError):
     default_code = "INVALID_API_KEY"
 
 
-NO_API_KEY = (
-    "No API key: pass api_key=..., set KLING_API_KEY, or set api_key in the config file "
-    "(or try everything with no key and no cost: add --sandbox)."
-)
+class NoAPIKeyError(AuthenticationError):
+    """No API key was given: raised by the first call that needs the API, before anything is sent or reserved
+    (what spends nothing works without one). Its message says what to do in Python; the CLI, the MCP server
+    and the bot say it in their own terms."""
+
+    default_code = "NO_API_KEY"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(
+            message
+            or "No API key: pass api_key= to Settings.load() or AsyncKlingClient, or set KLING_API_KEY; to try "
+            "everything with no key and no cost, use KlingService.open(settings, sandbox=True)."
+        )
 
 
 class InsufficientCreditsError(APIError):

@@ -13,7 +13,6 @@ from mcp_types import SubscriptionsListenRequestParams, ToolAnnotations
 
 from .. import ops
 from ..config import Settings
-from ..domain.errors import NO_API_KEY, AuthenticationError
 from ..service import KlingService
 from . import player, prompts, protocol, stories, tools
 from .notifier import McpNotifier
@@ -68,8 +67,6 @@ def register(server: KlingMCPServer, deps: Deps) -> None:
 
 @contextlib.asynccontextmanager
 async def opened(server: KlingMCPServer, settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]:
-    if not sandbox and settings.api_key is None:
-        raise AuthenticationError(NO_API_KEY)  # every answer says how to set one (or to try --sandbox)
     observer = ops.observer_for(settings, "mcp")
     async with KlingService.open(settings, sandbox=sandbox, observer=observer) as service, ops.exposed(service):
         notifier = McpNotifier(server.bus)

@@ -37,7 +37,7 @@ from mcp_types import (
 )
 from pydantic import BaseModel, ValidationError
 
-from ..domain.errors import KlingError, RequestValidationError
+from ..domain.errors import KlingError, NoAPIKeyError, RequestValidationError
 from ..launch import UsageError
 from . import manifest
 from .http import client_identity
@@ -247,9 +247,20 @@ class KlingMCPServer(MCPServer):
             raise ToolError(message + spent) from None
 
 
+NO_API_KEY = (
+    "No API key: set KLING_API_KEY in this server's environment (the `env` of its entry in your MCP client's "
+    "config), or start it with --sandbox to try everything with no key and no cost. Nothing was spent."
+)
+
+
+def said(exc: KlingError) -> str:
+    """An error as a tool says it: in this front end's terms where the core's words are Python's."""
+    return NO_API_KEY if isinstance(exc, NoAPIKeyError) else exc.message
+
+
 def one_line(exc: Exception) -> str:
     if isinstance(exc, KlingError):
-        text = exc.message
+        text = said(exc)
     else:
         text = str(exc) if isinstance(exc, UsageError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())

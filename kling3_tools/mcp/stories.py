@@ -14,7 +14,7 @@ from ..domain.story import Story
 from ..domain.story_plan import Plan, plan
 from ..domain.story_record import StoryRecord
 from .outputs import SpendApproval, StoryPlan, StoryStatus, to_story
-from .server import NotYours, deps_of
+from .server import NotYours, deps_of, said
 from .tools import approval, mcp_origin
 
 StoryJson = Annotated[
@@ -51,7 +51,7 @@ async def plan_story(ctx: Context[Any, Any], story: StoryJson) -> StoryPlan:
         await deps.service.check_spend(story_plan.total, [deps.limit], dearest=story_plan.dearest)
         refused = None
     except SpendingRefusedError as exc:
-        refused = exc.message
+        refused = said(exc)
     return StoryPlan(
         title=story_plan.story.title,
         stages=story_plan.stages,
@@ -78,7 +78,7 @@ async def start_story(
     try:
         record = await deps.service.start_story(story_plan.story, mcp_origin(ctx), limits=[deps.limit])
     except KlingError as exc:
-        raise ToolError(exc.message) from None
+        raise ToolError(said(exc)) from None
     return to_story(record)
 
 

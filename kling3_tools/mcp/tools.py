@@ -39,7 +39,7 @@ from .outputs import (
     model_list,
     to_video,
 )
-from .server import NotYours, deps_of
+from .server import NotYours, deps_of, said
 
 PROGRESS_EVERY = 3.0
 
@@ -106,7 +106,7 @@ async def wait_for(task_id: str, timeout: float, ctx: Context[Any, Any]) -> Vide
         try:
             return from_task((await service.status(task_id)).task)
         except KlingError as exc:
-            raise ToolError(exc.message) from None
+            raise ToolError(said(exc)) from None
     expected = await service.expected_finish(record) - record.submitted_at
     asked = started
     while record.is_tracking:
@@ -178,7 +178,7 @@ async def approval(
     try:
         await deps.service.check_spend(credits, [deps.limit], dearest=dearest)
     except SpendingRefusedError as exc:
-        raise ToolError(exc.message) from None
+        raise ToolError(said(exc)) from None
     capabilities = ctx.client_capabilities
     if capabilities is not None and capabilities.elicitation is not None:
         return Elicit(f"This will spend {credits} credits ({detail}). Continue?", SpendApproval)
@@ -215,7 +215,7 @@ async def generate_video(
         request = await deps.service.prepare(checked)  # local inputs uploaded now
         record = await deps.service.submit(request, origin, limits=[deps.limit])
     except KlingError as exc:
-        raise ToolError(exc.message) from None
+        raise ToolError(said(exc)) from None
     wait = deps.settings.mcp.wait_seconds if wait_seconds is None else wait_seconds
     return await wait_for(record.task_id, wait, ctx) if wait > 0 else await to_video(deps.service, record)
 
@@ -241,7 +241,7 @@ async def get_video_status(
     try:
         checked = await service.status(task_id)
     except KlingError as exc:
-        raise ToolError(exc.message) from None
+        raise ToolError(said(exc)) from None
     return await to_video(service, checked.record) if checked.record is not None else from_task(checked.task)
 
 
@@ -301,4 +301,4 @@ async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:
     try:
         return from_task((await service.status(task_id)).task).model_dump_json()
     except KlingError as exc:
-        raise ToolError(exc.message) from None
+        raise ToolError(said(exc)) from None

@@ -50,7 +50,7 @@ class Stories:
                 "Not started, nothing was spent: a still (`@shot.last_frame`) must be hosted where the API can "
                 "fetch it; set [storage] url (see the README) or use `--sandbox`."
             )
-        self.parts.check_following()
+        self.parts.check_ready_to_spend()
         story_id = StoryRecord.new_id()
         origin = (origin or CliOrigin()).model_copy(update={"story_id": story_id})
         attempts = {
@@ -122,6 +122,7 @@ class Stories:
         raise KlingError(f"{story_id} is busy; try again in a moment.")
 
     async def _rerun(self, record: StoryRecord, shot_id: str, limits: Sequence[SpendLimit]) -> list[Attempt]:
+        self.parts.check_ready_to_spend()
         await self.runner.refresh(record)
         shot = record.shots.get(shot_id)
         if shot is None:

@@ -63,7 +63,7 @@ class StoryParts:
     fetch: Callable[[str, Path], Awaitable[object]]  # a video into a file, by the rules of `downloads`
     get: Callable[[str], Awaitable[TaskRecord | None]]  # a task's record, its videos reachable from here
     wake_pollers: Callable[[], None]
-    check_following: Callable[[], None]  # raises while no poller would advance a new story
+    check_ready_to_spend: Callable[[], None]  # raises without a key, or while no poller would advance a story
 
 
 class StoryRunner:
