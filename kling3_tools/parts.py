@@ -7,6 +7,7 @@ import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
@@ -15,7 +16,7 @@ from .adapters.assets.store import AssetStore, ObjectAssetStore, SandboxAssetSto
 from .adapters.client import AsyncKlingClient, RetryPolicy
 from .adapters.pool import http_pool
 from .adapters.sandbox import embedded
-from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, open_store
+from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, default_store_path, open_store
 from .config import Settings
 from .domain.records import TaskRecord
 from .workflows.schedule import SchedulePolicy
@@ -32,6 +33,7 @@ class Endpoint:
 
     api_url: str
     videos: Callable[[list[str]], list[str]] = _as_they_are
+    keeps_videos: Path | None = None  # where copies of its videos are kept, when their URLs die with the process
 
     def reachable(self, record: TaskRecord) -> TaskRecord:
         if record.api_url == self.api_url:
@@ -62,7 +64,9 @@ async def open_parts(
     if sandbox:
         server = stack.enter_context(embedded.start(settings.sandbox))
         key, base_url = SecretStr(server.api_key), server.url
-        endpoint = Endpoint(embedded.API_URL, functools.partial(embedded.served_by, server.url))
+        endpoint = Endpoint(
+            embedded.API_URL, functools.partial(embedded.served_by, server.url), default_store_path(embedded.VIDEOS)
+        )
         schedule = SchedulePolicy.sized_for(settings.sandbox.finish_seconds)
         assets = assets or SandboxAssetStore(http, server.url, server.api_key)
     else:

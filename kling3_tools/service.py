@@ -260,7 +260,8 @@ class KlingService:
     async def status(self, task_id: str) -> Checked:
         """Ask the API now, and record what it said when the task is tracked here."""
         task = await self.client.status(task_id)
-        return Checked(task, await self._record_progress(task))
+        record = await self._record_progress(task)
+        return Checked(task, None if record is None else self.endpoint.reachable(record))
 
     async def wait(
         self, task_id: str, *, timeout: float, on_update: UpdateCallback | None = None, policy: WaitPolicy | None = None
@@ -277,7 +278,26 @@ class KlingService:
         return await self.client.wait(task_id, timeout=timeout, on_update=record_and_report, policy=policy)
 
     async def download(self, task: Task, path: str | Path) -> Path:
-        return await self.client.download(task, path, max_bytes=self.max_download_bytes)
+        """The task's video saved to `path` (a file, or a folder for `<task id>.mp4`), and noted as the task's
+        `local_path` when it is tracked here."""
+        saved = await self.client.download(task, path, max_bytes=self.max_download_bytes)
+        try:
+            await self.store.set_local_path(task.task_id, str(saved.resolve()))
+        except Exception as exc:  # the file is saved: a store that cannot note it costs only the listing
+            log.warning("%s was saved to %s, but the task store could not note it (%s)", task.task_id, saved, exc)
+        return saved
+
+    async def keep(self, task: Task) -> Path | None:
+        """Where a finished video lasts, for an API whose URLs die with this process (the embedded sandbox):
+        a copy saved once in its folder. None for any other API, whose URLs are what to hand out."""
+        folder = self.endpoint.keeps_videos
+        if folder is None or task.video_url is None:
+            return None
+        kept = downloads.target_in(folder, task.task_id)
+        if kept.exists():
+            return kept
+        folder.mkdir(parents=True, exist_ok=True)
+        return await self.download(task, kept)
 
     async def fetch_video(self, url: str, *, max_bytes: int) -> bytes:
         """A video into memory (to attach it somewhere), by the same rules as downloads."""

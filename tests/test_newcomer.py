@@ -292,6 +292,8 @@ async def test_a_sandbox_video_recorded_by_one_process_is_served_by_the_next(tmp
     async with KlingService.open(settings, sandbox=True) as later:
         new_url = (await later.get(record.task_id)).video_url
         assert new_url.startswith(later.base_url) and new_url != old_url
+        checked = await later.status(record.task_id)  # what MCP's get_video_status hands out
+        assert checked.record.video_url == new_url and checked.task.video_url.startswith(later.base_url)
         assert (await later.download((await later.status(record.task_id)).task, tmp_path)).stat().st_size > 0
 
 
@@ -406,3 +408,27 @@ async def test_a_text_only_bot_starts_without_voice_warnings(sandbox, tmp_path, 
         async with opened(bot_settings(sandbox, tmp_path)) as bot:
             assert isinstance(bot, KlingBot)
     assert "voice will NOT be supported" not in caplog.text
+
+
+@pytest.mark.process
+def test_a_sandbox_video_outlives_the_command_that_made_it(tmp_path):
+    made = run(ENTRY_POINTS["kling3"], "--sandbox", "generate", "A fox", "--wait", home=tmp_path)
+    assert made.returncode == 0, made.stderr
+    kept = Path(made.stdout.strip())
+    assert kept.is_file() and kept.stat().st_size > 0  # a path that lasts, not a URL served by a process now gone
+    listed = run(ENTRY_POINTS["kling3"], "--sandbox", "tasks", home=tmp_path)
+    assert str(kept) in listed.stdout
+
+
+async def test_a_download_is_noted_as_the_tasks_local_path(sandbox, tmp_path):
+    from kling3_tools import GenerateRequest, KlingService
+
+    from .conftest import set_options
+    from .support import settings_for
+
+    set_options(sandbox, finish_seconds=0.2)
+    async with KlingService.open(settings_for(sandbox, tmp_path / "t.db")) as service:
+        record = await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+        task = await service.wait(record.task_id, timeout=30)
+        saved = await service.download(task, f"{tmp_path / 'out'}/")
+        assert (await service.get(record.task_id)).local_path == str(saved.resolve())

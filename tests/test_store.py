@@ -132,6 +132,15 @@ async def test_a_second_store_sees_what_the_first_added(store, other):
     assert await other.get("n75zz") is None
 
 
+async def test_a_saved_videos_path_is_noted_on_its_task_only(store, other):
+    await store.add(make_record("n75a"))
+    await store.add(make_record("n75b"))
+    assert await store.set_local_path("n75a", "/videos/n75a.mp4")
+    assert not await store.set_local_path("n75zz", "/videos/n75zz.mp4")
+    assert (await other.get("n75a")).local_path == "/videos/n75a.mp4"
+    assert (await other.get("n75b")).local_path is None
+
+
 async def test_duplicate_task_id_is_refused(store):
     await store.add(make_record("n75a"))
     with pytest.raises(TaskExistsError, match="n75a"):

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 API_URL = "sandbox://embedded"  # its name in the task store, whatever port it listens on
 ACCOUNT_FILE = "sandbox-account.db"
+VIDEOS = "sandbox-videos"  # its finished videos, kept: its URLs are served only while a process runs it
 
 
 def start(options: SandboxOptions) -> SandboxServer:

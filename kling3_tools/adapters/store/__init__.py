@@ -61,6 +61,10 @@ class TaskStore(Protocol):
         """Write what the API said of a task still being tracked, from outside any lease (a front end
         that checked it itself). Delivery fields are left to the poller; False once tracking ended."""
 
+    async def set_local_path(self, task_id: str, path: str) -> bool:
+        """Note where the task's video was saved on this machine (a download asked for, a kept copy); False
+        when the store holds no such task."""
+
     async def claim(
         self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
     ) -> list[TaskRecord]:

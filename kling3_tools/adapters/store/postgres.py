@@ -45,6 +45,7 @@ from .rows import (
     COLUMNS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
+    LocalPaths,
     attempt_from_row,
     attempt_to_row,
     progress_columns,
@@ -76,7 +77,7 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(KeptTaskIds, StoryTable, StatsQueries):
+class PostgresTaskStore(KeptTaskIds, LocalPaths, StoryTable, StatsQueries):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES

@@ -283,6 +283,13 @@ class Statements:
         raise NotImplementedError
 
 
+class LocalPaths(Statements):
+    async def set_local_path(self, task_id: str, path: str) -> bool:
+        p = self._dialect.param
+        sql = f"UPDATE tasks SET local_path = {p('path')} WHERE task_id = {p('task_id')}"
+        return bool(await self._write(sql, {"path": path, "task_id": task_id}))
+
+
 def usage_from_row(row: dict[str, Any]) -> Usage:
     last = row["last_attempt_at"]
     return Usage(credits=int(row["credits"]), running=int(row["running"]), last_attempt_at=last and float(last))
