@@ -23,6 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from harness.helpers import eventually, free_port
 from kling3_tools.domain import catalog
+from kling3_tools.domain.models import quote
 
 from .conftest import set_options, stats
 from .support import connect, connect_stdio, elicitation, http_server, locked, raw_server, server_env, text
@@ -219,6 +220,23 @@ async def test_budget_refusals_state_the_numbers_and_spend_nothing(sandbox, tmp_
         assert cost.structured_content["left_today"] == 300
     assert stats(sandbox)["tasks"] == 1
     assert stats(sandbox)["balance"] == 100_000 - 400
+
+
+async def test_numbers_and_booleans_sent_as_strings_are_read_as_the_schema_declares(sandbox, tmp_path):
+    """MCP Inspector sends `"10"` for an `anyOf [integer, null]` field; a string field keeps its digits."""
+    set_options(sandbox, finish_seconds=0.3)
+    async with connect(sandbox, tmp_path) as client:
+        cost = await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": "10"})
+        made = await client.call_tool(
+            "generate_video",
+            {"type": "std-text-to-video", "prompt": "10", "duration": "10", "sound": "false", "wait_seconds": "20"},
+        )
+        wrong = await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": "ten"})
+    assert cost.structured_content["credits"] == quote("std-text-to-video", 10, None)
+    assert not made.is_error, text(made)  # the prompt "10" stayed a string (an int is no prompt)
+    assert made.structured_content["status"] == "succeeded"
+    assert made.structured_content["estimated_credits"] == quote("std-text-to-video", 10, False)
+    assert wrong.is_error and "duration" in text(wrong)
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from ..domain.errors import KlingError, NoAPIKeyError, RequestValidationError
 from ..launch import UsageError
 from . import manifest
+from .arguments import as_declared
 from .http import client_identity
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ class KlingMCPServer(MCPServer):
         self._holder: asyncio.Task[None] | None = None
         self._warming: asyncio.Task[None] | None = None
         self._release = asyncio.Event()
+        self._input_schemas: dict[str, dict[str, Any]] = {}  # each tool's, read once it is registered
         self.middleware.append(self._core_first)
 
     async def core(self) -> Deps:
@@ -233,6 +235,9 @@ class KlingMCPServer(MCPServer):
         self._lowlevel_server.add_request_handler(method, params_type, handle)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None) -> Any:
+        if name not in self._input_schemas:
+            self._input_schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
+        arguments = as_declared(self._input_schemas.get(name, {}), arguments)
         try:
             return await super().call_tool(name, arguments, context)
         except UnexpectedToolError:  # a crash: the SDK logs it with its traceback and shows no detail
