@@ -432,3 +432,19 @@ async def test_a_download_is_noted_as_the_tasks_local_path(sandbox, tmp_path):
         task = await service.wait(record.task_id, timeout=30)
         saved = await service.download(task, f"{tmp_path / 'out'}/")
         assert (await service.get(record.task_id)).local_path == str(saved.resolve())
+
+
+def test_models_piped_is_one_tab_separated_line_per_type_and_on_80_columns_nothing_is_cut(capsys, monkeypatch):
+    from rich.console import Console
+
+    from kling3_tools.cli import output
+
+    code, out, _ = kling3(capsys, "models")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(catalog.TaskType)
+    assert all(len(line.split("\t")) == 5 for line in lines) and lines[0].split("\t")[1] == "text-to-video"
+    terminal = Console(force_terminal=True, width=80, highlight=False, markup=False, emoji=False, color_system=None)
+    monkeypatch.setattr(output, "out", terminal)
+    with terminal.capture() as shown:
+        assert kling3(capsys, "models")[0] == 0
+    assert "…" not in shown.get() and max(len(line) for line in shown.get().splitlines()) <= 80

@@ -45,16 +45,23 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     table = Table(
         Column("type", no_wrap=True),
-        "mode",
+        Column("mode", overflow="fold"),
         "duration",
         Column("price", overflow="fold"),
         "5s with sound",
         title="Kling 3.0 and O3 task types",
     )
-    for row in catalog.describe_models():
-        duration = "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s"
-        table.add_row(row["type"], row["mode"], duration, row["price"], str(row["credits_default"]))
-    output.out.print(table)
+    rows = [
+        (
+            row["type"],
+            row["mode"],
+            "auto" if isinstance(row["duration"], str) else f"{row['duration'][0]}-{row['duration'][1]}s",
+            row["price"],
+            str(row["credits_default"]),
+        )
+        for row in catalog.describe_models()
+    ]
+    output.print_rows(table, rows)
     return EXIT_OK
 
 

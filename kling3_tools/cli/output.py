@@ -12,6 +12,10 @@ from rich.text import Text
 from ..domain.models import GenerateRequest, Task
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rich.table import Table
+
     from ..domain.records import TaskRecord
 
 # No markup or emoji codes: task ids, URLs and messages come from the API and are printed as they are.
@@ -45,6 +49,17 @@ def age(seconds: float) -> str:
     if seconds < 3600:
         return elapsed(seconds)
     return f"{seconds / 3600:.1f}h"
+
+
+def print_rows(table: Table, rows: Sequence[Sequence[str]]) -> None:
+    """`rows` in `table` on a terminal (long values fold, never cut short); piped, one tab-separated line per
+    row, for `cut` and `awk`."""
+    if not out.is_terminal:
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in rows))
+        return
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def print_json(data: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from rich.table import Column, Table
@@ -82,10 +81,6 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         )
         for r in records
     ]
-    if not output.out.is_terminal:  # piped: one tab-separated line per task, nothing cut short
-        for row in rows:
-            sys.stdout.write("\t".join(row) + "\n")
-        return EXIT_OK
     table = Table(
         Column("task id", no_wrap=True),
         Column("type", overflow="fold"),
@@ -96,9 +91,7 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         Column("result", overflow="fold", ratio=1),  # a URL folds onto more lines, never cut short
         title="Recorded tasks",
     )
-    for row in rows:
-        table.add_row(*row)
-    output.out.print(table)
+    output.print_rows(table, rows)
     return EXIT_OK
 
 
