@@ -103,6 +103,7 @@ class KlingService:
                 assets,
                 fetch=fetch,
                 get=self.get,
+                reachable=self.endpoint.videos,
                 wake_pollers=self.wake_pollers,
                 check_ready_to_spend=self.check_ready_to_spend,
             )

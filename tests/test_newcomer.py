@@ -448,3 +448,32 @@ def test_models_piped_is_one_tab_separated_line_per_type_and_on_80_columns_nothi
     with terminal.capture() as shown:
         assert kling3(capsys, "models")[0] == 0
     assert "…" not in shown.get() and max(len(line) for line in shown.get().splitlines()) <= 80
+
+
+async def test_a_sandbox_story_begun_by_one_process_is_finished_by_the_next(no_key, tmp_path):
+    pytest.importorskip("av")
+    from kling3_tools import KlingService, Settings
+    from kling3_tools.domain.story import Story
+
+    from .support import LIGHTHOUSE
+
+    settings = Settings.load(sandbox={"finish_seconds": 0.3})
+    (tmp_path / "lighthouse.toml").write_text(LIGHTHOUSE)
+    story = Story.from_toml(tmp_path / "lighthouse.toml")
+    async with KlingService.open(settings, sandbox=True) as earlier, earlier.polling():
+        record = await earlier.start_story(story, film_path=str(tmp_path / "film.mp4"))
+        await eventually(lambda: first_shot_done(earlier, record.story_id), timeout=30)
+    async with KlingService.open(settings, sandbox=True) as later, later.polling():  # another port
+        await eventually(lambda: story_ended(later, record.story_id), timeout=60)
+        ended = await later.stories.get(record.story_id)
+    assert ended.state == "succeeded", ended.summary()
+    assert (tmp_path / "film.mp4").stat().st_size > 0
+
+
+async def first_shot_done(service, story_id: str) -> bool:
+    record = await service.stories.get(story_id)
+    return record.shots["storm"].state == "succeeded"
+
+
+async def story_ended(service, story_id: str) -> bool:
+    return (await service.stories.get(story_id)).state != "running"

@@ -62,6 +62,7 @@ class StoryParts:
     assets: AssetStore | None
     fetch: Callable[[str, Path], Awaitable[object]]  # a video into a file, by the rules of `downloads`
     get: Callable[[str], Awaitable[TaskRecord | None]]  # a task's record, its videos reachable from here
+    reachable: Callable[[list[str]], list[str]]  # the API's video URLs as reached from this process
     wake_pollers: Callable[[], None]
     check_ready_to_spend: Callable[[], None]  # raises without a key, or while no poller would advance a story
 
@@ -197,7 +198,7 @@ class StoryRunner:
                 if reference.still:
                     urls[(field, index)] = await self._still(record, reference.shot, reference.still)
                 elif source.video_url:
-                    urls[(field, index)] = source.video_url
+                    urls[(field, index)] = self._here(source.video_url)
             request = GenerateRequest.build(**with_urls(story.fields(story.shot(shot_id)), urls))
         except KlingError as exc:  # the input could not be made: the shot is not sent, its credits come back
             if await self.store.release_reserved(shot.attempt_id, f"not sent: {exc.message}"):
@@ -230,7 +231,7 @@ class StoryRunner:
         if assets is None or source.video_url is None:
             raise KlingError("no asset store to host the still in")
         work = self.films() / record.story_id
-        clip = await self._fetch(source.video_url, work / f"{shot_id}.mp4")
+        clip = await self._fetch(self._here(source.video_url), work / f"{shot_id}.mp4")
         png = await asyncio.to_thread(media.still, clip, which)
         key = await assets.put(png, content_type="image/png", suffix=".png")
         source.stills[which] = await assets.url(key)
@@ -256,7 +257,7 @@ class StoryRunner:
     async def _film(self, record: StoryRecord, work: Path, target: Path) -> None:
         media = media_module()
         clips = [
-            await self._fetch(str(record.shots[i].video_url), work / f"{number:02d}-{i}.mp4")
+            await self._fetch(self._here(str(record.shots[i].video_url)), work / f"{number:02d}-{i}.mp4")
             for number, i in enumerate(record.story.film)
         ]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -264,6 +265,10 @@ class StoryRunner:
         if self.parts.assets is not None:
             record.film_key = await self.parts.assets.put(target, content_type="video/mp4", suffix=".mp4")
             record.film_url = await self.parts.assets.url(record.film_key)
+
+    def _here(self, video_url: str) -> str:
+        """A shot's video as reached from this process (a story may have begun in another one)."""
+        return self.parts.reachable([video_url])[0]
 
     async def _fetch(self, url: str, target: Path) -> Path:
         if not target.exists():
