@@ -167,10 +167,14 @@ class KlingService:
         self.check_ready_to_spend()
         return await self.spending.submit(request, origin, limits=limits, on_created=on_created)
 
+    def require_key(self) -> None:
+        """Raise `NoAPIKeyError` when no API key was given (what spends nothing works without one)."""
+        self.client.require_key()
+
     def check_ready_to_spend(self) -> None:
         """What stops a generate before anything is reserved or sent: no API key (`NoAPIKeyError`), or this
         process delivers its own results and no poller follows them now (`KlingError`)."""
-        self.client.require_key()
+        self.require_key()
         if self._needs_follower and not any(poller.is_following for poller in self.pollers):
             reasons = "; ".join(p.last_error for p in self.pollers if p.last_error) or "it is starting"
             raise KlingError(

@@ -344,6 +344,7 @@ def test_generate_with_no_key_says_so_in_cli_terms_before_the_price_and_reserves
     (line,) = [line for line in stderr.splitlines() if line.startswith("error")]
     assert "KLING_API_KEY" in line and "--sandbox" in line and "api_key=" not in line
     assert asyncio.run(attempts_recorded()) == []
+    assert kling3(capsys, "poller")[0] == 2  # a poller's whole work is asking the API: it says so and stops
 
 
 async def attempts_recorded() -> list[object]:

@@ -37,6 +37,7 @@ async def cmd_poller(args: argparse.Namespace, settings: Settings) -> int:
         ops.exposed(service),
         contextlib.AsyncExitStack() as stack,
     ):
+        service.require_key()  # a poller's whole work is asking the API
         for notifier in await worker_notifiers(service, stack):
             service.register(notifier)
         poller = service.poller()
