@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
 import time
@@ -19,7 +18,6 @@ from typing import Any
 
 import httpx
 
-from .adapters import downloads
 from .adapters.assets import inputs
 from .adapters.assets.archive import Archiver
 from .adapters.assets.inputs import CheckedRequest, LocalFiles
@@ -45,6 +43,7 @@ from .workflows.schedule import SchedulePolicy, Scheduler
 from .workflows.spending import Spending
 from .workflows.stories.control import Stories
 from .workflows.stories.runner import StoryParts
+from .workflows.videos import Videos
 
 log = logging.getLogger("kling3_tools")
 
@@ -76,13 +75,7 @@ class KlingService:
             self.notifiers.register(WebhookNotifier(http, settings.poller.webhook_secret.get_secret_value()))
         self.pollers: list[Poller] = []
         self.spending = Spending(
-            client,
-            store,
-            self.scheduler,
-            self.observer,
-            settings.budget,
-            api_url=self.api_url,
-            wake=self.wake_pollers,
+            client, store, self.scheduler, self.observer, settings.budget, api_url=self.api_url, wake=self.wake_pollers
         )
         self.budget = self.spending.budget
         self._needs_follower = False
@@ -92,7 +85,7 @@ class KlingService:
             if assets is not None and settings.storage.archive_videos
             else None
         )
-        fetch = functools.partial(downloads.to_file, http, policy=client.url_policy, max_bytes=self.max_download_bytes)
+        self.videos = Videos(client, store, http, keep_in=self.endpoint.keeps_videos, max_bytes=self.max_download_bytes)
         self.stories = Stories(  # start, follow and retry stories; the pollers advance them
             StoryParts(
                 self.spending,
@@ -101,7 +94,7 @@ class KlingService:
                 self.observer,
                 settings.poller,
                 assets,
-                fetch=fetch,
+                fetch=self.videos.to_file,
                 get=self.get,
                 reachable=self.endpoint.videos,
                 wake_pollers=self.wake_pollers,
@@ -283,30 +276,12 @@ class KlingService:
         return await self.client.wait(task_id, timeout=timeout, on_update=record_and_report, policy=policy)
 
     async def download(self, task: Task, path: str | Path) -> Path:
-        """The task's video saved to `path` (a file, or a folder for `<task id>.mp4`), and noted as the task's
-        `local_path` when it is tracked here."""
-        saved = await self.client.download(task, path, max_bytes=self.max_download_bytes)
-        try:
-            await self.store.set_local_path(task.task_id, str(saved.resolve()))
-        except Exception as exc:  # the file is saved: a store that cannot note it costs only the listing
-            log.warning("%s was saved to %s, but the task store could not note it (%s)", task.task_id, saved, exc)
-        return saved
+        """The task's video saved to `path` (a file, or a folder for `<task id>.mp4`), noted on its record."""
+        return await self.videos.download(task, path)
 
     async def keep(self, task: Task) -> Path | None:
-        """Where a finished video lasts, for an API whose URLs die with this process (the embedded sandbox):
-        a copy saved once in its folder. None for any other API, whose URLs are what to hand out."""
-        folder = self.endpoint.keeps_videos
-        if folder is None or task.video_url is None:
-            return None
-        kept = downloads.target_in(folder, task.task_id)
-        if kept.exists():
-            return kept
-        folder.mkdir(parents=True, exist_ok=True)
-        return await self.download(task, kept)
-
-    async def fetch_video(self, url: str, *, max_bytes: int) -> bytes:
-        """A video into memory (to attach it somewhere), by the same rules as downloads."""
-        return await downloads.to_memory(self.http, url, policy=self.client.url_policy, max_bytes=max_bytes)
+        """A copy kept where the API's URLs die with this process (the embedded sandbox); None elsewhere."""
+        return await self.videos.keep(task)
 
     async def _record_progress(self, task: Task) -> TaskRecord | None:
         record = await self.store.get(task.task_id)
@@ -321,6 +296,11 @@ class KlingService:
             record.due_at = None
         await self.store.save_progress(record)
         return record
+
+    @property
+    def urls_last(self) -> bool:
+        """Whether the API's video URLs outlive this process (not the embedded sandbox's)."""
+        return self.videos.keep_in is None
 
     @property
     def base_url(self) -> str:

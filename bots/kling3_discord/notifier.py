@@ -135,7 +135,7 @@ class DiscordNotifier:
             data = await asyncio.to_thread(_read_limited_file, record.local_path, limit)
         else:
             try:
-                data = await self.service.fetch_video(record.video_url, max_bytes=limit)
+                data = await self.service.videos.to_memory(record.video_url, max_bytes=limit)
             except KlingError as exc:  # too large, refused or gone: post the URL instead
                 log.info("not attaching the video of %s: %s", record.task_id, exc.message)
                 return None

@@ -70,13 +70,14 @@ async def finish(service: KlingService, task_id: str, args: argparse.Namespace) 
     except asyncio.CancelledError:
         err.print(f"Stopped waiting. The task goes on: kling3{' --sandbox' if args.sandbox else ''} wait {task_id}")
         raise
-    path = await service.download(task, args.download) if args.download else None
-    kept = await service.keep(task)  # where a URL that dies with this command would be useless
+    # Where the video is: the file asked for, or a kept copy where the API's URL dies with this command.
+    path = await service.download(task, args.download) if args.download else await service.keep(task)
     if args.json:
-        print_json({**task_json(task), "path": str(path or kept) if path or kept else None})
+        print_json({**task_json(task), "path": str(path) if path else None})
     else:
         err.print(Text("Done", style="green") + Text(f": {task.task_id}"))
-        output.out.print(str(kept) if kept else task.video_url or "")
+        if service.urls_last:
+            output.out.print(task.video_url or "")
         if path:
             output.out.print(str(path))
     return EXIT_OK
