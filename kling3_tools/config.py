@@ -9,56 +9,23 @@ for top-level keys (`KLING_API_KEY`, `KLING_BASE_URL`) and
 
 from __future__ import annotations
 
-import os
 import tomllib
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
     TomlConfigSettingsSource,
 )
 
+from .adapters.providers import PROVIDERS
 from .adapters.sandbox.options import SandboxOptions
+from .config_sources import ConfigError, EnvironmentSource, SecretFilesSource, config_file_in_use, config_path
 from .domain.catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER
-
-APP_NAME = "kling3"
-_config_file: ContextVar[Path | None] = ContextVar("kling3_config_file", default=None)
-
-
-def default_config_path() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
-
-
-def config_path(explicit: str | Path | None = None) -> Path | None:
-    """The config file in use: the explicit one, `$KLING_CONFIG`, or the default when it exists."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if env := os.environ.get("KLING_CONFIG"):
-        return Path(env).expanduser()
-    default = default_config_path()
-    return default if default.is_file() else None
-
-
-class ConfigError(ValueError):
-    """The settings are invalid: one line per problem, naming the key, never the value (it may be a secret)."""
-
-    @classmethod
-    def from_validation(cls, exc: ValidationError, path: Path | None) -> ConfigError:
-        problems = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: "
-            + error["msg"].removeprefix("Value error, ")
-            for error in exc.errors(include_url=False, include_input=False, include_context=False)
-        ]
-        where = f" ({path})" if path is not None else ""
-        return cls(f"invalid configuration{where}: " + "; ".join(problems))
 
 
 def _empty_is_unset(value: Any) -> Any:
@@ -74,49 +41,6 @@ def known_store_url(url: str) -> str:
     if url.removeprefix("sqlite:///").strip() == "" and url != "":
         raise ValueError("names no file: use sqlite:///path/to/tasks.db (or leave it empty for the default)")
     return url
-
-
-def read_secret_file(variable: str, path: str) -> str:
-    """A secret mounted as a file (Docker `secrets:`, a Kubernetes Secret volume): its content, stripped."""
-    try:
-        return Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{variable}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
-def discord_token() -> str:
-    """The bot's token: DISCORD_TOKEN, else the file DISCORD_TOKEN_FILE names (as for `KLING_…_FILE`); empty
-    when neither is set."""
-    if token := os.environ.get("DISCORD_TOKEN", "").strip():
-        return token
-    path = os.environ.get("DISCORD_TOKEN_FILE")
-    return read_secret_file("DISCORD_TOKEN_FILE", path) if path else ""
-
-
-class EnvironmentSource(EnvSettingsSource):
-    """The `KLING_…` variables, but for the `KLING_…_FILE` ones, which `SecretFilesSource` reads, and for an
-    empty one whose `_FILE` twin is set (compose passes an unset variable as empty: the file then counts)."""
-
-    def _load_env_vars(self) -> dict[str, str | None]:
-        found = super()._load_env_vars()
-        return {
-            name: value
-            for name, value in found.items()
-            if not name.endswith("_file") and (value or not found.get(f"{name}_file"))
-        }
-
-
-class SecretFilesSource(EnvSettingsSource):
-    """`KLING_<KEY>_FILE=path` sets `KLING_<KEY>` to that file's content (`KLING_API_KEY_FILE`,
-    `KLING_STORE__PASSWORD_FILE`…), so a secret mounted as a file never sits in the environment. A non-empty
-    `KLING_<KEY>` wins over its file."""
-
-    def _load_env_vars(self) -> dict[str, str | None]:
-        return {
-            name.lower().removesuffix("_file"): read_secret_file(name, path)
-            for name, path in os.environ.items()
-            if name.upper().startswith("KLING_") and name.upper().endswith("_FILE") and path
-        }
 
 
 class _Section(BaseModel):
@@ -272,10 +196,13 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
+    provider: str = "kling3api"
     api_key: SecretStr | None = None
-    base_url: str = DEFAULT_BASE_URL
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    base_url: str = ""  # empty: the provider's own endpoint
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "access_key", "secret_key", mode="before")
     @classmethod
     def _no_space_around_the_key(cls, value: Any) -> Any:
         """`KLING_API_KEY="key "` or a pasted line break: never part of a key, and not valid in a header. An empty
@@ -287,9 +214,25 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+        if url and (not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0):
             raise ValueError(f"must be an http(s) URL such as {DEFAULT_BASE_URL}")
         return url
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, name: str) -> str:
+        if name not in PROVIDERS:
+            raise ValueError(f"must be one of {', '.join(PROVIDERS)}")
+        return name
+
+    @model_validator(mode="after")
+    def _key_pairs_come_whole(self) -> Settings:
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("access_key and secret_key go together: set both (KLING_ACCESS_KEY, KLING_SECRET_KEY)")
+        if self.access_key is not None and self.provider != "kling":
+            raise ValueError('access_key and secret_key are for provider = "kling" (KLING_PROVIDER=kling)')
+        self.base_url = self.base_url or PROVIDERS[self.provider].default_base_url
+        return self
 
     timeout_seconds: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
@@ -312,7 +255,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _config_file.get()
+        path = config_file_in_use.get()
         sources: list[PydanticBaseSettingsSource] = [
             init_settings,
             EnvironmentSource(settings_cls),
@@ -328,7 +271,7 @@ class Settings(BaseSettings):
         path = config_path(config_file)
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        token = _config_file.set(path)
+        token = config_file_in_use.set(path)
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
@@ -342,4 +285,4 @@ class Settings(BaseSettings):
         except OSError as exc:
             raise ConfigError(f"cannot read the configuration {path}: {exc.strerror or exc}") from None
         finally:
-            _config_file.reset(token)
+            config_file_in_use.reset(token)

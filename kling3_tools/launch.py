@@ -83,7 +83,8 @@ def say_error(message: str) -> None:
 
 def read_settings(args: argparse.Namespace) -> Settings:
     """The settings `--config` and `--base-url` name, or `UsageError` saying why they cannot load (never a value)."""
-    from .config import ConfigError, Settings
+    from .config import Settings
+    from .config_sources import ConfigError
 
     try:
         return Settings.load(args.config, base_url=getattr(args, "base_url", None))

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from .adapters.assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
 from .adapters.client import AsyncKlingClient, RetryPolicy
 from .adapters.pool import http_pool
+from .adapters.providers import PROVIDERS, Credentials
 from .adapters.sandbox import embedded
 from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, default_store_path, open_store
 from .config import Settings
@@ -59,20 +60,26 @@ async def open_parts(
     http = await stack.enter_async_context(http_pool(httpx.Timeout(settings.timeout_seconds, connect=10)))
     schedule: SchedulePolicy | None = None
     endpoint: Endpoint | None = None
-    key: SecretStr | None
+    credentials = Credentials(settings.api_key, settings.access_key, settings.secret_key)
     assets: AssetStore | None = ObjectAssetStore(settings.storage) if settings.storage.url else None
     if sandbox:
         server = stack.enter_context(embedded.start(settings.sandbox))
-        key, base_url = SecretStr(server.api_key), server.url
+        base_url = server.url
+        credentials = Credentials(
+            SecretStr(server.api_key), SecretStr(settings.sandbox.access_key), SecretStr(settings.sandbox.secret_key)
+        )
         endpoint = Endpoint(
             embedded.API_URL, functools.partial(embedded.served_by, server.url), default_store_path(embedded.VIDEOS)
         )
         schedule = SchedulePolicy.sized_for(settings.sandbox.finish_seconds)
         assets = assets or SandboxAssetStore(http, server.url, server.api_key)
     else:
-        key, base_url = settings.api_key, settings.base_url
+        base_url = settings.base_url
+    provider = PROVIDERS[settings.provider](credentials)
     retry = RetryPolicy(max_retries=settings.max_retries)
-    client = AsyncKlingClient(key, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds)
+    client = AsyncKlingClient(
+        provider=provider, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds
+    )
     endpoint = endpoint or Endpoint(client.base_url)
     store = await open_store(
         settings.store.url,

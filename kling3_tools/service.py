@@ -85,7 +85,9 @@ class KlingService:
             if assets is not None and settings.storage.archive_videos
             else None
         )
-        self.videos = Videos(client, store, http, keep_in=self.endpoint.keeps_videos, max_bytes=self.max_download_bytes)
+        self.videos = Videos(
+            client, store, http, assets, keep_in=self.endpoint.keeps_videos, max_bytes=self.max_download_bytes
+        )
         self.stories = Stories(  # start, follow and retry stories; the pollers advance them
             StoryParts(
                 self.spending,
@@ -224,20 +226,6 @@ class KlingService:
         )
         return [self.endpoint.reachable(record) for record in records]
 
-    async def lasting_url(self, record: TaskRecord) -> str | None:
-        """The URL to hand out now: the archived copy's, signed afresh, when there is one."""
-        if record.archive_key and self.assets is not None:
-            return await self.assets.url(record.archive_key)
-        return record.video_url
-
-    async def refresh_urls(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
-        """`records` with their archived videos' URLs signed afresh, for showing (nothing is written: the
-        poller may be updating the same rows)."""
-        for record in records:
-            if record.archive_key:
-                record.archived_url = await self.lasting_url(record)
-        return list(records)
-
     async def expected_finish(self, record: TaskRecord) -> float:
         return await self.scheduler.expected_finish(record)
 
@@ -257,7 +245,7 @@ class KlingService:
 
     async def status(self, task_id: str) -> Checked:
         """Ask the API now, and record what it said when the task is tracked here."""
-        task = await self.client.status(task_id)
+        task = await self.client.status(task_id, await self._type_of(task_id))
         record = await self._record_progress(task)
         return Checked(task, None if record is None else self.endpoint.reachable(record))
 
@@ -273,7 +261,13 @@ class KlingService:
                 if inspect.isawaitable(result):
                     await result
 
-        return await self.client.wait(task_id, timeout=timeout, on_update=record_and_report, policy=policy)
+        type_ = await self._type_of(task_id)
+        return await self.client.wait(task_id, type_, timeout=timeout, on_update=record_and_report, policy=policy)
+
+    async def _type_of(self, task_id: str) -> str | None:
+        """The task's type where the store has it: some providers read a task by a path its type decides."""
+        record = await self.store.get(task_id)
+        return None if record is None else record.type
 
     async def download(self, task: Task, path: str | Path) -> Path:
         """The task's video saved to `path` (a file, or a folder for `<task id>.mp4`), noted on its record."""

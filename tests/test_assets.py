@@ -224,7 +224,7 @@ async def test_an_archived_video_outlives_the_apis_url_and_gets_fresh_urls(sandb
         assert found is not None and found.archive_key, "the poller did not archive the video"
         set_options(sandbox, media_expire_seconds=0.001)  # Kling deletes its copy
         gone = await service.http.get(found.video_urls[0])
-        kept = await service.http.get(await service.lasting_url(found))
+        kept = await service.http.get(await service.videos.lasting_url(found))
     assert gone.status_code == 404
     assert kept.status_code == 200 and kept.content == SAMPLE_VIDEO
     assert found.video_url == found.archived_url  # what the front ends hand out

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from kling3_tools.config import ConfigError, Settings, default_config_path
+from kling3_tools.config import Settings
+from kling3_tools.config_sources import ConfigError, default_config_path
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
@@ -153,7 +154,7 @@ def test_an_empty_variable_leaves_its_secret_file_in_charge(tmp_path, monkeypatc
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "from-the-file"
     assert settings.poller.webhook_secret is not None
     assert settings.poller.webhook_secret.get_secret_value() == "from-the-file"
-    from kling3_tools.config import discord_token
+    from kling3_tools.config_sources import discord_token
 
     assert discord_token() == "from-the-file"
     monkeypatch.setenv("DISCORD_TOKEN", "from-the-variable")  # as for KLING_…, a set variable wins

@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.helpers import eventually, free_port, free_ports, start_kling3
-from kling3_tools.config import ConfigError, MetricsSettings, Settings
+from kling3_tools.config import MetricsSettings, Settings
+from kling3_tools.config_sources import ConfigError
 from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import Outcome
 

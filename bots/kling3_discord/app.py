@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import discord
 
 from kling3_tools import ops
-from kling3_tools.config import ConfigError, Settings, discord_token
+from kling3_tools.config import Settings
+from kling3_tools.config_sources import ConfigError, discord_token
 from kling3_tools.launch import (
     EXIT_BAD_INPUT,
     exempt_loaded_objects_from_gc,

@@ -218,7 +218,7 @@ class KlingCommands(app_commands.Group):
             await interaction.followup.send(exc.message, ephemeral=True)
             return
         if checked.record is not None:
-            [record] = await self.flow.service.refresh_urls([checked.record])  # an archived copy, signed afresh
+            [record] = await self.flow.service.videos.refresh_urls([checked.record])  # an archived copy, signed afresh
             await interaction.followup.send(embed=task_embed(record), ephemeral=True)
         else:
             task = checked.task
@@ -240,7 +240,7 @@ class KlingCommands(app_commands.Group):
     @app_commands.command(description="Your recent videos")
     async def tasks(self, interaction: discord.Interaction) -> None:
         service = self.flow.service
-        records = await service.refresh_urls(
+        records = await service.videos.refresh_urls(
             await service.recent(origin_kind="discord", user_id=interaction.user.id, limit=10)
         )
         if not records:

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from kling3_tools.config import ConfigError, discord_token
+from kling3_tools.config_sources import ConfigError, discord_token
 from kling3_tools.domain.errors import missing_part
 
 if TYPE_CHECKING:

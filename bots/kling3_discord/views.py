@@ -58,7 +58,7 @@ class TaskButton(
             return
         if self.action == "reroll":
             await flow_of(interaction.client).start_video(interaction, GenerateRequest.fields_of(record.request))
-        elif video := await flow_of(interaction.client).service.lasting_url(record):
+        elif video := await flow_of(interaction.client).service.videos.lasting_url(record):
             await interaction.response.send_modal(EditModal(video))
 
 

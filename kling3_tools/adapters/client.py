@@ -13,6 +13,7 @@ Retries:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import SecretStr
 
-from ..domain.catalog import DEFAULT_BASE_URL
+from ..domain.catalog import TaskType
 from ..domain.errors import (
     APIConnectionError,
     APIError,
@@ -36,18 +37,20 @@ from ..domain.errors import (
     OutcomeUnknownError,
     RateLimitError,
     TaskFailedError,
+    TaskNotFoundError,
     WaitTimeoutError,
 )
 from ..domain.models import GenerateRequest, Task, TaskStatus
 from ..version import __version__
 from . import downloads
-from .answers import task_answer
 from .pool import DEFAULT_TIMEOUT, http_pool
+from .providers import Call, Credentials, Kling3Api, Provider
 
 DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer is a small JSON object; anything larger is not read
 
 log = logging.getLogger("kling3_tools")
+USER_AGENT = f"kling3-tools/{__version__}"
 
 T = TypeVar("T")
 UpdateCallback = Callable[[Task], Awaitable[None] | None]
@@ -98,21 +101,18 @@ class AsyncKlingClient:
         self,
         api_key: str | SecretStr | None = None,
         *,
+        provider: Provider | None = None,
         base_url: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         http_client: httpx.AsyncClient | None = None,
         deadline: float = DEFAULT_DEADLINE,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
-        secret = SecretStr((key.get_secret_value() if isinstance(key, SecretStr) else key or "").strip())
-        self._api_key = secret
-        # Sent with each request, not set on the httpx client: a shared client (the service's pool) is not ours.
-        self._headers = {
-            "Authorization": f"Bearer {secret.get_secret_value()}",
-            "User-Agent": f"kling3-tools/{__version__}",
-        }
-        self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if provider is None:
+            key = api_key if api_key is not None else os.environ.get("KLING_API_KEY")
+            provider = Kling3Api(Credentials(api_key=key if isinstance(key, SecretStr) else SecretStr(key or "")))
+        self.provider = provider
+        self.base_url = (base_url or os.environ.get("KLING_BASE_URL") or provider.default_base_url).rstrip("/")
         self.retry = retry or RetryPolicy()
         self.deadline = deadline
         self.url_policy = downloads.UrlPolicy.for_api(self.base_url)
@@ -128,7 +128,7 @@ class AsyncKlingClient:
         Closing it leaves the pool open; the original client owns it.
         """
         return AsyncKlingClient(
-            self._api_key, base_url=self.base_url, retry=retry, http_client=self._http, deadline=self.deadline
+            provider=self.provider, base_url=self.base_url, retry=retry, http_client=self._http, deadline=self.deadline
         )
 
     async def __aenter__(self) -> AsyncKlingClient:
@@ -143,17 +143,34 @@ class AsyncKlingClient:
 
     # --- API calls -------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest) -> Task:
+    async def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Task:
         """Submit a task (spends credits). Never repeated once the request may have arrived."""
-        return await self._api("POST", "/api/generate", json=request.to_payload(), safe_after_send=False)
+        return await self._api(self.provider.generate(request, attempt_id=attempt_id), safe_after_send=False)
 
-    async def status(self, task_id: str) -> Task:
-        """The task's current state, as the API reports it."""
-        return await self._api("GET", "/api/status", params={"task_id": task_id}, safe_after_send=True)
+    async def status(self, task_id: str, type_: TaskType | str | None = None) -> Task:
+        """The task's current state, as the API reports it (`type_` where the provider's path needs it; without
+        it, each place the task may be is asked in turn)."""
+        calls = self.provider.status(task_id, type_)
+        for call in calls[:-1]:
+            with contextlib.suppress(TaskNotFoundError):
+                return await self._api(call, safe_after_send=True)
+        return await self._api(calls[-1], safe_after_send=True)
+
+    async def find(self, attempt_id: str, type_: TaskType | str) -> Task | None:
+        """The task a generate created, looked up by the attempt id it was sent with; None when the provider
+        cannot look tasks up that way or has no such task (the generate created nothing)."""
+        call = self.provider.find(attempt_id, type_)
+        if call is None:
+            return None
+        try:
+            return await self._api(call, safe_after_send=True)
+        except TaskNotFoundError:
+            return None
 
     async def wait(
         self,
         task_id: str,
+        type_: TaskType | str | None = None,
         *,
         timeout: float = 900.0,
         on_update: UpdateCallback | None = None,
@@ -167,7 +184,7 @@ class AsyncKlingClient:
         """
         started = time.monotonic()
         for interval in (policy or WaitPolicy()).intervals():
-            task = await self.status(task_id)
+            task = await self.status(task_id, type_)
             if on_update is not None:
                 result = on_update(task)
                 if inspect.isawaitable(result):
@@ -213,7 +230,7 @@ class AsyncKlingClient:
 
     def require_key(self) -> None:
         """Raise `NoAPIKeyError` when no key was given: a client without one still estimates and checks."""
-        if not self._api_key.get_secret_value():
+        if self.provider.authorization() is None:
             raise NoAPIKeyError
 
     @staticmethod
@@ -221,27 +238,23 @@ class AsyncKlingClient:
         """Credits the request will spend, from the catalog; no HTTP."""
         return request.estimated_credits()
 
-    async def _api(
-        self,
-        method: str,
-        path: str,
-        *,
-        safe_after_send: bool,
-        json: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-    ) -> Task:
+    async def _api(self, call: Call, *, safe_after_send: bool) -> Task:
         self.require_key()
 
         async def send() -> Task:
+            # Sent with each request, not set on the httpx client: a shared client (the service's pool) is not ours.
+            headers = {"Authorization": self.provider.authorization() or "", "User-Agent": USER_AGENT}
             try:
                 async with asyncio.timeout(self.deadline):
-                    response = await self._read_capped(method, path, json=json, params=params, headers=self._headers)
+                    response = await self._read_capped(
+                        call.method, call.path, json=call.json, params=call.params, headers=headers
+                    )
             except TimeoutError:
                 raise httpx.ReadTimeout(f"no whole answer within {self.deadline:g} s") from None
-            log.debug("%s %s -> %s", method, path, response.status_code)
-            return task_answer(response)
+            log.debug("%s %s -> %s", call.method, call.path, response.status_code)
+            return self.provider.read_task(response)
 
-        return await self._with_retries(send, what=f"{method} {path}", safe_after_send=safe_after_send)
+        return await self._with_retries(send, what=f"{call.method} {call.path}", safe_after_send=safe_after_send)
 
     async def _read_capped(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """The answer, read whole only while it stays under `MAX_ANSWER_BYTES`."""

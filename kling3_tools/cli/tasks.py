@@ -48,7 +48,7 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
         await store.close()
     if args.refresh_urls:  # signed for showing here; nothing is written
         async with open_service(args, settings) as service:
-            records = await service.refresh_urls(records)
+            records = await service.videos.refresh_urls(records)
     now = time.time()
     if args.json:
         unsettled = [{**a.model_dump(mode="json"), "state": a.shown_state(now)} for a in attempts]

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from .. import ops
 from ..adapters.store import is_postgres_url
-from ..config import ConfigError, Settings
+from ..config import Settings
+from ..config_sources import ConfigError
 from ..launch import EXIT_BAD_INPUT, EXIT_OK, UsageError, exempt_loaded_objects_from_gc
 from .commands import open_service
 from .output import err

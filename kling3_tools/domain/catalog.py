@@ -184,6 +184,9 @@ CATALOG: dict[TaskType, ModelSpec] = {
 }
 
 
+PRICES: dict[TaskType, Price] = {type_: spec.price for type_, spec in CATALOG.items()}  # the aggregator's, in credits
+
+
 def get_model(type_: TaskType | str) -> ModelSpec:
     """The spec of a task type; raises `KeyError` naming the known types."""
     try:

@@ -51,7 +51,7 @@ _STATUS_WORDS: dict[TaskStatus, frozenset[str]] = {
     TaskStatus.QUEUED: frozenset({"PENDING", "QUEUED", "QUEUING", "SUBMITTED", "CREATED", "WAITING"}),
     TaskStatus.RUNNING: frozenset({"IN_PROGRESS", "PROCESSING", "RUNNING", "GENERATING", "STARTED"}),
     TaskStatus.SUCCEEDED: frozenset(
-        {"SUCCESS", "SUCCEEDED", "SUCCESSFUL", "COMPLETED", "COMPLETE", "DONE", "FINISHED"}
+        {"SUCCESS", "SUCCEED", "SUCCEEDED", "SUCCESSFUL", "COMPLETED", "COMPLETE", "DONE", "FINISHED"}
     ),
     TaskStatus.FAILED: frozenset(
         {"FAILED", "FAILURE", "FAIL", "ERROR", "EXPIRED", "CANCELLED", "CANCELED", "TIMEOUT", "TIMED_OUT", "REJECTED"}

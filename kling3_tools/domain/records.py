@@ -96,7 +96,7 @@ class TaskRecord(BaseModel):
     error_message: str | None = None
     local_path: str | None = None
     archive_key: str | None = None  # the copy in [storage], when archive_videos is on
-    archived_url: str | None = None  # a URL of that copy (signed ones expire: `KlingService.lasting_url`)
+    archived_url: str | None = None  # a URL of that copy (signed ones expire: `Videos.lasting_url`)
     due_at: float | None = None
     poll_count: int = 0
     origin: Origin = Field(default_factory=CliOrigin)

@@ -167,7 +167,9 @@ async def to_video(service: KlingService, record: TaskRecord, *, waited_out: boo
         raw_status=record.raw_status,
         estimated_credits=record.estimated_credits,
         consumed_credits=record.consumed_credits,
-        video_urls=[url] if record.archive_key and (url := await service.lasting_url(record)) else record.video_urls,
+        video_urls=[url]
+        if record.archive_key and (url := await service.videos.lasting_url(record))
+        else record.video_urls,
         archived=record.archive_key is not None,
         local_path=record.local_path,
         error_message=record.error_message,

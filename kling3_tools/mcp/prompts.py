@@ -60,7 +60,7 @@ async def remix_video(
         record = await deps_of(ctx).own_record(task_id, ctx)
     except NotYours as exc:
         raise _refused(str(exc)) from None
-    video = await deps_of(ctx).service.lasting_url(record) if record is not None else None
+    video = await deps_of(ctx).service.videos.lasting_url(record) if record is not None else None
     if record is None or not video:
         raise _refused(f"Task {task_id} has no finished video here; check it with get_video_status.")
     if how == "edit":

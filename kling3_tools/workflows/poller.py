@@ -279,7 +279,7 @@ class Poller:
         """Ask the API, then apply what it said; a task is timed out only by an answer that it is still
         running past `max_task_minutes`, never by a backlog that kept us from asking."""
         try:
-            task = await self.client.status(record.task_id)
+            task = await self.client.status(record.task_id, record.type)
         except KlingError as exc:
             self.observer.status_answer(str(exc.status_code or "error"))
             await self._failed_check(record, exc)

@@ -111,7 +111,7 @@ class Spending:
         """POST a reserved attempt's request, then record the task and its attempt `submitted` at once."""
         try:
             async with asyncio.timeout(attempt.expires_at - time.time()):
-                task = await self.client.generate(request)
+                task = await self.client.generate(request, attempt_id=attempt.attempt_id)
         except BaseException as exc:
             raise await self._unsettled(attempt, exc) from None
         if on_created is not None:
@@ -169,7 +169,7 @@ class Spending:
             raise KlingError(f"{attempt_id} is a story's shot that was never sent: release it, or let the story run.")
         if attempt.api_url != self.api_url:
             raise KlingError(f"{attempt_id} was sent to {attempt.api_url}; resolve it with that API (--base-url).")
-        task = await self.client.status(task_id)
+        task = await self.client.status(task_id, attempt.type)
         record = attempt.recorded_as(task)
         record.apply(task, time.time())
         if record.is_tracking:

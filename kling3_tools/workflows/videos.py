@@ -4,14 +4,17 @@ noted on its task, a copy kept where an API's URLs die with the process, a video
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 from ..adapters import downloads
+from ..adapters.assets.store import AssetStore
 from ..adapters.client import AsyncKlingClient
 from ..adapters.store import TaskStore
 from ..domain.models import Task
+from ..domain.records import TaskRecord
 
 log = logging.getLogger("kling3_tools")
 
@@ -22,6 +25,7 @@ class Videos:
         client: AsyncKlingClient,
         store: TaskStore,
         http: httpx.AsyncClient,
+        assets: AssetStore | None,
         *,
         keep_in: Path | None,
         max_bytes: int,
@@ -29,6 +33,7 @@ class Videos:
         self.client = client
         self.store = store
         self.http = http
+        self.assets = assets
         self.keep_in = keep_in  # where copies are kept, for an API whose URLs die with the process
         self.max_bytes = max_bytes
 
@@ -58,3 +63,17 @@ class Videos:
 
     async def to_file(self, url: str, target: Path) -> Path:
         return await downloads.to_file(self.http, url, target, policy=self.client.url_policy, max_bytes=self.max_bytes)
+
+    async def lasting_url(self, record: TaskRecord) -> str | None:
+        """The URL to hand out now: the archived copy's, signed afresh, when there is one."""
+        if record.archive_key and self.assets is not None:
+            return await self.assets.url(record.archive_key)
+        return record.video_url
+
+    async def refresh_urls(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """`records` with their archived videos' URLs signed afresh, for showing (nothing is written: the
+        poller may be updating the same rows)."""
+        for record in records:
+            if record.archive_key:
+                record.archived_url = await self.lasting_url(record)
+        return list(records)

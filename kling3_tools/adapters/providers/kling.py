@@ -1,0 +1,225 @@
+"""Kling's own API (and the gateways that mirror its format): a JWT from an access and secret key, or a plain
+Bearer key; one endpoint per family; `{code, message, request_id, data}` answers with numeric codes.
+
+Decided here where Kling's pages are silent or disagree (the Providers page says the same):
+- Kling 3.0 types go to `text2video` / `image2video` with `model_name` "kling-v3"; O3 types to `omni-video`
+  with "kling-v3-omni" (`image_list` frames and references, `video_list` for a reference or the video to edit).
+- `duration` is sent as a string and `sound` as "on"/"off", as Kling's examples do; an edit sends neither.
+- A reference prompt that names no `<<<image_N>>>` / `<<<video_1>>>` gets them appended, in the order sent.
+- A task is read by its id at `GET /v1/videos/{family}/{id}`, and by the caller's id (the ledger's attempt
+  id, sent as `external_task_id`) at `GET /v1/videos/{family}?external_task_id=…`.
+- Prices: Kling bills its API in units from resource packs; its table could not be read from here, so the
+  defaults below are placeholders to override with `[prices]` (see the docs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import jwt
+
+from ...domain.catalog import Family, Mode, Price, TaskType, get_model
+from ...domain.errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    InsufficientCreditsError,
+    InternalServerError,
+    InvalidPromptError,
+    RateLimitError,
+    TaskNotFoundError,
+)
+from ...domain.models import GenerateRequest, Task
+from ..answers import parse_retry_after
+from .base import Call, Credentials, Provider
+
+DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
+TOKEN_SECONDS = 1800  # Kling's tokens last at most 30 minutes
+RENEW_BEFORE_SECONDS = 300
+NOT_BEFORE_SLACK_SECONDS = 5  # a server clock a little behind ours still takes the token
+
+FAMILIES = {Mode.TEXT: "text2video", Mode.IMAGE: "image2video"}
+OMNI = "omni-video"
+MODEL_NAMES = {Family.KLING_3: "kling-v3", Family.O3: "kling-v3-omni"}
+
+# Numeric codes (Kling's "common info" page) to the error tree, by their leading digits.
+CODE_CLASSES: list[tuple[range, type[APIError]]] = [
+    (range(1000, 1100), AuthenticationError),
+    (range(1100, 1200), InsufficientCreditsError),
+    (range(1200, 1300), BadRequestError),
+    (range(1301, 1302), InvalidPromptError),  # content policy
+    (range(1302, 1304), RateLimitError),  # rate, and the parallel-task limit
+    (range(1300, 1400), BadRequestError),
+    (range(5000, 6000), InternalServerError),
+]
+NOT_FOUND_CODES = frozenset({1203})  # "the resource does not exist"
+
+
+def family_of(type_: TaskType | str) -> str:
+    spec = get_model(type_)
+    return OMNI if spec.family is Family.O3 else FAMILIES[spec.mode]
+
+
+class Kling(Provider):
+    name: ClassVar[str] = "kling"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
+    unit: ClassVar[str] = "units"
+    # Placeholders in units (see the module's docstring): per second, silent / with sound.
+    prices: ClassVar[Mapping[TaskType, Price]] = {
+        TaskType.PRO_TEXT_TO_VIDEO: Price(per_second=2, per_second_with_sound=3),
+        TaskType.PRO_IMAGE_TO_VIDEO: Price(per_second=2, per_second_with_sound=3),
+        TaskType.STD_TEXT_TO_VIDEO: Price(per_second=1, per_second_with_sound=2),
+        TaskType.STD_IMAGE_TO_VIDEO: Price(per_second=1, per_second_with_sound=2),
+        TaskType.O3_PRO_TEXT_TO_VIDEO: Price(per_second=3),
+        TaskType.O3_PRO_IMAGE_TO_VIDEO: Price(per_second=3),
+        TaskType.O3_PRO_REFERENCE_TO_VIDEO: Price(per_second=4),
+        TaskType.O3_PRO_VIDEO_EDIT: Price(fixed=30),
+        TaskType.O3_STD_TEXT_TO_VIDEO: Price(per_second=2),
+        TaskType.O3_STD_IMAGE_TO_VIDEO: Price(per_second=2),
+        TaskType.O3_STD_REFERENCE_TO_VIDEO: Price(per_second=3),
+        TaskType.O3_STD_VIDEO_EDIT: Price(fixed=20),
+    }
+    finds_by_attempt_id: ClassVar[bool] = True
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__(credentials)
+        self._token = ""
+        self._renew_at = 0.0
+
+    def authorization(self) -> str | None:
+        access, secret = self.credentials.access_key, self.credentials.secret_key
+        if access is not None and secret is not None and Credentials.given(access) and Credentials.given(secret):
+            now = time.time()
+            if now >= self._renew_at:
+                claims = {
+                    "iss": access.get_secret_value().strip(),
+                    "exp": int(now) + TOKEN_SECONDS,
+                    "nbf": int(now) - NOT_BEFORE_SLACK_SECONDS,
+                }
+                self._token = jwt.encode(claims, secret.get_secret_value().strip(), algorithm="HS256")
+                self._renew_at = now + TOKEN_SECONDS - RENEW_BEFORE_SECONDS
+            return f"Bearer {self._token}"
+        key = self.credentials.api_key
+        return f"Bearer {key.get_secret_value().strip()}" if key is not None and Credentials.given(key) else None
+
+    def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Call:
+        spec = request.spec
+        body: dict[str, Any] = {"model_name": MODEL_NAMES[spec.family], "mode": spec.tier.value}
+        body |= omni_body(request) if spec.family is Family.O3 else kling3_body(request)
+        if request.negative_prompt:
+            body["negative_prompt"] = request.negative_prompt
+        if attempt_id:
+            body["external_task_id"] = attempt_id
+        return Call("POST", f"/v1/videos/{family_of(spec.type)}", json=body)
+
+    def status(self, task_id: str, type_: TaskType | str | None = None) -> list[Call]:
+        families = [family_of(type_)] if type_ else [*FAMILIES.values(), OMNI]
+        return [Call("GET", f"/v1/videos/{family}/{quote(task_id, safe='')}") for family in families]
+
+    def find(self, attempt_id: str, type_: TaskType | str) -> Call | None:
+        return Call("GET", f"/v1/videos/{family_of(type_)}", params={"external_task_id": attempt_id})
+
+    def read_task(self, response: httpx.Response) -> Task:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        code = body.get("code") if isinstance(body, dict) else None
+        if response.status_code >= 400 or code not in (0, None):
+            raise error_for(response, body)
+        data = body.get("data") if isinstance(body, dict) else None
+        if isinstance(data, list):  # a look-up by the caller's id may answer with a list
+            data = data[0] if data else None
+        if not isinstance(data, dict) or not isinstance(data.get("task_id"), str | int):
+            raise APIError("The API answered without a task id.", status_code=response.status_code)
+        result = data.get("task_result") if isinstance(data.get("task_result"), dict) else {}
+        videos = result.get("videos") if isinstance(result, dict) else None
+        word = str(data.get("task_status") or "")
+        return Task.model_validate(
+            {
+                "task_id": str(data["task_id"]),
+                "status": word,
+                "response": videos if isinstance(videos, list) else [],
+                "error_message": data.get("task_status_msg") or None if word.lower() == "failed" else None,
+                "consumed_credits": deduction(data.get("final_unit_deduction")),
+            }
+        )
+
+
+def kling3_body(request: GenerateRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "prompt": request.prompt,
+        "duration": str(request.effective_duration),
+        "aspect_ratio": str(request.aspect_ratio or "16:9"),
+        "sound": "on" if request.effective_sound else "off",
+    }
+    if request.cfg_scale is not None:
+        body["cfg_scale"] = request.cfg_scale
+    if request.image:
+        body["image"] = request.image
+    if request.end_image:
+        body["image_tail"] = request.end_image
+    return body
+
+
+def omni_body(request: GenerateRequest) -> dict[str, Any]:
+    mode = request.spec.mode
+    prompt = request.prompt
+    body: dict[str, Any] = {}
+    if mode is Mode.EDIT:
+        keep = "yes" if request.keep_original_sound else "no"
+        edited: dict[str, Any] = {"video_url": request.video, "refer_type": "base", "keep_original_sound": keep}
+        body["video_list"] = [edited]
+        return body | {"prompt": prompt}
+    images: list[dict[str, Any]] = [{"image_url": url} for url in request.images or []]
+    if mode is Mode.IMAGE:
+        images = [{"image_url": request.image, "type": "first_frame"}]
+        if request.end_image:
+            images.append({"image_url": request.end_image, "type": "end_frame"})
+    if images:
+        body["image_list"] = images
+    if mode is Mode.REFERENCE:
+        names = [f"<<<image_{n}>>>" for n in range(1, len(images) + 1)]
+        if request.video:
+            body["video_list"] = [{"video_url": request.video, "refer_type": "feature"}]
+            names.append("<<<video_1>>>")
+        if names and "<<<" not in prompt:
+            prompt = f"{prompt} ({', '.join(names)})"
+    sound = request.effective_sound and "video_list" not in body
+    duration = str(request.effective_duration)
+    return (
+        body
+        | {"prompt": prompt, "duration": duration, "aspect_ratio": str(request.aspect_ratio or "16:9")}
+        | {"sound": "on" if sound else "off"}
+    )
+
+
+def deduction(value: Any) -> int | None:
+    try:
+        return round(float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def error_for(response: httpx.Response, body: Any) -> APIError:
+    code = body.get("code") if isinstance(body, dict) else None
+    message = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else None
+    message = message or f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    status = response.status_code if response.status_code >= 400 else 400
+    if (isinstance(code, int) and code in NOT_FOUND_CODES) or status == 404:
+        return TaskNotFoundError(message, status_code=status, code=str(code or "TASK_NOT_FOUND"))
+    cls: type[APIError] = next((c for span, c in CODE_CLASSES if isinstance(code, int) and code in span), APIError)
+    if cls is APIError:
+        cls = (
+            InternalServerError
+            if status >= 500
+            else {401: AuthenticationError, 429: RateLimitError}.get(status, BadRequestError)
+        )
+    if cls is RateLimitError:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return RateLimitError(message, status_code=status, code=str(code), retry_after=retry_after)
+    return cls(message, status_code=status, code=str(code) if code is not None else None)

@@ -1,0 +1,34 @@
+"""The aggregator's format (the seed page): `POST /api/generate`, `GET /api/status`, a Bearer key, credits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import httpx
+
+from ...domain import catalog
+from ...domain.catalog import Price, TaskType
+from ...domain.models import GenerateRequest, Task
+from ..answers import task_answer
+from .base import Call, Credentials, Provider
+
+
+class Kling3Api(Provider):
+    name: ClassVar[str] = "kling3api"
+    default_base_url: ClassVar[str] = catalog.DEFAULT_BASE_URL
+    unit: ClassVar[str] = "credits"
+    prices: ClassVar[Mapping[TaskType, Price]] = catalog.PRICES
+
+    def authorization(self) -> str | None:
+        key = self.credentials.api_key
+        return f"Bearer {key.get_secret_value().strip()}" if Credentials.given(key) and key else None
+
+    def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Call:
+        return Call("POST", "/api/generate", json=request.to_payload())
+
+    def status(self, task_id: str, type_: TaskType | str | None = None) -> list[Call]:
+        return [Call("GET", "/api/status", params={"task_id": task_id})]
+
+    def read_task(self, response: httpx.Response) -> Task:
+        return task_answer(response)
