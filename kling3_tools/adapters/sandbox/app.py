@@ -20,7 +20,7 @@ import asyncio
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from ...domain import catalog
 from ..assets import checks
+from .kling_format import KlingFormat, Reject
 from .options import SandboxOptions
 from .state import Fault, SandboxState, SandboxTask
 
@@ -59,11 +60,6 @@ class _Hostile(Exception):
         return StreamingResponse(drip(), media_type="application/json")
 
 
-class _Reject(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"code": status, "message": message, "error_code": code, "data": None}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -74,35 +70,35 @@ def _ok(data: dict[str, Any]) -> JSONResponse:
 
 
 def _validate(body: Any) -> tuple[catalog.ModelSpec, int]:
-    """The spec and the price of a generate body, or `_Reject` with the page's code."""
+    """The spec and the price of a generate body, or `Reject` with the page's code."""
     if not isinstance(body, dict):
-        raise _Reject(400, "INVALID_PARAMETER", "The body must be a JSON object")
+        raise Reject(400, "INVALID_PARAMETER", "The body must be a JSON object")
     try:
         spec = catalog.get_model(body.get("type", ""))
     except KeyError:
-        raise _Reject(400, "INVALID_TYPE", f"Unsupported task type: {body.get('type')!r}") from None
+        raise Reject(400, "INVALID_TYPE", f"Unsupported task type: {body.get('type')!r}") from None
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > catalog.MAX_PROMPT_CHARS:
-        raise _Reject(400, "INVALID_PROMPT", "The prompt is invalid or empty")
+        raise Reject(400, "INVALID_PROMPT", "The prompt is invalid or empty")
     duration = body.get("duration", catalog.DEFAULT_DURATION)
     if spec.has_duration and (
         not isinstance(duration, int)
         or isinstance(duration, bool)
         or not catalog.MIN_DURATION <= duration <= catalog.MAX_DURATION
     ):
-        raise _Reject(400, "INVALID_DURATION", "Duration out of supported range")
+        raise Reject(400, "INVALID_DURATION", "Duration out of supported range")
     if spec.mode is catalog.Mode.IMAGE and not body.get("image"):
-        raise _Reject(400, "MISSING_IMAGE", "Image is required for image-to-video tasks")
+        raise Reject(400, "MISSING_IMAGE", "Image is required for image-to-video tasks")
     if spec.mode is catalog.Mode.EDIT and not body.get("video"):
-        raise _Reject(400, "MISSING_VIDEO", "Video is required for video-edit tasks")
+        raise Reject(400, "MISSING_VIDEO", "Video is required for video-edit tasks")
     if body.get("aspect_ratio", catalog.DEFAULT_ASPECT_RATIO) not in set(catalog.AspectRatio):
-        raise _Reject(400, "INVALID_PARAMETER", "aspect_ratio must be 16:9, 9:16 or 1:1")
+        raise Reject(400, "INVALID_PARAMETER", "aspect_ratio must be 16:9, 9:16 or 1:1")
     images = body.get("images") or []
     if not isinstance(images, list) or len(images) > catalog.MAX_REFERENCE_IMAGES:
-        raise _Reject(400, "INVALID_PARAMETER", f"images must be a list of at most {catalog.MAX_REFERENCE_IMAGES} URLs")
+        raise Reject(400, "INVALID_PARAMETER", f"images must be a list of at most {catalog.MAX_REFERENCE_IMAGES} URLs")
     cfg_scale = body.get("cfg_scale", catalog.DEFAULT_CFG_SCALE)
     if not isinstance(cfg_scale, int | float) or not 0 <= cfg_scale <= 1:
-        raise _Reject(400, "INVALID_PARAMETER", "cfg_scale must be between 0 and 1")
+        raise Reject(400, "INVALID_PARAMETER", "cfg_scale must be between 0 and 1")
     sound = body.get("sound", True) is not False
     return spec, spec.credits(duration if spec.has_duration else 0, sound)
 
@@ -111,15 +107,18 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
     """The sandbox as an ASGI app; `app.state.sandbox` is its `SandboxState` (kept in `state_path` if given)."""
     state = SandboxState(options or SandboxOptions(), path=state_path)
 
-    async def guard(request: Request, endpoint: str) -> None:
+    def holds_the_key(request: Request) -> bool:
+        return request.headers.get("authorization", "") == f"Bearer {state.options.api_key}"
+
+    async def guard(request: Request, endpoint: str, authorized: Callable[[Request], bool] = holds_the_key) -> None:
         """Auth, rate limit, injected faults: what every API request passes first."""
         state.requests[endpoint] += 1
-        if request.headers.get("authorization", "") != f"Bearer {state.options.api_key}":
-            raise _Reject(401, "INVALID_API_KEY", "API key is missing or invalid")
+        if not authorized(request):
+            raise Reject(401, "INVALID_API_KEY", "API key is missing or invalid")
         wait = state.take_token()
         if wait is not None:
             retry_after = str(max(1, math.ceil(wait)))
-            raise _Reject(429, "RATE_LIMITED", "Too many requests, please slow down", {"Retry-After": retry_after})
+            raise Reject(429, "RATE_LIMITED", "Too many requests, please slow down", {"Retry-After": retry_after})
         fault = state.next_fault(endpoint)
         if fault is not None and fault.status < 400:
             raise _Hostile(fault)
@@ -131,11 +130,11 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             code = {429: "RATE_LIMITED", 402: "INSUFFICIENT_CREDITS", 401: "INVALID_API_KEY"}.get(
                 fault.status, "INTERNAL_ERROR" if fault.status >= 500 else "INVALID_PARAMETER"
             )
-            raise _Reject(fault.status, fault.code or code, fault.message or f"Injected fault {fault.status}", headers)
+            raise Reject(fault.status, fault.code or code, fault.message or f"Injected fault {fault.status}", headers)
         if state.rng.random() < state.options.error_rate:
-            raise _Reject(500, "INTERNAL_ERROR", "Server error, please try again later")
+            raise Reject(500, "INTERNAL_ERROR", "Server error, please try again later")
 
-    def _reject(reject: _Reject) -> Response:
+    def _reject(reject: Reject) -> Response:
         state.rejections[reject.code] += 1
         return _error(reject.status, reject.code, reject.message, reject.headers)
 
@@ -144,37 +143,50 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             await guard(request, "generate")
         except _Hostile as hostile:
             return hostile.response()
-        except _Reject as reject:
+        except Reject as reject:
             return _reject(reject)
         try:
             try:
                 body = await request.json()
             except ValueError:
-                raise _Reject(400, "INVALID_PARAMETER", "The body is not valid JSON") from None
-            spec, credits = _validate(body)
-            unfetched = await unreachable_input(body) if state.options.fetch_inputs else None
-            spread = state.options.finish_spread
-            finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
-            template = state.options.task_id_template
-            now = time.time()
-            task_id = template.format(n=state.task_count()) if template else spec.task_id_prefix + secrets.token_hex(6)
-            task = SandboxTask(
-                task_id=task_id,
-                type=spec.type,
-                request=body,
-                credits=credits,
-                created_at=now,
-                finishes_at=now + finish,
-                fails=unfetched is not None or state.rng.random() < state.options.failure_rate,
-                reason=unfetched or "",
-            )
-            if not state.charge(task):
-                raise _Reject(402, "INSUFFICIENT_CREDITS", "Not enough credits for this operation")
-        except _Reject as reject:
+                raise Reject(400, "INVALID_PARAMETER", "The body is not valid JSON") from None
+            task = await create(body)
+        except Reject as reject:
             return _reject(reject)
+        return _ok({"task_id": task.task_id, "status": "IN_PROGRESS", "consumed_credits": task.credits})
+
+    async def create(body: Any, external_task_id: str = "") -> SandboxTask:
+        """A task for a generate body in the page's shape (checked, its inputs fetched, charged), or `Reject`."""
+        spec, credits = _validate(body)
+        unfetched = await unreachable_input(body) if state.options.fetch_inputs else None
+        spread = state.options.finish_spread
+        finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)
+        template = state.options.task_id_template
+        now = time.time()
+        task_id = template.format(n=state.task_count()) if template else spec.task_id_prefix + secrets.token_hex(6)
+        task = SandboxTask(
+            task_id=task_id,
+            type=spec.type,
+            request=body,
+            credits=credits,
+            created_at=now,
+            finishes_at=now + finish,
+            fails=unfetched is not None or state.rng.random() < state.options.failure_rate,
+            reason=unfetched or "",
+            external_task_id=external_task_id,
+        )
+        if not state.charge(task):
+            raise Reject(402, "INSUFFICIENT_CREDITS", "Not enough credits for this operation")
         if state.options.generate_delay:
             await asyncio.sleep(state.options.generate_delay)
-        return _ok({"task_id": task.task_id, "status": "IN_PROGRESS", "consumed_credits": credits})
+        return task
+
+    def word_of(task: SandboxTask) -> str:
+        """The task's status word now; a failed task's credits go back, once."""
+        word = task.status_word(time.time())
+        if word == "FAILED" and task.credits:
+            state.refund(task)
+        return word
 
     async def status(request: Request) -> Response:
         task_id = request.query_params.get("task_id", "")
@@ -184,18 +196,16 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             await guard(request, "status")
             task = state.find(task_id)
             if task is None:
-                raise _Reject(404, "TASK_NOT_FOUND", f"No task with id {task_id!r}")
+                raise Reject(404, "TASK_NOT_FOUND", f"No task with id {task_id!r}")
             if state.options.status_delay:
                 await asyncio.sleep(state.options.status_delay)
         except _Hostile as hostile:
             return hostile.response()
-        except _Reject as reject:
+        except Reject as reject:
             return _reject(reject)
         finally:
             state.in_flight_status[task_id] -= 1
-        word = task.status_word(time.time())
-        if word == "FAILED" and task.credits:
-            state.refund(task)
+        word = word_of(task)
         return _ok(
             {
                 "task_id": task.task_id,
@@ -309,8 +319,10 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
         state.faults.append(Fault.model_validate(await request.json()))
         return JSONResponse({"queued": len(state.faults)})
 
+    kling = KlingFormat(state, guard, create, word_of, video_url)
     app = Starlette(
         routes=[
+            *kling.routes(),
             Route("/api/generate", generate, methods=["POST"]),
             Route("/api/status", status, methods=["GET"]),
             Route("/media/{task_id:path}.mp4", media, methods=["GET"]),

@@ -14,7 +14,7 @@ class SandboxOptions(BaseModel):
 
     api_key: str = "sandbox-key"
     access_key: str = "sandbox-access"  # Kling's format: JWTs made with this pair are accepted
-    secret_key: str = "sandbox-secret"
+    secret_key: str = "sandbox-secret-for-kling-format-tokens"
     finish_seconds: float = Field(default=6.0, ge=0, description="How long a task runs.")
     finish_spread: float = Field(default=0.0, ge=0, le=1, description="Random +/- share of finish_seconds.")
     failure_rate: float = Field(default=0.0, ge=0, le=1, description="Share of tasks that end FAILED.")

@@ -46,6 +46,7 @@ class SandboxTask:
     finishes_at: float
     fails: bool
     reason: str = ""  # why it fails, when it was not chance (an input the sandbox could not fetch)
+    external_task_id: str = ""  # the caller's own id (Kling's format), unique per account
 
     def status_word(self, now: float) -> str:
         if now < self.finishes_at:
@@ -154,6 +155,14 @@ class SandboxState:
                 task.credits = row[0]
                 self.tasks[task_id] = task
         return task
+
+    def find_external(self, external_task_id: str) -> SandboxTask | None:
+        """The task created with the caller's own id (Kling's format)."""
+        if self._book is not None:
+            sql = "SELECT task_id FROM tasks WHERE json_extract(body, '$.external_task_id') = ?"
+            row = self._book.execute(sql, (external_task_id,)).fetchone()
+            return None if row is None else self.find(row[0])
+        return next((t for t in self.tasks.values() if t.external_task_id == external_task_id), None)
 
     def refund(self, task: SandboxTask) -> None:
         """Give back a failed task's credits, once, whichever process notices first."""
