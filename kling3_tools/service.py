@@ -23,8 +23,10 @@ from .adapters.assets.archive import Archiver
 from .adapters.assets.inputs import CheckedRequest, LocalFiles
 from .adapters.assets.store import AssetStore
 from .adapters.client import AsyncKlingClient, UpdateCallback, WaitPolicy
+from .adapters.providers import PROVIDERS
 from .adapters.store import StatusFilter, TaskStore
 from .config import Settings
+from .domain.catalog import Prices
 from .domain.errors import KlingError
 from .domain.ledger import (
     DAY_SECONDS,
@@ -78,6 +80,7 @@ class KlingService:
             client, store, self.scheduler, self.observer, settings.budget, api_url=self.api_url, wake=self.wake_pollers
         )
         self.budget = self.spending.budget
+        self.prices, self.unit = self.spending.prices, client.provider.unit  # the provider's, in its own unit
         self._needs_follower = False
         self.max_download_bytes = int(settings.poller.max_download_mb * 1024 * 1024)
         self.archiver = (
@@ -131,6 +134,12 @@ class KlingService:
             )
 
     # --- spending: the one path every generate takes -----------------------------------
+
+    @staticmethod
+    def pricing(settings: Settings) -> tuple[Prices, str]:
+        """The configured provider's prices and their unit (credits, units), with nothing opened."""
+        provider = PROVIDERS[settings.provider]
+        return provider.prices, provider.unit
 
     @staticmethod
     def check(fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH) -> CheckedRequest:
@@ -290,11 +299,6 @@ class KlingService:
             record.due_at = None
         await self.store.save_progress(record)
         return record
-
-    @property
-    def urls_last(self) -> bool:
-        """Whether the API's video URLs outlive this process (not the embedded sandbox's)."""
-        return self.videos.keep_in is None
 
     @property
     def base_url(self) -> str:

@@ -193,7 +193,7 @@ class KlingCommands(app_commands.Group):
         sound: bool | None = None,
     ) -> None:
         try:
-            credits = quote(model.value, duration, sound)
+            credits = quote(model.value, duration, sound, self.flow.service.prices)
         except RequestValidationError as exc:
             await interaction.response.send_message(str(exc), ephemeral=True)
             return

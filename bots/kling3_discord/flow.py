@@ -63,7 +63,7 @@ class VideoFlow:
             if self.settings.storage.url:  # copies in storage: the buttons outlive Discord's links (about 24 h)
                 fields = await self._attached(interaction, fields, uploads)
             checked = self.service.check(fields, ATTACHED_ONLY)
-            credits = checked.request.estimated_credits()
+            credits = checked.request.estimated_credits(self.service.prices)
             await self.service.check_spend(credits, [limit])  # before a public embed is posted
         except (Refused, RequestValidationError, SpendingRefusedError) as exc:
             await interaction.followup.send(str(exc), ephemeral=True)
@@ -114,7 +114,7 @@ class VideoFlow:
             self.policy.check_place(interaction.guild_id, interaction.channel_id)
             if file.size > MAX_STORY_BYTES:
                 raise Refused(f"`{file.filename}` is {file.size} bytes; a story file is at most {MAX_STORY_BYTES}.")
-            story_plan = plan(Story.from_text(await file.read(), name=file.filename))
+            story_plan = plan(Story.from_text(await file.read(), name=file.filename), self.service.prices)
             await self.service.check_spend(story_plan.total, [limit], dearest=story_plan.dearest)
         except (Refused, RequestValidationError, SpendingRefusedError, discord.HTTPException) as exc:
             await interaction.followup.send(f"Not started, nothing was spent: {exc}"[:2000], ephemeral=True)

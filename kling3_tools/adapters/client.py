@@ -233,10 +233,9 @@ class AsyncKlingClient:
         if self.provider.authorization() is None:
             raise NoAPIKeyError
 
-    @staticmethod
-    def estimate_cost(request: GenerateRequest) -> int:
-        """Credits the request will spend, from the catalog; no HTTP."""
-        return request.estimated_credits()
+    def estimate_cost(self, request: GenerateRequest) -> int:
+        """What the request will spend by this client's provider's prices; no HTTP."""
+        return request.estimated_credits(self.provider.prices)
 
     async def _api(self, call: Call, *, safe_after_send: bool) -> Task:
         self.require_key()

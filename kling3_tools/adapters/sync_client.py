@@ -59,4 +59,5 @@ class KlingClient:
     def download(self, task: Task, path: str | Path) -> Path:
         return self._run(self._client.download(task, path))
 
-    estimate_cost = staticmethod(AsyncKlingClient.estimate_cost)
+    def estimate_cost(self, request: GenerateRequest) -> int:
+        return self._client.estimate_cost(request)

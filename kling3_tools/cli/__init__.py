@@ -52,7 +52,7 @@ NO_API_KEY = (
     "No API key: set KLING_API_KEY, or api_key in the config file (--config PATH); "
     "add --sandbox to try everything with no key and no cost. Nothing was spent."
 )
-WITHOUT_SETTINGS = {"cost", "models"}  # the catalog alone: no config read, no event loop
+WITHOUT_SETTINGS = {"models"}  # the catalog alone: no config read, no event loop
 
 
 def command(name: str) -> Callable[..., Any]:

@@ -76,7 +76,7 @@ async def finish(service: KlingService, task_id: str, args: argparse.Namespace) 
         print_json({**task_json(task), "path": str(path) if path else None})
     else:
         err.print(Text("Done", style="green") + Text(f": {task.task_id}"))
-        if service.urls_last:
+        if service.videos.urls_last:
             output.out.print(task.video_url or "")
         if path:
             output.out.print(str(path))
@@ -107,7 +107,7 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
     async with open_service(args, settings) as service:
         service.check_ready_to_spend()  # a missing key is said before the price, not after it
-        err.print(f"Cost: {describe_cost(checked.request)}")
+        err.print(f"Cost: {describe_cost(checked.request, service.prices, service.unit)}")
         request = await service.prepare(checked)  # local files uploaded
         record = await service.submit(request, origin, on_created=created)
         if args.notify_webhook:

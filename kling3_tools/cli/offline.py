@@ -19,19 +19,20 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 
-def cmd_cost(args: argparse.Namespace) -> int:
-    if args.prompt is not None:
-        from ..service import KlingService  # a whole request is checked as `generate` checks it, files included
+def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    from ..service import KlingService  # a whole request is checked as `generate` checks it, files included
 
+    prices, unit = KlingService.pricing(settings)
+    if args.prompt is not None:
         request = KlingService.check(GenerateRequest.fields_of(vars(args))).request
-        credits, text = request.estimated_credits(), describe_cost(request)
+        credits, text = request.estimated_credits(prices), describe_cost(request, prices, unit)
     else:
         if not isinstance(args.duration, int | None):
             raise RequestValidationError([duration_problem(args.duration)])
-        credits = quote(args.type, args.duration, args.sound)
-        text = f"{credits} credits"
+        credits = quote(args.type, args.duration, args.sound, prices)
+        text = f"{credits} {unit}"
     if args.json:
-        print_json({"type": args.type, "credits": credits})
+        print_json({"type": args.type, "credits": credits, "unit": unit})
     else:
         output.out.print(text)
     return EXIT_OK

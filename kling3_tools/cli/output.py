@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.text import Text
 
+from ..domain.catalog import Prices
 from ..domain.models import GenerateRequest, Task
 
 if TYPE_CHECKING:
@@ -33,11 +34,12 @@ def record_json(record: TaskRecord) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
-def describe_cost(request: GenerateRequest) -> str:
+def describe_cost(request: GenerateRequest, prices: Prices, unit: str) -> str:
+    price = f"{request.estimated_credits(prices)} {unit}"
     if request.effective_duration is None:
-        return f"{request.estimated_credits()} credits ({request.type}, fixed price)"
+        return f"{price} ({request.type}, fixed price)"
     sound = "with sound" if request.effective_sound else "silent"
-    return f"{request.estimated_credits()} credits ({request.type}, {request.effective_duration}s, {sound})"
+    return f"{price} ({request.type}, {request.effective_duration}s, {sound})"
 
 
 def elapsed(seconds: float) -> str:

@@ -7,6 +7,7 @@ else spells out a price or a field rule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -107,9 +108,9 @@ class Price:
         rate = self.per_second_with_sound if sound and self.per_second_with_sound else self.per_second
         return rate * duration
 
-    def describe(self) -> str:
+    def describe(self, unit: str = "credits") -> str:
         if self.fixed is not None:
-            return f"{self.fixed} credits fixed"
+            return f"{self.fixed} {unit} fixed"
         if self.per_second_with_sound is not None:
             return f"{self.per_second}/s silent, {self.per_second_with_sound}/s with sound"
         return f"{self.per_second}/s"
@@ -184,7 +185,8 @@ CATALOG: dict[TaskType, ModelSpec] = {
 }
 
 
-PRICES: dict[TaskType, Price] = {type_: spec.price for type_, spec in CATALOG.items()}  # the aggregator's, in credits
+Prices = Mapping[TaskType, Price]  # one provider's price list (`adapters.providers`)
+PRICES: Prices = {type_: spec.price for type_, spec in CATALOG.items()}  # the aggregator's, in credits
 
 
 def get_model(type_: TaskType | str) -> ModelSpec:

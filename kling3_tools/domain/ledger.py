@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .catalog import PRICES, Prices
 from .errors import APIConnectionError, APIError, OutcomeUnknownError, SpendingRefusedError
 from .models import GenerateRequest, Task
 from .records import AnyOrigin, Origin, TaskRecord
@@ -74,6 +75,7 @@ class Attempt(BaseModel):
         origin: AnyOrigin,
         deadline: float,
         state: AttemptState = AttemptState.SUBMITTING,
+        prices: Prices = PRICES,
     ) -> Attempt:
         """`deadline`: seconds the POST may take once sent (a `reserved` attempt gets its own when it starts)."""
         now = time.time()
@@ -82,7 +84,7 @@ class Attempt(BaseModel):
             api_url=api_url,
             type=request.type.value,
             request=request.recorded(),
-            estimated_credits=request.estimated_credits(),
+            estimated_credits=request.estimated_credits(prices),
             origin=origin,
             created_at=now,
             expires_at=now + deadline,
@@ -112,7 +114,9 @@ class Attempt(BaseModel):
     def recorded_as(self, task: Task) -> TaskRecord:
         """The record of the task this attempt created, dated when the attempt was sent."""
         request = GenerateRequest.model_validate(self.request)
-        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=self.origin)
+        record = TaskRecord.submitted(
+            task, request, api_url=self.api_url, origin=self.origin, estimated_credits=self.estimated_credits
+        )
         record.submitted_at = self.created_at
         return record
 

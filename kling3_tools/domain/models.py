@@ -182,9 +182,9 @@ class GenerateRequest(BaseModel):
     def effective_sound(self) -> bool:
         return True if self.sound is None else self.sound
 
-    def estimated_credits(self) -> int:
-        """Credits this request will spend, from the catalog; no HTTP."""
-        return self.spec.credits(self.effective_duration or 0, self.effective_sound)
+    def estimated_credits(self, prices: catalog.Prices = catalog.PRICES) -> int:
+        """What this request will spend by a provider's price list (the aggregator's credits by default); no HTTP."""
+        return prices[self.type].credits(self.effective_duration or 0, self.effective_sound)
 
     def recorded(self) -> dict[str, Any]:
         """The request in the model's own form (what the store keeps): `GenerateRequest(**recorded())` again."""
@@ -326,8 +326,13 @@ class Task(BaseModel):
         return self.video_urls[0] if self.video_urls else None
 
 
-def quote(type_: TaskType | str, duration: int | None = None, sound: bool | None = None) -> int:
-    """Credits for a type, duration and sound choice, checked like a request but needing no prompt."""
+def quote(
+    type_: TaskType | str,
+    duration: int | None = None,
+    sound: bool | None = None,
+    prices: catalog.Prices = catalog.PRICES,
+) -> int:
+    """The price of a type, duration and sound choice, checked like a request but needing no prompt."""
     try:
         spec = catalog.get_model(type_)
     except KeyError as exc:
@@ -336,4 +341,4 @@ def quote(type_: TaskType | str, duration: int | None = None, sound: bool | None
         raise RequestValidationError([f"{spec.type} does not take `duration`; edits keep the source video's length"])
     if duration is not None and not catalog.MIN_DURATION <= duration <= catalog.MAX_DURATION:
         raise RequestValidationError([duration_problem(duration)])
-    return spec.credits(duration or catalog.DEFAULT_DURATION, True if sound is None else sound)
+    return prices[spec.type].credits(duration or catalog.DEFAULT_DURATION, True if sound is None else sound)

@@ -112,6 +112,7 @@ class TaskRecord(BaseModel):
         *,
         api_url: str,
         origin: CliOrigin | WebhookOrigin | McpOrigin | DiscordOrigin,
+        estimated_credits: int | None = None,
     ) -> TaskRecord:
         return cls(
             task_id=task.task_id,
@@ -119,7 +120,7 @@ class TaskRecord(BaseModel):
             type=request.type.value,
             duration=request.effective_duration,
             request=request.recorded(),
-            estimated_credits=request.estimated_credits(),
+            estimated_credits=request.estimated_credits() if estimated_credits is None else estimated_credits,
             consumed_credits=task.consumed_credits,
             status=task.status,
             raw_status=task.raw_status,

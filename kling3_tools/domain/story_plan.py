@@ -4,8 +4,10 @@ run at once) and the price of each shot and of the whole."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+from .catalog import PRICES, Prices
 from .errors import RequestValidationError
 from .models import GenerateRequest
 from .story import Shot, Story
@@ -19,24 +21,25 @@ class Plan:
     story: Story
     requests: dict[str, GenerateRequest]  # with stand-ins for references
     stages: list[list[str]]  # each stage's shots need only earlier stages
+    prices: Prices = dataclasses.field(default_factory=lambda: PRICES)
 
     def credits(self, shot_id: str) -> int:
-        return self.requests[shot_id].estimated_credits()
+        return self.requests[shot_id].estimated_credits(self.prices)
 
     @property
     def dearest(self) -> int:
         """The price of its dearest shot: what the per-video limits judge."""
-        return max(request.estimated_credits() for request in self.requests.values())
+        return max(request.estimated_credits(self.prices) for request in self.requests.values())
 
     @property
     def total(self) -> int:
-        return sum(request.estimated_credits() for request in self.requests.values())
+        return sum(request.estimated_credits(self.prices) for request in self.requests.values())
 
     def dependencies(self, shot_id: str) -> set[str]:
         return {reference.shot for _, _, reference in self.story.references(self.story.shot(shot_id))}
 
 
-def plan(story: Story) -> Plan:
+def plan(story: Story, prices: Prices = PRICES) -> Plan:
     """The plan, or `RequestValidationError` listing every problem of the story."""
     problems: list[str] = []
     ids = [shot.id for shot in story.shots]
@@ -55,7 +58,7 @@ def plan(story: Story) -> Plan:
         problems.append(f"the shots {', '.join(f'`{s}`' for s in sorted(stuck))} depend on each other in a cycle")
     if problems:
         raise RequestValidationError(problems)
-    return Plan(story, requests, stages)
+    return Plan(story, requests, stages, prices)
 
 
 def _check_shot(story: Story, shot: Shot, ids: set[str]) -> tuple[list[str], GenerateRequest | None]:

@@ -28,9 +28,9 @@ StoryJson = Annotated[
 StoryId = Annotated[str, Field(description="The story_id from start_story.")]
 
 
-def checked_story(story: StoryJson) -> Plan:
+def checked_story(ctx: Context[Any, Any], story: StoryJson) -> Plan:
     try:
-        return plan(Story.from_mapping(story))
+        return plan(Story.from_mapping(story), deps_of(ctx).service.prices)
     except RequestValidationError as exc:
         raise ToolError(f"{exc}\nNothing was spent.") from None
 
@@ -46,7 +46,7 @@ async def plan_story(ctx: Context[Any, Any], story: StoryJson) -> StoryPlan:
     """Check a multi-shot story before spending: every problem of every shot at once, the order, each shot's
     price, the total and whether the limits allow it. Spends nothing."""
     deps = deps_of(ctx)
-    story_plan = checked_story(story)
+    story_plan = checked_story(ctx, story)
     try:
         await deps.service.check_spend(story_plan.total, [deps.limit], dearest=story_plan.dearest)
         refused = None

@@ -24,7 +24,6 @@ from pydantic import Field
 
 from ..adapters.assets.inputs import CheckedRequest, LocalFiles, names_paths
 from ..adapters.store import StatusFilter
-from ..domain import catalog
 from ..domain.catalog import TaskType
 from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..domain.models import GenerateRequest, quote
@@ -164,7 +163,8 @@ async def approve_spending(
     ctx: Context[Any, Any], checked: Annotated[CheckedRequest, Resolve(checked_request)]
 ) -> Elicit[SpendApproval] | SpendApproval:
     request = checked.request
-    return await approval(ctx, request.estimated_credits(), detail=str(request.type), what="This video")
+    credits = request.estimated_credits(deps_of(ctx).service.prices)
+    return await approval(ctx, credits, detail=str(request.type), what="This video")
 
 
 async def approval(
@@ -207,8 +207,9 @@ async def generate_video(
     **fields: Any,
 ) -> VideoTask:
     if not (isinstance(approval, AcceptedElicitation) and approval.data.approve):
-        credits = checked.request.estimated_credits()
-        raise ToolError(f"Not started: the user did not approve spending {credits} credits.")
+        service = deps_of(ctx).service
+        credits = checked.request.estimated_credits(service.prices)
+        raise ToolError(f"Not started: the user did not approve spending {credits} {service.unit}.")
     deps = deps_of(ctx)
     origin = mcp_origin(ctx)
     try:
@@ -254,14 +255,14 @@ async def estimate_video_cost(
     """What a video would cost, and what is left of today's budget. Spends nothing."""
     deps = deps_of(ctx)
     try:
-        credits = quote(type, duration, sound)
+        credits = quote(type, duration, sound, deps.service.prices)
     except RequestValidationError as exc:
         raise ToolError(str(exc)) from None
     usage = await deps.service.usage(deps.limit)
     return CostEstimate(
         type=type.value,
         credits=credits,
-        price=catalog.get_model(type).price.describe(),
+        price=deps.service.prices[type].describe(deps.service.unit),
         spent_today=usage.credits,
         left_today=deps.limit.left(usage),
         needs_confirmation=deps.needs_confirmation(credits),

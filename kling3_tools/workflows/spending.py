@@ -51,6 +51,7 @@ class Spending:
         wake: Callable[[], None],
     ) -> None:
         self.client = client
+        self.prices = client.provider.prices  # what its provider charges, in its own unit
         self.store = store
         self.scheduler = scheduler
         self.observer = observer
@@ -72,7 +73,11 @@ class Spending:
     ) -> TaskRecord:
         """See `KlingService.submit`."""
         attempt = Attempt.new(
-            request, api_url=self.api_url, origin=origin or CliOrigin(), deadline=self.attempt_deadline
+            request,
+            api_url=self.api_url,
+            origin=origin or CliOrigin(),
+            deadline=self.attempt_deadline,
+            prices=self.prices,
         )
         await self.reserved(self.store.reserve(attempt, [self.budget, *limits]))
         return await self._send(attempt, request, on_created)
@@ -116,7 +121,9 @@ class Spending:
             raise await self._unsettled(attempt, exc) from None
         if on_created is not None:
             on_created(task)
-        record = TaskRecord.submitted(task, request, api_url=self.api_url, origin=attempt.origin)
+        record = TaskRecord.submitted(
+            task, request, api_url=self.api_url, origin=attempt.origin, estimated_credits=attempt.estimated_credits
+        )
         record.due_at = await self.first_check(record)
         try:  # a store that does not answer is waited for (minutes), with the task held here
             await self.store.settle(attempt.attempt_id, record)

@@ -37,6 +37,11 @@ class Videos:
         self.keep_in = keep_in  # where copies are kept, for an API whose URLs die with the process
         self.max_bytes = max_bytes
 
+    @property
+    def urls_last(self) -> bool:
+        """Whether the API's video URLs outlive this process (not the embedded sandbox's)."""
+        return self.keep_in is None
+
     async def download(self, task: Task, path: str | Path) -> Path:
         """The task's video saved to `path` (a file, or a folder for `<task id>.mp4`), and noted as the task's
         `local_path` when it is tracked here."""

@@ -43,7 +43,7 @@ class Stories:
         """Plan the story, then reserve the whole of it in the ledger (all or nothing) and record it; the
         pollers do the rest. Raises `RequestValidationError` (every problem), `SpendingRefusedError` or
         `StoreError`, with nothing spent."""
-        story_plan = plan(story)
+        story_plan = plan(story, self.parts.spending.prices)
         media_module()  # the film needs PyAV: refused now, before anything is reserved, when it is missing
         if self.parts.assets is None and any(r.still for s in story.shots for _, _, r in story.references(s)):
             raise KlingError(
@@ -55,7 +55,12 @@ class Stories:
         origin = (origin or CliOrigin()).model_copy(update={"story_id": story_id})
         attempts = {
             shot_id: Attempt.new(
-                request, api_url=self.parts.spending.api_url, origin=origin, deadline=0, state=AttemptState.RESERVED
+                request,
+                api_url=self.parts.spending.api_url,
+                origin=origin,
+                deadline=0,
+                state=AttemptState.RESERVED,
+                prices=self.parts.spending.prices,
             )
             for shot_id, request in story_plan.requests.items()
         }
@@ -134,7 +139,7 @@ class Stories:
             )
         if shot.state not in (ShotState.FAILED, ShotState.RELEASED):
             raise KlingError(f"Shot `{shot_id}` is {shot.state.value}: only a failed or released shot runs again.")
-        story_plan = plan(record.story)
+        story_plan = plan(record.story, self.parts.spending.prices)
         # The shot, the failed shots it needs (it cannot run without them), and every shot that needs those.
         roots = {shot_id} | {i for i in needs_of(story_plan.dependencies, shot_id) if record.shots[i].state.blocks}
         if unknown := [i for i in roots if record.shots[i].state is ShotState.UNKNOWN]:
@@ -148,6 +153,7 @@ class Stories:
                 origin=record.origin,
                 deadline=0,
                 state=AttemptState.RESERVED,
+                prices=self.parts.spending.prices,
             )
             for i in again
         }

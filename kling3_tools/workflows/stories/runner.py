@@ -124,7 +124,7 @@ class StoryRunner:
         now = time.time()
         if record.state is StoryState.RUNNING:
             await self.refresh(record)
-            story_plan = plan(record.story)
+            story_plan = plan(record.story, self.parts.spending.prices)
             await self._release_blocked(record, story_plan.stages, story_plan.dependencies)
             ready = [
                 shot_id
