@@ -87,7 +87,9 @@ def read_settings(args: argparse.Namespace) -> Settings:
     from .config_sources import ConfigError
 
     try:
-        return Settings.load(args.config, base_url=getattr(args, "base_url", None))
+        return Settings.load(
+            args.config, base_url=getattr(args, "base_url", None), provider=getattr(args, "provider", None)
+        )
     except (FileNotFoundError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
 

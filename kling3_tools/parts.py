@@ -19,6 +19,7 @@ from .adapters.providers import PROVIDERS, Credentials
 from .adapters.sandbox import embedded
 from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, default_store_path, open_store
 from .config import Settings
+from .domain.catalog import Prices
 from .domain.records import TaskRecord
 from .workflows.schedule import SchedulePolicy
 
@@ -40,6 +41,12 @@ class Endpoint:
         if record.api_url == self.api_url:
             record.video_urls = self.videos(record.video_urls)
         return record
+
+
+def pricing(settings: Settings) -> tuple[Prices, str]:
+    """The configured provider's prices and their unit (credits, units), with nothing opened."""
+    provider = PROVIDERS[settings.provider]
+    return provider.prices, provider.unit
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,8 @@ from .adapters.assets.archive import Archiver
 from .adapters.assets.inputs import CheckedRequest, LocalFiles
 from .adapters.assets.store import AssetStore
 from .adapters.client import AsyncKlingClient, UpdateCallback, WaitPolicy
-from .adapters.providers import PROVIDERS
 from .adapters.store import StatusFilter, TaskStore
 from .config import Settings
-from .domain.catalog import Prices
 from .domain.errors import KlingError
 from .domain.ledger import (
     DAY_SECONDS,
@@ -37,7 +35,7 @@ from .domain.models import GenerateRequest, Task
 from .domain.records import AnyOrigin, Checked, Delivery, TaskRecord
 from .domain.story import Story
 from .domain.story_record import StoryRecord
-from .parts import Endpoint, open_parts
+from .parts import Endpoint, open_parts, pricing
 from .workflows.notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .workflows.observe import Observer
 from .workflows.poller import Poller
@@ -135,11 +133,7 @@ class KlingService:
 
     # --- spending: the one path every generate takes -----------------------------------
 
-    @staticmethod
-    def pricing(settings: Settings) -> tuple[Prices, str]:
-        """The configured provider's prices and their unit (credits, units), with nothing opened."""
-        provider = PROVIDERS[settings.provider]
-        return provider.prices, provider.unit
+    pricing = staticmethod(pricing)  # the configured provider's prices and unit, with nothing opened
 
     @staticmethod
     def check(fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH) -> CheckedRequest:
@@ -214,6 +208,12 @@ class KlingService:
         if attempt.origin.story_id:
             await self.stories.reopen(attempt.origin.story_id)
         return record
+
+    async def settle_unknown(self) -> None:
+        """Settle from the API the generates whose outcome is unknown (see `Spending.settle_unknown`)."""
+        for attempt in await self.spending.settle_unknown():
+            if attempt.origin.story_id:
+                await self.stories.reopen(attempt.origin.story_id)
 
     # --- following tasks ----------------------------------------------------------------
 
@@ -341,6 +341,7 @@ class KlingService:
             keep_days=self.settings.store.keep_days,
             stories=self.stories.runner,
             observer=self.observer,
+            settle_unknown=self.settle_unknown,
         )
         self.pollers.append(poller)
         return poller

@@ -103,7 +103,8 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     origin = origin_of(args, settings)
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost
-        err.print(f"Submitted {task.task_id} ({task.raw_status}, {task.consumed_credits} credits)")
+        charged = f", {task.consumed_credits} {service.unit}" if task.consumed_credits is not None else ""
+        err.print(f"Submitted {task.task_id} ({task.raw_status}{charged})")
 
     async with open_service(args, settings) as service:
         service.check_ready_to_spend()  # a missing key is said before the price, not after it

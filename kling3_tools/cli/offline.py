@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..config import Settings
 
 
-def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
     from ..service import KlingService  # a whole request is checked as `generate` checks it, files included
 
     prices, unit = KlingService.pricing(settings)

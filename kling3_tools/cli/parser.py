@@ -92,8 +92,12 @@ def _add_common_flags(parser: argparse.ArgumentParser, *, after_command: bool) -
     unset: Any = argparse.SUPPRESS if after_command else None
     parser.add_argument("--config", metavar="PATH", default=unset, help="TOML config file (default: $KLING_CONFIG)")
     parser.add_argument(
-        "--base-url", metavar="URL", default=unset, help="API base URL (default: https://kling3api.com)"
+        "--provider",
+        metavar="NAME",
+        default=unset,
+        help="the API's format, as `provider` in the config (default kling3api)",
     )
+    parser.add_argument("--base-url", metavar="URL", default=unset, help="API base URL (default: the provider's own)")
     parser.add_argument(
         "--sandbox",
         action="store_true",

@@ -1,12 +1,10 @@
 """The background poller: follows every tracked task to its end and delivers the result to its origin.
 
-It claims due tasks from the store under a lease, checks their status through
-the store's shared rate limiter (a 429 pauses every poller for `Retry-After`),
-and hands finished tasks to the notifier registered for their origin kind.
-Any number of pollers, in any number of processes, can share one store.
-Delivery is at-least-once: the delivered mark is written right after the
-destination accepted; a destination that fails is retried with backoff, and
-never holds up other tasks. Events carry a stable `event_id` for receivers
+It claims due tasks from the store under a lease, checks their status through the store's shared rate
+limiter (a 429 pauses every poller for `Retry-After`), and hands finished tasks to the notifier registered
+for their origin kind. Any number of pollers, in any number of processes, can share one store. Delivery is
+at-least-once: the delivered mark is written right after the destination accepted; a destination that fails
+is retried with backoff, and never holds up other tasks. Events carry a stable `event_id` for receivers
 that must not act twice.
 """
 
@@ -66,6 +64,7 @@ class Poller:
         keep_days: float = 0,
         stories: StoryRunner | None = None,
         observer: Observer | None = None,
+        settle_unknown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         # No retries in the client (a wait would outlast the lease): the poller paces itself and reschedules.
         self.client = client.with_options(retry=RetryPolicy(max_retries=0))
@@ -79,12 +78,12 @@ class Poller:
         self.api_url = api_url or self.client.base_url  # what the store's records name the API by
         self.limiter = store.rate_limiter(self.api_url, self.settings.own_rate, self.settings.rate_limit_burst or None)
         self.finishing = Finishing(self.client, self.settings, archiver)
-        self.upkeep = Upkeep(store, api_url=self.api_url, keep_days=keep_days, rate=self.settings.rate_limit_per_second)
+        rate = self.settings.rate_limit_per_second
+        self.upkeep = Upkeep(store, api_url=self.api_url, keep_days=keep_days, rate=rate, settle_unknown=settle_unknown)
         self.stories = stories  # advances the stories of the kinds this poller delivers
         self.observer = observer or Observer()
         self._story_job: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._wake, self._stopping = asyncio.Event(), asyncio.Event()
         self._running = False
         self.started = asyncio.Event()  # set once `run` has begun following
         self.failing_since: float | None = None

@@ -37,6 +37,9 @@ from .schedule import Scheduler
 
 log = logging.getLogger("kling3_tools")
 
+RELEASE_UNFOUND_AFTER = 900.0  # seconds past an unknown attempt's deadline before "no such task" releases it
+NOTHING_CREATED = "the API has no task sent with this attempt's id: nothing was created"
+
 
 class Spending:
     def __init__(
@@ -183,6 +186,32 @@ class Spending:
             record.due_at = await self.first_check(record)
         await self.store.settle(attempt_id, record)
         return attempt, record
+
+    async def settle_unknown(self, now: float | None = None) -> list[Attempt]:
+        """Ask the API about each attempt whose outcome is unknown, by the attempt id it was sent with, where the
+        provider keeps the caller's id: the task it created is recorded and followed; one the API still has no
+        task for `RELEASE_UNFOUND_AFTER` past its deadline is released. The attempts settled."""
+        if not self.client.provider.finds_by_attempt_id:
+            return []
+        now = time.time() if now is None else now
+        settled = []
+        for attempt in await self.store.attempts(open_only=True):
+            if attempt.api_url != self.api_url or attempt.state_at(now) is not AttemptState.UNKNOWN:
+                continue
+            try:
+                task = await self.client.find(attempt.attempt_id, attempt.type)
+                if task is not None:
+                    await self.resolve(attempt.attempt_id, task_id=task.task_id)
+                elif now > attempt.expires_at + RELEASE_UNFOUND_AFTER:
+                    await self.store.close_attempt(attempt.attempt_id, AttemptState.RELEASED, NOTHING_CREATED)
+                else:
+                    continue
+            except KlingError as exc:  # asked again at the next look
+                log.info("%s: its outcome could not be asked of the API yet (%s)", attempt.attempt_id, exc.message)
+                continue
+            log.info("%s settled from the API: %s", attempt.attempt_id, task.task_id if task else "nothing created")
+            settled.append(attempt)
+        return settled
 
     async def first_check(self, record: TaskRecord) -> float:
         """When to check the new task first; a failed history read must not lose the task: then at once."""

@@ -1,11 +1,13 @@
 """What each poller does now and then besides its tasks: record the tasks created but not recorded at the
-time (`kept_ids`), every second; prune what `[store] keep_days` lets go, once a day; and warn every few
+time (`kept_ids`), every second; ask the API about generates whose outcome is unknown where it can tell,
+every few seconds; prune what `[store] keep_days` lets go, once a day; and warn every few
 minutes while more videos run than the status-check budget can follow."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ...domain.errors import TaskExistsError
@@ -21,21 +23,34 @@ log = logging.getLogger("kling3_tools.poller")
 CAPACITY_EVERY = 300.0  # seconds between two looks at whether the request budget can follow the backlog
 ADOPT_EVERY = 1.0  # seconds between two looks for tasks created but not recorded
 ADOPT_BATCH = 50
+SETTLE_EVERY = 5.0  # seconds between two looks for generates whose outcome the API can tell
 
 
 class Upkeep:
-    def __init__(self, store: TaskStore, *, api_url: str, keep_days: float, rate: float) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        *,
+        api_url: str,
+        keep_days: float,
+        rate: float,
+        settle_unknown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.store = store
         self.api_url = api_url
         self.keep_days = keep_days  # 0: keep everything
         self.rate = rate  # status checks per second
-        self._pruned_at = self._capacity_at = self._adopted_at = 0.0
+        self.settle_unknown = settle_unknown  # asks the API about generates whose outcome is unknown
+        self._pruned_at = self._capacity_at = self._adopted_at = self._settled_at = 0.0
 
     async def run(self) -> None:
         """Whatever is due; a store error propagates (the sweep retries with backoff)."""
         if time.time() - self._adopted_at > ADOPT_EVERY:
             self._adopted_at = time.time()
             await self.adopt()
+        if self.settle_unknown is not None and time.time() - self._settled_at > SETTLE_EVERY:
+            self._settled_at = time.time()
+            await self.settle_unknown()
         if self.keep_days and time.time() - self._pruned_at > DAY_SECONDS:
             self._pruned_at = time.time()
             tasks, attempts = await self.store.prune(self._pruned_at - self.keep_days * DAY_SECONDS)

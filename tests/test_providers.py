@@ -1,0 +1,258 @@
+"""Both providers against the sandbox, which speaks both formats: the same requests, the same front-end flows,
+and what only Kling's own format has (tokens, its codes, the caller's own task id)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from pydantic import SecretStr
+
+from harness.helpers import SECRET, eventually
+from kling3_tools import GenerateRequest, KlingService, Settings
+from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy
+from kling3_tools.adapters.providers import PROVIDERS, Credentials, Kling
+from kling3_tools.domain import errors
+from kling3_tools.domain.ledger import AttemptState
+from kling3_tools.domain.records import WebhookOrigin
+from kling3_tools.workflows import spending
+
+from .conftest import add_fault, set_options, stats
+from .support import FAST, connect, server_env, text
+
+IMAGE, END, VIDEO = "https://example.com/a.jpg", "https://example.com/b.jpg", "https://example.com/c.mp4"
+REQUESTS = {  # one of each shape a provider has to spell
+    "pro-text-to-video": {"prompt": "a fox", "duration": 4, "sound": False, "cfg_scale": 0.3, "aspect_ratio": "9:16"},
+    "std-image-to-video": {"prompt": "a fox", "image": IMAGE, "end_image": END},
+    "o3-pro-image-to-video": {"prompt": "a fox", "image": IMAGE, "end_image": END, "duration": 6},
+    "o3-std-reference-to-video": {"prompt": "a fox", "images": [IMAGE, END], "video": VIDEO},
+    "o3-pro-video-edit": {"prompt": "snow", "video": VIDEO, "keep_original_sound": True},
+    "o3-std-text-to-video": {"prompt": "a fox", "negative_prompt": "rain"},
+}
+BOTH = pytest.mark.parametrize("provider", list(PROVIDERS))
+
+
+def credentials(provider: str, sandbox: Any) -> dict[str, Any]:
+    options = sandbox.state.options
+    if provider == "kling":  # the token path: a JWT from the key pair
+        return {"access_key": options.access_key, "secret_key": options.secret_key}
+    return {"api_key": sandbox.api_key}
+
+
+def settings(provider: str, sandbox: Any, db: Path, **extra: Any) -> Settings:
+    poller = {"webhook_secret": SECRET, "lease_seconds": 2, "rate_limit_per_second": 100}
+    return Settings.load(
+        provider=provider,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{db}"},
+        poller=poller,
+        **credentials(provider, sandbox),
+        **extra,
+    )
+
+
+def client_for(provider: str, sandbox: Any) -> AsyncKlingClient:
+    keys = {name: SecretStr(value) for name, value in credentials(provider, sandbox).items()}
+    return AsyncKlingClient(
+        provider=PROVIDERS[provider](Credentials(**keys)), base_url=sandbox.url, retry=RetryPolicy(base_delay=0.01)
+    )
+
+
+def sandbox_tasks(sandbox: Any) -> dict[str, Any]:
+    return httpx.get(f"{sandbox.url}/sandbox/tasks").json()  # type: ignore[no-any-return]
+
+
+@BOTH
+async def test_every_shape_of_request_makes_the_same_video_on_either_provider(provider, sandbox, tmp_path):
+    async with client_for(provider, sandbox) as client:
+        for type_, fields in REQUESTS.items():
+            request = GenerateRequest.build(type=type_, **fields)
+            task = await client.generate(request)
+            done = await client.wait(task.task_id, type_, timeout=30, policy=None)
+            assert done.status == "succeeded" and done.video_url, (type_, done)
+            assert (await client.download(done, tmp_path / f"{type_}.mp4")).stat().st_size > 0
+            assert sandbox_tasks(sandbox)[task.task_id]["type"] == type_  # the API understood what was asked
+    assert stats(sandbox)["requests"]["generate"] == len(REQUESTS)
+
+
+@BOTH
+async def test_a_burst_through_the_ledger_never_beats_the_budget_in_the_providers_unit(provider, sandbox, tmp_path):
+    request = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3, sound=False)
+    price = request.estimated_credits(PROVIDERS[provider].prices)
+    async with KlingService.open(
+        settings(provider, sandbox, tmp_path / "t.db", budget={"daily_credits": price * 3})
+    ) as service:
+        assert service.prices is PROVIDERS[provider].prices
+        results = await asyncio.gather(*(service.submit(request) for _ in range(10)), return_exceptions=True)
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, errors.SpendingRefusedError)]
+    assert (len(made), len(refused)) == (3, 7)
+    assert all(record.estimated_credits == price for record in made)
+
+
+@BOTH
+async def test_the_poller_delivers_a_signed_webhook_on_either_provider(provider, sandbox, receiver, tmp_path):
+    async with KlingService.open(settings(provider, sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        record = await service.submit(
+            GenerateRequest.build(type="o3-std-text-to-video", prompt="x"), WebhookOrigin(url=receiver.url)
+        )
+        async with service.polling():
+            await eventually(lambda: len(receiver.events) == 1, timeout=30)
+    event = receiver.events[0]
+    assert event["event"] == "task.succeeded" and event["task"]["task_id"] == record.task_id
+    assert event["task"]["video_urls"]
+
+
+@BOTH
+async def test_mcp_generates_and_prices_in_the_providers_unit(provider, sandbox, tmp_path):
+    env = server_env(sandbox, tmp_path, KLING_PROVIDER=provider, KLING_API_KEY="")
+    env |= {f"KLING_{name.upper()}": value for name, value in credentials(provider, sandbox).items()}
+    async with connect(sandbox, tmp_path, env) as client:
+        cost = await client.call_tool("estimate_video_cost", {"type": "pro-text-to-video", "duration": 5})
+        made = await client.call_tool(
+            "generate_video", {"type": "pro-text-to-video", "prompt": "x", "wait_seconds": 20}
+        )
+    assert cost.structured_content["credits"] == PROVIDERS[provider].prices["pro-text-to-video"].credits(5, True)
+    assert not made.is_error and made.structured_content["status"] == "succeeded", text(made)
+
+
+# --- what only Kling's own format has -------------------------------------------------------------------
+
+
+def test_the_token_is_hs256_from_the_access_key_renewed_before_it_expires(monkeypatch):
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    kling = Kling(Credentials(access_key=SecretStr("ak"), secret_key=SecretStr("s" * 32)))
+    first = kling.authorization()
+    assert first is not None and first.startswith("Bearer ")
+    claims = jwt.decode(
+        first.removeprefix("Bearer "),
+        "s" * 32,
+        algorithms=["HS256"],
+        options={"verify_exp": False, "verify_nbf": False},
+    )
+    assert claims == {"iss": "ak", "exp": 1_800_001_800, "nbf": 1_799_999_995}
+    now[0] += 60
+    assert kling.authorization() == first  # reused while it has long to live
+    now[0] += 1500
+    assert kling.authorization() != first  # renewed five minutes before it ends
+    assert "ak" not in repr(kling) and "s" * 32 not in repr(kling)
+
+
+def test_a_gateway_takes_a_plain_bearer_key_and_no_credentials_is_no_key():
+    assert Kling(Credentials(api_key=SecretStr(" gw-key\n"))).authorization() == "Bearer gw-key"
+    assert Kling(Credentials()).authorization() is None
+
+
+async def test_a_wrong_secret_is_an_authentication_error_that_names_no_secret(sandbox):
+    bad = Kling(Credentials(access_key=SecretStr(sandbox.state.options.access_key), secret_key=SecretStr("w" * 40)))
+    async with AsyncKlingClient(provider=bad, base_url=sandbox.url) as client:
+        with pytest.raises(errors.AuthenticationError) as info:
+            await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+    assert "w" * 40 not in str(info.value) and "1001" in str(info.value.code)
+    assert stats(sandbox)["tasks"] == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "sent"),
+    [
+        (429, errors.RateLimitError, 2),  # Kling's 1302: nothing was created, so the generate is sent again
+        (402, errors.InsufficientCreditsError, 1),
+        (500, errors.InternalServerError, 1),  # a 5xx on generate is never resent: money is real
+    ],
+)
+async def test_kling_codes_map_to_the_error_tree_with_the_same_retry_rules(sandbox, status, error, sent):
+    add_fault(sandbox, endpoint="generate", status=status, count=1, retry_after="0")
+    async with client_for("kling", sandbox) as client:
+        request = GenerateRequest.build(type="std-text-to-video", prompt="x")
+        if status == 429:
+            assert (await client.generate(request)).task_id
+        else:
+            with pytest.raises(error):
+                await client.generate(request)
+    assert stats(sandbox)["requests"]["generate"] == sent
+
+
+async def test_a_task_id_with_path_characters_is_read_at_its_own_path(sandbox):
+    set_options(sandbox, task_id_template="../../x{n}?a=b#c")
+    async with client_for("kling", sandbox) as client:
+        task = await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+        done = await client.wait(task.task_id, "std-text-to-video", timeout=30)
+    assert done.task_id == task.task_id and done.status == "succeeded"
+
+
+async def test_a_lost_answer_is_settled_from_the_callers_own_id_without_a_person(sandbox, tmp_path, monkeypatch):
+    """The generate reaches the API but its answer is lost (the sandbox holds it past the client's deadline):
+    the attempt is unknown, then a poller asks the API by the attempt id, records the task and follows it."""
+    set_options(sandbox, generate_delay=3.0)
+    with_deadline = settings("kling", sandbox, tmp_path / "t.db", timeout_seconds=1, max_retries=0)
+    async with KlingService.open(with_deadline, schedule=FAST) as service:
+        with pytest.raises(errors.OutcomeUnknownError) as lost:
+            await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+        attempt_id = lost.value.attempt_id
+        assert (await service.store.get_attempt(attempt_id)).state is AttemptState.UNKNOWN
+        set_options(sandbox, generate_delay=0.0)
+        await eventually(lambda: sandbox_tasks(sandbox), timeout=10)  # the API did create it
+        async with service.polling():
+            await eventually(lambda: attempt_state(service, attempt_id, AttemptState.SUBMITTED), timeout=30)
+            attempt = await service.store.get_attempt(attempt_id)
+            await eventually(lambda: succeeded(service, str(attempt.task_id)), timeout=30)
+    assert list(sandbox_tasks(sandbox)) == [attempt.task_id]
+
+
+async def test_an_attempt_the_api_never_received_is_released_only_long_after_its_deadline(sandbox, tmp_path):
+    async with KlingService.open(settings("kling", sandbox, tmp_path / "t.db")) as service:
+        from kling3_tools.domain.ledger import Attempt
+        from kling3_tools.domain.records import CliOrigin
+
+        request = GenerateRequest.build(type="std-text-to-video", prompt="x")
+        attempt = Attempt.new(request, api_url=service.api_url, origin=CliOrigin(), deadline=0, prices=service.prices)
+        await service.store.reserve(attempt, [])
+        now = attempt.expires_at + 1
+        assert await service.spending.settle_unknown(now) == []  # not found yet: maybe still on its way
+        later = attempt.expires_at + spending.RELEASE_UNFOUND_AFTER + 1
+        assert [a.attempt_id for a in await service.spending.settle_unknown(later)] == [attempt.attempt_id]
+        assert (await service.store.get_attempt(attempt.attempt_id)).state is AttemptState.RELEASED
+
+
+async def attempt_state(service: KlingService, attempt_id: str, state: AttemptState) -> bool:
+    found = await service.store.get_attempt(attempt_id)
+    return found is not None and found.state is state
+
+
+async def succeeded(service: KlingService, task_id: str) -> bool:
+    record = await service.get(task_id)
+    return record is not None and record.status == "succeeded"
+
+
+def test_settings_refuse_half_a_key_pair_and_an_unknown_provider():
+    from kling3_tools.config_sources import ConfigError
+
+    with pytest.raises(ConfigError, match="access_key and secret_key go together"):
+        Settings.load(provider="kling", access_key="a")
+    with pytest.raises(ConfigError, match="provider: must be one of kling3api, kling"):
+        Settings.load(provider="runway")
+    assert Settings.load(provider="kling").base_url == "https://api-singapore.klingai.com"
+    assert (
+        json.dumps(Settings.load(provider="kling", access_key="a", secret_key="b").model_dump(mode="json")).count('"b"')
+        == 0
+    )
+
+
+def test_the_cli_prices_in_the_configured_providers_unit(capsys, monkeypatch, tmp_path):
+    from kling3_tools.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["--provider", "kling", "cost", "-t", "std-text-to-video", "-d", "5", "--no-sound"]) == 0
+    assert capsys.readouterr().out.strip() == f"{PROVIDERS['kling'].prices['std-text-to-video'].credits(5, False)} units"
+    monkeypatch.setenv("KLING_PROVIDER", "kling3api")
+    assert main(["cost", "-t", "std-text-to-video", "-d", "5", "--no-sound"]) == 0
+    assert capsys.readouterr().out.strip() == "200 credits"
+    assert main(["--provider", "runway", "cost"]) == 2
+    assert "provider: must be one of" in capsys.readouterr().err
