@@ -250,7 +250,8 @@ def test_the_cli_prices_in_the_configured_providers_unit(capsys, monkeypatch, tm
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["--provider", "kling", "cost", "-t", "std-text-to-video", "-d", "5", "--no-sound"]) == 0
-    assert capsys.readouterr().out.strip() == f"{PROVIDERS['kling'].prices['std-text-to-video'].credits(5, False)} units"
+    units = PROVIDERS["kling"].prices["std-text-to-video"].credits(5, False)
+    assert capsys.readouterr().out.strip() == f"{units} units"
     monkeypatch.setenv("KLING_PROVIDER", "kling3api")
     assert main(["cost", "-t", "std-text-to-video", "-d", "5", "--no-sound"]) == 0
     assert capsys.readouterr().out.strip() == "200 credits"
