@@ -257,3 +257,39 @@ def test_the_cli_prices_in_the_configured_providers_unit(capsys, monkeypatch, tm
     assert capsys.readouterr().out.strip() == "200 credits"
     assert main(["--provider", "runway", "cost"]) == 2
     assert "provider: must be one of" in capsys.readouterr().err
+
+
+@BOTH
+async def test_a_story_runs_and_a_generate_is_resolved_by_hand_and_listed_on_either_provider(provider, tmp_path):
+    pytest.importorskip("av")
+    from kling3_tools.domain.ledger import Attempt
+    from kling3_tools.domain.records import CliOrigin
+    from kling3_tools.domain.story import Story
+
+    from .support import LIGHTHOUSE
+
+    (tmp_path / "lighthouse.toml").write_text(LIGHTHOUSE)
+    story = Story.from_toml(tmp_path / "lighthouse.toml")
+    configured = Settings.load(
+        provider=provider, store={"url": f"sqlite:///{tmp_path / 't.db'}"}, sandbox={"finish_seconds": 0.3}
+    )
+    async with KlingService.open(configured, sandbox=True) as service, service.polling():
+        record = await service.start_story(story, film_path=str(tmp_path / "film.mp4"))
+        await eventually(lambda: story_ended(service, record.story_id), timeout=60)
+        ended = await service.stories.get(record.story_id)
+        assert ended is not None and ended.state == "succeeded", ended.summary()
+
+        made = await service.client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+        request = GenerateRequest.build(type="std-text-to-video", prompt="x")
+        lost = Attempt.new(request, api_url=service.api_url, origin=CliOrigin(), deadline=0, prices=service.prices)
+        await service.store.reserve(lost, [])
+        resolved = await service.resolve(lost.attempt_id, task_id=made.task_id)
+        assert resolved is not None and resolved.estimated_credits == request.estimated_credits(service.prices)
+        listed = [r.task_id for r in await service.recent()]
+    assert made.task_id in listed and len(listed) == 4  # three shots and the resolved one
+    assert (tmp_path / "film.mp4").stat().st_size > 0
+
+
+async def story_ended(service: KlingService, story_id: str) -> bool:
+    found = await service.stories.get(story_id)
+    return found is not None and found.state != "running"
