@@ -165,10 +165,7 @@ class DiscordSettings(_Section):
         return self
 
 
-class MetricsSettings(_Section):
-    """`/healthz`, `/readyz` and Prometheus `/metrics` of a long-running process (`kling3 poller`, the bot,
-    `kling3 mcp`); off while `listen` is empty."""
-
+class _Listener(_Section):
     listen: str = ""  # host:port, e.g. 127.0.0.1:9464
 
     @field_validator("listen")
@@ -184,6 +181,27 @@ class MetricsSettings(_Section):
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+class MetricsSettings(_Listener):
+    """`/healthz`, `/readyz` and Prometheus `/metrics` of a long-running process (`kling3 poller`, the bot,
+    `kling3 mcp`); off while `listen` is empty."""
+
+
+class CallbackSettings(_Listener):
+    """Where the provider tells a long-running process that a task changed (Kling's `callback_url`): received
+    on `listen`, reached by the provider at `public_url` (both or neither). A callback only wakes the task's
+    poller, which reads the status itself before anything is delivered."""
+
+    public_url: str = ""  # e.g. https://kling3.example.com (what a proxy in front of `listen` serves)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CallbackSettings:
+        if bool(self.public_url) != bool(self.listen):
+            raise ValueError("public_url and listen go together: the provider calls public_url, which reaches listen")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("public_url must be an http(s) URL")
+        return self
 
 
 class Settings(BaseSettings):
@@ -245,6 +263,7 @@ class Settings(BaseSettings):
     mcp: McpSettings = Field(default_factory=McpSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    callbacks: CallbackSettings = Field(default_factory=CallbackSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from .adapters.assets.store import AssetStore, ObjectAssetStore, SandboxAssetStore
 from .adapters.client import AsyncKlingClient, RetryPolicy
 from .adapters.pool import http_pool
-from .adapters.providers import PROVIDERS, Credentials
+from .adapters.providers import CALLBACK_PATH, PROVIDERS, Credentials
 from .adapters.sandbox import embedded
 from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, default_store_path, open_store
 from .config import Settings
@@ -82,7 +82,8 @@ async def open_parts(
         assets = assets or SandboxAssetStore(http, server.url, server.api_key)
     else:
         base_url = settings.base_url
-    provider = PROVIDERS[settings.provider](credentials)
+    public = settings.callbacks.public_url.rstrip("/")
+    provider = PROVIDERS[settings.provider](credentials, callback_url=public + CALLBACK_PATH if public else None)
     retry = RetryPolicy(max_retries=settings.max_retries)
     client = AsyncKlingClient(
         provider=provider, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds

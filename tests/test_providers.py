@@ -14,7 +14,7 @@ import jwt
 import pytest
 from pydantic import SecretStr
 
-from harness.helpers import SECRET, eventually
+from harness.helpers import SECRET, eventually, free_port
 from kling3_tools import GenerateRequest, KlingService, Settings
 from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy
 from kling3_tools.adapters.providers import PROVIDERS, Credentials, Kling
@@ -22,6 +22,7 @@ from kling3_tools.domain import errors
 from kling3_tools.domain.ledger import AttemptState
 from kling3_tools.domain.records import WebhookOrigin
 from kling3_tools.workflows import spending
+from kling3_tools.workflows.schedule import SchedulePolicy
 
 from .conftest import add_fault, set_options, stats
 from .support import FAST, connect, server_env, text
@@ -293,3 +294,58 @@ async def test_a_story_runs_and_a_generate_is_resolved_by_hand_and_listed_on_eit
 async def story_ended(service: KlingService, story_id: str) -> bool:
     found = await service.stories.get(story_id)
     return found is not None and found.state != "running"
+
+
+# --- callbacks ---------------------------------------------------------------------------------------------
+
+SLOW = SchedulePolicy(prior_window=(60.0, 120.0), dense_interval=30.0, max_interval=60.0, learn=False)
+
+
+def with_callbacks(sandbox: Any, db: Path) -> Settings:
+    address = f"127.0.0.1:{free_port()}"
+    return settings("kling", sandbox, db, callbacks={"listen": address, "public_url": f"http://{address}"})
+
+
+async def test_a_callback_wakes_the_poller_which_confirms_and_delivers_in_one_status_check(sandbox, receiver, tmp_path):
+    """Scheduled a minute out, the video is delivered about when the provider finishes it: the callback makes it
+    due now and one status read confirms it."""
+    from kling3_tools import ops
+
+    configured = with_callbacks(sandbox, tmp_path / "t.db")
+    async with KlingService.open(configured, schedule=SLOW) as service, ops.exposed(service), service.polling():
+        requests = [GenerateRequest.build(type="std-text-to-video", prompt=f"clip {n}") for n in range(3)]
+        for request in requests:
+            await service.submit(request, WebhookOrigin(url=receiver.url))
+        await eventually(lambda: len(receiver.events) == 3, timeout=10)  # polling alone: a minute at least
+    sandbox_stats = stats(sandbox)
+    assert sandbox_stats["requests"]["callback"] == 3
+    assert sandbox_stats["requests"]["status"] <= 2 * 3
+
+
+async def test_a_forged_callback_is_refused_or_costs_one_status_read_and_delivers_nothing(sandbox, receiver, tmp_path):
+    from kling3_tools import ops
+
+    configured = with_callbacks(sandbox, tmp_path / "t.db")
+    url = configured.callbacks.public_url + "/callbacks"
+    set_options(sandbox, finish_seconds=60)
+    async with KlingService.open(configured, schedule=SLOW) as service, ops.exposed(service), service.polling():
+        request = GenerateRequest.build(type="std-text-to-video", prompt="x")
+        record = await service.submit(request, WebhookOrigin(url=receiver.url))
+        forged = {"data": {"task_id": record.task_id, "task_status": "succeed"}}
+        async with httpx.AsyncClient() as http:
+            assert (await http.post(url, content=b"not json")).status_code == 400
+            assert (await http.post(url, content=b"x" * (70 * 1024))).status_code == 413
+            assert (await http.post(url, json={"task_id": "n75notours"})).status_code == 404
+            assert (await http.post(url, json=forged)).status_code == 204
+        await eventually(lambda: stats(sandbox)["requests"].get("status", 0) == 1, timeout=10)
+        await asyncio.sleep(0.5)
+        assert (await service.get(record.task_id)).status != "succeeded"  # the API said it runs: nothing delivered
+    assert receiver.events == []
+    assert stats(sandbox)["requests"]["status"] == 1
+
+
+def test_callback_settings_come_in_pairs():
+    from kling3_tools.config_sources import ConfigError
+
+    with pytest.raises(ConfigError, match="public_url and listen go together"):
+        Settings.load(callbacks={"public_url": "https://k.example.com"})

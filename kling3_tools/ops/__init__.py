@@ -36,11 +36,15 @@ def observer_for(settings: Settings, role: str) -> Observer | None:
 
 @contextlib.asynccontextmanager
 async def exposed(service: KlingService) -> AsyncIterator[None]:
-    """Serve the endpoints of `service` (opened with `observer_for`'s observer) while inside."""
-    if not service.settings.metrics.listen:
-        yield
-        return
-    from .endpoints import serving
+    """Serve the endpoints of `service` (opened with `observer_for`'s observer) and receive its provider's
+    callbacks, each while its `listen` is set, while inside."""
+    async with contextlib.AsyncExitStack() as stack:
+        if service.settings.metrics.listen:
+            from .endpoints import serving
 
-    async with serving(service):
+            await stack.enter_async_context(serving(service))
+        if service.settings.callbacks.listen:
+            from .callbacks import receiving
+
+            await stack.enter_async_context(receiving(service))
         yield

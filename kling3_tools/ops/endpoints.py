@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -27,8 +26,8 @@ from starlette.routing import Route
 
 from ..adapters.store.stats import capacity_warning
 from ..domain.errors import KlingError
-from ..launch import UsageError
 from .inflight import OneAtATime
+from .listener import MAX_CONNECTIONS, SHUTDOWN_SECONDS, Server, bound
 from .metrics import PrometheusObserver
 
 if TYPE_CHECKING:
@@ -38,8 +37,6 @@ log = logging.getLogger("kling3_tools.ops")
 
 CHECK_SECONDS = 2.0  # a store slower than this to answer a probe or a scrape counts as down
 VERDICT_MAX_AGE = 1.0  # seconds a readiness verdict answers every probe that asks
-MAX_CONNECTIONS = 32  # at once; more are refused (503) rather than held
-SHUTDOWN_SECONDS = 2  # open connections get this long once the process stops, then are cut
 
 
 class Readiness:
@@ -119,29 +116,12 @@ def app(service: KlingService, observer: PrometheusObserver) -> Starlette:
     return Starlette(routes=routes)
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the process's own SIGTERM handling (a graceful stop of its poller) stays in charge
-
-
-def bound(listen: str, host: str, port: int) -> socket.socket:
-    """A listening socket, bound here so that a taken port is a configuration error (exit 2, which also stops
-    `--workers` from restarting the worker) rather than uvicorn ending the process. `::` takes IPv4 too."""
-    try:
-        if ":" in host:
-            return socket.create_server((host, port), family=socket.AF_INET6, dualstack_ipv6=host == "::")
-        return socket.create_server((host, port))
-    except OSError as exc:
-        raise UsageError(f"cannot listen on [metrics] listen = {listen}: {exc.strerror or exc}") from None
-
-
 @contextlib.asynccontextmanager
 async def serving(service: KlingService) -> AsyncIterator[None]:
     observer = service.observer
     if not isinstance(observer, PrometheusObserver):
         raise TypeError("open the service with ops.observer_for(settings, role) to expose its metrics")
-    listener = bound(service.settings.metrics.listen, *service.settings.metrics.address)
+    listener = bound("[metrics] listen", service.settings.metrics.listen, *service.settings.metrics.address)
     config: Any = uvicorn.Config(
         app(service, observer),
         log_config=None,
@@ -151,7 +131,7 @@ async def serving(service: KlingService) -> AsyncIterator[None]:
         limit_concurrency=MAX_CONNECTIONS,
         timeout_graceful_shutdown=SHUTDOWN_SECONDS,  # a client that never reads must not keep the process
     )
-    server = _Server(config)
+    server = Server(config)
     task = asyncio.create_task(server.serve(sockets=[listener]))
     log.info("health and metrics on http://%s/metrics", service.settings.metrics.listen)
     try:

@@ -14,6 +14,8 @@ from pydantic import SecretStr
 from ...domain.catalog import Price, TaskType
 from ...domain.models import GenerateRequest, Task
 
+CALLBACK_PATH = "/callbacks"  # where a process receives its provider's callbacks, under `[callbacks] public_url`
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -47,8 +49,9 @@ class Provider(ABC):
     prices: ClassVar[Mapping[TaskType, Price]]
     finds_by_attempt_id: ClassVar[bool] = False  # a task can be looked up by the id the caller gave it
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, callback_url: str | None = None) -> None:
         self.credentials = credentials
+        self.callback_url = callback_url  # sent with each generate where the API calls back; None: polling only
 
     def __repr__(self) -> str:  # never the credentials
         return f"{type(self).__name__}()"

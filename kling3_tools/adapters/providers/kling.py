@@ -85,8 +85,8 @@ class Kling(Provider):
     }
     finds_by_attempt_id: ClassVar[bool] = True
 
-    def __init__(self, credentials: Credentials) -> None:
-        super().__init__(credentials)
+    def __init__(self, credentials: Credentials, *, callback_url: str | None = None) -> None:
+        super().__init__(credentials, callback_url=callback_url)
         self._token = ""
         self._renew_at = 0.0
 
@@ -114,6 +114,8 @@ class Kling(Provider):
             body["negative_prompt"] = request.negative_prompt
         if attempt_id:
             body["external_task_id"] = attempt_id
+        if self.callback_url:
+            body["callback_url"] = self.callback_url
         return Call("POST", f"/v1/videos/{family_of(spec.type)}", json=body)
 
     def status(self, task_id: str, type_: TaskType | str | None = None) -> list[Call]:

@@ -6,11 +6,14 @@ other; a body is read into the page's shape and run by the same account, prices 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import jwt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -48,6 +51,7 @@ class KlingFormat:
         video_url: Callable[[Request, str], str],
     ) -> None:
         self.state, self.guard, self.create, self.word_of, self.video_url = state, guard, create, word_of, video_url
+        self.calling: set[asyncio.Task[None]] = set()  # callbacks waiting for their task to end
 
     def routes(self) -> list[Route]:
         return [
@@ -94,7 +98,20 @@ class KlingFormat:
             return error(reject)
         except (ValueError, TypeError) as exc:
             return error(Reject(400, "INVALID_PARAMETER", f"invalid field: {exc}"))
+        if isinstance(url := body.get("callback_url"), str) and url.startswith(("http://", "https://")):
+            calling = asyncio.create_task(self.call_back(url, request, task))
+            self.calling.add(calling)
+            calling.add_done_callback(self.calling.discard)
         return answer({"task_id": task.task_id, "task_status": "submitted", "task_info": task_info(task)})
+
+    async def call_back(self, url: str, request: Request, task: SandboxTask) -> None:
+        """POST the task object to `callback_url` once it has ended, as Kling does (once here: Kling documents
+        no retries)."""
+        await asyncio.sleep(max(0.0, task.finishes_at - time.time()))
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=10) as http:
+                await http.post(url, json=self.task_data(request, task))
+                self.state.requests["callback"] += 1
 
     async def status(self, request: Request) -> Response:
         try:

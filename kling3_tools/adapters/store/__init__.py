@@ -65,6 +65,10 @@ class TaskStore(Protocol):
         """Note where the task's video was saved on this machine (a download asked for, a kept copy); False
         when the store holds no such task."""
 
+    async def due_now(self, task_id: str, now: float) -> bool:
+        """Make a task still followed due at `now` (a callback said it changed); False when the store follows
+        no such task, or it is due already."""
+
     async def claim(
         self, *, owner: str, now: float, lease_seconds: float, limit: int, api_url: str, kinds: list[str]
     ) -> list[TaskRecord]:

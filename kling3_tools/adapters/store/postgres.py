@@ -45,7 +45,7 @@ from .rows import (
     COLUMNS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
-    LocalPaths,
+    TaskUpdates,
     attempt_from_row,
     attempt_to_row,
     progress_columns,
@@ -77,7 +77,7 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(KeptTaskIds, LocalPaths, StoryTable, StatsQueries):
+class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES

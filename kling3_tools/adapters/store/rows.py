@@ -283,11 +283,19 @@ class Statements:
         raise NotImplementedError
 
 
-class LocalPaths(Statements):
+class TaskUpdates(Statements):
     async def set_local_path(self, task_id: str, path: str) -> bool:
         p = self._dialect.param
         sql = f"UPDATE tasks SET local_path = {p('path')} WHERE task_id = {p('task_id')}"
         return bool(await self._write(sql, {"path": path, "task_id": task_id}))
+
+    async def due_now(self, task_id: str, now: float) -> bool:
+        p = self._dialect.param
+        sql = (
+            f"UPDATE tasks SET due_at = {p('now')} "
+            f"WHERE task_id = {p('task_id')} AND outcome IS NULL AND (due_at IS NULL OR due_at > {p('now')})"
+        )
+        return bool(await self._write(sql, {"now": now, "task_id": task_id}))
 
 
 def usage_from_row(row: dict[str, Any]) -> Usage:

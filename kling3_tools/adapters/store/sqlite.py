@@ -32,7 +32,7 @@ from .rows import (
     COLUMNS,
     MUTABLE_COLUMNS,
     OPEN_ATTEMPT,
-    LocalPaths,
+    TaskUpdates,
     attempt_from_row,
     attempt_to_row,
     progress_columns,
@@ -48,7 +48,7 @@ from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
 
 
-class SQLiteTaskStore(KeptTaskIds, LocalPaths, StoryTable, StatsQueries):
+class SQLiteTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries):
     """`TaskStore` on one SQLite file: a connection for the worker thread, and one for quick reads."""
 
     _dialect = SQLITE
