@@ -13,6 +13,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,8 @@ class KlingService:
         self.store = store = self.observer.watched(store)
         self.settings = settings
         self.http = http
-        self.scheduler = Scheduler(store, schedule or SchedulePolicy.from_settings(settings.poller))
+        policy = schedule or SchedulePolicy.from_settings(settings.poller)
+        self.scheduler = Scheduler(store, replace(policy, called_back=True) if client.provider.callback_url else policy)
         self.notifiers = Notifiers(CliNotifier())
         if settings.poller.webhook_secret is not None:
             self.notifiers.register(WebhookNotifier(http, settings.poller.webhook_secret.get_secret_value()))

@@ -64,3 +64,12 @@ def test_scaled():
 def test_expected_is_the_median_of_history_or_the_middle_of_the_window():
     assert POLICY.expected([]) == 360
     assert POLICY.expected([float(s) for s in (100, 110, 130, 170, 400)]) == 130
+
+
+def test_with_callbacks_a_task_is_checked_once_as_its_window_closes_then_every_max_interval():
+    from dataclasses import replace
+
+    policy = replace(SchedulePolicy(prior_window=(120.0, 600.0), jitter=0.0), called_back=True)
+    assert policy.delay(0.0, (120.0, 600.0)) == 600.0  # no early or dense checks: the callback says when
+    assert policy.delay(590.0, (120.0, 600.0)) == 10.0
+    assert policy.delay(600.0, (120.0, 600.0)) == policy.max_interval  # a lost callback costs a minute at most

@@ -27,6 +27,9 @@ class SchedulePolicy:
     min_history: int = 5
     learn: bool = True
     jitter: float = 0.1
+    # The provider calls back when a task ends: checks are a safety net for a lost callback, one as the task's
+    # window closes, then one every `max_interval`.
+    called_back: bool = False
 
     @classmethod
     def sized_for(cls, finish_seconds: float) -> SchedulePolicy:
@@ -78,7 +81,9 @@ class SchedulePolicy:
     def delay(self, elapsed: float, window: tuple[float, float]) -> float:
         """Seconds from now until the next check of a task submitted `elapsed` seconds ago."""
         low, high = window
-        if elapsed < low / 2:
+        if self.called_back:
+            wait = high - elapsed if elapsed < high else self.max_interval
+        elif elapsed < low / 2:
             wait = low / 2 - elapsed  # one early look, to catch fast failures
         elif elapsed < low - self.dense_interval:
             wait = low - elapsed
