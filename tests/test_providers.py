@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from harness.helpers import SECRET, eventually, free_port
 from kling3_tools import GenerateRequest, KlingService, Settings
-from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy
+from kling3_tools.adapters.client import AsyncKlingClient, RetryPolicy, WaitPolicy
 from kling3_tools.adapters.providers import PROVIDERS, Credentials, Kling
 from kling3_tools.domain import errors
 from kling3_tools.domain.ledger import AttemptState
@@ -36,6 +36,7 @@ REQUESTS = {  # one of each shape a provider has to spell
     "o3-pro-video-edit": {"prompt": "snow", "video": VIDEO, "keep_original_sound": True},
     "o3-std-text-to-video": {"prompt": "a fox", "negative_prompt": "rain"},
 }
+QUICK = WaitPolicy(first_interval=0.05, max_interval=0.2)
 BOTH = pytest.mark.parametrize("provider", list(PROVIDERS))
 
 
@@ -75,7 +76,7 @@ async def test_every_shape_of_request_makes_the_same_video_on_either_provider(pr
         for type_, fields in REQUESTS.items():
             request = GenerateRequest.build(type=type_, **fields)
             task = await client.generate(request)
-            done = await client.wait(task.task_id, type_, timeout=30, policy=None)
+            done = await client.wait(task.task_id, type_, timeout=30, policy=QUICK)
             assert done.status == "succeeded" and done.video_url, (type_, done)
             assert (await client.download(done, tmp_path / f"{type_}.mp4")).stat().st_size > 0
             assert sandbox_tasks(sandbox)[task.task_id]["type"] == type_  # the API understood what was asked
@@ -184,15 +185,15 @@ async def test_a_task_id_with_path_characters_is_read_at_its_own_path(sandbox):
     set_options(sandbox, task_id_template="../../x{n}?a=b#c")
     async with client_for("kling", sandbox) as client:
         task = await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
-        done = await client.wait(task.task_id, "std-text-to-video", timeout=30)
+        done = await client.wait(task.task_id, "std-text-to-video", timeout=30, policy=QUICK)
     assert done.task_id == task.task_id and done.status == "succeeded"
 
 
 async def test_a_lost_answer_is_settled_from_the_callers_own_id_without_a_person(sandbox, tmp_path, monkeypatch):
     """The generate reaches the API but its answer is lost (the sandbox holds it past the client's deadline):
     the attempt is unknown, then a poller asks the API by the attempt id, records the task and follows it."""
-    set_options(sandbox, generate_delay=3.0)
-    with_deadline = settings("kling", sandbox, tmp_path / "t.db", timeout_seconds=1, max_retries=0)
+    set_options(sandbox, generate_delay=1.0)
+    with_deadline = settings("kling", sandbox, tmp_path / "t.db", timeout_seconds=0.3, max_retries=0)
     async with KlingService.open(with_deadline, schedule=FAST) as service:
         with pytest.raises(errors.OutcomeUnknownError) as lost:
             await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="x"))
