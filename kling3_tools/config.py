@@ -236,6 +236,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an http(s) URL such as {DEFAULT_BASE_URL}")
         return url
 
+    @property
+    def has_credentials(self) -> bool:
+        """A key to authenticate with: `api_key`, or the `access_key` and `secret_key` pair (checked together)."""
+        return self.api_key is not None or self.access_key is not None
+
     @field_validator("provider")
     @classmethod
     def _known_provider(cls, name: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from kling3_tools.adapters.providers import PROVIDERS
 from kling3_tools.config import Settings
 from kling3_tools.domain import catalog, errors
 
@@ -79,17 +80,21 @@ def prices_page() -> str:
     out = [
         "# Task types and prices\n\n",
         GENERATED,
-        "From `kling3_tools/domain/catalog.py`, the one place prices and field rules live (`kling3 models` prints "
-        f"the same). `sound` defaults to true. Durations are {catalog.MIN_DURATION}-{catalog.MAX_DURATION} s "
-        f"(default {catalog.DEFAULT_DURATION}) except for edits, which keep the source video's length.\n\n",
-        "| type | mode | price | default video | required | also accepted |\n| --- | --- | --- | --- | --- | --- |\n",
+        "The task types and their field rules come from `kling3_tools/domain/catalog.py`; each provider declares "
+        "its prices, in its own unit (`kling3 models` prints the configured one's). `sound` defaults to true. "
+        f"Durations are {catalog.MIN_DURATION}-{catalog.MAX_DURATION} s (default {catalog.DEFAULT_DURATION}) "
+        "except for edits, which keep the source video's length.\n",
     ]
-    for row in catalog.describe_models():
-        optional = sorted(set(row["fields"]) - set(row["required"]))
-        out.append(
-            f"| `{row['type']}` | {row['mode']} | {row['price']} | {row['credits_default']} credits "
-            f"| {', '.join(f'`{f}`' for f in row['required'])} | {', '.join(f'`{f}`' for f in optional)} |\n"
-        )
+    for name, provider in PROVIDERS.items():
+        out.append(f"\n## `{name}` ({provider.unit})\n\n")
+        out.append("| type | mode | price | default video | required | also accepted |\n")
+        out.append("| --- | --- | --- | --- | --- | --- |\n")
+        for row in catalog.describe_models(provider.prices, provider.unit):
+            optional = sorted(set(row["fields"]) - set(row["required"]))
+            out.append(
+                f"| `{row['type']}` | {row['mode']} | {row['price']} | {row['credits_default']} {provider.unit} "
+                f"| {', '.join(f'`{f}`' for f in row['required'])} | {', '.join(f'`{f}`' for f in optional)} |\n"
+            )
     return "".join(out)
 
 

@@ -190,7 +190,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
 
     screen = io.StringIO()
     monkeypatch.setattr(output, "out", Console(file=screen, width=100, force_terminal=True, markup=False))
-    offline.cmd_models(argparse.Namespace(json=False))
+    await offline.cmd_models(argparse.Namespace(json=False), Settings.load())
     assert all(spec.type.value in screen.getvalue() for spec in catalog.list_models())
 
     url = "https://cdn.example.com/videos/" + "a" * 90 + "/n75long.mp4"

@@ -350,3 +350,14 @@ def test_callback_settings_come_in_pairs():
 
     with pytest.raises(ConfigError, match="public_url and listen go together"):
         Settings.load(callbacks={"public_url": "https://k.example.com"})
+
+
+async def test_a_finished_kling_task_is_charged_in_units_as_estimated(sandbox, tmp_path):
+    async with KlingService.open(settings("kling", sandbox, tmp_path / "t.db"), schedule=FAST) as service:
+        request = GenerateRequest.build(type="o3-pro-text-to-video", prompt="x", duration=7)
+        record = await service.submit(request)
+        await service.wait(record.task_id, timeout=30, policy=QUICK)
+        done = await service.get(record.task_id)
+    assert done is not None and done.consumed_credits == done.estimated_credits == Kling.prices[request.type].credits(
+        7, True
+    )

@@ -92,9 +92,10 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         say_error("set DISCORD_TOKEN (or DISCORD_TOKEN_FILE) to your bot's token (Discord developer portal → Bot).")
         return EXIT_BAD_INPUT
-    if settings.api_key is None and not args.sandbox:
+    if not settings.has_credentials and not args.sandbox:
         say_error(
-            "No API key: set KLING_API_KEY in the bot's environment, or start it with --sandbox to try it with no key."
+            "No API key: set KLING_API_KEY (Kling's own API: KLING_ACCESS_KEY and KLING_SECRET_KEY) in the bot's "
+            "environment, or start it with --sandbox to try it with no key."
         )
         return EXIT_BAD_INPUT
     return run_to_end(lambda: run_bot(settings, token, sandbox=args.sandbox), log, _explain)

@@ -264,7 +264,7 @@ class KlingCommands(app_commands.Group):
             f"`{m['type']}` · {m['mode']} · "
             + (f"{m['duration'][0]}-{m['duration'][1]} s" if isinstance(m["duration"], list) else "source length")
             + f" · {m['price']}"
-            for m in catalog.describe_models()
+            for m in catalog.describe_models(self.flow.service.prices, self.flow.service.unit)
         ]
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 

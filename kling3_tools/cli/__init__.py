@@ -49,10 +49,10 @@ COMMANDS = {
     "sandbox": "offline:cmd_sandbox",
 }
 NO_API_KEY = (
-    "No API key: set KLING_API_KEY, or api_key in the config file (--config PATH); "
+    "No API key: set KLING_API_KEY (Kling's own API: KLING_ACCESS_KEY and KLING_SECRET_KEY), or the same in the "
+    "config file (--config PATH); "
     "add --sandbox to try everything with no key and no cost. Nothing was spent."
 )
-WITHOUT_SETTINGS = {"models"}  # the catalog alone: no config read, no event loop
 
 
 def command(name: str) -> Callable[..., Any]:
@@ -89,8 +89,6 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as exc:
                 raise UsageError(missing_part("the Discord bot", "discord", exc)) from None
             return run_discord(args)
-        if args.command in WITHOUT_SETTINGS:
-            return int(command(args.command)(args))
         settings = load_settings(args)
         if settings is None:
             return EXIT_BAD_INPUT

@@ -38,9 +38,12 @@ async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from ..service import KlingService
+
+    described = catalog.describe_models(*KlingService.pricing(settings))
     if args.json:
-        print_json({"models": catalog.describe_models()})
+        print_json({"models": described})
         return EXIT_OK
     from rich.table import Column, Table
 
@@ -60,7 +63,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             row["price"],
             str(row["credits_default"]),
         )
-        for row in catalog.describe_models()
+        for row in described
     ]
     output.print_rows(table, rows)
     return EXIT_OK

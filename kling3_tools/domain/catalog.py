@@ -203,8 +203,10 @@ def list_models() -> list[ModelSpec]:
     return list(CATALOG.values())
 
 
-def describe_models() -> list[dict[str, Any]]:
-    """The catalog as plain JSON data, for `kling3 models --json` and the MCP `kling://models` resource."""
+def describe_models(prices: Prices | None = None, unit: str = "credits") -> list[dict[str, Any]]:
+    """The catalog as plain JSON data, priced by a provider's list (the aggregator's by default), for `kling3
+    models --json` and the MCP `kling://models` resource."""
+    prices = PRICES if prices is None else prices
     return [
         {
             "type": spec.type.value,
@@ -213,8 +215,8 @@ def describe_models() -> list[dict[str, Any]]:
             "mode": spec.mode.value,
             "description": spec.description,
             "duration": [MIN_DURATION, MAX_DURATION] if spec.has_duration else "source video",
-            "price": spec.price.describe(),
-            "credits_default": spec.credits(),
+            "price": prices[spec.type].describe(unit),
+            "credits_default": prices[spec.type].credits(DEFAULT_DURATION, True),
             "fields": sorted(spec.accepted_fields),
             "required": sorted(spec.required_fields),
         }

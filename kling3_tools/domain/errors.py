@@ -131,8 +131,8 @@ class NoAPIKeyError(AuthenticationError):
     def __init__(self, message: str = "") -> None:
         super().__init__(
             message
-            or "No API key: pass api_key= to Settings.load() or AsyncKlingClient, or set KLING_API_KEY; to try "
-            "everything with no key and no cost, use KlingService.open(settings, sandbox=True)."
+            or "No API key: pass api_key= (Kling's own API: access_key= and secret_key=) to Settings.load(), or set "
+            "KLING_API_KEY; to try everything with no key and no cost, use KlingService.open(settings, sandbox=True)."
         )
 
 

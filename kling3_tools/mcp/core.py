@@ -4,6 +4,7 @@ poller for the server's whole life, and the tools, resources, prompts and protoc
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -49,7 +50,9 @@ def register(server: KlingMCPServer, deps: Deps) -> None:
         server.add_tool(tool.fn, meta=tool.meta, **tool.kwargs)
     for resource in apps.resources():
         server.add_resource(resource.resource)
-    server.resource(MODELS_URI, name="models", mime_type="application/json")(tools.models_resource)
+    server.resource(MODELS_URI, name="models", mime_type="application/json")(
+        functools.partial(tools.models_resource, deps)
+    )
     server.resource(TASK_URI, name="task", mime_type="application/json")(tools.task_resource)
     server.resource(STORY_URI, name="story", mime_type="application/json")(stories.story_resource)
     server.prompt(title="Make a video")(prompts.make_video)

@@ -154,8 +154,9 @@ class SpendApproval(BaseModel):
     approve: bool = Field(default=True, description="Start the video and spend the credits")
 
 
-def model_list() -> ModelList:
-    return ModelList(models=[VideoModel.model_validate(m) for m in catalog.describe_models()])
+def model_list(service: KlingService) -> ModelList:
+    described = catalog.describe_models(service.prices, service.unit)
+    return ModelList(models=[VideoModel.model_validate(m) for m in described])
 
 
 async def to_video(service: KlingService, record: TaskRecord, *, waited_out: bool = False) -> VideoTask:

@@ -253,8 +253,9 @@ class KlingMCPServer(MCPServer):
 
 
 NO_API_KEY = (
-    "No API key: set KLING_API_KEY in this server's environment (the `env` of its entry in your MCP client's "
-    "config), or start it with --sandbox to try everything with no key and no cost. Nothing was spent."
+    "No API key: set KLING_API_KEY (Kling's own API: KLING_ACCESS_KEY and KLING_SECRET_KEY) in this server's "
+    "environment (the `env` of its entry in your MCP client's config), or start it with --sandbox to try "
+    "everything with no key and no cost. Nothing was spent."
 )
 
 

@@ -38,7 +38,7 @@ from .outputs import (
     model_list,
     to_video,
 )
-from .server import NotYours, deps_of, said
+from .server import Deps, NotYours, deps_of, said
 
 PROGRESS_EVERY = 3.0
 
@@ -269,9 +269,9 @@ async def estimate_video_cost(
     )
 
 
-def list_video_models() -> ModelList:
-    """The twelve task types: modes, duration limits, accepted fields and prices in credits."""
-    return model_list()
+def list_video_models(ctx: Context[Any, Any]) -> ModelList:
+    """The twelve task types: modes, duration limits, accepted fields and prices."""
+    return model_list(deps_of(ctx).service)
 
 
 async def list_videos(
@@ -288,9 +288,9 @@ async def list_videos(
 # --- resources ---------------------------------------------------------------------------
 
 
-def models_resource() -> str:
+def models_resource(deps: Deps) -> str:
     """Every task type with its limits and prices."""
-    return model_list().model_dump_json()
+    return model_list(deps.service).model_dump_json()
 
 
 async def task_resource(task_id: str, ctx: Context[Any, Any]) -> str:

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ...domain import catalog
+from ..providers.kling import Kling
 from .state import SandboxState, SandboxTask
 
 FAMILIES = ("text2video", "image2video", "omni-video")
@@ -139,7 +140,7 @@ class KlingFormat:
             videos = [
                 {"id": f"v-{task.task_id}", "url": self.video_url(request, task.task_id), "duration": str(duration)}
             ]
-            data |= {"task_result": {"videos": videos}, "final_unit_deduction": str(task.credits)}
+            data |= {"task_result": {"videos": videos}, "final_unit_deduction": str(units(task))}
         return data
 
 
@@ -186,6 +187,12 @@ def page_body(family: str, body: dict[str, Any]) -> dict[str, Any]:
     else:
         page["type"] = f"o3-{mode}-text-to-video"
     return page
+
+
+def units(task: SandboxTask) -> int:
+    """What Kling deducts for the task, in its units (the account's balance is kept in the page's credits)."""
+    duration = task.request.get("duration") or catalog.DEFAULT_DURATION
+    return Kling.prices[task.type].credits(duration, task.request.get("sound", True) is not False)
 
 
 def task_info(task: SandboxTask) -> dict[str, str]:
