@@ -25,7 +25,7 @@ from pydantic_settings import (
 from .adapters.providers import PROVIDERS
 from .adapters.sandbox.options import SandboxOptions
 from .config_sources import ConfigError, EnvironmentSource, SecretFilesSource, config_file_in_use, config_path
-from .domain.catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER
+from .domain.catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER, Price, TaskType, get_model
 
 
 def _empty_is_unset(value: Any) -> Any:
@@ -165,6 +165,20 @@ class DiscordSettings(_Section):
         return self
 
 
+class PriceSetting(_Section):
+    """One task type's price in the provider's unit: per second (silent, and with sound), or fixed for edits."""
+
+    per_second: int | None = Field(default=None, ge=0)
+    per_second_with_sound: int | None = Field(default=None, ge=0)
+    fixed: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PriceSetting:
+        if (self.fixed is None) == (self.per_second is None):
+            raise ValueError("give per_second (and per_second_with_sound), or fixed for an edit")
+        return self
+
+
 class _Listener(_Section):
     listen: str = ""  # host:port, e.g. 127.0.0.1:9464
 
@@ -219,6 +233,7 @@ class Settings(BaseSettings):
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     base_url: str = ""  # empty: the provider's own endpoint
+    prices: dict[TaskType, PriceSetting] = Field(default_factory=dict)  # over the provider's, in its unit
 
     @field_validator("api_key", "access_key", "secret_key", mode="before")
     @classmethod
@@ -235,6 +250,10 @@ class Settings(BaseSettings):
         if url and (not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0):
             raise ValueError(f"must be an http(s) URL such as {DEFAULT_BASE_URL}")
         return url
+
+    @property
+    def price_overrides(self) -> dict[TaskType, Price]:
+        return {type_: Price(**price.model_dump()) for type_, price in self.prices.items()}
 
     @property
     def has_credentials(self) -> bool:
@@ -255,6 +274,10 @@ class Settings(BaseSettings):
         if self.access_key is not None and self.provider != "kling":
             raise ValueError('access_key and secret_key are for provider = "kling" (KLING_PROVIDER=kling)')
         self.base_url = self.base_url or PROVIDERS[self.provider].default_base_url
+        for type_, price in self.prices.items():
+            if (price.fixed is None) != get_model(type_).has_duration:
+                kind = "per_second" if get_model(type_).has_duration else "fixed (an edit keeps its source's length)"
+                raise ValueError(f"prices.{type_}: give {kind}")
         return self
 
     timeout_seconds: float = Field(default=60.0, gt=0)

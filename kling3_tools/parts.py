@@ -44,9 +44,9 @@ class Endpoint:
 
 
 def pricing(settings: Settings) -> tuple[Prices, str]:
-    """The configured provider's prices and their unit (credits, units), with nothing opened."""
+    """The configured provider's prices (`[prices]` over its published ones) and their unit, with nothing opened."""
     provider = PROVIDERS[settings.provider]
-    return provider.prices, provider.unit
+    return {**provider.PRICES, **settings.price_overrides}, provider.unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,8 @@ async def open_parts(
     else:
         base_url = settings.base_url
     public = settings.callbacks.public_url.rstrip("/")
-    provider = PROVIDERS[settings.provider](credentials, callback_url=public + CALLBACK_PATH if public else None)
+    callback_url = public + CALLBACK_PATH if public else None
+    provider = PROVIDERS[settings.provider](credentials, callback_url=callback_url, prices=settings.price_overrides)
     retry = RetryPolicy(max_retries=settings.max_retries)
     client = AsyncKlingClient(
         provider=provider, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds

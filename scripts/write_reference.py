@@ -89,7 +89,7 @@ def prices_page() -> str:
         out.append(f"\n## `{name}` ({provider.unit})\n\n")
         out.append("| type | mode | price | default video | required | also accepted |\n")
         out.append("| --- | --- | --- | --- | --- | --- |\n")
-        for row in catalog.describe_models(provider.prices, provider.unit):
+        for row in catalog.describe_models(provider.PRICES, provider.unit):
             optional = sorted(set(row["fields"]) - set(row["required"]))
             out.append(
                 f"| `{row['type']}` | {row['mode']} | {row['price']} | {row['credits_default']} {provider.unit} "

@@ -86,11 +86,11 @@ async def test_every_shape_of_request_makes_the_same_video_on_either_provider(pr
 @BOTH
 async def test_a_burst_through_the_ledger_never_beats_the_budget_in_the_providers_unit(provider, sandbox, tmp_path):
     request = GenerateRequest.build(type="std-text-to-video", prompt="x", duration=3, sound=False)
-    price = request.estimated_credits(PROVIDERS[provider].prices)
+    price = request.estimated_credits(PROVIDERS[provider].PRICES)
     async with KlingService.open(
         settings(provider, sandbox, tmp_path / "t.db", budget={"daily_credits": price * 3})
     ) as service:
-        assert service.prices is PROVIDERS[provider].prices
+        assert service.prices == PROVIDERS[provider].PRICES
         results = await asyncio.gather(*(service.submit(request) for _ in range(10)), return_exceptions=True)
     made = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, errors.SpendingRefusedError)]
@@ -120,7 +120,7 @@ async def test_mcp_generates_and_prices_in_the_providers_unit(provider, sandbox,
         made = await client.call_tool(
             "generate_video", {"type": "pro-text-to-video", "prompt": "x", "wait_seconds": 20}
         )
-    assert cost.structured_content["credits"] == PROVIDERS[provider].prices["pro-text-to-video"].credits(5, True)
+    assert cost.structured_content["credits"] == PROVIDERS[provider].PRICES["pro-text-to-video"].credits(5, True)
     assert not made.is_error and made.structured_content["status"] == "succeeded", text(made)
 
 
@@ -252,7 +252,7 @@ def test_the_cli_prices_in_the_configured_providers_unit(capsys, monkeypatch, tm
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["--provider", "kling", "cost", "-t", "std-text-to-video", "-d", "5", "--no-sound"]) == 0
-    units = PROVIDERS["kling"].prices["std-text-to-video"].credits(5, False)
+    units = PROVIDERS["kling"].PRICES["std-text-to-video"].credits(5, False)
     assert capsys.readouterr().out.strip() == f"{units} units"
     monkeypatch.setenv("KLING_PROVIDER", "kling3api")
     assert main(["cost", "-t", "std-text-to-video", "-d", "5", "--no-sound"]) == 0
@@ -358,6 +358,26 @@ async def test_a_finished_kling_task_is_charged_in_units_as_estimated(sandbox, t
         record = await service.submit(request)
         await service.wait(record.task_id, timeout=30, policy=QUICK)
         done = await service.get(record.task_id)
-    assert done is not None and done.consumed_credits == done.estimated_credits == Kling.prices[request.type].credits(
+    assert done is not None and done.consumed_credits == done.estimated_credits == Kling.PRICES[request.type].credits(
         7, True
     )
+
+
+async def test_prices_set_in_the_config_price_the_ledger_cost_and_models(sandbox, tmp_path, capsys, monkeypatch):
+    from kling3_tools.cli import main
+    from kling3_tools.config_sources import ConfigError
+
+    own = {"std-text-to-video": {"per_second": 7, "per_second_with_sound": 9}, "o3-std-video-edit": {"fixed": 50}}
+    configured = settings("kling", sandbox, tmp_path / "t.db", prices=own)
+    async with KlingService.open(configured) as service:
+        record = await service.submit(GenerateRequest.build(type="std-text-to-video", prompt="x", duration=4))
+        assert record.estimated_credits == 36 and service.prices["o3-std-video-edit"].fixed == 50
+        assert service.prices["pro-text-to-video"] == Kling.PRICES["pro-text-to-video"]  # the rest as published
+    monkeypatch.setenv("KLING_PRICES", json.dumps(own))
+    assert await asyncio.to_thread(main, ["--provider", "kling", "cost", "-t", "std-text-to-video", "-d", "4"]) == 0
+    assert capsys.readouterr().out.strip() == "36 units"
+    monkeypatch.delenv("KLING_PRICES")
+    with pytest.raises(ConfigError, match=r"prices.o3-std-video-edit: give fixed"):
+        Settings.load(prices={"o3-std-video-edit": {"per_second": 3}})
+    with pytest.raises(ConfigError, match="give per_second"):
+        Settings.load(prices={"std-text-to-video": {}})

@@ -46,12 +46,19 @@ class Provider(ABC):
     name: ClassVar[str]
     default_base_url: ClassVar[str]
     unit: ClassVar[str]  # what its prices count: "credits", "units"
-    prices: ClassVar[Mapping[TaskType, Price]]
+    PRICES: ClassVar[Mapping[TaskType, Price]]  # its published prices (`[prices]` overrides any)
     finds_by_attempt_id: ClassVar[bool] = False  # a task can be looked up by the id the caller gave it
 
-    def __init__(self, credentials: Credentials, *, callback_url: str | None = None) -> None:
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        callback_url: str | None = None,
+        prices: Mapping[TaskType, Price] | None = None,
+    ) -> None:
         self.credentials = credentials
         self.callback_url = callback_url  # sent with each generate where the API calls back; None: polling only
+        self.prices: Mapping[TaskType, Price] = {**self.PRICES, **(prices or {})}
 
     def __repr__(self) -> str:  # never the credentials
         return f"{type(self).__name__}()"

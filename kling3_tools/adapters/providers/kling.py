@@ -69,7 +69,7 @@ class Kling(Provider):
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     unit: ClassVar[str] = "units"
     # Placeholders in units (see the module's docstring): per second, silent / with sound.
-    prices: ClassVar[Mapping[TaskType, Price]] = {
+    PRICES: ClassVar[Mapping[TaskType, Price]] = {
         TaskType.PRO_TEXT_TO_VIDEO: Price(per_second=2, per_second_with_sound=3),
         TaskType.PRO_IMAGE_TO_VIDEO: Price(per_second=2, per_second_with_sound=3),
         TaskType.STD_TEXT_TO_VIDEO: Price(per_second=1, per_second_with_sound=2),
@@ -85,8 +85,14 @@ class Kling(Provider):
     }
     finds_by_attempt_id: ClassVar[bool] = True
 
-    def __init__(self, credentials: Credentials, *, callback_url: str | None = None) -> None:
-        super().__init__(credentials, callback_url=callback_url)
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        callback_url: str | None = None,
+        prices: Mapping[TaskType, Price] | None = None,
+    ) -> None:
+        super().__init__(credentials, callback_url=callback_url, prices=prices)
         self._token = ""
         self._renew_at = 0.0
 

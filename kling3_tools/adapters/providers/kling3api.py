@@ -18,7 +18,7 @@ class Kling3Api(Provider):
     name: ClassVar[str] = "kling3api"
     default_base_url: ClassVar[str] = catalog.DEFAULT_BASE_URL
     unit: ClassVar[str] = "credits"
-    prices: ClassVar[Mapping[TaskType, Price]] = catalog.PRICES
+    PRICES: ClassVar[Mapping[TaskType, Price]] = catalog.PRICES
 
     def authorization(self) -> str | None:
         key = self.credentials.api_key

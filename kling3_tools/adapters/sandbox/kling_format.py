@@ -192,7 +192,7 @@ def page_body(family: str, body: dict[str, Any]) -> dict[str, Any]:
 def units(task: SandboxTask) -> int:
     """What Kling deducts for the task, in its units (the account's balance is kept in the page's credits)."""
     duration = task.request.get("duration") or catalog.DEFAULT_DURATION
-    return Kling.prices[task.type].credits(duration, task.request.get("sound", True) is not False)
+    return Kling.PRICES[task.type].credits(duration, task.request.get("sound", True) is not False)
 
 
 def task_info(task: SandboxTask) -> dict[str, str]:
