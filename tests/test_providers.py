@@ -381,3 +381,39 @@ async def test_prices_set_in_the_config_price_the_ledger_cost_and_models(sandbox
         Settings.load(prices={"o3-std-video-edit": {"per_second": 3}})
     with pytest.raises(ConfigError, match="give per_second"):
         Settings.load(prices={"std-text-to-video": {}})
+
+
+@pytest.mark.process
+async def test_a_generate_killed_in_flight_is_settled_from_its_external_id_without_a_person(sandbox, tmp_path):
+    """`kill -9` while the POST waits for its answer: the task exists and is billed, and the attempt is left
+    `submitting`. Once its deadline passes it reads `unknown`, and a poller asks Kling by the attempt id."""
+    import os
+    import subprocess
+    import sys
+
+    set_options(sandbox, generate_delay=2.0)  # the task is created at once, its answer held
+    keys = credentials("kling", sandbox)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")} | {
+        "KLING_PROVIDER": "kling",
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_ACCESS_KEY": keys["access_key"],
+        "KLING_SECRET_KEY": keys["secret_key"],
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 't.db'}",
+        "KLING_TIMEOUT_SECONDS": "1",
+        "KLING_MAX_RETRIES": "0",
+    }
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kling3_tools", "generate", "a fox", env=env, stderr=subprocess.DEVNULL
+    )
+    await eventually(lambda: stats(sandbox)["requests"].get("generate", 0) == 1, timeout=30)
+    cli.kill()
+    await cli.wait()
+    [task_id] = sandbox_tasks(sandbox)
+    configured = settings("kling", sandbox, tmp_path / "t.db", timeout_seconds=1, max_retries=0)
+    async with KlingService.open(configured, schedule=FAST) as service:
+        [attempt] = await service.store.attempts(open_only=True)
+        assert attempt.state is AttemptState.SUBMITTING and attempt.task_id is None  # the answer never came
+        async with service.polling():
+            await eventually(lambda: attempt_state(service, attempt.attempt_id, AttemptState.SUBMITTED), timeout=30)
+            await eventually(lambda: succeeded(service, task_id), timeout=30)
+        assert (await service.store.get_attempt(attempt.attempt_id)).task_id == task_id
