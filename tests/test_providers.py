@@ -158,6 +158,7 @@ async def test_a_wrong_secret_is_an_authentication_error_that_names_no_secret(sa
         with pytest.raises(errors.AuthenticationError) as info:
             await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
     assert "w" * 40 not in str(info.value) and "1001" in str(info.value.code)
+    assert "clock" in info.value.message  # a token refused may be a clock far off: say so
     assert stats(sandbox)["tasks"] == 0
 
 
@@ -417,3 +418,16 @@ async def test_a_generate_killed_in_flight_is_settled_from_its_external_id_witho
             await eventually(lambda: attempt_state(service, attempt.attempt_id, AttemptState.SUBMITTED), timeout=30)
             await eventually(lambda: succeeded(service, task_id), timeout=30)
         assert (await service.store.get_attempt(attempt.attempt_id)).task_id == task_id
+
+
+async def test_a_clock_an_hour_behind_is_refused_with_a_word_about_the_clock(sandbox, monkeypatch):
+    import types
+
+    from kling3_tools.adapters.providers import kling as kling_module
+
+    behind = types.SimpleNamespace(time=lambda: time.time() - 3600)
+    monkeypatch.setattr(kling_module, "time", behind)  # this process's clock, for the token only
+    async with client_for("kling", sandbox) as client:
+        with pytest.raises(errors.AuthenticationError, match="clock"):
+            await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+    assert stats(sandbox)["tasks"] == 0

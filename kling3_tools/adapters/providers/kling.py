@@ -41,6 +41,10 @@ DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 TOKEN_SECONDS = 1800  # Kling's tokens last at most 30 minutes
 RENEW_BEFORE_SECONDS = 300
 NOT_BEFORE_SLACK_SECONDS = 5  # a server clock a little behind ours still takes the token
+CLOCK_HINT = (
+    " (the token is made here from the access and secret key: check both, and this machine's clock, which must"
+    " be within seconds of the time)"
+)
 
 FAMILIES = {Mode.TEXT: "text2video", Mode.IMAGE: "image2video"}
 OMNI = "omni-video"
@@ -138,7 +142,10 @@ class Kling(Provider):
             body = None
         code = body.get("code") if isinstance(body, dict) else None
         if response.status_code >= 400 or code not in (0, None):
-            raise error_for(response, body)
+            error = error_for(response, body)
+            if isinstance(error, AuthenticationError) and self._token:
+                error.message += CLOCK_HINT
+            raise error
         data = body.get("data") if isinstance(body, dict) else None
         if isinstance(data, list):  # a look-up by the caller's id may answer with a list
             data = data[0] if data else None
