@@ -142,10 +142,7 @@ class Kling(Provider):
             body = None
         code = body.get("code") if isinstance(body, dict) else None
         if response.status_code >= 400 or code not in (0, None):
-            error = error_for(response, body)
-            if isinstance(error, AuthenticationError) and self._token:
-                error.message += CLOCK_HINT
-            raise error
+            raise error_for(response, body, auth_hint=CLOCK_HINT if self._token else "")
         data = body.get("data") if isinstance(body, dict) else None
         if isinstance(data, list):  # a look-up by the caller's id may answer with a list
             data = data[0] if data else None
@@ -220,7 +217,7 @@ def deduction(value: Any) -> int | None:
         return None
 
 
-def error_for(response: httpx.Response, body: Any) -> APIError:
+def error_for(response: httpx.Response, body: Any, *, auth_hint: str = "") -> APIError:
     code = body.get("code") if isinstance(body, dict) else None
     message = body.get("message") if isinstance(body, dict) and isinstance(body.get("message"), str) else None
     message = message or f"HTTP {response.status_code} {response.reason_phrase}".strip()
@@ -237,4 +234,6 @@ def error_for(response: httpx.Response, body: Any) -> APIError:
     if cls is RateLimitError:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return RateLimitError(message, status_code=status, code=str(code), retry_after=retry_after)
+    if cls is AuthenticationError:
+        message += auth_hint
     return cls(message, status_code=status, code=str(code) if code is not None else None)
