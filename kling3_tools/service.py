@@ -150,7 +150,7 @@ class KlingService:
         """The request to `submit`: a checked one's local files uploaded (fields are checked first, `files`
         saying which local paths they may name); nothing is uploaded while any problem remains."""
         checked = request if isinstance(request, CheckedRequest) else self.check(request, files)
-        return await inputs.prepare(checked, self.assets)
+        return await inputs.prepare(checked, self.assets, inline_images=self.client.provider.inline_images)
 
     async def submit(
         self,

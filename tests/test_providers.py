@@ -431,3 +431,29 @@ async def test_a_clock_an_hour_behind_is_refused_with_a_word_about_the_clock(san
         with pytest.raises(errors.AuthenticationError, match="clock"):
             await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
     assert stats(sandbox)["tasks"] == 0
+
+
+async def test_a_local_image_goes_inline_to_kling_with_no_asset_store_and_is_refused_by_url_only_providers(
+    sandbox, tmp_path
+):
+    from PIL import Image
+
+    picture = tmp_path / "face.png"
+    Image.new("RGB", (400, 400), "orange").save(picture)
+    set_options(sandbox, fetch_inputs=True)  # the sandbox reads what it is given, as Kling does
+    fields = {"type": "std-image-to-video", "prompt": "she smiles", "image": str(picture)}
+    async with KlingService.open(settings("kling", sandbox, tmp_path / "k.db"), schedule=FAST) as service:
+        assert service.assets is None  # no [storage]
+        request = await service.prepare(service.check(fields))
+        record = await service.submit(request)
+        done = await service.wait(record.task_id, timeout=30, policy=QUICK)
+    assert done.status == "succeeded"
+    sent = sandbox_tasks(sandbox)[record.task_id]
+    assert sent["type"] == "std-image-to-video"
+    async with KlingService.open(settings("kling3api", sandbox, tmp_path / "a.db")) as service:
+        with pytest.raises(errors.RequestValidationError, match="set \\[storage\\] url"):
+            await service.prepare(service.check(fields))
+        with pytest.raises(errors.RequestValidationError, match='provider = "kling"'):
+            await service.submit(request)  # an inline image: refused before anything is reserved
+        assert await service.store.attempts(open_only=False) == []
+    assert stats(sandbox)["requests"]["generate"] == 1

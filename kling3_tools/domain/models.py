@@ -8,6 +8,7 @@ mapped onto four states instead of failing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -68,7 +69,12 @@ def normalise_status(word: str | None) -> TaskStatus:
     return TaskStatus.RUNNING
 
 
+INLINE_IMAGE = re.compile(r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+")
+
+
 def _check_url(value: str) -> str:
+    if INLINE_IMAGE.fullmatch(value):
+        return value  # an image sent inline, for a provider that takes them (see `Provider.refuse`)
     url = AnyUrl(value)
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("must be an http(s) URL")

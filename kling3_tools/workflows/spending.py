@@ -75,6 +75,7 @@ class Spending:
         on_created: Callable[[Task], None] | None = None,
     ) -> TaskRecord:
         """See `KlingService.submit`."""
+        self.client.provider.refuse(request)
         attempt = Attempt.new(
             request,
             api_url=self.api_url,

@@ -9,6 +9,7 @@ roots it declares, one over HTTP none at all.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Mapping
@@ -162,15 +163,24 @@ def examine(fields: Mapping[str, Any], files: LocalFiles) -> CheckedRequest:
     return CheckedRequest(fields, request, checked)
 
 
-async def prepare(checked: CheckedRequest, assets: AssetStore | None) -> GenerateRequest:
-    """The request to send: `checked`'s own when it has no local file, else one with its files uploaded."""
+async def prepare(checked: CheckedRequest, assets: AssetStore | None, *, inline_images: bool) -> GenerateRequest:
+    """The request to send: `checked`'s own when it has no local file, else one with its files uploaded, or
+    with no asset store and a provider that takes images inline (`inline_images`), its images inline."""
     if not checked.files:
         return checked.request
-    if assets is None:
+    inline = (
+        assets is None and inline_images and all(kind.content_type.startswith("image/") for _, kind in checked.files)
+    )
+    if assets is None and not inline:
         raise RequestValidationError([STORAGE_NEEDED])
     uploaded = {}
     for entry, kind in checked.files:
         assert entry.source is not None
+        if inline:
+            data = entry.source if isinstance(entry.source, bytes) else await asyncio.to_thread(entry.source.read_bytes)
+            uploaded[(entry.field, entry.index)] = f"data:{kind.content_type};base64,{base64.b64encode(data).decode()}"
+            continue
+        assert assets is not None
         key = await assets.put(entry.source, content_type=kind.content_type, suffix=kind.suffix)
         uploaded[(entry.field, entry.index)] = await assets.url(key)
     return GenerateRequest.build(**with_urls(checked.fields, uploaded))

@@ -12,7 +12,9 @@ import httpx
 from pydantic import SecretStr
 
 from ...domain.catalog import Price, TaskType
-from ...domain.models import GenerateRequest, Task
+from ...domain.errors import RequestValidationError
+from ...domain.models import INLINE_IMAGE, GenerateRequest, Task
+from ...domain.url_fields import url_values
 
 CALLBACK_PATH = "/callbacks"  # where a process receives its provider's callbacks, under `[callbacks] public_url`
 
@@ -48,6 +50,7 @@ class Provider(ABC):
     unit: ClassVar[str]  # what its prices count: "credits", "units"
     PRICES: ClassVar[Mapping[TaskType, Price]]  # its published prices (`[prices]` overrides any)
     finds_by_attempt_id: ClassVar[bool] = False  # a task can be looked up by the id the caller gave it
+    inline_images: ClassVar[bool] = False  # takes an image in the body (base64), so a local one needs no store
 
     def __init__(
         self,
@@ -66,6 +69,16 @@ class Provider(ABC):
     @abstractmethod
     def authorization(self) -> str | None:
         """The `Authorization` header for the next request; None when no credentials were given."""
+
+    def refuse(self, request: GenerateRequest) -> None:
+        """Raise `RequestValidationError` for what this provider cannot take, before anything is reserved."""
+        if not self.inline_images and any(
+            isinstance(url, str) and INLINE_IMAGE.fullmatch(url) for _, _, url in url_values(request.recorded())
+        ):
+            where = f"{self.name} takes images by URL only"
+            raise RequestValidationError(
+                [f'{where}: set [storage] url, or use provider = "kling", which takes them inline']
+            )
 
     @abstractmethod
     def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Call:

@@ -33,7 +33,7 @@ from ...domain.errors import (
     RateLimitError,
     TaskNotFoundError,
 )
-from ...domain.models import GenerateRequest, Task
+from ...domain.models import INLINE_IMAGE, GenerateRequest, Task
 from ..answers import parse_retry_after
 from .base import Call, Credentials, Provider
 
@@ -88,6 +88,7 @@ class Kling(Provider):
         TaskType.O3_STD_VIDEO_EDIT: Price(fixed=20),
     }
     finds_by_attempt_id: ClassVar[bool] = True
+    inline_images: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -120,6 +121,7 @@ class Kling(Provider):
         spec = request.spec
         body: dict[str, Any] = {"model_name": MODEL_NAMES[spec.family], "mode": spec.tier.value}
         body |= omni_body(request) if spec.family is Family.O3 else kling3_body(request)
+        body = {name: inline(value) for name, value in body.items()}
         if request.negative_prompt:
             body["negative_prompt"] = request.negative_prompt
         if attempt_id:
@@ -208,6 +210,15 @@ def omni_body(request: GenerateRequest) -> dict[str, Any]:
         | {"prompt": prompt, "duration": duration, "aspect_ratio": str(request.aspect_ratio or "16:9")}
         | {"sound": "on" if sound else "off"}
     )
+
+
+def inline(value: Any) -> Any:
+    """An image sent inline as Kling takes it: the base64 alone, without its `data:` prefix."""
+    if isinstance(value, str) and INLINE_IMAGE.fullmatch(value):
+        return value.partition(",")[2]
+    if isinstance(value, list):
+        return [{k: inline(v) for k, v in item.items()} if isinstance(item, dict) else inline(item) for item in value]
+    return value
 
 
 def deduction(value: Any) -> int | None:

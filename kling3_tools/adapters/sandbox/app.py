@@ -17,6 +17,7 @@ the fault knobs while the server runs.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import math
 import secrets
 import time
@@ -230,6 +231,11 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
         async with httpx.AsyncClient(timeout=10, follow_redirects=True, max_redirects=5) as http:
             for label, url in inputs:
                 kind = "video" if label == "video" else "image"
+                if not str(url).startswith(("http://", "https://")):  # Kling's format: an image inline, base64
+                    found = checks.sniff(binascii.a2b_base64(str(url)[:64]))  # 48 bytes: past any magic number
+                    if found is None or not found.startswith("image"):
+                        return f"`{label}` is neither a URL nor an image in base64"
+                    continue
                 try:
                     async with asyncio.timeout(FETCH_SECONDS), http.stream("GET", str(url)) as response:
                         if response.status_code != 200:
