@@ -457,3 +457,27 @@ async def test_a_local_image_goes_inline_to_kling_with_no_asset_store_and_is_ref
             await service.submit(request)  # an inline image: refused before anything is reserved
         assert await service.store.attempts(open_only=False) == []
     assert stats(sandbox)["requests"]["generate"] == 1
+
+
+async def test_the_bot_makes_a_video_on_kling_and_the_cli_on_its_embedded_sandbox(
+    fake, sandbox, tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("discord")
+    monkeypatch.setenv("KLING_SANDBOX__FINISH_SECONDS", "0.3")
+    from harness import fake_discord as fd
+    from kling3_tools.cli import main
+
+    from .support import ALICE, deliver, running_bot
+
+    discord = {"cooldown_seconds": 0}
+    async with running_bot(settings("kling", sandbox, tmp_path / "bot.db", discord=discord)) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="A red fox in the snow", duration=5))
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()), timeout=30)
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    assert record.estimated_credits == Kling.PRICES["pro-text-to-video"].credits(5, True)
+
+    code = await asyncio.to_thread(main, ["--provider", "kling", "--sandbox", "generate", "a fox", "-d", "3", "--wait"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert Path(captured.out.strip()).is_file()  # the kept copy of the embedded sandbox's video
+    assert f"Cost: {Kling.PRICES['pro-text-to-video'].credits(3, True)} units" in captured.err
