@@ -168,8 +168,8 @@ class DiscordSettings(_Section):
 class PriceSetting(_Section):
     """One task type's price in the provider's unit: per second (silent, and with sound), or fixed for edits."""
 
-    per_second: int | None = Field(default=None, ge=0)
-    per_second_with_sound: int | None = Field(default=None, ge=0)
+    per_second: float | None = Field(default=None, ge=0)
+    per_second_with_sound: float | None = Field(default=None, ge=0)
     fixed: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ else spells out a price or a field rule.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -95,10 +96,11 @@ _FAMILY_FIELDS: dict[Family, frozenset[str]] = {
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """Credits for one task: per second of video, or fixed for edits."""
+    """What one task costs, in its provider's unit: per second of video, or fixed for edits. A rate may be a
+    fraction (Kling's units); a task's total is rounded up to a whole unit, as the ledger counts."""
 
-    per_second: int | None = None
-    per_second_with_sound: int | None = None
+    per_second: float | None = None
+    per_second_with_sound: float | None = None
     fixed: int | None = None
 
     def credits(self, duration: int, sound: bool) -> int:
@@ -106,14 +108,14 @@ class Price:
             return self.fixed
         assert self.per_second is not None
         rate = self.per_second_with_sound if sound and self.per_second_with_sound else self.per_second
-        return rate * duration
+        return math.ceil(round(rate * duration, 6))
 
     def describe(self, unit: str = "credits") -> str:
         if self.fixed is not None:
             return f"{self.fixed} {unit} fixed"
         if self.per_second_with_sound is not None:
-            return f"{self.per_second}/s silent, {self.per_second_with_sound}/s with sound"
-        return f"{self.per_second}/s"
+            return f"{self.per_second:g}/s silent, {self.per_second_with_sound:g}/s with sound"
+        return f"{self.per_second:g}/s"
 
 
 @dataclass(frozen=True, slots=True)
