@@ -7,7 +7,6 @@ A forged or replayed callback costs at most one status check; one that is not JS
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -15,14 +14,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..adapters.providers import CALLBACK_PATH
-from .listener import MAX_CONNECTIONS, SHUTDOWN_SECONDS, Server, bound
+from .listener import bound, serve_on
 
 if TYPE_CHECKING:
     from ..service import KlingService
@@ -65,21 +63,6 @@ def app(service: KlingService) -> Starlette:
 async def receiving(service: KlingService) -> AsyncIterator[None]:
     settings = service.settings.callbacks
     listener = bound("[callbacks] listen", settings.listen, *settings.address)
-    config: Any = uvicorn.Config(
-        app(service),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        log_level="warning",
-        limit_concurrency=MAX_CONNECTIONS,
-        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
-    )
-    server = Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    log.info("callbacks on http://%s%s (called at %s)", settings.listen, CALLBACK_PATH, settings.public_url)
-    try:
+    async with serve_on(listener, app(service)):
+        log.info("callbacks on http://%s%s (called at %s)", settings.listen, CALLBACK_PATH, settings.public_url)
         yield
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()

@@ -15,9 +15,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,7 +26,7 @@ from starlette.routing import Route
 from ..adapters.store.stats import capacity_warning
 from ..domain.errors import KlingError
 from .inflight import OneAtATime
-from .listener import MAX_CONNECTIONS, SHUTDOWN_SECONDS, Server, bound
+from .listener import bound, serve_on
 from .metrics import PrometheusObserver
 
 if TYPE_CHECKING:
@@ -122,21 +121,6 @@ async def serving(service: KlingService) -> AsyncIterator[None]:
     if not isinstance(observer, PrometheusObserver):
         raise TypeError("open the service with ops.observer_for(settings, role) to expose its metrics")
     listener = bound("[metrics] listen", service.settings.metrics.listen, *service.settings.metrics.address)
-    config: Any = uvicorn.Config(
-        app(service, observer),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        log_level="warning",
-        limit_concurrency=MAX_CONNECTIONS,
-        timeout_graceful_shutdown=SHUTDOWN_SECONDS,  # a client that never reads must not keep the process
-    )
-    server = Server(config)
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    log.info("health and metrics on http://%s/metrics", service.settings.metrics.listen)
-    try:
+    async with serve_on(listener, app(service, observer)):
+        log.info("health and metrics on http://%s/metrics", service.settings.metrics.listen)
         yield
-    finally:
-        server.should_exit = True
-        await task
-        listener.close()

@@ -3,9 +3,11 @@ configuration error, not a crash) and a uvicorn server that leaves signals to th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -30,3 +32,25 @@ def bound(setting: str, listen: str, host: str, port: int) -> socket.socket:
         return socket.create_server((host, port))
     except OSError as exc:
         raise UsageError(f"cannot listen on {setting} = {listen}: {exc.strerror or exc}") from None
+
+
+@contextlib.asynccontextmanager
+async def serve_on(listener: socket.socket, app: Any) -> AsyncIterator[None]:
+    """`app` served on `listener` while inside; then its connections get `SHUTDOWN_SECONDS` and are cut."""
+    config: Any = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        log_level="warning",
+        limit_concurrency=MAX_CONNECTIONS,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,  # a client that never reads must not keep the process
+    )
+    server = Server(config)
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+        listener.close()

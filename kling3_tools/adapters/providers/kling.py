@@ -91,17 +91,8 @@ class Kling(Provider):
     }
     finds_by_attempt_id: ClassVar[bool] = True
     inline_images: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        credentials: Credentials,
-        *,
-        callback_url: str | None = None,
-        prices: Mapping[TaskType, Price] | None = None,
-    ) -> None:
-        super().__init__(credentials, callback_url=callback_url, prices=prices)
-        self._token = ""
-        self._renew_at = 0.0
+    _token = ""  # the last token made, and when to make the next
+    _renew_at = 0.0
 
     def authorization(self) -> str | None:
         access, secret = self.credentials.access_key, self.credentials.secret_key
