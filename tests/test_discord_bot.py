@@ -79,7 +79,7 @@ async def test_generate_defers_first_posts_one_embed_and_delivers_the_video(fake
     assert edits, "the embed was never edited"
     fields = {f["name"]: f["value"] for f in edits[0].body["embeds"][0]["fields"]}
     assert fields["Task id"] == f"`{record.task_id}`"
-    assert fields["Credits"] == "400"
+    assert fields["Cost"] == "400"
     assert fields["Requested by"] == f"<@{ALICE}>"
     assert "succeeded" in edits[-1].body["embeds"][0]["title"]
     assert f"Started `{record.task_id}`" in texts(followups(fake, command))

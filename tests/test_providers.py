@@ -475,6 +475,8 @@ async def test_the_bot_makes_a_video_on_kling_and_the_cli_on_its_embedded_sandbo
         await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()), timeout=30)
         [record] = await bot.service.store.recent(origin_kind="discord")
     assert record.estimated_credits == Kling.PRICES["pro-text-to-video"].credits(5, True)
+    started = [str(c.body) for c in fake.calls if "Started" in str(c.body)]
+    assert started and f"({record.estimated_credits} units)" in started[0]  # the bot says Kling's unit
 
     code = await asyncio.to_thread(main, ["--provider", "kling", "--sandbox", "generate", "a fox", "-d", "3", "--wait"])
     captured = capsys.readouterr()

@@ -198,8 +198,9 @@ class KlingCommands(app_commands.Group):
             await interaction.response.send_message(str(exc), ephemeral=True)
             return
         left = await self.flow.left_today(interaction.user.id)
-        budget = "" if left is None else f" You have {left} credits left today."
-        await interaction.response.send_message(f"{model.value}: **{credits} credits**.{budget}", ephemeral=True)
+        unit = self.flow.service.unit
+        budget = "" if left is None else f" You have {left} {unit} left today."
+        await interaction.response.send_message(f"{model.value}: **{credits} {unit}**.{budget}", ephemeral=True)
 
     @app_commands.command(description="The status of one of your videos")
     @app_commands.describe(task_id="The task id (start typing to pick one of yours)")
@@ -271,7 +272,8 @@ class KlingCommands(app_commands.Group):
     @app_commands.command(description="How many credits you have left today")
     async def budget(self, interaction: discord.Interaction) -> None:
         left = await self.flow.left_today(interaction.user.id)
-        text = "There is no daily limit here." if left is None else f"You have **{left} credits** left today."
+        unit = self.flow.service.unit
+        text = "There is no daily limit here." if left is None else f"You have **{left} {unit}** left today."
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(description="Credits spent per member in the last 24 hours (admins)")

@@ -32,7 +32,7 @@ def task_embed(record: TaskRecord, *, expected_at: float | None = None) -> disco
     embed.add_field(name="Duration", value=f"{record.duration} s" if record.duration else "source video")
     embed.add_field(name="Aspect ratio", value=str(record.request.get("aspect_ratio", "source")))
     credits = record.consumed_credits if record.consumed_credits is not None else record.estimated_credits
-    embed.add_field(name="Credits", value=str(credits))
+    embed.add_field(name="Cost", value=str(credits))
     embed.add_field(name="Task id", value=f"`{record.task_id}`")
     if record.is_tracking and expected_at:
         embed.add_field(name="Expected", value=f"<t:{int(expected_at)}:R>")
@@ -72,11 +72,10 @@ SHOT_MARKS = {
 }
 
 
-def plan_text(story_plan: Plan) -> str:
+def plan_text(story_plan: Plan, unit: str) -> str:
     """The plan as shown before Confirm: each step's shots and prices, the cut and the total."""
-    lines = [
-        f"**{story_plan.story.title or 'Story'}**: {len(story_plan.requests)} shots, **{story_plan.total} credits**"
-    ]
+    title = story_plan.story.title or "Story"
+    lines = [f"**{title}**: {len(story_plan.requests)} shots, **{story_plan.total} {unit}**"]
     for number, stage in enumerate(story_plan.stages, start=1):
         shots = ", ".join(f"`{shot}` ({story_plan.credits(shot)})" for shot in stage)
         lines.append(f"step {number}{' (at once)' if len(stage) > 1 else ''}: {shots}")
@@ -94,7 +93,7 @@ def story_embed(record: StoryRecord) -> discord.Embed:
     )
     if isinstance(record.origin, DiscordOrigin):
         embed.add_field(name="Requested by", value=f"<@{record.origin.user_id}>")
-    embed.add_field(name="Credits", value=str(record.credits))
+    embed.add_field(name="Cost", value=str(record.credits))
     embed.add_field(name="Story id", value=f"`{record.story_id}`")
     shots = [f"{SHOT_MARKS[shot.state]} `{i}` {shot.state.value}" for i, shot in record.shots.items()]
     embed.add_field(name="Shots", value="\n".join(shots)[:1000], inline=False)

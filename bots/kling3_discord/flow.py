@@ -72,7 +72,7 @@ class VideoFlow:
             return
         if self.policy.needs_confirmation(credits):
             confirm = ConfirmView()
-            question = f"This will spend **{credits} credits** ({checked.request.type}). Continue?"
+            question = f"This will spend **{credits} {self.service.unit}** ({checked.request.type}). Continue?"
             await interaction.followup.send(question, view=confirm, ephemeral=True)
             if await confirm.wait() or not confirm.confirmed:
                 return
@@ -91,7 +91,7 @@ class VideoFlow:
             record = await self.service.submit(request, origin, limits=[limit])
         except OutcomeUnknownError as exc:
             await message.edit(embed=unknown_embed(exc.message))
-            await interaction.followup.send(f"Outcome unknown, {credits} credits may have been charged: "
+            await interaction.followup.send(f"Outcome unknown, {credits} {self.service.unit} may have been charged: "
                                             f"{exc.message}"[:2000], ephemeral=True)  # fmt: skip
             return
         except KlingError as exc:
@@ -100,7 +100,7 @@ class VideoFlow:
             return
         await message.edit(embed=task_embed(record, expected_at=await self.service.expected_finish(record)))
         await interaction.followup.send(
-            f"Started `{record.task_id}` ({credits} credits). The video will be posted here when it is ready.",
+            f"Started `{record.task_id}` ({credits} {self.service.unit}). The video is posted here when it is ready.",
             ephemeral=True,
         )
 
@@ -120,7 +120,9 @@ class VideoFlow:
             await interaction.followup.send(f"Not started, nothing was spent: {exc}"[:2000], ephemeral=True)
             return
         confirm = ConfirmView()
-        await interaction.followup.send(f"{plan_text(story_plan)}\nContinue?", view=confirm, ephemeral=True)
+        await interaction.followup.send(
+            f"{plan_text(story_plan, self.service.unit)}\nContinue?", view=confirm, ephemeral=True
+        )
         if await confirm.wait() or not confirm.confirmed:
             return
         assert interaction.channel_id is not None
@@ -137,7 +139,7 @@ class VideoFlow:
             return
         await message.edit(embed=story_embed(record))
         await interaction.followup.send(
-            f"Started `{record.story_id}` ({story_plan.total} credits reserved). The film will be posted here.",
+            f"Started `{record.story_id}` ({story_plan.total} {self.service.unit} reserved). The film is posted here.",
             ephemeral=True,
         )
 
