@@ -483,3 +483,36 @@ async def test_the_bot_makes_a_video_on_kling_and_the_cli_on_its_embedded_sandbo
     assert code == 0, captured.err
     assert Path(captured.out.strip()).is_file()  # the kept copy of the embedded sandbox's video
     assert f"Cost: {Kling.PRICES['pro-text-to-video'].credits(3, True)} units" in captured.err
+
+
+@pytest.mark.process
+def test_kling3_sandbox_with_the_kling_provider_says_how_to_reach_it_and_the_cli_does(tmp_path):
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KLING_")} | {"HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "kling3_tools", "--provider", "kling", "sandbox", "--port", str(port)]
+    server = subprocess.Popen([*command, "--finish-seconds", "0.3"], env=clean, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stderr is not None
+        said = "".join(server.stderr.readline() for _ in range(2))
+        exports = dict(word.split("=", 1) for word in shlex.split(re.search(r"export (.*)", said).group(1)))
+        assert exports["KLING_PROVIDER"] == "kling" and "KLING_API_KEY" not in exports
+        made = subprocess.run(
+            [sys.executable, "-m", "kling3_tools", "generate", "a fox", "-d", "3", "--wait", "--json"],
+            env=clean | exports | {"KLING_STORE__URL": f"sqlite:///{tmp_path / 't.db'}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)["status"] == "succeeded"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stderr is not None:
+            server.stderr.close()

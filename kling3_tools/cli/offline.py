@@ -87,10 +87,12 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     except ValidationError as exc:
         raise UsageError(str(exc)) from None
     host, port = options.host, options.port
-    err.print(
-        f"Sandbox on http://{host}:{port}; use it with:\n"
-        f"  export KLING_BASE_URL=http://{host}:{port} KLING_API_KEY={options.api_key}"
+    keys = (  # it speaks both formats at once; say how to reach it with the configured provider
+        f"KLING_PROVIDER=kling KLING_ACCESS_KEY={options.access_key} KLING_SECRET_KEY={options.secret_key}"
+        if settings.provider == "kling"
+        else f"KLING_API_KEY={options.api_key}"
     )
+    err.print(f"Sandbox on http://{host}:{port}; use it with:\n  export KLING_BASE_URL=http://{host}:{port} {keys}")
     try:
         serve_forever(options, host, port)
     except OSError as exc:
