@@ -25,7 +25,7 @@ from pydantic_settings import (
 from .adapters.providers import PROVIDERS
 from .adapters.sandbox.options import SandboxOptions
 from .config_sources import ConfigError, EnvironmentSource, SecretFilesSource, config_file_in_use, config_path
-from .domain.catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER, Price, TaskType, get_model
+from .domain.catalog import DEFAULT_BASE_URL, MAX_RETRY_AFTER, Price, Prices, TaskType, get_model
 
 
 def _empty_is_unset(value: Any) -> Any:
@@ -254,6 +254,12 @@ class Settings(BaseSettings):
     @property
     def price_overrides(self) -> dict[TaskType, Price]:
         return {type_: Price(**price.model_dump()) for type_, price in self.prices.items()}
+
+    @property
+    def pricing(self) -> tuple[Prices, str]:
+        """The configured provider's prices (`prices` over its published ones) and their unit."""
+        provider = PROVIDERS[self.provider]
+        return {**provider.PRICES, **self.price_overrides}, provider.unit
 
     @property
     def has_credentials(self) -> bool:

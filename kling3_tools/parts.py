@@ -19,7 +19,6 @@ from .adapters.providers import CALLBACK_PATH, PROVIDERS, Credentials
 from .adapters.sandbox import embedded
 from .adapters.store import DEFAULT_STORE, SANDBOX_STORE, TaskStore, default_store_path, open_store
 from .config import Settings
-from .domain.catalog import Prices
 from .domain.records import TaskRecord
 from .workflows.schedule import SchedulePolicy
 
@@ -41,12 +40,6 @@ class Endpoint:
         if record.api_url == self.api_url:
             record.video_urls = self.videos(record.video_urls)
         return record
-
-
-def pricing(settings: Settings) -> tuple[Prices, str]:
-    """The configured provider's prices (`[prices]` over its published ones) and their unit, with nothing opened."""
-    provider = PROVIDERS[settings.provider]
-    return {**provider.PRICES, **settings.price_overrides}, provider.unit
 
 
 @dataclass(frozen=True, slots=True)

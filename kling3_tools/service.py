@@ -36,7 +36,7 @@ from .domain.models import GenerateRequest, Task
 from .domain.records import AnyOrigin, Checked, Delivery, TaskRecord
 from .domain.story import Story
 from .domain.story_record import StoryRecord
-from .parts import Endpoint, open_parts, pricing
+from .parts import Endpoint, open_parts
 from .workflows.notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .workflows.observe import Observer
 from .workflows.poller import Poller
@@ -134,8 +134,6 @@ class KlingService:
             )
 
     # --- spending: the one path every generate takes -----------------------------------
-
-    pricing = staticmethod(pricing)  # the configured provider's prices and unit, with nothing opened
 
     @staticmethod
     def check(fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH) -> CheckedRequest:

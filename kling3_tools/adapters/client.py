@@ -43,7 +43,7 @@ from ..domain.errors import (
 from ..domain.models import GenerateRequest, Task, TaskStatus
 from ..version import __version__
 from . import downloads
-from .pool import DEFAULT_TIMEOUT, http_pool
+from .pool import DEFAULT_TIMEOUT, http_pool, load_backend
 from .providers import Call, Credentials, Kling3Api, Provider
 
 DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
@@ -227,6 +227,12 @@ class AsyncKlingClient:
             safe_after_send=True,
         )
         return target
+
+    async def load_ahead(self) -> None:
+        """Load what the first request and answer would: a long-lived process calls it as it starts, so that its
+        first answers wait on no import; a one-shot command never does."""
+        await load_backend()
+        self.provider.load_ahead()
 
     def require_key(self) -> None:
         """Raise `NoAPIKeyError` when no key was given: a client without one still estimates and checks."""

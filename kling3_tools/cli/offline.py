@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 
 
 async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
-    from ..service import KlingService  # a whole request is checked as `generate` checks it, files included
-
-    prices, unit = KlingService.pricing(settings)
+    prices, unit = settings.pricing
     if args.prompt is not None:
+        from ..service import KlingService  # a whole request is checked as `generate` checks it, files included
+
         request = KlingService.check(GenerateRequest.fields_of(vars(args))).request
         credits, text = request.estimated_credits(prices), describe_cost(request, prices, unit)
     else:
@@ -39,9 +39,7 @@ async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from ..service import KlingService
-
-    described = catalog.describe_models(*KlingService.pricing(settings))
+    described = catalog.describe_models(*settings.pricing)
     if args.json:
         print_json({"models": described})
         return EXIT_OK

@@ -28,7 +28,7 @@ async def cmd_story(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _plan(args: argparse.Namespace, settings: Settings) -> int:
     """Every problem of every shot at once, or the order, the prices and whether the limits allow it."""
-    story_plan = plan(Story.from_toml(args.file), KlingService.pricing(settings)[0])
+    story_plan = plan(Story.from_toml(args.file), settings.pricing[0])
     refusal = None
     async with open_service(args, settings) as service:
         try:

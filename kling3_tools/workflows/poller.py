@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..adapters import pool
 from ..adapters.client import AsyncKlingClient, RetryPolicy
 from ..adapters.store import TaskStore, retry_delay
 from ..adapters.store.upkeep import Upkeep
@@ -129,7 +128,7 @@ class Poller:
     async def run(self) -> None:
         """Follow tasks until `stop()` (graceful) or cancellation (the leases of unfinished jobs are released); a
         failed sweep is retried with capped backoff: a locked or restarting store delays the work, never ends it."""
-        await pool.load_backend()
+        await self.client.load_ahead()
         in_flight: set[asyncio.Task[None]] = set()
         kinds = self.notifiers.kinds()
         self._running = True

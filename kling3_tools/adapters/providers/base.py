@@ -3,18 +3,21 @@ list. The client sends the calls a provider spells and reads its answers through
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import httpx
 from pydantic import SecretStr
 
 from ...domain.catalog import Price, TaskType
 from ...domain.errors import RequestValidationError
 from ...domain.models import INLINE_IMAGE, GenerateRequest, Task
 from ...domain.url_fields import url_values
+
+if TYPE_CHECKING:
+    import httpx
 
 CALLBACK_PATH = "/callbacks"  # where a process receives its provider's callbacks, under `[callbacks] public_url`
 
@@ -65,6 +68,10 @@ class Provider(ABC):
 
     def __repr__(self) -> str:  # never the credentials
         return f"{type(self).__name__}()"
+
+    def load_ahead(self) -> None:
+        """Load what reading answers needs (the settings alone do not, to stay quick to read)."""
+        importlib.import_module("kling3_tools.adapters.answers")
 
     @abstractmethod
     def authorization(self) -> str | None:

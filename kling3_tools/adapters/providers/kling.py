@@ -14,13 +14,11 @@ Decided here where Kling's pages are silent or disagree (the Providers page says
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
-
-import httpx
-import jwt
 
 from ...domain.catalog import Family, Mode, Price, TaskType, get_model
 from ...domain.errors import (
@@ -34,8 +32,10 @@ from ...domain.errors import (
     TaskNotFoundError,
 )
 from ...domain.models import INLINE_IMAGE, GenerateRequest, Task
-from ..answers import parse_retry_after
 from .base import Call, Credentials, Provider
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_BASE_URL = "https://api-singapore.klingai.com"
 TOKEN_SECONDS = 1800  # Kling's tokens last at most 30 minutes
@@ -94,11 +94,17 @@ class Kling(Provider):
     _token = ""  # the last token made, and when to make the next
     _renew_at = 0.0
 
+    def load_ahead(self) -> None:
+        super().load_ahead()
+        importlib.import_module("jwt")
+
     def authorization(self) -> str | None:
         access, secret = self.credentials.access_key, self.credentials.secret_key
         if access is not None and secret is not None and Credentials.given(access) and Credentials.given(secret):
             now = time.time()
             if now >= self._renew_at:
+                import jwt  # at the first token: reading the settings does not load it
+
                 claims = {
                     "iss": access.get_secret_value().strip(),
                     "exp": int(now) + TOKEN_SECONDS,
@@ -236,6 +242,8 @@ def error_for(response: httpx.Response, body: Any, *, auth_hint: str = "") -> AP
             else {401: AuthenticationError, 429: RateLimitError}.get(status, BadRequestError)
         )
     if cls is RateLimitError:
+        from ..answers import parse_retry_after
+
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return RateLimitError(message, status_code=status, code=str(code), retry_after=retry_after)
     if cls is AuthenticationError:

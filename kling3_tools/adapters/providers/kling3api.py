@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, ClassVar
 
 from ...domain import catalog
 from ...domain.catalog import Price, TaskType
 from ...domain.models import GenerateRequest, Task
-from ..answers import task_answer
 from .base import Call, Credentials, Provider
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class Kling3Api(Provider):
@@ -31,4 +31,6 @@ class Kling3Api(Provider):
         return [Call("GET", "/api/status", params={"task_id": task_id})]
 
     def read_task(self, response: httpx.Response) -> Task:
+        from ..answers import task_answer  # with the client, which needs it first: settings alone stay light
+
         return task_answer(response)
