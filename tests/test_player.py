@@ -272,7 +272,9 @@ async def test_make_another_spends_once_however_often_it_is_clicked(browser, san
         page, card = await open_card(browser, client, arguments, made)
         await eventually(lambda: _has(card, '[data-status="succeeded"]'), timeout=60)
         await card.click("#again")
-        set_options(sandbox, generate_delay=1.0)  # the second click lands while the first spend is on its way
+        # The second click lands while the first spend is on its way; the new video runs long enough to be seen
+        # running however loaded the machine is (it finished before the card's first look under six workers).
+        set_options(sandbox, generate_delay=1.0, finish_seconds=30)
         await card.evaluate("() => { const b = document.getElementById('spend'); b.click(); b.click(); b.click(); }")
         await eventually(lambda: _has(card, '[data-status="running"], [data-status="queued"]'), timeout=20)
         await page.close()
