@@ -252,14 +252,11 @@ class Settings(BaseSettings):
         return url
 
     @property
-    def price_overrides(self) -> dict[TaskType, Price]:
-        return {type_: Price(**price.model_dump()) for type_, price in self.prices.items()}
-
-    @property
     def pricing(self) -> tuple[Prices, str]:
         """The configured provider's prices (`prices` over its published ones) and their unit."""
         provider = PROVIDERS[self.provider]
-        return {**provider.PRICES, **self.price_overrides}, provider.unit
+        overrides = {type_: Price(**price.model_dump()) for type_, price in self.prices.items()}
+        return {**provider.PRICES, **overrides}, provider.unit
 
     @property
     def has_credentials(self) -> bool:

@@ -77,7 +77,7 @@ async def open_parts(
         base_url = settings.base_url
     public = settings.callbacks.public_url.rstrip("/")
     callback_url = public + CALLBACK_PATH if public else None
-    provider = PROVIDERS[settings.provider](credentials, callback_url=callback_url, prices=settings.price_overrides)
+    provider = PROVIDERS[settings.provider](credentials, callback_url=callback_url, prices=settings.pricing[0])
     retry = RetryPolicy(max_retries=settings.max_retries)
     client = AsyncKlingClient(
         provider=provider, base_url=base_url, retry=retry, http_client=http, deadline=settings.timeout_seconds

@@ -254,8 +254,9 @@ class KlingService:
 
     async def status(self, task_id: str) -> Checked:
         """Ask the API now, and record what it said when the task is tracked here."""
-        task = await self.client.status(task_id, await self._type_of(task_id))
-        record = await self._record_progress(task)
+        found = await self.store.get(task_id)  # its type decides the path on some providers
+        task = await self.client.status(task_id, None if found is None else found.type)
+        record = await self._record_progress(task, found)
         return Checked(task, None if record is None else self.endpoint.reachable(record))
 
     async def wait(
@@ -270,13 +271,9 @@ class KlingService:
                 if inspect.isawaitable(result):
                     await result
 
-        type_ = await self._type_of(task_id)
+        found = await self.store.get(task_id)  # its type decides the path on some providers
+        type_ = None if found is None else found.type
         return await self.client.wait(task_id, type_, timeout=timeout, on_update=record_and_report, policy=policy)
-
-    async def _type_of(self, task_id: str) -> str | None:
-        """The task's type where the store has it: some providers read a task by a path its type decides."""
-        record = await self.store.get(task_id)
-        return None if record is None else record.type
 
     async def download(self, task: Task, path: str | Path) -> Path:
         """The task's video saved to `path` (a file, or a folder for `<task id>.mp4`), noted on its record."""
@@ -286,8 +283,9 @@ class KlingService:
         """A copy kept where the API's URLs die with this process (the embedded sandbox); None elsewhere."""
         return await self.videos.keep(task)
 
-    async def _record_progress(self, task: Task) -> TaskRecord | None:
-        record = await self.store.get(task.task_id)
+    async def _record_progress(self, task: Task, record: TaskRecord | None = None) -> TaskRecord | None:
+        """Apply what the API said to the task's record (`record` when it was just read, else read now)."""
+        record = record or await self.store.get(task.task_id)
         if record is None or not record.is_tracking:
             return record
         now = time.time()

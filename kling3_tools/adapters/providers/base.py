@@ -64,7 +64,7 @@ class Provider(ABC):
     ) -> None:
         self.credentials = credentials
         self.callback_url = callback_url  # sent with each generate where the API calls back; None: polling only
-        self.prices: Mapping[TaskType, Price] = {**self.PRICES, **(prices or {})}
+        self.prices: Mapping[TaskType, Price] = self.PRICES if prices is None else prices  # `Settings.pricing`
 
     def __repr__(self) -> str:  # never the credentials
         return f"{type(self).__name__}()"
