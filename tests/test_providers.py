@@ -516,3 +516,12 @@ def test_kling3_sandbox_with_the_kling_provider_says_how_to_reach_it_and_the_cli
         server.wait(timeout=10)
         if server.stderr is not None:
             server.stderr.close()
+
+
+async def test_a_kling_answer_too_large_is_refused_unread_and_the_next_is_read(sandbox):
+    add_fault(sandbox, endpoint="status", status=200, pad_bytes=2 * 1024 * 1024, count=1)
+    async with client_for("kling", sandbox) as client:
+        task = await client.generate(GenerateRequest.build(type="std-text-to-video", prompt="x"))
+        with pytest.raises(errors.APIError, match="larger than"):
+            await client.status(task.task_id, "std-text-to-video")
+        assert (await client.status(task.task_id, "std-text-to-video")).task_id == task.task_id  # the next is read

@@ -21,7 +21,7 @@ import binascii
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -36,29 +36,12 @@ from starlette.routing import Route
 
 from ...domain import catalog
 from ..assets import checks
-from .kling_format import KlingFormat, Reject
+from .kling_format import Hostile, KlingFormat, Reject
 from .options import SandboxOptions
 from .state import Fault, SandboxState, SandboxTask
 
 FETCH_SECONDS = 10.0  # the most the sandbox spends fetching one input, however slowly it drips
 SAMPLE_VIDEO = resources.files(__package__).joinpath("sample.mp4").read_bytes()
-
-
-class _Hostile(Exception):
-    def __init__(self, fault: Fault) -> None:
-        self.fault = fault
-
-    def response(self) -> Response:
-        if self.fault.pad_bytes:
-            return JSONResponse({"code": 200, "message": "x" * self.fault.pad_bytes, "data": {"task_id": "n75pad"}})
-        delay = self.fault.drip_seconds or 0.5
-
-        async def drip() -> AsyncIterator[bytes]:
-            for byte in b'{"code": 200, "message": "success", "data": {"task_id": "n75drip"}}':
-                await asyncio.sleep(delay)
-                yield bytes([byte])
-
-        return StreamingResponse(drip(), media_type="application/json")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -122,7 +105,7 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             raise Reject(429, "RATE_LIMITED", "Too many requests, please slow down", {"Retry-After": retry_after})
         fault = state.next_fault(endpoint)
         if fault is not None and fault.status < 400:
-            raise _Hostile(fault)
+            raise Hostile(fault)
         if fault is not None:
             after = fault.retry_after
             headers = (
@@ -142,7 +125,7 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
     async def generate(request: Request) -> Response:
         try:
             await guard(request, "generate")
-        except _Hostile as hostile:
+        except Hostile as hostile:
             return hostile.response()
         except Reject as reject:
             return _reject(reject)
@@ -200,7 +183,7 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
                 raise Reject(404, "TASK_NOT_FOUND", f"No task with id {task_id!r}")
             if state.options.status_delay:
                 await asyncio.sleep(state.options.status_delay)
-        except _Hostile as hostile:
+        except Hostile as hostile:
             return hostile.response()
         except Reject as reject:
             return _reject(reject)

@@ -10,18 +10,18 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import jwt
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ...domain import catalog
 from ..providers.kling import Kling
-from .state import SandboxState, SandboxTask
+from .state import Fault, SandboxState, SandboxTask
 
 FAMILIES = ("text2video", "image2video", "omni-video")
 MODELS = {"text2video": "kling-v3", "image2video": "kling-v3", "omni-video": "kling-v3-omni"}
@@ -40,6 +40,25 @@ PARAMETER = (400, 1201)
 class Reject(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class Hostile(Exception):
+    """An injected fault answered 200: a padded or dripping body, for either format (clients must survive it)."""
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+
+    def response(self) -> Response:
+        if self.fault.pad_bytes:
+            return JSONResponse({"code": 200, "message": "x" * self.fault.pad_bytes, "data": {"task_id": "n75pad"}})
+        delay = self.fault.drip_seconds or 0.5
+
+        async def drip() -> AsyncIterator[bytes]:
+            for byte in b'{"code": 200, "message": "success", "data": {"task_id": "n75drip"}}':
+                await asyncio.sleep(delay)
+                yield bytes([byte])
+
+        return StreamingResponse(drip(), media_type="application/json")
 
 
 class KlingFormat:
@@ -95,6 +114,8 @@ class KlingFormat:
             if external and self.state.find_external(external) is not None:
                 raise Reject(400, "INVALID_PARAMETER", "external_task_id is already used on this account")
             task = await self.create(page_body(family, body), external)
+        except Hostile as hostile:
+            return hostile.response()
         except Reject as reject:
             return error(reject)
         except (ValueError, TypeError) as exc:
@@ -120,6 +141,8 @@ class KlingFormat:
             task = self.state.find(request.path_params["task_id"])
             if task is None or family_of(task.type) != request.path_params["family"]:
                 raise Reject(404, "TASK_NOT_FOUND", "The task does not exist")
+        except Hostile as hostile:
+            return hostile.response()
         except Reject as reject:
             return error(reject)
         return answer(self.task_data(request, task))
