@@ -35,8 +35,9 @@ from kling3_tools.adapters.client import AsyncKlingClient
 from kling3_tools.adapters.store import TaskStore, migrate_postgres, open_store
 from kling3_tools.config import Settings
 from kling3_tools.domain.ledger import DAY_SECONDS, Attempt, AttemptState, Scope, SpendLimit
-from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import CliOrigin, TaskRecord
+from kling3_tools.domain.tasks import Task
 from kling3_tools.service import KlingService
 
 from .common import SANDBOX_KEY, sandbox_process

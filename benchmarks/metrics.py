@@ -25,8 +25,9 @@ import httpx
 
 from harness.helpers import eventually, free_port
 from kling3_tools.config import Settings
-from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import CliOrigin, Delivery, Outcome, TaskRecord
+from kling3_tools.domain.tasks import Task
 from kling3_tools.ops.endpoints import serving
 from kling3_tools.ops.metrics import PrometheusObserver
 from kling3_tools.service import KlingService

@@ -37,8 +37,9 @@ from harness.helpers import poller_env
 from harness.postgres import PostgresCluster, find_bindir
 from kling3_tools.adapters.store.postgres import CLAIM_SQL, PostgresTaskStore
 from kling3_tools.adapters.store.rows import COLUMNS, record_to_row
-from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import AnyOrigin, CliOrigin, McpOrigin, TaskRecord
+from kling3_tools.domain.tasks import Task
 
 from .common import SANDBOX_KEY, sandbox_process
 from .poller import Receiver, percentile, stop, submit

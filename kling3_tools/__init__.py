@@ -40,7 +40,9 @@ if TYPE_CHECKING:
         TaskNotFoundError,
         WaitTimeoutError,
     )
-    from .domain.models import GenerateRequest, Task, TaskStatus, quote
+    from .domain.models import GenerateRequest
+    from .domain.rules import quote
+    from .domain.tasks import Task, TaskStatus
     from .service import KlingService
     from .version import __version__
 
@@ -75,11 +77,11 @@ _HOMES = {
     "SpendingRefusedError": "domain.errors",
     "StoreError": "domain.errors",
     "StoreUnavailableError": "domain.errors",
-    "Task": "domain.models",
+    "Task": "domain.tasks",
     "TaskExistsError": "domain.errors",
     "TaskFailedError": "domain.errors",
     "TaskNotFoundError": "domain.errors",
-    "TaskStatus": "domain.models",
+    "TaskStatus": "domain.tasks",
     "TaskType": "domain.catalog",
     "Tier": "domain.catalog",
     "WaitPolicy": "adapters.client",
@@ -87,7 +89,7 @@ _HOMES = {
     "__version__": "version",
     "get_model": "domain.catalog",
     "list_models": "domain.catalog",
-    "quote": "domain.models",
+    "quote": "domain.rules",
 }
 
 __all__ = [

@@ -27,20 +27,20 @@ from .adapters.client import AsyncKlingClient, UpdateCallback, WaitPolicy
 from .adapters.store import StatusFilter, TaskStore
 from .config import Settings
 from .domain.errors import KlingError
-from .domain.ledger import (
-    DAY_SECONDS,
-    SpendLimit,
-    Usage,
-)
-from .domain.models import GenerateRequest, Task
+from .domain.ledger import DAY_SECONDS, SpendLimit, Usage
+from .domain.models import GenerateRequest
 from .domain.records import AnyOrigin, Checked, Delivery, TaskRecord
 from .domain.story import Story
 from .domain.story_record import StoryRecord
+from .domain.tasks import Task
+from .making import Making
 from .parts import Endpoint, open_parts
+from .workflows.characters import Characters
 from .workflows.notifiers import CliNotifier, Notifier, Notifiers, WebhookNotifier
 from .workflows.observe import Observer
 from .workflows.poller import Poller
 from .workflows.schedule import SchedulePolicy, Scheduler
+from .workflows.sources import Sources
 from .workflows.spending import Spending
 from .workflows.stories.control import Stories
 from .workflows.stories.runner import StoryParts
@@ -49,7 +49,7 @@ from .workflows.videos import Videos
 log = logging.getLogger("kling3_tools")
 
 
-class KlingService:
+class KlingService(Making):
     def __init__(
         self,
         client: AsyncKlingClient,
@@ -91,6 +91,8 @@ class KlingService:
         self.videos = Videos(
             client, store, http, assets, keep_in=self.endpoint.keeps_videos, max_bytes=self.max_download_bytes
         )
+        self.sources = Sources(store, self.videos, provider=client.provider.name)  # see `examine`
+        self.characters = Characters(client, store, assets)
         self.stories = Stories(  # start, follow and retry stories; the pollers advance them
             StoryParts(
                 self.spending,

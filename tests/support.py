@@ -27,8 +27,9 @@ from mcp.client.stdio import StdioServerParameters
 from harness import fake_discord as fd
 from harness.helpers import SECRET, RawStdio, free_port, poller_env
 from kling3_tools.config import Settings
-from kling3_tools.domain.models import GenerateRequest, Task
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import CliOrigin, Delivery, TaskRecord, WebhookOrigin
+from kling3_tools.domain.tasks import Task
 from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.service import KlingService
 from kling3_tools.workflows.schedule import SchedulePolicy

@@ -20,7 +20,7 @@ PAGE_FIXED = {"o3-pro-video-edit": 435, "o3-std-video-edit": 360}
 
 
 def test_twelve_types_in_page_order():
-    assert [spec.type.value for spec in catalog.list_models()] == [
+    assert [spec.type.value for spec in catalog.list_models(catalog.PRICES)] == [
         "pro-text-to-video",
         "pro-image-to-video",
         "std-text-to-video",
@@ -41,19 +41,19 @@ def test_twelve_types_in_page_order():
 def test_per_second_prices_match_the_page(type_, rates, duration):
     spec = catalog.get_model(type_)
     silent, with_sound = rates
-    assert spec.credits(duration, sound=False) == silent * duration
-    assert spec.credits(duration, sound=True) == with_sound * duration
+    assert catalog.PRICES[spec.type].credits(duration, sound=False) == silent * duration
+    assert catalog.PRICES[spec.type].credits(duration, sound=True) == with_sound * duration
 
 
 @pytest.mark.parametrize(("type_", "fixed"), PAGE_FIXED.items())
 def test_edits_have_fixed_prices(type_, fixed):
     spec = catalog.get_model(type_)
     assert not spec.has_duration
-    assert spec.credits(3) == spec.credits(15) == fixed
+    assert catalog.PRICES[spec.type].credits(3, True) == catalog.PRICES[spec.type].credits(15, False) == fixed
 
 
 def test_page_example_costs_400_credits():
-    assert catalog.get_model("pro-text-to-video").credits() == 400
+    assert catalog.PRICES[catalog.TaskType.PRO_TEXT_TO_VIDEO].credits(catalog.DEFAULT_DURATION, True) == 400
 
 
 def test_classification():

@@ -23,7 +23,8 @@ from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.adapters.sandbox.server import SandboxServer
 from kling3_tools.adapters.sync_client import KlingClient
 from kling3_tools.domain import catalog, errors
-from kling3_tools.domain.models import GenerateRequest, TaskStatus
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.tasks import TaskStatus
 
 from .conftest import FAST_RETRY, FAST_WAIT, add_fault, set_options, stats
 
@@ -41,7 +42,7 @@ def request_for(spec: catalog.ModelSpec, **fields) -> GenerateRequest:
     return GenerateRequest.build(type=spec.type, prompt="A lighthouse in a storm", **EXTRA_FIELDS[spec.mode], **fields)
 
 
-@pytest.mark.parametrize("spec", catalog.list_models(), ids=lambda s: s.type.value)
+@pytest.mark.parametrize("spec", catalog.list_models(catalog.PRICES), ids=lambda s: s.type.value)
 @pytest.mark.parametrize(("duration", "sound"), [(None, None), (12, False)])
 async def test_every_type_is_charged_what_the_catalog_says(client, sandbox, spec, duration, sound):
     fields = {} if not spec.has_duration else {"duration": duration, "sound": sound}

@@ -23,9 +23,11 @@ from kling3_tools.adapters.store import TaskStore, open_store
 from kling3_tools.config import Settings
 from kling3_tools.domain.errors import OutcomeUnknownError, SpendingRefusedError, StoreError
 from kling3_tools.domain.ledger import Attempt, AttemptState, Scope, SpendLimit, Usage
-from kling3_tools.domain.models import GenerateRequest, Task, quote
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import CliOrigin, DiscordOrigin, McpOrigin, TaskRecord
 from kling3_tools.domain.reservations import Reservation, decide
+from kling3_tools.domain.rules import quote
+from kling3_tools.domain.tasks import Task
 from kling3_tools.service import KlingService
 
 from .conftest import FAST_RETRY, add_fault, set_options, stats

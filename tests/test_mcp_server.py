@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from harness.helpers import eventually, free_port
 from kling3_tools.domain import catalog
-from kling3_tools.domain.models import quote
+from kling3_tools.domain.rules import quote
 
 from .conftest import set_options, stats
 from .support import connect, connect_stdio, elicitation, http_server, locked, raw_server, server_env, text
@@ -48,13 +48,13 @@ async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
     props, defs = schema["properties"], schema["$defs"]
     assert defs["TaskType"]["enum"] == [t.value for t in catalog.TaskType]
     assert defs["AspectRatio"]["enum"] == ["16:9", "9:16", "1:1"]
-    assert schema["required"] == ["type", "prompt"]
+    assert schema["required"] == ["type"]  # `prompt` too, for the types that take one (the core says which)
     duration = props["duration"]["anyOf"][0]
     assert (duration["minimum"], duration["maximum"], duration["type"]) == (3, 15, "integer")
     cfg = props["cfg_scale"]["anyOf"][0]
     assert (cfg["minimum"], cfg["maximum"]) == (0, 1)
     assert props["images"]["anyOf"][0]["maxItems"] == 7
-    assert props["prompt"]["maxLength"] == 2000
+    assert props["prompt"]["anyOf"][0]["maxLength"] == 2000
     assert props["wait_seconds"]["anyOf"][0]["maximum"] == 55
     assert "request" not in props and "approval" not in props  # resolved by the server, not the model
     assert tools["generate_video"].annotations.open_world_hint is True

@@ -2,7 +2,9 @@ import pytest
 
 from kling3_tools.domain.catalog import END_FRAME_WIRE_FIELD, TaskType
 from kling3_tools.domain.errors import RequestValidationError
-from kling3_tools.domain.models import GenerateRequest, Task, TaskStatus, normalise_status, quote
+from kling3_tools.domain.models import GenerateRequest
+from kling3_tools.domain.rules import quote
+from kling3_tools.domain.tasks import Task, TaskStatus, normalise_status
 
 IMG = "https://example.com/a.jpg"
 VID = "https://example.com/a.mp4"

@@ -191,7 +191,7 @@ async def test_tables_fold_long_ids_and_urls_instead_of_cutting_them(tmp_path, m
     screen = io.StringIO()
     monkeypatch.setattr(output, "out", Console(file=screen, width=100, force_terminal=True, markup=False))
     await offline.cmd_models(argparse.Namespace(json=False), Settings.load())
-    assert all(spec.type.value in screen.getvalue() for spec in catalog.list_models())
+    assert all(spec.type.value in screen.getvalue() for spec in catalog.list_models(catalog.PRICES))
 
     url = "https://cdn.example.com/videos/" + "a" * 90 + "/n75long.mp4"
     store = await open_store(f"sqlite:///{tmp_path}/t.db")
@@ -442,7 +442,7 @@ def test_models_piped_is_one_tab_separated_line_per_type_and_on_80_columns_nothi
 
     code, out, _ = kling3(capsys, "models")
     lines = out.splitlines()
-    assert code == 0 and len(lines) == len(catalog.TaskType)
+    assert code == 0 and len(lines) == len(catalog.PRICES)  # the types the configured provider offers
     assert all(len(line.split("\t")) == 5 for line in lines) and lines[0].split("\t")[1] == "text-to-video"
     terminal = Console(force_terminal=True, width=80, highlight=False, markup=False, emoji=False, color_system=None)
     monkeypatch.setattr(output, "out", terminal)

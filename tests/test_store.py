@@ -12,7 +12,7 @@ import pytest
 from kling3_tools.adapters.store import SQLiteTaskStore, open_store, path_from_url
 from kling3_tools.domain.errors import StoreError, TaskExistsError
 from kling3_tools.domain.ledger import OPEN_STATES, Attempt, AttemptState, Scope, SpendLimit
-from kling3_tools.domain.models import GenerateRequest, Task, TaskStatus
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import (
     CliOrigin,
     Delivery,
@@ -22,6 +22,7 @@ from kling3_tools.domain.records import (
     TaskRecord,
     WebhookOrigin,
 )
+from kling3_tools.domain.tasks import Task, TaskStatus
 
 from .support import API, KINDS, make_record
 

@@ -13,7 +13,7 @@ import pytest
 from harness.helpers import kling3
 from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
 from kling3_tools.domain.errors import RequestValidationError
-from kling3_tools.domain.models import quote
+from kling3_tools.domain.rules import quote
 from kling3_tools.domain.story import Story
 from kling3_tools.domain.story_plan import plan
 

@@ -11,7 +11,7 @@ import enum
 import inspect
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_origin
 
 import annotated_types
 import discord
@@ -20,8 +20,9 @@ from discord import app_commands
 from kling3_tools.domain import catalog
 from kling3_tools.domain.catalog import Mode, TaskType
 from kling3_tools.domain.errors import KlingError, RequestValidationError
-from kling3_tools.domain.models import GenerateRequest, quote
+from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import DiscordOrigin
+from kling3_tools.domain.rules import quote
 
 from .embeds import task_embed
 from .flow import VideoFlow
@@ -31,8 +32,9 @@ Duration = app_commands.Range[int, catalog.MIN_DURATION, catalog.MAX_DURATION]
 
 
 def model_choices(*modes: Mode) -> list[Choice[str]]:
+    """The types of these modes (their prices depend on the provider: `/kling models` and `/kling cost` say)."""
     return [
-        Choice(name=f"{spec.type.value} · {spec.price.describe()}"[:100], value=spec.type.value)
+        Choice(name=f"{spec.type.value} · {spec.description}"[:100], value=spec.type.value)
         for spec in catalog.list_models()
         if spec.mode in modes
     ]
@@ -105,10 +107,16 @@ def brief(text: str | None) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
+LIST_SEPARATOR = ";"  # a list field is one text option, its items separated so (prompts hold commas)
+
+
 def option_type(name: str) -> tuple[Any, list[Choice[str]] | None]:
-    """The Discord type of a request field (bounded numbers as ranges) and its choices, from the model."""
+    """The Discord type of a request field (bounded numbers as ranges, a list as text) and its choices, from the
+    model."""
     field = GenerateRequest.model_fields[name]
     value_type = GenerateRequest.value_type(name)
+    if get_origin(value_type) is list:
+        return str, None
     if isinstance(value_type, type) and issubclass(value_type, enum.Enum):
         return str, [Choice(name=str(member.value), value=str(member.value)) for member in value_type]
     if value_type in (int, float):
@@ -123,6 +131,7 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
     uploaded = {upload.field for upload in spec.uploads}
     accepted = set().union(*(m.accepted_fields for m in catalog.list_models() if m.mode is spec.mode))
     fields = [name for name in GenerateRequest.model_fields if name in accepted - uploaded - {"type", "prompt"}]
+    listed = [name for name in fields if get_origin(GenerateRequest.value_type(name)) is list]
 
     async def callback(interaction: discord.Interaction, **options: Any) -> None:
         chosen = options.pop("model", None)
@@ -137,13 +146,16 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
                 request.setdefault("images", []).append(attachment.url)
             else:
                 request[upload.field] = attachment.url
+        for name in listed:
+            if isinstance(options.get(name), str):
+                options[name] = [item.strip() for item in options[name].split(LIST_SEPARATOR) if item.strip()]
         await flow.start_video(interaction, request | options, uploads)
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
         inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction)
     ]
-    descriptions = {"prompt": spec.prompt, "model": "Which Kling model (and its price in credits)"}
+    descriptions = {"prompt": spec.prompt, "model": "Which Kling model"}
     choices: dict[str, list[Choice[str]]] = {"model": model_choices(spec.mode)}
     prompt = inspect.Parameter("prompt", keyword, annotation=str)
     for upload in spec.uploads:
@@ -162,7 +174,8 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
     for name in fields:
         annotation, field_choices = option_type(name)
         parameters.append(inspect.Parameter(name, keyword, annotation=Optional[annotation], default=None))  # noqa: UP045 (a range is no type)
-        descriptions[name] = brief(GenerateRequest.model_fields[name].description)
+        description = GenerateRequest.model_fields[name].description
+        descriptions[name] = brief(description) if name not in listed else brief(f"{description}; separate with ;")
         if field_choices:
             choices[name] = field_choices
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]

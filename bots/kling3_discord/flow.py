@@ -83,7 +83,7 @@ class VideoFlow:
             return
         assert interaction.channel_id is not None
         channel = interaction.client.get_partial_messageable(interaction.channel_id, guild_id=interaction.guild_id)
-        message = await channel.send(embed=starting_embed(request.prompt, user_id))
+        message = await channel.send(embed=starting_embed(request.summary, user_id))
         origin = DiscordOrigin(
             guild_id=interaction.guild_id, channel_id=interaction.channel_id, message_id=message.id, user_id=user_id
         )

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..domain.catalog import MAX_RETRY_AFTER
 from ..domain.errors import APIError, RateLimitError, error_class_for
-from ..domain.models import Task
+from ..domain.tasks import Task
 
 
 class Envelope(BaseModel):

@@ -28,6 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from ..domain.catalog import TaskType
+from ..domain.characters import CharacterTask
 from ..domain.errors import (
     APIConnectionError,
     APIError,
@@ -40,11 +41,13 @@ from ..domain.errors import (
     TaskNotFoundError,
     WaitTimeoutError,
 )
-from ..domain.models import GenerateRequest, Task, TaskStatus
+from ..domain.models import GenerateRequest
+from ..domain.tasks import Task, TaskStatus
 from ..version import __version__
 from . import downloads
 from .pool import DEFAULT_TIMEOUT, http_pool, load_backend
 from .providers import Call, Credentials, Kling3Api, Provider
+from .providers.base import CharacterCalls
 
 DEFAULT_DEADLINE = 120.0  # seconds for one whole answer, however slowly it drips
 MAX_ANSWER_BYTES = 1024 * 1024  # an API answer is a small JSON object; anything larger is not read
@@ -145,7 +148,7 @@ class AsyncKlingClient:
 
     async def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Task:
         """Submit a task (spends credits). Never repeated once the request may have arrived."""
-        return await self._api(self.provider.generate(request, attempt_id=attempt_id), safe_after_send=False)
+        return await self._task(self.provider.generate(request, attempt_id=attempt_id), safe_after_send=False)
 
     async def status(self, task_id: str, type_: TaskType | str | None = None) -> Task:
         """The task's current state, as the API reports it (`type_` where the provider's path needs it; without
@@ -153,8 +156,8 @@ class AsyncKlingClient:
         calls = self.provider.status(task_id, type_)
         for call in calls[:-1]:
             with contextlib.suppress(TaskNotFoundError):
-                return await self._api(call, safe_after_send=True)
-        return await self._api(calls[-1], safe_after_send=True)
+                return await self._task(call, safe_after_send=True)
+        return await self._task(calls[-1], safe_after_send=True)
 
     async def find(self, attempt_id: str, type_: TaskType | str) -> Task | None:
         """The task a generate created, looked up by the attempt id it was sent with; None when the provider
@@ -163,7 +166,7 @@ class AsyncKlingClient:
         if call is None:
             return None
         try:
-            return await self._api(call, safe_after_send=True)
+            return await self._task(call, safe_after_send=True)
         except TaskNotFoundError:
             return None
 
@@ -243,10 +246,19 @@ class AsyncKlingClient:
         """What the request will spend by this client's provider's prices; no HTTP."""
         return request.estimated_credits(self.provider.prices)
 
-    async def _api(self, call: Call, *, safe_after_send: bool) -> Task:
+    async def character(self, step: Callable[[CharacterCalls], Call], *, safe_after_send: bool) -> CharacterTask:
+        """One step of making, reading or deleting a character (`RequestValidationError` where the provider has
+        none); making one is sent once, never repeated once it may have arrived."""
+        calls = self.provider.character_calls()
+        return await self._api(step(calls), safe_after_send=safe_after_send, read=calls.read)
+
+    async def _task(self, call: Call, *, safe_after_send: bool) -> Task:
+        return await self._api(call, safe_after_send=safe_after_send, read=self.provider.read_task)
+
+    async def _api(self, call: Call, *, safe_after_send: bool, read: Callable[[httpx.Response], T]) -> T:
         self.require_key()
 
-        async def send() -> Task:
+        async def send() -> T:
             # Sent with each request, not set on the httpx client: a shared client (the service's pool) is not ours.
             headers = {"Authorization": self.provider.authorization() or "", "User-Agent": USER_AGENT}
             try:
@@ -257,7 +269,7 @@ class AsyncKlingClient:
             except TimeoutError:
                 raise httpx.ReadTimeout(f"no whole answer within {self.deadline:g} s") from None
             log.debug("%s %s -> %s", call.method, call.path, response.status_code)
-            return self.provider.read_task(response)
+            return read(response)
 
         return await self._with_retries(send, what=f"{call.method} {call.path}", safe_after_send=safe_after_send)
 

@@ -8,7 +8,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..domain.models import GenerateRequest, Task
+from ..domain.models import GenerateRequest
+from ..domain.tasks import Task
 from .client import AsyncKlingClient
 
 T = TypeVar("T")

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from rich.text import Text
 
 from ..config import Settings
-from ..domain.models import GenerateRequest, Task
+from ..domain.models import GenerateRequest
 from ..domain.records import CliOrigin, WebhookOrigin
+from ..domain.tasks import Task
 from ..launch import EXIT_OK, UsageError
 from ..service import KlingService
 from ..workflows.observe import Observer

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from ..domain import catalog
 from ..domain.errors import RequestValidationError
-from ..domain.models import GenerateRequest, duration_problem, quote
+from ..domain.models import GenerateRequest
+from ..domain.rules import duration_problem, quote
 from ..launch import EXIT_OK, UsageError
 from . import output
 from .output import describe_cost, err, print_json

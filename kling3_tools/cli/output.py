@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.text import Text
 
 from ..domain.catalog import Prices
-from ..domain.models import GenerateRequest, Task
+from ..domain.models import GenerateRequest
+from ..domain.tasks import Task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""The twelve task types: what each accepts, what it requires, what it costs.
+"""The task types: what each accepts, what it requires, what the aggregator charges for it.
 
 This module is the single source of truth for the API's models. Request
 validation, cost estimates, the sandbox and every front end read it; nothing
@@ -21,6 +21,14 @@ MAX_DURATION = 15
 DEFAULT_DURATION = 5
 MAX_PROMPT_CHARS = 2000
 MAX_REFERENCE_IMAGES = 7
+MAX_CHARACTERS = 3  # characters (Kling's elements) in one request; with reference images, at most 7 inputs in all
+MIN_SHOTS, MAX_SHOTS = 2, 6  # a native multi-shot request; each shot at least 1 s, together the video's length
+MAX_SHOT_PROMPT_CHARS = 512
+MAX_INPUTS_WITH_VIDEO = 4  # reference images and characters beside a reference video
+MAX_SPOKEN_CHARS = 120  # what a lip-sync's text may hold
+DEFAULT_VOICE = "genshin_vindi2"
+MAX_MOTION_SECONDS_FACING_IMAGE = 10
+MAX_SOURCE_SECONDS = 10  # what extend and lip-sync take as their source video
 DEFAULT_CFG_SCALE = 0.5
 
 # The page documents an end-frame image for image-to-video but names no wire
@@ -43,6 +51,11 @@ class TaskType(StrEnum):
     O3_STD_IMAGE_TO_VIDEO = "o3-std-image-to-video"
     O3_STD_REFERENCE_TO_VIDEO = "o3-std-reference-to-video"
     O3_STD_VIDEO_EDIT = "o3-std-video-edit"
+    O3_PRO_VIDEO_EXTEND = "o3-pro-video-extend"
+    O3_STD_VIDEO_EXTEND = "o3-std-video-extend"
+    PRO_MOTION_CONTROL = "pro-motion-control"
+    STD_MOTION_CONTROL = "std-motion-control"
+    LIP_SYNC = "lip-sync"
 
 
 class AspectRatio(StrEnum):
@@ -71,27 +84,38 @@ class Mode(StrEnum):
     IMAGE = "image-to-video"
     REFERENCE = "reference-to-video"
     EDIT = "video-edit"
+    EXTEND = "video-extend"  # the next shot of a finished video
+    MOTION = "motion-control"  # a character image moved as a reference video moves
+    LIP_SYNC = "lip-sync"  # a finished video's speaker made to say a text or an audio track
 
 
-# Request fields by the mode (or family) that takes them. `prompt` and
-# `negative_prompt` are taken by every type.
-_COMMON_FIELDS = frozenset({"prompt", "negative_prompt"})
+# Request fields by the mode (or family) that takes them.
+_PROMPTED = frozenset({"prompt", "negative_prompt"})
+_FRESH = frozenset({"duration", "aspect_ratio", "sound"})  # a video made from nothing but the request
 _MODE_FIELDS: dict[Mode, frozenset[str]] = {
-    Mode.TEXT: frozenset({"duration", "aspect_ratio", "sound"}),
-    Mode.IMAGE: frozenset({"duration", "aspect_ratio", "sound", "image", "end_image"}),
-    Mode.REFERENCE: frozenset({"duration", "aspect_ratio", "sound", "images", "video"}),
-    Mode.EDIT: frozenset({"video", "keep_original_sound"}),
+    Mode.TEXT: _PROMPTED | _FRESH | {"shots"},
+    Mode.IMAGE: _PROMPTED | _FRESH | {"image", "end_image", "shots"},
+    Mode.REFERENCE: _PROMPTED | _FRESH | {"images", "video"},
+    Mode.EDIT: _PROMPTED | {"video", "source_task", "keep_original_sound"},
+    Mode.EXTEND: _PROMPTED | {"duration", "video", "source_task"},
+    Mode.MOTION: _PROMPTED | {"duration", "image", "video", "character_orientation", "keep_original_sound"},
+    Mode.LIP_SYNC: frozenset({"duration", "video", "source_task", "text", "voice", "audio"}),
 }
+# `video` may be given as a `source_task` (a video made here), which also stands for a lip-sync's `duration`.
 _MODE_REQUIRED: dict[Mode, frozenset[str]] = {
-    Mode.TEXT: frozenset({"prompt"}),
+    Mode.TEXT: frozenset({"prompt"}),  # or `shots`
     Mode.IMAGE: frozenset({"prompt", "image"}),
     Mode.REFERENCE: frozenset({"prompt"}),
     Mode.EDIT: frozenset({"prompt", "video"}),
+    Mode.EXTEND: frozenset({"prompt", "video"}),
+    Mode.MOTION: frozenset({"image", "video", "duration"}),  # `duration`: the motion video's length, billed
+    Mode.LIP_SYNC: frozenset({"video", "duration"}),  # and `text` or `audio`
 }
-_FAMILY_FIELDS: dict[Family, frozenset[str]] = {
+_FAMILY_FIELDS: dict[Family, frozenset[str]] = {  # for the modes that make a video from the request alone
     Family.KLING_3: frozenset({"cfg_scale"}),
-    Family.O3: frozenset(),
+    Family.O3: frozenset({"characters"}),
 }
+_FAMILY_MODES = frozenset({Mode.TEXT, Mode.IMAGE, Mode.REFERENCE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +151,12 @@ class ModelSpec:
     tier: Tier
     mode: Mode
     description: str
-    price: Price
+    price: Price | None  # the aggregator's; None where it does not offer the type
 
     @property
     def accepted_fields(self) -> frozenset[str]:
-        return _COMMON_FIELDS | _MODE_FIELDS[self.mode] | _FAMILY_FIELDS[self.family]
+        family = _FAMILY_FIELDS[self.family] if self.mode in _FAMILY_MODES else frozenset()
+        return _MODE_FIELDS[self.mode] | family
 
     @property
     def required_fields(self) -> frozenset[str]:
@@ -146,11 +171,8 @@ class ModelSpec:
     def task_id_prefix(self) -> str:
         return "n75" if self.family is Family.KLING_3 else "n71"
 
-    def credits(self, duration: int = DEFAULT_DURATION, sound: bool = True) -> int:
-        return self.price.credits(duration, sound)
 
-
-def _spec(type_: TaskType, description: str, price: Price) -> ModelSpec:
+def _spec(type_: TaskType, description: str, price: Price | None = None) -> ModelSpec:
     family = Family.O3 if type_.startswith("o3-") else Family.KLING_3
     tier = Tier.PRO if "pro-" in type_ else Tier.STD
     mode = next(m for m in Mode if type_.endswith(m.value))
@@ -183,12 +205,17 @@ CATALOG: dict[TaskType, ModelSpec] = {
             Price(per_second=20),
         ),
         _spec(TaskType.O3_STD_VIDEO_EDIT, "O3 Standard video editing", Price(fixed=360)),
+        _spec(TaskType.O3_PRO_VIDEO_EXTEND, "O3 Pro: the next shot of a finished video"),
+        _spec(TaskType.O3_STD_VIDEO_EXTEND, "O3 Standard: the next shot of a finished video"),
+        _spec(TaskType.PRO_MOTION_CONTROL, "Kling 3.0 Pro motion control: an image moved as a video moves"),
+        _spec(TaskType.STD_MOTION_CONTROL, "Kling 3.0 Standard motion control"),
+        _spec(TaskType.LIP_SYNC, "Lip-sync a finished video to a text or an audio track"),
     )
 }
 
 
-Prices = Mapping[TaskType, Price]  # one provider's price list (`adapters.providers`)
-PRICES: Prices = {type_: spec.price for type_, spec in CATALOG.items()}  # the aggregator's, in credits
+Prices = Mapping[TaskType, Price]  # one provider's price list (`adapters.providers`): the types it offers
+PRICES: Prices = {type_: spec.price for type_, spec in CATALOG.items() if spec.price}  # the aggregator's, in credits
 
 
 def get_model(type_: TaskType | str) -> ModelSpec:
@@ -200,14 +227,15 @@ def get_model(type_: TaskType | str) -> ModelSpec:
         raise KeyError(f"unknown task type {type_!r}; known types: {known}") from None
 
 
-def list_models() -> list[ModelSpec]:
-    """All twelve specs, Kling 3.0 first, in the page's order."""
-    return list(CATALOG.values())
+def list_models(prices: Prices | None = None) -> list[ModelSpec]:
+    """The specs a provider offers (by its price list; every one without), Kling 3.0 first, in the page's
+    order."""
+    return [spec for spec in CATALOG.values() if prices is None or spec.type in prices]
 
 
 def describe_models(prices: Prices | None = None, unit: str = "credits") -> list[dict[str, Any]]:
-    """The catalog as plain JSON data, priced by a provider's list (the aggregator's by default), for `kling3
-    models --json` and the MCP `kling://models` resource."""
+    """The types a provider offers, as plain JSON data priced by its list (the aggregator's by default), for
+    `kling3 models --json` and the MCP `kling://models` resource."""
     prices = PRICES if prices is None else prices
     return [
         {
@@ -222,5 +250,5 @@ def describe_models(prices: Prices | None = None, unit: str = "credits") -> list
             "fields": sorted(spec.accepted_fields),
             "required": sorted(spec.required_fields),
         }
-        for spec in list_models()
+        for spec in list_models(prices)
     ]

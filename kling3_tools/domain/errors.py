@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from .models import Task
+    from .tasks import Task
 
 
 class KlingError(Exception):

@@ -34,8 +34,9 @@ from pydantic import BaseModel
 
 from .catalog import PRICES, Prices
 from .errors import APIConnectionError, APIError, OutcomeUnknownError, SpendingRefusedError
-from .models import GenerateRequest, Task
+from .models import GenerateRequest
 from .records import AnyOrigin, Origin, TaskRecord
+from .tasks import Task
 
 DAY_SECONDS = 24 * 3600
 

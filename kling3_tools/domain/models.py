@@ -8,14 +8,10 @@ mapped onto four states instead of failing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal, Self, get_args
 
 from pydantic import (
-    AnyUrl,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,65 +20,35 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 from . import catalog
 from .catalog import AspectRatio, TaskType
 from .errors import RequestValidationError
+from .rules import catalog_rule_errors, describe_validation_error
+from .url_fields import check_url
 
 StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]  # still tracked, or how tracking ended
 
 
-class TaskStatus(StrEnum):
-    """The four states every status word of the API is mapped to."""
+class MultiShot(BaseModel):
+    """One shot of a native multi-shot video: what it shows, and for how long."""
 
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+    prompt: str = Field(min_length=1, max_length=catalog.MAX_SHOT_PROMPT_CHARS, description="What the shot shows.")
+    duration: int = Field(ge=1, le=catalog.MAX_DURATION, strict=True, description="Its seconds.")
 
-
-# The page shows IN_PROGRESS and SUCCESS; the rest are words that similar APIs
-# send. Anything else counts as running, so an unknown word never ends a wait.
-_STATUS_WORDS: dict[TaskStatus, frozenset[str]] = {
-    TaskStatus.QUEUED: frozenset({"PENDING", "QUEUED", "QUEUING", "SUBMITTED", "CREATED", "WAITING"}),
-    TaskStatus.RUNNING: frozenset({"IN_PROGRESS", "PROCESSING", "RUNNING", "GENERATING", "STARTED"}),
-    TaskStatus.SUCCEEDED: frozenset(
-        {"SUCCESS", "SUCCEED", "SUCCEEDED", "SUCCESSFUL", "COMPLETED", "COMPLETE", "DONE", "FINISHED"}
-    ),
-    TaskStatus.FAILED: frozenset(
-        {"FAILED", "FAILURE", "FAIL", "ERROR", "EXPIRED", "CANCELLED", "CANCELED", "TIMEOUT", "TIMED_OUT", "REJECTED"}
-    ),
-}
-
-
-def normalise_status(word: str | None) -> TaskStatus:
-    """Map any status word of the API onto a `TaskStatus`."""
-    key = (word or "").strip().upper().replace("-", "_").replace(" ", "_")
-    for status, words in _STATUS_WORDS.items():
-        if key in words:
-            return status
-    return TaskStatus.RUNNING
-
-
-INLINE_IMAGE = re.compile(r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+")
-
-
-def _check_url(value: str) -> str:
-    if INLINE_IMAGE.fullmatch(value):
-        return value  # an image sent inline, for a provider that takes them (see `Provider.refuse`)
-    url = AnyUrl(value)
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError("must be an http(s) URL")
-    return value
-
-
-def _rule(field: str, message: str, value: Any) -> InitErrorDetails:
-    return InitErrorDetails(type=PydanticCustomError("kling_rule", message), loc=(field,), input=value)
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        """`"3:a fox runs"` (a flag's or an option's text) as {duration: 3, prompt: "a fox runs"}."""
+        if isinstance(value, str):
+            seconds, colon, prompt = value.partition(":")
+            if not colon or not seconds.strip().isdigit():
+                raise ValueError('a shot is written "SECONDS:PROMPT", e.g. "3:a fox runs"')
+            return {"duration": int(seconds), "prompt": prompt.strip()}
+        return value
 
 
 class GenerateRequest(BaseModel):
@@ -91,10 +57,19 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     type: TaskType = Field(description="Task type, e.g. pro-text-to-video.")
-    prompt: str = Field(
+    prompt: str | None = Field(
+        default=None,
         min_length=1,
         max_length=catalog.MAX_PROMPT_CHARS,
         description=f"What the video shows (1-{catalog.MAX_PROMPT_CHARS} characters).",
+    )
+    source_task: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Za-z_-]{1,64}$",
+        description=(
+            "A finished video made here, by its task id, as the source (video-extend, lip-sync, video-edit): it "
+            "stands for `video`, and for a lip-sync's `duration`."
+        ),
     )
     duration: int | None = Field(
         default=None,
@@ -137,30 +112,70 @@ class GenerateRequest(BaseModel):
         le=1,
         description="Prompt adherence 0-1 (default 0.5); Kling 3.0 only, i.e. the types without `o3-`.",
     )
-    keep_original_sound: bool | None = Field(default=None, description="Keep the source audio (video-edit).")
+    keep_original_sound: bool | None = Field(
+        default=None, description="Keep the source audio (video-edit, motion-control)."
+    )
+    characters: list[str] | None = Field(
+        default=None,
+        max_length=catalog.MAX_CHARACTERS,
+        description=(
+            f"Characters to place, by name (see `character list`; at most {catalog.MAX_CHARACTERS}): O3 text, "
+            "image and reference types."
+        ),
+    )
+    shots: list[MultiShot] | None = Field(
+        default=None,
+        min_length=catalog.MIN_SHOTS,
+        max_length=catalog.MAX_SHOTS,
+        description=(
+            f"Native multi-shot: {catalog.MIN_SHOTS}-{catalog.MAX_SHOTS} shots cut by the model in one video, each "
+            '"SECONDS:PROMPT" (or {prompt, duration}); their seconds add up to the video\'s.'
+        ),
+    )
+    character_orientation: Literal["image", "video"] | None = Field(
+        default=None,
+        description=(
+            "Motion control: the character faces as in the image (default; a motion video of at most "
+            f"{catalog.MAX_MOTION_SECONDS_FACING_IMAGE} s) or as in the video."
+        ),
+    )
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=catalog.MAX_SPOKEN_CHARS,
+        description=f"Lip-sync: what the speaker says (at most {catalog.MAX_SPOKEN_CHARS} characters); or `audio`.",
+    )
+    voice: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Za-z_.-]{1,64}$",
+        description=f"Lip-sync: the voice id that speaks `text` (default {catalog.DEFAULT_VOICE}).",
+    )
+    audio: str | None = Field(
+        default=None, description="Lip-sync: the speech, an http(s) URL or a local file (mp3, wav, m4a, aac)."
+    )
 
-    @field_validator("prompt")
+    @field_validator("prompt", "text")
     @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("must not be blank")
         return value
 
-    @field_validator("image", "end_image", "video")
+    @field_validator("image", "end_image", "video", "audio")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value)
+        return None if value is None else check_url(value)
 
     @field_validator("images")
     @classmethod
     def _urls(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [_check_url(v) for v in value]
+        return None if value is None else [check_url(v) for v in value]
 
     @model_validator(mode="wrap")
     @classmethod
     def _check_against_catalog(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
         """Run field checks and the per-type rules together, so every problem is reported at once."""
-        rule_errors = _catalog_rule_errors(data) if isinstance(data, dict) else []
+        rule_errors = catalog_rule_errors(data, cls.model_fields) if isinstance(data, dict) else []
         try:
             model = handler(data)
         except ValidationError as exc:
@@ -182,15 +197,26 @@ class GenerateRequest(BaseModel):
         """Seconds billed and generated; None for edits, which follow the source video."""
         if not self.spec.has_duration:
             return None
+        if self.shots:
+            return sum(shot.duration for shot in self.shots)
         return self.duration or catalog.DEFAULT_DURATION
 
     @property
     def effective_sound(self) -> bool:
+        """With native audio: by default where the type makes sound, never where it does not take `sound`."""
+        if "sound" not in self.spec.accepted_fields:
+            return False
         return True if self.sound is None else self.sound
 
     def estimated_credits(self, prices: catalog.Prices = catalog.PRICES) -> int:
         """What this request will spend by a provider's price list (the aggregator's credits by default); no HTTP."""
         return prices[self.type].credits(self.effective_duration or 0, self.effective_sound)
+
+    @property
+    def summary(self) -> str:
+        """What the video is about, in one line for a person: its prompt, its shots' or its spoken text."""
+        shots = " / ".join(shot.prompt for shot in self.shots or [])
+        return self.prompt or shots or (f"says: {self.text}" if self.text else str(self.type))
 
     def recorded(self) -> dict[str, Any]:
         """The request in the model's own form (what the store keeps): `GenerateRequest(**recorded())` again."""
@@ -199,7 +225,7 @@ class GenerateRequest(BaseModel):
     def to_payload(self) -> dict[str, Any]:
         """The JSON body sent to the API, with the documented defaults made explicit."""
         payload: dict[str, Any] = {"type": self.type.value}
-        payload.update(self.model_dump(exclude={"type"}, exclude_none=True, mode="json"))
+        payload.update(self.model_dump(exclude={"type", "source_task"}, exclude_none=True, mode="json"))
         if self.spec.has_duration:
             payload["duration"] = self.effective_duration
             payload["aspect_ratio"] = (self.aspect_ratio or catalog.DEFAULT_ASPECT_RATIO).value
@@ -227,124 +253,3 @@ class GenerateRequest(BaseModel):
             return cls.model_validate({k: v for k, v in fields.items() if v is not None})
         except ValidationError as exc:
             raise RequestValidationError(describe_validation_error(exc)) from None
-
-
-def _catalog_rule_errors(data: dict[str, Any]) -> list[InitErrorDetails]:
-    try:
-        spec = catalog.get_model(data.get("type", ""))
-    except KeyError:
-        return []  # the field check reports the bad type
-    given = {name for name, value in data.items() if value is not None}
-    errors = [
-        _rule(name, f"{spec.type} requires `{name}`", None)
-        for name in sorted(spec.required_fields - given)
-        if name != "prompt"  # a missing prompt is already reported by its field check
-    ]
-    for name in sorted(given - spec.accepted_fields - {"type"}):
-        if name in GenerateRequest.model_fields:
-            errors.append(_rule(name, f"{spec.type} does not take `{name}`; {_who_takes(name)}", data[name]))
-    if spec.mode is catalog.Mode.REFERENCE and not (data.get("images") or data.get("video")):
-        errors.append(_rule("images", f"{spec.type} needs reference `images` or a reference `video`", None))
-    return errors
-
-
-def _who_takes(field: str) -> str:
-    takers = [spec for spec in catalog.CATALOG.values() if field in spec.accepted_fields]
-    if not takers:
-        return "no task type takes it"
-    if {spec.family for spec in takers} == {catalog.Family.KLING_3}:
-        return "only Kling 3.0 types take it"
-    modes = sorted({spec.mode.value for spec in takers})
-    return f"only {', '.join(modes[:-1])}{' and ' if len(modes) > 1 else ''}{modes[-1]} types take it"
-
-
-def duration_problem(value: object) -> str:
-    """The one wording of a bad duration, whichever check finds it."""
-    return f"`duration` must be {catalog.MIN_DURATION}-{catalog.MAX_DURATION} seconds (got {value!r})"
-
-
-def describe_validation_error(exc: ValidationError) -> list[str]:
-    """One plain sentence per problem, naming the field."""
-    problems = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "request"
-        if field == "duration" and error["type"] != "kling_rule":
-            problems.append(duration_problem(error["input"]))
-        elif error["type"] == "kling_rule":
-            problems.append(error["msg"])
-        elif error["type"] == "extra_forbidden":
-            problems.append(f"`{field}` is not a field of the Kling API")
-        elif error["type"] == "missing":
-            problems.append(f"`{field}` is required")
-        else:
-            message = error["msg"].removeprefix("Value error, ")
-            shown = repr(error["input"])
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            problems.append(f"`{field}`: {message[0].lower()}{message[1:]} (got {shown})")
-    return problems
-
-
-class Task(BaseModel):
-    """One task as the API describes it (`data` of generate and status answers)."""
-
-    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
-
-    task_id: str
-    raw_status: str = Field(default="", alias="status")
-    consumed_credits: int | None = None
-    created_at: datetime | None = None
-    type: str | None = None
-    request: dict[str, Any] | None = None
-    video_urls: list[str] = Field(default_factory=list, alias="response")
-    error_message: str | None = None
-
-    @field_validator("consumed_credits", mode="before")
-    @classmethod
-    def _no_negative_credits(cls, value: Any) -> Any:
-        """A negative figure is not a charge we can believe: treat it as not given."""
-        return None if isinstance(value, int | float) and value < 0 else value
-
-    @field_validator("video_urls", mode="before")
-    @classmethod
-    def _urls_from_any_shape(cls, value: Any) -> list[str]:
-        if value is None:
-            return []
-        items = value if isinstance(value, list) else [value]
-        urls = []
-        for item in items:
-            if isinstance(item, str):
-                urls.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("url"), str):
-                urls.append(item["url"])
-        return urls
-
-    @field_validator("raw_status", mode="before")
-    @classmethod
-    def _status_text(cls, value: Any) -> str:
-        return "" if value is None else str(value)
-
-    @property
-    def status(self) -> TaskStatus:
-        return normalise_status(self.raw_status)
-
-    @property
-    def video_url(self) -> str | None:
-        return self.video_urls[0] if self.video_urls else None
-
-
-def quote(
-    type_: TaskType | str,
-    duration: int | None = None,
-    sound: bool | None = None,
-    prices: catalog.Prices = catalog.PRICES,
-) -> int:
-    """The price of a type, duration and sound choice, checked like a request but needing no prompt."""
-    try:
-        spec = catalog.get_model(type_)
-    except KeyError as exc:
-        raise RequestValidationError([str(exc.args[0])]) from None
-    if duration is not None and not spec.has_duration:
-        raise RequestValidationError([f"{spec.type} does not take `duration`; edits keep the source video's length"])
-    if duration is not None and not catalog.MIN_DURATION <= duration <= catalog.MAX_DURATION:
-        raise RequestValidationError([duration_problem(duration)])
-    return prices[spec.type].credits(duration or catalog.DEFAULT_DURATION, True if sound is None else sound)

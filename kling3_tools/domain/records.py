@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
-from .models import GenerateRequest, Task, TaskStatus
+from .models import GenerateRequest
+from .tasks import Task, TaskStatus
 
 
 class OriginBase(BaseModel):
@@ -61,6 +62,21 @@ class DiscordOrigin(OriginBase):
 
 AnyOrigin = CliOrigin | WebhookOrigin | McpOrigin | DiscordOrigin
 Origin = Annotated[AnyOrigin, Field(discriminator="kind")]
+LOCAL_OWNER = "local"  # the machine's user (the CLI, Python, an MCP client over stdio): sees every task
+
+
+def owner_of(origin: AnyOrigin) -> str:
+    """Who a task, a story or a character belongs to: a Discord member, an MCP client identity, or the local user."""
+    if isinstance(origin, DiscordOrigin):
+        return f"discord:{origin.user_id}"
+    if isinstance(origin, McpOrigin) and origin.owner:
+        return f"mcp:{origin.owner}"
+    return LOCAL_OWNER
+
+
+def may_use(owner: str, record: TaskRecord) -> bool:
+    """Whether `owner` may build on a task (extend it, lip-sync it): their own, or anything for the local user."""
+    return owner == LOCAL_OWNER or owner_of(record.origin) == owner
 
 
 class Outcome(StrEnum):
@@ -126,6 +142,12 @@ class TaskRecord(BaseModel):
             raw_status=task.raw_status,
             origin=origin,
         )
+
+    @property
+    def source_task(self) -> str | None:
+        """The task whose video this one was made from (an extend, a lip-sync, an edit of a video made here)."""
+        source = self.request.get("source_task")
+        return source if isinstance(source, str) else None
 
     @property
     def video_url(self) -> str | None:

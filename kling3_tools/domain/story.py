@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import catalog
 from .errors import RequestValidationError
-from .models import GenerateRequest, describe_validation_error
+from .models import GenerateRequest
+from .rules import describe_validation_error
 from .url_fields import url_values
 
 REFERENCE = re.compile(r"^@(?P<shot>[A-Za-z0-9_-]+)(?:\.(?P<still>last_frame|first_frame))?$")

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-URL_FIELDS = ("image", "end_image", "video", "images")  # the request fields that take URLs; `images` a list
+from pydantic import AnyUrl
+
+URL_FIELDS = ("image", "end_image", "video", "images", "audio")  # the request fields that take URLs; `images` a list
 
 
 def url_label(field: str, index: int | None) -> str:
@@ -35,3 +38,15 @@ def with_urls(fields: Mapping[str, Any], urls: Mapping[tuple[str, int | None], s
             result[field] = [*result[field]]
             result[field][index] = url
     return result
+
+
+INLINE_IMAGE = re.compile(r"data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+")
+
+
+def check_url(value: str) -> str:
+    if INLINE_IMAGE.fullmatch(value):
+        return value  # an image sent inline, for a provider that takes them (see `Provider.refuse`)
+    url = AnyUrl(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("must be an http(s) URL")
+    return value

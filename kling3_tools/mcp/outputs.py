@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from ..domain import catalog
-from ..domain.models import Task
 from ..domain.records import Outcome, TaskRecord
 from ..domain.story_record import StoryRecord, StoryState
+from ..domain.tasks import Task
 from ..service import KlingService
 
 TASK_URI = "kling://tasks/{task_id}"

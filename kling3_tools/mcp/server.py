@@ -245,7 +245,7 @@ class KlingMCPServer(MCPServer):
         except ToolError as exc:
             if not isinstance(exc.__cause__, ValidationError):  # our own words, without the SDK's prefix
                 raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
-            from ..domain.models import describe_validation_error  # the tool's module has loaded it
+            from ..domain.rules import describe_validation_error  # the tool's module has loaded it
 
             message = str(RequestValidationError(describe_validation_error(exc.__cause__)))
             spent = "\nNothing was spent." if name == "generate_video" else ""

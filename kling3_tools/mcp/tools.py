@@ -26,8 +26,9 @@ from ..adapters.assets.inputs import CheckedRequest, LocalFiles, names_paths
 from ..adapters.store import StatusFilter
 from ..domain.catalog import TaskType
 from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError
-from ..domain.models import GenerateRequest, quote
+from ..domain.models import GenerateRequest
 from ..domain.records import McpOrigin, TaskRecord
+from ..domain.rules import quote
 from .outputs import (
     CostEstimate,
     ModelList,

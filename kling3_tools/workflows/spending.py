@@ -30,8 +30,9 @@ from ..domain.ledger import (
     outcome_of,
     unknown_outcome,
 )
-from ..domain.models import GenerateRequest, Task
+from ..domain.models import GenerateRequest
 from ..domain.records import AnyOrigin, CliOrigin, TaskRecord
+from ..domain.tasks import Task
 from .observe import Observer
 from .schedule import Scheduler
 

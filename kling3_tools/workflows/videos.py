@@ -13,8 +13,8 @@ from ..adapters import downloads
 from ..adapters.assets.store import AssetStore
 from ..adapters.client import AsyncKlingClient
 from ..adapters.store import TaskStore
-from ..domain.models import Task
 from ..domain.records import TaskRecord
+from ..domain.tasks import Task
 
 log = logging.getLogger("kling3_tools")
 

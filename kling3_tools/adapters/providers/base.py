@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import SecretStr
 
 from ...domain.catalog import Price, TaskType
+from ...domain.characters import CharacterTask
 from ...domain.errors import RequestValidationError
-from ...domain.models import INLINE_IMAGE, GenerateRequest, Task
-from ...domain.url_fields import url_values
+from ...domain.models import GenerateRequest
+from ...domain.tasks import Task
+from ...domain.url_fields import INLINE_IMAGE, url_values
 
 if TYPE_CHECKING:
     import httpx
@@ -54,6 +56,8 @@ class Provider(ABC):
     PRICES: ClassVar[Mapping[TaskType, Price]]  # its published prices (`[prices]` overrides any)
     finds_by_attempt_id: ClassVar[bool] = False  # a task can be looked up by the id the caller gave it
     inline_images: ClassVar[bool] = False  # takes an image in the body (base64), so a local one needs no store
+    takes_fields: ClassVar[frozenset[str] | None] = None  # the request fields its format has; None: every one
+    keeps_characters: ClassVar[bool] = False  # makes reusable characters (`character_calls`)
 
     def __init__(
         self,
@@ -79,13 +83,34 @@ class Provider(ABC):
 
     def refuse(self, request: GenerateRequest) -> None:
         """Raise `RequestValidationError` for what this provider cannot take, before anything is reserved."""
+        problems = []
+        if request.type not in self.prices:
+            problems.append(f"`{request.type}` {self.elsewhere(lambda p: request.type in p.PRICES)}")
+        given = set(request.recorded()) - {"type"}
+        if self.takes_fields is not None and (extra := sorted(given - self.takes_fields)):
+            names = ", ".join(f"`{name}`" for name in extra)
+            problems.append(f"{names} {self.elsewhere(lambda p: p.takes_fields is None or given <= p.takes_fields)}")
         if not self.inline_images and any(
             isinstance(url, str) and INLINE_IMAGE.fullmatch(url) for _, _, url in url_values(request.recorded())
         ):
-            where = f"{self.name} takes images by URL only"
-            raise RequestValidationError(
-                [f'{where}: set [storage] url, or use provider = "kling", which takes them inline']
+            problems.append(
+                f'{self.name} takes images by URL only: set [storage] url, or use provider = "kling", which takes '
+                "them inline"
             )
+        if problems:
+            raise RequestValidationError(problems)
+
+    def elsewhere(self, offers: Callable[[type[Provider]], bool]) -> str:
+        """How a refusal names the providers that offer what this one does not."""
+        from . import PROVIDERS  # the registry imports this module
+
+        others = [name for name, provider in PROVIDERS.items() if provider is not type(self) and offers(provider)]
+        where = " or ".join(f'provider = "{name}"' for name in others) or "no provider here"
+        return f"is not offered by provider {self.name}; set {where} (nothing was sent)"
+
+    def character_calls(self) -> CharacterCalls:
+        """How this provider makes, reads and deletes characters; `RequestValidationError` where it has none."""
+        raise RequestValidationError([f"characters {self.elsewhere(lambda p: p.keeps_characters)}"])
 
     @abstractmethod
     def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Call:
@@ -102,3 +127,21 @@ class Provider(ABC):
     @abstractmethod
     def read_task(self, response: httpx.Response) -> Task:
         """The task in an answer, or the `APIError` its error stands for."""
+
+
+class CharacterCalls(ABC):
+    """A provider's calls for reusable characters: made from images (a task that ends with the character's id),
+    read, deleted."""
+
+    @abstractmethod
+    def create(self, name: str, description: str, images: list[str], *, attempt_id: str) -> Call: ...
+
+    @abstractmethod
+    def status(self, task_id: str) -> Call: ...
+
+    @abstractmethod
+    def delete(self, provider_id: str) -> Call: ...
+
+    @abstractmethod
+    def read(self, response: httpx.Response) -> CharacterTask:
+        """The character task in an answer, or the `APIError` its error stands for."""

@@ -5,7 +5,14 @@ Decided here where Kling's pages are silent or disagree (the Providers page says
 - Kling 3.0 types go to `text2video` / `image2video` with `model_name` "kling-v3"; O3 types to `omni-video`
   with "kling-v3-omni" (`image_list` frames and references, `video_list` for a reference or the video to edit).
 - `duration` is sent as a string and `sound` as "on"/"off", as Kling's examples do; an edit sends neither.
-- A reference prompt that names no `<<<image_N>>>` / `<<<video_1>>>` gets them appended, in the order sent.
+- A reference prompt that names no `<<<image_N>>>` / `<<<element_N>>>` / `<<<video_1>>>` gets them appended.
+- Extend (Kling's `video-extend` takes only its 1.x models' videos): an omni-video request with the finished
+  video as a reference (`refer_type` "feature") and the prompt "Based on <<<video_1>>>, generate the next
+  shot: …", as Kling's FAQ "How to extend a video?" says; the answer is the next shot, not the joined clip.
+- Lip-sync: the `lip-sync` call (`input` with the video's URL, then `text` and `voice_id` or `audio_url`);
+  its newer two-step form (identify-face, advanced-lip-sync) needs a text-to-speech call first for text.
+- Motion control: `motion-control` with "kling-v3"; characters: `advanced-custom-elements` from images,
+  placed with `element_list`; native multi-shot: `multi_shot` with `shot_type` "customize".
 - A task is read by its id at `GET /v1/videos/{family}/{id}`, and by the caller's id (the ledger's attempt
   id, sent as `external_task_id`) at `GET /v1/videos/{family}?external_task_id=…`.
 - Prices: Kling bills its API in units from resource packs; its own table could not be read from here, so the
@@ -21,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from ...domain.catalog import Family, Mode, Price, TaskType, get_model
+from ...domain.characters import CharacterTask
 from ...domain.errors import (
     APIError,
     AuthenticationError,
@@ -31,8 +39,10 @@ from ...domain.errors import (
     RateLimitError,
     TaskNotFoundError,
 )
-from ...domain.models import INLINE_IMAGE, GenerateRequest, Task
-from .base import Call, Credentials, Provider
+from ...domain.models import GenerateRequest
+from ...domain.tasks import Task
+from .base import Call, CharacterCalls, Credentials, Provider
+from .kling_bodies import as_id, inline, kling3_body, lip_sync_body, motion_body, omni_body
 
 if TYPE_CHECKING:
     import httpx
@@ -46,8 +56,14 @@ CLOCK_HINT = (
     " be within seconds of the time)"
 )
 
-FAMILIES = {Mode.TEXT: "text2video", Mode.IMAGE: "image2video"}
+FAMILIES = {
+    Mode.TEXT: "text2video",
+    Mode.IMAGE: "image2video",
+    Mode.MOTION: "motion-control",
+    Mode.LIP_SYNC: "lip-sync",
+}
 OMNI = "omni-video"
+ELEMENTS = "/v1/general/advanced-custom-elements"
 MODEL_NAMES = {Family.KLING_3: "kling-v3", Family.O3: "kling-v3-omni"}
 
 # Numeric codes (Kling's "common info" page) to the error tree, by their leading digits.
@@ -66,6 +82,10 @@ NOT_FOUND_CODES = frozenset({1203})  # "the resource does not exist"
 def family_of(type_: TaskType | str) -> str:
     spec = get_model(type_)
     return OMNI if spec.family is Family.O3 else FAMILIES[spec.mode]
+
+
+def _per_second(rate: float) -> Price:
+    return Price(per_second=rate)
 
 
 class Kling(Provider):
@@ -88,9 +108,15 @@ class Kling(Provider):
         TaskType.O3_STD_IMAGE_TO_VIDEO: Price(per_second=0.9),
         TaskType.O3_STD_REFERENCE_TO_VIDEO: Price(per_second=1.2),
         TaskType.O3_STD_VIDEO_EDIT: Price(fixed=8),
+        TaskType.O3_PRO_VIDEO_EXTEND: _per_second(1.6),  # billed as the reference request it is
+        TaskType.O3_STD_VIDEO_EXTEND: _per_second(1.2),
+        TaskType.PRO_MOTION_CONTROL: _per_second(0.8),  # per second of the motion video; estimated
+        TaskType.STD_MOTION_CONTROL: _per_second(0.6),
+        TaskType.LIP_SYNC: _per_second(0.2),  # per second of the video; estimated
     }
     finds_by_attempt_id: ClassVar[bool] = True
     inline_images: ClassVar[bool] = True
+    keeps_characters: ClassVar[bool] = True
     _token = ""  # the last token made, and when to make the next
     _renew_at = 0.0
 
@@ -119,7 +145,12 @@ class Kling(Provider):
     def generate(self, request: GenerateRequest, *, attempt_id: str | None = None) -> Call:
         spec = request.spec
         body: dict[str, Any] = {"model_name": MODEL_NAMES[spec.family], "mode": spec.tier.value}
-        body |= omni_body(request) if spec.family is Family.O3 else kling3_body(request)
+        if spec.mode is Mode.LIP_SYNC:
+            body = lip_sync_body(request)
+        elif spec.mode is Mode.MOTION:
+            body |= motion_body(request)
+        else:
+            body |= omni_body(request) if spec.family is Family.O3 else kling3_body(request)
         body = {name: inline(value) for name, value in body.items()}
         if request.negative_prompt:
             body["negative_prompt"] = request.negative_prompt
@@ -137,6 +168,21 @@ class Kling(Provider):
         return Call("GET", f"/v1/videos/{family_of(type_)}", params={"external_task_id": attempt_id})
 
     def read_task(self, response: httpx.Response) -> Task:
+        data = self.task_data(response)
+        videos = data["task_result"].get("videos")
+        return Task.model_validate(
+            {
+                "task_id": data["task_id"],
+                "status": data["task_status"],
+                "response": videos if isinstance(videos, list) else [],
+                "error_message": failure(data),
+                "consumed_credits": deduction(data.get("final_unit_deduction")),
+            }
+        )
+
+    def task_data(self, response: httpx.Response) -> dict[str, Any]:
+        """The task object of an answer (`task_id` a string, `task_status` a word, `task_result` a dict), or the
+        `APIError` its error stands for."""
         try:
             body = response.json()
         except ValueError:
@@ -149,75 +195,55 @@ class Kling(Provider):
             data = data[0] if data else None
         if not isinstance(data, dict) or not isinstance(data.get("task_id"), str | int):
             raise APIError("The API answered without a task id.", status_code=response.status_code)
-        result = data.get("task_result") if isinstance(data.get("task_result"), dict) else {}
-        videos = result.get("videos") if isinstance(result, dict) else None
-        word = str(data.get("task_status") or "")
-        return Task.model_validate(
-            {
-                "task_id": str(data["task_id"]),
-                "status": word,
-                "response": videos if isinstance(videos, list) else [],
-                "error_message": data.get("task_status_msg") or None if word.lower() == "failed" else None,
-                "consumed_credits": deduction(data.get("final_unit_deduction")),
-            }
+        result = data.get("task_result")
+        return data | {
+            "task_id": str(data["task_id"]),
+            "task_status": str(data.get("task_status") or ""),
+            "task_result": result if isinstance(result, dict) else {},
+        }
+
+    def character_calls(self) -> CharacterCalls:
+        return KlingElements(self)
+
+
+class KlingElements(CharacterCalls):
+    """Characters as Kling's elements: made from a frontal image and one to three more."""
+
+    def __init__(self, kling: Kling) -> None:
+        self.kling = kling
+
+    def create(self, name: str, description: str, images: list[str], *, attempt_id: str) -> Call:
+        frontal, *others = (inline(image) for image in images)
+        body: dict[str, Any] = {
+            "element_name": name,
+            "element_description": description or name,
+            "reference_type": "image_refer",
+            "element_image_list": {"frontal_image": frontal, "refer_images": [{"image_url": o} for o in others]},
+            "external_task_id": attempt_id,
+        }
+        return Call("POST", ELEMENTS, json=body)
+
+    def status(self, task_id: str) -> Call:
+        return Call("GET", f"{ELEMENTS}/{quote(task_id, safe='')}")
+
+    def delete(self, provider_id: str) -> Call:
+        return Call("POST", "/v1/general/delete-elements", json={"element_id": as_id(provider_id)})
+
+    def read(self, response: httpx.Response) -> CharacterTask:
+        data = self.kling.task_data(response)
+        elements = data["task_result"].get("elements")
+        first = elements[0] if isinstance(elements, list) and elements and isinstance(elements[0], dict) else {}
+        element_id = first.get("element_id")
+        return CharacterTask(
+            task_id=data["task_id"],
+            raw_status=data["task_status"],
+            provider_id=str(element_id) if isinstance(element_id, str | int) and str(element_id).isalnum() else None,
+            error_message=failure(data),
         )
 
 
-def kling3_body(request: GenerateRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "prompt": request.prompt,
-        "duration": str(request.effective_duration),
-        "aspect_ratio": str(request.aspect_ratio or "16:9"),
-        "sound": "on" if request.effective_sound else "off",
-    }
-    if request.cfg_scale is not None:
-        body["cfg_scale"] = request.cfg_scale
-    if request.image:
-        body["image"] = request.image
-    if request.end_image:
-        body["image_tail"] = request.end_image
-    return body
-
-
-def omni_body(request: GenerateRequest) -> dict[str, Any]:
-    mode = request.spec.mode
-    prompt = request.prompt
-    body: dict[str, Any] = {}
-    if mode is Mode.EDIT:
-        keep = "yes" if request.keep_original_sound else "no"
-        edited: dict[str, Any] = {"video_url": request.video, "refer_type": "base", "keep_original_sound": keep}
-        body["video_list"] = [edited]
-        return body | {"prompt": prompt}
-    images: list[dict[str, Any]] = [{"image_url": url} for url in request.images or []]
-    if mode is Mode.IMAGE:
-        images = [{"image_url": request.image, "type": "first_frame"}]
-        if request.end_image:
-            images.append({"image_url": request.end_image, "type": "end_frame"})
-    if images:
-        body["image_list"] = images
-    if mode is Mode.REFERENCE:
-        names = [f"<<<image_{n}>>>" for n in range(1, len(images) + 1)]
-        if request.video:
-            body["video_list"] = [{"video_url": request.video, "refer_type": "feature"}]
-            names.append("<<<video_1>>>")
-        if names and "<<<" not in prompt:
-            prompt = f"{prompt} ({', '.join(names)})"
-    sound = request.effective_sound and "video_list" not in body
-    duration = str(request.effective_duration)
-    return (
-        body
-        | {"prompt": prompt, "duration": duration, "aspect_ratio": str(request.aspect_ratio or "16:9")}
-        | {"sound": "on" if sound else "off"}
-    )
-
-
-def inline(value: Any) -> Any:
-    """An image sent inline as Kling takes it: the base64 alone, without its `data:` prefix."""
-    if isinstance(value, str) and INLINE_IMAGE.fullmatch(value):
-        return value.partition(",")[2]
-    if isinstance(value, list):
-        return [{k: inline(v) for k, v in item.items()} if isinstance(item, dict) else inline(item) for item in value]
-    return value
+def failure(data: dict[str, Any]) -> str | None:
+    return str(data.get("task_status_msg") or "") or None if data["task_status"].lower() == "failed" else None
 
 
 def deduction(value: Any) -> int | None:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ...domain import catalog
 from ...domain.catalog import Price, TaskType
-from ...domain.models import GenerateRequest, Task
+from ...domain.models import GenerateRequest
+from ...domain.tasks import Task
 from .base import Call, Credentials, Provider
 
 if TYPE_CHECKING:
@@ -19,6 +20,11 @@ class Kling3Api(Provider):
     default_base_url: ClassVar[str] = catalog.DEFAULT_BASE_URL
     unit: ClassVar[str] = "credits"
     PRICES: ClassVar[Mapping[TaskType, Price]] = catalog.PRICES
+    # The page's fields, and `source_task` (a video made here, sent as its URL).
+    takes_fields: ClassVar[frozenset[str] | None] = frozenset(
+        {"prompt", "negative_prompt", "duration", "aspect_ratio", "sound", "cfg_scale", "image", "end_image"}
+        | {"images", "video", "keep_original_sound", "source_task"}
+    )
 
     def authorization(self) -> str | None:
         key = self.credentials.api_key

@@ -60,7 +60,9 @@ def _validate(body: Any) -> tuple[catalog.ModelSpec, int]:
     try:
         spec = catalog.get_model(body.get("type", ""))
     except KeyError:
-        raise Reject(400, "INVALID_TYPE", f"Unsupported task type: {body.get('type')!r}") from None
+        spec = None
+    if spec is None or spec.price is None:  # a type of Kling's own API only
+        raise Reject(400, "INVALID_TYPE", f"Unsupported task type: {body.get('type')!r}")
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > catalog.MAX_PROMPT_CHARS:
         raise Reject(400, "INVALID_PROMPT", "The prompt is invalid or empty")
@@ -84,7 +86,7 @@ def _validate(body: Any) -> tuple[catalog.ModelSpec, int]:
     if not isinstance(cfg_scale, int | float) or not 0 <= cfg_scale <= 1:
         raise Reject(400, "INVALID_PARAMETER", "cfg_scale must be between 0 and 1")
     sound = body.get("sound", True) is not False
-    return spec, spec.credits(duration if spec.has_duration else 0, sound)
+    return spec, spec.price.credits(duration if spec.has_duration else 0, sound)
 
 
 def create_app(options: SandboxOptions | None = None, *, state_path: Path | None = None) -> Starlette:
@@ -139,9 +141,12 @@ def create_app(options: SandboxOptions | None = None, *, state_path: Path | None
             return _reject(reject)
         return _ok({"task_id": task.task_id, "status": "IN_PROGRESS", "consumed_credits": task.credits})
 
-    async def create(body: Any, external_task_id: str = "") -> SandboxTask:
-        """A task for a generate body in the page's shape (checked, its inputs fetched, charged), or `Reject`."""
-        spec, credits = _validate(body)
+    async def create(
+        body: Any, external_task_id: str = "", priced: tuple[catalog.ModelSpec, int] | None = None
+    ) -> SandboxTask:
+        """A task for a generate body in the page's shape (checked, its inputs fetched, charged), or `Reject`;
+        `priced`: a body of Kling's own types, checked and priced by its format."""
+        spec, credits = priced or _validate(body)
         unfetched = await unreachable_input(body) if state.options.fetch_inputs else None
         spread = state.options.finish_spread
         finish = state.options.finish_seconds * state.rng.uniform(1 - spread, 1 + spread)

@@ -21,10 +21,12 @@ from starlette.routing import Route
 
 from ...domain import catalog
 from ..providers.kling import Kling
+from .kling_extras import Elements, Rejected, lip_sync_page, motion_page, multi_shot_prompt, source_seconds
 from .state import Fault, SandboxState, SandboxTask
 
-FAMILIES = ("text2video", "image2video", "omni-video")
+FAMILIES = ("text2video", "image2video", "omni-video", "motion-control", "lip-sync")
 MODELS = {"text2video": "kling-v3", "image2video": "kling-v3", "omni-video": "kling-v3-omni"}
+OWN_BODIES = {"motion-control": motion_page, "lip-sync": lip_sync_page}  # types only Kling's format has
 WORDS = {"IN_PROGRESS": "processing", "SUCCESS": "succeed", "FAILED": "failed"}
 # The page's codes (what the shared checks raise) as Kling's HTTP status and numeric code.
 CODES = {
@@ -66,18 +68,31 @@ class KlingFormat:
         self,
         state: SandboxState,
         guard: Callable[..., Awaitable[None]],
-        create: Callable[[Any, str], Awaitable[SandboxTask]],
+        create: Callable[..., Awaitable[SandboxTask]],
         word_of: Callable[[SandboxTask], str],
         video_url: Callable[[Request, str], str],
     ) -> None:
         self.state, self.guard, self.create, self.word_of, self.video_url = state, guard, create, word_of, video_url
         self.calling: set[asyncio.Task[None]] = set()  # callbacks waiting for their task to end
+        self.elements = Elements(self.guarded, answer, lambda status, text: error(
+            Reject(status, "TASK_NOT_FOUND" if status == 404 else "INVALID_PARAMETER", text)))  # fmt: skip
 
     def routes(self) -> list[Route]:
         return [
+            *self.elements.routes(),
             Route("/v1/videos/{family}", self.generate_or_find, methods=["POST", "GET"]),
             Route("/v1/videos/{family}/{task_id:path}", self.status, methods=["GET"]),
         ]
+
+    async def guarded(self, request: Request, endpoint: str) -> Response | None:
+        """What the guard answers instead of the endpoint (a refusal, a hostile fault), or None to go on."""
+        try:
+            await self.guard(request, endpoint, self.authorized)
+        except Hostile as hostile:
+            return hostile.response()
+        except Reject as reject:
+            return error(reject)
+        return None
 
     def authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -108,16 +123,25 @@ class KlingFormat:
                 body = await request.json()
             except ValueError:
                 raise Reject(400, "INVALID_PARAMETER", "The body is not valid JSON") from None
-            if not isinstance(body, dict) or body.get("model_name") != MODELS[family]:
+            if not isinstance(body, dict) or body.get("model_name") != MODELS.get(family, body.get("model_name")):
                 raise Reject(400, "INVALID_PARAMETER", f"model_name must be {MODELS[family]} on /v1/videos/{family}")
             external = str(body.get("external_task_id") or "")
             if external and self.state.find_external(external) is not None:
                 raise Reject(400, "INVALID_PARAMETER", "external_task_id is already used on this account")
-            task = await self.create(page_body(family, body), external)
+            if family in OWN_BODIES:
+                page = OWN_BODIES[family](body) | {"duration": source_seconds(self.state, body_video(body))}
+                spec = catalog.get_model(page["type"])
+                task = await self.create(
+                    page, external, (spec, Kling.PRICES[spec.type].credits(page["duration"], False))
+                )
+            else:
+                task = await self.create(page_body(family, body), external)
         except Hostile as hostile:
             return hostile.response()
         except Reject as reject:
             return error(reject)
+        except Rejected as exc:
+            return error(Reject(400, "INVALID_PARAMETER", str(exc)))
         except (ValueError, TypeError) as exc:
             return error(Reject(400, "INVALID_PARAMETER", f"invalid field: {exc}"))
         if isinstance(url := body.get("callback_url"), str) and url.startswith(("http://", "https://")):
@@ -169,7 +193,14 @@ class KlingFormat:
 
 def family_of(type_: catalog.TaskType) -> str:
     spec = catalog.get_model(type_)
+    if spec.mode in (catalog.Mode.MOTION, catalog.Mode.LIP_SYNC):
+        return spec.mode.value
     return "omni-video" if spec.family is catalog.Family.O3 else f"{spec.mode.value.split('-')[0]}2video"
+
+
+def body_video(body: dict[str, Any]) -> Any:
+    given = body.get("input")
+    return given.get("video_url") if isinstance(given, dict) else body.get("video_url")
 
 
 def page_body(family: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +216,8 @@ def page_body(family: str, body: dict[str, Any]) -> dict[str, Any]:
     for field in ("negative_prompt", "cfg_scale"):
         if field in body:
             page[field] = body[field]
+    if body.get("multi_shot"):
+        page["prompt"] = multi_shot_prompt(body)
     if family != "omni-video":
         kind = "image" if family == "image2video" else "text"
         page |= {"type": f"{mode}-{kind}-to-video", "image": body.get("image")}
@@ -215,7 +248,8 @@ def page_body(family: str, body: dict[str, Any]) -> dict[str, Any]:
 def units(task: SandboxTask) -> int:
     """What Kling deducts for the task, in its units (the account's balance is kept in the page's credits)."""
     duration = task.request.get("duration") or catalog.DEFAULT_DURATION
-    return Kling.PRICES[task.type].credits(duration, task.request.get("sound", True) is not False)
+    sound = task.request.get("sound", True) is not False and "sound" in catalog.get_model(task.type).accepted_fields
+    return Kling.PRICES[task.type].credits(duration, sound)
 
 
 def task_info(task: SandboxTask) -> dict[str, str]:

@@ -23,6 +23,7 @@ import platformdirs
 from pydantic import SecretStr
 
 from ...config import known_store_url
+from ...domain.characters import Character
 from ...domain.errors import StoreError, StoreUnavailableError, install_hint
 from ...domain.ledger import Attempt, AttemptState, SpendLimit, Usage
 from ...domain.models import StatusFilter
@@ -186,6 +187,14 @@ class TaskStore(Protocol):
     async def prune(self, before: float) -> tuple[int, int]:
         """Delete tasks that ended and were delivered before `before`, and settled attempts; never an open
         attempt or a task still to deliver. Returns (tasks, attempts) deleted."""
+
+    async def add_character(self, character: Character) -> bool:
+        """Keep a new character; False when its owner has one of that name already (nothing changed)."""
+
+    async def characters(self, owner: str, *, name: str | None = None) -> list[Character]:
+        """An owner's characters by name (or the one named `name`)."""
+
+    async def delete_character(self, owner: str, name: str) -> bool: ...
 
     async def check_schema(self) -> None:
         """Raise `StoreError` unless the store answers with the schema this version needs (a readiness probe)."""

@@ -167,6 +167,19 @@ MIGRATIONS: list[list[str]] = [
         WHERE scope IS NOT NULL
         GROUP BY 1, 2""",
     ],
+    [
+        """
+        CREATE TABLE characters (
+            owner text NOT NULL,
+            name text NOT NULL,
+            provider text NOT NULL,
+            provider_id text NOT NULL,
+            description text NOT NULL,
+            images jsonb NOT NULL,
+            created_at double precision NOT NULL,
+            PRIMARY KEY (owner, name)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -30,6 +30,7 @@ from ...domain.records import TaskRecord
 from ...domain.reservations import Reservation, ReservationQueue, decide
 from ...domain.story_record import StoryRecord
 from ..ratelimit import RateLimiter
+from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
 from .pg_connections import (
@@ -77,7 +78,7 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries):
+class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+from .characters import SQLITE_TABLE as CHARACTERS
 from .rows import HOUR_SECONDS, SqlDialect
 
 ADDED_COLUMNS = ("archive_key", "archived_url")  # in SCHEMA too; added to older files when they open
@@ -187,7 +188,7 @@ def create(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + CHARACTERS)
         with contextlib.suppress(FileExistsError):
             os.link(building, path)
     finally:
@@ -201,7 +202,7 @@ def prepare(db: sqlite3.Connection, *, deadline: float) -> None:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + CHARACTERS)
             add_columns(db)
             add_spend_hours(db, SQLITE)
             return

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ...domain.errors import TaskExistsError
 from ...domain.ledger import DAY_SECONDS, AttemptState
-from ...domain.models import Task
+from ...domain.tasks import Task
 from .stats import capacity_warning
 
 if TYPE_CHECKING:

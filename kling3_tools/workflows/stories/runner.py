@@ -33,10 +33,11 @@ from ...adapters.assets.store import AssetStore
 from ...config import PollerSettings
 from ...domain.errors import KlingError, install_hint
 from ...domain.ledger import AttemptState
-from ...domain.models import GenerateRequest, Task
+from ...domain.models import GenerateRequest
 from ...domain.records import Delivery, Outcome, TaskRecord
 from ...domain.story_plan import plan
 from ...domain.story_record import ShotState, StoryRecord, StoryState
+from ...domain.tasks import Task
 from ...domain.url_fields import with_urls
 from ..leases import kept_lease
 from ..notifiers import DELIVERY_GIVE_UP_SECONDS, Notifiers, delivered, delivery_failed

@@ -1,0 +1,72 @@
+"""What a request names that only this machine knows, made into what the API takes: a `source_task` (a video
+made here) into its video's URL (and, for a lip-sync, its length), and characters by name into the provider's
+ids. Done before the request is checked and priced, for the one who asks (their own tasks and characters)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..adapters.store import TaskStore
+from ..domain import catalog
+from ..domain.errors import RequestValidationError
+from ..domain.records import Outcome, may_use
+from .videos import Videos
+
+
+class Sources:
+    def __init__(self, store: TaskStore, videos: Videos, *, provider: str) -> None:
+        self.store, self.videos, self.provider = store, videos, provider
+
+    async def resolve(self, fields: Mapping[str, Any], owner: str) -> dict[str, Any]:
+        """`fields` with the source task's video and the characters' ids filled in; `RequestValidationError`
+        lists every name that cannot be (not found, not the asker's, not finished, gone)."""
+        resolved, problems = dict(fields), []
+        if source := fields.get("source_task"):
+            problems += await self._source(resolved, str(source), owner)
+        if names := fields.get("characters"):
+            ids, unknown = await self._characters(names if isinstance(names, list) else [names], owner)
+            resolved["characters"] = ids
+            problems += [
+                f"`characters`: you have no character named {name!r} (see `character list`)" for name in unknown
+            ]
+        if problems:
+            raise RequestValidationError(problems)
+        return resolved
+
+    async def _source(self, fields: dict[str, Any], task_id: str, owner: str) -> list[str]:
+        record = await self.store.get(task_id)
+        if record is None or not may_use(owner, record):
+            return [f"`source_task`: {task_id[:64]!r} is not one of your videos"]
+        if record.outcome is not Outcome.SUCCEEDED:
+            return [f"`source_task`: {task_id} has not made a video ({record.display_status})"]
+        url = await self.videos.lasting_url(record)
+        if url is None:
+            return [f"`source_task`: the video of {task_id} is gone (Kling keeps videos about 30 days)"]
+        try:
+            mode = catalog.get_model(str(fields.get("type"))).mode
+        except KeyError:
+            mode = None  # the request's own check names the type
+        seconds = record.duration
+        if mode in (catalog.Mode.EXTEND, catalog.Mode.LIP_SYNC) and seconds and seconds > catalog.MAX_SOURCE_SECONDS:
+            return [f"`source_task`: {task_id} lasts {seconds} s; {mode} takes at most {catalog.MAX_SOURCE_SECONDS} s"]
+        fields["video"] = url
+        if mode is catalog.Mode.LIP_SYNC and fields.get("duration") is None:
+            fields["duration"] = seconds or catalog.DEFAULT_DURATION  # the length billed is the source's
+        return []
+
+    async def _characters(self, names: list[Any], owner: str) -> tuple[list[str], list[str]]:
+        """The provider ids of `names` (a name, or an id already resolved); and the names not found."""
+        mine = [c for c in await self.store.characters(owner) if c.provider == self.provider]
+        by_name = {c.name.casefold(): c.provider_id for c in mine}
+        ids = {c.provider_id for c in mine}
+        found, unknown = [], []
+        for name in names:
+            text = str(name)
+            if text in ids:
+                found.append(text)
+            elif text.casefold() in by_name:
+                found.append(by_name[text.casefold()])
+            else:
+                unknown.append(text[:40])
+        return found, unknown
