@@ -91,7 +91,7 @@ class KlingService(Making):
         self.videos = Videos(
             client, store, http, assets, keep_in=self.endpoint.keeps_videos, max_bytes=self.max_download_bytes
         )
-        self.sources = Sources(store, self.videos, provider=client.provider.name)  # see `examine`
+        self.sources = Sources(store, self.videos, self.get, provider=client.provider.name)  # see `examine`
         self.characters = Characters(client, store, assets)
         self.stories = Stories(  # start, follow and retry stories; the pollers advance them
             StoryParts(

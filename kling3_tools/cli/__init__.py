@@ -38,6 +38,9 @@ __all__ = ["build_parser", "discord_main", "main", "run"]
 # nor the store, nor the sandbox.
 COMMANDS = {
     "generate": "commands:cmd_generate",
+    "extend": "making:cmd_extend",
+    "lipsync": "making:cmd_lipsync",
+    "character": "making:cmd_character",
     "status": "commands:cmd_status",
     "wait": "commands:cmd_wait",
     "tasks": "tasks:cmd_tasks",

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from pydantic import ValidationError
 from rich.text import Text
@@ -98,9 +99,14 @@ def origin_of(args: argparse.Namespace, settings: Settings) -> CliOrigin | Webho
 
 
 async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    return await submit_fields(args, settings, GenerateRequest.fields_of(vars(args)))
+
+
+async def submit_fields(args: argparse.Namespace, settings: Settings, fields: dict[str, Any]) -> int:
+    """Check, price, upload and submit a request's fields, then wait or print its id (generate, extend, lipsync)."""
     if args.download and not args.wait:
         raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
-    checked = KlingService.check(GenerateRequest.fields_of(vars(args)))  # every problem, before anything starts
+    KlingService.check(fields)  # every problem the fields alone show, before anything starts
     origin = origin_of(args, settings)
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost
@@ -109,10 +115,11 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
     async with open_service(args, settings) as service:
         service.check_ready_to_spend()  # a missing key is said before the price, not after it
+        checked = await service.examine(fields)  # a source task and characters found, the provider asked
         err.print(f"Cost: {describe_cost(checked.request, service.prices, service.unit)}")
         request = await service.prepare(checked)  # local files uploaded
         record = await service.submit(request, origin, on_created=created)
-        if args.notify_webhook:
+        if getattr(args, "notify_webhook", None):
             err.print("The result will be POSTed to the webhook by a running `kling3 poller`.")
         if args.wait:
             return await finish(service, record.task_id, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-from typing import Any, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from ..domain import catalog
 from ..domain.models import GenerateRequest, StatusFilter
@@ -35,6 +35,8 @@ FLAG_LOOKS: dict[str, dict[str, Any]] = {
         "help": f"reference image URL or local file, repeatable (at most {catalog.MAX_REFERENCE_IMAGES})",
     },
     "cfg_scale": {"metavar": "0-1"},
+    "characters": {"flags": ("--character",), "metavar": "NAME", "help": "a character of yours, repeatable"},
+    "shots": {"flags": ("--shot",), "metavar": "SECONDS:PROMPT", "help": "native multi-shot: one shot, repeatable"},
 }
 
 
@@ -45,6 +47,8 @@ def _request_flag(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     options: dict[str, Any] = {"help": field.description, "dest": name}
     if value_type is bool:
         options |= {"action": argparse.BooleanOptionalAction, "default": None}
+    elif get_origin(value_type) is Literal:
+        options |= {"choices": get_args(value_type)}
     elif get_origin(value_type) is list:
         options |= {"action": "append", "metavar": "URL|PATH" if "URL" in (field.description or "") else "VALUE"}
     elif value_type is int:
@@ -58,16 +62,17 @@ def _request_flag(name: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, options | looks
 
 
-def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_required: bool) -> None:
-    if prompt_required:
-        parser.add_argument("prompt", help=GenerateRequest.model_fields["prompt"].description)
-    else:
-        parser.add_argument("prompt", nargs="?", help="optional; with it, the whole request is checked")
+def _add_request_flags(parser: argparse.ArgumentParser, *, prompt_help: str) -> None:
+    parser.add_argument("prompt", nargs="?", help=prompt_help)
     for name in GenerateRequest.model_fields:
         if name != "prompt":
             flags, options = _request_flag(name)
             parser.add_argument(*flags, **options)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+
+def types_of(mode: catalog.Mode) -> list[str]:
+    return [spec.type.value for spec in catalog.list_models() if spec.mode is mode]
 
 
 def _days(text: str) -> float:
@@ -131,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser = functools.partial(commands.add_parser, parents=[common])  # type: ignore[method-assign]
 
     generate = commands.add_parser("generate", help="submit a video task (spends credits)")
-    _add_request_flags(generate, prompt_required=True)
+    what = GenerateRequest.model_fields["prompt"].description
+    _add_request_flags(generate, prompt_help=f"{what} Every type takes one but lip-sync; motion control and native "
+                       "multi-shot (--shot) may go without")  # fmt: skip
     generate.add_argument("-w", "--wait", action="store_true", help="wait for the video and print its URL")
     generate.add_argument(
         "--notify-webhook",
@@ -139,6 +146,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="record the task and return at once; a running `kling3 poller` POSTs the signed result here",
     )
     _add_wait_flags(generate)
+
+    extend = commands.add_parser("extend", help="the next shot of a finished video of yours (spends credits)")
+    extend.add_argument("source_task", metavar="TASK_ID", help="the finished video to go on from")
+    extend.add_argument("prompt", help="what happens next")
+    extend.add_argument(
+        "-t", "--type", choices=types_of(catalog.Mode.EXTEND), default=types_of(catalog.Mode.EXTEND)[-1]
+    )
+    extend.add_argument("-d", "--duration", type=_whole_number, help="seconds of the new shot (default 5)")
+    lipsync = commands.add_parser("lipsync", help="make a finished video's speaker say something (spends credits)")
+    lipsync.add_argument("source_task", metavar="TASK_ID", help="the finished video, with a face in it")
+    said = lipsync.add_mutually_exclusive_group(required=True)
+    said.add_argument("--text", help=GenerateRequest.model_fields["text"].description)
+    said.add_argument("--audio", metavar="URL|PATH", help=GenerateRequest.model_fields["audio"].description)
+    lipsync.add_argument("--voice", metavar="ID", help=GenerateRequest.model_fields["voice"].description)
+    for making in (extend, lipsync):
+        making.add_argument("-w", "--wait", action="store_true", help="wait for the video and print its URL")
+        making.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+        making.add_argument("--notify-webhook", metavar="URL", help="as for generate")
+        _add_wait_flags(making)
+
+    character = commands.add_parser("character", help="characters to place in videos by name (Kling's elements)")
+    character_commands = character.add_subparsers(dest="character_command", required=True, metavar="ACTION")
+    create = character_commands.add_parser("create", parents=[common], help="make a character from 2-4 images")
+    create.add_argument("name", help="how videos name it (at most 20 letters, digits, spaces, - and _)")
+    create.add_argument("--image", action="append", required=True, metavar="URL|PATH", help="repeatable; the "
+                        "first from the front")  # fmt: skip
+    create.add_argument("--description", default="", help="what it is, in a few words")
+    character_list = character_commands.add_parser("list", parents=[common], help="your characters")
+    delete = character_commands.add_parser(
+        "delete", parents=[common], help="forget a character (and delete it at Kling)"
+    )
+    delete.add_argument("name")
+    for action in (create, character_list):
+        action.add_argument("--json", action="store_true", help="print one JSON object")
 
     status = commands.add_parser("status", help="show a task's status")
     status.add_argument("task_id")
@@ -150,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait_flags(wait)
 
     cost = commands.add_parser("cost", help="show what a request would cost (spends nothing)")
-    _add_request_flags(cost, prompt_required=False)
+    _add_request_flags(cost, prompt_help="optional; with it, the whole request is checked")
 
     tasks = commands.add_parser(
         "tasks", help="list the tasks recorded in the store, and the generates whose outcome is unknown"

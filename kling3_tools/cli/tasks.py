@@ -72,7 +72,7 @@ async def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
     rows += [
         (
             r.task_id,
-            r.type,
+            r.type + (f" of {r.source_task}" if r.source_task else ""),
             r.display_status,
             age(now - r.submitted_at),
             str(r.consumed_credits if r.consumed_credits is not None else r.estimated_credits),

@@ -4,19 +4,27 @@ ids. Done before the request is checked and priced, for the one who asks (their 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..adapters.store import TaskStore
 from ..domain import catalog
 from ..domain.errors import RequestValidationError
-from ..domain.records import Outcome, may_use
+from ..domain.records import Outcome, TaskRecord, may_use
 from .videos import Videos
 
 
 class Sources:
-    def __init__(self, store: TaskStore, videos: Videos, *, provider: str) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        videos: Videos,
+        get: Callable[[str], Awaitable[TaskRecord | None]],
+        *,
+        provider: str,
+    ) -> None:
         self.store, self.videos, self.provider = store, videos, provider
+        self.get = get  # a task's record with URLs this process can reach (the embedded sandbox's port is new)
 
     async def resolve(self, fields: Mapping[str, Any], owner: str) -> dict[str, Any]:
         """`fields` with the source task's video and the characters' ids filled in; `RequestValidationError`
@@ -35,12 +43,14 @@ class Sources:
         return resolved
 
     async def _source(self, fields: dict[str, Any], task_id: str, owner: str) -> list[str]:
-        record = await self.store.get(task_id)
+        record = await self.get(task_id)
         if record is None or not may_use(owner, record):
             return [f"`source_task`: {task_id[:64]!r} is not one of your videos"]
         if record.outcome is not Outcome.SUCCEEDED:
             return [f"`source_task`: {task_id} has not made a video ({record.display_status})"]
         url = await self.videos.lasting_url(record)
+        if not self.videos.urls_last and record.local_path:
+            url = record.local_path  # the copy kept of an embedded sandbox's video, sent as a local file
         if url is None:
             return [f"`source_task`: the video of {task_id} is gone (Kling keeps videos about 30 days)"]
         try:
