@@ -10,6 +10,7 @@ from discord import app_commands
 from kling3_tools.config import Settings
 from kling3_tools.service import KlingService
 
+from .characters import character_menu
 from .commands import KlingCommands
 from .flow import VideoFlow
 from .notifier import DiscordNotifier
@@ -37,6 +38,7 @@ class KlingBot(discord.AutoShardedClient):
         self.flow = VideoFlow(service, settings, Policy(settings.discord))
         self.tree = app_commands.CommandTree(self)
         self.tree.add_command(KlingCommands(self.flow))
+        self.tree.add_command(character_menu())
         self.sync_commands = sync_commands
         self._polling = contextlib.AsyncExitStack()  # the in-process poller, once set up
 

@@ -24,6 +24,7 @@ from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import DiscordOrigin
 from kling3_tools.domain.rules import quote
 
+from .characters import CharacterCommands
 from .embeds import task_embed
 from .flow import VideoFlow
 
@@ -60,6 +61,7 @@ class SpendingCommand:
     uploads: tuple[Upload, ...] = ()
     prompt: str = "What the video shows (up to 2000 characters)"
     prompt_first: bool = False  # else after the required uploads
+    prompt_required: bool = True
 
 
 SPENDING_COMMANDS = (
@@ -87,6 +89,18 @@ SPENDING_COMMANDS = (
             ),
             Upload("video", "video", "video", "Optional reference video"),
         ),
+    ),
+    SpendingCommand(
+        "motion",
+        "Motion control: your image moved as a video moves (spends credits; Kling's own API)",
+        Mode.MOTION,
+        TaskType.STD_MOTION_CONTROL,
+        (
+            Upload("image", "image", "image", "The character to move", required=True),
+            Upload("video", "video", "video", "The motion to copy", required=True),
+        ),
+        prompt="Anything to add (optional)",
+        prompt_required=False,
     ),
     SpendingCommand(
         "edit",
@@ -131,6 +145,8 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
     uploaded = {upload.field for upload in spec.uploads}
     accepted = set().union(*(m.accepted_fields for m in catalog.list_models() if m.mode is spec.mode))
     fields = [name for name in GenerateRequest.model_fields if name in accepted - uploaded - {"type", "prompt"}]
+    models = [m for m in catalog.list_models() if m.mode is spec.mode]
+    required = set.intersection(*(set(m.required_fields) for m in models)) - uploaded - {"prompt"}
     listed = [name for name in fields if get_origin(GenerateRequest.value_type(name)) is list]
 
     async def callback(interaction: discord.Interaction, **options: Any) -> None:
@@ -157,7 +173,8 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
     ]
     descriptions = {"prompt": spec.prompt, "model": "Which Kling model"}
     choices: dict[str, list[Choice[str]]] = {"model": model_choices(spec.mode)}
-    prompt = inspect.Parameter("prompt", keyword, annotation=str)
+    optional = {"default": None} if not spec.prompt_required else {}
+    prompt = inspect.Parameter("prompt", keyword, annotation=str if spec.prompt_required else str | None, **optional)
     for upload in spec.uploads:
         annotation = discord.Attachment if upload.required else discord.Attachment | None
         default = inspect.Parameter.empty if upload.required else None
@@ -171,9 +188,13 @@ def spending_command(flow: VideoFlow, spec: SpendingCommand) -> app_commands.Com
         parameters.remove(prompt)
         parameters.insert(1, prompt)
     parameters.append(inspect.Parameter("model", keyword, annotation=str | None, default=None))
+    first_optional = next(i for i, p in enumerate(parameters) if p.default is not inspect.Parameter.empty)
     for name in fields:
         annotation, field_choices = option_type(name)
-        parameters.append(inspect.Parameter(name, keyword, annotation=Optional[annotation], default=None))  # noqa: UP045 (a range is no type)
+        if name in required:  # Discord lists a required option before every optional one
+            parameters.insert(first_optional, inspect.Parameter(name, keyword, annotation=annotation))
+        else:
+            parameters.append(inspect.Parameter(name, keyword, annotation=Optional[annotation], default=None))  # noqa: UP045 (a range is no type)
         description = GenerateRequest.model_fields[name].description
         descriptions[name] = brief(description) if name not in listed else brief(f"{description}; separate with ;")
         if field_choices:
@@ -193,6 +214,7 @@ class KlingCommands(app_commands.Group):
         self.flow = flow
         for spec in SPENDING_COMMANDS:
             self.add_command(spending_command(flow, spec))
+        self.add_command(CharacterCommands(flow))
 
     @app_commands.command(description="What a video would cost; spends nothing")
     @app_commands.describe(model="Which Kling model", duration="Length in seconds, 3-15 (edits: leave empty)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import discord
@@ -12,7 +13,7 @@ import discord
 from kling3_tools.adapters.assets.inputs import LocalFiles
 from kling3_tools.config import Settings
 from kling3_tools.domain.errors import KlingError, OutcomeUnknownError, RequestValidationError, SpendingRefusedError
-from kling3_tools.domain.records import DiscordOrigin
+from kling3_tools.domain.records import DiscordOrigin, owner_of
 from kling3_tools.domain.story import Story
 from kling3_tools.domain.story_plan import plan
 from kling3_tools.service import KlingService
@@ -62,7 +63,7 @@ class VideoFlow:
             self._check_uploads(uploads)
             if self.settings.storage.url:  # copies in storage: the buttons outlive Discord's links (about 24 h)
                 fields = await self._attached(interaction, fields, uploads)
-            checked = self.service.check(fields, ATTACHED_ONLY)
+            checked = await self.service.examine(fields, ATTACHED_ONLY, owner=member(user_id))
             credits = checked.request.estimated_credits(self.service.prices)
             await self.service.check_spend(credits, [limit])  # before a public embed is posted
         except (Refused, RequestValidationError, SpendingRefusedError) as exc:
@@ -143,6 +144,27 @@ class VideoFlow:
             ephemeral=True,
         )
 
+    async def make_character(
+        self, interaction: discord.Interaction, name: str, images: Sequence[discord.Attachment], description: str = ""
+    ) -> None:
+        """Make a character of the member's from attached images (read now: Discord's links expire)."""
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            self.policy.check_place(interaction.guild_id, interaction.channel_id)
+            self._check_uploads([(image, "image") for image in images])
+            contents: list[str | Path | bytes] = [await image.read() for image in images]
+            made = await self.service.characters.create(
+                member(interaction.user.id), name, contents, description, files=ATTACHED_ONLY
+            )
+        except (Refused, KlingError, discord.HTTPException) as exc:
+            reason = exc.message if isinstance(exc, KlingError) else str(exc)
+            await interaction.followup.send(f"No character was made: {reason}"[:2000], ephemeral=True)
+            return
+        await interaction.followup.send(
+            f"Made **{made.name}**. Place it in a video with `characters: {made.name}` (O3 models).", ephemeral=True
+        )
+
     async def left_today(self, user_id: int) -> int | None:
         """Credits left of the user's 24-hour budget, or None when there is no budget."""
         limit = self.policy.limit(user_id)
@@ -189,6 +211,11 @@ async def _with_contents(fields: dict[str, Any], uploads: Uploads) -> dict[str, 
         name: [contents.get(v, v) for v in value] if isinstance(value, list) else contents.get(value, value)
         for name, value in fields.items()
     }
+
+
+def member(user_id: int) -> str:
+    """A member as the owner of their videos and characters."""
+    return owner_of(DiscordOrigin(guild_id=None, channel_id=0, user_id=user_id))
 
 
 def flow_of(client: discord.Client) -> VideoFlow:

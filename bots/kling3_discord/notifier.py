@@ -14,6 +14,7 @@ import io
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import discord
 
@@ -63,11 +64,9 @@ class DiscordNotifier:
         channel, mention = self._channel(origin), f"<@{origin.user_id}>"
         if record.outcome is Outcome.SUCCEEDED:
             video = await self._attachment(record, origin.guild_id)
-            text = f"{mention} your video is ready."
-            if video is None:
-                text += f" {record.video_url}"
-            files = [video] if video is not None else []
-            await channel.send(text, files=files, view=result_view(record.task_id), allowed_mentions=MENTION)
+            link = await self.service.videos.lasting_url(record)  # the archived copy's, when there is one
+            view = result_view(record.task_id, self.service.prices)
+            await _post(channel, f"{mention} your video is ready.", video, link, view=view)
         else:
             what = "timed out" if record.outcome is Outcome.TIMED_OUT else "failed"
             await channel.send(
@@ -95,10 +94,9 @@ class DiscordNotifier:
         if record.film_path and limit > 0:
             film = await asyncio.to_thread(_read_limited_file, record.film_path, limit)
         text = f"{mention} your film is ready ({record.story.title or record.story_id})."
-        if film is None:
-            text += f" {record.film_url or 'It is too large to attach here and no [storage] keeps a copy.'}"
-        files = [discord.File(io.BytesIO(film), filename=f"{record.story_id}.mp4")] if film is not None else []
-        await channel.send(text, files=files, allowed_mentions=MENTION)
+        file = discord.File(io.BytesIO(film), filename=f"{record.story_id}.mp4") if film is not None else None
+        link = record.film_url or "It is too large to attach here and no [storage] keeps a copy."
+        await _post(channel, text, file, link)
 
     async def _edit_story_embed(self, record: StoryRecord) -> None:
         origin = record.origin
@@ -151,6 +149,28 @@ async def rest_notifier(service: KlingService, token: str) -> AsyncIterator[Disc
         yield DiscordNotifier(client, service)
     finally:
         await client.close()
+
+
+async def _post(
+    channel: discord.PartialMessageable,
+    text: str,
+    file: discord.File | None,
+    link: str | None,
+    *,
+    view: discord.ui.View | None = None,
+) -> None:
+    """The result with its video attached, or with a link where there is no file or Discord refuses it as too
+    large (413: guilds' limits differ from what Discord reports, and Discord's own figures have disagreed)."""
+    options: dict[str, Any] = {"allowed_mentions": MENTION} | ({"view": view} if view is not None else {})
+    if file is not None:
+        try:
+            await channel.send(text, files=[file], **options)
+            return
+        except discord.HTTPException as exc:
+            if exc.status != 413:
+                raise
+            log.info("Discord refused the video as too large (413); posting its link instead")
+    await channel.send(f"{text} {link or ''}".strip(), **options)
 
 
 def _read_limited_file(path: str, limit: int) -> bytes | None:

@@ -4,10 +4,12 @@ id, so they keep working after a restart (they are registered as dynamic items w
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from typing import Any, ClassVar
 
 import discord
 
+from kling3_tools.domain import catalog
 from kling3_tools.domain.catalog import TaskType
 from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import DiscordOrigin, TaskRecord
@@ -30,15 +32,20 @@ async def _owned_record(interaction: discord.Interaction, task_id: str) -> TaskR
 
 
 class TaskButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"kling3:(?P<action>reroll|edit):(?P<task_id>[0-9A-Za-z]+)"
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"kling3:(?P<action>reroll|edit|extend|lipsync):(?P<task_id>[0-9A-Za-z_-]+)",
 ):
-    """Re-roll (same settings again: spends again, through the same checks) or Edit (asks for an edit
-    prompt, then runs an O3 video edit of this video). Only for the one who asked for the video."""
+    """Re-roll (same settings again: spends again, through the same checks), or a dialog that asks what to do
+    with this video: Edit (an O3 edit), Extend (its next shot), Lip-sync (its speaker says a text). Only for
+    the one who asked for the video; Extend and Lip-sync only where the provider offers them."""
 
     LOOKS: ClassVar[dict[str, tuple[str, discord.ButtonStyle]]] = {
         "reroll": ("Re-roll", discord.ButtonStyle.blurple),
         "edit": ("Edit", discord.ButtonStyle.grey),
+        "extend": ("Extend", discord.ButtonStyle.grey),
+        "lipsync": ("Lip-sync", discord.ButtonStyle.grey),
     }
+    NEEDS: ClassVar[dict[str, TaskType]] = {"extend": TaskType.O3_STD_VIDEO_EXTEND, "lipsync": TaskType.LIP_SYNC}
 
     def __init__(self, action: str, task_id: str) -> None:
         label, style = self.LOOKS[action]
@@ -58,26 +65,48 @@ class TaskButton(
             return
         if self.action == "reroll":
             await flow_of(interaction.client).start_video(interaction, GenerateRequest.fields_of(record.request))
-        elif video := await flow_of(interaction.client).service.videos.lasting_url(record):
-            await interaction.response.send_modal(EditModal(video))
+        else:
+            await interaction.response.send_modal(DIALOGS[self.action](record.task_id))
 
 
-class EditModal(discord.ui.Modal, title="Edit this video"):
-    prompt: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="What should change?", style=discord.TextStyle.paragraph, max_length=2000
-    )
+class _SourceDialog(discord.ui.Modal):
+    """One text asked of the person, then a video made from this one (its `source_task`)."""
 
-    def __init__(self, video_url: str) -> None:
+    answer: discord.ui.TextInput[_SourceDialog]
+    type: ClassVar[TaskType]
+    field: ClassVar[str]
+
+    def __init__(self, task_id: str) -> None:
         super().__init__()
-        self.video_url = video_url
+        self.task_id = task_id
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        fields = {"type": TaskType.O3_STD_VIDEO_EDIT.value, "prompt": self.prompt.value, "video": self.video_url}
+        fields = {"type": self.type.value, self.field: self.answer.value, "source_task": self.task_id}
         await flow_of(interaction.client).start_video(interaction, fields)
 
 
-def result_view(task_id: str) -> discord.ui.View:
+class EditModal(_SourceDialog, title="Edit this video"):
+    answer = discord.ui.TextInput(label="What should change?", style=discord.TextStyle.paragraph, max_length=2000)
+    type, field = TaskType.O3_STD_VIDEO_EDIT, "prompt"
+
+
+class ExtendModal(_SourceDialog, title="Extend this video"):
+    answer = discord.ui.TextInput(label="What happens next?", style=discord.TextStyle.paragraph, max_length=2000)
+    type, field = TaskType.O3_STD_VIDEO_EXTEND, "prompt"
+
+
+class LipSyncModal(_SourceDialog, title="Make them speak"):
+    answer = discord.ui.TextInput(label="What do they say?", max_length=catalog.MAX_SPOKEN_CHARS)
+    type, field = TaskType.LIP_SYNC, "text"
+
+
+DIALOGS: dict[str, type[_SourceDialog]] = {"edit": EditModal, "extend": ExtendModal, "lipsync": LipSyncModal}
+
+
+def result_view(task_id: str, offered: Container[TaskType]) -> discord.ui.View:
+    """The buttons under a finished video: those whose kind of video the provider makes (`offered`)."""
     view = discord.ui.View(timeout=None)
     for action in TaskButton.LOOKS:
-        view.add_item(TaskButton(action, task_id))
+        if action not in TaskButton.NEEDS or TaskButton.NEEDS[action] in offered:
+            view.add_item(TaskButton(action, task_id))
     return view

@@ -121,6 +121,8 @@ def quote(
         spec = catalog.get_model(type_)
     except KeyError as exc:
         raise RequestValidationError([str(exc.args[0])]) from None
+    if spec.type not in prices:
+        raise RequestValidationError([f"`{spec.type}` is not offered by the configured provider (see its models)"])
     if duration is not None and not spec.has_duration:
         raise RequestValidationError([f"{spec.type} does not take `duration`; edits keep the source video's length"])
     if duration is not None and not catalog.MIN_DURATION <= duration <= catalog.MAX_DURATION:

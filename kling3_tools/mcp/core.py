@@ -15,7 +15,7 @@ from mcp_types import SubscriptionsListenRequestParams, ToolAnnotations
 from .. import ops
 from ..config import Settings
 from ..service import KlingService
-from . import player, prompts, protocol, stories, tools
+from . import making, player, prompts, protocol, stories, tools
 from .notifier import McpNotifier
 from .outputs import MODELS_URI, STORY_URI, TASK_URI
 from .server import PROTOCOL_METHODS, Deps, KlingMCPServer
@@ -25,6 +25,8 @@ log = logging.getLogger("kling3_tools.mcp")
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=True)
 OFFLINE = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 SPENDS = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True)
+CREATES = SPENDS  # makes something at the provider, and charges nothing
+DELETES = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=True)
 
 
 def register(server: KlingMCPServer, deps: Deps) -> None:
@@ -35,6 +37,11 @@ def register(server: KlingMCPServer, deps: Deps) -> None:
         annotations=SPENDS,
         meta=player.BOUND,
     )
+    server.add_tool(making.extend_video, title="Extend a video (spends credits)", annotations=SPENDS, meta=player.BOUND)
+    server.add_tool(making.lip_sync, title="Lip-sync a video (spends credits)", annotations=SPENDS, meta=player.BOUND)
+    server.add_tool(making.create_character, title="Make a character", annotations=CREATES)
+    server.add_tool(making.list_characters, title="List my characters", annotations=OFFLINE)
+    server.add_tool(making.delete_character, title="Delete a character", annotations=DELETES)
     server.add_tool(tools.wait_for_video, title="Wait for a video", annotations=READ_ONLY, meta=player.BOUND)
     server.add_tool(tools.get_video_status, title="Video status", annotations=READ_ONLY, meta=player.BOUND)
     server.add_tool(tools.estimate_video_cost, title="Estimate a video's cost", annotations=OFFLINE)

@@ -27,7 +27,7 @@ from ..adapters.store import StatusFilter
 from ..domain.catalog import TaskType
 from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..domain.models import GenerateRequest
-from ..domain.records import McpOrigin, TaskRecord
+from ..domain.records import McpOrigin, TaskRecord, owner_of
 from ..domain.rules import quote
 from .outputs import (
     CostEstimate,
@@ -50,6 +50,10 @@ GENERATE_DESCRIPTION = (  # one string, not a docstring: the SDK would keep a do
 )
 
 Fn = TypeVar("Fn", bound=Callable[..., Any])
+WaitSeconds = Annotated[
+    float | None,
+    Field(ge=0, le=55, description="Seconds to wait for the video before answering (default from config)."),
+]
 
 
 def _field(name: str) -> Any:
@@ -148,14 +152,17 @@ def local_files(ctx: Context[Any, Any], roots: ListRootsResult) -> LocalFiles:
 
 
 @takes_request_fields
-def checked_request(
+async def checked_request(
     ctx: Context[Any, Any], roots: Annotated[ListRootsResult, Resolve(client_roots)], **fields: Any
 ) -> CheckedRequest:
     """The request as it will be priced and approved (local inputs checked, not yet uploaded)."""
-    from ..service import KlingService  # loaded with the core, which any tool that spends has opened
+    return await examined(ctx, fields, local_files(ctx, roots))
 
+
+async def examined(ctx: Context[Any, Any], fields: dict[str, Any], files: LocalFiles) -> CheckedRequest:
+    """`fields` checked for this caller (their own videos and characters), or a tool error saying why."""
     try:
-        return KlingService.check(fields, local_files(ctx, roots))
+        return await deps_of(ctx).service.examine(fields, files, owner=owner_of(mcp_origin(ctx)))
     except RequestValidationError as exc:
         raise ToolError(f"{exc}\nNothing was spent.") from None
 
@@ -163,6 +170,10 @@ def checked_request(
 async def approve_spending(
     ctx: Context[Any, Any], checked: Annotated[CheckedRequest, Resolve(checked_request)]
 ) -> Elicit[SpendApproval] | SpendApproval:
+    return await request_approval(ctx, checked)
+
+
+async def request_approval(ctx: Context[Any, Any], checked: CheckedRequest) -> Elicit[SpendApproval] | SpendApproval:
     request = checked.request
     credits = request.estimated_credits(deps_of(ctx).service.prices)
     return await approval(ctx, credits, detail=str(request.type), what="This video")
@@ -201,12 +212,19 @@ async def generate_video(
     checked: Annotated[CheckedRequest, Resolve(checked_request)],
     approval: Annotated[ElicitationResult[SpendApproval], Resolve(approve_spending)],
     *,
-    wait_seconds: Annotated[
-        float | None,
-        Field(ge=0, le=55, description="Seconds to wait for the video before answering (default from config)."),
-    ] = None,
+    wait_seconds: WaitSeconds = None,
     **fields: Any,
 ) -> VideoTask:
+    return await start(ctx, checked, approval, wait_seconds)
+
+
+async def start(
+    ctx: Context[Any, Any],
+    checked: CheckedRequest,
+    approval: ElicitationResult[SpendApproval],
+    wait_seconds: float | None,
+) -> VideoTask:
+    """Upload, submit through the ledger (once approved) and wait the bounded time: every tool that spends."""
     if not (isinstance(approval, AcceptedElicitation) and approval.data.approve):
         service = deps_of(ctx).service
         credits = checked.request.estimated_credits(service.prices)
