@@ -259,6 +259,11 @@ class Settings(BaseSettings):
         return {**provider.PRICES, **overrides}, provider.unit
 
     @property
+    def takes_fields(self) -> frozenset[str] | None:
+        """The request fields the configured provider's format has (None: every one)."""
+        return PROVIDERS[self.provider].takes_fields
+
+    @property
     def has_credentials(self) -> bool:
         """A key to authenticate with: `api_key`, or the `access_key` and `secret_key` pair (checked together)."""
         return self.api_key is not None or self.access_key is not None

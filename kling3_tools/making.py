@@ -29,7 +29,12 @@ class _Service(Protocol):
     ) -> TaskRecord: ...
 
     async def examine(
-        self, fields: Mapping[str, Any], files: LocalFiles = ..., *, owner: str = ...
+        self,
+        fields: Mapping[str, Any],
+        files: LocalFiles = ...,
+        *,
+        owner: str = ...,
+        checked: CheckedRequest | None = None,
     ) -> CheckedRequest: ...
 
     async def make(
@@ -44,12 +49,20 @@ class _Service(Protocol):
 
 class Making:
     async def examine(
-        self: _Service, fields: Mapping[str, Any], files: LocalFiles = inputs.ANY_PATH, *, owner: str = LOCAL_OWNER
+        self: _Service,
+        fields: Mapping[str, Any],
+        files: LocalFiles = inputs.ANY_PATH,
+        *,
+        owner: str = LOCAL_OWNER,
+        checked: CheckedRequest | None = None,
     ) -> CheckedRequest:
         """`check` for `owner`: a `source_task` (one of their videos) and characters (theirs, by name) made
         into what the API takes first, and what the provider does not offer refused. Nothing is uploaded,
-        reserved or sent; `RequestValidationError` lists every problem."""
-        checked = self.check(await self.sources.resolve(fields, owner), files)
+        reserved or sent; `RequestValidationError` lists every problem. `checked`: the same fields checked
+        already (before the service opened), kept when nothing needed resolving."""
+        resolved = await self.sources.resolve(fields, owner)
+        if checked is None or resolved != dict(fields):
+            checked = self.check(resolved, files)
         self.client.provider.refuse(checked.request)
         return checked
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -35,6 +36,10 @@ from kling3_tools.service import KlingService
 from kling3_tools.workflows.schedule import SchedulePolicy
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
+from kling3_tools.mcp import manifest
+
+# How many tools the server serves: what its manifest lists (a test keeps the manifest current).
+TOOL_COUNT = len(json.loads((Path(manifest.__file__).parent / manifest.MANIFEST).read_text())["tools"])
 
 
 @contextlib.asynccontextmanager

@@ -26,7 +26,7 @@ from kling3_tools.domain import catalog
 from kling3_tools.domain.rules import quote
 
 from .conftest import set_options, stats
-from .support import connect, connect_stdio, elicitation, http_server, locked, raw_server, server_env, text
+from .support import TOOL_COUNT, connect, connect_stdio, elicitation, http_server, locked, raw_server, server_env, text
 
 
 async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
@@ -43,6 +43,11 @@ async def test_schemas_carry_enums_bounds_and_annotations(sandbox, tmp_path):
         "start_story",
         "get_story_status",
         "player_status",
+        "extend_video",
+        "lip_sync",
+        "create_character",
+        "list_characters",
+        "delete_character",
     }
     schema = tools["generate_video"].input_schema
     props, defs = schema["properties"], schema["$defs"]
@@ -268,7 +273,7 @@ async def test_streamable_http(sandbox, tmp_path):
     with http_server(server_env(sandbox, tmp_path)) as url:
         async with Client(url) as client:
             tools = await client.list_tools()
-            assert len(tools.tools) == 10
+            assert len(tools.tools) == TOOL_COUNT
             made = await client.call_tool(
                 "generate_video", {"type": "o3-std-text-to-video", "prompt": "x", "duration": 3, "wait_seconds": 20}
             )
@@ -384,7 +389,7 @@ async def test_http_token_is_required_when_set(sandbox, tmp_path):
             httpx2.AsyncClient(headers={"Authorization": "Bearer tok-123"}) as authorised,
             Client(streamable_http_client(url, http_client=authorised)) as client,
         ):
-            assert len((await client.list_tools()).tools) == 10
+            assert len((await client.list_tools()).tools) == TOOL_COUNT
 
 
 @pytest.mark.process
@@ -432,7 +437,7 @@ async def test_the_tools_listed_before_the_core_loads_are_the_tools_it_serves(sa
         await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})  # loads the core
         after = (await client.list_tools()).tools
     assert [tool.model_dump() for tool in before] == [tool.model_dump() for tool in after]
-    assert len(before) == 10
+    assert len(before) == TOOL_COUNT
     written = (Path(manifest.__file__).parent / manifest.MANIFEST).read_text()
     assert written == await current_manifest(), "the manifest is stale: run `python scripts/write_mcp_manifest.py`"
 
@@ -445,7 +450,7 @@ async def test_a_core_that_cannot_open_is_a_one_line_error_and_the_next_request_
     blocker.write_text("a file where the store's folder should be")
     env = server_env(sandbox, tmp_path, KLING_STORE__URL=f"sqlite:///{blocker / 'tasks.db'}")
     async with connect_stdio(sandbox, tmp_path, env) as client:
-        assert len((await client.list_tools()).tools) == 10
+        assert len((await client.list_tools()).tools) == TOOL_COUNT
         with pytest.raises(Exception, match="kling3 could not start: ") as refused:
             await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
         assert "\n" not in str(refused.value) and sandbox.api_key not in str(refused.value)
@@ -493,7 +498,7 @@ async def test_a_request_the_core_does_not_serve_never_opens_it(sandbox, tmp_pat
     server.process.stdin.close()
     _, stderr = await asyncio.wait_for(server.process.communicate(), 30)
     assert unknown["error"]["code"] == types.METHOD_NOT_FOUND
-    assert len(listed["result"]["tools"]) == 10
+    assert len(listed["result"]["tools"]) == TOOL_COUNT
     assert b"could not start" not in stderr
 
 
@@ -567,7 +572,7 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
     config.write_text('[store]\nurl = "mysql://kling@db/tasks"\n')
     env = {k: v for k, v in server_env(sandbox, tmp_path, KLING_CONFIG=str(config)).items() if k != "KLING_STORE__URL"}
     async with connect_stdio(sandbox, tmp_path, env) as client:
-        assert len((await client.list_tools()).tools) == 10
+        assert len((await client.list_tools()).tools) == TOOL_COUNT
         for _ in range(2):
             with pytest.raises(Exception, match=r"kling3 could not start: invalid configuration .*store\.url") as bad:
                 await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
@@ -581,7 +586,7 @@ async def test_bad_settings_are_said_in_every_answer_that_needs_them_and_a_fixed
 @pytest.mark.process
 async def test_with_no_api_key_the_server_estimates_and_a_generate_says_how_to_give_one(sandbox, tmp_path):
     async with connect_stdio(sandbox, tmp_path, server_env(sandbox, tmp_path, KLING_API_KEY="")) as client:
-        assert len((await client.list_tools()).tools) == 10
+        assert len((await client.list_tools()).tools) == TOOL_COUNT
         cost = await client.call_tool("estimate_video_cost", {"type": "std-text-to-video", "duration": 5})
         made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
     assert not cost.is_error and made.is_error

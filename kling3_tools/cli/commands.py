@@ -106,7 +106,7 @@ async def submit_fields(args: argparse.Namespace, settings: Settings, fields: di
     """Check, price, upload and submit a request's fields, then wait or print its id (generate, extend, lipsync)."""
     if args.download and not args.wait:
         raise UsageError("--download needs --wait (or download later: kling3 wait ID --download PATH)")
-    KlingService.check(fields)  # every problem the fields alone show, before anything starts
+    checked = KlingService.check(fields)  # every problem the fields alone show, before anything starts
     origin = origin_of(args, settings)
 
     def created(task: Task) -> None:  # first, before anything is written: the id is never lost
@@ -115,7 +115,7 @@ async def submit_fields(args: argparse.Namespace, settings: Settings, fields: di
 
     async with open_service(args, settings) as service:
         service.check_ready_to_spend()  # a missing key is said before the price, not after it
-        checked = await service.examine(fields)  # a source task and characters found, the provider asked
+        checked = await service.examine(fields, checked=checked)  # a source task and characters found
         err.print(f"Cost: {describe_cost(checked.request, service.prices, service.unit)}")
         request = await service.prepare(checked)  # local files uploaded
         record = await service.submit(request, origin, on_created=created)

@@ -28,7 +28,7 @@ async def cmd_story(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _plan(args: argparse.Namespace, settings: Settings) -> int:
     """Every problem of every shot at once, or the order, the prices and whether the limits allow it."""
-    story_plan = plan(Story.from_toml(args.file), settings.pricing[0])
+    story_plan = plan(Story.from_toml(args.file), settings.pricing[0], settings.takes_fields)
     refusal = None
     async with open_service(args, settings) as service:
         try:
@@ -47,17 +47,17 @@ async def _plan(args: argparse.Namespace, settings: Settings) -> int:
             }
         )
     else:
-        _print_plan(story_plan, args.file)
+        _print_plan(story_plan, args.file, settings.pricing[1])
         if refusal:
             err.print(f"Your limits would refuse it: {refusal}")
     return EXIT_API_ERROR if refusal else EXIT_OK
 
 
-def _print_plan(story_plan: Plan, name: str) -> None:
+def _print_plan(story_plan: Plan, name: str, unit: str) -> None:
     title = story_plan.story.title or name
-    output.out.print(f"{title}: {len(story_plan.requests)} shots, {story_plan.total} credits in all")
+    output.out.print(f"{title}: {len(story_plan.requests)} shots, {story_plan.total} {unit} in all")
     for number, stage in enumerate(story_plan.stages, start=1):
-        shots = ", ".join(f"{shot} ({story_plan.credits(shot)} credits)" for shot in stage)
+        shots = ", ".join(f"{shot} ({story_plan.credits(shot)} {unit})" for shot in stage)
         output.out.print(f"  step {number}{' (at once)' if len(stage) > 1 else ''}: {shots}")
     output.out.print(f"  film: {' + '.join(story_plan.story.film)} ({story_plan.story.cut.transition})")
 
@@ -67,7 +67,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     origin = origin_of(args, settings)
     async with open_service(args, settings) as service:
         record = await service.start_story(story, origin, film_path=args.out)
-        err.print(f"Started {record.story_id}: {record.credits} credits reserved for {len(record.shots)} shots.")
+        err.print(f"Started {record.story_id}: {record.credits} {service.unit} reserved for {len(record.shots)} shots.")
         return await _follow_or_show(service, record, args)
 
 
@@ -91,7 +91,7 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     for record in records:
         output.out.print(
-            f"{record.story_id}  {record.state.value:9}  {record.credits:>5} credits  {record.story.title}  "
+            f"{record.story_id}  {record.state.value:9}  {record.credits:>5} {service.unit}  {record.story.title}  "
             f"({record.summary()})"
         )
     if not records:
@@ -114,7 +114,7 @@ async def _follow_or_show(service: KlingService, record: StoryRecord, args: argp
     if args.json:
         print_json(_story_json(record))
     else:
-        _print_story(record)
+        _print_story(record, service.unit)
     failed = record.state is StoryState.FAILED
     return EXIT_API_ERROR if failed else EXIT_OK
 
@@ -144,8 +144,8 @@ async def _advance_here(service: KlingService, story_id: str, timeout: float) ->
         await asyncio.gather(running, return_exceptions=True)
 
 
-def _print_story(record: StoryRecord) -> None:
-    err.print(f"{record.story_id} {record.story.title}: {record.state.value} ({record.credits} credits)")
+def _print_story(record: StoryRecord, unit: str) -> None:
+    err.print(f"{record.story_id} {record.story.title}: {record.state.value} ({record.credits} {unit})")
     for shot_id, shot in record.shots.items():
         detail = " ".join(part for part in (shot.task_id, shot.video_url, shot.note) if part)
         err.print(f"  {shot_id:12} {shot.state.value:10} {detail}")

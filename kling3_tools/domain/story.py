@@ -4,6 +4,10 @@ The file is TOML (the same schema as JSON for MCP and Python). Top-level request
 every shot; each `[[shots]]` is one request with an `id`; a URL field may name another shot: `"@storm"` is
 that shot's video, `"@storm.last_frame"` and `"@storm.first_frame"` a still from it. `[cut]` picks and
 orders the shots of the film (default: every shot, in file order) and the transition between them.
+
+`mode = "native"` sends the shots instead as native multi-shot requests: each request holds up to the model's
+limit of shots (6, and 15 s in all), cut by the model itself; its shots take only `prompt` and `duration`. The
+default, `"stitched"`, runs one request per shot and cuts the film here.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from .rules import describe_validation_error
 from .url_fields import url_values
 
 REFERENCE = re.compile(r"^@(?P<shot>[A-Za-z0-9_-]+)(?:\.(?P<still>last_frame|first_frame))?$")
-STORY_KEYS = {"title", "shots", "cut"}
+STORY_KEYS = {"title", "shots", "cut", "mode"}
+NATIVE_SHOT_SECONDS = 3  # a native shot's length when it gives none
 MAX_SHOTS = 50  # a story is reserved whole: a bound on what one file can hold and spend
 MAX_TITLE = 200
 MAX_CUT = 200
@@ -59,6 +64,7 @@ class Reference(BaseModel):
 
 class Story(BaseModel):
     title: str = ""
+    mode: Literal["stitched", "native"] = "stitched"
     defaults: dict[str, Any] = Field(default_factory=dict)
     shots: list[Shot]
     cut: Cut = Field(default_factory=Cut)
@@ -115,13 +121,39 @@ class Story(BaseModel):
         try:
             story = cls.model_validate(
                 {"title": data.get("title", ""), "defaults": defaults, "shots": shots, "cut": data.get("cut", {})}
+                | ({"mode": data["mode"]} if "mode" in data else {})
             )
         except ValidationError as exc:
             problems += describe_validation_error(exc)
             raise RequestValidationError(problems) from None
         if problems:
             raise RequestValidationError(problems)
-        return story
+        return story.natively_grouped() if story.mode == "native" else story
+
+    def natively_grouped(self) -> Story:
+        """The story with its shots gathered into native multi-shot requests, in order, each as many shots as
+        fit the model's limits; a request is named after its first shot."""
+        problems = [f"shot `{s.id}`: a native shot takes only `prompt` and `duration`" for s in self.shots
+                    if set(s.fields) - {"prompt", "duration"}]  # fmt: skip
+        if self.cut.shots is not None:
+            problems.append("[cut] shots: a native story's film is its shots in order; leave it out")
+        groups: list[list[Shot]] = []
+        for shot in self.shots:
+            seconds = sum(_seconds(s) for s in groups[-1]) if groups else 0
+            if groups and len(groups[-1]) < catalog.MAX_SHOTS and seconds + _seconds(shot) <= catalog.MAX_DURATION:
+                groups[-1].append(shot)
+            else:
+                groups.append([shot])
+        requests = []
+        for group in groups:
+            if len(group) == 1:  # alone in its request: an ordinary shot
+                requests.append(Shot(id=group[0].id, fields={**group[0].fields, "duration": _seconds(group[0])}))
+            else:
+                shots = [{"prompt": s.fields.get("prompt"), "duration": _seconds(s)} for s in group]
+                requests.append(Shot(id=group[0].id, fields={"shots": shots}))
+        if problems:
+            raise RequestValidationError(problems)
+        return self.model_copy(update={"shots": requests})
 
     def shot(self, shot_id: str) -> Shot:
         return next(shot for shot in self.shots if shot.id == shot_id)
@@ -145,3 +177,7 @@ class Story(BaseModel):
     def film(self) -> list[str]:
         """The shots of the film, in order."""
         return self.cut.shots if self.cut.shots is not None else [shot.id for shot in self.shots]
+
+
+def _seconds(shot: Shot) -> Any:
+    return shot.fields.get("duration", NATIVE_SHOT_SECONDS)

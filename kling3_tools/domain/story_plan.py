@@ -5,6 +5,7 @@ run at once) and the price of each shot and of the whole."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .catalog import PRICES, Prices
@@ -39,8 +40,9 @@ class Plan:
         return {reference.shot for _, _, reference in self.story.references(self.story.shot(shot_id))}
 
 
-def plan(story: Story, prices: Prices = PRICES) -> Plan:
-    """The plan, or `RequestValidationError` listing every problem of the story."""
+def plan(story: Story, prices: Prices = PRICES, takes: Collection[str] | None = None) -> Plan:
+    """The plan, or `RequestValidationError` listing every problem of the story; `prices` and `takes` (the
+    request fields its format has; None: every one) are the configured provider's."""
     problems: list[str] = []
     ids = [shot.id for shot in story.shots]
     problems += [f"shot id `{shot_id}` is used twice" for shot_id in sorted({i for i in ids if ids.count(i) > 1})]
@@ -50,6 +52,10 @@ def plan(story: Story, prices: Prices = PRICES) -> Plan:
         problems += shot_problems
         if request is not None:
             requests[shot.id] = request
+    for shot_id, request in requests.items():
+        missing = [f"`{request.type}`"] if request.type not in prices else []
+        missing += [f"`{name}`" for name in sorted(set(request.recorded()) - {"type"}) if takes and name not in takes]
+        problems += [f"shot `{shot_id}`: {name} is not offered by the configured provider" for name in missing]
     problems += [f"[cut] names `{shot_id}`, which is not a shot" for shot_id in story.film if shot_id not in ids]
     if not story.film:
         problems.append("[cut] shots is empty: the film needs at least one shot")

@@ -30,7 +30,7 @@ StoryId = Annotated[str, Field(description="The story_id from start_story.")]
 
 def checked_story(ctx: Context[Any, Any], story: StoryJson) -> Plan:
     try:
-        return plan(Story.from_mapping(story), deps_of(ctx).service.prices)
+        return plan(Story.from_mapping(story), deps_of(ctx).service.prices, deps_of(ctx).settings.takes_fields)
     except RequestValidationError as exc:
         raise ToolError(f"{exc}\nNothing was spent.") from None
 

@@ -43,7 +43,7 @@ class Stories:
         """Plan the story, then reserve the whole of it in the ledger (all or nothing) and record it; the
         pollers do the rest. Raises `RequestValidationError` (every problem), `SpendingRefusedError` or
         `StoreError`, with nothing spent."""
-        story_plan = plan(story, self.parts.spending.prices)
+        story_plan = plan(story, self.parts.spending.prices, self.parts.spending.client.provider.takes_fields)
         media_module()  # the film needs PyAV: refused now, before anything is reserved, when it is missing
         if self.parts.assets is None and any(r.still for s in story.shots for _, _, r in story.references(s)):
             raise KlingError(
