@@ -31,12 +31,12 @@ from kling3_tools.config import Settings
 from kling3_tools.domain.models import GenerateRequest
 from kling3_tools.domain.records import CliOrigin, Delivery, TaskRecord, WebhookOrigin
 from kling3_tools.domain.tasks import Task
+from kling3_tools.mcp import manifest
 from kling3_tools.mcp.serve import loaded_server
 from kling3_tools.service import KlingService
 from kling3_tools.workflows.schedule import SchedulePolicy
 
 FAST = SchedulePolicy(prior_window=(0.2, 1.5), dense_interval=0.1, max_interval=0.5)
-from kling3_tools.mcp import manifest
 
 # How many tools the server serves: what its manifest lists (a test keeps the manifest current).
 TOOL_COUNT = len(json.loads((Path(manifest.__file__).parent / manifest.MANIFEST).read_text())["tools"])

@@ -115,7 +115,8 @@ class VideoFlow:
             self.policy.check_place(interaction.guild_id, interaction.channel_id)
             if file.size > MAX_STORY_BYTES:
                 raise Refused(f"`{file.filename}` is {file.size} bytes; a story file is at most {MAX_STORY_BYTES}.")
-            story_plan = plan(Story.from_text(await file.read(), name=file.filename), self.service.prices, self.settings.takes_fields)
+            story = Story.from_text(await file.read(), name=file.filename)
+            story_plan = plan(story, self.service.prices, self.settings.takes_fields)
             await self.service.check_spend(story_plan.total, [limit], dearest=story_plan.dearest)
         except (Refused, RequestValidationError, SpendingRefusedError, discord.HTTPException) as exc:
             await interaction.followup.send(f"Not started, nothing was spent: {exc}"[:2000], ephemeral=True)
