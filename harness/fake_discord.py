@@ -132,8 +132,10 @@ class FakeDiscord:
                         "bot_require_code_grant": False, "verify_key": "0" * 64, "flags": 0, "team": None,
                         "owner": user(1, "owner"), "bot": user(BOT_ID, "kling3", bot=True)}  # fmt: skip
             case "PUT", ["applications", _, *_, "commands"]:
-                return [{"description": "", **command, "id": snowflake(), "application_id": str(APP_ID),
-                         "version": "1"} for command in body]  # fmt: skip (a context menu's is "")
+                return [
+                    {"description": "", **command, "id": snowflake(), "application_id": str(APP_ID), "version": "1"}
+                    for command in body
+                ]  # fmt: skip (a context menu's is "")
             case "POST", ["interactions", interaction_id, _token, "callback"]:
                 kind = body["type"]
                 flags = (body.get("data") or {}).get("flags", 0)
