@@ -86,6 +86,7 @@ class FakeDiscord:
     files: dict[str, bytes] = field(default_factory=dict)  # Discord's CDN: attachments by file name
     url: str = ""  # where this fake listens, once it does
     delays: dict[str, float] = field(default_factory=dict)  # seconds before answering, by path (`/users/@me`)
+    refuse_files_over: int | None = None  # a file larger than this is answered 413, as Discord does over its limit
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -119,6 +120,9 @@ class FakeDiscord:
         await asyncio.sleep(self.delays.get(path, 0))
         call = Call(request.method, path, body, files, time.monotonic())
         self.calls.append(call)
+        if self.refuse_files_over is not None and any(size > self.refuse_files_over for _, size in files):
+            call.answer = {"code": 40005, "message": "Request entity too large"}
+            return web.Response(status=413, body=json.dumps(call.answer).encode(), content_type="application/json")
         call.answer = self.answer(request.method, path.split("/")[1:], body)
         # exactly "application/json": discord.py reads anything else (even with a charset) as text
         return web.Response(body=json.dumps(call.answer).encode(), content_type="application/json")
@@ -211,9 +215,19 @@ def slash(
     for name, attachment in (attachments or {}).items():
         option_list.append({"name": name, "type": 11, "value": attachment["id"]})
         resolved.setdefault("attachments", {})[attachment["id"]] = attachment
-    data = {"id": snowflake(), "name": "kling", "type": 1,
-            "options": [{"name": subcommand, "type": 1, "options": option_list}], "resolved": resolved}  # fmt: skip
+    *group, name = subcommand.split(" ")  # "character create": a subcommand of a group
+    chosen = {"name": name, "type": 1, "options": option_list}
+    for outer in group:
+        chosen = {"name": outer, "type": 2, "options": [chosen]}
+    data = {"id": snowflake(), "name": "kling", "type": 1, "options": [chosen], "resolved": resolved}
     return _base(user_id, 2, data, roles=roles, guild=guild)
+
+
+def message_menu(name: str, user_id: int, target: dict[str, Any]) -> dict[str, Any]:
+    """A message's Apps menu entry `name`, chosen on `target` (a message payload)."""
+    data = {"id": snowflake(), "name": name, "type": 3, "target_id": target["id"],
+            "resolved": {"messages": {target["id"]: target}}}  # fmt: skip
+    return _base(user_id, 2, data, roles=None, guild=True)
 
 
 def button(custom_id: str, user_id: int, clicked: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def test_every_problem_is_reported_at_once():
         ({"type": "o3-pro-video-edit", "prompt": "x", "video": VID, "duration": 5}, "does not take `duration`"),
         ({"type": "o3-pro-text-to-video", "prompt": "x", "cfg_scale": 0.5}, "only Kling 3.0 types take it"),
         ({"type": "pro-text-to-video", "prompt": "x", "end_image": IMG}, "only image-to-video types take it"),
-        ({"type": "pro-text-to-video", "prompt": "x", "images": [IMG]}, "only reference-to-video types take it"),
+        ({"type": "pro-text-to-video", "prompt": "x", "images": [IMG]}, "only O3 reference-to-video types take it"),
         ({"type": "o3-pro-reference-to-video", "prompt": "x", "images": [IMG] * 8}, "at most 7 items"),
         ({"type": "o3-pro-reference-to-video", "prompt": "x"}, "needs reference `images` or a reference `video`"),
         ({"type": "pro-image-to-video", "prompt": "x", "image": "ftp://example.com/a.jpg"}, "http(s) URL"),

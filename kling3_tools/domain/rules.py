@@ -48,7 +48,7 @@ def _combination_errors(spec: catalog.ModelSpec, data: dict[str, Any], given: se
     shots, duration = data.get("shots"), data.get("duration")
     if isinstance(shots, list) and "end_image" in given:
         errors.append(rule("shots", "native multi-shot takes a start image, not an `end_image`", None))
-    seconds = [s.get("duration") if isinstance(s, dict) else getattr(s, "duration", None) for s in shots or []]
+    seconds = [_shot_seconds(shot) for shot in shots or []] if isinstance(shots, list) else []
     if shots and all(isinstance(s, int) for s in seconds):
         total = sum(seconds)  # type: ignore[arg-type]
         if not catalog.MIN_DURATION <= total <= catalog.MAX_DURATION:
@@ -78,10 +78,20 @@ def _who_takes(field: str) -> str:
     takers = [spec for spec in catalog.CATALOG.values() if field in spec.accepted_fields]
     if not takers:
         return "no task type takes it"
-    if {spec.family for spec in takers} == {catalog.Family.KLING_3}:
+    families = {spec.family for spec in takers}
+    if families == {catalog.Family.KLING_3}:
         return "only Kling 3.0 types take it"
+    family = "O3 " if families == {catalog.Family.O3} else ""
     modes = sorted({spec.mode.value for spec in takers})
-    return f"only {', '.join(modes[:-1])}{' and ' if len(modes) > 1 else ''}{modes[-1]} types take it"
+    return f"only {family}{', '.join(modes[:-1])}{' and ' if len(modes) > 1 else ''}{modes[-1]} types take it"
+
+
+def _shot_seconds(shot: Any) -> Any:
+    """A shot's seconds as given: {duration: …}, a parsed shot, or the "SECONDS:PROMPT" text."""
+    if isinstance(shot, str):
+        seconds = shot.partition(":")[0].strip()
+        return int(seconds) if seconds.isdigit() else None
+    return shot.get("duration") if isinstance(shot, dict) else getattr(shot, "duration", None)
 
 
 def duration_problem(value: object) -> str:
