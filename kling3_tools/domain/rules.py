@@ -50,7 +50,7 @@ def _combination_errors(spec: catalog.ModelSpec, data: dict[str, Any], given: se
         errors.append(rule("shots", "native multi-shot takes a start image, not an `end_image`", None))
     seconds = [_shot_seconds(shot) for shot in shots or []] if isinstance(shots, list) else []
     if shots and all(isinstance(s, int) for s in seconds):
-        total = sum(seconds)  # type: ignore[arg-type]
+        total = sum(seconds)
         if not catalog.MIN_DURATION <= total <= catalog.MAX_DURATION:
             errors.append(rule("shots", f"the shots last {total} s in all; a video is {_seconds_range()}", None))
         elif isinstance(duration, int) and duration != total:
