@@ -5,6 +5,8 @@ under bursts; and refused, with nothing sent, on a provider that does not offer 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +336,277 @@ async def test_a_burst_of_ten_against_a_budget_for_two_reaches_the_api_twice(san
     refused = [r for r in results if isinstance(r, errors.SpendingRefusedError)]
     assert (len(made), len(refused)) == (2, 8), results
     assert sent(sandbox) - before == 2
+
+
+# --- the CLI ------------------------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from kling3_tools.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def use_kling(monkeypatch: pytest.MonkeyPatch, sandbox: Any, tmp_path: Path) -> None:
+    options = sandbox.state.options
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name, value in {
+        "PROVIDER": "kling",
+        "BASE_URL": sandbox.url,
+        "ACCESS_KEY": options.access_key,
+        "SECRET_KEY": options.secret_key,
+        "STORE__URL": f"sqlite:///{tmp_path / 'cli.db'}",
+    }.items():
+        monkeypatch.setenv(f"KLING_{name}", value)
+
+
+def test_the_cli_extends_lip_syncs_moves_shoots_and_keeps_characters(sandbox, tmp_path, monkeypatch, capsys):
+    use_kling(monkeypatch, sandbox, tmp_path)
+    code, out, err = cli(capsys, "generate", "-t", "o3-std-text-to-video", "a fox", "--wait", "--json")
+    assert code == 0, err
+    parent = json.loads(out)["task_id"]
+    assert cli(capsys, "character", "create", "Mira", "--image", IMAGE, "--image", SIDE)[0] == 0
+    code, out, _ = cli(capsys, "character", "list", "--json")
+    [mira] = json.loads(out)["characters"]
+    code, out, err = cli(capsys, "generate", "-t", "o3-std-text-to-video", "Mira runs", "--character", "Mira", "--json")
+    assert code == 0, err
+    assert json.loads(out)["request"]["characters"] == [mira["provider_id"]]
+
+    code, out, err = cli(capsys, "extend", parent, "she leaps", "-d", "4", "--wait", "--json")
+    assert code == 0 and json.loads(out)["status"] == "succeeded", err
+    assert f"Cost: {Kling.PRICES['o3-std-video-extend'].credits(4, False)} units" in err
+    code, out, err = cli(capsys, "lipsync", parent, "--text", "Hello", "--voice", "uk_man2", "--json")
+    assert code == 0, err
+    spoken = json.loads(out)
+    assert (spoken["type"], spoken["request"]["source_task"], spoken["request"]["text"]) == (
+        "lip-sync",
+        parent,
+        "Hello",
+    )
+    with pytest.raises(SystemExit) as usage:  # --text or --audio, says argparse
+        cli(capsys, "lipsync", parent)
+    assert usage.value.code == 2 and "one of the arguments --text --audio is required" in capsys.readouterr().err
+    code, out, err = cli(capsys, "generate", "-t", "pro-motion-control", "--image", IMAGE, "--video", MOTION, "-d", "5",
+                         "--character-orientation", "image", "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["type"] == "pro-motion-control", err
+    code, out, err = cli(capsys, "generate", "--shot", "3:a fox wakes", "--shot", "4:it runs", "--json")
+    assert code == 0 and json.loads(out)["duration"] == 7, err
+    code, out, _ = cli(capsys, "tasks")
+    assert f"o3-std-video-extend of {parent}" in out and f"lip-sync of {parent}" in out
+
+    assert cli(capsys, "character", "delete", "Mira")[0] == 0
+    assert json.loads(cli(capsys, "character", "list", "--json")[1]) == {"characters": []}
+    code, _, err = cli(capsys, "character", "delete", "Mira")
+    assert code == 2 and "no character named 'Mira'" in err and "Traceback" not in err
+
+    before = sent(sandbox)
+    monkeypatch.setenv("KLING_PROVIDER", "kling3api")
+    monkeypatch.setenv("KLING_API_KEY", sandbox.api_key)
+    for argv in (
+        ["extend", parent, "more"],
+        ["lipsync", parent, "--text", "hi"],
+        ["generate", "--shot", "3:a", "--shot", "3:b"],
+        ["character", "create", "Mira", "--image", IMAGE, "--image", SIDE],
+    ):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and 'provider = "kling"' in err and "Traceback" not in err, (argv, err)
+    assert sent(sandbox) == before and sent(sandbox, "character") == 2
+
+
+# --- MCP ------------------------------------------------------------------------------------------------
+
+
+async def test_mcp_extends_lip_syncs_and_keeps_characters(sandbox, tmp_path):
+    from mcp import Client
+
+    from kling3_tools.mcp.serve import loaded_server
+
+    from .support import text
+
+    settings = kling_settings(sandbox, tmp_path / "mcp.db")
+    async with loaded_server(settings, sandbox=False) as server, Client(server) as client:
+        made = await client.call_tool(
+            "generate_video", {"type": "o3-std-text-to-video", "prompt": "a fox", "wait_seconds": 20}
+        )
+        parent = made.structured_content["task_id"]
+        assert made.structured_content["status"] == "succeeded", text(made)
+        mira = await client.call_tool("create_character", {"name": "Mira", "images": [IMAGE, SIDE]})
+        assert not mira.is_error, text(mira)
+        listed = await client.call_tool("list_characters", {})
+        assert [c["name"] for c in listed.structured_content["characters"]] == ["Mira"]
+        placed = await client.call_tool(
+            "generate_video",
+            {"type": "o3-pro-text-to-video", "prompt": "Mira runs", "characters": ["Mira"], "wait_seconds": 0},
+        )
+        placed_id = placed.structured_content["task_id"]
+        extended = await client.call_tool(
+            "extend_video", {"task_id": parent, "prompt": "she leaps", "wait_seconds": 20}
+        )
+        assert extended.structured_content["status"] == "succeeded", text(extended)
+        assert extended.structured_content["source_task"] == parent
+        spoken = await client.call_tool("lip_sync", {"task_id": parent, "text": "Hello", "wait_seconds": 0})
+        assert spoken.structured_content["type"] == "lip-sync", text(spoken)
+        neither = await client.call_tool("lip_sync", {"task_id": parent, "wait_seconds": 0})
+        assert neither.is_error and "either `text`" in text(neither) and "Nothing was spent" in text(neither)
+        unknown = await client.call_tool("extend_video", {"task_id": "n75nothere", "prompt": "x"})
+        assert unknown.is_error and "not one of your videos" in text(unknown)
+        gone = await client.call_tool("delete_character", {"name": "Mira"})
+        assert gone.structured_content == {"characters": []}
+    requests = sent(sandbox)
+
+    async with KlingService.open(settings) as service:
+        record = await service.get(placed_id)
+    assert record is not None and record.request["characters"] == [mira.structured_content["provider_id"]]
+    aggregator = aggregator_settings(sandbox, tmp_path / "mcp.db")
+    async with loaded_server(aggregator, sandbox=False) as server, Client(server) as client:
+        for tool, arguments in [
+            ("extend_video", {"task_id": parent, "prompt": "more"}),
+            ("lip_sync", {"task_id": parent, "text": "hi"}),
+            ("create_character", {"name": "Mira", "images": [IMAGE, SIDE]}),
+            ("generate_video", {"type": "pro-text-to-video", "shots": ["3:a", "3:b"]}),
+        ]:
+            refused = await client.call_tool(tool, arguments)
+            assert refused.is_error and 'provider = "kling"' in text(refused), (tool, text(refused))
+    assert sent(sandbox) == requests and sent(sandbox, "character") == 2
+
+
+# --- Discord -------------------------------------------------------------------------------------------
+
+
+def png(side: int = 400) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 80, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def interaction_answers(fake: Any, payload: dict[str, Any]) -> list[Any]:
+    return fake.find("POST", f"/interactions/{payload['id']}/")
+
+
+async def discord_records(bot: Any, count: int) -> list[TaskRecord]:
+    async def enough() -> bool:
+        return len(await bot.service.store.recent(origin_kind="discord")) >= count
+
+    await eventually(enough)
+    return await bot.service.store.recent(origin_kind="discord")
+
+
+async def test_discord_extends_and_lip_syncs_from_buttons_and_makes_characters(fake, sandbox, tmp_path):
+    pytest.importorskip("discord")
+    from harness import fake_discord as fd
+    from kling3_tools.adapters.sandbox.app import SAMPLE_VIDEO
+
+    from .support import ALICE, BOB, deliver, followups, running_bot, texts
+
+    settings = kling_settings(sandbox, tmp_path / "bot.db", discord={"cooldown_seconds": 0})
+    async with running_bot(settings) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="A fox says hello", model="o3-std-text-to-video"))
+        await eventually(lambda: any("ready" in str(c.body) for c in fake.channel_posts()))
+        [ready] = [c for c in fake.channel_posts() if "ready" in str(c.body)]
+        buttons = {b["label"]: b["custom_id"] for row in ready.body["components"] for b in row["components"]}
+        assert set(buttons) == {"Re-roll", "Edit", "Extend", "Lip-sync"}
+        [parent] = await discord_records(bot, 1)
+
+        intruder = fd.button(buttons["Extend"], BOB, ready.answer)
+        deliver(bot, intruder)
+        await eventually(lambda: bool(interaction_answers(fake, intruder)))
+        assert "Only the person" in str(interaction_answers(fake, intruder)[0].body)
+
+        for label, said in (("Extend", "She leaps over a log"), ("Lip-sync", "Hello there")):
+            click = fd.button(buttons[label], ALICE, ready.answer)
+            deliver(bot, click)
+            await eventually(lambda click=click: bool(interaction_answers(fake, click)))
+            [modal] = interaction_answers(fake, click)
+            assert modal.body["type"] == 9
+            field = modal.body["data"]["components"][0]["components"][0]["custom_id"]
+            submit = fd.modal_submit(modal.body["data"]["custom_id"], ALICE, {field: said})
+            deliver(bot, submit)
+            await eventually(lambda submit=submit: "Started" in texts(followups(fake, submit)))
+        extend, spoken = sorted((await discord_records(bot, 3))[:2], key=lambda r: r.type)[::-1]
+        assert (lipped := spoken).type == "lip-sync" and lipped.request["text"] == "Hello there"
+        assert extend.type == "o3-std-video-extend" and extend.source_task == parent.task_id
+
+        front, side = fake.host("front.png", png(), "image/png"), fake.host("side.png", png(), "image/png")
+        create = fd.slash("character create", ALICE, name="Mira", attachments={"front": front, "side": side})
+        deliver(bot, create)
+        await eventually(lambda: "Made **Mira**" in texts(followups(fake, create)))
+        posted = fd.message(fd.CHANNEL_ID, "my cat", attachments=[front, side])
+        menu = fd.message_menu("Use as character", ALICE, posted)
+        deliver(bot, menu)
+        await eventually(lambda: bool(interaction_answers(fake, menu)))
+        [modal] = interaction_answers(fake, menu)
+        name_field = modal.body["data"]["components"][0]["components"][0]["custom_id"]
+        submit = fd.modal_submit(modal.body["data"]["custom_id"], ALICE, {name_field: "Tom"})
+        deliver(bot, submit)
+        await eventually(lambda: "Made **Tom**" in texts(followups(fake, submit)))
+        assert [c.name for c in await bot.service.characters.of(f"discord:{ALICE}")] == ["Mira", "Tom"]
+        assert await bot.service.characters.of(f"discord:{BOB}") == []
+
+        motion = fd.slash(
+            "motion", ALICE, duration=5,
+            attachments={"image": front, "video": fake.host("dance.mp4", SAMPLE_VIDEO, "video/mp4")},
+        )  # fmt: skip
+        deliver(bot, motion)
+        await eventually(lambda: "Started" in texts(followups(fake, motion)))
+        records = await discord_records(bot, 4)
+    assert records[0].type == "std-motion-control" and records[0].duration == 5
+
+
+async def test_a_video_discord_refuses_as_too_large_is_posted_as_a_link(fake, sandbox, tmp_path):
+    pytest.importorskip("discord")
+    from harness import fake_discord as fd
+
+    from .support import ALICE, deliver, running_bot
+
+    fake.refuse_files_over = 100  # smaller than any video: what a guild whose limit Discord misreports does
+    async with running_bot(aggregator_bot_settings(sandbox, tmp_path)) as bot:
+        deliver(bot, fd.slash("generate", ALICE, prompt="A fox", duration=3))
+        await eventually(lambda: any("ready" in str(c.body) and not c.files for c in fake.channel_posts()))
+        [record] = await bot.service.store.recent(origin_kind="discord")
+    refused = [c for c in fake.channel_posts() if c.files]
+    [posted] = [c for c in fake.channel_posts() if "ready" in str(c.body) and not c.files]
+    assert refused and refused[0].answer["code"] == 40005  # it was tried as an attachment first
+    assert record.video_url and record.video_url in posted.body["content"]
+    buttons = {b["label"] for row in posted.body["components"] for b in row["components"]}
+    assert buttons == {"Re-roll", "Edit"}  # the aggregator makes no extensions or lip-syncs
+
+
+def aggregator_bot_settings(sandbox: Any, tmp_path: Path) -> Settings:
+    return Settings.load(
+        api_key=sandbox.api_key,
+        base_url=sandbox.url,
+        store={"url": f"sqlite:///{tmp_path / 'bot.db'}"},
+        poller={"rate_limit_per_second": 100, "lease_seconds": 2},
+        discord={"cooldown_seconds": 0},
+    )
+
+
+async def test_sqlite_keeps_characters_per_owner_and_name(tmp_path):
+    await characters_kept(f"sqlite:///{tmp_path / 'c.db'}")
+
+
+async def test_postgres_keeps_characters_per_owner_and_name(postgres_url):
+    await characters_kept(postgres_url)
+
+
+async def characters_kept(url: str) -> None:
+    from kling3_tools.adapters.store import open_store
+    from kling3_tools.domain.characters import Character
+
+    store = await open_store(url)
+    try:
+        mira = Character(owner="local", name="Mira", provider="kling", provider_id="123", images=[IMAGE])
+        assert await store.add_character(mira)
+        assert not await store.add_character(mira.model_copy(update={"provider_id": "456"}))  # one name per owner
+        assert await store.add_character(mira.model_copy(update={"owner": "discord:1"}))
+        assert [c.provider_id for c in await store.characters("local")] == ["123"]
+        assert (await store.characters("local", name="Mira"))[0].images == [IMAGE]
+        assert await store.characters("local", name="'; DROP TABLE characters; --") == []
+        assert await store.delete_character("local", "Mira")
+        assert await store.characters("local") == [] and len(await store.characters("discord:1")) == 1
+    finally:
+        await store.close()

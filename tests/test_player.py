@@ -83,8 +83,9 @@ async def test_without_apps_the_results_are_what_they_were(sandbox, tmp_path, tr
     async with client_of(sandbox, tmp_path, apps=False, transport=transport) as client:
         made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "x"})
     assert set(made.structured_content) == {
-        "task_id", "type", "status", "raw_status", "estimated_credits", "consumed_credits", "video_urls",
-        "archived", "local_path", "error_message", "submitted_at", "expected_finish", "resource_uri", "next_step",
+        "task_id", "type", "source_task", "status", "raw_status", "estimated_credits", "consumed_credits",
+        "video_urls", "archived", "local_path", "error_message", "submitted_at", "expected_finish", "resource_uri",
+        "next_step",
     }  # fmt: skip
     assert not [c for c in made.content if getattr(c, "type", "") == "resource"]
 

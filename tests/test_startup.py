@@ -34,6 +34,8 @@ HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model an
     "kling3_tools.cli",
     "kling3_tools.cli.parser",
     "kling3_tools.domain.errors",
+    "kling3_tools.domain.rules",  # the request model's rules between fields
+    "kling3_tools.domain.url_fields",
     "kling3_tools.launch",
     "kling3_tools.mcp",  # its argument definitions only (the server module loads in `kling3 mcp`)
     "kling3_tools.domain.models",

@@ -31,6 +31,7 @@ class VideoTask(BaseModel):
 
     task_id: str
     type: str | None = None
+    source_task: str | None = Field(default=None, description="The video this one was made from (extend, lip-sync).")
     status: Literal["queued", "running", "succeeded", "failed", "timed_out"]
     raw_status: str = ""
     estimated_credits: int | None = None
@@ -164,6 +165,7 @@ async def to_video(service: KlingService, record: TaskRecord, *, waited_out: boo
     return VideoTask(
         task_id=record.task_id,
         type=record.type,
+        source_task=record.source_task,
         status=record.display_status,
         raw_status=record.raw_status,
         estimated_credits=record.estimated_credits,
