@@ -83,13 +83,15 @@ def prices_page() -> str:
         "The task types and their field rules come from `kling3_tools/domain/catalog.py`; each provider declares "
         "its prices, in its own unit (`kling3 models` prints the configured one's). `sound` defaults to true. "
         f"Durations are {catalog.MIN_DURATION}-{catalog.MAX_DURATION} s (default {catalog.DEFAULT_DURATION}) "
-        "except for edits, which keep the source video's length.\n",
+        "except for edits, which keep the source video's length; motion control and lip-sync are billed by their "
+        "source video's seconds (`duration`: a lip-sync of a video made here takes that video's). A provider "
+        "without a type does not list it, nor the fields its format lacks.\n",
     ]
     for name, provider in PROVIDERS.items():
         out.append(f"\n## `{name}` ({provider.unit})\n\n")
         out.append("| type | mode | price | default video | required | also accepted |\n")
         out.append("| --- | --- | --- | --- | --- | --- |\n")
-        for row in catalog.describe_models(provider.PRICES, provider.unit):
+        for row in catalog.describe_models(provider.PRICES, provider.unit, provider.takes_fields):
             optional = sorted(set(row["fields"]) - set(row["required"]))
             out.append(
                 f"| `{row['type']}` | {row['mode']} | {row['price']} | {row['credits_default']} {provider.unit} "

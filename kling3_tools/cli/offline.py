@@ -40,7 +40,7 @@ async def cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    described = catalog.describe_models(*settings.pricing)
+    described = catalog.describe_models(*settings.pricing, settings.takes_fields)
     if args.json:
         print_json({"models": described})
         return EXIT_OK

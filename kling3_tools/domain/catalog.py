@@ -8,7 +8,7 @@ else spells out a price or a field rule.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -233,9 +233,12 @@ def list_models(prices: Prices | None = None) -> list[ModelSpec]:
     return [spec for spec in CATALOG.values() if prices is None or spec.type in prices]
 
 
-def describe_models(prices: Prices | None = None, unit: str = "credits") -> list[dict[str, Any]]:
-    """The types a provider offers, as plain JSON data priced by its list (the aggregator's by default), for
-    `kling3 models --json` and the MCP `kling://models` resource."""
+def describe_models(
+    prices: Prices | None = None, unit: str = "credits", takes: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """The types a provider offers, as plain JSON data priced by its list (the aggregator's by default) with the
+    fields its format has (`takes`; None: every one), for `kling3 models --json` and the MCP `kling://models`
+    resource."""
     prices = PRICES if prices is None else prices
     return [
         {
@@ -247,7 +250,7 @@ def describe_models(prices: Prices | None = None, unit: str = "credits") -> list
             "duration": [MIN_DURATION, MAX_DURATION] if spec.has_duration else "source video",
             "price": prices[spec.type].describe(unit),
             "credits_default": prices[spec.type].credits(DEFAULT_DURATION, True),
-            "fields": sorted(spec.accepted_fields),
+            "fields": sorted(f for f in spec.accepted_fields if takes is None or f in takes or f == "type"),
             "required": sorted(spec.required_fields),
         }
         for spec in list_models(prices)

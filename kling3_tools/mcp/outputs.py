@@ -156,7 +156,7 @@ class SpendApproval(BaseModel):
 
 
 def model_list(service: KlingService) -> ModelList:
-    described = catalog.describe_models(service.prices, service.unit)
+    described = catalog.describe_models(service.prices, service.unit, service.client.provider.takes_fields)
     return ModelList(models=[VideoModel.model_validate(m) for m in described])
 
 

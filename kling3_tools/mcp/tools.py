@@ -289,7 +289,7 @@ async def estimate_video_cost(
 
 
 def list_video_models(ctx: Context[Any, Any]) -> ModelList:
-    """The twelve task types: modes, duration limits, accepted fields and prices."""
+    """The task types the provider offers: modes, duration limits, accepted fields and prices."""
     return model_list(deps_of(ctx).service)
 
 
