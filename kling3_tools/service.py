@@ -29,7 +29,7 @@ from .config import Settings
 from .domain.errors import KlingError
 from .domain.ledger import DAY_SECONDS, SpendLimit, Usage
 from .domain.models import GenerateRequest
-from .domain.records import AnyOrigin, Checked, Delivery, TaskRecord
+from .domain.records import LOCAL_OWNER, AnyOrigin, Checked, Delivery, TaskRecord, owner_of
 from .domain.story import Story
 from .domain.story_record import StoryRecord
 from .domain.tasks import Task
@@ -187,7 +187,8 @@ class KlingService(Making):
             poller.wake()
 
     async def start_story(self, story: Story, origin: AnyOrigin | None = None, **options: Any) -> StoryRecord:
-        """Reserve a whole story and record it; the pollers run it (see `Stories.start`)."""
+        """Reserve a whole story and record it, its characters found for its owner; the pollers run it."""
+        story = await self.sources.story(story, LOCAL_OWNER if origin is None else owner_of(origin))
         return await self.stories.start(story, origin, **options)
 
     async def check_spend(self, credits: int, limits: Sequence[SpendLimit] = (), *, dearest: int | None = None) -> None:

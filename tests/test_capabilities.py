@@ -452,6 +452,16 @@ async def test_mcp_extends_lip_syncs_and_keeps_characters(sandbox, tmp_path):
         assert neither.is_error and "either `text`" in text(neither) and "Nothing was spent" in text(neither)
         unknown = await client.call_tool("extend_video", {"task_id": "n75nothere", "prompt": "x"})
         assert unknown.is_error and "not one of your videos" in text(unknown)
+        moved = await client.call_tool(
+            "generate_video",
+            {"type": "std-motion-control", "image": IMAGE, "video": MOTION, "duration": 6, "wait_seconds": 0},
+        )
+        assert moved.structured_content["estimated_credits"] == Kling.PRICES["std-motion-control"].credits(6, False)
+        shot = await client.call_tool(
+            "generate_video",
+            {"type": "pro-text-to-video", "shots": [{"prompt": "a", "duration": 3}, "4:b"], "wait_seconds": 0},
+        )
+        assert shot.structured_content["estimated_credits"] == Kling.PRICES["pro-text-to-video"].credits(7, True)
         gone = await client.call_tool("delete_character", {"name": "Mira"})
         assert gone.structured_content == {"characters": []}
     requests = sent(sandbox)
@@ -546,14 +556,23 @@ async def test_discord_extends_and_lip_syncs_from_buttons_and_makes_characters(f
         assert [c.name for c in await bot.service.characters.of(f"discord:{ALICE}")] == ["Mira", "Tom"]
         assert await bot.service.characters.of(f"discord:{BOB}") == []
 
+        shots = fd.slash(
+            "generate", ALICE, prompt="Morning", model="pro-text-to-video", shots="3:A fox wakes; 4:It runs"
+        )
+        deliver(bot, shots)
+        await eventually(lambda: "Started" in texts(followups(fake, shots)))
         motion = fd.slash(
             "motion", ALICE, duration=5,
             attachments={"image": front, "video": fake.host("dance.mp4", SAMPLE_VIDEO, "video/mp4")},
         )  # fmt: skip
         deliver(bot, motion)
         await eventually(lambda: "Started" in texts(followups(fake, motion)))
-        records = await discord_records(bot, 4)
+        records = await discord_records(bot, 5)
     assert records[0].type == "std-motion-control" and records[0].duration == 5
+    assert records[1].request["shots"] == [
+        {"prompt": "A fox wakes", "duration": 3},
+        {"prompt": "It runs", "duration": 4},
+    ]
 
 
 async def test_a_video_discord_refuses_as_too_large_is_posted_as_a_link(fake, sandbox, tmp_path):
@@ -610,3 +629,20 @@ async def characters_kept(url: str) -> None:
         assert await store.characters("local") == [] and len(await store.characters("discord:1")) == 1
     finally:
         await store.close()
+
+
+async def test_a_story_places_its_owners_characters_per_shot(sandbox, tmp_path):
+    pytest.importorskip("av")
+    async with KlingService.open(kling_settings(sandbox, tmp_path / "t.db"), schedule=QUICK) as service:
+        mira = await service.characters.create(LOCAL_OWNER, "Mira", [IMAGE, SIDE], check_every=0.05)
+        shots = [{"id": "a", "prompt": "Mira sleeps", "characters": ["Mira"]}, {"id": "b", "prompt": "a field"}]
+        story = {"type": "o3-std-text-to-video", "shots": shots}
+        strangers = {**story, "shots": [shots[0], {**shots[1], "characters": ["Tom"]}]}
+        with pytest.raises(errors.RequestValidationError, match="shot `b`: you have no character named 'Tom'"):
+            await service.start_story(Story.from_mapping(strangers))
+        with pytest.raises(errors.RequestValidationError, match="no character named 'Mira'"):  # not Bob's
+            await service.start_story(Story.from_mapping(story), DiscordOrigin(guild_id=1, channel_id=2, user_id=2))
+        assert await service.store.attempts() == []
+        record = await service.start_story(Story.from_mapping(story))
+    assert record.story.shots[0].fields["characters"] == [mira.provider_id]
+    assert "characters" not in record.story.shots[1].fields

@@ -283,7 +283,9 @@ class KlingCommands(app_commands.Group):
             await interaction.response.send_message("You have no videos yet. Try `/kling generate`.", ephemeral=True)
             return
         lines = [
-            f"`{r.task_id}` · {r.display_status} · {r.type} · <t:{int(r.submitted_at)}:R>"
+            f"`{r.task_id}` · {r.display_status} · {r.type}"
+            + (f" of `{r.source_task}`" if r.source_task else "")
+            + f" · <t:{int(r.submitted_at)}:R>"
             + (f" · {r.video_url}" if r.video_url else "")
             for r in records
         ]

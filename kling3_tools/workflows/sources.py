@@ -11,6 +11,7 @@ from ..adapters.store import TaskStore
 from ..domain import catalog
 from ..domain.errors import RequestValidationError
 from ..domain.records import Outcome, TaskRecord, may_use
+from ..domain.story import Story
 from .videos import Videos
 
 
@@ -41,6 +42,26 @@ class Sources:
         if problems:
             raise RequestValidationError(problems)
         return resolved
+
+    async def story(self, story: Story, owner: str) -> Story:
+        """`story` with the characters its shots (and defaults) name as the provider's ids, for `owner`."""
+        problems: list[str] = []
+
+        async def resolved(fields: dict[str, Any], where: str) -> dict[str, Any]:
+            names = fields.get("characters")
+            if not names:
+                return fields
+            ids, unknown = await self._characters(names if isinstance(names, list) else [names], owner)
+            problems.extend(f"{where}: you have no character named {name!r}" for name in unknown)
+            return {**fields, "characters": ids}
+
+        defaults = await resolved(story.defaults, "the story")
+        shots = [
+            shot.model_copy(update={"fields": await resolved(shot.fields, f"shot `{shot.id}`")}) for shot in story.shots
+        ]
+        if problems:
+            raise RequestValidationError(problems)
+        return story.model_copy(update={"defaults": defaults, "shots": shots})
 
     async def _source(self, fields: dict[str, Any], task_id: str, owner: str) -> list[str]:
         record = await self.get(task_id)
