@@ -149,8 +149,10 @@ models.GenerateRequest = create_model(
     __base__=models.GenerateRequest,
     seed=(int | None, Field(default=None, ge=0, le=99, description="Random seed; the same seed, the same video.")),
 )
-catalog._COMMON_FIELDS = catalog._COMMON_FIELDS | {"seed"}
+catalog._MODE_FIELDS = {mode: fields | {"seed"} for mode, fields in catalog._MODE_FIELDS.items()}
 GenerateRequest = models.GenerateRequest
+from kling3_tools.adapters.providers import Kling3Api
+Kling3Api.takes_fields = Kling3Api.takes_fields | {"seed"}  # a provider declares what its format takes
 seen = {}
 
 # The Python API: the model takes it and sends it.
@@ -165,24 +167,25 @@ seen["cli"] = GenerateRequest.fields_of(vars(args))["seed"]
 
 # MCP: a parameter of generate_video with the model's bounds, taken by the resolver.
 import tempfile
-from mcp_types import ListRootsResult
 from kling3_tools.config import Settings
 from kling3_tools.mcp.serve import loaded_server
-from kling3_tools.mcp.tools import checked_request
 
-async def listed():
+from mcp import Client
+
+async def listed_and_made():
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings.load(store={"url": f"sqlite:///{folder}/tasks.db"})
-        async with loaded_server(settings, sandbox=True) as server:
-            return {tool.name: tool for tool in await server.list_tools()}
+        async with loaded_server(settings, sandbox=True) as server, Client(server) as client:
+            tools = {tool.name: tool for tool in await server.list_tools()}
+            made = await client.call_tool(
+                "generate_video", {"type": "pro-text-to-video", "prompt": "a fox", "seed": 7, "wait_seconds": 0}
+            )
+            record = await server.deps.service.get(made.structured_content["task_id"])
+            return tools, record.request["seed"]
 
-schema = asyncio.run(listed())["generate_video"].input_schema["properties"]["seed"]
+tools, seen["mcp_request"] = asyncio.run(listed_and_made())
+schema = tools["generate_video"].input_schema["properties"]["seed"]
 seen["mcp"] = [s.get("maximum") for s in schema["anyOf"] if "maximum" in s]
-class Stdio:  # the one thing the resolver reads of its context here
-    headers = None
-
-no_roots = ListRootsResult(roots=[])
-seen["mcp_request"] = checked_request(Stdio(), no_roots, type="pro-text-to-video", prompt="a fox", seed=7).request.seed
 
 # Discord: an option of every spending command, bounded as the model says.
 from kling3_discord.commands import SPENDING_COMMANDS, spending_command
@@ -209,7 +212,7 @@ def test_a_field_added_to_the_request_model_reaches_every_front_end():
     assert seen["mcp"] == [99]
     assert seen["discord"] == {
         name: [0, 99, "Random seed; the same seed, the same video"]
-        for name in ("generate", "animate", "reference", "edit")
+        for name in ("generate", "animate", "reference", "motion", "edit")
     }
 
 
