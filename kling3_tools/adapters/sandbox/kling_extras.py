@@ -99,15 +99,21 @@ class Elements:
             Route("/v1/general/delete-elements", self.delete, methods=["POST"]),
         ]
 
-    async def create(self, request: Request) -> Response:
+    async def read(self, request: Request) -> dict[str, Any] | Response:
+        """The JSON object of a call that passed the guard, or what is answered instead."""
         if refused := await self.guard(request, "character"):
             return refused
         try:
             body = await request.json()
         except ValueError:
-            return self.error(400, "The body is not valid JSON")
-        images = body.get("element_image_list") if isinstance(body, dict) else None
-        name = body.get("element_name") if isinstance(body, dict) else None
+            body = None
+        return body if isinstance(body, dict) else self.error(400, "The body is not a JSON object")
+
+    async def create(self, request: Request) -> Response:
+        body = await self.read(request)
+        if isinstance(body, Response):
+            return body
+        images, name = body.get("element_image_list"), body.get("element_name")
         if not isinstance(name, str) or not 0 < len(name) <= 20:
             return self.error(400, "element_name must be 1-20 characters")
         if not isinstance(images, dict) or not images.get("frontal_image"):
@@ -128,13 +134,10 @@ class Elements:
         return self.answer(task | {"task_result": {"elements": [element]}})
 
     async def delete(self, request: Request) -> Response:
-        if refused := await self.guard(request, "character"):
-            return refused
-        try:
-            body = await request.json()
-        except ValueError:
-            return self.error(400, "The body is not valid JSON")
-        element_id = body.get("element_id") if isinstance(body, dict) else None
+        body = await self.read(request)
+        if isinstance(body, Response):
+            return body
+        element_id = body.get("element_id")
         gone = [task for task, element in self.made.items() if element["element_id"] == element_id]
         for task in gone:
             del self.made[task]
