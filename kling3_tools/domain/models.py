@@ -1,10 +1,6 @@
-"""Typed requests and responses at the API boundary.
-
-`GenerateRequest` enforces every documented rule before anything is sent and
-reports all problems at once. `Task` reads what the API answers and tolerates
-what a real server may add: unknown fields are kept, unknown status words are
-mapped onto four states instead of failing.
-"""
+"""The request at the API boundary: `GenerateRequest` enforces every documented rule (its fields' own here, the
+rules between them in `rules`) before anything is sent, and reports all problems at once. What the API answers
+is read by `tasks`."""
 
 from __future__ import annotations
 
