@@ -638,7 +638,9 @@ async def test_a_story_places_its_owners_characters_per_shot(sandbox, tmp_path):
         shots = [{"id": "a", "prompt": "Mira sleeps", "characters": ["Mira"]}, {"id": "b", "prompt": "a field"}]
         story = {"type": "o3-std-text-to-video", "shots": shots}
         strangers = {**story, "shots": [shots[0], {**shots[1], "characters": ["Tom"]}]}
-        with pytest.raises(errors.RequestValidationError, match="shot `b`: you have no character named 'Tom'"):
+        with pytest.raises(
+            errors.RequestValidationError, match="shot `b`: `characters`: you have no character named 'Tom'"
+        ):
             await service.start_story(Story.from_mapping(strangers))
         with pytest.raises(errors.RequestValidationError, match="no character named 'Mira'"):  # not Bob's
             await service.start_story(Story.from_mapping(story), DiscordOrigin(guild_id=1, channel_id=2, user_id=2))
@@ -646,3 +648,49 @@ async def test_a_story_places_its_owners_characters_per_shot(sandbox, tmp_path):
         record = await service.start_story(Story.from_mapping(story))
     assert record.story.shots[0].fields["characters"] == [mira.provider_id]
     assert "characters" not in record.story.shots[1].fields
+
+
+async def test_what_only_this_machine_knows_is_found_before_anything_is_reserved(sandbox, tmp_path):
+    """A source task named in a story, or in a request built by hand, never reaches the API unfound; a lip-sync
+    is billed by its source's real length; a character's name is one name in any case."""
+    async with KlingService.open(kling_settings(sandbox, tmp_path / "t.db"), schedule=QUICK) as service:
+        parent = await finished(service, duration=8)
+        before = sent(sandbox)
+        with pytest.raises(errors.RequestValidationError, match="was not looked up"):
+            await service.submit(GenerateRequest.build(type="o3-std-video-extend", prompt="x", source_task="abc"))
+        with pytest.raises(errors.RequestValidationError, match="lasts 8 s, which is what a lip-sync of it is billed"):
+            await service.make({"type": "lip-sync", "source_task": parent.task_id, "text": "hi", "duration": 3})
+        story = {"type": "o3-std-video-extend", "shots": [{"id": "a", "prompt": "on", "source_task": "n75nothere"}]}
+        with pytest.raises(errors.RequestValidationError, match="shot `a`: `source_task`: 'n75nothere' is not one"):
+            await service.start_story(Story.from_mapping(story))
+        assert sent(sandbox) == before and await service.store.attempts() == []
+        story["shots"][0]["source_task"] = parent.task_id  # type: ignore[index]
+        record = await service.start_story(Story.from_mapping(story))
+        assert record.story.shots[0].fields["video"] == parent.video_url
+
+        await service.characters.create(LOCAL_OWNER, "Bob", [IMAGE, SIDE], check_every=0.05)
+        with pytest.raises(errors.RequestValidationError, match="already"):
+            await service.characters.create(LOCAL_OWNER, "bob", [IMAGE, SIDE], check_every=0.05)
+        assert sent(sandbox, "character") == 1
+
+
+def test_limits_hold_on_every_path_and_a_bad_native_duration_is_one_line():
+    for fields, problem in [
+        ({"type": "lip-sync", "video": MOTION, "duration": 15, "text": "hi"}, "at most 10 s"),
+        ({"type": "o3-pro-reference-to-video", "prompt": "x", "images": [IMAGE] * 5, "video": MOTION}, "at most 4"),
+    ]:
+        with pytest.raises(errors.RequestValidationError, match=problem):
+            GenerateRequest.build(**fields)
+    shots = [{"id": "a", "prompt": "x", "duration": "3"}, {"id": "b", "prompt": "y", "duration": 0}]
+    with pytest.raises(errors.RequestValidationError) as refused:
+        Story.from_mapping({"mode": "native", "type": "pro-text-to-video", "shots": shots})
+    assert refused.value.problems == [
+        "shot `a`: `duration` must be whole seconds, 1-15 (got '3')",
+        "shot `b`: `duration` must be whole seconds, 1-15 (got 0)",
+    ]
+    request = GenerateRequest.build(type="o3-pro-text-to-video", shots=["3:Mira wakes", "3:<<<element_1>>> runs"],
+                                    characters=["123"])  # fmt: skip
+    assert [shot["prompt"] for shot in wire(request)["multi_prompt"]] == [
+        "Mira wakes (<<<element_1>>>)",
+        "<<<element_1>>> runs",
+    ]

@@ -58,8 +58,13 @@ def _combination_errors(spec: catalog.ModelSpec, data: dict[str, Any], given: se
     images, characters = data.get("images") or [], data.get("characters") or []
     inputs = (len(images) if isinstance(images, list) else 0) + (len(characters) if isinstance(characters, list) else 0)
     most = catalog.MAX_INPUTS_WITH_VIDEO if data.get("video") else catalog.MAX_REFERENCE_IMAGES
-    if characters and inputs > most:
-        errors.append(rule("characters", f"reference images and characters together are at most {most}", None))
+    if inputs > most:
+        what = "reference images and characters together are" if characters else "reference images are"
+        beside = " beside a reference video" if data.get("video") else ""
+        errors.append(rule("characters" if characters else "images", f"{what} at most {most}{beside}", None))
+    most_source = catalog.MAX_SOURCE_SECONDS
+    if spec.mode is catalog.Mode.LIP_SYNC and isinstance(duration, int) and duration > most_source:
+        errors.append(rule("duration", f"a lip-sync's video is at most {most_source} s (got {duration})", duration))
     facing_image = data.get("character_orientation", "image") in (None, "image")
     most_motion = catalog.MAX_MOTION_SECONDS_FACING_IMAGE
     if spec.mode is catalog.Mode.MOTION and facing_image and isinstance(duration, int) and duration > most_motion:
@@ -68,6 +73,14 @@ def _combination_errors(spec: catalog.ModelSpec, data: dict[str, Any], given: se
                   'set character_orientation = "video" for longer', duration)
         )  # fmt: skip
     return errors
+
+
+def unresolved(request: Any) -> list[str]:
+    """What a request still names that only this machine knows: a `source_task` not yet found as its video
+    (`KlingService.make` and `examine` find it; a request built by hand must give `video`)."""
+    if request.source_task and not request.video:
+        return [f"`source_task` {request.source_task} was not looked up: give `video`, or submit through make()"]
+    return []
 
 
 def _seconds_range() -> str:

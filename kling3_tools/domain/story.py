@@ -137,6 +137,15 @@ class Story(BaseModel):
                     if set(s.fields) - {"prompt", "duration"}]  # fmt: skip
         if self.cut.shots is not None:
             problems.append("[cut] shots: a native story's film is its shots in order; leave it out")
+        problems += [
+            f"shot `{s.id}`: `duration` must be whole seconds, 1-{catalog.MAX_DURATION} (got {_seconds(s)!r})"
+            for s in self.shots
+            if not isinstance(_seconds(s), int)
+            or isinstance(_seconds(s), bool)
+            or not 1 <= _seconds(s) <= catalog.MAX_DURATION
+        ]
+        if problems:
+            raise RequestValidationError(problems)
         groups: list[list[Shot]] = []
         for shot in self.shots:
             seconds = sum(_seconds(s) for s in groups[-1]) if groups else 0
@@ -151,8 +160,6 @@ class Story(BaseModel):
             else:
                 shots = [{"prompt": s.fields.get("prompt"), "duration": _seconds(s)} for s in group]
                 requests.append(Shot(id=group[0].id, fields={"shots": shots}))
-        if problems:
-            raise RequestValidationError(problems)
         return self.model_copy(update={"shots": requests})
 
     def shot(self, shot_id: str) -> Shot:

@@ -23,7 +23,7 @@ from .tools import WaitSeconds, examined, mcp_origin, request_approval, start
 SourceTask = Annotated[str, Field(description="The task id of a finished video of yours (from generate_video).")]
 ExtendType = Literal[TaskType.O3_STD_VIDEO_EXTEND, TaskType.O3_PRO_VIDEO_EXTEND]
 IMAGES = "http(s) URLs or data: URIs, the first from the front."
-NO_PATHS = LocalFiles(paths=False, refusal="give the audio as an http(s) URL or a data: URI")
+NO_PATHS = LocalFiles(paths=False, refusal="server-side paths are refused here; give an http(s) URL")
 
 
 def _field(name: str) -> Any:

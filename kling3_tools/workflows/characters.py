@@ -20,7 +20,7 @@ from ..adapters.providers import Call
 from ..adapters.providers.base import CharacterCalls
 from ..adapters.store import TaskStore
 from ..domain.characters import Character, NewCharacter
-from ..domain.errors import APIError, RequestValidationError, TaskNotFoundError
+from ..domain.errors import APIError, KlingError, RequestValidationError, TaskNotFoundError
 
 MAKING_SECONDS = 180.0  # how long making a character is waited for
 CHECK_EVERY = 2.0
@@ -74,7 +74,9 @@ class Characters:
             description=wanted.description,
             images=[i for i in sent if i.startswith(("http://", "https://"))],
         )
-        if not await self.store.add_character(character):
+        if not await self.store.add_character(character):  # made meanwhile by another call: ours goes
+            with contextlib.suppress(KlingError):
+                await self.client.character(lambda calls: calls.delete(character.provider_id), safe_after_send=True)
             raise RequestValidationError([f"you have a character named {wanted.name!r} already"])
         return character
 

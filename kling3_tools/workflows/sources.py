@@ -44,20 +44,24 @@ class Sources:
         return resolved
 
     async def story(self, story: Story, owner: str) -> Story:
-        """`story` with the characters its shots (and defaults) name as the provider's ids, for `owner`."""
+        """`story` with what its shots (and defaults) name found for `owner`, as `resolve` does for one request;
+        every problem of every shot at once."""
         problems: list[str] = []
 
-        async def resolved(fields: dict[str, Any], where: str) -> dict[str, Any]:
-            names = fields.get("characters")
-            if not names:
+        async def resolved(fields: dict[str, Any], where: str, type_: Any) -> dict[str, Any]:
+            try:
+                found = await self.resolve({**fields, "type": type_}, owner)
+            except RequestValidationError as exc:
+                problems.extend(f"{where}: {problem}" for problem in exc.problems)
                 return fields
-            ids, unknown = await self._characters(names if isinstance(names, list) else [names], owner)
-            problems.extend(f"{where}: you have no character named {name!r}" for name in unknown)
-            return {**fields, "characters": ids}
+            return found if "type" in fields else {k: v for k, v in found.items() if k != "type"}
 
-        defaults = await resolved(story.defaults, "the story")
+        defaults = await resolved(story.defaults, "the story", story.defaults.get("type"))
         shots = [
-            shot.model_copy(update={"fields": await resolved(shot.fields, f"shot `{shot.id}`")}) for shot in story.shots
+            shot.model_copy(
+                update={"fields": await resolved(shot.fields, f"shot `{shot.id}`", story.fields(shot).get("type"))}
+            )
+            for shot in story.shots
         ]
         if problems:
             raise RequestValidationError(problems)
@@ -82,22 +86,27 @@ class Sources:
         if mode in (catalog.Mode.EXTEND, catalog.Mode.LIP_SYNC) and seconds and seconds > catalog.MAX_SOURCE_SECONDS:
             return [f"`source_task`: {task_id} lasts {seconds} s; {mode} takes at most {catalog.MAX_SOURCE_SECONDS} s"]
         fields["video"] = url
-        if mode is catalog.Mode.LIP_SYNC and fields.get("duration") is None:
-            fields["duration"] = seconds or catalog.DEFAULT_DURATION  # the length billed is the source's
+        if mode is catalog.Mode.LIP_SYNC:  # billed by the source's length, which only the record knows
+            given = fields.get("duration")
+            if seconds is None and given is None:
+                return [f"`source_task`: the length of {task_id} is not known here; give its `duration`"]
+            if seconds is not None and given is not None and given != seconds:
+                return [f"`duration`: {task_id} lasts {seconds} s, which is what a lip-sync of it is billed"]
+            fields["duration"] = seconds if seconds is not None else given
         return []
 
     async def _characters(self, names: list[Any], owner: str) -> tuple[list[str], list[str]]:
         """The provider ids of `names` (a name, or an id already resolved); and the names not found."""
         mine = [c for c in await self.store.characters(owner) if c.provider == self.provider]
-        by_name = {c.name.casefold(): c.provider_id for c in mine}
+        by_name = {c.name.lower(): c.provider_id for c in mine}
         ids = {c.provider_id for c in mine}
         found, unknown = [], []
         for name in names:
             text = str(name)
             if text in ids:
                 found.append(text)
-            elif text.casefold() in by_name:
-                found.append(by_name[text.casefold()])
+            elif text.lower() in by_name:
+                found.append(by_name[text.lower()])
             else:
                 unknown.append(text[:40])
         return found, unknown

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from ..adapters.client import AsyncKlingClient
 from ..adapters.store import TaskStore
 from ..config import BudgetSettings
-from ..domain.errors import KlingError, SpendingRefusedError, StoreError, StoreUnavailableError
+from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError, StoreError, StoreUnavailableError
 from ..domain.ledger import (
     OPEN_STATES,
     Attempt,
@@ -32,6 +32,7 @@ from ..domain.ledger import (
 )
 from ..domain.models import GenerateRequest
 from ..domain.records import AnyOrigin, CliOrigin, TaskRecord
+from ..domain.rules import unresolved
 from ..domain.tasks import Task
 from .observe import Observer
 from .schedule import Scheduler
@@ -76,6 +77,8 @@ class Spending:
         on_created: Callable[[Task], None] | None = None,
     ) -> TaskRecord:
         """See `KlingService.submit`."""
+        if problems := unresolved(request):
+            raise RequestValidationError(problems)
         self.client.provider.refuse(request)
         attempt = Attempt.new(
             request,

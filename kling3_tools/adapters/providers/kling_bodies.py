@@ -33,10 +33,16 @@ def kling3_body(request: GenerateRequest) -> dict[str, Any]:
 
 
 def multi_shot(request: GenerateRequest) -> dict[str, Any]:
-    """Native multi-shot: Kling ignores the top-level prompt then, and cuts the shots as given."""
+    """Native multi-shot: Kling ignores the top-level prompt then, and cuts the shots as given; a shot that names
+    no character gets the request's characters named, as a prompt does."""
     if not request.shots:
         return {}
-    shots = [{"index": n, "prompt": s.prompt, "duration": str(s.duration)} for n, s in enumerate(request.shots, 1)]
+    names = ", ".join(f"<<<element_{n}>>>" for n in range(1, len(request.characters or []) + 1))
+    shots = [
+        {"index": n, "prompt": f"{s.prompt} ({names})" if names and "<<<" not in s.prompt else s.prompt}
+        | {"duration": str(s.duration)}
+        for n, s in enumerate(request.shots, 1)
+    ]
     return {"multi_shot": True, "shot_type": "customize", "multi_prompt": shots}
 
 

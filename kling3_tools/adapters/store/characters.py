@@ -1,4 +1,5 @@
-"""The characters table, the same SQL on both backends: one row per (owner, name), with the provider's id."""
+"""The characters table, the same SQL on both backends: one row per owner and name (names differ in more than
+case), with the provider's id."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ CREATE TABLE IF NOT EXISTS characters (
     created_at REAL NOT NULL,
     PRIMARY KEY (owner, name)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS characters_named ON characters (owner, lower(name));
 """
 COLUMNS = ("owner", "name", "provider", "provider_id", "description", "images", "created_at")
 
@@ -34,13 +36,13 @@ class CharacterTable(Statements):
         p, as_json = self._dialect.param, self._dialect.json
         row = character.model_dump() | {"images": json.dumps(character.images)}
         values = ", ".join(as_json(c) if c == "images" else p(c) for c in COLUMNS)
-        sql = f"INSERT INTO characters ({', '.join(COLUMNS)}) VALUES ({values}) ON CONFLICT (owner, name) DO NOTHING"
+        sql = f"INSERT INTO characters ({', '.join(COLUMNS)}) VALUES ({values}) ON CONFLICT DO NOTHING"
         return bool(await self._write(sql, row))
 
     async def characters(self, owner: str, *, name: str | None = None) -> list[Character]:
-        """An owner's characters by name (or the one named `name`)."""
+        """An owner's characters by name (or the one named `name`, in any case)."""
         p = self._dialect.param
-        where = f"owner = {p('owner')}" + (f" AND name = {p('name')}" if name is not None else "")
+        where = f"owner = {p('owner')}" + (f" AND lower(name) = lower({p('name')})" if name is not None else "")
         rows = await self._fetch(
             f"SELECT * FROM characters WHERE {where} ORDER BY name", {"owner": owner, "name": name}
         )
@@ -48,5 +50,5 @@ class CharacterTable(Statements):
 
     async def delete_character(self, owner: str, name: str) -> bool:
         p = self._dialect.param
-        sql = f"DELETE FROM characters WHERE owner = {p('owner')} AND name = {p('name')}"
+        sql = f"DELETE FROM characters WHERE owner = {p('owner')} AND lower(name) = lower({p('name')})"
         return bool(await self._write(sql, {"owner": owner, "name": name}))

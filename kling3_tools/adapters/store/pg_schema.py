@@ -179,6 +179,7 @@ MIGRATIONS: list[list[str]] = [
             created_at double precision NOT NULL,
             PRIMARY KEY (owner, name)
         )""",
+        "CREATE UNIQUE INDEX characters_named ON characters (owner, lower(name))",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
