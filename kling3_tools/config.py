@@ -121,6 +121,36 @@ class PollerSettings(_Section):
         return self.rate_limit_per_second / self.rate_shared_by
 
 
+class McpAuthSettings(_Section):
+    """`[mcp.auth]`: the HTTP transport as an OAuth 2.1 resource server (each person signs in at `issuer`)."""
+
+    issuer: str = ""  # the authorization server; its metadata is found by RFC 8414 or OpenID discovery
+    resource: str = ""  # this server's canonical URL (https://…/mcp): the audience tokens must carry
+    introspection_url: str = ""  # RFC 7662, for opaque tokens; JWTs are checked against the issuer's keys
+    client_id: str = ""  # what this server introspects as
+    client_secret: SecretStr | None = None
+    read_scope: str = "kling3:read"  # status, lists, estimates: every request needs it
+    generate_scope: str = "kling3:generate"  # and anything that spends or changes something
+
+    _no_empty_secret = field_validator("client_secret", mode="before")(_empty_is_unset)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+    @model_validator(mode="after")
+    def _complete(self) -> McpAuthSettings:
+        urls = {"issuer": self.issuer, "resource": self.resource, "introspection_url": self.introspection_url}
+        for name, url in urls.items():
+            if url and not url.startswith(("https://", "http://")):
+                raise ValueError(f"{name} must be an http(s) URL")
+        if self.issuer and not self.resource:
+            raise ValueError("issuer needs resource: this server's canonical URL, the audience tokens carry")
+        if self.introspection_url and not self.client_id:
+            raise ValueError("introspection_url needs client_id (and client_secret) to introspect as")
+        return self
+
+
 class McpSettings(_Section):
     wait_seconds: float = Field(default=45.0, ge=0, le=55)
     max_credits_per_video: int = Field(default=0, ge=0)
@@ -131,6 +161,7 @@ class McpSettings(_Section):
     http_tokens: list[SecretStr] = Field(default_factory=list)
     share_tasks: bool = False
     player_media_hosts: list[str] = Field(default_factory=list)  # more hosts the in-chat player may play from
+    auth: McpAuthSettings = Field(default_factory=McpAuthSettings)
 
     _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
 

@@ -7,19 +7,25 @@ import hmac
 import ipaddress
 from typing import Any
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
 
 ANONYMOUS = "anonymous"
 
 
 def client_identity(ctx: Context[Any, Any]) -> str | None:
-    """Whose tasks a caller sees over HTTP: its bearer token (hashed), else its MCP session (2025-11-25), else
+    """Whose tasks a caller sees over HTTP: the person signed in ([mcp.auth]: their issuer and subject), else its
+    bearer token (hashed), else its MCP session (2025-11-25), else
     "anonymous": 2026-07-28 requests without a token carry nothing that tells two clients apart, so they share
     one identity, apart from every session's and token's. None over stdio, where the one client is the local
     user and sees every MCP task."""
     headers = ctx.headers
     if not headers:
         return None
+    if (signed_in := get_access_token()) is not None and signed_in.subject:  # [mcp.auth]: a person
+        from .oauth import identity_of
+
+        return identity_of(signed_in)
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return "token-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]

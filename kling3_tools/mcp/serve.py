@@ -38,7 +38,11 @@ log = logging.getLogger("kling3_tools.mcp")
 
 
 def shell(
-    read_settings: Callable[[], Settings], *, sandbox: bool, warm_up_seconds: float | None = WARM_UP_SECONDS
+    read_settings: Callable[[], Settings],
+    *,
+    sandbox: bool,
+    warm_up_seconds: float | None = WARM_UP_SECONDS,
+    **server_options: Any,
 ) -> KlingMCPServer:
     """The server as the handshake sees it: its settings (`read_settings()`, which raises `UsageError`) are read
     when its core opens, so that a bad one is said in every answer that needs the core and a fixed file is
@@ -60,6 +64,7 @@ def shell(
             "generate_video answers 'running', call wait_for_video with its task_id."
         ),
         extensions=[Apps()],  # its page and tool are the core's
+        **server_options,  # over HTTP with [mcp.auth]: the SDK's resource-server settings and our verifier
     )
     for method, params_type in PROTOCOL_METHODS.items():
         server.add_request_handler(method, params_type, not_yet_loaded)
@@ -97,12 +102,27 @@ async def serve(read_settings: Callable[[], Settings], *, sandbox: bool, transpo
             interrupted = await until_stdin_closes_or_a_signal(server)
     else:
         settings = read_settings()
-        tokens = settings.mcp.bearer_tokens
-        if not is_loopback(host) and not tokens:
-            raise KlingError(f"Refusing to listen on {host} without [mcp] http_token (KLING_MCP__HTTP_TOKEN).")
-        server = shell(lambda: settings, sandbox=sandbox)
+        tokens, auth = settings.mcp.bearer_tokens, settings.mcp.auth
+        if not is_loopback(host) and not tokens and not auth.enabled:
+            raise KlingError(
+                f"Refusing to listen on {host} without [mcp.auth] (each person signs in) or [mcp] http_token."
+            )
+        if tokens and auth.enabled:
+            raise KlingError("[mcp] http_token and [mcp.auth] are two ways in: keep one.")
+        gate: Callable[[Any], Any] | None = None
+        options: dict[str, Any] = {}
+        if auth.enabled:
+            from .oauth import OAuthVerifier, ScopeGate, auth_settings, metadata_url, needs_generate
+
+            verifier = OAuthVerifier(auth)
+            options = {"auth": auth_settings(auth), "token_verifier": verifier}
+
+            def gate(app: Any) -> Any:
+                return ScopeGate(app, verifier, needs_generate=needs_generate(), metadata_url=metadata_url(auth))
+
+        server = shell(lambda: settings, sandbox=sandbox, **options)
         async with server.core_held():
-            interrupted = await serve_http(server, host, port, tokens)
+            interrupted = await serve_http(server, host, port, tokens, gate)
     if interrupted:  # the core is closed; end now (the SDK's stdin reader is a thread that no signal ends)
         end_now(EXIT_INTERRUPTED)
 
@@ -134,7 +154,9 @@ async def until_stdin_closes_or_a_signal(server: KlingMCPServer) -> bool:
     return signalled.is_set()
 
 
-async def serve_http(server: KlingMCPServer, host: str, port: int, tokens: list[str]) -> bool:
+async def serve_http(
+    server: KlingMCPServer, host: str, port: int, tokens: list[str], gate: Callable[[Any], Any] | None = None
+) -> bool:
     """The core first (a failure is exit 1), then streamable HTTP until Ctrl-C or SIGTERM (True).
 
     uvicorn stops gracefully on a signal, then raises it again under the handler it found: with Python's own,
@@ -153,6 +175,8 @@ async def serve_http(server: KlingMCPServer, host: str, port: int, tokens: list[
             app: Any = server.streamable_http_app(host=host)
             if tokens:
                 app = BearerTokenMiddleware(app, tokens)
+            if gate is not None:
+                app = gate(app)
             config = uvicorn.Config(app, host=host, port=port, log_level="warning")
             log.warning("kling3 MCP server listening on http://%s:%d/mcp", host, port)
             exempt_loaded_objects_from_gc()  # the core, uvicorn and the app: they live as long as the process

@@ -1,0 +1,208 @@
+"""Hosted MCP: `kling3-mcp` over HTTP as an OAuth 2.1 resource server (`[mcp.auth]`), against a real
+authorization server on loopback (node-oidc-provider), with tokens from the real flow (dynamic registration,
+authorization code with PKCE, a resource indicator) driven by the `mcp` SDK's OAuth client. Each person owns
+their videos; a bad token is a 401 that says nothing useful to whoever sent it, and spends nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from harness.helpers import free_port
+from harness.oidc import Person, authorization_server, node_available
+
+from .conftest import stats
+from .support import text
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(not node_available() and not os.environ.get("KLING3_REQUIRE_CONFORMANCE"), reason="no node"),
+]
+
+
+def resource_server(sandbox: Any, tmp_path: Path, issuer: str, port: int, **auth: str) -> Iterator[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KLING_")},
+        "KLING_API_KEY": sandbox.api_key,
+        "KLING_BASE_URL": sandbox.url,
+        "KLING_STORE__URL": f"sqlite:///{tmp_path / 'mcp.db'}",
+        "KLING_MCP__AUTH__ISSUER": issuer,
+        "KLING_MCP__AUTH__RESOURCE": f"http://127.0.0.1:{port}/mcp",
+        **{f"KLING_MCP__AUTH__{name.upper()}": value for name, value in auth.items()},
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    raise RuntimeError("the MCP server exited") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def signed_in(person: Person, url: str) -> Client:
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(auth=person.oauth(url), timeout=30)))
+
+
+async def call(
+    url: str, token: str | None, method: str = "tools/list", params: dict[str, Any] | None = None
+) -> httpx.Response:
+    """One raw JSON-RPC request over streamable HTTP (stateless enough for a refusal to show)."""
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2025-11-25"}
+    if token is not None:
+        headers["authorization"] = token
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}}
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(url, json=body, headers=headers)
+
+
+async def initialize(url: str, token: str | None) -> httpx.Response:
+    """The first request of a session: what any client sends, and is served when its token holds."""
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}
+    return await call(url, token, "initialize", hello)
+
+
+def forged(token: str, *, header: dict[str, Any] | None = None, claims: dict[str, Any] | None = None) -> str:
+    """`token` with its header or claims changed and its signature kept: what an attacker can make of one."""
+    head, body, signature = token.split(".")
+
+    def changed(part: str, update: dict[str, Any] | None) -> str:
+        data = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        return base64.urlsafe_b64encode(json.dumps(data | (update or {})).encode()).rstrip(b"=").decode()
+
+    return ".".join([changed(head, header), changed(body, claims), signature])
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    return free_port(), free_port()
+
+
+async def test_each_person_signs_in_through_the_real_flow_and_owns_their_videos(sandbox, tmp_path, ports):
+    here, elsewhere = (f"http://127.0.0.1:{port}/mcp" for port in ports)
+    with authorization_server(here, elsewhere) as issuer:
+        servers = resource_server(sandbox, tmp_path, issuer, ports[0])
+        url = next(servers)
+        unknown = await call(url, None)
+        assert unknown.status_code == 401
+        challenge = unknown.headers["www-authenticate"]
+        assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge
+        async with httpx.AsyncClient() as http:
+            metadata = (await http.get(challenge.split('resource_metadata="')[1].rstrip('"'))).json()
+        assert metadata["resource"] == url and metadata["authorization_servers"] == [issuer]
+        assert metadata["scopes_supported"] == ["kling3:read", "kling3:generate"]
+
+        alice, bob = Person("alice"), Person("bob")
+        async with signed_in(alice, url) as client:
+            made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "alice's fox"})
+            assert not made.is_error, text(made)
+            task_id = made.structured_content["task_id"]
+            mine = await client.call_tool("list_videos", {})
+            assert [v["task_id"] for v in mine.structured_content["videos"]] == [task_id]
+        async with signed_in(bob, url) as client:
+            theirs = await client.call_tool("get_video_status", {"task_id": task_id})
+            assert theirs.is_error and "not one of this client's videos" in text(theirs)
+            assert (await client.call_tool("list_videos", {})).structured_content["videos"] == []
+        assert (alice.sign_ins, bob.sign_ins) == (1, 1)
+        token = alice.wallet.tokens.access_token  # type: ignore[union-attr]
+        assert (await initialize(url, f"Bearer {token}")).status_code == 200  # the token alone, as any client sends it
+
+        before = stats(sandbox)["requests"].get("generate", 0)
+        for bad in [
+            None,
+            "Bearer",
+            "Bearer two words",
+            f"Basic {token}",
+            f"Bearer {token}x",
+            f"Bearer {forged(token, claims={'sub': 'bob'})}",  # a forged subject: the signature no longer holds
+            f"Bearer {forged(token, header={'kid': 'made-up'})}",  # an unknown key: fetched again at most every 30 s
+            f"Bearer {forged(token, header={'alg': 'none'})}",
+            f"Bearer {'a' * 10_000}",
+            "Bearer not.a.jwt",
+        ]:
+            refused = await call(
+                url,
+                bad,
+                "tools/call",
+                {"name": "generate_video", "arguments": {"type": "std-text-to-video", "prompt": "x"}},
+            )
+            assert refused.status_code == 401, (bad and bad[:40], refused.status_code)
+            assert token not in refused.text and "Traceback" not in refused.text
+        assert stats(sandbox)["requests"].get("generate", 0) == before
+        assert (await initialize(url, f"Bearer {token}")).status_code == 200  # everyone else is still served
+
+        other = resource_server(sandbox, tmp_path / "other", issuer, ports[1])
+        (tmp_path / "other").mkdir()
+        other_url = next(other)
+        assert (await initialize(other_url, f"Bearer {token}")).status_code == 401  # issued for another server
+        for server in (other, servers):
+            server.close()
+
+
+async def test_a_token_from_another_issuer_or_past_its_time_is_refused(sandbox, tmp_path, ports):
+    url = f"http://127.0.0.1:{ports[0]}/mcp"
+    with authorization_server(url) as issuer, authorization_server(url, token_seconds=1) as brief:
+        servers = resource_server(sandbox, tmp_path, brief, ports[0])
+        next(servers)
+        dave = Person("dave")
+        async with signed_in(dave, url) as client:
+            assert len((await client.list_tools()).tools) > 0
+        issued = time.monotonic()
+        token = f"Bearer {dave.wallet.tokens.access_token}"  # type: ignore[union-attr]
+        servers.close()
+
+        servers = resource_server(sandbox, tmp_path, issuer, ports[0])
+        next(servers)
+        assert (await initialize(url, token)).status_code == 401  # signed by an issuer this server does not trust
+        servers.close()
+
+        await asyncio.sleep(max(0.0, issued + 1 + 5 + 1 - time.monotonic()))  # its lifetime, and the leeway for clocks
+        servers = resource_server(sandbox, tmp_path, brief, ports[0])
+        next(servers)
+        assert (await initialize(url, token)).status_code == 401  # expired
+        servers.close()
+
+
+async def test_a_token_without_the_generate_scope_is_403_insufficient_scope(sandbox, tmp_path, ports):
+    url = f"http://127.0.0.1:{ports[0]}/mcp"
+    with authorization_server(url) as issuer:
+        servers = resource_server(sandbox, tmp_path, issuer, ports[0])
+        next(servers)
+        erin = Person("erin", grants="kling3:read")
+        async with signed_in(erin, url) as client:
+            assert len((await client.list_tools()).tools) > 0
+        token = erin.wallet.tokens.access_token  # type: ignore[union-attr]
+        arguments = {"type": "std-text-to-video", "prompt": "x"}
+        refused = await call(url, f"Bearer {token}", "tools/call", {"name": "generate_video", "arguments": arguments})
+        assert refused.status_code == 403
+        challenge = refused.headers["www-authenticate"]
+        assert 'error="insufficient_scope"' in challenge and 'scope="kling3:generate"' in challenge
+        assert stats(sandbox)["requests"].get("generate", 0) == 0
+        assert (await initialize(url, f"Bearer {token}")).status_code == 200  # what reads is served
+        servers.close()
