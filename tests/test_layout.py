@@ -19,7 +19,7 @@ MAX_LINES = 350
 # Each folder is a layer and imports only from those below it; `config` and `version` are read by all but the
 # domain, and the modules left at the top (`parts`, `service`, `launch`) put the layers together for front ends.
 LAYERS = ("domain", "adapters", "workflows")
-SHARED = {"kling3_tools.config", "kling3_tools.config_sources", "kling3_tools.version"}
+SHARED = {"kling3_tools.config", "kling3_tools.config_sections", "kling3_tools.config_sources", "kling3_tools.version"}
 
 
 def is_front_end(module: str) -> bool:

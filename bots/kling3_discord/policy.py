@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kling3_tools.config import DiscordSettings
+from kling3_tools.config_sections import DiscordSettings
 from kling3_tools.domain.ledger import Scope, SpendLimit
 
 

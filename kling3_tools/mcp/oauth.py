@@ -23,7 +23,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.shared.auth import ProtectedResourceMetadata
 
-from ..config import McpAuthSettings
+from ..config_sections import McpAuthSettings
 
 log = logging.getLogger("kling3_tools.mcp")
 
@@ -48,8 +48,9 @@ def auth_settings(auth: McpAuthSettings) -> AuthSettings:
 def metadata_url(auth: McpAuthSettings) -> str:
     """Where this server's protected-resource metadata is (RFC 9728), as the SDK serves it."""
     from mcp.server.auth.routes import build_resource_metadata_url
+    from pydantic import AnyHttpUrl
 
-    return str(build_resource_metadata_url(auth.resource))  # type: ignore[arg-type]
+    return str(build_resource_metadata_url(AnyHttpUrl(auth.resource)))
 
 
 def needs_generate() -> frozenset[str]:
@@ -207,12 +208,16 @@ class ScopeGate:
     def __init__(self, app: Any, verifier: OAuthVerifier, *, needs_generate: frozenset[str], metadata_url: str) -> None:
         self.app, self.verifier, self.needs_generate, self.metadata_url = app, verifier, needs_generate, metadata_url
         auth = verifier.auth
-        self.metadata = ProtectedResourceMetadata(  # the SDK's route lists only the scope every request needs
-            resource=auth.resource,
-            authorization_servers=[auth.issuer],
-            scopes_supported=[auth.read_scope, auth.generate_scope],
-            bearer_methods_supported=["header"],
-        ).model_dump_json(exclude_none=True).encode()
+        self.metadata = (
+            ProtectedResourceMetadata(  # the SDK's route lists only the scope every request needs
+                resource=auth.resource,
+                authorization_servers=[auth.issuer],
+                scopes_supported=[auth.read_scope, auth.generate_scope],
+                bearer_methods_supported=["header"],
+            )
+            .model_dump_json(exclude_none=True)
+            .encode()
+        )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and self.metadata_url.endswith(scope["path"]):
