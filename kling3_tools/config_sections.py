@@ -47,6 +47,14 @@ class McpAuthSettings(_Section):
         return self
 
 
+class PersonLimits(_Section):
+    """`[mcp.people.<subject>]`: one person's own limits, over `[mcp]`'s per-person ones."""
+
+    daily_credit_budget_per_user: int | None = Field(default=None, ge=0)
+    max_concurrent_tasks_per_user: int | None = Field(default=None, ge=0)
+    cooldown_seconds: float | None = Field(default=None, ge=0)
+
+
 class McpSettings(_Section):
     wait_seconds: float = Field(default=45.0, ge=0, le=55)
     max_credits_per_video: int = Field(default=0, ge=0)
@@ -57,7 +65,23 @@ class McpSettings(_Section):
     http_tokens: list[SecretStr] = Field(default_factory=list)
     share_tasks: bool = False
     player_media_hosts: list[str] = Field(default_factory=list)  # more hosts the in-chat player may play from
+    # Each HTTP caller's own limits (a person signed in with [mcp.auth], or a token of http_tokens); 0: none.
+    daily_credit_budget_per_user: int = Field(default=0, ge=0)
+    max_concurrent_tasks_per_user: int = Field(default=0, ge=0)
+    cooldown_seconds: float = Field(default=0.0, ge=0)
+    people: dict[str, PersonLimits] = Field(default_factory=dict)  # by the subject the issuer names them with
     auth: McpAuthSettings = Field(default_factory=McpAuthSettings)
+
+    def person_limits(self, subject: str | None) -> tuple[int, int, float]:
+        """(daily credits, running at once, cooldown seconds) for the person `subject` names."""
+        own = self.people.get(subject or "") or PersonLimits()
+        daily = own.daily_credit_budget_per_user
+        running = own.max_concurrent_tasks_per_user
+        return (
+            self.daily_credit_budget_per_user if daily is None else daily,
+            self.max_concurrent_tasks_per_user if running is None else running,
+            self.cooldown_seconds if own.cooldown_seconds is None else own.cooldown_seconds,
+        )
 
     _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
 

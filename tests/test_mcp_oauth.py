@@ -34,7 +34,9 @@ pytestmark = [
 ]
 
 
-def resource_server(sandbox: Any, tmp_path: Path, issuer: str, port: int, **auth: str) -> Iterator[str]:
+def resource_server(
+    sandbox: Any, tmp_path: Path, issuer: str, port: int, mcp: dict[str, str] | None = None, **auth: str
+) -> Iterator[str]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KLING_")},
         "KLING_API_KEY": sandbox.api_key,
@@ -43,6 +45,7 @@ def resource_server(sandbox: Any, tmp_path: Path, issuer: str, port: int, **auth
         "KLING_MCP__AUTH__ISSUER": issuer,
         "KLING_MCP__AUTH__RESOURCE": f"http://127.0.0.1:{port}/mcp",
         **{f"KLING_MCP__AUTH__{name.upper()}": value for name, value in auth.items()},
+        **{f"KLING_MCP__{name.upper()}": value for name, value in (mcp or {}).items()},
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
@@ -206,3 +209,29 @@ async def test_a_token_without_the_generate_scope_is_403_insufficient_scope(sand
         assert stats(sandbox)["requests"].get("generate", 0) == 0
         assert (await initialize(url, f"Bearer {token}")).status_code == 200  # what reads is served
         servers.close()
+
+
+async def test_each_person_has_their_own_budget_under_a_burst(sandbox, tmp_path, ports):
+    """Ten videos at once from one person with a budget for two: two reach the API. Another person, whose own
+    limit the config sets lower, gets one of ten; a third, with the default, is not held back by either."""
+    url = f"http://127.0.0.1:{ports[0]}/mcp"
+    price = 300  # std-text-to-video, 5 s with sound, in the sandbox's credits
+    people = json.dumps({"bob": {"daily_credit_budget_per_user": price}})
+    limits = {"daily_credit_budget_per_user": str(2 * price), "people": people}
+    with authorization_server(url) as issuer:
+        servers = resource_server(sandbox, tmp_path, issuer, ports[0], mcp=limits)
+        next(servers)
+        made: dict[str, int] = {}
+        for name in ("alice", "bob", "carol"):
+            async with signed_in(Person(name), url) as client:
+                arguments = {"type": "std-text-to-video", "prompt": f"{name}'s fox", "wait_seconds": 0}
+                if name == "carol":
+                    results = [await client.call_tool("generate_video", arguments)]
+                else:
+                    results = await asyncio.gather(*(client.call_tool("generate_video", arguments) for _ in range(10)))
+                made[name] = sum(not result.is_error for result in results)
+                refusals = [text(result) for result in results if result.is_error]
+                assert all("daily_credit_budget_per_user" in refusal for refusal in refusals), refusals[:1]
+        servers.close()
+    assert made == {"alice": 2, "bob": 1, "carol": 1}
+    assert stats(sandbox)["requests"]["generate"] == 4

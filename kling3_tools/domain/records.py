@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,6 +49,8 @@ class McpOrigin(OriginBase):
     session: str
     client_name: str | None = None
     owner: str | None = None  # over HTTP, the client identity that may see it (None: every client)
+    # The owner as a number, for the ledger's per-person scopes (as a Discord member's id is). Left out when None.
+    user_id: int | None = Field(default=None, exclude_if=lambda user_id: user_id is None)
 
 
 class DiscordOrigin(OriginBase):
@@ -63,6 +66,11 @@ class DiscordOrigin(OriginBase):
 AnyOrigin = CliOrigin | WebhookOrigin | McpOrigin | DiscordOrigin
 Origin = Annotated[AnyOrigin, Field(discriminator="kind")]
 LOCAL_OWNER = "local"  # the machine's user (the CLI, Python, an MCP client over stdio): sees every task
+
+
+def person_number(identity: str) -> int:
+    """A caller identity as the ledger counts people: a stable number below 2**60."""
+    return int(hashlib.sha256(identity.encode()).hexdigest()[:15], 16)
 
 
 def owner_of(origin: AnyOrigin) -> str:

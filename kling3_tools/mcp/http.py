@@ -33,6 +33,12 @@ def client_identity(ctx: Context[Any, Any]) -> str | None:
     return f"session-{session}" if session else ANONYMOUS
 
 
+def signed_in_subject() -> str | None:
+    """The subject of the person signed in for this request ([mcp.auth]), else None."""
+    token = get_access_token()
+    return None if token is None else token.subject
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

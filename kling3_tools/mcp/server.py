@@ -41,7 +41,7 @@ from ..domain.errors import KlingError, NoAPIKeyError, RequestValidationError
 from ..launch import UsageError
 from . import manifest
 from .arguments import as_declared
-from .http import client_identity
+from .http import client_identity, signed_in_subject
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -92,6 +92,26 @@ class Deps:
             max_credits_per_video=limits.max_credits_per_video,
             daily_key="daily_credit_budget",
         )
+
+    def limits(self, ctx: Context[Any, Any]) -> list[SpendLimit]:
+        """`[mcp]`'s limits over every MCP task, and over HTTP the caller's own (`*_per_user`, or theirs in
+        `[mcp.people]`), counted by the ledger under the caller's number as a Discord member's are."""
+        from ..domain.ledger import Scope, SpendLimit
+        from ..domain.records import person_number
+
+        who = self.identity(ctx)
+        if who is None:
+            return [self.limit]
+        daily, running, cooldown = self.settings.mcp.person_limits(signed_in_subject())
+        mine = SpendLimit(
+            "mcp",
+            Scope(origin_kind="mcp", user_id=person_number(who)),
+            daily_credits=daily,
+            max_running=running,
+            cooldown_seconds=cooldown,
+            daily_key="daily_credit_budget_per_user",
+        )
+        return [self.limit, mine]
 
     def needs_confirmation(self, credits: int) -> bool:
         confirm_above = self.settings.mcp.confirm_above_credits

@@ -27,7 +27,7 @@ from ..adapters.store import StatusFilter
 from ..domain.catalog import TaskType
 from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedError
 from ..domain.models import GenerateRequest
-from ..domain.records import McpOrigin, TaskRecord, owner_of
+from ..domain.records import McpOrigin, TaskRecord, owner_of, person_number
 from ..domain.rules import quote
 from .outputs import (
     CostEstimate,
@@ -87,10 +87,12 @@ def mcp_origin(ctx: Context[Any, Any]) -> McpOrigin:
     """Where this caller's results go: its connection, for the one who may see them."""
     deps = deps_of(ctx)
     params = getattr(ctx.request_context.session, "client_params", None)
+    identity = deps.identity(ctx)
     return McpOrigin(
         session=deps.notifier.connection(ctx),
         client_name=params.client_info.name if params is not None else None,
-        owner=deps.identity(ctx),
+        owner=identity,
+        user_id=None if identity is None else person_number(identity),
     )
 
 
@@ -188,7 +190,7 @@ async def approval(
     if not deps.needs_confirmation(credits):
         return SpendApproval(approve=True)  # the reservation checks the limits; nobody is asked anything
     try:
-        await deps.service.check_spend(credits, [deps.limit], dearest=dearest)
+        await deps.service.check_spend(credits, deps.limits(ctx), dearest=dearest)
     except SpendingRefusedError as exc:
         raise ToolError(said(exc)) from None
     capabilities = ctx.client_capabilities
@@ -233,7 +235,7 @@ async def start(
     origin = mcp_origin(ctx)
     try:
         request = await deps.service.prepare(checked)  # local inputs uploaded now
-        record = await deps.service.submit(request, origin, limits=[deps.limit])
+        record = await deps.service.submit(request, origin, limits=deps.limits(ctx))
     except KlingError as exc:
         raise ToolError(said(exc)) from None
     wait = deps.settings.mcp.wait_seconds if wait_seconds is None else wait_seconds
@@ -277,13 +279,14 @@ async def estimate_video_cost(
         credits = quote(type, duration, sound, deps.service.prices)
     except RequestValidationError as exc:
         raise ToolError(str(exc)) from None
-    usage = await deps.service.usage(deps.limit)
+    limit = deps.limits(ctx)[-1]  # the caller's own when they have one
+    usage = await deps.service.usage(limit)
     return CostEstimate(
         type=type.value,
         credits=credits,
         price=deps.service.prices[type].describe(deps.service.unit),
         spent_today=usage.credits,
-        left_today=deps.limit.left(usage),
+        left_today=limit.left(usage),
         needs_confirmation=deps.needs_confirmation(credits),
     )
 
