@@ -79,11 +79,11 @@ def register(server: KlingMCPServer, deps: Deps) -> None:
 async def opened(server: KlingMCPServer, settings: Settings, *, sandbox: bool) -> AsyncIterator[Deps]:
     observer = ops.observer_for(settings, "mcp")
     async with KlingService.open(settings, sandbox=sandbox, observer=observer) as service, ops.exposed(service):
-        notifier = McpNotifier(server.bus)
+        notifier = McpNotifier(server.bus, announce=service.store.announce)
         service.register(notifier)
         deps = Deps(service, notifier, settings)
         register(server, deps)
         if sandbox:
             log.warning("kling3 MCP server on the embedded sandbox at %s: no credits are spent", service.base_url)
-        async with service.polling():
+        async with service.store.watch_announcements(notifier.heard), service.polling():
             yield deps

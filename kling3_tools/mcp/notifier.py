@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -48,10 +50,26 @@ class McpNotifier:
 
     kind = "mcp"
 
-    def __init__(self, bus: InMemorySubscriptionBus) -> None:
+    def __init__(self, bus: InMemorySubscriptionBus, announce: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.bus = bus
+        # Where a change is announced: the store, so that every replica on it hears it (`heard`) and tells its own
+        # subscribers; without one, this process's alone.
+        self.announce = announce or self.tell
         self._stdio_id = f"stdio-{uuid.uuid4().hex[:12]}"
         self._sessions: dict[str, Session] = {}  # by connection id; a session whose send fails is dropped
+        self._telling: set[asyncio.Task[None]] = set()
+
+    def heard(self, uri: str) -> None:
+        """An announcement, this process's or another replica's: tell this process's subscribers of `uri`."""
+        telling = asyncio.get_running_loop().create_task(self.tell(uri))
+        self._telling.add(telling)
+        telling.add_done_callback(self._telling.discard)
+
+    async def tell(self, uri: str) -> None:
+        await self.bus.publish(ResourceUpdated(uri=uri))
+        for connection, session in list(self._sessions.items()):
+            if uri in session.uris:
+                await self._send(connection, uri, session.proxy.send_resource_updated(uri))
 
     def connection(self, ctx: Context[Any, Any]) -> str:
         """The id of the client connection behind `ctx` (one per process over stdio); a 2025-11-25 one is
@@ -99,18 +117,20 @@ class McpNotifier:
     async def _announce(
         self, uri: str, origin: Any, succeeded: bool = False, final: dict[str, str] | None = None
     ) -> None:
-        """`uri` changed: tell its subscribers; with `final` (it ended), log that to the session that asked."""
-        await self.bus.publish(ResourceUpdated(uri=uri))
+        """`uri` changed: announce it to its subscribers (on every replica); with `final` (it ended), log that to
+        the session that asked, where it is connected to this process."""
+        await self.announce(uri)
         asked = origin.session if isinstance(origin, McpOrigin) else None
         level: LoggingLevel = "info" if succeeded else "warning"
-        for connection, session in list(self._sessions.items()):
-            try:
-                if uri in session.uris:
-                    await session.proxy.send_resource_updated(uri)
-                if final and connection == asked and session.wants(level):
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # deprecated in 2026-07-28; 2025-11-25 clients show it
-                        await session.proxy.send_log_message(level=level, data=final, logger="kling3")
-            except Exception as exc:  # a closed session is not a reason to retry for a day
-                log.info("could not notify MCP session %s of %s: %s", connection, uri, exc)
-                self._sessions.pop(connection, None)
+        session = self._sessions.get(asked or "")
+        if final and asked and session is not None and session.wants(level):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # deprecated in 2026-07-28; 2025-11-25 clients show it
+                await self._send(asked, uri, session.proxy.send_log_message(level=level, data=final, logger="kling3"))
+
+    async def _send(self, connection: str, uri: str, sending: Awaitable[None]) -> None:
+        try:
+            await sending
+        except Exception as exc:  # a closed session is not a reason to retry for a day
+            log.info("could not notify MCP session %s of %s: %s", connection, uri, exc)
+            self._sessions.pop(connection, None)

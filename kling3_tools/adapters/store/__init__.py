@@ -138,6 +138,12 @@ class TaskStore(Protocol):
     def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
         """While entered, call `wake()` when another process adds a task (where the backend can tell)."""
 
+    async def announce(self, topic: str) -> None:
+        """Tell every process watching announcements on this store (see `announcements`)."""
+
+    def watch_announcements(self, heard: Callable[[str], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """While entered, `heard(topic)` for each announcement, this process's own included."""
+
     # --- stories (see `story_rows`) ----------------------------------------------
 
     async def reserve_story(

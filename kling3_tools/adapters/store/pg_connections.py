@@ -118,16 +118,17 @@ class Connections:
             self._lost_at = None
 
     @contextlib.asynccontextmanager
-    async def listening(self, channel: str, wake: Callable[[], None]) -> AsyncIterator[None]:
-        """While inside, `wake()` on each NOTIFY on `channel` (and whenever listening starts again)."""
-        listener = asyncio.create_task(self._listen(channel, wake))
+    async def listening(self, channel: str, heard: Callable[[str | None], object]) -> AsyncIterator[None]:
+        """While inside, `heard(payload)` on each NOTIFY on `channel`, and `heard(None)` whenever listening starts
+        again (what was sent meanwhile is lost)."""
+        listener = asyncio.create_task(self._listen(channel, heard))
         try:
             yield
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
-    async def _listen(self, channel: str, wake: Callable[[], None]) -> None:
+    async def _listen(self, channel: str, heard: Callable[[str | None], object]) -> None:
         """On a connection of its own; when it drops, tried again as statements are (0.1 s, doubling to 2 s)."""
         tries = 0
         while True:
@@ -135,9 +136,9 @@ class Connections:
                 async with await connect(self.url) as conn:
                     await conn.execute(f"LISTEN {channel}")
                     tries = 0
-                    wake()  # what was sent while nobody listened
-                    async for _ in conn.notifies():
-                        wake()
+                    heard(None)  # what was sent while nobody listened
+                    async for notify in conn.notifies():
+                        heard(notify.payload)
             except (psycopg.Error, StoreError) as exc:
                 if tries == 0:
                     log.warning("notifications on %s lost (%s); listening again once the server answers", channel, exc)

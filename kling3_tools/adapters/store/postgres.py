@@ -30,6 +30,7 @@ from ...domain.records import TaskRecord
 from ...domain.reservations import Reservation, ReservationQueue, decide
 from ...domain.story_record import StoryRecord
 from ..ratelimit import RateLimiter
+from .announcements import PostgresAnnouncements
 from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
@@ -78,7 +79,7 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable):
+class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, PostgresAnnouncements):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES
@@ -325,7 +326,7 @@ class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, Char
         return self._limiters[api_url]
 
     def watch_new_tasks(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._db.listening(NEW_TASK_CHANNEL, wake)
+        return self._db.listening(NEW_TASK_CHANNEL, lambda _: wake())
 
     async def prune(self, before: float) -> tuple[int, int]:
         async def prune(conn: Connection) -> tuple[int, int]:

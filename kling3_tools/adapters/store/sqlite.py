@@ -25,6 +25,7 @@ from ...domain.records import TaskRecord
 from ...domain.reservations import Reservation, ReservationQueue, decide
 from ...domain.story_record import StoryRecord
 from ..ratelimit import RateLimiter, TokenBucket
+from .announcements import LocalAnnouncements
 from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
@@ -49,7 +50,7 @@ from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
 
 
-class SQLiteTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable):
+class SQLiteTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, LocalAnnouncements):
     """`TaskStore` on one SQLite file: a connection for the worker thread, and one for quick reads."""
 
     _dialect = SQLITE

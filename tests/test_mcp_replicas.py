@@ -1,0 +1,104 @@
+"""MCP replicas: several `kling3-mcp` HTTP processes sharing one PostgreSQL store, behind a plain round-robin
+proxy, serve any request on any replica; a change a poller makes on one replica reaches a client listening on
+another (the store's NOTIFY/LISTEN)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from harness.helpers import free_port
+from harness.proxy import round_robin
+from kling3_tools.adapters.sandbox.server import ThreadedServer
+
+from .conftest import set_options
+from .support import text
+
+pytestmark = pytest.mark.process
+
+
+@contextlib.contextmanager
+def replica(store_url: str, api_url: str, api_key: str) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KLING_")},
+        "KLING_API_KEY": api_key,
+        "KLING_BASE_URL": api_url,
+        "KLING_STORE__URL": store_url,
+        "KLING_POLLER__RATE_LIMIT_PER_SECOND": "50",
+        "KLING_POLLER__EXPECTED_SECONDS": "[0.5, 3]",  # the sandbox's videos take seconds, not minutes
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/mcp", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    raise RuntimeError("a replica exited") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def client(url: str) -> Client:
+    return Client(streamable_http_client(url + "/mcp"), mode="2026-07-28")
+
+
+async def test_replicas_behind_round_robin_serve_any_request(sandbox, postgres_url):
+    set_options(sandbox, finish_seconds=0.5)
+    with replica(postgres_url, sandbox.url, sandbox.api_key) as first, replica(
+        postgres_url, sandbox.url, sandbox.api_key
+    ) as second:  # fmt: skip
+        app, sent_to = round_robin([first, second])
+        with ThreadedServer(app) as proxy:
+            async with client(proxy.url) as session:
+                made = await session.call_tool(
+                    "generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0}
+                )
+                assert not made.is_error, text(made)
+                task_id = made.structured_content["task_id"]
+                for _ in range(4):  # each on the other replica in turn
+                    read = await session.read_resource(f"kling://tasks/{task_id}")
+                    assert task_id in read.contents[0].text  # type: ignore[union-attr]
+                listed = await session.call_tool("list_videos", {})
+                assert [v["task_id"] for v in listed.structured_content["videos"]] == [task_id]
+    assert {first, second} <= set(sent_to)
+
+
+async def test_a_change_made_on_one_replica_reaches_a_listener_on_another(sandbox, postgres_url):
+    """Only the replica that made the task follows it (the listening one names the same sandbox by another
+    spelling, and a poller claims only its own API's tasks): the update the listener hears came through the
+    store."""
+    set_options(sandbox, finish_seconds=1.5)
+    other_spelling = sandbox.url.replace("127.0.0.1", "localhost")
+    with replica(postgres_url, other_spelling, sandbox.api_key) as listening, replica(
+        postgres_url, sandbox.url, sandbox.api_key
+    ) as following:  # fmt: skip
+        async with client(following) as maker, client(listening) as listener:
+            made = await maker.call_tool(
+                "generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0}
+            )
+            uri = f"kling://tasks/{made.structured_content['task_id']}"
+            async with listener.listen(resource_subscriptions=[uri]) as subscription:
+                event = await asyncio.wait_for(anext(aiter(subscription)), timeout=30)
+    assert getattr(event, "uri", None) == uri
