@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from harness.helpers import free_port
 from harness.oidc import Person, authorization_server, node_available
@@ -69,8 +71,13 @@ def resource_server(
         process.wait(timeout=10)
 
 
-def signed_in(person: Person, url: str) -> Client:
-    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(auth=person.oauth(url), timeout=30)))
+@contextlib.asynccontextmanager
+async def signed_in(person: Person, url: str, mode: str | None = None) -> AsyncIterator[Client]:
+    """The SDK's client on `url`, signing in as `person` when the server asks."""
+    async with httpx2.AsyncClient(auth=person.oauth(url), timeout=30) as http:
+        options = {"mode": mode} if mode else {}
+        async with Client(streamable_http_client(url, http_client=http), **options) as client:
+            yield client
 
 
 async def call(
@@ -132,6 +139,14 @@ async def test_each_person_signs_in_through_the_real_flow_and_owns_their_videos(
             theirs = await client.call_tool("get_video_status", {"task_id": task_id})
             assert theirs.is_error and "not one of this client's videos" in text(theirs)
             assert (await client.call_tool("list_videos", {})).structured_content["videos"] == []
+            card = await client.call_tool("player_status", {"task_id": task_id})
+            assert card.is_error and "alice's fox" not in text(card)
+            with pytest.raises(MCPError):
+                await client.read_resource(f"kling://tasks/{task_id}")
+        async with signed_in(bob, url, mode="2026-07-28") as client:
+            with pytest.raises(MCPError):  # following another person's video is refused before a stream opens
+                async with client.listen(resource_subscriptions=[f"kling://tasks/{task_id}"]):
+                    pass
         assert (alice.sign_ins, bob.sign_ins) == (1, 1)
         token = alice.wallet.tokens.access_token  # type: ignore[union-attr]
         assert (await initialize(url, f"Bearer {token}")).status_code == 200  # the token alone, as any client sends it
@@ -235,3 +250,22 @@ async def test_each_person_has_their_own_budget_under_a_burst(sandbox, tmp_path,
         servers.close()
     assert made == {"alice": 2, "bob": 1, "carol": 1}
     assert stats(sandbox)["requests"]["generate"] == 4
+
+
+async def test_the_server_keeps_serving_when_the_issuer_is_down(sandbox, tmp_path, ports):
+    """The issuer's keys are kept: a person already signed in goes on; a token naming a key it does not know is
+    refused (its keys cannot be fetched again), and nothing else breaks."""
+    url = f"http://127.0.0.1:{ports[0]}/mcp"
+    with contextlib.ExitStack() as stack:
+        issuer = stack.enter_context(authorization_server(url))
+        servers = resource_server(sandbox, tmp_path, issuer, ports[0])
+        next(servers)
+        fay = Person("fay")
+        async with signed_in(fay, url) as client:
+            assert len((await client.list_tools()).tools) > 0
+        token = fay.wallet.tokens.access_token  # type: ignore[union-attr]
+        stack.close()  # the authorization server goes away
+        assert (await initialize(url, f"Bearer {token}")).status_code == 200
+        assert (await initialize(url, f"Bearer {forged(token, header={'kid': 'rotated'})}")).status_code == 401
+        assert (await initialize(url, f"Bearer {token}")).status_code == 200
+        servers.close()
