@@ -3,6 +3,7 @@ shares; `config` gathers them with the rest."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -72,16 +73,15 @@ class McpSettings(_Section):
     people: dict[str, PersonLimits] = Field(default_factory=dict)  # by the subject the issuer names them with
     auth: McpAuthSettings = Field(default_factory=McpAuthSettings)
 
-    def person_limits(self, subject: str | None) -> tuple[int, int, float]:
-        """(daily credits, running at once, cooldown seconds) for the person `subject` names."""
-        own = self.people.get(subject or "") or PersonLimits()
-        daily = own.daily_credit_budget_per_user
-        running = own.max_concurrent_tasks_per_user
-        return (
-            self.daily_credit_budget_per_user if daily is None else daily,
-            self.max_concurrent_tasks_per_user if running is None else running,
-            self.cooldown_seconds if own.cooldown_seconds is None else own.cooldown_seconds,
-        )
+    def person_limits(self, subject: str | None, operators: Mapping[str, Any] | None = None) -> tuple[int, int, float]:
+        """(daily credits, running at once, cooldown seconds) for the person `subject` names: an operator's
+        (`kling3 person`, `operators`) over theirs in `people` over the `*_per_user` ones; each limit alone."""
+        layers = [PersonLimits.model_validate(operators or {}), self.people.get(subject or "") or PersonLimits()]
+        values = [
+            next((value for layer in layers if (value := getattr(layer, name)) is not None), getattr(self, name))
+            for name in ("daily_credit_budget_per_user", "max_concurrent_tasks_per_user", "cooldown_seconds")
+        ]
+        return int(values[0]), int(values[1]), float(values[2])
 
     _no_empty_token = field_validator("http_token", mode="before")(_empty_is_unset)
 

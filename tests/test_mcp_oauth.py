@@ -228,7 +228,8 @@ async def test_a_token_without_the_generate_scope_is_403_insufficient_scope(sand
 
 async def test_each_person_has_their_own_budget_under_a_burst(sandbox, tmp_path, ports):
     """Ten videos at once from one person with a budget for two: two reach the API. Another person, whose own
-    limit the config sets lower, gets one of ten; a third, with the default, is not held back by either."""
+    limit the config sets lower, gets one of ten, and so does one whose limit an operator set (`kling3 person`);
+    a third, with the default, is not held back by any of them."""
     url = f"http://127.0.0.1:{ports[0]}/mcp"
     price = 300  # std-text-to-video, 5 s with sound, in the sandbox's credits
     people = json.dumps({"bob": {"daily_credit_budget_per_user": price}})
@@ -236,11 +237,18 @@ async def test_each_person_has_their_own_budget_under_a_burst(sandbox, tmp_path,
     with authorization_server(url) as issuer:
         servers = resource_server(sandbox, tmp_path, issuer, ports[0], mcp=limits)
         next(servers)
+        operator = {"KLING_STORE__URL": f"sqlite:///{tmp_path / 'mcp.db'}", "KLING_MCP__AUTH__ISSUER": issuer,
+                    "KLING_MCP__AUTH__RESOURCE": url, "HOME": str(tmp_path)}  # fmt: skip
+        person = [sys.executable, "-m", "kling3_tools", "person", "dave", "--daily-credit-budget-per-user", str(price)]
+        set_by_operator = await asyncio.to_thread(
+            subprocess.run, person, env={**os.environ, **operator}, capture_output=True, text=True
+        )
+        assert set_by_operator.returncode == 0, set_by_operator.stderr
         made: dict[str, int] = {}
-        for name in ("alice", "bob", "carol"):
+        for name in ("alice", "bob", "carol", "dave"):
             async with signed_in(Person(name), url) as client:
                 arguments = {"type": "std-text-to-video", "prompt": f"{name}'s fox", "wait_seconds": 0}
-                if name == "carol":
+                if name == "carol":  # one video, under the default budget
                     results = [await client.call_tool("generate_video", arguments)]
                 else:
                     results = await asyncio.gather(*(client.call_tool("generate_video", arguments) for _ in range(10)))
@@ -248,8 +256,8 @@ async def test_each_person_has_their_own_budget_under_a_burst(sandbox, tmp_path,
                 refusals = [text(result) for result in results if result.is_error]
                 assert all("daily_credit_budget_per_user" in refusal for refusal in refusals), refusals[:1]
         servers.close()
-    assert made == {"alice": 2, "bob": 1, "carol": 1}
-    assert stats(sandbox)["requests"]["generate"] == 4
+    assert made == {"alice": 2, "bob": 1, "carol": 1, "dave": 1}
+    assert stats(sandbox)["requests"]["generate"] == 5
 
 
 async def test_the_server_keeps_serving_when_the_issuer_is_down(sandbox, tmp_path, ports):

@@ -156,7 +156,7 @@ async def test_a_postgres_store_gains_its_totals_when_migrated(postgres_url):
         await store.add(record)
     await store.close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a database of the version before both
-        conn.execute("DROP TABLE spend_hours, characters")
+        conn.execute("DROP TABLE spend_hours, characters, person_limits")
         conn.execute("DROP FUNCTION kling3_tasks_spend, kling3_spend, kling3_counted CASCADE")
         conn.execute("UPDATE kling3_schema SET version = %s", (SCHEMA_VERSION - 2,))
 

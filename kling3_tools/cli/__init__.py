@@ -41,6 +41,7 @@ COMMANDS = {
     "extend": "making:cmd_extend",
     "lipsync": "making:cmd_lipsync",
     "character": "making:cmd_character",
+    "person": "people:cmd_person",
     "status": "commands:cmd_status",
     "wait": "commands:cmd_wait",
     "tasks": "tasks:cmd_tasks",

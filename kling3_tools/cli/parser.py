@@ -181,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     for action in (create, character_list):
         action.add_argument("--json", action="store_true", help="print one JSON object")
 
+    person = commands.add_parser(
+        "person",
+        help="one person's own limits over MCP ([mcp.auth]): show them, or set them for every replica",
+        description="Show a person's limits and what they spent today; with a flag, set theirs (kept in the "
+        "store, over [mcp] people and the *_per_user ones; -1 unsets one, --clear all of them).",
+    )
+    person.add_argument("subject", help="the subject (`sub`) the authorization server names them with")
+    person.add_argument("--daily-credit-budget-per-user", type=int, metavar="N")
+    person.add_argument("--max-concurrent-tasks-per-user", type=int, metavar="N")
+    person.add_argument("--cooldown-seconds", type=float, metavar="S")
+    person.add_argument("--clear", action="store_true", help="forget what was set here for them")
+    person.add_argument("--json", action="store_true", help="print one JSON object")
+
     status = commands.add_parser("status", help="show a task's status")
     status.add_argument("task_id")
     status.add_argument("--json", action="store_true", help="print one JSON object")

@@ -68,6 +68,11 @@ Origin = Annotated[AnyOrigin, Field(discriminator="kind")]
 LOCAL_OWNER = "local"  # the machine's user (the CLI, Python, an MCP client over stdio): sees every task
 
 
+def signed_in_identity(issuer: str, subject: str) -> str:
+    """A person signed in over OAuth as MCP identities go: their issuer and subject, hashed."""
+    return "oauth-" + hashlib.sha256(f"{issuer}\n{subject}".encode()).hexdigest()[:24]
+
+
 def person_number(identity: str) -> int:
     """A caller identity as the ledger counts people: a stable number below 2**60."""
     return int(hashlib.sha256(identity.encode()).hexdigest()[:15], 16)

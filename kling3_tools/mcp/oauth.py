@@ -24,6 +24,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.shared.auth import ProtectedResourceMetadata
 
 from ..config_sections import McpAuthSettings
+from ..domain.records import signed_in_identity
 
 log = logging.getLogger("kling3_tools.mcp")
 
@@ -62,8 +63,7 @@ def needs_generate() -> frozenset[str]:
 
 def identity_of(token: AccessToken) -> str:
     """A person as this server knows them: their issuer and subject."""
-    issuer = (token.claims or {}).get("iss", "")
-    return "oauth-" + hashlib.sha256(f"{issuer}\n{token.subject}".encode()).hexdigest()[:24]
+    return signed_in_identity(str((token.claims or {}).get("iss", "")), token.subject or "")
 
 
 class OAuthVerifier:

@@ -17,9 +17,10 @@ import contextlib
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcp.server.context import ServerRequestContext
@@ -73,11 +74,15 @@ NEEDS_CORE = frozenset({
 })  # fmt: skip
 
 
+PERSON_LIMITS_SECONDS = 5.0  # how long a person's limits from the store are kept before they are read again
+
+
 @dataclass
 class Deps:
     service: KlingService
     notifier: McpNotifier
     settings: Settings
+    _stored_limits: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     @functools.cached_property
     def limit(self) -> SpendLimit:
@@ -93,16 +98,19 @@ class Deps:
             daily_key="daily_credit_budget",
         )
 
-    def limits(self, ctx: Context[Any, Any]) -> list[SpendLimit]:
-        """`[mcp]`'s limits over every MCP task, and over HTTP the caller's own (`*_per_user`, or theirs in
-        `[mcp.people]`), counted by the ledger under the caller's number as a Discord member's are."""
+    async def limits(self, ctx: Context[Any, Any]) -> list[SpendLimit]:
+        """`[mcp]`'s limits over every MCP task, and over HTTP the caller's own, counted by the ledger under the
+        caller's number as a Discord member's are: an operator's for them (`kling3 person`, kept in the store),
+        else theirs in `[mcp] people`, else `[mcp]`'s `*_per_user`."""
         from ..domain.ledger import Scope, SpendLimit
         from ..domain.records import person_number
 
         who = self.identity(ctx)
         if who is None:
             return [self.limit]
-        daily, running, cooldown = self.settings.mcp.person_limits(signed_in_subject())
+        subject = signed_in_subject()
+        operators = await self._operators_limits(subject) if subject else {}
+        daily, running, cooldown = self.settings.mcp.person_limits(subject, operators)
         mine = SpendLimit(
             "mcp",
             Scope(origin_kind="mcp", user_id=person_number(who)),
@@ -112,6 +120,15 @@ class Deps:
             daily_key="daily_credit_budget_per_user",
         )
         return [self.limit, mine]
+
+    async def _operators_limits(self, subject: str) -> dict[str, Any]:
+        now = time.monotonic()
+        kept = self._stored_limits.get(subject)
+        if kept is None or now - kept[0] > PERSON_LIMITS_SECONDS:
+            found = await self.service.store.person_limits(subject)
+            kept = (now, found.get(subject, {}))
+            self._stored_limits[subject] = kept
+        return kept[1]
 
     def needs_confirmation(self, credits: int) -> bool:
         confirm_above = self.settings.mcp.confirm_above_credits

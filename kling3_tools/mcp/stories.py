@@ -48,7 +48,7 @@ async def plan_story(ctx: Context[Any, Any], story: StoryJson) -> StoryPlan:
     deps = deps_of(ctx)
     story_plan = checked_story(ctx, story)
     try:
-        await deps.service.check_spend(story_plan.total, deps.limits(ctx), dearest=story_plan.dearest)
+        await deps.service.check_spend(story_plan.total, await deps.limits(ctx), dearest=story_plan.dearest)
         refused = None
     except SpendingRefusedError as exc:
         refused = said(exc)
@@ -76,7 +76,7 @@ async def start_story(
         raise ToolError(f"Not started: the user did not approve spending {story_plan.total} credits.")
     deps = deps_of(ctx)
     try:
-        record = await deps.service.start_story(story_plan.story, mcp_origin(ctx), limits=deps.limits(ctx))
+        record = await deps.service.start_story(story_plan.story, mcp_origin(ctx), limits=await deps.limits(ctx))
     except KlingError as exc:
         raise ToolError(said(exc)) from None
     return to_story(record)

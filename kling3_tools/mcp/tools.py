@@ -190,7 +190,7 @@ async def approval(
     if not deps.needs_confirmation(credits):
         return SpendApproval(approve=True)  # the reservation checks the limits; nobody is asked anything
     try:
-        await deps.service.check_spend(credits, deps.limits(ctx), dearest=dearest)
+        await deps.service.check_spend(credits, await deps.limits(ctx), dearest=dearest)
     except SpendingRefusedError as exc:
         raise ToolError(said(exc)) from None
     capabilities = ctx.client_capabilities
@@ -235,7 +235,7 @@ async def start(
     origin = mcp_origin(ctx)
     try:
         request = await deps.service.prepare(checked)  # local inputs uploaded now
-        record = await deps.service.submit(request, origin, limits=deps.limits(ctx))
+        record = await deps.service.submit(request, origin, limits=await deps.limits(ctx))
     except KlingError as exc:
         raise ToolError(said(exc)) from None
     wait = deps.settings.mcp.wait_seconds if wait_seconds is None else wait_seconds
@@ -279,7 +279,7 @@ async def estimate_video_cost(
         credits = quote(type, duration, sound, deps.service.prices)
     except RequestValidationError as exc:
         raise ToolError(str(exc)) from None
-    limit = deps.limits(ctx)[-1]  # the caller's own when they have one
+    limit = (await deps.limits(ctx))[-1]  # the caller's own when they have one
     usage = await deps.service.usage(limit)
     return CostEstimate(
         type=type.value,

@@ -202,6 +202,14 @@ class TaskStore(Protocol):
 
     async def delete_character(self, owner: str, name: str) -> bool: ...
 
+    async def set_person_limits(self, subject: str, limits: dict[str, Any]) -> None:
+        """Set (None: unset) some of a person's own limits over MCP; the others are kept."""
+
+    async def person_limits(self, subject: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every person's own limits by subject (or the one person's), each None where unset."""
+
+    async def clear_person_limits(self, subject: str) -> bool: ...
+
     async def check_schema(self) -> None:
         """Raise `StoreError` unless the store answers with the schema this version needs (a readiness probe)."""
 

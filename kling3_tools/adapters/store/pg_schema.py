@@ -9,6 +9,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import PoolTimeout
 
 from ...domain.errors import StoreError, StoreUnavailableError
+from .people import POSTGRES_TABLE as PERSON_LIMITS
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
@@ -180,6 +181,7 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (owner, name)
         )""",
         "CREATE UNIQUE INDEX characters_named ON characters (owner, lower(name))",
+        PERSON_LIMITS,
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

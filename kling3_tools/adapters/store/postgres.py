@@ -34,6 +34,7 @@ from .announcements import PostgresAnnouncements
 from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
+from .people import PersonLimitsTable
 from .pg_connections import (
     PATIENCE_SECONDS,
     RECORD_PATIENCE_SECONDS,
@@ -79,7 +80,9 @@ async def _configure(conn: Connection) -> None:
     conn.adapters.register_loader("jsonb", TextLoader)  # JSON columns come back as text, as from SQLite
 
 
-class PostgresTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, PostgresAnnouncements):
+class PostgresTaskStore(
+    KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, PersonLimitsTable, PostgresAnnouncements
+):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 
     _dialect = POSTGRES

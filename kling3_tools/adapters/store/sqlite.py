@@ -29,6 +29,7 @@ from .announcements import LocalAnnouncements
 from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
+from .people import PersonLimitsTable
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
@@ -50,7 +51,9 @@ from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id = ?"
 
 
-class SQLiteTaskStore(KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, LocalAnnouncements):
+class SQLiteTaskStore(
+    KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, PersonLimitsTable, LocalAnnouncements
+):
     """`TaskStore` on one SQLite file: a connection for the worker thread, and one for quick reads."""
 
     _dialect = SQLITE
