@@ -40,12 +40,20 @@ def installed() -> None:
 
 
 @contextlib.contextmanager
-def authorization_server(*resources: str, token_seconds: int = 3600) -> Iterator[str]:
-    """The server issuing JWT access tokens for `resources`; yields its issuer URL."""
+def authorization_server(*resources: str, token_seconds: int = 3600, opaque: bool = False) -> Iterator[str]:
+    """The server issuing access tokens for `resources` (JWTs, or `opaque` ones it introspects for the client
+    `introspector` / `introspector-secret` at `/token/introspection`); yields its issuer URL."""
     installed()
     port = free_port()
     process = subprocess.Popen(
-        ["node", str(SERVER / "server.mjs"), str(port), ",".join(resources), str(token_seconds)],
+        [
+            "node",
+            str(SERVER / "server.mjs"),
+            str(port),
+            ",".join(resources),
+            str(token_seconds),
+            "opaque" if opaque else "jwt",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -277,3 +277,21 @@ async def test_the_server_keeps_serving_when_the_issuer_is_down(sandbox, tmp_pat
         assert (await initialize(url, f"Bearer {forged(token, header={'kid': 'rotated'})}")).status_code == 401
         assert (await initialize(url, f"Bearer {token}")).status_code == 200
         servers.close()
+
+
+async def test_an_opaque_token_is_introspected(sandbox, tmp_path, ports):
+    url = f"http://127.0.0.1:{ports[0]}/mcp"
+    with authorization_server(url, opaque=True) as issuer:
+        introspection = {"introspection_url": f"{issuer}/token/introspection", "client_id": "introspector",
+                         "client_secret": "introspector-secret"}  # fmt: skip
+        servers = resource_server(sandbox, tmp_path, issuer, ports[0], **introspection)
+        next(servers)
+        gil = Person("gil")
+        async with signed_in(gil, url) as client:
+            made = await client.call_tool("generate_video", {"type": "std-text-to-video", "prompt": "gil's fox"})
+            assert not made.is_error, text(made)
+        token = gil.wallet.tokens.access_token  # type: ignore[union-attr]
+        assert token.count(".") != 2  # opaque: only its issuer can read it
+        assert (await initialize(url, f"Bearer {token}")).status_code == 200
+        assert (await initialize(url, f"Bearer {token[:-2]}xx")).status_code == 401
+        servers.close()

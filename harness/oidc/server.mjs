@@ -2,11 +2,12 @@
 // registration, authorization code with PKCE, resource indicators (RFC 8707) and JWT access tokens (RFC 9068)
 // for one resource, the MCP server. Sign-in and consent are answered at once for the person the test names
 // (`/interaction/<uid>?person=alice`); nothing here mints a token outside the flow.
-// Usage: node server.mjs PORT RESOURCE[,RESOURCE…] [ACCESS_TOKEN_SECONDS]
+// Usage: node server.mjs PORT RESOURCE[,RESOURCE…] [ACCESS_TOKEN_SECONDS] [jwt|opaque]
+// With `opaque`, access tokens are opaque and read by introspection (client `introspector`).
 import http from 'node:http';
 import Provider, { errors } from 'oidc-provider';
 
-const [port, resourceList, ttl = '3600'] = process.argv.slice(2);
+const [port, resourceList, ttl = '3600', format = 'jwt'] = process.argv.slice(2);
 const resources = resourceList.split(',');
 const issuer = `http://127.0.0.1:${port}`;
 const scopes = ['kling3:read', 'kling3:generate'];
@@ -15,6 +16,7 @@ const provider = new Provider(issuer, {
   clientDefaults: { grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'],
                     token_endpoint_auth_method: 'none' },
   clients: [{ client_id: 'introspector', client_secret: 'introspector-secret', redirect_uris: [],
+              token_endpoint_auth_method: 'client_secret_basic',
               response_types: [], grant_types: [] }],
   features: {
     devInteractions: { enabled: false },
@@ -26,7 +28,7 @@ const provider = new Provider(issuer, {
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, indicator) => {
         if (!resources.includes(indicator)) throw new errors.InvalidTarget();
-        return { scope: scopes.join(' '), audience: indicator, accessTokenFormat: 'jwt',
+        return { scope: scopes.join(' '), audience: indicator, accessTokenFormat: format,
                  accessTokenTTL: Number(ttl), jwt: { sign: { alg: 'RS256' } } };
       },
     },
