@@ -89,12 +89,13 @@ async def test_a_change_made_on_one_replica_reaches_a_listener_on_another(sandbo
     """Only the replica that made the task follows it (the listening one names the same sandbox by another
     spelling, and a poller claims only its own API's tasks): the update the listener hears came through the
     store."""
-    set_options(sandbox, finish_seconds=1.5)
+    set_options(sandbox, finish_seconds=4.0)  # time for the listener to subscribe, on a loaded machine too
     other_spelling = sandbox.url.replace("127.0.0.1", "localhost")
     with replica(postgres_url, other_spelling, sandbox.api_key) as listening, replica(
         postgres_url, sandbox.url, sandbox.api_key
     ) as following:  # fmt: skip
         async with client(following) as maker, client(listening) as listener:
+            await listener.call_tool("list_video_models", {})  # its core open before the video can end
             made = await maker.call_tool(
                 "generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0}
             )
