@@ -1,14 +1,15 @@
 """A plain round-robin HTTP proxy on loopback, as a load balancer without sticky sessions would be: each request
-to the next upstream in turn, its answer relayed whole (so not for a stream that stays open)."""
+to the next upstream in turn, its answer streamed back as it comes (a listen stream included)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
@@ -23,13 +24,23 @@ def round_robin(upstreams: list[str]) -> tuple[Starlette, list[str]]:
         upstream = next(turns)
         sent_to.append(upstream)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with httpx.AsyncClient(timeout=60) as http:  # one per request: nothing is left open at the end
-            answer = await http.request(
-                request.method, upstream + request.url.path, params=request.query_params, headers=headers,
-                content=await request.body(),
-            )  # fmt: skip
-        kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}}
-        return Response(answer.content, answer.status_code, kept)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(60, read=None))  # one per request, closed with its answer
+        outgoing = http.build_request(
+            request.method, upstream + request.url.path, params=request.query_params, headers=headers,
+            content=await request.body(),
+        )  # fmt: skip
+        answer = await http.send(outgoing, stream=True)
+
+        async def relayed() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+            finally:
+                await answer.aclose()
+                await http.aclose()
+
+        kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+        return StreamingResponse(relayed(), answer.status_code, kept)
 
     methods = ["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS"]
     return Starlette(routes=[Route("/{path:path}", forward, methods=methods)]), sent_to

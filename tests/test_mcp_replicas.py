@@ -86,20 +86,25 @@ async def test_replicas_behind_round_robin_serve_any_request(sandbox, postgres_u
 
 
 async def test_a_change_made_on_one_replica_reaches_a_listener_on_another(sandbox, postgres_url):
-    """Only the replica that made the task follows it (the listening one names the same sandbox by another
-    spelling, and a poller claims only its own API's tasks): the update the listener hears came through the
-    store."""
+    """Behind a round-robin proxy, a client's listen stream lands on one replica while only the other follows the
+    video it listens for (the first names the same sandbox by another spelling, and a poller claims only its own
+    API's tasks): the update it hears came through the store."""
     set_options(sandbox, finish_seconds=4.0)  # time for the listener to subscribe, on a loaded machine too
     other_spelling = sandbox.url.replace("127.0.0.1", "localhost")
     with replica(postgres_url, other_spelling, sandbox.api_key) as listening, replica(
         postgres_url, sandbox.url, sandbox.api_key
     ) as following:  # fmt: skip
-        async with client(following) as maker, client(listening) as listener:
-            await listener.call_tool("list_video_models", {})  # its core open before the video can end
-            made = await maker.call_tool(
-                "generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0}
-            )
-            uri = f"kling://tasks/{made.structured_content['task_id']}"
-            async with listener.listen(resource_subscriptions=[uri]) as subscription:
-                event = await asyncio.wait_for(anext(aiter(subscription)), timeout=30)
+        app, sent_to = round_robin([listening, following])
+        with ThreadedServer(app) as proxy:
+            async with client(following) as maker, client(proxy.url) as listener:
+                await listener.call_tool("list_video_models", {})  # a core open on the listening replica
+                made = await maker.call_tool(
+                    "generate_video", {"type": "std-text-to-video", "prompt": "x", "wait_seconds": 0}
+                )
+                uri = f"kling://tasks/{made.structured_content['task_id']}"
+                if sent_to[-1] == listening:
+                    await listener.call_tool("list_video_models", {})  # the listen goes to the listening replica
+                async with listener.listen(resource_subscriptions=[uri]) as subscription:
+                    assert sent_to[-1] == listening
+                    event = await asyncio.wait_for(anext(aiter(subscription)), timeout=30)
     assert getattr(event, "uri", None) == uri
