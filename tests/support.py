@@ -170,9 +170,10 @@ def text(result: types.CallToolResult) -> str:
 
 
 @contextlib.contextmanager
-def http_server(env: dict[str, str], started: list[subprocess.Popen[bytes]] | None = None):
-    """`kling3-mcp --transport http` once it answers; yields its URL (`started` gets the process)."""
-    port = free_port()
+def http_server(env: dict[str, str], started: list[subprocess.Popen[bytes]] | None = None, port: int | None = None):
+    """`kling3-mcp --transport http` once it answers (on `port`, else a free one); yields its URL (`started` gets
+    the process)."""
+    port = port or free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
         env=env,
@@ -183,7 +184,7 @@ def http_server(env: dict[str, str], started: list[subprocess.Popen[bytes]] | No
     if started is not None:
         started.append(process)
     try:
-        for _ in range(200):
+        for _ in range(300):
             try:
                 httpx.get(url, timeout=1)
                 break

@@ -28,7 +28,7 @@ from harness.helpers import free_port
 from harness.oidc import Person, authorization_server, node_available
 
 from .conftest import stats
-from .support import text
+from .support import http_server, text
 
 pytestmark = [
     pytest.mark.process,
@@ -39,6 +39,7 @@ pytestmark = [
 def resource_server(
     sandbox: Any, tmp_path: Path, issuer: str, port: int, mcp: dict[str, str] | None = None, **auth: str
 ) -> Iterator[str]:
+    """`kling3-mcp` over HTTP on `port` as a resource server of `issuer` (`next()` starts it, `close()` stops it)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KLING_")},
         "KLING_API_KEY": sandbox.api_key,
@@ -49,26 +50,8 @@ def resource_server(
         **{f"KLING_MCP__AUTH__{name.upper()}": value for name, value in auth.items()},
         **{f"KLING_MCP__{name.upper()}": value for name, value in (mcp or {}).items()},
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    raise RuntimeError("the MCP server exited") from None
-                time.sleep(0.05)
+    with http_server(env, port=port) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @contextlib.asynccontextmanager

@@ -7,29 +7,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from harness.helpers import free_port
 from harness.proxy import round_robin
 from kling3_tools.adapters.sandbox.server import ThreadedServer
 
 from .conftest import set_options
-from .support import text
+from .support import http_server, text
 
 pytestmark = pytest.mark.process
 
 
 @contextlib.contextmanager
 def replica(store_url: str, api_url: str, api_key: str) -> Iterator[str]:
-    port = free_port()
+    """One `kling3-mcp` HTTP replica on the shared store; yields its base URL."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KLING_")},
         "KLING_API_KEY": api_key,
@@ -38,26 +33,8 @@ def replica(store_url: str, api_url: str, api_key: str) -> Iterator[str]:
         "KLING_POLLER__RATE_LIMIT_PER_SECOND": "50",
         "KLING_POLLER__EXPECTED_SECONDS": "[0.5, 3]",  # the sandbox's videos take seconds, not minutes
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kling3_tools.mcp", "--transport", "http", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/mcp", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    raise RuntimeError("a replica exited") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with http_server(env) as url:
+        yield url.removesuffix("/mcp")
 
 
 def client(url: str) -> Client:
