@@ -216,7 +216,8 @@ async def test_each_person_has_their_own_budget_under_a_burst(sandbox, tmp_path,
     url = f"http://127.0.0.1:{ports[0]}/mcp"
     price = 300  # std-text-to-video, 5 s with sound, in the sandbox's credits
     people = json.dumps({"bob": {"daily_credit_budget_per_user": price}})
-    limits = {"daily_credit_budget_per_user": str(2 * price), "people": people}
+    # share_tasks lets everyone see every video; what each person may spend is still theirs alone
+    limits = {"daily_credit_budget_per_user": str(2 * price), "people": people, "share_tasks": "true"}
     with authorization_server(url) as issuer:
         servers = resource_server(sandbox, tmp_path, issuer, ports[0], mcp=limits)
         next(servers)

@@ -16,6 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -32,6 +33,7 @@ REFRESH_SECONDS = 30.0  # the least time between two fetches of the issuer's key
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]  # never "none", never HS*
 LEEWAY_SECONDS = 5  # clocks a little apart
 REMEMBERED = 10_000  # tokens whose check is remembered until they expire
+INTROSPECTED_SECONDS = 60.0  # an opaque token's check is kept at most this long: revoking it takes effect
 MAX_ANSWER_BYTES = 256 * 1024
 
 
@@ -76,21 +78,23 @@ class OAuthVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._fetching = asyncio.Lock()
-        self._checked: OrderedDict[str, AccessToken] = OrderedDict()  # by the token's hash
+        self._checked: OrderedDict[str, tuple[float, AccessToken]] = OrderedDict()  # by hash: (until, token)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         key = hashlib.sha256(token.encode()).hexdigest()
         if (known := self._checked.get(key)) is not None:
-            if known.expires_at is None or known.expires_at > time.time():
-                return known
+            if known[0] > time.time():
+                return known[1]
             del self._checked[key]
+        opaque = token.count(".") != 2
         try:
-            checked = await (self._introspected(token) if token.count(".") != 2 else self._decoded(token))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            checked = await (self._introspected(token) if opaque else self._decoded(token))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.info("a bearer token could not be checked: %s", type(exc).__name__)  # never the token
             return None
         if checked is not None:
-            self._checked[key] = checked
+            until = float(checked.expires_at or time.time() + INTROSPECTED_SECONDS)
+            self._checked[key] = (min(until, time.time() + INTROSPECTED_SECONDS) if opaque else until, checked)
             while len(self._checked) > REMEMBERED:
                 self._checked.popitem(last=False)
         return checked
@@ -126,6 +130,8 @@ class OAuthVerifier:
         claims = _json(answer)
         if answer.status_code != 200 or not claims.get("active"):
             return None
+        if str(claims.get("token_type", "bearer")).lower() not in ("bearer", "access_token", "dpop"):
+            return None  # a refresh token, say: not for calling this server
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
         now = time.time()
@@ -156,7 +162,7 @@ class OAuthVerifier:
         if isinstance(kid, str) and kid in self._keys:
             return self._keys[kid]
         async with self._fetching:
-            if time.monotonic() - self._fetched_at >= REFRESH_SECONDS or not self._keys:
+            if time.monotonic() - self._fetched_at >= REFRESH_SECONDS or not self._fetched_at:
                 self._fetched_at = time.monotonic()
                 metadata = await self._issuer_metadata()
                 keys = _json(await self.http.get(metadata["jwks_uri"])).get("keys", [])
@@ -164,8 +170,8 @@ class OAuthVerifier:
                 for entry in keys:
                     try:
                         fresh[str(entry.get("kid", ""))] = jwt.PyJWK(entry)
-                    except jwt.PyJWTError:
-                        continue  # a key this server cannot use (another type, a symmetric one)
+                    except (jwt.PyJWTError, AttributeError, TypeError, ValueError):
+                        continue  # a key this server cannot use (another type, a symmetric one, not a key)
                 self._keys = fresh or self._keys
         if isinstance(kid, str):
             return self._keys.get(kid)
@@ -207,6 +213,7 @@ class ScopeGate:
 
     def __init__(self, app: Any, verifier: OAuthVerifier, *, needs_generate: frozenset[str], metadata_url: str) -> None:
         self.app, self.verifier, self.needs_generate, self.metadata_url = app, verifier, needs_generate, metadata_url
+        self.metadata_path = urlsplit(metadata_url).path
         auth = verifier.auth
         self.metadata = (
             ProtectedResourceMetadata(  # the SDK's route lists only the scope every request needs
@@ -220,26 +227,35 @@ class ScopeGate:
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and self.metadata_url.endswith(scope["path"]):
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.metadata_path:
             await _answer(send, 200, [], self.metadata)
             return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        body, more = b"", True
+        given = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
+        if len(given) > 1:  # the SDK reads the first, a dict the last: never let two tell different stories
+            await _answer(send, 400, [], json.dumps({"error": "invalid_request"}).encode())
+            return
+        chunks, size, more = [], 0, True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
             more = message.get("more_body", False)
-            if len(body) > MAX_BODY_BYTES:
+            if size > MAX_BODY_BYTES:
                 await _answer(send, 413, [], b"")
                 return
+        body = b"".join(chunks)
         if _called_tools(body) & self.needs_generate:
-            given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            scheme, _, token = given.partition(" ")
+            scheme, _, token = (given[0] if given else b"").decode("latin-1").partition(" ")
             checked = await self.verifier.verify_token(token.strip()) if scheme.lower() == "bearer" else None
             wanted = self.verifier.auth.generate_scope
-            if checked is not None and wanted not in checked.scopes:
+            if checked is None:  # answered here, as the SDK would, rather than trusting it to find the same
+                challenge = f'Bearer error="invalid_token", resource_metadata="{self.metadata_url}"'
+                await _answer(send, 401, [(b"www-authenticate", challenge.encode())], b'{"error": "invalid_token"}')
+                return
+            if wanted not in checked.scopes:
                 challenge = (
                     f'Bearer error="insufficient_scope", scope="{wanted}", resource_metadata="{self.metadata_url}", '
                     f'error_description="This tool needs the {wanted} scope"'
@@ -266,7 +282,7 @@ def _called_tools(body: bytes) -> set[str]:
     """The tools a JSON-RPC message (or batch) calls; nothing for anything that does not parse."""
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return set()
     calls = message if isinstance(message, list) else [message]
     return {

@@ -75,6 +75,7 @@ NEEDS_CORE = frozenset({
 
 
 PERSON_LIMITS_SECONDS = 5.0  # how long a person's limits from the store are kept before they are read again
+PERSON_LIMITS_KEPT = 10_000
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Deps:
         from ..domain.ledger import Scope, SpendLimit
         from ..domain.records import person_number
 
-        who = self.identity(ctx)
+        who = client_identity(ctx)  # whoever pays, whatever `share_tasks` lets them see
         if who is None:
             return [self.limit]
         subject = signed_in_subject()
@@ -127,7 +128,10 @@ class Deps:
         if kept is None or now - kept[0] > PERSON_LIMITS_SECONDS:
             found = await self.service.store.person_limits(subject)
             kept = (now, found.get(subject, {}))
+            self._stored_limits.pop(subject, None)
             self._stored_limits[subject] = kept
+            while len(self._stored_limits) > PERSON_LIMITS_KEPT:
+                del self._stored_limits[next(iter(self._stored_limits))]
         return kept[1]
 
     def needs_confirmation(self, credits: int) -> bool:

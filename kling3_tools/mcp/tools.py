@@ -29,6 +29,7 @@ from ..domain.errors import KlingError, RequestValidationError, SpendingRefusedE
 from ..domain.models import GenerateRequest
 from ..domain.records import McpOrigin, TaskRecord, owner_of, person_number
 from ..domain.rules import quote
+from .http import client_identity
 from .outputs import (
     CostEstimate,
     ModelList,
@@ -87,12 +88,12 @@ def mcp_origin(ctx: Context[Any, Any]) -> McpOrigin:
     """Where this caller's results go: its connection, for the one who may see them."""
     deps = deps_of(ctx)
     params = getattr(ctx.request_context.session, "client_params", None)
-    identity = deps.identity(ctx)
+    payer = client_identity(ctx)  # the caller's own limits count it, whoever `share_tasks` lets see it
     return McpOrigin(
         session=deps.notifier.connection(ctx),
         client_name=params.client_info.name if params is not None else None,
-        owner=identity,
-        user_id=None if identity is None else person_number(identity),
+        owner=deps.identity(ctx),
+        user_id=None if payer is None else person_number(payer),
     )
 
 
