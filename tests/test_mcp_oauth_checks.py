@@ -97,6 +97,10 @@ async def test_a_spending_call_needs_the_generate_scope_whatever_the_headers_say
         assert (await client.post("/mcp", content=CALL, headers={"authorization": f"Bearer {full}"})).status_code == 200
         refused = await client.post("/mcp", content=CALL, headers={"authorization": f"Bearer {read_only}"})
         assert refused.status_code == 403 and 'scope="kling3:generate"' in refused.headers["www-authenticate"]
+        for spelled in (rb'"tools\/call"', rb'"\u0074ools/call"'):  # the same method, escaped
+            escaped = CALL.replace(b'"tools/call"', spelled)
+            sent = await client.post("/mcp", content=escaped, headers={"authorization": f"Bearer {read_only}"})
+            assert sent.status_code == 403, spelled
         twice = [("authorization", f"Bearer {read_only}"), ("authorization", "Bearer junk")]
         assert (await client.post("/mcp", content=CALL, headers=twice)).status_code == 400  # was 200: the tool ran
         junk = await client.post("/mcp", content=CALL, headers={"authorization": "Bearer junk"})

@@ -280,6 +280,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 
 def _called_tools(body: bytes) -> set[str]:
     """The tools a JSON-RPC message (or batch) calls; nothing for anything that does not parse."""
+    if b"tools/call" not in body and b"\\" not in body:  # no call however spelled (escapes): nothing to parse
+        return set()
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):
