@@ -21,7 +21,7 @@ MIN_IMAGES, MAX_IMAGES = 2, 4  # a frontal image and one to three more
 class NewCharacter(BaseModel):
     """What making a character takes, checked before anything is sent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(
         min_length=1,
@@ -54,6 +54,8 @@ class NewCharacter(BaseModel):
 class Character(BaseModel):
     """A character as the store keeps it."""
 
+    model_config = ConfigDict(defer_build=True)
+
     owner: str
     name: str
     provider: str  # the API that made it: its id means nothing to another
@@ -65,6 +67,8 @@ class Character(BaseModel):
 
 class CharacterTask(BaseModel):
     """A provider's answer about the making of a character."""
+
+    model_config = ConfigDict(defer_build=True)
 
     task_id: str
     raw_status: str = ""

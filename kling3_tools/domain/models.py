@@ -30,7 +30,7 @@ StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]  # still t
 class MultiShot(BaseModel):
     """One shot of a native multi-shot video: what it shows, and for how long."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     prompt: str = Field(min_length=1, max_length=catalog.MAX_SHOT_PROMPT_CHARS, description="What the shot shows.")
     duration: int = Field(ge=1, le=catalog.MAX_DURATION, strict=True, description="Its seconds.")
