@@ -231,6 +231,8 @@ class Settings(BaseSettings):
             raise ValueError('access_key and secret_key are for provider = "kling" (KLING_PROVIDER=kling)')
         self.base_url = self.base_url or PROVIDERS[self.provider].default_base_url
         for type_, price in self.prices.items():
+            if type_ not in PROVIDERS[self.provider].PRICES:  # a price does not make a type offered
+                raise ValueError(f"prices.{type_}: provider {self.provider} does not offer it")
             if (price.fixed is None) != get_model(type_).has_duration:
                 kind = "per_second" if get_model(type_).has_duration else "fixed (an edit keeps its source's length)"
                 raise ValueError(f"prices.{type_}: give {kind}")

@@ -175,3 +175,11 @@ def test_a_store_url_no_store_opens_is_bad_configuration(url):
 @pytest.mark.parametrize("url", ["sqlite:////tmp/tasks.db", "postgresql://kling@db/kling", "postgres://db/k", "t.db"])
 def test_the_store_urls_the_stores_open_are_taken(url):
     assert Settings.load(store={"url": url}).store.url == url
+
+
+def test_a_price_cannot_make_a_provider_offer_a_type_it_lacks():
+    with pytest.raises(ConfigError, match="provider kling3api does not offer it"):
+        Settings.load(prices={"lip-sync": {"per_second": 1}})
+    assert (
+        Settings.load(provider="kling", prices={"lip-sync": {"per_second": 1}}).pricing[0]["lip-sync"].per_second == 1
+    )
