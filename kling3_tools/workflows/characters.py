@@ -4,7 +4,6 @@ uploaded first, then followed until the provider names the character); only then
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 import uuid
@@ -12,7 +11,6 @@ from functools import partial
 from pathlib import Path
 
 from ..adapters.assets import inputs
-from ..adapters.assets.checks import check
 from ..adapters.assets.inputs import LocalFiles
 from ..adapters.assets.store import AssetStore
 from ..adapters.client import AsyncKlingClient
@@ -21,6 +19,7 @@ from ..adapters.providers.base import CharacterCalls
 from ..adapters.store import TaskStore
 from ..domain.characters import Character, NewCharacter
 from ..domain.errors import APIError, KlingError, RequestValidationError, TaskNotFoundError
+from ..domain.url_fields import with_urls
 
 MAKING_SECONDS = 180.0  # how long making a character is waited for
 CHECK_EVERY = 2.0
@@ -96,31 +95,16 @@ class Characters:
         return character
 
     async def _inputs(self, images: list[str | Path | bytes], files: LocalFiles) -> list[str]:
-        """Each image as the provider takes it: a URL as given, a local one checked, then inline (base64) where
-        the provider takes that, else uploaded to the asset store."""
-        sent: list[str] = []
-        problems: list[str] = []
-        for index, image in enumerate(images):
-            label = f"images[{index}]"
-            if isinstance(image, str) and image.startswith(("http://", "https://")):
-                sent.append(image)
-                continue
-            source = _local(image, label, files)
-            checked = check(label, "image", source) if not isinstance(source, str) else [source]
-            if isinstance(checked, list):
-                problems += checked
-                continue
-            data = source if isinstance(source, bytes) else await asyncio.to_thread(Path(source).read_bytes)
-            if self.client.provider.inline_images:
-                sent.append(f"data:{checked.content_type};base64,{base64.b64encode(data).decode()}")
-            elif self.assets is not None:
-                sent.append(await self.assets.url(await self.assets.put(data, content_type=checked.content_type,
-                                                                          suffix=checked.suffix)))  # fmt: skip
-            else:
-                problems.append(f"`{label}`: {inputs.STORAGE_NEEDED}")
+        """Each image as the provider takes it: a URL as given, a local one checked (as a request's are), then
+        inline (base64) where the provider takes that, else uploaded to the asset store."""
+        fields = {"images": images}
+        _, checked, problems = inputs.checked_local(fields, files)
+        inline = self.client.provider.inline_images
+        if not inline and self.assets is None:
+            problems += [f"`{entry.label}`: {inputs.STORAGE_NEEDED}" for entry, _ in checked]
         if problems:
             raise RequestValidationError(problems)
-        return sent
+        return list(with_urls(fields, await inputs.sent(checked, None if inline else self.assets))["images"])
 
 
 def _read(task_id: str, calls: CharacterCalls) -> Call:
@@ -130,15 +114,3 @@ def _read(task_id: str, calls: CharacterCalls) -> Call:
 def _stand_in(image: str | Path | bytes) -> str:
     """What the name and count checks see for an image not yet read."""
     return image if isinstance(image, str) and image.startswith(("http://", "https://")) else "https://local.invalid/i"
-
-
-def _local(image: str | Path | bytes, label: str, files: LocalFiles) -> Path | bytes | str:
-    """A local image's file or bytes, or why it cannot be read."""
-    if isinstance(image, bytes):
-        return image
-    if isinstance(image, str) and image.startswith("data:"):
-        try:
-            return base64.b64decode(image.partition(",")[2], validate=True)
-        except ValueError:
-            return f"`{label}`: the data: URI is not valid base64"
-    return files.resolve(label, Path(image))

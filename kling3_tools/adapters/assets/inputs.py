@@ -140,9 +140,9 @@ class CheckedRequest:
     files: Checked
 
 
-def examine(fields: Mapping[str, Any], files: LocalFiles) -> CheckedRequest:
-    """The request and its local files, checked (no file is uploaded, nothing is sent);
-    `RequestValidationError` lists every problem of the request and of its files at once."""
+def checked_local(fields: Mapping[str, Any], files: LocalFiles) -> tuple[list[LocalInput], Checked, list[str]]:
+    """Every local input of `fields`' URL fields; those that passed their checks (type, size, an image's
+    dimensions); and every problem of the others."""
     local, problems = find_local(fields, files)
     checked: Checked = []
     for entry in local:
@@ -153,6 +153,13 @@ def examine(fields: Mapping[str, Any], files: LocalFiles) -> CheckedRequest:
             problems += result
         else:
             checked.append((entry, result))
+    return local, checked, problems
+
+
+def examine(fields: Mapping[str, Any], files: LocalFiles) -> CheckedRequest:
+    """The request and its local files, checked (no file is uploaded, nothing is sent);
+    `RequestValidationError` lists every problem of the request and of its files at once."""
+    local, checked, problems = checked_local(fields, files)
     stand_ins = {(entry.field, entry.index): placeholder(entry.label) for entry in local}
     try:
         request = GenerateRequest.build(**with_urls(fields, stand_ins))
@@ -173,14 +180,19 @@ async def prepare(checked: CheckedRequest, assets: AssetStore | None, *, inline_
     )
     if assets is None and not inline:
         raise RequestValidationError([STORAGE_NEEDED])
-    uploaded = {}
-    for entry, kind in checked.files:
+    return GenerateRequest.build(**with_urls(checked.fields, await sent(checked.files, None if inline else assets)))
+
+
+async def sent(files: Checked, assets: AssetStore | None) -> dict[tuple[str, int | None], str]:
+    """Each checked file as the API will fetch it, by (field, index): uploaded to `assets`, or with none there,
+    inline as a `data:` URI."""
+    urls = {}
+    for entry, kind in files:
         assert entry.source is not None
-        if inline:
+        if assets is None:
             data = entry.source if isinstance(entry.source, bytes) else await asyncio.to_thread(entry.source.read_bytes)
-            uploaded[(entry.field, entry.index)] = f"data:{kind.content_type};base64,{base64.b64encode(data).decode()}"
-            continue
-        assert assets is not None
-        key = await assets.put(entry.source, content_type=kind.content_type, suffix=kind.suffix)
-        uploaded[(entry.field, entry.index)] = await assets.url(key)
-    return GenerateRequest.build(**with_urls(checked.fields, uploaded))
+            urls[(entry.field, entry.index)] = f"data:{kind.content_type};base64,{base64.b64encode(data).decode()}"
+        else:
+            key = await assets.put(entry.source, content_type=kind.content_type, suffix=kind.suffix)
+            urls[(entry.field, entry.index)] = await assets.url(key)
+    return urls
