@@ -14,20 +14,15 @@ from ..adapters.assets.inputs import CheckedRequest, LocalFiles
 from ..domain.catalog import TaskType
 from ..domain.characters import MAX_IMAGES, MIN_IMAGES, Character
 from ..domain.errors import KlingError
-from ..domain.models import GenerateRequest
 from ..domain.records import owner_of
 from .outputs import SpendApproval, VideoTask
 from .server import deps_of, said
-from .tools import WaitSeconds, examined, mcp_origin, request_approval, start
+from .tools import WaitSeconds, examined, mcp_origin, request_approval, request_field, start
 
 SourceTask = Annotated[str, Field(description="The task id of a finished video of yours (from generate_video).")]
 ExtendType = Literal[TaskType.O3_STD_VIDEO_EXTEND, TaskType.O3_PRO_VIDEO_EXTEND]
 IMAGES = "http(s) URLs or data: URIs, the first from the front."
 NO_PATHS = LocalFiles(paths=False, refusal="server-side paths are refused here; give an http(s) URL")
-
-
-def _field(name: str) -> Any:
-    return GenerateRequest.model_fields[name]
 
 
 async def extension(
@@ -53,7 +48,7 @@ async def extend_video(
     task_id: SourceTask,
     prompt: Annotated[str, Field(min_length=1, max_length=2000, description="What happens next.")],
     type: Annotated[ExtendType, Field(description="Standard (default) or Pro.")] = TaskType.O3_STD_VIDEO_EXTEND,
-    duration: Annotated[int | None, _field("duration")] = None,
+    duration: Annotated[int | None, request_field("duration")] = None,
     wait_seconds: WaitSeconds = None,
 ) -> VideoTask:
     """The next shot of a finished video of yours, as a new video linked to it. Spends credits (Kling's own API)."""
@@ -82,8 +77,8 @@ async def lip_sync(
     checked: Annotated[CheckedRequest, Resolve(speech)],
     approval: Annotated[ElicitationResult[SpendApproval], Resolve(approve_speech)],
     task_id: SourceTask,
-    text: Annotated[str | None, _field("text")] = None,
-    voice: Annotated[str | None, _field("voice")] = None,
+    text: Annotated[str | None, request_field("text")] = None,
+    voice: Annotated[str | None, request_field("voice")] = None,
     audio: Annotated[
         str | None, Field(description="Lip-sync: the speech, an http(s) URL (mp3, wav, m4a, aac).")
     ] = None,

@@ -57,7 +57,7 @@ WaitSeconds = Annotated[
 ]
 
 
-def _field(name: str) -> Any:
+def request_field(name: str) -> Any:
     """The request model's own field, for the tools that take one of them."""
     return GenerateRequest.model_fields[name]
 
@@ -270,9 +270,9 @@ async def get_video_status(
 
 async def estimate_video_cost(
     ctx: Context[Any, Any],
-    type: Annotated[TaskType, _field("type")],
-    duration: Annotated[int | None, _field("duration")] = None,
-    sound: Annotated[bool | None, _field("sound")] = None,
+    type: Annotated[TaskType, request_field("type")],
+    duration: Annotated[int | None, request_field("duration")] = None,
+    sound: Annotated[bool | None, request_field("sound")] = None,
 ) -> CostEstimate:
     """What a video would cost, and what is left of today's budget. Spends nothing."""
     deps = deps_of(ctx)
