@@ -9,6 +9,7 @@ from typing import Any
 
 from ..adapters.store import TaskStore
 from ..domain import catalog
+from ..domain.characters import Character
 from ..domain.errors import RequestValidationError
 from ..domain.records import Outcome, TaskRecord, may_use
 from ..domain.story import Story
@@ -27,14 +28,18 @@ class Sources:
         self.store, self.videos, self.provider = store, videos, provider
         self.get = get  # a task's record with URLs this process can reach (the embedded sandbox's port is new)
 
-    async def resolve(self, fields: Mapping[str, Any], owner: str) -> dict[str, Any]:
-        """`fields` with the source task's video and the characters' ids filled in; `RequestValidationError`
-        lists every name that cannot be (not found, not the asker's, not finished, gone)."""
+    async def resolve(
+        self, fields: Mapping[str, Any], owner: str, *, mine: list[Character] | None = None
+    ) -> dict[str, Any]:
+        """`fields` with the source task's video and the characters' ids filled in (`mine`: the owner's
+        characters, when already read); `RequestValidationError` lists every name that cannot be (not found, not
+        the asker's, not finished, gone)."""
         resolved, problems = dict(fields), []
         if source := fields.get("source_task"):
             problems += await self._source(resolved, str(source), owner)
         if names := fields.get("characters"):
-            ids, unknown = await self._characters(names if isinstance(names, list) else [names], owner)
+            mine = await self._mine(owner) if mine is None else mine
+            ids, unknown = _ids(names if isinstance(names, list) else [names], mine)
             resolved["characters"] = ids
             problems += [
                 f"`characters`: you have no character named {name!r} (see `character list`)" for name in unknown
@@ -47,10 +52,12 @@ class Sources:
         """`story` with what its shots (and defaults) name found for `owner`, as `resolve` does for one request;
         every problem of every shot at once."""
         problems: list[str] = []
+        named = any(fields.get("characters") for fields in [story.defaults, *(shot.fields for shot in story.shots)])
+        mine = await self._mine(owner) if named else []  # read once for the whole story
 
         async def resolved(fields: dict[str, Any], where: str, type_: Any) -> dict[str, Any]:
             try:
-                found = await self.resolve({**fields, "type": type_}, owner)
+                found = await self.resolve({**fields, "type": type_}, owner, mine=mine)
             except RequestValidationError as exc:
                 problems.extend(f"{where}: {problem}" for problem in exc.problems)
                 return fields
@@ -95,18 +102,22 @@ class Sources:
             fields["duration"] = seconds if seconds is not None else given
         return []
 
-    async def _characters(self, names: list[Any], owner: str) -> tuple[list[str], list[str]]:
-        """The provider ids of `names` (a name, or an id already resolved); and the names not found."""
-        mine = [c for c in await self.store.characters(owner) if c.provider == self.provider]
-        by_name = {c.name.lower(): c.provider_id for c in mine}
-        ids = {c.provider_id for c in mine}
-        found, unknown = [], []
-        for name in names:
-            text = str(name)
-            if text in ids:
-                found.append(text)
-            elif text.lower() in by_name:
-                found.append(by_name[text.lower()])
-            else:
-                unknown.append(text[:40])
-        return found, unknown
+    async def _mine(self, owner: str) -> list[Character]:
+        """The owner's characters this provider made (another's ids mean nothing to it)."""
+        return [c for c in await self.store.characters(owner) if c.provider == self.provider]
+
+
+def _ids(names: list[Any], mine: list[Character]) -> tuple[list[str], list[str]]:
+    """The provider ids of `names` (a name, or an id already resolved) among `mine`; and the names not found."""
+    by_name = {c.name.lower(): c.provider_id for c in mine}
+    ids = {c.provider_id for c in mine}
+    found, unknown = [], []
+    for name in names:
+        text = str(name)
+        if text in ids:
+            found.append(text)
+        elif text.lower() in by_name:
+            found.append(by_name[text.lower()])
+        else:
+            unknown.append(text[:40])
+    return found, unknown
