@@ -21,7 +21,7 @@ from pydantic_core import InitErrorDetails
 from . import catalog
 from .catalog import AspectRatio, TaskType
 from .errors import RequestValidationError
-from .rules import catalog_rule_errors, describe_validation_error
+from .rules import catalog_rule_errors, describe_validation_error, shot_from_text
 from .url_fields import check_url
 
 StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]  # still tracked, or how tracking ended
@@ -38,12 +38,11 @@ class MultiShot(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_text(cls, value: Any) -> Any:
-        """`"3:a fox runs"` (a flag's or an option's text) as {duration: 3, prompt: "a fox runs"}."""
+        """A shot written as text (see `shot_from_text`)."""
         if isinstance(value, str):
-            seconds, colon, prompt = value.partition(":")
-            if not colon or not seconds.strip().isdigit():
+            if (shot := shot_from_text(value)) is None:
                 raise ValueError('a shot is written "SECONDS:PROMPT", e.g. "3:a fox runs"')
-            return {"duration": int(seconds), "prompt": prompt.strip()}
+            return shot
         return value
 
 

@@ -99,11 +99,19 @@ def _who_takes(field: str) -> str:
     return f"only {family}{', '.join(modes[:-1])}{' and ' if len(modes) > 1 else ''}{modes[-1]} types take it"
 
 
+def shot_from_text(text: str) -> dict[str, Any] | None:
+    """`"3:a fox runs"` (a flag's or an option's text) as {duration: 3, prompt: "a fox runs"}; None when it is
+    not written so."""
+    seconds, colon, prompt = text.partition(":")
+    if not colon or not seconds.strip().isdigit():
+        return None
+    return {"duration": int(seconds), "prompt": prompt.strip()}
+
+
 def _shot_seconds(shot: Any) -> Any:
     """A shot's seconds as given: {duration: …}, a parsed shot, or the "SECONDS:PROMPT" text."""
     if isinstance(shot, str):
-        seconds = shot.partition(":")[0].strip()
-        return int(seconds) if seconds.isdigit() else None
+        return (shot_from_text(shot) or {}).get("duration")
     return shot.get("duration") if isinstance(shot, dict) else getattr(shot, "duration", None)
 
 
