@@ -700,3 +700,19 @@ def test_limits_hold_on_every_path_and_a_bad_native_duration_is_one_line():
         "Mira wakes (<<<element_1>>>)",
         "<<<element_1>>> runs",
     ]
+
+
+@pytest.mark.process
+def test_a_video_made_on_the_embedded_sandbox_is_extended_by_the_next_command(tmp_path):
+    """Each `--sandbox` command starts its own sandbox on a new port; the source task's video is found at this
+    command's (the record's URL made reachable), as any other of its tasks' is."""
+    from harness.helpers import kling3
+
+    home = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "KLING_SANDBOX__FINISH_SECONDS": "0.5"}
+    sandbox = ["--provider", "kling", "--sandbox"]
+    made = kling3(*sandbox, "generate", "-t", "o3-std-text-to-video", "a fox", "--wait", "--json", **home)
+    assert made.returncode == 0, made.stderr
+    parent = json.loads(made.stdout)["task_id"]
+    extended = kling3(*sandbox, "extend", parent, "it leaps", "--wait", "--json", **home)
+    assert extended.returncode == 0, extended.stderr
+    assert json.loads(extended.stdout)["status"] == "succeeded"

@@ -81,8 +81,6 @@ class Sources:
         if record.outcome is not Outcome.SUCCEEDED:
             return [f"`source_task`: {task_id} has not made a video ({record.display_status})"]
         url = await self.videos.lasting_url(record)
-        if not self.videos.urls_last and record.local_path:
-            url = record.local_path  # the copy kept of an embedded sandbox's video, sent as a local file
         if url is None:
             return [f"`source_task`: the video of {task_id} is gone (Kling keeps videos about 30 days)"]
         try:
