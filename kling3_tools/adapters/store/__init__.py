@@ -26,6 +26,7 @@ from ...config import known_store_url
 from ...domain.characters import Character
 from ...domain.errors import StoreError, StoreUnavailableError, install_hint
 from ...domain.ledger import Attempt, AttemptState, SpendLimit, Usage
+from ...domain.mcp_tasks import McpTaskHandle
 from ...domain.models import StatusFilter
 from ...domain.records import TaskRecord
 from ...domain.story_record import StoryRecord, StoryState
@@ -209,6 +210,19 @@ class TaskStore(Protocol):
         """Every person's own limits by subject (or the one person's), each None where unset."""
 
     async def clear_person_limits(self, subject: str) -> bool: ...
+
+    async def add_mcp_task(self, handle: McpTaskHandle) -> None: ...
+
+    async def get_mcp_task(self, mcp_task_id: str, *, owner: str) -> McpTaskHandle | None:
+        """The handle when `owner` holds it; None for another owner's as for an unknown id."""
+
+    async def mcp_tasks(
+        self, owner: str, *, before: tuple[float, str] | None = None, limit: int
+    ) -> list[McpTaskHandle]:
+        """`owner`'s handles, newest first; with `before` (a handle's creation time and id), those after it."""
+
+    async def cancel_mcp_task(self, mcp_task_id: str, at: float) -> bool:
+        """Mark the handle cancelled (once: False when it already was)."""
 
     async def check_schema(self) -> None:
         """Raise `StoreError` unless the store answers with the schema this version needs (a readiness probe)."""

@@ -9,6 +9,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import PoolTimeout
 
 from ...domain.errors import StoreError, StoreUnavailableError
+from .mcp_tasks import POSTGRES_TABLES as MCP_TASKS
 from .people import POSTGRES_TABLE as PERSON_LIMITS
 
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -183,6 +184,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE UNIQUE INDEX characters_named ON characters (owner, lower(name))",
         PERSON_LIMITS,
     ],
+    MCP_TASKS,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

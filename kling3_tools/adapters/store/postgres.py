@@ -31,10 +31,8 @@ from ...domain.reservations import Reservation, ReservationQueue, decide
 from ...domain.story_record import StoryRecord
 from ..ratelimit import RateLimiter
 from .announcements import PostgresAnnouncements
-from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
-from .people import PersonLimitsTable
 from .pg_connections import (
     PATIENCE_SECONDS,
     RECORD_PATIENCE_SECONDS,
@@ -57,6 +55,7 @@ from .rows import (
     stamp,
     usage_from_row,
 )
+from .side_tables import SideTables
 from .stats import StatsQueries
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
 
@@ -81,7 +80,12 @@ async def _configure(conn: Connection) -> None:
 
 
 class PostgresTaskStore(
-    KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, PersonLimitsTable, PostgresAnnouncements
+    KeptTaskIds,
+    TaskUpdates,
+    StoryTable,
+    StatsQueries,
+    SideTables,
+    PostgresAnnouncements,
 ):
     """`TaskStore` on PostgreSQL through one pool of connections per process."""
 

@@ -262,6 +262,12 @@ class SqlDialect:
             (f"DELETE FROM attempts WHERE state IN ('submitted', 'released') AND created_at < {since}", params),
             (f"DELETE FROM stories WHERE due_at IS NULL AND state != 'running' AND created_at < {since}", params),
             (f"DELETE FROM spend_hours WHERE hour < {self.param('hour')}", {"hour": past_hour}),
+            (  # the MCP task handles that follow nothing kept any more
+                f"DELETE FROM mcp_tasks WHERE created_at < {since}"
+                " AND (task_id IS NULL OR task_id NOT IN (SELECT task_id FROM tasks))"
+                " AND (story_id IS NULL OR story_id NOT IN (SELECT story_id FROM stories))",
+                params,
+            ),
         ]
 
     def attempts(self, *, open_only: bool, limit: int) -> tuple[str, dict[str, Any]]:

@@ -26,10 +26,8 @@ from ...domain.reservations import Reservation, ReservationQueue, decide
 from ...domain.story_record import StoryRecord
 from ..ratelimit import RateLimiter, TokenBucket
 from .announcements import LocalAnnouncements
-from .characters import CharacterTable
 from .group_commit import GroupCommit
 from .kept_ids import KeptTaskIds
-from .people import PersonLimitsTable
 from .rows import (
     ATTEMPT_COLUMNS,
     COLUMNS,
@@ -44,6 +42,7 @@ from .rows import (
     stamp,
     usage_from_row,
 )
+from .side_tables import SideTables
 from .sqlite_schema import SQLITE, create, prepare
 from .stats import StatsQueries
 from .story_rows import STORY_COLUMNS, StoryTable, story_to_row
@@ -52,7 +51,12 @@ SETTLED = "UPDATE attempts SET state = 'submitted', task_id = ? WHERE attempt_id
 
 
 class SQLiteTaskStore(
-    KeptTaskIds, TaskUpdates, StoryTable, StatsQueries, CharacterTable, PersonLimitsTable, LocalAnnouncements
+    KeptTaskIds,
+    TaskUpdates,
+    StoryTable,
+    StatsQueries,
+    SideTables,
+    LocalAnnouncements,
 ):
     """`TaskStore` on one SQLite file: a connection for the worker thread, and one for quick reads."""
 

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from .characters import SQLITE_TABLE as CHARACTERS
+from .mcp_tasks import SQLITE_TABLE as MCP_TASKS
 from .people import SQLITE_TABLE as PERSON_LIMITS
 from .rows import HOUR_SECONDS, SqlDialect
 
@@ -189,7 +190,7 @@ def create(path: Path) -> None:
     try:
         with contextlib.closing(sqlite3.connect(building, isolation_level=None)) as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA + CHARACTERS + PERSON_LIMITS)
+            db.executescript(SCHEMA + CHARACTERS + PERSON_LIMITS + MCP_TASKS)
         with contextlib.suppress(FileExistsError):
             os.link(building, path)
     finally:
@@ -203,7 +204,7 @@ def prepare(db: sqlite3.Connection, *, deadline: float) -> None:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA + CHARACTERS + PERSON_LIMITS)
+            db.executescript(SCHEMA + CHARACTERS + PERSON_LIMITS + MCP_TASKS)
             add_columns(db)
             add_spend_hours(db, SQLITE)
             return
