@@ -19,6 +19,7 @@ from . import making, player, prompts, protocol, stories, tools
 from .notifier import McpNotifier
 from .outputs import MODELS_URI, STORY_URI, TASK_URI
 from .server import PROTOCOL_METHODS, Deps, KlingMCPServer
+from .task_views import TaskViews
 
 log = logging.getLogger("kling3_tools.mcp")
 
@@ -82,6 +83,8 @@ async def opened(server: KlingMCPServer, settings: Settings, *, sandbox: bool) -
         notifier = McpNotifier(server.bus, announce=service.store.announce)
         service.register(notifier)
         deps = Deps(service, notifier, settings)
+        deps.task_views = TaskViews(server, deps)
+        notifier.watchers.append(deps.task_views.changed)
         register(server, deps)
         if sandbox:
             log.warning("kling3 MCP server on the embedded sandbox at %s: no credits are spent", service.base_url)

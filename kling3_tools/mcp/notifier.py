@@ -58,6 +58,7 @@ class McpNotifier:
         self._stdio_id = f"stdio-{uuid.uuid4().hex[:12]}"
         self._sessions: dict[str, Session] = {}  # by connection id; a session whose send fails is dropped
         self._telling: set[asyncio.Task[None]] = set()
+        self.watchers: list[Callable[[str], Awaitable[None]]] = []  # told of every change, after the subscribers
 
     def heard(self, uri: str) -> None:
         """An announcement, this process's or another replica's: tell this process's subscribers of `uri`."""
@@ -70,6 +71,16 @@ class McpNotifier:
         for connection, session in list(self._sessions.items()):
             if uri in session.uris:
                 await self._send(connection, uri, session.proxy.send_resource_updated(uri))
+        for watcher in self.watchers:
+            try:
+                await watcher(uri)
+            except Exception as exc:  # a watcher's failure is not the poller's, nor another watcher's
+                log.warning("could not tell the MCP tasks following %s: %s", uri, exc)
+
+    async def send(self, connection: str, uri: str, notification: Any) -> None:
+        """Send a 2025-11-25 session of this process a notification about `uri`, if it is still connected."""
+        if session := self._sessions.get(connection):
+            await self._send(connection, uri, session.proxy.send_notification(notification))
 
     def connection(self, ctx: Context[Any, Any]) -> str:
         """The id of the client connection behind `ctx` (one per process over stdio); a 2025-11-25 one is

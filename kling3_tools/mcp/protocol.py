@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, get_args
 
@@ -71,7 +72,14 @@ class Listen:
     ) -> SubscriptionsListenResult:
         for uri in params.notifications.resource_subscriptions or ():
             await _may_follow(ctx, str(uri))
-        return await self.streams(ctx.request_context, params)
+        task_ids = (params.notifications.model_extra or {}).get("taskIds")  # the tasks extension's filter
+        if not task_ids:
+            return await self.streams(ctx.request_context, params)
+        if not isinstance(task_ids, list) or not all(isinstance(task_id, str) for task_id in task_ids):
+            raise MCPError(code=INVALID_PARAMS, message="taskIds must be a list of task ids")
+        return await deps_of(ctx).task_views.listen(
+            ctx.request_context, task_ids, functools.partial(self.streams, params=params)
+        )
 
 
 async def unsubscribe(ctx: Context[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:

@@ -43,6 +43,7 @@ from ..launch import UsageError
 from . import manifest
 from .arguments import as_declared
 from .http import client_identity, signed_in_subject
+from .tasks import TASK_METHODS, Tasks
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from ..domain.story_record import StoryRecord
     from ..service import KlingService
     from .notifier import McpNotifier
+    from .task_views import TaskViews
 
 Params = TypeVar("Params", bound=BaseModel)
 
@@ -70,7 +72,7 @@ PROTOCOL_METHODS: dict[str, type[BaseModel]] = {
 NEEDS_CORE = frozenset({
     "tools/call", "resources/list", "resources/read", "resources/templates/list", "resources/subscribe",
     "resources/unsubscribe", "prompts/list", "prompts/get", "completion/complete", "logging/setLevel",
-    "subscriptions/listen",
+    "subscriptions/listen", *TASK_METHODS,
 })  # fmt: skip
 
 
@@ -83,6 +85,7 @@ class Deps:
     service: KlingService
     notifier: McpNotifier
     settings: Settings
+    task_views: TaskViews = field(init=False)  # the core's, which needs these
     _stored_limits: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
 
     @functools.cached_property
@@ -174,7 +177,8 @@ class KlingMCPServer(MCPServer):
 
     def __init__(self, open_core: OpenCore, *, warm_up_seconds: float | None = WARM_UP_SECONDS, **kwargs: Any) -> None:
         self.bus = InMemorySubscriptionBus()
-        super().__init__(subscriptions=self.bus, **kwargs)
+        self.tasks = Tasks(self)
+        super().__init__(subscriptions=self.bus, extensions=[*kwargs.pop("extensions", ()), self.tasks], **kwargs)
         self.deps: Deps | None = None
         self.open_core = open_core
         self.warm_up_seconds = warm_up_seconds
@@ -183,7 +187,7 @@ class KlingMCPServer(MCPServer):
         self._warming: asyncio.Task[None] | None = None
         self._release = asyncio.Event()
         self._input_schemas: dict[str, dict[str, Any]] = {}  # each tool's, read once it is registered
-        self.middleware.append(self._core_first)
+        self.middleware.extend([self._core_first, self.tasks.middleware])
 
     async def core(self) -> Deps:
         """The opened core, opening it on first need; a failure to open is one line and the next request

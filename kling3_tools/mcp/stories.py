@@ -15,6 +15,7 @@ from ..domain.story_plan import Plan, plan
 from ..domain.story_record import StoryRecord
 from .outputs import SpendApproval, StoryPlan, StoryStatus, to_story
 from .server import NotYours, deps_of, said
+from .task_views import started
 from .tools import approval, mcp_origin
 
 StoryJson = Annotated[
@@ -79,6 +80,7 @@ async def start_story(
         record = await deps.service.start_story(story_plan.story, mcp_origin(ctx), limits=await deps.limits(ctx))
     except KlingError as exc:
         raise ToolError(said(exc)) from None
+    await started(ctx, story_id=record.story_id)  # run as an MCP task: its client follows the handle
     return to_story(record)
 
 

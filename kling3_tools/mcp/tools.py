@@ -41,6 +41,7 @@ from .outputs import (
     to_video,
 )
 from .server import Deps, NotYours, deps_of, said
+from .task_views import started
 
 PROGRESS_EVERY = 3.0
 
@@ -240,6 +241,8 @@ async def start(
     except KlingError as exc:
         raise ToolError(said(exc)) from None
     wait = deps.settings.mcp.wait_seconds if wait_seconds is None else wait_seconds
+    if await started(ctx, task_id=record.task_id):  # run as an MCP task: its client follows the handle
+        wait = 0
     return await wait_for(record.task_id, wait, ctx) if wait > 0 else await to_video(deps.service, record)
 
 
