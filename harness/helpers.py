@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -58,6 +59,14 @@ class Receiver:
 
     def counts(self) -> Counter[str]:
         return Counter(event["task"]["task_id"] for event in self.events)
+
+
+def npm_ci(folder: Path) -> None:
+    """`npm ci` in `folder` (its pinned `package-lock.json`) once, under a lock: tests run in several processes."""
+    with (folder / ".install.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "node_modules" / ".package-lock.json").is_file():
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, capture_output=True)
 
 
 def free_port() -> int:

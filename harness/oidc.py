@@ -8,7 +8,6 @@ resource indicators and JWT access tokens, as the MCP authorization specificatio
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import shutil
 import subprocess
 import urllib.parse
@@ -21,7 +20,7 @@ import httpx
 from mcp.client.auth import OAuthClientProvider
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from .helpers import free_port
+from .helpers import free_port, npm_ci
 
 SERVER = Path(__file__).with_name("oidc")
 REDIRECT = "http://127.0.0.1:9/callback"  # never reached: the browser below stops at the redirect to it
@@ -31,19 +30,11 @@ def node_available() -> bool:
     return shutil.which("node") is not None and shutil.which("npm") is not None
 
 
-def installed() -> None:
-    """`npm ci` once (under a lock: tests run in several processes)."""
-    with (SERVER / ".install.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (SERVER / "node_modules" / "oidc-provider").is_dir():
-            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SERVER, check=True, capture_output=True)
-
-
 @contextlib.contextmanager
 def authorization_server(*resources: str, token_seconds: int = 3600, opaque: bool = False) -> Iterator[str]:
     """The server issuing access tokens for `resources` (JWTs, or `opaque` ones it introspects for the client
     `introspector` / `introspector-secret` at `/token/introspection`); yields its issuer URL."""
-    installed()
+    npm_ci(SERVER)
     port = free_port()
     process = subprocess.Popen(
         [

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -19,10 +21,12 @@ from unittest import mock
 import discord
 import httpx
 import mcp_types as types
+import pydantic
 import pytest
 from aiohttp import web
 from kling3_discord import KlingBot, opened
 from mcp import Client
+from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.client.stdio import StdioServerParameters
 
 from harness import fake_discord as fd
@@ -348,3 +352,99 @@ class Heard:
 def legacy_client(sandbox, tmp_path: Path, heard: Heard) -> Any:
     """A 2025-11-25 client, in this process, that records what it is told."""
     return connect(sandbox, tmp_path, mode="legacy", message_handler=heard.on_message, logging_callback=heard.on_log)
+
+
+# --- MCP Tasks ----------------------------------------------------------------------------------
+
+TASKS = "io.modelcontextprotocol/tasks"
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientInfo": {"name": "tests", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS: {}}},
+}
+
+
+async def ask(client: Client, method: str, params: dict[str, Any] | None = None, *, declared: bool = True) -> Any:
+    """A request as it goes on the wire (the SDK's client has no API for tasks), on `client`'s connection; in the
+    2026-07-28 era with the request's `_meta` envelope, declaring the tasks extension unless `declared` is False."""
+    params = dict(params or {})
+    if client.session.protocol_version == "2026-07-28":
+        capabilities = {"extensions": {TASKS: {}}} if declared else {}
+        params["_meta"] = MODERN_META | {"io.modelcontextprotocol/clientCapabilities": capabilities}
+    return await client.session._dispatcher.send_raw_request(method, params, None)
+
+
+async def start_task(client: Client, arguments: dict[str, Any], tool: str = "generate_video") -> dict[str, Any]:
+    """A tool called as a task (2025-11-25: `params.task`; 2026-07-28: the extension declared): the created task."""
+    params: dict[str, Any] = {"name": tool, "arguments": arguments}
+    if client.session.protocol_version != "2026-07-28":
+        params["task"] = {"ttl": 60_000}
+        return (await ask(client, "tools/call", params))["task"]  # type: ignore[no-any-return]
+    return await ask(client, "tools/call", params)  # type: ignore[no-any-return]
+
+
+async def task_ended(client: Client, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = await ask(client, "tasks/get", {"taskId": task_id})
+        if task["status"] != "working" or time.monotonic() > deadline:
+            return task  # type: ignore[no-any-return]
+        await asyncio.sleep(0.1)
+
+
+class Params(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+class TaskNotifications(ClientExtension):
+    """A client that declares the tasks extension and keeps the task notifications it is sent (either era's)."""
+
+    identifier = TASKS
+
+    def __init__(self) -> None:
+        self.heard: list[dict[str, Any]] = []
+
+    def notifications(self) -> list[NotificationBinding[Any]]:
+        return [
+            NotificationBinding(method=method, params_type=Params, handler=self.keep)
+            for method in ("notifications/tasks/status", "notifications/tasks")
+        ]
+
+    async def keep(self, params: Params) -> None:
+        self.heard.append(params.model_dump(by_alias=True))
+
+    def statuses(self, task_id: str) -> list[str]:
+        return [task["status"] for task in self.heard if task.get("taskId") == task_id]
+
+
+def conformance_suite(package: str) -> Path:
+    """The official MCP conformance suite at `package` (pinned, with the Node 22 it needs), installed once under
+    .cache/ (which git ignores); its `conformance` command."""
+    folder = Path(__file__).resolve().parents[1] / ".cache" / f"conformance-{package.rsplit('@', 1)[-1]}"
+    binary = folder / "node_modules" / ".bin" / "conformance"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            if os.environ.get("KLING3_REQUIRE_CONFORMANCE"):
+                pytest.fail("npm is needed for the MCP conformance suite")
+            pytest.skip("npm is not available: the MCP conformance suite cannot be installed")
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / ".install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not binary.exists():
+                subprocess.run(
+                    [
+                        "npm",
+                        "install",
+                        "--prefix",
+                        str(folder),
+                        "--no-audit",
+                        "--no-fund",
+                        "--silent",
+                        "node@22",
+                        package,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=300,
+                )
+    return binary

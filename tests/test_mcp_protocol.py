@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from mcp.shared.exceptions import MCPError
 from harness.helpers import eventually
 
 from .conftest import set_options
-from .support import Heard, connect, http_server, legacy_client, server_env
+from .support import Heard, conformance_suite, connect, http_server, legacy_client, server_env
 
 ROOT = Path(__file__).resolve().parents[1]
 # The 2025-11-25 methods are deprecated in the client for 2026-07-28; here they are used on purpose.
@@ -198,22 +197,7 @@ async def test_prompts_list_get_and_complete(sandbox, tmp_path, mode):
 
 @pytest.fixture(scope="session")
 def conformance() -> Path:
-    """The suite, installed once (pinned, with the Node 22 it needs) under .cache/, which git ignores."""
-    folder = ROOT / ".cache" / "conformance"
-    binary = folder / "node_modules" / ".bin" / "conformance"
-    if not binary.exists():
-        if shutil.which("npm") is None:
-            if os.environ.get("KLING3_REQUIRE_CONFORMANCE"):
-                pytest.fail("npm is needed for the MCP conformance suite")
-            pytest.skip("npm is not available: the MCP conformance suite cannot be installed")
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", "--silent", "node@22", CONFORMANCE],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return binary
+    return conformance_suite(CONFORMANCE)
 
 
 @pytest.mark.process

@@ -1,0 +1,457 @@
+"""MCP Tasks in both protocol eras (2025-11-25 tasks in the core, 2026-07-28 the tasks extension): a spending
+tool's handle is minted once its video task is recorded, read from the store, bound to its owner; cancel ends the
+handle while the video goes on; clients that do not ask get today's answers. The official tasks client
+(`@modelcontextprotocol/ext-tasks`) drives the server over stdio and HTTP, across a `kill -9`, and the official
+conformance suite's tasks scenarios run where they apply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from harness.ext_tasks_client import installed
+from harness.helpers import eventually, free_port
+from kling3_tools.adapters.store import open_store
+from kling3_tools.domain.errors import StoreError
+from kling3_tools.domain.mcp_tasks import McpTaskHandle
+
+from .conftest import set_options, stats
+from .support import (
+    MODERN_META,
+    TASKS,
+    TaskNotifications,
+    ask,
+    conformance_suite,
+    connect,
+    http_server,
+    server_env,
+    start_task,
+    task_ended,
+    text,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS_CONFORMANCE = "@modelcontextprotocol/conformance@0.2.0-alpha.12"  # the first releases with tasks scenarios
+ERAS = ["legacy", "2026-07-28"]
+VIDEO = {"type": "std-text-to-video", "prompt": "a cat on a surfboard", "duration": 5}
+TASK_TOOLS = {"generate_video", "extend_video", "lip_sync", "start_story"}
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+
+
+def result_of(client: Client, task: dict[str, Any]) -> dict[str, Any]:
+    assert task["status"] == "completed", task
+    return task["result"] if client.session.protocol_version == "2026-07-28" else {}
+
+
+# --- in this process, with the SDK's client -----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_client_that_does_not_ask_gets_todays_answer(sandbox, tmp_path, mode):
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        made = await client.call_tool("generate_video", {**VIDEO, "wait_seconds": 0})
+        listed = await ask(client, "tools/list")
+        if mode == "legacy":
+            assert client.session.server_capabilities.tasks is not None  # advertised, and unused here
+            supported = {tool["name"] for tool in listed["tools"] if tool.get("execution")}
+            assert supported == TASK_TOOLS
+            assert {tool["execution"]["taskSupport"] for tool in listed["tools"] if tool.get("execution")} == {
+                "optional"
+            }
+        else:
+            assert all("execution" not in tool for tool in listed["tools"])
+    assert not made.is_error and made.structured_content["status"] == "running"
+    assert "resultType" not in made.structured_content and "taskId" not in made.structured_content
+    store = await open_store(f"sqlite:///{tmp_path / 'mcp.db'}")
+    try:
+        assert await store.mcp_tasks("", limit=10) == []  # no handle minted for a call that did not ask
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_task_follows_its_video_to_the_result(sandbox, tmp_path, mode):
+    set_options(sandbox, finish_seconds=1.0)
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        created = await start_task(client, VIDEO)
+        assert created["status"] == "working" and created["pollInterval" if mode == "legacy" else "pollIntervalMs"]
+        video_task = created["statusMessage"].rsplit(" ", 1)[-1]
+        assert (await ask(client, "tasks/get", {"taskId": created["taskId"]}))["status"] == "working"
+        ended = await task_ended(client, created["taskId"])
+        if mode == "legacy":
+            result = await ask(client, "tasks/result", {"taskId": created["taskId"]})
+            assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": created["taskId"]}
+            assert "result" not in ended
+        else:
+            result = result_of(client, ended)
+            assert result["resultType"] == "complete"
+    assert result["isError"] is False
+    assert result["structuredContent"]["task_id"] == video_task
+    assert result["structuredContent"]["video_urls"][0].endswith(".mp4")
+    assert json.loads(result["content"][0]["text"])["status"] == "succeeded"
+    assert ended["ttl" if mode == "legacy" else "ttlMs"] is None  # the store keeps everything by default
+
+
+async def test_tasks_result_waits_for_the_end(sandbox, tmp_path):
+    set_options(sandbox, finish_seconds=2.0)
+    async with connect(sandbox, tmp_path, mode="legacy") as client:
+        created = await start_task(client, VIDEO)
+        result = await ask(client, "tasks/result", {"taskId": created["taskId"]})  # blocks until it ended
+    assert result["structuredContent"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_story_runs_as_a_task(sandbox, tmp_path, mode):
+    story = {"type": "std-text-to-video", "duration": 5, "shots": [{"id": "a", "prompt": "one"}]}
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        created = await start_task(client, {"story": story}, tool="start_story")
+        assert created["status"] == "working" and "story" in created["statusMessage"]
+        ended = await task_ended(client, created["taskId"], timeout=60)
+        taken = {"taskId": created["taskId"]}
+        result = ended["result"] if mode != "legacy" else await ask(client, "tasks/result", taken)
+    assert result["isError"] is False, result
+    assert result["structuredContent"]["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_refused_call_is_answered_and_spends_nothing(sandbox, tmp_path, mode):
+    env = server_env(sandbox, tmp_path, KLING_MCP__MAX_CREDITS_PER_VIDEO="10")
+    async with connect(sandbox, tmp_path, env, mode=mode) as client:
+        answer = await start_task(client, VIDEO)
+        if mode == "legacy":  # that era's client expects a task: one that ended with the refusal
+            assert answer["status"] == "completed" and "pollInterval" not in answer
+            answer = await ask(client, "tasks/result", {"taskId": answer["taskId"]})
+        else:  # the server decides: the refusal, at once
+            assert "taskId" not in answer
+    assert answer["isError"] is True and "Nothing was spent" in answer["content"][0]["text"]
+    assert stats(sandbox)["requests"].get("generate", 0) == 0
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_cancel_ends_the_handle_while_the_video_goes_on(sandbox, tmp_path, mode):
+    set_options(sandbox, finish_seconds=1.5)
+    heard = TaskNotifications()
+    async with connect(sandbox, tmp_path, mode=mode, extensions=[heard]) as client:
+        created = await start_task(client, VIDEO)
+        video_task = created["statusMessage"].rsplit(" ", 1)[-1]
+        cancelled = await ask(client, "tasks/cancel", {"taskId": created["taskId"]})
+        task = await ask(client, "tasks/get", {"taskId": created["taskId"]})
+        assert task["status"] == "cancelled" and video_task in task["statusMessage"]
+        assert "credits are spent" in task["statusMessage"]
+        if mode == "legacy":
+            assert cancelled["status"] == "cancelled"
+            with pytest.raises(MCPError) as again:  # that era refuses to cancel a task that ended
+                await ask(client, "tasks/cancel", {"taskId": created["taskId"]})
+            assert again.value.error.code == -32602
+            await eventually(lambda: "cancelled" in heard.statuses(created["taskId"]), timeout=10)
+        else:  # an empty ack, again once it ended
+            for ack in [cancelled, await ask(client, "tasks/cancel", {"taskId": created["taskId"]})]:
+                assert ack["resultType"] == "complete" and set(ack) <= {"resultType", "_meta"}
+        video = await client.call_tool("wait_for_video", {"task_id": video_task, "timeout_seconds": 30})
+        listed = await client.call_tool("list_videos", {})
+    assert video.structured_content["status"] == "succeeded"  # followed to its end, and listed
+    assert video_task in text(listed)
+    assert (await ask_after(sandbox, tmp_path, mode, created["taskId"]))["status"] == "cancelled"
+
+
+async def ask_after(sandbox, tmp_path, mode: str, task_id: str) -> dict[str, Any]:
+    """The task as a new connection (a new server on the same store) reads it."""
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        return await ask(client, "tasks/get", {"taskId": task_id})  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_unknown_and_hostile_ids_are_unknown_tasks(sandbox, tmp_path, mode):
+    hostile = ["nope", "../../etc/passwd", "<script>alert(1)</script>", "x" * 100_000, "' OR 1=1 --", ""]
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        for task_id in hostile:
+            for method in ["tasks/get", "tasks/cancel", *(["tasks/result"] if mode == "legacy" else [])]:
+                with pytest.raises(MCPError) as refused:
+                    await ask(client, method, {"taskId": task_id})
+                assert refused.value.error.code == -32602
+                assert len(refused.value.error.message) < 200
+        with pytest.raises(MCPError) as missing:
+            await ask(client, "tasks/get", {})
+        assert missing.value.error.code == -32602
+        if mode == "legacy":
+            for cursor in ["not base64!", "WzEsMiwzXQ==", "e30="]:
+                with pytest.raises(MCPError) as bad_cursor:
+                    await ask(client, "tasks/list", {"cursor": cursor})
+                assert bad_cursor.value.error.code == -32602
+
+
+async def test_the_2026_task_methods_need_the_extension_and_drop_the_2025_ones(sandbox, tmp_path):
+    async with connect(sandbox, tmp_path, mode="2026-07-28") as client:
+        for method in ["tasks/get", "tasks/cancel", "tasks/update"]:
+            with pytest.raises(MCPError) as undeclared:
+                await ask(client, method, {"taskId": "x", "inputResponses": {}}, declared=False)
+            assert undeclared.value.error.code == -32021
+            assert undeclared.value.error.data["requiredCapabilities"]["extensions"] == {TASKS: {}}
+        for method in ["tasks/result", "tasks/list"]:
+            with pytest.raises(MCPError) as removed:
+                await ask(client, method, {"taskId": "x"})
+            assert removed.value.error.code == -32601
+        without = await ask(client, "tools/call", {"name": "generate_video", "arguments": VIDEO}, declared=False)
+        assert "taskId" not in without and without["structuredContent"]["task_id"]  # answered as before
+        created = await start_task(client, VIDEO)
+        ack = await ask(client, "tasks/update", {"taskId": created["taskId"], "inputResponses": {"k": {}}})
+        assert ack["resultType"] == "complete" and set(ack) <= {"resultType", "_meta"}
+
+
+async def test_ten_task_calls_at_once_never_beat_the_budget(sandbox, tmp_path):
+    set_options(sandbox, generate_delay=0.2, finish_seconds=60)
+    env = server_env(sandbox, tmp_path, KLING_MCP__DAILY_CREDIT_BUDGET="1000")
+    arguments = {"type": "pro-text-to-video", "prompt": "x"}  # 400 credits: two fit in 1000
+    async with connect(sandbox, tmp_path, env, mode="legacy") as client:
+        created = await asyncio.gather(*(start_task(client, arguments) for _ in range(10)))
+        results = [
+            await ask(client, "tasks/result", {"taskId": t["taskId"]}) for t in created if t["status"] != "working"
+        ]
+    assert sum(t["status"] == "working" for t in created) == 2
+    assert len(results) == 8 and all(r["isError"] and "Nothing was spent" in r["content"][0]["text"] for r in results)
+    assert stats(sandbox)["requests"]["generate"] == 2
+
+
+async def test_a_handle_that_cannot_be_kept_names_the_video_that_goes_on(sandbox, tmp_path, monkeypatch):
+    async with connect(sandbox, tmp_path, mode="2026-07-28") as client:
+
+        async def store_down(*args: Any, **kwargs: Any) -> None:
+            raise StoreError("the store is locked")
+
+        from kling3_tools.adapters.store.sqlite import SQLiteTaskStore
+
+        monkeypatch.setattr(SQLiteTaskStore, "add_mcp_task", store_down)
+        answer = await start_task(client, VIDEO)
+        listed = await client.call_tool("list_videos", {})
+    assert answer["isError"] is True and "no task handle could be kept" in answer["content"][0]["text"]
+    video_task = answer["content"][0]["text"].split("video task ")[1].split(" ")[0]
+    assert video_task in text(listed)  # started, recorded, followed
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_status_notifications_reach_the_client_that_listens(sandbox, tmp_path, mode):
+    set_options(sandbox, finish_seconds=1.0)
+    heard = TaskNotifications()
+    async with connect(sandbox, tmp_path, mode=mode, extensions=[heard]) as client:
+        created = await start_task(client, VIDEO)
+        if mode == "legacy":  # the session that started it is told
+            await eventually(lambda: "completed" in heard.statuses(created["taskId"]), timeout=20)
+        else:  # a listen stream that names it carries it
+            listening = asyncio.create_task(
+                client.session._dispatcher.send_raw_request(
+                    "subscriptions/listen",
+                    {"notifications": {"taskIds": [created["taskId"]]}, "_meta": MODERN_META},
+                    None,
+                )
+            )
+            await eventually(lambda: "completed" in heard.statuses(created["taskId"]), timeout=20)
+            listening.cancel()
+    final = next(task for task in heard.heard if task["status"] == "completed")
+    if mode != "legacy":
+        assert final["result"]["structuredContent"]["status"] == "succeeded"
+        assert final["_meta"]["io.modelcontextprotocol/subscriptionId"] is not None
+
+
+async def test_a_listen_stream_on_an_unknown_task_is_refused(sandbox, tmp_path):
+    async with connect(sandbox, tmp_path, mode="2026-07-28") as client:
+        for task_ids in [["nope"], "not-a-list", [1, 2]]:
+            with pytest.raises(MCPError) as refused:
+                await ask(client, "subscriptions/listen", {"notifications": {"taskIds": task_ids}})
+            assert refused.value.error.code == -32602
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+
+async def test_sqlite_keeps_task_handles(tmp_path):
+    await handles_kept(f"sqlite:///{tmp_path / 'h.db'}")
+
+
+@pytest.mark.postgres
+async def test_postgres_keeps_task_handles(postgres_url):
+    await handles_kept(postgres_url)
+
+
+async def handles_kept(url: str) -> None:
+    store = await open_store(url)
+    try:
+        handles = [McpTaskHandle(owner="alice", tool="generate_video", task_id=f"t{i}", created_at=i) for i in range(5)]
+        for handle in handles:
+            await store.add_mcp_task(handle)
+        await store.add_mcp_task(McpTaskHandle(owner="bob'; DROP TABLE mcp_tasks; --", tool="x", result={"a": [1]}))
+        assert await store.get_mcp_task(handles[0].mcp_task_id, owner="bob") is None  # another owner's: unknown
+        assert (await store.get_mcp_task(handles[0].mcp_task_id, owner="alice")) == handles[0]
+        first = await store.mcp_tasks("alice", limit=2)
+        rest = await store.mcp_tasks("alice", before=(first[-1].created_at, first[-1].mcp_task_id), limit=10)
+        assert [h.task_id for h in first + rest] == ["t4", "t3", "t2", "t1", "t0"]
+        assert await store.cancel_mcp_task(handles[1].mcp_task_id, 99.0)
+        assert not await store.cancel_mcp_task(handles[1].mcp_task_id, 100.0)  # once
+        assert (await store.get_mcp_task(handles[1].mcp_task_id, owner="alice")).cancelled_at == 99.0  # type: ignore[union-attr]
+        kept = await store.mcp_tasks("bob'; DROP TABLE mcp_tasks; --", limit=1)
+        assert kept[0].result == {"a": [1]}
+        await store.prune(before=50.0)  # none of their tasks is kept: the old handles go, the new one stays
+        assert await store.mcp_tasks("alice", limit=10) == []
+        assert len(await store.mcp_tasks("bob'; DROP TABLE mcp_tasks; --", limit=1)) == 1
+    finally:
+        await store.close()
+
+
+# --- the official tasks client, over stdio and HTTP --------------------------------------------------
+
+DRIVER = ROOT / "harness" / "ext_tasks"
+
+
+@pytest.fixture(scope="session")
+def tasks_client() -> Path:
+    if shutil.which("npm") is None and not os.environ.get("KLING3_REQUIRE_CONFORMANCE"):
+        pytest.skip("npm is not available: the official tasks client cannot be installed")
+    return installed()
+
+
+@pytest.fixture(scope="session")
+def tasks_conformance() -> Path:
+    return conformance_suite(TASKS_CONFORMANCE)
+
+
+def drive(tasks_client: Path, era: str, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    command = ["node", str(tasks_client), "--era", era, *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, cwd=DRIVER)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines and lines[-1]["step"] == "done", done.stdout[-2000:] + done.stderr[-2000:]
+    return lines
+
+
+def stdio_args() -> list[str]:
+    return ["--cmd", sys.executable, "--arg", "-m", "--arg", "kling3_tools.mcp"]
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_the_official_tasks_client_creates_polls_lists_and_cancels(sandbox, tmp_path, tasks_client, era, transport):
+    set_options(sandbox, finish_seconds=1.0)
+    env = server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="alice-token")
+    arguments = ["--do", "full", "--args", json.dumps(VIDEO), "--cancel-args", json.dumps({**VIDEO, "prompt": "c"})]
+    if transport == "http":
+        with http_server(env) as url:
+            lines = drive(tasks_client, era, "--url", url, "--token", "alice-token", *arguments)
+    else:
+        lines = drive(tasks_client, era, *stdio_args(), *arguments, env=env)
+    steps = {line["step"]: line for line in lines}
+    assert steps["done"]["failures"] == 0, lines
+    settled = steps["create_and_settle"]
+    assert settled["outcome"]["status"] == "completed"
+    assert settled["outcome"]["result"]["structuredContent"]["video_urls"][0].endswith(".mp4")
+    assert settled["updates"][0]["status"] == "working"
+    assert steps["result"]["outcome"]["result"]["structuredContent"]["status"] == "succeeded"
+    if era == "2025-11-25":
+        assert settled["taskId"] in [task["taskId"] for task in steps["list"]["tasks"]]
+    cancelled = steps["cancel"]
+    assert cancelled["outcome"]["status"] == "cancelled" and cancelled["after"]["status"] == "cancelled"
+    assert "goes on" in cancelled["after"]["statusMessage"]
+    assert steps["unknown"]["code"] == -32602
+    assert stats(sandbox)["requests"]["generate"] == 2  # each task's video, once
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_another_owners_task_is_unknown(sandbox, tmp_path, tasks_client, era):
+    set_options(sandbox, finish_seconds=30)
+    env = server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKENS='["alice-token", "bob-token"]')
+    with http_server(env) as url:
+        alice = ["--url", url, "--token", "alice-token"]
+        task_id = drive(tasks_client, era, *alice, "--do", "create", "--args", json.dumps(VIDEO))[0 + 1]["taskId"]
+        for action in ["get", "cancel"]:
+            bob = drive(tasks_client, era, "--url", url, "--token", "bob-token", "--do", action, "--task", task_id)
+            assert bob[1]["ok"] is False and bob[1]["error"]["code"] == -32602, bob
+        assert drive(tasks_client, era, *alice, "--do", "get", "--task", task_id)[1]["task"]["status"] == "working"
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_a_task_survives_a_killed_server(sandbox, tmp_path, tasks_client, era):
+    set_options(sandbox, finish_seconds=4)
+    env = server_env(sandbox, tmp_path, KLING_MCP__HTTP_TOKEN="alice-token")
+    port, started = free_port(), []
+    with http_server(env, started, port=port) as url:
+        created = drive(
+            tasks_client, era, "--url", url, "--token", "alice-token", "--do", "create", "--args", json.dumps(VIDEO)
+        )
+        task_id = created[1]["taskId"]
+        os.kill(started[0].pid, signal.SIGKILL)  # mid-task: nothing closes, nothing is flushed
+        started[0].wait(timeout=10)
+    with http_server(env, port=port) as url:  # a new server on the same store
+        resumed = drive(tasks_client, era, "--url", url, "--token", "alice-token", "--do", "resume", "--task", task_id)
+    outcome = resumed[1]["outcome"]
+    assert outcome["status"] == "completed", resumed
+    assert outcome["result"]["structuredContent"]["video_urls"][0].endswith(".mp4")
+    assert stats(sandbox)["requests"]["generate"] == 1
+
+
+# --- the official conformance suite's tasks scenarios ------------------------------------------------
+
+# The checks that apply to this server: the scenarios' others call the suite's own fixture tools (`greet`,
+# `slow_compute`, `failing_job`, `confirm_delete`, ...), which a video server does not have.
+APPLICABLE_CHECKS = {
+    "tasks-capability-negotiation": {"tasks-extension-advertised", "sep-2663-tasks-methods-non-declaring"},
+    "tasks-dispatch-and-envelope": {
+        "sep-2663-tasks-result-removed-method-not-found",
+        "tasks-removed-tasks-list",
+        "sep-2663-legacy-task-param-ignored",
+        "sep-2663-tasks-get-invalid-task-id-32602",
+    },
+    "tasks-request-headers": {"tasks-headers-reject-mismatched-method"},
+}
+
+
+@pytest.mark.process
+def test_the_conformance_suite_passes_the_tasks_checks_that_apply(sandbox, tmp_path, tasks_conformance):
+    env = {**os.environ, "PATH": f"{tasks_conformance.parent}{os.pathsep}{os.environ['PATH']}"}
+    failed: dict[str, Any] = {}
+    with http_server(server_env(sandbox, tmp_path)) as url:
+        for scenario, applicable in APPLICABLE_CHECKS.items():
+            output = tmp_path / scenario
+            command = [str(tasks_conformance), "server", "--url", url, "--scenario", scenario, "-o", str(output)]
+            subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+            checks = {c["id"]: c for f in output.rglob("checks.json") for c in json.loads(f.read_text())}
+            wanted = applicable | {"wire-schema-valid"}
+            failed |= {
+                f"{scenario}/{i}": checks.get(i, {}).get("status")
+                for i in wanted
+                if checks.get(i, {}).get("status") != "SUCCESS"
+            }
+    assert failed == {}
+
+
+@pytest.mark.process
+async def test_a_mismatched_routing_header_on_a_task_method_is_refused(sandbox, tmp_path):
+    with http_server(server_env(sandbox, tmp_path)) as url:
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def post(method: str, params: dict[str, Any], name: str) -> dict[str, Any]:
+                headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Mcp-Name": name}
+                body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": MODERN_META}}
+                answer = await http.post(
+                    url, json=body, headers={**headers, "Accept": "application/json, text/event-stream"}
+                )
+                return answer.json()  # type: ignore[no-any-return]
+
+            created = (await post("tools/call", {"name": "generate_video", "arguments": VIDEO}, "generate_video"))[
+                "result"
+            ]
+            mismatched = await post("tasks/get", {"taskId": created["taskId"]}, "someone-elses-task")
+            matched = await post("tasks/get", {"taskId": created["taskId"]}, created["taskId"])
+    assert mismatched["error"]["code"] == -32020
+    assert matched["result"]["taskId"] == created["taskId"]
