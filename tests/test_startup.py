@@ -48,7 +48,7 @@ HELP_MODULES = {  # `kling3 --help`: the parser, built from the request model an
 MCP_MODULES = {
     "kling3_tools", "kling3_tools.domain", "kling3_tools.domain.errors", "kling3_tools.launch", "kling3_tools.version",
     "kling3_tools.mcp", "kling3_tools.mcp.arguments", "kling3_tools.mcp.http", "kling3_tools.mcp.manifest",
-    "kling3_tools.mcp.serve", "kling3_tools.mcp.server",
+    "kling3_tools.mcp.serve", "kling3_tools.mcp.server", "kling3_tools.mcp.tasks",
 }  # fmt: skip
 NEVER_AT_START = {
     "psycopg", "psycopg_pool", "obstore", "av", "numpy", "PIL", "discord", "boto3", "moto", "prometheus_client",

@@ -83,8 +83,8 @@ async def opened(server: KlingMCPServer, settings: Settings, *, sandbox: bool) -
         notifier = McpNotifier(server.bus, announce=service.store.announce)
         service.register(notifier)
         deps = Deps(service, notifier, settings)
-        deps.task_views = TaskViews(server, deps)
-        notifier.watchers.append(deps.task_views.changed)
+        deps.task_views = views = TaskViews(server, deps)
+        notifier.watchers.append(views.changed)
         register(server, deps)
         if sandbox:
             log.warning("kling3 MCP server on the embedded sandbox at %s: no credits are spent", service.base_url)

@@ -43,7 +43,7 @@ from ..launch import UsageError
 from . import manifest
 from .arguments import as_declared
 from .http import client_identity, signed_in_subject
-from .tasks import TASK_METHODS, Tasks
+from .tasks import TASK_METHODS, Tasks, TaskViews
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from ..domain.story_record import StoryRecord
     from ..service import KlingService
     from .notifier import McpNotifier
-    from .task_views import TaskViews
 
 Params = TypeVar("Params", bound=BaseModel)
 
@@ -177,7 +176,7 @@ class KlingMCPServer(MCPServer):
 
     def __init__(self, open_core: OpenCore, *, warm_up_seconds: float | None = WARM_UP_SECONDS, **kwargs: Any) -> None:
         self.bus = InMemorySubscriptionBus()
-        self.tasks = Tasks(self)
+        self.tasks = Tasks(self._task_views)
         super().__init__(subscriptions=self.bus, extensions=[*kwargs.pop("extensions", ()), self.tasks], **kwargs)
         self.deps: Deps | None = None
         self.open_core = open_core
@@ -196,6 +195,9 @@ class KlingMCPServer(MCPServer):
             return await asyncio.shield(self._open())
         except Exception as exc:
             raise MCPError(code=INTERNAL_ERROR, message=f"kling3 could not start: {one_line(exc)}") from None
+
+    async def _task_views(self) -> TaskViews:
+        return (await self.core()).task_views
 
     def _open(self) -> asyncio.Future[Deps]:
         opened = self._opened

@@ -18,19 +18,16 @@ handle it gave. This module is light: it loads before the core, which serves the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Extension, MethodBinding, require_client_extension
 from mcp.shared.exceptions import MCPError
 from mcp_types import HEADER_MISMATCH, METHOD_NOT_FOUND, CallToolRequestParams, PaginatedRequestParams, RequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
-if TYPE_CHECKING:
-    from .server import KlingMCPServer
 
 EXTENSION = "io.modelcontextprotocol/tasks"
 CORE_TASKS_VERSION = "2025-11-25"  # the handshake era whose core has tasks
@@ -49,6 +46,7 @@ class TaskCall:
     handle: Any = None
 
 
+Streamed = TypeVar("Streamed")
 TASK_CALL: ContextVar[TaskCall | None] = ContextVar("kling3_mcp_task_call", default=None)
 
 
@@ -77,6 +75,15 @@ class TaskViews(Protocol):
 
     async def update(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]: ...
 
+    def follow_for_session(self, handle: Any, connection: str) -> None: ...
+
+    async def listen(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        task_ids: list[str],
+        stream: Callable[[ServerRequestContext[Any, Any]], Awaitable[Streamed]],
+    ) -> Streamed: ...
+
 
 def is_modern(ctx: ServerRequestContext[Any, Any]) -> bool:
     return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
@@ -85,13 +92,8 @@ def is_modern(ctx: ServerRequestContext[Any, Any]) -> bool:
 class Tasks(Extension):
     identifier = EXTENSION
 
-    def __init__(self, server: KlingMCPServer) -> None:
-        self.server = server
-
-    async def views(self) -> TaskViews:
-        deps = await self.server.core()
-        assert deps.task_views is not None
-        return deps.task_views
+    def __init__(self, views: Callable[[], Awaitable[TaskViews]]) -> None:
+        self.views = views  # the core's, opened at first need
 
     def methods(self) -> list[MethodBinding]:
         core_era, modern = frozenset({CORE_TASKS_VERSION}), frozenset(MODERN_PROTOCOL_VERSIONS)
