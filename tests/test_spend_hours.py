@@ -155,12 +155,12 @@ async def test_a_postgres_store_gains_its_totals_when_migrated(postgres_url):
     for record in records.values():
         await store.add(record)
     await store.close()
-    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a database of the version before both
-        conn.execute("DROP TABLE spend_hours, characters, person_limits")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as a database of the version before the totals
+        conn.execute("DROP TABLE spend_hours, characters, person_limits, mcp_tasks")
         conn.execute("DROP FUNCTION kling3_tasks_spend, kling3_spend, kling3_counted CASCADE")
-        conn.execute("UPDATE kling3_schema SET version = %s", (SCHEMA_VERSION - 2,))
+        conn.execute("UPDATE kling3_schema SET version = %s", (SCHEMA_VERSION - 3,))
 
-    assert await migrate(postgres_url) == (SCHEMA_VERSION - 2, SCHEMA_VERSION)
+    assert await migrate(postgres_url) == (SCHEMA_VERSION - 3, SCHEMA_VERSION)
     store = await open_store(postgres_url)
     await assert_budgets_match(store, records)
     await store.close()
