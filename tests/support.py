@@ -364,12 +364,15 @@ MODERN_META = {
 }
 
 
-async def ask(client: Client, method: str, params: dict[str, Any] | None = None, *, declared: bool = True) -> Any:
+async def ask(
+    client: Client, method: str, params: dict[str, Any] | None = None, *, declared: bool = True, **capabilities: Any
+) -> Any:
     """A request as it goes on the wire (the SDK's client has no API for tasks), on `client`'s connection; in the
-    2026-07-28 era with the request's `_meta` envelope, declaring the tasks extension unless `declared` is False."""
+    2026-07-28 era with the request's `_meta` envelope: `capabilities`, and the tasks extension unless `declared`
+    is False."""
     params = dict(params or {})
     if client.session.protocol_version == "2026-07-28":
-        capabilities = {"extensions": {TASKS: {}}} if declared else {}
+        capabilities |= {"extensions": {TASKS: {}}} if declared else {}
         params["_meta"] = MODERN_META | {"io.modelcontextprotocol/clientCapabilities": capabilities}
     return await client.session._dispatcher.send_raw_request(method, params, None)
 

@@ -35,6 +35,7 @@ from .support import (
     ask,
     conformance_suite,
     connect,
+    elicitation,
     http_server,
     server_env,
     start_task,
@@ -455,3 +456,31 @@ async def test_a_mismatched_routing_header_on_a_task_method_is_refused(sandbox, 
             matched = await post("tasks/get", {"taskId": created["taskId"]}, created["taskId"])
     assert mismatched["error"]["code"] == -32020
     assert matched["result"]["taskId"] == created["taskId"]
+
+
+async def test_a_2025_task_is_made_only_once_the_user_approved(sandbox, tmp_path):
+    env = server_env(sandbox, tmp_path, KLING_MCP__CONFIRM_ABOVE_CREDITS="100")
+    for action, approved in [("decline", False), ("accept", True)]:
+        answer, asked = elicitation(action)
+        async with connect(sandbox, tmp_path, env, mode="legacy", elicitation_callback=answer) as client:
+            created = await start_task(client, VIDEO)  # asked within the call, before any task exists
+            result = await ask(client, "tasks/result", {"taskId": created["taskId"]})
+        assert asked and ("300 credits" in asked[0])
+        assert result["isError"] is not approved, result
+    assert stats(sandbox)["requests"]["generate"] == 1
+
+
+async def test_a_2026_task_is_made_only_once_the_input_request_is_answered(sandbox, tmp_path):
+    env = server_env(sandbox, tmp_path, KLING_MCP__CONFIRM_ABOVE_CREDITS="100")
+    async with connect(sandbox, tmp_path, env, mode="2026-07-28") as client:
+        call = {"name": "generate_video", "arguments": VIDEO}
+        first = await ask(client, "tools/call", call, elicitation={})
+        assert first["resultType"] == "input_required" and "taskId" not in first
+        assert stats(sandbox)["requests"].get("generate", 0) == 0
+        (key, request), *_ = first["inputRequests"].items()
+        assert request["method"] == "elicitation/create"
+        answers = {"inputResponses": {key: {"action": "accept", "content": {"approve": True}}}}
+        state = {"requestState": first["requestState"]} if "requestState" in first else {}
+        created = await ask(client, "tools/call", call | answers | state, elicitation={})
+    assert created["resultType"] == "task" and created["status"] == "working"
+    assert stats(sandbox)["requests"]["generate"] == 1
