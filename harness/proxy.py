@@ -15,13 +15,17 @@ from starlette.routing import Route
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
 
 
-def round_robin(upstreams: list[str]) -> tuple[Starlette, list[str]]:
-    """The proxy app, and the upstream each request went to, in order (for tests to see the turns)."""
+def round_robin(upstreams: list[str], *, sticky: bool = False) -> tuple[Starlette, list[str]]:
+    """The proxy app, and the upstream each request went to, in order (for tests to see the turns); `sticky`: a
+    request of a 2025-11-25 MCP session goes where the session began, as a balancer's session affinity does."""
     turns = itertools.cycle(upstreams)
     sent_to: list[str] = []
+    sessions: dict[str, str] = {}
 
     async def forward(request: Request) -> Response:
-        upstream = next(turns)
+        session = request.headers.get("mcp-session-id", "")
+        upstream = sessions.get(session) if sticky else None
+        upstream = upstream or next(turns)
         sent_to.append(upstream)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         http = httpx.AsyncClient(timeout=httpx.Timeout(60, read=None))  # one per request, closed with its answer
@@ -30,6 +34,8 @@ def round_robin(upstreams: list[str]) -> tuple[Starlette, list[str]]:
             content=await request.body(),
         )  # fmt: skip
         answer = await http.send(outgoing, stream=True)
+        if began := answer.headers.get("mcp-session-id"):
+            sessions[began] = upstream
 
         async def relayed() -> AsyncIterator[bytes]:
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 
@@ -13,17 +14,18 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from harness.ext_tasks_client import installed
 from harness.proxy import round_robin
 from kling3_tools.adapters.sandbox.server import ThreadedServer
 
 from .conftest import set_options
-from .support import http_server, text
+from .support import drive, http_server, text
 
 pytestmark = pytest.mark.process
 
 
 @contextlib.contextmanager
-def replica(store_url: str, api_url: str, api_key: str) -> Iterator[str]:
+def replica(store_url: str, api_url: str, api_key: str, **settings: str) -> Iterator[str]:
     """One `kling3-mcp` HTTP replica on the shared store; yields its base URL."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KLING_")},
@@ -32,6 +34,7 @@ def replica(store_url: str, api_url: str, api_key: str) -> Iterator[str]:
         "KLING_STORE__URL": store_url,
         "KLING_POLLER__RATE_LIMIT_PER_SECOND": "50",
         "KLING_POLLER__EXPECTED_SECONDS": "[0.5, 3]",  # the sandbox's videos take seconds, not minutes
+        **settings,
     }
     with http_server(env) as url:
         yield url.removesuffix("/mcp")
@@ -85,3 +88,26 @@ async def test_a_change_made_on_one_replica_reaches_a_listener_on_another(sandbo
                     assert sent_to[-1] == listening
                     event = await asyncio.wait_for(anext(aiter(subscription)), timeout=30)
     assert getattr(event, "uri", None) == uri
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_a_task_is_answered_by_any_replica(sandbox, postgres_url, era):
+    """The official tasks client behind the round-robin proxy: a task made through one replica is followed to its
+    end through the other (a 2025-11-25 session sticks to the replica it began on, as it must; the next begins
+    on the other)."""
+    set_options(sandbox, finish_seconds=2.0)
+    video = json.dumps({"type": "std-text-to-video", "prompt": "x", "duration": 5})
+    token = {"KLING_MCP__HTTP_TOKEN": "alice-token"}
+    with replica(postgres_url, sandbox.url, sandbox.api_key, **token) as first, replica(
+        postgres_url, sandbox.url, sandbox.api_key, **token
+    ) as second:  # fmt: skip
+        app, sent_to = round_robin([first, second], sticky=era == "2025-11-25")
+        with ThreadedServer(app) as proxy:
+            alice = ["--url", proxy.url + "/mcp", "--token", "alice-token"]
+            task_id = drive(installed(), era, *alice, "--do", "create", "--args", video)[1]["taskId"]
+            made_on = set(sent_to)
+            resumed = drive(installed(), era, *alice, "--do", "resume", "--task", task_id)
+    assert resumed[1]["outcome"]["result"]["structuredContent"]["status"] == "succeeded", resumed
+    assert {first, second} <= set(sent_to)
+    if era == "2025-11-25":
+        assert len(made_on) == 1 and set(sent_to) - made_on  # resumed in a session on the other replica

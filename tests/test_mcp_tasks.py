@@ -35,6 +35,7 @@ from .support import (
     ask,
     conformance_suite,
     connect,
+    drive,
     elicitation,
     http_server,
     server_env,
@@ -311,8 +312,6 @@ async def handles_kept(url: str) -> None:
 
 # --- the official tasks client, over stdio and HTTP --------------------------------------------------
 
-DRIVER = ROOT / "harness" / "ext_tasks"
-
 
 @pytest.fixture(scope="session")
 def tasks_client() -> Path:
@@ -324,14 +323,6 @@ def tasks_client() -> Path:
 @pytest.fixture(scope="session")
 def tasks_conformance() -> Path:
     return conformance_suite(TASKS_CONFORMANCE)
-
-
-def drive(tasks_client: Path, era: str, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    command = ["node", str(tasks_client), "--era", era, *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, cwd=DRIVER)
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines and lines[-1]["step"] == "done", done.stdout[-2000:] + done.stderr[-2000:]
-    return lines
 
 
 def stdio_args() -> list[str]:
