@@ -7,10 +7,12 @@ conformance suite's tasks scenarios run where they apply."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -132,8 +134,9 @@ async def test_a_refused_call_is_answered_and_spends_nothing(sandbox, tmp_path, 
     env = server_env(sandbox, tmp_path, KLING_MCP__MAX_CREDITS_PER_VIDEO="10")
     async with connect(sandbox, tmp_path, env, mode=mode) as client:
         answer = await start_task(client, VIDEO)
-        if mode == "legacy":  # that era's client expects a task: one that ended with the refusal
-            assert answer["status"] == "completed" and "pollInterval" not in answer
+        if mode == "legacy":  # that era's client expects a task: one that failed, saying why
+            assert answer["status"] == "failed" and "pollInterval" not in answer
+            assert "max_credits_per_video" in answer["statusMessage"] and "\n" not in answer["statusMessage"]
             answer = await ask(client, "tasks/result", {"taskId": answer["taskId"]})
         else:  # the server decides: the refusal, at once
             assert "taskId" not in answer
@@ -480,3 +483,160 @@ async def test_a_2026_task_is_made_only_once_the_input_request_is_answered(sandb
         created = await ask(client, "tools/call", call | answers | state, elicitation={})
     assert created["resultType"] == "task" and created["status"] == "working"
     assert stats(sandbox)["requests"]["generate"] == 1
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_video_that_failed_is_said_by_each_eras_rules(sandbox, tmp_path, mode):
+    """2025-11-25: a tool's error answer makes the task `failed`, saying why; 2026-07-28 (SEP-2663): `completed`
+    with the answer, `isError`. Either way the answer itself is the tool's."""
+    set_options(sandbox, failure_rate=1.0)
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        created = await start_task(client, VIDEO)
+        ended = await task_ended(client, created["taskId"])
+        if mode == "legacy":
+            assert ended["status"] == "failed" and "failed" in ended["statusMessage"], ended
+            result = await ask(client, "tasks/result", {"taskId": created["taskId"]})
+        else:
+            assert ended["status"] == "completed"
+            result = ended["result"]
+    assert result["isError"] is True and result["structuredContent"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_store_that_fails_after_the_submit_still_names_the_video(sandbox, tmp_path, monkeypatch, mode):
+    """The store refuses the handle (as a locked SQLite file does: not one of our errors) once the video was
+    submitted: the answer names the video task, which is listed and followed, and says not to start it again."""
+    from kling3_tools.adapters.store.sqlite import SQLiteTaskStore
+
+    async def locked(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    async with connect(sandbox, tmp_path, mode=mode) as client:
+        monkeypatch.setattr(SQLiteTaskStore, "add_mcp_task", locked)
+        try:
+            said = error_text(await start_task(client, VIDEO))
+        except MCPError as exc:  # 2025-11-25, with no task to hold the answer: the answer as the error
+            said = exc.error.message
+        listed = await client.call_tool("list_videos", {})
+    video_task = listed.structured_content["videos"][0]["task_id"]
+    assert f"video task {video_task} started" in said and "do not start it again" in said, said
+    assert stats(sandbox)["requests"]["generate"] == 1
+
+
+async def test_waiting_for_results_never_asks_the_api(sandbox, tmp_path):
+    """Many `tasks/result` waits (abandoned ones too) read the store the pollers keep: the API sees the pollers'
+    checks only, within their rate limit."""
+    set_options(sandbox, finish_seconds=60)
+    slow_poller = {"KLING_POLLER__DENSE_INTERVAL_SECONDS": "8", "KLING_POLLER__MAX_INTERVAL_SECONDS": "30"}
+    async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, **slow_poller), mode="legacy") as client:
+        created = await start_task(client, VIDEO)
+        before = stats(sandbox)["requests"].get("status", 0)
+        waits = [asyncio.create_task(ask(client, "tasks/result", {"taskId": created["taskId"]})) for _ in range(20)]
+        await asyncio.sleep(3)
+        asked = stats(sandbox)["requests"].get("status", 0) - before
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    assert asked <= 2, asked  # the poller's own, not one per waiter
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_status_notifications_outlive_a_store_error(sandbox, tmp_path, monkeypatch, mode):
+    """The store fails once as the video ends (the last change there is): the status is read again a little later
+    and told, on a 2025-11-25 session and on a 2026-07-28 listen stream alike."""
+    from kling3_tools.adapters.store.sqlite import SQLiteTaskStore
+
+    set_options(sandbox, finish_seconds=1.0)
+    heard = TaskNotifications()
+    real, failures = SQLiteTaskStore.get_mcp_task, [StoreError("the store restarted")]
+
+    async def down_once_it_ended(self: Any, *args: Any, **kwargs: Any) -> Any:
+        handle = await real(self, *args, **kwargs)
+        record = handle and await self.get(handle.task_id or "")
+        if failures and record is not None and not record.is_tracking:
+            raise failures.pop()
+        return handle
+
+    async with connect(sandbox, tmp_path, mode=mode, extensions=[heard]) as client:
+        created = await start_task(client, VIDEO)
+        monkeypatch.setattr(SQLiteTaskStore, "get_mcp_task", down_once_it_ended)
+        if mode != "legacy":
+            listen = {"notifications": {"taskIds": [created["taskId"]]}, "_meta": MODERN_META}
+            dispatcher = client.session._dispatcher
+            listening = asyncio.create_task(dispatcher.send_raw_request("subscriptions/listen", listen, None))
+        await eventually(lambda: {"completed", "failed"} & set(heard.statuses(created["taskId"])), timeout=20)
+        if mode != "legacy":
+            listening.cancel()
+    assert failures == []  # the store did fail once
+
+
+async def test_bad_cursors_and_long_names_get_one_short_line(sandbox, tmp_path):
+    deep = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    async with connect(sandbox, tmp_path, mode="legacy") as client:
+        with pytest.raises(MCPError) as bad_cursor:
+            await ask(client, "tasks/list", {"cursor": deep})
+        with pytest.raises(MCPError) as long_name:
+            await ask(client, "tools/call", {"name": "<b>\n" * 50_000, "arguments": {}, "task": {}})
+        with pytest.raises(MCPError) as split_id:
+            await ask(client, "tasks/get", {"taskId": "a\nb\r\nc"})
+    assert bad_cursor.value.error.code == -32602 and bad_cursor.value.error.message == "Invalid cursor"
+    assert long_name.value.error.code == -32601 and len(long_name.value.error.message) < 200
+    for error in [long_name.value.error, split_id.value.error]:
+        assert "\n" not in error.message and "\r" not in error.message
+
+
+async def test_the_answers_of_refused_task_calls_are_kept_only_the_newest(sandbox, tmp_path, monkeypatch):
+    from kling3_tools.adapters.store import mcp_tasks
+
+    monkeypatch.setattr(mcp_tasks, "KEPT_ANSWERS", 3)
+    env = server_env(sandbox, tmp_path, KLING_MCP__MAX_CREDITS_PER_VIDEO="10")
+    async with connect(sandbox, tmp_path, env, mode="legacy") as client:
+        refused = [await start_task(client, VIDEO) for _ in range(6)]
+        with pytest.raises(MCPError):
+            await ask(client, "tasks/get", {"taskId": refused[0]["taskId"]})  # the oldest: gone
+        newest = await ask(client, "tasks/get", {"taskId": refused[-1]["taskId"]})
+        listed = await ask(client, "tasks/list")
+    assert newest["status"] == "failed"
+    assert [task["taskId"] for task in listed["tasks"]] == [task["taskId"] for task in refused[:-4:-1]]
+
+
+def error_text(result: dict[str, Any]) -> str:
+    return " ".join(block.get("text", "") for block in result["content"])
+
+
+@pytest.mark.process
+async def test_a_2026_request_cannot_borrow_a_2025_sessions_identity(sandbox, tmp_path):
+    """Without tokens, a 2025-11-25 session's tasks are its own: a 2026-07-28 request (which has no session)
+    carrying that session's id is anonymous, not that session."""
+    with http_server(server_env(sandbox, tmp_path)) as url:
+        async with httpx.AsyncClient(timeout=30) as http:
+            accept = {"Accept": "application/json, text/event-stream"}
+            hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+            opened = await http.post(url, json=rpc("initialize", hello), headers=accept)
+            session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            await http.post(
+                url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=accept | session
+            )
+            call = {"name": "generate_video", "arguments": VIDEO, "task": {}}
+            created = answer(await http.post(url, json=rpc("tools/call", call), headers=accept | session))
+            task_id = created["result"]["task"]["taskId"]
+            borrowed = {"mcp-session-id": session["mcp-session-id"], "MCP-Protocol-Version": "2026-07-28"}
+            modern = {"taskId": task_id, "_meta": MODERN_META}
+            sent = await http.post(
+                url, json=rpc("tasks/get", modern), headers=accept | borrowed | {"Mcp-Method": "tasks/get"}
+            )
+            own = answer(await http.post(url, json=rpc("tasks/get", {"taskId": task_id}), headers=accept | session))
+    assert answer(sent)["error"]["code"] == -32602
+    assert own["result"]["taskId"] == task_id
+
+
+def rpc(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    """A JSON-RPC answer sent as JSON or as a server-sent event."""
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])  # type: ignore[no-any-return]
+    return response.json()  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from typing import Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import Context
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 ANONYMOUS = "anonymous"
 
@@ -29,7 +30,8 @@ def client_identity(ctx: Context[Any, Any]) -> str | None:
     scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return "token-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
-    session = headers.get("mcp-session-id")
+    # A 2026-07-28 request has no session: a session id it carries is anyone's to copy.
+    session = headers.get("mcp-session-id") if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS else None
     return f"session-{session}" if session else ANONYMOUS
 
 

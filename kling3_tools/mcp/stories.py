@@ -15,7 +15,7 @@ from ..domain.story_plan import Plan, plan
 from ..domain.story_record import StoryRecord
 from .outputs import SpendApproval, StoryPlan, StoryStatus, to_story
 from .server import NotYours, deps_of, said
-from .task_views import started
+from .task_answers import started
 from .tools import approval, mcp_origin
 
 StoryJson = Annotated[

@@ -1,249 +1,36 @@
-"""What an MCP task handle says, read from the store (the handle, and the video task or story it follows) in the
-era its client speaks; the handles minted by the spending tools (`started`); and status notifications, to the
-2025-11-25 session that started a task and on 2026-07-28 listen streams that name it. `tasks.py` says which
-protocol method reaches what here."""
+"""The status notifications of MCP task handles: to the 2025-11-25 session that started a task, and on 2026-07-28
+`subscriptions/listen` streams that name it (`taskIds`); on the answers of `task_answers`."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from mcp.server.context import ServerRequestContext
-from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPError
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
-from mcp_types import INVALID_PARAMS, Notification, SubscriptionsAcknowledgedNotification
-from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from mcp_types import SubscriptionsAcknowledgedNotification
 
-from ..domain.errors import KlingError
-from ..domain.mcp_tasks import NO_OWNER, McpTaskHandle
-from ..domain.records import Outcome
-from ..domain.story_record import StoryState
-from .outputs import finished_sentence, story_sentence, story_uri, task_uri, to_story, to_video
-from .server import Deps, KlingMCPServer, deps_of, said
-from .tasks import CORE_TASKS_VERSION, TASK_CALL
+from ..domain.mcp_tasks import McpTaskHandle
+from .server import Deps, KlingMCPServer, one_line
+from .task_answers import RawNotification, TaskAnswers, log, target_uri
+from .tasks import CORE_TASKS_VERSION
 
 Streamed = TypeVar("Streamed")
-RELATED_TASK = "io.modelcontextprotocol/related-task"
-PAGE = 50
-MIN_POLL_SECONDS, MAX_POLL_SECONDS = 1.0, 30.0
-RESULT_WAIT_SECONDS = 3.0  # how long `tasks/result` waits for a change before it looks again
-MAX_FOLLOWED = 10_000  # 2025-11-25 handles followed for their sessions
+RETRY_SECONDS, MAX_RETRY_SECONDS = 1.0, 30.0  # a status that could not be read is read again after this
+MAX_FOLLOWED = 10_000  # the URIs of 2025-11-25 handles followed for their sessions
 
 
-class RawNotification(Notification[dict[str, Any], str]):
-    """A notification whose params are sent as given (a task's `ttl: null` included)."""
-
-
-@dataclass
-class Snapshot:
-    handle: McpTaskHandle
-    status: str
-    updated_at: float
-    message: str | None = None
-    result: dict[str, Any] | None = None  # the tool's answer, once completed
-    poll_seconds: float | None = None
-
-    @property
-    def ended(self) -> bool:
-        return self.status != "working"
-
-
-def iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def unknown(task_id: str) -> MCPError:
-    return MCPError(code=INVALID_PARAMS, message=f"Unknown task: {task_id[:100]}")
-
-
-def tool_result(structured: dict[str, Any], *, error: str | None = None) -> dict[str, Any]:
-    """A tool's answer as the tool would have given it: its structured content and that as text (or, for a
-    failure, the sentence that says why)."""
-    text = error if error is not None else json.dumps(structured, indent=2)
-    return {"content": [{"type": "text", "text": text}], "structuredContent": structured, "isError": error is not None}
-
-
-def target_uri(handle: McpTaskHandle) -> str | None:
-    if handle.task_id is not None:
-        return task_uri(handle.task_id)
-    return story_uri(handle.story_id) if handle.story_id is not None else None
-
-
-async def started(ctx: Context[Any, Any], *, task_id: str | None = None, story_id: str | None = None) -> bool:
-    """A spending tool's video task (or story) is recorded: when its client asked for a task, mint the handle on
-    it (True: the tool answers at once). A handle that cannot be kept is said with the id that can be followed."""
-    call = TASK_CALL.get()
-    if call is None:
-        return False
-    deps = deps_of(ctx)
-    handle = McpTaskHandle(owner=deps.identity(ctx) or NO_OWNER, tool=call.tool, task_id=task_id, story_id=story_id)
-    try:
-        await deps.service.store.add_mcp_task(handle)
-    except KlingError as exc:
-        what = f"video task {task_id}" if task_id else f"story {story_id}"
-        raise ToolError(f"The {what} started and is followed, but no task handle could be kept: {said(exc)}") from None
-    call.handle = handle
-    if call.era == CORE_TASKS_VERSION:
-        deps.task_views.follow_for_session(handle, deps.notifier.connection(ctx))
-    return True
-
-
-class TaskViews:
-    """The core's answers to the task methods (`tasks.TaskViews`), and the status notifications."""
+class TaskViews(TaskAnswers):
+    """The core's answers to the task methods (`tasks.TaskViews`), and their status notifications."""
 
     def __init__(self, server: KlingMCPServer, deps: Deps) -> None:
-        self.server, self.deps = server, deps
-        keep_days = deps.settings.store.keep_days
-        self.ttl_ms = int(keep_days * 86_400_000) if keep_days else None  # kept as long as the store keeps its task
+        super().__init__(server, deps)
         # 2025-11-25: by the URI of what they follow, the handles started in a session of this process, and its id
         self._for_sessions: dict[str, dict[str, tuple[McpTaskHandle, str]]] = {}
-        self._watchers: dict[str, set[asyncio.Queue[str]]] = {}  # by the URI of what the handles follow
-
-    # --- reading ------------------------------------------------------------------------------
-
-    def _context(self, ctx: ServerRequestContext[Any, Any]) -> Context[Any, Any]:
-        return Context(request_context=ctx, mcp_server=self.server)
-
-    def owner(self, ctx: ServerRequestContext[Any, Any]) -> str:
-        return self.deps.identity(self._context(ctx)) or NO_OWNER
-
-    async def own(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> McpTaskHandle:
-        """The caller's handle; another owner's is unknown, as an id never given is."""
-        handle = await self.deps.service.store.get_mcp_task(task_id, owner=self.owner(ctx))
-        if handle is None:
-            raise unknown(task_id)
-        return handle
-
-    async def snapshot(self, handle: McpTaskHandle) -> Snapshot:
-        service = self.deps.service
-        if handle.result is not None:
-            return Snapshot(handle, "completed", handle.created_at, result=handle.result)
-        if handle.cancelled_at is not None:
-            what = f"video task {handle.task_id}" if handle.task_id else f"story {handle.story_id}"
-            message = f"Cancelled here. The {what} goes on (its credits are spent) and stays listed."
-            return Snapshot(handle, "cancelled", handle.cancelled_at, message)
-        if handle.task_id is not None:
-            record = await service.get(handle.task_id)
-            if record is None:
-                return Snapshot(handle, "completed", handle.created_at, result=tool_result({}, error="No longer kept."))
-            if record.is_tracking:
-                poll = (record.due_at or time.time()) - time.time()
-                message = f"{record.raw_status or 'running'}: video task {record.task_id}"
-                return Snapshot(handle, "working", handle.created_at, message, poll_seconds=poll)
-            video = (await to_video(service, record)).model_dump(mode="json", by_alias=True)
-            error = None if record.outcome is Outcome.SUCCEEDED else finished_sentence(record)
-            return Snapshot(
-                handle, "completed", record.finished_at or time.time(), result=tool_result(video, error=error)
-            )
-        story = await service.stories.get(handle.story_id or "")
-        if story is None:
-            return Snapshot(handle, "completed", handle.created_at, result=tool_result({}, error="No longer kept."))
-        if story.state is StoryState.RUNNING:
-            poll = (story.due_at or time.time()) - time.time()
-            return Snapshot(handle, "working", handle.created_at, f"story {story.story_id}", poll_seconds=poll)
-        status = to_story(story).model_dump(mode="json", by_alias=True)
-        error = None if story.state is StoryState.SUCCEEDED else story_sentence(story)
-        return Snapshot(handle, "completed", story.finished_at or time.time(), result=tool_result(status, error=error))
-
-    def wire(self, snap: Snapshot, era: str, *, detailed: bool = False) -> dict[str, Any]:
-        """The task as `era` spells it (2026-07-28: `ttlMs`, `pollIntervalMs`, and with `detailed` the result)."""
-        modern = era in MODERN_PROTOCOL_VERSIONS
-        task: dict[str, Any] = {
-            "taskId": snap.handle.mcp_task_id,
-            "status": snap.status,
-            "createdAt": iso(snap.handle.created_at),
-            "lastUpdatedAt": iso(snap.updated_at),
-            "ttlMs" if modern else "ttl": self.ttl_ms,
-        }
-        if snap.message:
-            task["statusMessage"] = snap.message
-        if snap.poll_seconds is not None:
-            poll = round(1000 * min(max(snap.poll_seconds, MIN_POLL_SECONDS), MAX_POLL_SECONDS))
-            task["pollIntervalMs" if modern else "pollInterval"] = poll
-        if modern and detailed and snap.result is not None:
-            task["result"] = {"resultType": "complete", **snap.result}
-        return task
-
-    # --- the methods --------------------------------------------------------------------------
-
-    async def created(self, handle: McpTaskHandle, era: str) -> dict[str, Any]:
-        return self.wire(await self.snapshot(handle), era)
-
-    async def answered(self, ctx: ServerRequestContext[Any, Any], tool: str, result: Any) -> dict[str, Any]:
-        """2025-11-25: a task-augmented call that started nothing (refused, declined) gets a completed task
-        holding its answer, since that era's client expects a task."""
-        answer = result if isinstance(result, dict) else {"content": [], "isError": True}
-        handle = McpTaskHandle(owner=self.owner(ctx), tool=tool, result=answer)
-        await self.deps.service.store.add_mcp_task(handle)
-        return self.wire(await self.snapshot(handle), ctx.protocol_version)
-
-    async def get(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:
-        return self.wire(await self.snapshot(await self.own(ctx, task_id)), ctx.protocol_version, detailed=True)
-
-    async def result(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:
-        """2025-11-25 `tasks/result`: the tool's answer, once the task ended (waiting for it until then)."""
-        handle = await self.own(ctx, task_id)
-        uri = target_uri(handle)
-        async with self.watching([uri] if uri else []) as changes:
-            snap = await self.snapshot(handle)
-            asked = time.monotonic()
-            while not snap.ended:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changes.get(), RESULT_WAIT_SECONDS)
-                if handle.task_id is not None:  # asks the API when no poller will look soon
-                    _, asked = await self.deps.service.follow(handle.task_id, asked_at=asked)
-                handle = await self.own(ctx, task_id)
-                snap = await self.snapshot(handle)
-        if snap.result is None:
-            raise MCPError(code=INVALID_PARAMS, message=f"Task {task_id[:100]} was {snap.status}: {snap.message}")
-        return {**snap.result, "_meta": {RELATED_TASK: {"taskId": handle.mcp_task_id}}}
-
-    async def listing(self, ctx: ServerRequestContext[Any, Any], cursor: str | None) -> dict[str, Any]:
-        """2025-11-25 `tasks/list`: the caller's tasks, newest first, a page at a time."""
-        try:
-            before = None if cursor is None else tuple(json.loads(base64.urlsafe_b64decode(cursor.encode())))
-            at, last = before if before is not None else (None, None)
-            after = None if before is None else (float(at), str(last))
-        except (ValueError, TypeError):
-            raise MCPError(code=INVALID_PARAMS, message="Invalid cursor") from None
-        handles = await self.deps.service.store.mcp_tasks(self.owner(ctx), before=after, limit=PAGE + 1)
-        page = handles[:PAGE]
-        listed: dict[str, Any] = {"tasks": [self.wire(await self.snapshot(h), ctx.protocol_version) for h in page]}
-        if len(handles) > PAGE:
-            listed["nextCursor"] = base64.urlsafe_b64encode(
-                json.dumps([page[-1].created_at, page[-1].mcp_task_id]).encode()
-            ).decode()
-        return listed
-
-    async def cancel(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:
-        """End the handle (the spec's cancel); what it follows goes on: a provider's generation cannot be
-        stopped and its credits are spent. A task already ended: an error in 2025-11-25, an ack in 2026-07-28."""
-        handle = await self.own(ctx, task_id)
-        snap = await self.snapshot(handle)
-        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        if snap.ended and not modern:
-            raise MCPError(code=INVALID_PARAMS, message=f"Cannot cancel task {task_id[:100]}: it is {snap.status}.")
-        if not snap.ended:
-            await self.deps.service.store.cancel_mcp_task(handle.mcp_task_id, time.time())
-            if uri := target_uri(handle):
-                await self.deps.notifier.announce(uri)  # its status notifications say so, on every replica
-        return {} if modern else self.wire(await self.snapshot(await self.own(ctx, task_id)), ctx.protocol_version)
-
-    async def update(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:
-        """2026-07-28 `tasks/update`: these tasks never wait for input (approval comes before they exist)."""
-        await self.own(ctx, task_id)
-        return {}
-
-    # --- notifications ------------------------------------------------------------------------
+        self._retrying: set[str] = set()  # URIs whose sessions are told again a little later
+        self._retries: set[asyncio.Task[None]] = set()
 
     def follow_for_session(self, handle: McpTaskHandle, connection: str) -> None:
         if uri := target_uri(handle):
@@ -256,27 +43,34 @@ class TaskViews:
         it, and wake whoever watches it (`tasks/result`, listen streams)."""
         for queue in self._watchers.get(uri, ()):
             queue.put_nowait(uri)
-        for handle_id, (handle, connection) in list(self._for_sessions.get(uri, {}).items()):
-            fresh = await self.deps.service.store.get_mcp_task(handle_id, owner=handle.owner) or handle
-            snap = await self.snapshot(fresh)
+        following = self._for_sessions.get(uri, {})
+        for handle_id, (handle, connection) in list(following.items()):
+            try:
+                snap = await self.snapshot(await self._fresh(handle))
+            except Exception as exc:  # told a little later (this change may be the last); the others now
+                log.warning("task %s: no status notification yet (%s)", handle_id, one_line(exc))
+                self._again(uri)
+                continue
             if snap.ended:
-                self._for_sessions.get(uri, {}).pop(handle_id, None)
+                following.pop(handle_id, None)
             status = RawNotification(method="notifications/tasks/status", params=self.wire(snap, CORE_TASKS_VERSION))
             await self.deps.notifier.send(connection, uri, status)
+        if not following:
+            self._for_sessions.pop(uri, None)
 
-    @contextlib.asynccontextmanager
-    async def watching(self, uris: list[str]) -> AsyncIterator[asyncio.Queue[str]]:
-        changes: asyncio.Queue[str] = asyncio.Queue()
-        for uri in uris:
-            self._watchers.setdefault(uri, set()).add(changes)
-        try:
-            yield changes
-        finally:
-            for uri in uris:
-                watchers = self._watchers.get(uri, set())
-                watchers.discard(changes)
-                if not watchers:
-                    self._watchers.pop(uri, None)
+    def _again(self, uri: str) -> None:
+        if uri in self._retrying:
+            return
+        self._retrying.add(uri)
+
+        async def again() -> None:
+            await asyncio.sleep(RETRY_SECONDS)
+            self._retrying.discard(uri)
+            await self.changed(uri)
+
+        retry = asyncio.get_running_loop().create_task(again())
+        self._retries.add(retry)
+        retry.add_done_callback(self._retries.discard)
 
     async def listen(
         self,
@@ -291,7 +85,7 @@ class TaskViews:
         session = Acknowledging(ctx.session, acknowledged, list(handles))
         targets = {uri: handle for handle in handles.values() if (uri := target_uri(handle))}
         async with self.watching(list(targets)) as changes:
-            pump = asyncio.create_task(self._pump(ctx, handles, targets, changes, acknowledged))
+            pump = asyncio.create_task(self._pump(ctx, targets, changes, acknowledged))
             try:
                 return await stream(replace(ctx, session=session))  # type: ignore[arg-type]  # a proxy of it
             finally:
@@ -300,16 +94,28 @@ class TaskViews:
     async def _pump(
         self,
         ctx: ServerRequestContext[Any, Any],
-        handles: dict[str, McpTaskHandle],
         targets: dict[str, McpTaskHandle],
         changes: asyncio.Queue[str],
         acknowledged: asyncio.Event,
     ) -> None:
+        """Each task's status once the stream is acknowledged (it may have ended already), then at each change;
+        one that cannot be read now is read again a little later (a change may be the last)."""
         await acknowledged.wait()
+        for uri in targets:
+            changes.put_nowait(uri)
+        delay = RETRY_SECONDS
         while True:
-            handle = targets[await changes.get()]
-            fresh = await self.deps.service.store.get_mcp_task(handle.mcp_task_id, owner=handle.owner) or handle
-            task = self.wire(await self.snapshot(fresh), ctx.protocol_version, detailed=True)
+            uri = await changes.get()
+            handle = targets[uri]
+            try:
+                task = self.wire(await self.snapshot(await self._fresh(handle)), ctx.protocol_version, detailed=True)
+            except Exception as exc:
+                log.warning("task %s: no status notification yet (%s)", handle.mcp_task_id, one_line(exc))
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, MAX_RETRY_SECONDS)
+                changes.put_nowait(uri)
+                continue
+            delay = RETRY_SECONDS
             task["_meta"] = {SUBSCRIPTION_ID_META_KEY: ctx.request_id}
             notification = RawNotification(method="notifications/tasks", params=task)
             await ctx.session.send_notification(notification, related_request_id=ctx.request_id)  # type: ignore[arg-type]

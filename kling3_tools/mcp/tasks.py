@@ -166,7 +166,8 @@ class Tasks(Extension):
             return await call_next(ctx)
         name = str(params.get("name"))
         if name not in TASK_TOOLS:
-            raise MCPError(code=METHOD_NOT_FOUND, message=f"{name} does not run as a task; call it without `task`.")
+            shown = " ".join(name.split())[:60]
+            raise MCPError(code=METHOD_NOT_FOUND, message=f"{shown} does not run as a task; call it without `task`.")
         call, result = await _run(name, ctx, call_next)
         views = await self.views()
         task = await views.created(call.handle, ctx.protocol_version) if call.handle else None

@@ -41,7 +41,7 @@ from .outputs import (
     to_video,
 )
 from .server import Deps, NotYours, deps_of, said
-from .task_views import started
+from .task_answers import started
 
 PROGRESS_EVERY = 3.0
 

@@ -37,6 +37,7 @@ POSTGRES_TABLES = [
     )""",
     "CREATE INDEX mcp_tasks_owned ON mcp_tasks (owner, created_at)",
 ]
+KEPT_ANSWERS = 100  # an owner's handles on calls answered at once (refused before anything was made)
 COLUMNS = ("mcp_task_id", "owner", "tool", "task_id", "story_id", "result", "created_at", "cancelled_at")
 
 
@@ -51,6 +52,11 @@ class McpTaskTable(Statements):
         row = handle.model_dump() | {"result": None if handle.result is None else json.dumps(handle.result)}
         values = ", ".join(as_json(c) if c == "result" else p(c) for c in COLUMNS)
         await self._write(f"INSERT INTO mcp_tasks ({', '.join(COLUMNS)}) VALUES ({values})", row)
+        if handle.result is not None:  # an answer known at once costs its caller nothing: keep the newest only
+            answers = f"owner = {p('owner')} AND result IS NOT NULL"
+            newest = f"SELECT mcp_task_id FROM mcp_tasks WHERE {answers} ORDER BY created_at DESC LIMIT {p('keep')}"
+            sql = f"DELETE FROM mcp_tasks WHERE {answers} AND mcp_task_id NOT IN ({newest})"
+            await self._write(sql, {"owner": handle.owner, "keep": KEPT_ANSWERS})
 
     async def get_mcp_task(self, mcp_task_id: str, *, owner: str) -> McpTaskHandle | None:
         """The handle when `owner` holds it; None for another owner's as for an unknown id."""
