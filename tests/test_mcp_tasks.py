@@ -54,9 +54,12 @@ TASK_TOOLS = {"generate_video", "extend_video", "lip_sync", "start_story"}
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
-def result_of(client: Client, task: dict[str, Any]) -> dict[str, Any]:
-    assert task["status"] == "completed", task
-    return task["result"] if client.session.protocol_version == "2026-07-28" else {}
+async def answer_of(client: Client, task_id: str) -> dict[str, Any]:
+    """The tool's answer once the task ended: inlined in 2026-07-28, `tasks/result` in 2025-11-25."""
+    ended = await task_ended(client, task_id, timeout=60)
+    if client.session.protocol_version == "2026-07-28":
+        return ended["result"]  # type: ignore[no-any-return]
+    return await ask(client, "tasks/result", {"taskId": task_id})  # type: ignore[no-any-return]
 
 
 # --- in this process, with the SDK's client -----------------------------------------------------
@@ -99,8 +102,8 @@ async def test_a_task_follows_its_video_to_the_result(sandbox, tmp_path, mode):
             assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": created["taskId"]}
             assert "result" not in ended
         else:
-            result = result_of(client, ended)
-            assert result["resultType"] == "complete"
+            result = ended["result"]
+            assert ended["status"] == "completed" and result["resultType"] == "complete"
     assert result["isError"] is False
     assert result["structuredContent"]["task_id"] == video_task
     assert result["structuredContent"]["video_urls"][0].endswith(".mp4")
@@ -122,9 +125,7 @@ async def test_a_story_runs_as_a_task(sandbox, tmp_path, mode):
     async with connect(sandbox, tmp_path, mode=mode) as client:
         created = await start_task(client, {"story": story}, tool="start_story")
         assert created["status"] == "working" and "story" in created["statusMessage"]
-        ended = await task_ended(client, created["taskId"], timeout=60)
-        taken = {"taskId": created["taskId"]}
-        result = ended["result"] if mode != "legacy" else await ask(client, "tasks/result", taken)
+        result = await answer_of(client, created["taskId"])
     assert result["isError"] is False, result
     assert result["structuredContent"]["state"] == "succeeded"
 
@@ -377,6 +378,10 @@ def test_another_owners_task_is_unknown(sandbox, tmp_path, tasks_client, era):
             bob = drive(tasks_client, era, "--url", url, "--token", "bob-token", "--do", action, "--task", task_id)
             assert bob[1]["ok"] is False and bob[1]["error"]["code"] == -32602, bob
         assert drive(tasks_client, era, *alice, "--do", "get", "--task", task_id)[1]["task"]["status"] == "working"
+        if era == "2025-11-25":  # each lists only their own
+            bobs = drive(tasks_client, era, "--url", url, "--token", "bob-token", "--do", "list")[1]["tasks"]
+            alices = drive(tasks_client, era, *alice, "--do", "list")[1]["tasks"]
+            assert bobs == [] and [task["taskId"] for task in alices] == [task_id]
 
 
 @pytest.mark.process
@@ -640,3 +645,20 @@ def answer(response: httpx.Response) -> dict[str, Any]:
         data = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
         return json.loads(data[-1])  # type: ignore[no-any-return]
     return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_extend_and_lip_sync_run_as_tasks(sandbox, tmp_path, mode):
+    options = sandbox.state.options
+    kling = {"KLING_PROVIDER": "kling", "KLING_ACCESS_KEY": options.access_key, "KLING_SECRET_KEY": options.secret_key}
+    env = server_env(sandbox, tmp_path, KLING_STORE__KEEP_DAYS="2", **kling)
+    async with connect(sandbox, tmp_path, env, mode=mode) as client:
+        parent = await start_task(client, {"type": "o3-std-text-to-video", "prompt": "a fox"})
+        source = (await answer_of(client, parent["taskId"]))["structuredContent"]["task_id"]
+        extended = await start_task(client, {"task_id": source, "prompt": "she leaps"}, tool="extend_video")
+        spoken = await start_task(client, {"task_id": source, "text": "Hello"}, tool="lip_sync")
+        results = [await answer_of(client, task["taskId"]) for task in (extended, spoken)]
+        ended = await ask(client, "tasks/get", {"taskId": extended["taskId"]})
+    assert [r["structuredContent"]["source_task"] for r in results] == [source, source]
+    assert results[1]["structuredContent"]["type"] == "lip-sync"
+    assert ended["ttl" if mode == "legacy" else "ttlMs"] == 2 * 86_400_000  # the store's retention

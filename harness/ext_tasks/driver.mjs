@@ -11,6 +11,7 @@
 //   resume   --task ID                        follow a task to its end and print the outcome
 //   get      --task ID                        one tasks/get: the task, or the JSON-RPC error
 //   cancel   --task ID                        one tasks/cancel: ok, or the JSON-RPC error
+//   list                                      every task tasks/list gives, page after page (2025-11-25)
 //
 // 2026-07-28 needs the host to carry tasks/* and task results itself (ext-tasks' `rawDispatch`: the SDK client's
 // 2026 codec refuses them); this sends them on the session's own transport with string ids.
@@ -92,6 +93,17 @@ async function step(name, fn) {
     return undefined;
   }
 }
+async function listed() {
+  if (session.capabilities.inventory !== "server-list") return { skipped: session.capabilities.inventory };
+  const tasks = [];
+  let cursor;
+  do {
+    const page = await session.listTasks(cursor);
+    tasks.push(...page.tasks.map(task));
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+  return { tasks };
+}
 async function start(args) {
   const execution = await session.callTool(TOOL, JSON.parse(args), { task: { preference: "require" } });
   return execution;
@@ -108,17 +120,7 @@ if (opts.do === "full") {
     await step("snapshot", async () => ({ task: task(await session.task(first.taskId).snapshot()) }));
     await step("result", async () => ({ outcome: outcome(await session.task(first.taskId).result()) }));
   }
-  await step("list", async () => {
-    if (session.capabilities.inventory !== "server-list") return { skipped: session.capabilities.inventory };
-    const tasks = [];
-    let cursor;
-    do {
-      const page = await session.listTasks(cursor);
-      tasks.push(...page.tasks.map(task));
-      cursor = page.nextCursor;
-    } while (cursor !== undefined);
-    return { tasks };
-  });
+  await step("list", listed);
   await step("cancel", async () => {
     const execution = await start(opts["cancel-args"]);
     const taskId = execution.handle.taskId;
@@ -141,6 +143,8 @@ if (opts.do === "full") {
   await step("resume", async () => ({ outcome: outcome(await session.task(opts.task).result()) }));
 } else if (opts.do === "get") {
   await step("get", async () => ({ task: task(await session.task(opts.task).snapshot()) }));
+} else if (opts.do === "list") {
+  await step("list", listed);
 } else if (opts.do === "cancel") {
   await step("cancel", async () => (await session.cancelTask(opts.task), {}));
 }
