@@ -453,10 +453,9 @@ def conformance_suite(package: str) -> Path:
     return binary
 
 
-def drive(tasks_client: Path, era: str, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def drive(tasks_client: list[str], era: str, *args: str, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One run of the official tasks client's driver (`harness/ext_tasks/driver.mjs`): the steps it said."""
-    command = ["node", str(tasks_client), "--era", era, *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, cwd=tasks_client.parent)
+    done = subprocess.run([*tasks_client, "--era", era, *args], env=env, capture_output=True, text=True, timeout=150)
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert lines and lines[-1]["step"] == "done", done.stdout[-2000:] + done.stderr[-2000:]
     return lines

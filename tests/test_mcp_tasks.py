@@ -323,7 +323,7 @@ async def handles_kept(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def tasks_client() -> Path:
+def tasks_client() -> list[str]:
     if shutil.which("npm") is None and not os.environ.get("KLING3_REQUIRE_CONFORMANCE"):
         pytest.skip("npm is not available: the official tasks client cannot be installed")
     return installed()
