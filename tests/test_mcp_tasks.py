@@ -532,12 +532,16 @@ async def test_waiting_for_results_never_asks_the_api(sandbox, tmp_path):
     """Many `tasks/result` waits (abandoned ones too) read the store the pollers keep: the API sees the pollers'
     checks only, within their rate limit."""
     set_options(sandbox, finish_seconds=60)
-    slow_poller = {"KLING_POLLER__DENSE_INTERVAL_SECONDS": "8", "KLING_POLLER__MAX_INTERVAL_SECONDS": "30"}
-    async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, **slow_poller), mode="legacy") as client:
+    poller = {  # expects the video in a minute, so it will not look for a while; a person waiting would ask
+        "KLING_POLLER__EXPECTED_SECONDS": "[60, 120]",
+        "KLING_POLLER__DENSE_INTERVAL_SECONDS": "0.2",
+        "KLING_POLLER__MAX_INTERVAL_SECONDS": "30",
+    }
+    async with connect(sandbox, tmp_path, server_env(sandbox, tmp_path, **poller), mode="legacy") as client:
         created = await start_task(client, VIDEO)
         before = stats(sandbox)["requests"].get("status", 0)
         waits = [asyncio.create_task(ask(client, "tasks/result", {"taskId": created["taskId"]})) for _ in range(20)]
-        await asyncio.sleep(3)
+        await asyncio.sleep(1.5)
         asked = stats(sandbox)["requests"].get("status", 0) - before
         for wait in waits:
             wait.cancel()
