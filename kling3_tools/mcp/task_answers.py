@@ -205,8 +205,9 @@ class TaskAnswers:
         return self.wire(snap, era)
 
     async def answered(self, ctx: ServerRequestContext[Any, Any], tool: str, result: Any) -> dict[str, Any]:
-        """2025-11-25: a task-augmented call that started nothing (refused, declined) gets a completed task
-        holding its answer, since that era's client expects a task."""
+        """2025-11-25: a task-augmented call that started nothing (refused, declined) gets a task that already
+        ended with its answer (`failed`, in that era's words, when the answer is an error), since that era's
+        client expects a task."""
         answer = result if isinstance(result, dict) else {"content": [], "isError": True}
         handle = McpTaskHandle(owner=self.owner(ctx), tool=tool, result=answer)
         try:
