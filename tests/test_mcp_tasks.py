@@ -28,6 +28,7 @@ from harness.helpers import eventually, free_port
 from kling3_tools.adapters.store import open_store
 from kling3_tools.domain.errors import StoreError
 from kling3_tools.domain.mcp_tasks import McpTaskHandle
+from kling3_tools.domain.records import LOCAL_OWNER
 
 from .conftest import set_options, stats
 from .support import (
@@ -82,7 +83,7 @@ async def test_a_client_that_does_not_ask_gets_todays_answer(sandbox, tmp_path, 
     assert "resultType" not in made.structured_content and "taskId" not in made.structured_content
     store = await open_store(f"sqlite:///{tmp_path / 'mcp.db'}")
     try:
-        assert await store.mcp_tasks("", limit=10) == []  # no handle minted for a call that did not ask
+        assert await store.mcp_tasks(LOCAL_OWNER, limit=10) == []  # no handle minted for a call that did not ask
     finally:
         await store.close()
 

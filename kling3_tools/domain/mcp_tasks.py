@@ -9,8 +9,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-NO_OWNER = ""  # stdio, or `[mcp] share_tasks`: every client of the store is the one user
-
 
 def new_id() -> str:
     return secrets.token_urlsafe(24)
@@ -18,7 +16,7 @@ def new_id() -> str:
 
 class McpTaskHandle(BaseModel):
     mcp_task_id: str = Field(default_factory=new_id)
-    owner: str = NO_OWNER
+    owner: str  # as `records.owner_of` names owners
     tool: str
     task_id: str | None = None  # the video task it follows
     story_id: str | None = None  # or the story

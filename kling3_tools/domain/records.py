@@ -82,9 +82,12 @@ def owner_of(origin: AnyOrigin) -> str:
     """Who a task, a story or a character belongs to: a Discord member, an MCP client identity, or the local user."""
     if isinstance(origin, DiscordOrigin):
         return f"discord:{origin.user_id}"
-    if isinstance(origin, McpOrigin) and origin.owner:
-        return f"mcp:{origin.owner}"
-    return LOCAL_OWNER
+    return mcp_owner(origin.owner) if isinstance(origin, McpOrigin) else LOCAL_OWNER
+
+
+def mcp_owner(identity: str | None) -> str:
+    """The owner an MCP client identity stands for (None, over stdio or with `share_tasks`: the local user)."""
+    return f"mcp:{identity}" if identity else LOCAL_OWNER
 
 
 def may_use(owner: str, record: TaskRecord) -> bool:

@@ -22,8 +22,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, Notification
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from ..domain.mcp_tasks import NO_OWNER, McpTaskHandle
-from ..domain.records import Outcome
+from ..domain.mcp_tasks import McpTaskHandle
+from ..domain.records import Outcome, mcp_owner
 from ..domain.story_record import StoryState
 from .outputs import finished_sentence, story_sentence, story_uri, task_uri, to_story, to_video
 from .server import Deps, KlingMCPServer, deps_of, one_line
@@ -98,7 +98,7 @@ async def started(ctx: Context[Any, Any], *, task_id: str | None = None, story_i
     if call is None:
         return False
     deps = deps_of(ctx)
-    handle = McpTaskHandle(owner=deps.identity(ctx) or NO_OWNER, tool=call.tool, task_id=task_id, story_id=story_id)
+    handle = McpTaskHandle(owner=mcp_owner(deps.identity(ctx)), tool=call.tool, task_id=task_id, story_id=story_id)
     try:
         await deps.service.store.add_mcp_task(handle)
     except Exception as exc:  # whatever failed, what was started (and spent) is said, with what follows it
@@ -129,7 +129,7 @@ class TaskAnswers:
         return Context(request_context=ctx, mcp_server=self.server)
 
     def owner(self, ctx: ServerRequestContext[Any, Any]) -> str:
-        return self.deps.identity(self._context(ctx)) or NO_OWNER
+        return mcp_owner(self.deps.identity(self._context(ctx)))
 
     async def own(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> McpTaskHandle:
         """The caller's handle; another owner's is unknown, as an id never given is."""
