@@ -263,10 +263,12 @@ class TaskAnswers:
         if snap.ended and not modern:
             raise MCPError(code=INVALID_PARAMS, message=f"Cannot cancel task {clipped(task_id)}: it ended.")
         if not snap.ended:
-            await self.deps.service.store.cancel_mcp_task(handle.mcp_task_id, time.time())
+            cancelled_at = time.time()
+            await self.deps.service.store.cancel_mcp_task(handle.mcp_task_id, cancelled_at)
+            handle = handle.model_copy(update={"cancelled_at": cancelled_at})
             if uri := target_uri(handle):
                 await self.deps.notifier.announce(uri)  # its status notifications say so, on every replica
-        return {} if modern else self.wire(await self.snapshot(await self.own(ctx, task_id)), ctx.protocol_version)
+        return {} if modern else self.wire(await self.snapshot(handle), ctx.protocol_version)
 
     async def update(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> dict[str, Any]:
         """2026-07-28 `tasks/update`: these tasks never wait for input (approval comes before they exist)."""
