@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import RequestValidationError
-from .rules import describe_validation_error
+from .rules import built
 from .tasks import TaskStatus, normalise_status
 from .url_fields import check_url
 
@@ -45,10 +44,7 @@ class NewCharacter(BaseModel):
 
     @classmethod
     def build(cls, **fields: object) -> NewCharacter:
-        try:
-            return cls.model_validate({k: v for k, v in fields.items() if v is not None})
-        except ValidationError as exc:
-            raise RequestValidationError(describe_validation_error(exc)) from None
+        return built(cls, fields)
 
 
 class Character(BaseModel):

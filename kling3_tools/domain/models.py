@@ -20,8 +20,7 @@ from pydantic_core import InitErrorDetails
 
 from . import catalog
 from .catalog import AspectRatio, TaskType
-from .errors import RequestValidationError
-from .rules import catalog_rule_errors, describe_validation_error, shot_from_text
+from .rules import built, catalog_rule_errors, shot_from_text
 from .url_fields import check_url
 
 StatusFilter = Literal["running", "succeeded", "failed", "timed_out"]  # still tracked, or how tracking ended
@@ -244,7 +243,4 @@ class GenerateRequest(BaseModel):
     @classmethod
     def build(cls, **fields: Any) -> GenerateRequest:
         """Validate `fields`; raise `RequestValidationError` listing every problem in plain words."""
-        try:
-            return cls.model_validate({k: v for k, v in fields.items() if v is not None})
-        except ValidationError as exc:
-            raise RequestValidationError(describe_validation_error(exc)) from None
+        return built(cls, fields)

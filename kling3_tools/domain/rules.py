@@ -3,15 +3,17 @@ one wording of every problem they find. No model here: `models` runs them inside
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from . import catalog
 from .catalog import TaskType
 from .errors import RequestValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def rule(field: str, message: str, value: Any) -> InitErrorDetails:
@@ -139,6 +141,15 @@ def describe_validation_error(exc: ValidationError) -> list[str]:
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
             problems.append(f"`{field}`: {message[0].lower()}{message[1:]} (got {shown})")
     return problems
+
+
+def built(model: type[Model], fields: Mapping[str, object]) -> Model:
+    """`model` from the `fields` given (None: not given), or `RequestValidationError` listing every problem in
+    plain words."""
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise RequestValidationError(describe_validation_error(exc)) from None
 
 
 def quote(
