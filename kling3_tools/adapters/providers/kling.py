@@ -84,10 +84,6 @@ def family_of(type_: TaskType | str) -> str:
     return OMNI if spec.family is Family.O3 else FAMILIES[spec.mode]
 
 
-def _per_second(rate: float) -> Price:
-    return Price(per_second=rate)
-
-
 class Kling(Provider):
     name: ClassVar[str] = "kling"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
@@ -108,11 +104,11 @@ class Kling(Provider):
         TaskType.O3_STD_IMAGE_TO_VIDEO: Price(per_second=0.9),
         TaskType.O3_STD_REFERENCE_TO_VIDEO: Price(per_second=1.2),
         TaskType.O3_STD_VIDEO_EDIT: Price(fixed=8),
-        TaskType.O3_PRO_VIDEO_EXTEND: _per_second(1.6),  # billed as the reference request it is
-        TaskType.O3_STD_VIDEO_EXTEND: _per_second(1.2),
-        TaskType.PRO_MOTION_CONTROL: _per_second(0.8),  # per second of the motion video; estimated
-        TaskType.STD_MOTION_CONTROL: _per_second(0.6),
-        TaskType.LIP_SYNC: _per_second(0.2),  # per second of the video; estimated
+        TaskType.O3_PRO_VIDEO_EXTEND: Price(per_second=1.6),  # billed as the reference request it is
+        TaskType.O3_STD_VIDEO_EXTEND: Price(per_second=1.2),
+        TaskType.PRO_MOTION_CONTROL: Price(per_second=0.8),  # per second of the motion video; estimated
+        TaskType.STD_MOTION_CONTROL: Price(per_second=0.6),
+        TaskType.LIP_SYNC: Price(per_second=0.2),  # per second of the video; estimated
     }
     finds_by_attempt_id: ClassVar[bool] = True
     inline_images: ClassVar[bool] = True
